@@ -1,0 +1,107 @@
+//! The PostgreSQL pool, the embedded migrations, and the unit of work that domain operations run in.
+//!
+//! Repositories take `&mut PgConnection`, so a service can run several of them (and the event
+//! subscribers, and the outbox) inside one [`UnitOfWork`]. The pool is created lazily: the api
+//! starts, and `/health` reports PostgreSQL down, instead of refusing to start during an outage.
+
+use std::str::FromStr;
+
+use secrecy::ExposeSecret;
+use sqlx::{
+    PgConnection, PgPool, Postgres, Transaction,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::{config::DatabaseConfig, queue::outbox::StagedJob};
+
+/// Every migration of `migrations/`, compiled into the binaries.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Connect options built from config, with PgBouncer's transaction mode taken into account.
+pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    let mut options = PgConnectOptions::from_str(config.url.expose_secret())?
+        .application_name("orderly");
+    if config.pgbouncer {
+        // Transaction pooling hands each transaction to any server connection, so named
+        // prepared statements (sqlx's statement cache) would be missing on the next one.
+        options = options.statement_cache_capacity(0);
+    }
+    Ok(options)
+}
+
+/// A lazily connecting pool: no connection is made until the first query.
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_options(config).connect_lazy_with(connect_options(config)?))
+}
+
+/// Pool settings from config.
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections)
+        .acquire_timeout(config.acquire_timeout)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Reverts the most recently applied migration; returns its version, or `None` if none is applied.
+pub async fn revert_last(pool: &PgPool) -> Result<Option<i64>, sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?;
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "select version from _sqlx_migrations where success order by version desc limit 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .or_else(|e| match e {
+        // No migrations table yet: nothing has been applied.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+        other => Err(other),
+    })?;
+    drop(conn);
+    let Some(&last) = applied.first() else {
+        return Ok(None);
+    };
+    let target = applied.get(1).copied().unwrap_or(0);
+    MIGRATOR.undo(pool, target).await?;
+    Ok(Some(last))
+}
+
+/// One database transaction plus the jobs it staged in the outbox.
+///
+/// Commit through [`UnitOfWork::commit`], which hands the staged jobs back so the caller can
+/// push them to the queue right after the commit (and never after a rollback: dropping the
+/// unit of work rolls back and forgets them).
+pub struct UnitOfWork {
+    tx: Transaction<'static, Postgres>,
+    staged: Vec<StagedJob>,
+}
+
+impl UnitOfWork {
+    /// Begins a transaction.
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            staged: Vec::new(),
+        })
+    }
+
+    /// The connection to run repository calls on.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Records a job staged in this transaction (called by the outbox).
+    pub(crate) fn record_staged(&mut self, job: StagedJob) {
+        self.staged.push(job);
+    }
+
+    /// Commits and returns the jobs staged in the outbox by this transaction.
+    pub async fn commit(self) -> Result<Vec<StagedJob>, sqlx::Error> {
+        self.tx.commit().await?;
+        Ok(self.staged)
+    }
+}

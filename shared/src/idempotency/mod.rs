@@ -1,0 +1,156 @@
+//! Idempotency keys for unsafe requests (the IETF `Idempotency-Key` draft, with Stripe's rules).
+//!
+//! - Same key, same request, same user: the first response is returned again, byte for byte,
+//!   and nothing is done twice.
+//! - Same key, different request: 422. Same key while the first request is still running: 409.
+//! - Keys expire after 24 hours.
+//!
+//! The flow around a handler: [`IdempotencyService::begin`] claims the key (one statement);
+//! the operation links the resource it creates to the key *inside its own transaction*
+//! ([`IdempotencyService::attach`]); after the commit the response bytes are stored
+//! ([`IdempotencyService::complete`]). If the process dies between commit and storing the
+//! response, a retry finds the linked resource and is answered from it ([`Begin::Recover`]), so
+//! a crash can never produce a second order.
+
+mod repository;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::error::AppError;
+use repository::{ClaimOutcome, IdempotencyRepository};
+
+/// How long a key is remembered.
+pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A claimed key: the caller runs the operation and then completes or releases it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The user the key belongs to (keys are per user).
+    pub user_id: Uuid,
+    /// The operation (`orders.create`): the same key may be used for different operations.
+    pub scope: &'static str,
+    /// The key itself.
+    pub key: String,
+}
+
+/// A response stored for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes, exactly as first sent.
+    pub body: Vec<u8>,
+}
+
+/// What to do with a request carrying an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First time (or the earlier attempt died before doing anything): run the operation.
+    Proceed(Claim),
+    /// Done before: send this response again.
+    Replay(StoredResponse),
+    /// The operation committed but its response was never stored (crash): rebuild the response
+    /// from the resource, then complete the claim.
+    Recover {
+        /// The claim to complete.
+        claim: Claim,
+        /// The resource the operation created.
+        resource_id: Uuid,
+    },
+}
+
+/// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters.
+pub fn parse_key(raw: &str) -> Result<String, AppError> {
+    let key = raw.trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(AppError::bad_request(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// The fingerprint of a request: SHA-256 of its canonical form.
+pub fn fingerprint(canonical_request: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical_request))
+}
+
+/// Remembers keys and their responses.
+#[derive(Debug, Clone)]
+pub struct IdempotencyService {
+    pool: PgPool,
+    repository: IdempotencyRepository,
+    /// How long a claim blocks retries before it is presumed dead (longer than any request).
+    lock_for: Duration,
+}
+
+impl IdempotencyService {
+    /// A service over `pool`; a claim is presumed dead after `lock_for` without completion.
+    pub fn new(pool: PgPool, lock_for: Duration) -> Self {
+        Self {
+            pool,
+            repository: IdempotencyRepository,
+            lock_for,
+        }
+    }
+
+    /// Claims `key` for `(user_id, scope)` with the request's fingerprint, or says why not.
+    #[tracing::instrument(skip(self, request_hash))]
+    pub async fn begin(&self, user_id: Uuid, scope: &'static str, key: &str, request_hash: &str) -> Result<Begin, AppError> {
+        let claim = Claim {
+            user_id,
+            scope,
+            key: key.to_owned(),
+        };
+        match self
+            .repository
+            .claim(&self.pool, &claim, request_hash, self.lock_for, KEY_TTL)
+            .await?
+        {
+            ClaimOutcome::Claimed => Ok(Begin::Proceed(claim)),
+            ClaimOutcome::Existing(existing) => {
+                if existing.request_hash != request_hash {
+                    return Err(AppError::unprocessable(
+                        "Idempotency-Key was already used with a different request",
+                    ));
+                }
+                if let (Some(status), Some(body)) = (existing.response_status, existing.response_body) {
+                    return Ok(Begin::Replay(StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    }));
+                }
+                if let Some(resource_id) = existing.resource_id {
+                    return Ok(Begin::Recover { claim, resource_id });
+                }
+                Err(AppError::conflict(
+                    "a request with this Idempotency-Key is still being processed",
+                ))
+            }
+        }
+    }
+
+    /// Links the created resource to the claim, inside the operation's transaction.
+    pub async fn attach(&self, conn: &mut PgConnection, claim: &Claim, resource_id: Uuid) -> Result<(), AppError> {
+        self.repository.attach(conn, claim, resource_id).await
+    }
+
+    /// Stores the response sent for the claim.
+    pub async fn complete(&self, claim: &Claim, response: &StoredResponse) -> Result<(), AppError> {
+        self.repository.complete(&self.pool, claim, response).await
+    }
+
+    /// Forgets a claim whose operation failed in a way worth retrying (5xx), so a retry runs again.
+    pub async fn release(&self, claim: &Claim) -> Result<(), AppError> {
+        self.repository.delete(&self.pool, claim).await
+    }
+
+    /// Deletes expired keys; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, AppError> {
+        self.repository.purge_expired(&self.pool).await
+    }
+}

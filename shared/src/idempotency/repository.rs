@@ -1,0 +1,123 @@
+//! SQL for idempotency keys.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    idempotency::{Claim, StoredResponse},
+};
+
+/// A key already present.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ExistingKey {
+    pub request_hash: String,
+    pub resource_id: Option<Uuid>,
+    pub response_status: Option<i16>,
+    pub response_body: Option<Vec<u8>>,
+}
+
+pub(super) enum ClaimOutcome {
+    Claimed,
+    Existing(ExistingKey),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct IdempotencyRepository;
+
+impl IdempotencyRepository {
+    /// Inserts the key, or takes over an expired key or a dead claim (locked until the past,
+    /// nothing created, same request); otherwise returns what is there.
+    pub async fn claim<'e, E: PgExecutor<'e> + Copy>(
+        &self,
+        db: E,
+        claim: &Claim,
+        request_hash: &str,
+        lock_for: Duration,
+        ttl: Duration,
+    ) -> Result<ClaimOutcome, AppError> {
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at) \
+             values ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6)) \
+             on conflict (user_id, scope, key) do update set \
+               request_hash = excluded.request_hash, locked_until = excluded.locked_until, \
+               expires_at = excluded.expires_at, resource_id = null, response_status = null, \
+               response_body = null, created_at = now() \
+             where idempotency_keys.expires_at < now() \
+                or (idempotency_keys.locked_until < now() and idempotency_keys.resource_id is null \
+                    and idempotency_keys.response_status is null \
+                    and idempotency_keys.request_hash = excluded.request_hash) \
+             returning 1",
+        )
+        .bind(claim.user_id)
+        .bind(claim.scope)
+        .bind(&claim.key)
+        .bind(request_hash)
+        .bind(lock_for.as_secs_f64())
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(db)
+        .await?;
+        if claimed.is_some() {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        let existing = sqlx::query_as::<_, ExistingKey>(
+            "select request_hash, resource_id, response_status, response_body from idempotency_keys \
+             where user_id = $1 and scope = $2 and key = $3",
+        )
+        .bind(claim.user_id)
+        .bind(claim.scope)
+        .bind(&claim.key)
+        .fetch_optional(db)
+        .await?;
+        match existing {
+            Some(existing) => Ok(ClaimOutcome::Existing(existing)),
+            // Deleted between the two statements (released by a failed request): claim again.
+            None => Box::pin(self.claim(db, claim, request_hash, lock_for, ttl)).await,
+        }
+    }
+
+    pub async fn attach(&self, conn: &mut PgConnection, claim: &Claim, resource_id: Uuid) -> Result<(), AppError> {
+        sqlx::query("update idempotency_keys set resource_id = $4 where user_id = $1 and scope = $2 and key = $3")
+            .bind(claim.user_id)
+            .bind(claim.scope)
+            .bind(&claim.key)
+            .bind(resource_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn complete<'e>(&self, db: impl PgExecutor<'e>, claim: &Claim, response: &StoredResponse) -> Result<(), AppError> {
+        sqlx::query(
+            "update idempotency_keys set response_status = $4, response_body = $5 \
+             where user_id = $1 and scope = $2 and key = $3",
+        )
+        .bind(claim.user_id)
+        .bind(claim.scope)
+        .bind(&claim.key)
+        .bind(response.status as i16)
+        .bind(&response.body)
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete<'e>(&self, db: impl PgExecutor<'e>, claim: &Claim) -> Result<(), AppError> {
+        sqlx::query("delete from idempotency_keys where user_id = $1 and scope = $2 and key = $3 and response_status is null")
+            .bind(claim.user_id)
+            .bind(claim.scope)
+            .bind(&claim.key)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn purge_expired<'e>(&self, db: impl PgExecutor<'e>) -> Result<u64, AppError> {
+        Ok(sqlx::query("delete from idempotency_keys where expires_at < now()")
+            .execute(db)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,48 @@
+//! # Orderly
+//!
+//! The library both Orderly binaries stand on: the api (`orderly-api`) takes orders over HTTP,
+//! the workers (`orderly-worker`) do the slow work. Everything they share lives here, so a
+//! binary is only "parse config, build [`services::Services`], serve or work".
+//!
+//! ## Layout
+//!
+//! Infrastructure, generic and free of shop logic:
+//! - [`config`]: typed configuration from the environment, validated at start.
+//! - [`telemetry`]: JSON logs and the request id that follows an order into its jobs.
+//! - [`error`]: [`error::AppError`] and the one error shape.
+//! - [`db`], [`redis`]: PostgreSQL pool and migrations, Redis connection, the unit of work.
+//! - [`cache`]: Redis read-through cache used by repositories.
+//! - [`ratelimit`]: GCRA limiter in memory or Redis.
+//! - [`events`]: in-process domain events, run inside the publishing transaction.
+//! - [`queue`]: the Redis job engine, its apalis backend, and the transactional outbox.
+//! - [`idempotency`]: idempotency keys for unsafe requests.
+//! - [`pagination`]: keyset pages.
+//!
+//! The shop, one folder per domain (model, repository, service, events):
+//! - [`users`], [`products`], [`orders`], [`reports`].
+//! - [`jobs`]: the shop's queues and job payloads, and the subscriber that stages them.
+//!
+//! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
+//! through their services (orders reserve stock through `ProductService`).
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod jobs;
+pub mod orders;
+pub mod pagination;
+pub mod products;
+pub mod queue;
+pub mod ratelimit;
+pub mod redis;
+pub mod reports;
+pub mod services;
+pub mod telemetry;
+pub mod users;
+
+pub use config::Config;
+pub use error::{AppError, Result};
+pub use services::Services;

@@ -1,0 +1,165 @@
+//! SQL for orders and their lines.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    orders::model::{Order, OrderItem, OrderStatus},
+    pagination::{Page, PageRequest},
+};
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    user_id: Uuid,
+    status: OrderStatus,
+    total_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    fn with_items(self, items: Vec<OrderItem>) -> Order {
+        Order {
+            id: self.id,
+            user_id: self.user_id,
+            status: self.status,
+            total_cents: self.total_cents,
+            currency: self.currency,
+            items,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, currency, created_at, updated_at";
+
+/// The fields of a new order row.
+#[derive(Debug, Clone)]
+pub struct NewOrderRow<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Total.
+    pub total_cents: i64,
+    /// Currency.
+    pub currency: &'a str,
+    /// Lines.
+    pub items: &'a [OrderItem],
+}
+
+/// Orders in PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderRepository;
+
+impl OrderRepository {
+    /// Inserts an order and its lines (two statements in the caller's transaction).
+    #[tracing::instrument(skip_all)]
+    pub async fn insert(&self, conn: &mut PgConnection, new: NewOrderRow<'_>) -> Result<Order, AppError> {
+        let row = sqlx::query_as::<_, OrderRow>(&format!(
+            "insert into orders (id, user_id, status, total_cents, currency) values ($1, $2, 'placed', $3, $4) \
+             returning {ORDER_COLUMNS}"
+        ))
+        .bind(new.id)
+        .bind(new.user_id)
+        .bind(new.total_cents)
+        .bind(new.currency)
+        .fetch_one(&mut *conn)
+        .await?;
+        let line_nos: Vec<i32> = (1..=new.items.len() as i32).collect();
+        let product_ids: Vec<Uuid> = new.items.iter().map(|i| i.product_id).collect();
+        let skus: Vec<&str> = new.items.iter().map(|i| i.sku.as_str()).collect();
+        let names: Vec<&str> = new.items.iter().map(|i| i.name.as_str()).collect();
+        let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
+        let prices: Vec<i64> = new.items.iter().map(|i| i.unit_price_cents).collect();
+        sqlx::query(
+            "insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents) \
+             select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::bigint[])",
+        )
+        .bind(new.id)
+        .bind(&line_nos)
+        .bind(&product_ids)
+        .bind(&skus)
+        .bind(&names)
+        .bind(&quantities)
+        .bind(&prices)
+        .execute(&mut *conn)
+        .await?;
+        Ok(row.with_items(new.items.to_vec()))
+    }
+
+    /// An order with its lines; `for_update` locks the order row for a status change.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn find(&self, conn: &mut PgConnection, id: Uuid, for_update: bool) -> Result<Option<Order>, AppError> {
+        let lock = if for_update { " for update" } else { "" };
+        let Some(row) = sqlx::query_as::<_, OrderRow>(&format!(
+            "select {ORDER_COLUMNS} from orders where id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let items = self.items(&mut *conn, &[id]).await?;
+        Ok(Some(row.with_items(items.into_iter().map(|(_, item)| item).collect())))
+    }
+
+    async fn items<'e>(&self, db: impl PgExecutor<'e>, order_ids: &[Uuid]) -> Result<Vec<(Uuid, OrderItem)>, AppError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            order_id: Uuid,
+            #[sqlx(flatten)]
+            item: OrderItem,
+        }
+        let rows = sqlx::query_as::<_, Row>(
+            "select order_id, product_id, sku, name, quantity, unit_price_cents from order_items \
+             where order_id = any($1) order by order_id, line_no",
+        )
+        .bind(order_ids)
+        .fetch_all(db)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.order_id, r.item)).collect())
+    }
+
+    /// A page of a user's orders, newest first.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn list_for_user(&self, conn: &mut PgConnection, user_id: Uuid, page: &PageRequest) -> Result<Page<Order>, AppError> {
+        let rows = sqlx::query_as::<_, OrderRow>(&format!(
+            "select {ORDER_COLUMNS} from orders where user_id = $1 and ($2::uuid is null or id < $2) \
+             order by id desc limit $3"
+        ))
+        .bind(user_id)
+        .bind(page.cursor)
+        .bind(page.fetch_limit())
+        .fetch_all(&mut *conn)
+        .await?;
+        let page = Page::from_rows(rows, page, |r| r.id);
+        let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
+        let mut items = self.items(&mut *conn, &ids).await?;
+        Ok(page.map(|row| {
+            let mine: Vec<OrderItem> = items
+                .iter()
+                .filter(|(order_id, _)| *order_id == row.id)
+                .map(|(_, item)| item.clone())
+                .collect();
+            items.retain(|(order_id, _)| *order_id != row.id);
+            row.with_items(mine)
+        }))
+    }
+
+    /// Sets the status of a locked order.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn set_status(&self, conn: &mut PgConnection, id: Uuid, status: OrderStatus) -> Result<DateTime<Utc>, AppError> {
+        Ok(sqlx::query_scalar("update orders set status = $2 where id = $1 returning updated_at")
+            .bind(id)
+            .bind(status)
+            .fetch_one(conn)
+            .await?)
+    }
+}

@@ -1,0 +1,210 @@
+//! Order rules: placing in one transaction, who may see and change which order, the state machine.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    db::UnitOfWork,
+    error::AppError,
+    events::{DomainEvent, EventBus},
+    idempotency::{Claim, IdempotencyService},
+    orders::{
+        events::OrderEvent,
+        model::{NewOrderLine, Order, OrderItem, OrderStatus},
+        repository::{NewOrderRow, OrderRepository},
+    },
+    pagination::{Page, PageRequest},
+    products::{ProductService, StockRequest},
+    queue::Outbox,
+    users::model::Actor,
+};
+
+/// Orders.
+#[derive(Debug, Clone)]
+pub struct OrderService {
+    pool: PgPool,
+    orders: OrderRepository,
+    products: ProductService,
+    idempotency: IdempotencyService,
+    events: EventBus,
+    outbox: Outbox,
+}
+
+impl OrderService {
+    /// Wires the service.
+    pub fn new(
+        pool: PgPool,
+        products: ProductService,
+        idempotency: IdempotencyService,
+        events: EventBus,
+        outbox: Outbox,
+    ) -> Self {
+        Self {
+            pool,
+            orders: OrderRepository,
+            products,
+            idempotency,
+            events,
+            outbox,
+        }
+    }
+
+    /// Places an order in one transaction: reserve stock at current prices, write the order,
+    /// link it to the idempotency key, publish `OrderPlaced` (subscribers stage their jobs).
+    /// The staged jobs are pushed to the queue right after the commit.
+    #[tracing::instrument(skip(self, lines, claim), fields(user_id = %actor.user_id, lines = lines.len()))]
+    pub async fn place(&self, actor: &Actor, lines: &[NewOrderLine], claim: Option<&Claim>) -> Result<Order, AppError> {
+        let requests: Vec<StockRequest> = lines
+            .iter()
+            .map(|l| StockRequest {
+                product_id: l.product_id,
+                quantity: l.quantity,
+            })
+            .collect();
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let priced = self.products.reserve(uow.conn(), &requests).await?;
+
+        let currency = priced.first().map(|l| l.currency.clone()).unwrap_or_default();
+        if priced.iter().any(|l| l.currency != currency) {
+            return Err(AppError::unprocessable(
+                "all items of an order must be priced in the same currency",
+            ));
+        }
+        let items: Vec<OrderItem> = priced
+            .into_iter()
+            .map(|l| OrderItem {
+                product_id: l.product_id,
+                sku: l.sku,
+                name: l.name,
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+            })
+            .collect();
+        let total_cents = items
+            .iter()
+            .try_fold(0i64, |sum, item| {
+                item.unit_price_cents
+                    .checked_mul(i64::from(item.quantity))
+                    .and_then(|line| sum.checked_add(line))
+            })
+            .ok_or_else(|| AppError::unprocessable("order total is too large"))?;
+
+        let order = self
+            .orders
+            .insert(
+                uow.conn(),
+                NewOrderRow {
+                    id: Uuid::now_v7(),
+                    user_id: actor.user_id,
+                    total_cents,
+                    currency: &currency,
+                    items: &items,
+                },
+            )
+            .await?;
+        if let Some(claim) = claim {
+            self.idempotency.attach(uow.conn(), claim, order.id).await?;
+        }
+        self.events
+            .publish(
+                &mut uow,
+                DomainEvent::Order(OrderEvent::Placed {
+                    order_id: order.id,
+                    user_id: order.user_id,
+                }),
+            )
+            .await?;
+        self.outbox.commit(uow).await?;
+        tracing::info!(order_id = %order.id, total_cents, "order placed");
+        Ok(order)
+    }
+
+    /// An order the actor may see: their own, or any for an admin. Anything else is 404, so
+    /// nobody learns which order ids exist.
+    #[tracing::instrument(skip(self))]
+    pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<Order, AppError> {
+        let mut conn = self.pool.acquire().await?;
+        self.orders
+            .find(&mut conn, id, false)
+            .await?
+            .filter(|order| actor.may_access(order.user_id))
+            .ok_or_else(|| AppError::not_found("order not found"))
+    }
+
+    /// An order by id, for system use (job handlers); no access check.
+    pub async fn find(&self, id: Uuid) -> Result<Option<Order>, AppError> {
+        let mut conn = self.pool.acquire().await?;
+        self.orders.find(&mut conn, id, false).await
+    }
+
+    /// The actor's own orders, newest first.
+    #[tracing::instrument(skip(self))]
+    pub async fn list_own(&self, actor: &Actor, page: PageRequest) -> Result<Page<Order>, AppError> {
+        let mut conn = self.pool.acquire().await?;
+        self.orders.list_for_user(&mut conn, actor.user_id, &page).await
+    }
+
+    /// Cancels an order the actor may access, returning its stock; 409 once it has shipped.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<Order, AppError> {
+        self.transition(actor, id, OrderStatus::Cancelled).await
+    }
+
+    /// Moves an order to `status` (admin), following the allowed transitions; cancelling this
+    /// way returns the stock like [`OrderService::cancel`].
+    #[tracing::instrument(skip(self))]
+    pub async fn change_status(&self, actor: &Actor, id: Uuid, status: OrderStatus) -> Result<Order, AppError> {
+        if !actor.is_admin() {
+            return Err(AppError::forbidden("only admins can change an order's status"));
+        }
+        self.transition(actor, id, status).await
+    }
+
+    async fn transition(&self, actor: &Actor, id: Uuid, next: OrderStatus) -> Result<Order, AppError> {
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let mut order = self
+            .orders
+            .find(uow.conn(), id, true)
+            .await?
+            .filter(|order| actor.may_access(order.user_id))
+            .ok_or_else(|| AppError::not_found("order not found"))?;
+        let previous = order.status;
+        if !previous.can_become(next) {
+            return Err(AppError::conflict(format!(
+                "an order that is {} cannot become {}",
+                previous.as_str(),
+                next.as_str()
+            )));
+        }
+        if next == OrderStatus::Cancelled {
+            let lines: Vec<StockRequest> = order
+                .items
+                .iter()
+                .map(|i| StockRequest {
+                    product_id: i.product_id,
+                    quantity: i.quantity,
+                })
+                .collect();
+            self.products.release(uow.conn(), &lines).await?;
+        }
+        order.updated_at = self.orders.set_status(uow.conn(), id, next).await?;
+        order.status = next;
+        let event = if next == OrderStatus::Cancelled {
+            OrderEvent::Cancelled {
+                order_id: id,
+                user_id: order.user_id,
+            }
+        } else {
+            OrderEvent::StatusChanged {
+                order_id: id,
+                user_id: order.user_id,
+                from: previous,
+                to: next,
+            }
+        };
+        self.events.publish(&mut uow, DomainEvent::Order(event)).await?;
+        self.outbox.commit(uow).await?;
+        tracing::info!(order_id = %id, from = previous.as_str(), to = next.as_str(), "order status changed");
+        Ok(order)
+    }
+}

@@ -1,0 +1,449 @@
+//! The Redis queue engine: atomic Lua scripts for every state change, and typed calls around them.
+//!
+//! State lives in sorted sets per queue (see `scripts/common.lua` for the key layout): `ready`
+//! (scored by priority, then sequence: strict priority, then FIFO), `scheduled` (by due time),
+//! `active` (by lease deadline), `completed` and `dead` (by finish time). Every transition is one
+//! script call, so a crash between two Redis commands cannot leave a job in two states or none.
+//! Every script touches a bounded number of keys (batches of at most `MAX_BATCH`, trimming at
+//! most 1000), so a backlog of a million jobs costs the same per call as a backlog of ten.
+//!
+//! The engine knows nothing of the shop: queues are names, payloads are JSON text.
+
+use std::time::Duration;
+
+use redis::{
+    AsyncCommands, Client, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use serde::Serialize;
+
+use crate::queue::job::{ClaimedJob, JobSpec, Priority, RetryPolicy};
+
+/// Largest number of jobs one script call claims, acks or enqueues.
+pub const MAX_BATCH: usize = 1000;
+
+/// Scheduled jobs promoted to ready per claim call.
+const PROMOTE_LIMIT: usize = 1000;
+
+/// The states a job moves through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Ready,
+    /// Waiting for its time (delay, schedule or retry backoff).
+    Scheduled,
+    /// Leased by a worker.
+    Active,
+    /// Finished successfully (kept for the retention window).
+    Completed,
+    /// Failed its last attempt, or failed permanently.
+    Dead,
+}
+
+impl JobState {
+    /// All states, in lifecycle order.
+    pub const ALL: [JobState; 5] = [
+        Self::Ready,
+        Self::Scheduled,
+        Self::Active,
+        Self::Completed,
+        Self::Dead,
+    ];
+
+    /// The name of the state's sorted set.
+    pub fn set_name(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Scheduled => "scheduled",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parses a state name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.set_name() == name)
+    }
+}
+
+/// What a claim call returns.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The jobs now leased to the caller.
+    pub jobs: Vec<ClaimedJob>,
+    /// When something may become claimable (next due scheduled job or lease deadline), if known.
+    pub next_wake_in: Option<Duration>,
+}
+
+/// Retention limits for finished jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Completed jobs kept per queue.
+    pub completed_keep: u64,
+    /// Longest a completed job is kept.
+    pub completed_max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed_keep: 1000,
+            completed_max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    ack: Script,
+    fail: Script,
+    renew: Script,
+    release: Script,
+    admin: Script,
+    bulk: Script,
+    counts: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{}", include_str!("scripts/common.lua"), body))
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            enqueue: script(include_str!("scripts/enqueue.lua")),
+            claim: script(include_str!("scripts/claim.lua")),
+            ack: script(include_str!("scripts/ack.lua")),
+            fail: script(include_str!("scripts/fail.lua")),
+            renew: script(include_str!("scripts/renew.lua")),
+            release: script(include_str!("scripts/release.lua")),
+            admin: script(include_str!("scripts/admin.lua")),
+            bulk: script(include_str!("scripts/bulk.lua")),
+            counts: script(include_str!("scripts/counts.lua")),
+        }
+    }
+}
+
+/// A handle on the queue engine; cheap to clone (one shared multiplexed connection).
+#[derive(Clone)]
+pub struct QueueEngine {
+    redis: ConnectionManager,
+    client: Client,
+    prefix: String,
+    retention: Retention,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for QueueEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueEngine")
+            .field("prefix", &self.prefix)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+type RawJob = (
+    String,
+    u64,
+    u32,
+    String,
+    String,
+    u8,
+    u32,
+    String,
+    String,
+    i64,
+);
+
+impl QueueEngine {
+    /// An engine over `redis` (shared commands) and `client` (dedicated blocking connections),
+    /// with every key under `<prefix>:`.
+    pub fn new(redis: ConnectionManager, client: Client, prefix: &str, retention: Retention) -> Self {
+        Self {
+            redis,
+            client,
+            prefix: prefix.to_owned(),
+            retention,
+            scripts: std::sync::Arc::new(Scripts::load()),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The shared connection (for the worker registry and inspection).
+    pub(crate) fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// The key base of a queue: `<prefix>:{<queue>}:`. The braces are a Redis Cluster hash tag,
+    /// so all of a queue's keys live in one slot and one script may touch them together.
+    pub fn base(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:", self.prefix)
+    }
+
+    /// The key of a queue's sorted set for `state`.
+    pub fn state_key(&self, queue: &str, state: JobState) -> String {
+        format!("{}{}", self.base(queue), state.set_name())
+    }
+
+    /// The key of a job's hash.
+    pub fn job_key(&self, queue: &str, id: &str) -> String {
+        format!("{}j:{id}", self.base(queue))
+    }
+
+    fn routing_key(&self, queue: &str) -> String {
+        self.state_key(queue, JobState::Ready)
+    }
+
+    /// Enqueues jobs (any mix of queues). Returns, per job, whether it was added (`false`: a
+    /// job with that id already exists and was left as it is).
+    pub async fn enqueue(&self, jobs: &[JobSpec]) -> redis::RedisResult<Vec<bool>> {
+        let mut added = vec![false; jobs.len()];
+        // Group by queue, keeping each job's position so results line up with the input.
+        let mut by_queue: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match by_queue.iter_mut().find(|(q, _)| *q == job.queue) {
+                Some((_, idx)) => idx.push(i),
+                None => by_queue.push((&job.queue, vec![i])),
+            }
+        }
+        for (queue, indices) in by_queue {
+            for chunk in indices.chunks(MAX_BATCH) {
+                let mut invocation = self.scripts.enqueue.prepare_invoke();
+                invocation.key(self.routing_key(queue)).arg(self.base(queue));
+                for &i in chunk {
+                    let job = &jobs[i];
+                    let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
+                    invocation
+                        .arg(&job.id)
+                        .arg(&job.kind)
+                        .arg(job.payload.to_string())
+                        .arg(job.priority.level())
+                        .arg(job.retry.max_attempts)
+                        .arg(run_at)
+                        .arg(job.request_id.as_deref().unwrap_or(""))
+                        .arg(job.retry.encode());
+                }
+                let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+                for (&i, result) in chunk.iter().zip(results) {
+                    added[i] = result == 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Claims up to `max` jobs of `queue` for `worker`, leasing them for `lease`.
+    pub async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+    ) -> redis::RedisResult<Claim> {
+        let (next_wake, now, raw): (i64, i64, Vec<RawJob>) = self
+            .scripts
+            .claim
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .arg(max.min(MAX_BATCH))
+            .arg(lease.as_millis() as u64)
+            .arg(worker)
+            .arg(PROMOTE_LIMIT)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let jobs = raw
+            .into_iter()
+            .map(
+                |(id, lease, attempt, kind, payload, priority, max_attempts, request_id, retry, created_at_ms)| {
+                    ClaimedJob {
+                        queue: queue.to_owned(),
+                        id,
+                        lease,
+                        attempt,
+                        kind,
+                        payload,
+                        priority: Priority::new(priority),
+                        max_attempts,
+                        request_id: (!request_id.is_empty()).then_some(request_id),
+                        retry: RetryPolicy::decode(&retry),
+                        created_at_ms,
+                    }
+                },
+            )
+            .collect();
+        let next_wake_in = (next_wake >= 0)
+            .then(|| Duration::from_millis(u64::try_from(next_wake - now).unwrap_or(0)));
+        Ok(Claim { jobs, next_wake_in })
+    }
+
+    /// Completes leased jobs. Returns, per job, whether the lease was still held (a `false` job
+    /// was taken back after its lease expired and will run again elsewhere).
+    pub async fn ack(&self, queue: &str, leases: &[(String, u64)]) -> redis::RedisResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(leases.len());
+        for chunk in leases.chunks(MAX_BATCH) {
+            let mut invocation = self.scripts.ack.prepare_invoke();
+            invocation
+                .key(self.routing_key(queue))
+                .arg(self.base(queue))
+                .arg(self.retention.completed_keep)
+                .arg(self.retention.completed_max_age.as_millis() as u64);
+            for (id, lease) in chunk {
+                invocation.arg(id).arg(*lease);
+            }
+            let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+            out.extend(results.into_iter().map(|r| r == 1));
+        }
+        Ok(out)
+    }
+
+    /// Records a failed attempt: retry after `retry_in`, or dead when `None`.
+    /// Returns false if the lease was lost (the failure is then not recorded).
+    pub async fn fail(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> redis::RedisResult<bool> {
+        let entry = serde_json::json!({
+            "attempt": job.attempt,
+            "at": chrono::Utc::now().timestamp_millis(),
+            "error": error,
+        });
+        let delay: i64 = retry_in.map(|d| d.as_millis() as i64).unwrap_or(-1);
+        let result: i64 = self
+            .scripts
+            .fail
+            .key(self.routing_key(&job.queue))
+            .arg(self.base(&job.queue))
+            .arg(&job.id)
+            .arg(job.lease)
+            .arg(entry.to_string())
+            .arg(error)
+            .arg(delay)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(result == 1)
+    }
+
+    /// Extends leases still held; returns the ids whose lease was lost.
+    pub async fn renew(
+        &self,
+        queue: &str,
+        leases: &[(String, u64)],
+        lease: Duration,
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut lost = Vec::new();
+        for chunk in leases.chunks(MAX_BATCH) {
+            let mut invocation = self.scripts.renew.prepare_invoke();
+            invocation
+                .key(self.routing_key(queue))
+                .arg(self.base(queue))
+                .arg(lease.as_millis() as u64);
+            for (id, token) in chunk {
+                invocation.arg(id).arg(*token);
+            }
+            let chunk_lost: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+            lost.extend(chunk_lost);
+        }
+        Ok(lost)
+    }
+
+    /// Puts leased jobs back to ready without counting the attempt (graceful shutdown).
+    pub async fn release(&self, queue: &str, leases: &[(String, u64)]) -> redis::RedisResult<usize> {
+        let mut released = 0;
+        for chunk in leases.chunks(MAX_BATCH) {
+            let mut invocation = self.scripts.release.prepare_invoke();
+            invocation.key(self.routing_key(queue)).arg(self.base(queue));
+            for (id, token) in chunk {
+                invocation.arg(id).arg(*token);
+            }
+            let n: usize = invocation.invoke_async(&mut self.redis.clone()).await?;
+            released += n;
+        }
+        Ok(released)
+    }
+
+    /// Waits until a job may be claimable on `queue`, at most `timeout`, on `conn` (a
+    /// connection reserved for blocking reads: a blocked multiplexed connection would stall
+    /// every other command sharing it). Returns true if woken by new work.
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut ConnectionManager,
+        queue: &str,
+        timeout: Duration,
+    ) -> redis::RedisResult<bool> {
+        // BLPOP takes seconds as a float; 1 ms granularity is plenty.
+        let secs = (timeout.as_millis().max(1) as f64) / 1000.0;
+        let popped: Option<(String, String)> = conn
+            .blpop(format!("{}marker", self.base(queue)), secs)
+            .await?;
+        Ok(popped.is_some())
+    }
+
+    /// A connection for [`QueueEngine::wait_for_work`]: no response timeout (the wait is the
+    /// point), reconnecting after Redis restarts like the shared one.
+    pub async fn blocking_connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None)
+            .set_number_of_retries(1);
+        ConnectionManager::new_with_config(self.client.clone(), config).await
+    }
+
+    /// Runs an operator action on one job (`retry`, `promote`, `delete`) or a queue (`pause`, `resume`).
+    pub(crate) async fn admin(&self, queue: &str, action: &str, id: &str) -> redis::RedisResult<bool> {
+        let changed: i64 = self
+            .scripts
+            .admin
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .arg(action)
+            .arg(id)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Runs a bulk action in bounded steps until nothing is left; returns how many jobs it touched.
+    pub(crate) async fn bulk(&self, queue: &str, action: &str) -> redis::RedisResult<u64> {
+        let mut total = 0;
+        loop {
+            let n: u64 = self
+                .scripts
+                .bulk
+                .key(self.routing_key(queue))
+                .arg(self.base(queue))
+                .arg(action)
+                .arg(MAX_BATCH)
+                .invoke_async(&mut self.redis.clone())
+                .await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The raw size snapshot of a queue (see `scripts/counts.lua`).
+    pub(crate) async fn raw_counts(&self, queue: &str) -> redis::RedisResult<Vec<i64>> {
+        self.scripts
+            .counts
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// Whether a job exists in any state.
+    pub async fn exists(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        self.redis.clone().exists(self.job_key(queue, id)).await
+    }
+}

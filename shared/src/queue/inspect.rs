@@ -1,0 +1,321 @@
+//! Reading and steering queues: what the dashboard and `/metrics` show, and the operator actions.
+//!
+//! Every read is bounded (counts are O(log n) per priority band, lists are paginated), so the
+//! dashboard can be left open on a queue with a million jobs.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::queue::engine::{JobState, QueueEngine};
+
+/// Sizes of one queue.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Queue name.
+    pub queue: String,
+    /// Waiting jobs per priority level 0..=9.
+    pub waiting_by_priority: [u64; 10],
+    /// Waiting jobs in total.
+    pub waiting: u64,
+    /// Delayed, scheduled or backing off.
+    pub scheduled: u64,
+    /// Leased by a worker right now.
+    pub active: u64,
+    /// Completed jobs still kept by retention.
+    pub completed: u64,
+    /// Dead jobs.
+    pub dead: u64,
+    /// Claiming is paused by an operator.
+    pub paused: bool,
+    /// How long the oldest waiting job has waited, in ms (0 when none waits).
+    pub oldest_waiting_ms: u64,
+}
+
+/// Outcomes of one minute.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MinuteStats {
+    /// Minute start, ms since the epoch.
+    pub minute_ms: i64,
+    /// Jobs enqueued.
+    pub enqueued: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Failed attempts (retried or not).
+    pub failed: u64,
+    /// Failed attempts that were scheduled for retry.
+    pub retried: u64,
+    /// Jobs that went dead.
+    pub dead: u64,
+}
+
+/// One job as the dashboard shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobDetail {
+    /// Job id.
+    pub id: String,
+    /// Queue.
+    pub queue: String,
+    /// Current state.
+    pub state: String,
+    /// Job kind.
+    pub kind: String,
+    /// Payload (parsed when it is JSON).
+    pub payload: serde_json::Value,
+    /// Priority level.
+    pub priority: u8,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// The worker holding (or that last held) its lease.
+    pub worker: Option<String>,
+    /// Timestamps (ms since the epoch).
+    pub created_at_ms: Option<i64>,
+    /// When it last became ready.
+    pub enqueued_at_ms: Option<i64>,
+    /// When it is due (scheduled jobs).
+    pub run_at_ms: Option<i64>,
+    /// When its current or last attempt started.
+    pub started_at_ms: Option<i64>,
+    /// When it completed or died.
+    pub finished_at_ms: Option<i64>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Every recorded failed attempt (newest last): `{attempt, at, error}`.
+    pub errors: Vec<serde_json::Value>,
+    /// The retry policy text.
+    pub retry: Option<String>,
+}
+
+/// A page of jobs in one state.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    /// The jobs, in the state's order (ready: next to run first; finished: newest first).
+    pub jobs: Vec<JobDetail>,
+    /// Jobs in this state in total.
+    pub total: u64,
+    /// Offset of this page.
+    pub offset: u64,
+}
+
+fn opt_i64(map: &HashMap<String, String>, key: &str) -> Option<i64> {
+    map.get(key).and_then(|v| v.parse().ok())
+}
+
+fn detail_from_hash(
+    queue: &str,
+    id: &str,
+    map: HashMap<String, String>,
+    errors: Vec<String>,
+) -> JobDetail {
+    let payload_text = map.get("payload").cloned().unwrap_or_default();
+    JobDetail {
+        id: id.to_owned(),
+        queue: queue.to_owned(),
+        state: map.get("state").cloned().unwrap_or_else(|| "unknown".into()),
+        kind: map.get("kind").cloned().unwrap_or_default(),
+        payload: serde_json::from_str(&payload_text).unwrap_or(serde_json::Value::String(payload_text)),
+        priority: map.get("priority").and_then(|v| v.parse().ok()).unwrap_or(5),
+        attempts: map.get("attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
+        max_attempts: map.get("max_attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
+        request_id: map.get("request_id").filter(|v| !v.is_empty()).cloned(),
+        worker: map.get("worker").filter(|v| !v.is_empty()).cloned(),
+        created_at_ms: opt_i64(&map, "created_at"),
+        enqueued_at_ms: opt_i64(&map, "enqueued_at"),
+        run_at_ms: opt_i64(&map, "run_at").filter(|v| *v > 0),
+        started_at_ms: opt_i64(&map, "started_at"),
+        finished_at_ms: opt_i64(&map, "finished_at"),
+        last_error: map.get("last_error").cloned(),
+        errors: errors
+            .into_iter()
+            .map(|e| serde_json::from_str(&e).unwrap_or(serde_json::Value::String(e)))
+            .collect(),
+        retry: map.get("retry").cloned(),
+    }
+}
+
+impl QueueEngine {
+    /// Sizes of a queue.
+    pub async fn counts(&self, queue: &str) -> redis::RedisResult<QueueCounts> {
+        let raw = self.raw_counts(queue).await?;
+        let get = |i: usize| raw.get(i).copied().unwrap_or(0);
+        let now = get(0);
+        let mut waiting_by_priority = [0u64; 10];
+        for (p, slot) in waiting_by_priority.iter_mut().enumerate() {
+            *slot = u64::try_from(get(7 + p)).unwrap_or(0);
+        }
+        let oldest = get(6);
+        Ok(QueueCounts {
+            queue: queue.to_owned(),
+            waiting: waiting_by_priority.iter().sum(),
+            waiting_by_priority,
+            paused: get(1) == 1,
+            scheduled: u64::try_from(get(2)).unwrap_or(0),
+            active: u64::try_from(get(3)).unwrap_or(0),
+            completed: u64::try_from(get(4)).unwrap_or(0),
+            dead: u64::try_from(get(5)).unwrap_or(0),
+            oldest_waiting_ms: if oldest >= 0 {
+                u64::try_from(now - oldest).unwrap_or(0)
+            } else {
+                0
+            },
+        })
+    }
+
+    /// Per-minute outcomes for the last `minutes` minutes, oldest first (the current minute last).
+    pub async fn throughput(&self, queue: &str, minutes: u32) -> redis::RedisResult<Vec<MinuteStats>> {
+        let now_minute = chrono::Utc::now().timestamp_millis() / 60_000;
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        let first = now_minute - i64::from(minutes.max(1)) + 1;
+        for minute in first..=now_minute {
+            pipe.hgetall(format!("{base}stats:{minute}"));
+        }
+        let maps: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.redis()).await?;
+        Ok((first..=now_minute)
+            .zip(maps)
+            .map(|(minute, map)| MinuteStats {
+                minute_ms: minute * 60_000,
+                enqueued: map.get("enqueued").copied().unwrap_or(0),
+                completed: map.get("completed").copied().unwrap_or(0),
+                failed: map.get("failed").copied().unwrap_or(0),
+                retried: map.get("retried").copied().unwrap_or(0),
+                dead: map.get("dead").copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// One job with its error history, or `None` if it does not exist (any more).
+    pub async fn job(&self, queue: &str, id: &str) -> redis::RedisResult<Option<JobDetail>> {
+        let base = self.base(queue);
+        let (map, errors): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(format!("{base}j:{id}"))
+            .lrange(format!("{base}e:{id}"), 0, -1)
+            .query_async(&mut self.redis())
+            .await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(detail_from_hash(queue, id, map, errors)))
+    }
+
+    /// A page of jobs in `state`. Ready and scheduled list the next to run first; active lists
+    /// the nearest lease deadline first; completed and dead list the most recent first.
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<JobPage> {
+        let key = self.state_key(queue, state);
+        let limit = limit.clamp(1, 200);
+        let stop = i64::try_from(offset + limit).unwrap_or(i64::MAX) - 1;
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let mut redis = self.redis();
+        let (total, ids): (u64, Vec<String>) = match state {
+            JobState::Completed | JobState::Dead => {
+                redis::pipe()
+                    .zcard(&key)
+                    .zrevrange(&key, start as isize, stop as isize)
+                    .query_async(&mut redis)
+                    .await?
+            }
+            _ => {
+                redis::pipe()
+                    .zcard(&key)
+                    .zrange(&key, start as isize, stop as isize)
+                    .query_async(&mut redis)
+                    .await?
+            }
+        };
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(format!("{base}j:{id}"));
+        }
+        let maps: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut redis).await?
+        };
+        let jobs = ids
+            .iter()
+            .zip(maps)
+            .filter(|(_, map)| !map.is_empty())
+            .map(|(id, map)| detail_from_hash(queue, id, map, Vec::new()))
+            .collect();
+        Ok(JobPage {
+            jobs,
+            total,
+            offset,
+        })
+    }
+
+    /// Retries a dead job now, with its attempts reset. False if it is not dead.
+    pub async fn retry_dead(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        self.admin(queue, "retry", id).await
+    }
+
+    /// Retries every dead job of a queue; returns how many.
+    pub async fn retry_all_dead(&self, queue: &str) -> redis::RedisResult<u64> {
+        self.bulk(queue, "retry_dead").await
+    }
+
+    /// Runs a scheduled job now. False if it is not scheduled.
+    pub async fn promote(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        self.admin(queue, "promote", id).await
+    }
+
+    /// Deletes a job in any state but active (a running job must finish or lose its lease first).
+    pub async fn delete(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        self.admin(queue, "delete", id).await
+    }
+
+    /// Stops every worker from claiming jobs of this queue (running jobs finish).
+    pub async fn pause(&self, queue: &str) -> redis::RedisResult<()> {
+        self.admin(queue, "pause", "").await.map(|_| ())
+    }
+
+    /// Lets workers claim again.
+    pub async fn resume(&self, queue: &str) -> redis::RedisResult<()> {
+        self.admin(queue, "resume", "").await.map(|_| ())
+    }
+
+    /// Deletes all completed jobs of a queue; returns how many.
+    pub async fn purge_completed(&self, queue: &str) -> redis::RedisResult<u64> {
+        self.bulk(queue, "purge_completed").await
+    }
+
+    /// Deletes all dead jobs of a queue; returns how many.
+    pub async fn purge_dead(&self, queue: &str) -> redis::RedisResult<u64> {
+        self.bulk(queue, "purge_dead").await
+    }
+
+    /// Finds which state a job id is in (search by id), if it exists.
+    pub async fn find(&self, queue: &str, id: &str) -> redis::RedisResult<Option<JobDetail>> {
+        self.job(queue, id).await
+    }
+
+    /// Removes every key of a queue (tests and benchmarks only; uses SCAN, so it is slow on big queues).
+    pub async fn obliterate(&self, queue: &str) -> redis::RedisResult<()> {
+        let mut redis = self.redis();
+        let pattern = format!("{}*", self.base(queue).replace('{', "\\{").replace('}', "\\}"));
+        let keys: Vec<String> = {
+            let mut iter = redis.scan_match::<_, String>(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key?);
+            }
+            keys
+        };
+        for chunk in keys.chunks(1000) {
+            redis.del::<_, ()>(chunk).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! The transactional outbox: a job is written to PostgreSQL in the same transaction as the change
+//! that causes it, then pushed to Redis after the commit.
+//!
+//! - [`stage`] inserts an outbox row in the caller's [`UnitOfWork`]. A rolled-back order never
+//!   gets its email; a committed one always does.
+//! - [`Outbox::commit`] commits the unit of work and hands its staged jobs to the dispatcher, a
+//!   background task that pushes everything staged meanwhile in one Redis call and marks the rows
+//!   dispatched in one `UPDATE`. The HTTP response does not wait for it.
+//! - [`Outbox::run_relay`] runs in every worker process: it re-pushes rows left undispatched for
+//!   longer than a grace period (the api died between commit and push, or Redis was down),
+//!   claiming them with `FOR UPDATE SKIP LOCKED` so several relays share the work. The outbox id
+//!   is the job id, and enqueue is idempotent by id, so a re-push never makes a second job.
+//!   It also prunes dispatched rows after the retention period.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    db::UnitOfWork,
+    error::AppError,
+    queue::{job::JobSpec, producer::Producer},
+};
+
+/// A job written to the outbox by the current transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedJob {
+    /// The spec, whose id is the outbox row id.
+    pub spec: JobSpec,
+}
+
+/// Inserts `spec` into the outbox inside `uow`; returns the job id (a fresh UUIDv7).
+#[tracing::instrument(skip_all, fields(queue = %spec.queue, kind = %spec.kind))]
+pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, AppError> {
+    let id = Uuid::now_v7();
+    spec.id = id.to_string();
+    if spec.request_id.is_none() {
+        spec.request_id = crate::telemetry::current_request_id();
+    }
+    sqlx::query("insert into outbox (id, queue, kind, spec) values ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(&spec.queue)
+        .bind(&spec.kind)
+        .bind(sqlx::types::Json(&spec))
+        .execute(uow.conn())
+        .await?;
+    uow.record_staged(StagedJob { spec });
+    Ok(id)
+}
+
+/// Outbox backlog, for the dashboard and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxBacklog {
+    /// Rows not yet pushed to Redis.
+    pub pending: u64,
+    /// Age of the oldest of them, in ms.
+    pub oldest_ms: u64,
+}
+
+/// Pushes staged jobs after commit and relays the ones left behind.
+#[derive(Clone)]
+pub struct Outbox {
+    pool: PgPool,
+    producer: Producer,
+    dispatch: mpsc::UnboundedSender<DispatchMessage>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+/// Rows the relay handles per transaction.
+const RELAY_BATCH: i64 = 500;
+
+impl Outbox {
+    /// Starts the dispatcher (must be called inside a tokio runtime).
+    pub fn new(pool: PgPool, producer: Producer) -> Self {
+        let (dispatch, rx) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher {
+            pool: pool.clone(),
+            producer: producer.clone(),
+        };
+        tokio::spawn(run_dispatcher(dispatcher, rx));
+        Self {
+            pool,
+            producer,
+            dispatch,
+        }
+    }
+
+    /// Commits `uow`, then schedules its staged jobs for an immediate push.
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<(), AppError> {
+        let staged = uow.commit().await?;
+        if !staged.is_empty() {
+            // If the dispatcher is gone (shutdown), the relay picks these rows up.
+            let _ = self.dispatch.send(DispatchMessage::Jobs(staged));
+        }
+        Ok(())
+    }
+
+    /// Waits until every dispatch handed over so far has finished (graceful shutdown), at most
+    /// `timeout`. Anything committed later is still pushed, or relayed by a worker.
+    pub async fn drain(&self, timeout: Duration) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.dispatch.send(DispatchMessage::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(timeout, finished).await;
+        }
+    }
+
+    /// Pushes rows left undispatched for longer than `grace`, oldest first, at most
+    /// `RELAY_BATCH` per transaction; returns how many were pushed.
+    #[tracing::instrument(skip(self))]
+    pub async fn relay_once(&self, grace: Duration) -> Result<usize, AppError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, sqlx::types::Json<JobSpec>)> = sqlx::query_as(
+            "select id, spec from outbox \
+             where dispatched_at is null and created_at < now() - make_interval(secs => $1) \
+             order by created_at limit $2 for update skip locked",
+        )
+        .bind(grace.as_secs_f64())
+        .bind(RELAY_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let specs: Vec<JobSpec> = rows
+            .into_iter()
+            .map(|(id, spec)| {
+                let mut spec = spec.0;
+                spec.id = id.to_string();
+                spec
+            })
+            .collect();
+        self.producer.enqueue_many(specs).await?;
+        sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(relayed = ids.len(), "relayed undispatched outbox rows");
+        Ok(ids.len())
+    }
+
+    /// Deletes dispatched rows older than `retention`, in bounded batches; returns how many.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, AppError> {
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "delete from outbox where id in (select id from outbox \
+                 where dispatched_at < now() - make_interval(secs => $1) limit 10000)",
+            )
+            .bind(retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Undispatched rows and the age of the oldest.
+    pub async fn backlog(&self) -> Result<OutboxBacklog, AppError> {
+        let (pending, oldest_ms): (i64, Option<f64>) = sqlx::query_as(
+            "select count(*), extract(epoch from (now() - min(created_at))) * 1000 \
+             from outbox where dispatched_at is null",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxBacklog {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_ms: oldest_ms.map(|ms| ms.max(0.0) as u64).unwrap_or(0),
+        })
+    }
+
+    /// The relay loop: every `every`, re-push rows older than `grace`; prune once a minute.
+    pub async fn run_relay(
+        self,
+        every: Duration,
+        grace: Duration,
+        retention: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            loop {
+                match self.relay_once(grace).await {
+                    Ok(n) if n as i64 == RELAY_BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox relay failed; retrying");
+                        break;
+                    }
+                }
+            }
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                last_prune = tokio::time::Instant::now();
+                match self.prune(retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "pruned dispatched outbox rows"),
+                    Err(error) => tracing::warn!(%error, "outbox prune failed"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+enum DispatchMessage {
+    Jobs(Vec<StagedJob>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+struct Dispatcher {
+    pool: PgPool,
+    producer: Producer,
+}
+
+async fn run_dispatcher(dispatcher: Dispatcher, mut rx: mpsc::UnboundedReceiver<DispatchMessage>) {
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut specs: Vec<JobSpec> = Vec::new();
+        let mut next = Some(first);
+        // Everything that queued up during the previous push goes out in one push.
+        while let Some(message) = next.take() {
+            match message {
+                DispatchMessage::Jobs(jobs) => specs.extend(jobs.into_iter().map(|s| s.spec)),
+                DispatchMessage::Flush(done) => flushes.push(done),
+            }
+            if specs.len() < 1000 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !specs.is_empty() {
+            dispatcher.push(specs).await;
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Dispatcher {
+    async fn push(&self, specs: Vec<JobSpec>) {
+        let ids: Vec<Uuid> = specs.iter().filter_map(|s| s.id.parse().ok()).collect();
+        let count = specs.len();
+        if let Err(error) = self.producer.enqueue_many(specs).await {
+            // The rows stay undispatched; the relay pushes them once Redis is back.
+            tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
+            return;
+        }
+        if let Err(error) = sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
+            .bind(&ids)
+            .execute(&self.pool)
+            .await
+        {
+            // Pushed but not marked: the relay will push again, which the engine ignores by id.
+            tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed");
+        }
+    }
+}

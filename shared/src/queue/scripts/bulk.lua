@@ -1,0 +1,25 @@
+-- Bulk operator actions, bounded: each call handles at most ARGV[3] jobs and returns how many it
+-- handled, so the caller loops until 0 and no single call blocks Redis for long.
+-- ARGV: base, action ('retry_dead' | 'purge_completed' | 'purge_dead'), limit
+local base, action, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+if action == 'retry_dead' then
+  local ids = redis.call('ZRANGE', base .. 'dead', 0, limit - 1)
+  for _, id in ipairs(ids) do
+    redis.call('HSET', base .. 'j:' .. id, 'attempts', 0)
+    redis.call('HDEL', base .. 'j:' .. id, 'finished_at')
+    make_ready(base, id, now)
+  end
+  if #ids > 0 then redis.call('ZREM', base .. 'dead', unpack(ids)) end
+  wake(base, #ids)
+  return #ids
+elseif action == 'purge_completed' or action == 'purge_dead' then
+  local set = base .. (action == 'purge_completed' and 'completed' or 'dead')
+  local ids = redis.call('ZRANGE', set, 0, limit - 1)
+  if #ids > 0 then
+    redis.call('ZREM', set, unpack(ids))
+    drop_job(base, ids)
+  end
+  return #ids
+end
+return redis.error_reply('unknown action ' .. tostring(action))

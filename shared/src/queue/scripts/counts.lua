@@ -1,0 +1,23 @@
+-- A consistent snapshot of one queue's sizes: waiting per priority (0..9), scheduled, active,
+-- completed, dead, paused, and the enqueue time of the oldest waiting job. Bounded: 10 range reads.
+-- ARGV: base. Returns {now, paused, scheduled, active, completed, dead, oldest_enqueued_ms_or_-1,
+--                      waiting_p0, ..., waiting_p9}
+local base = ARGV[1]
+local now = now_ms()
+local ready = base .. 'ready'
+local out = {now, redis.call('EXISTS', base .. 'paused'), redis.call('ZCARD', base .. 'scheduled'),
+  redis.call('ZCARD', base .. 'active'), redis.call('ZCARD', base .. 'completed'),
+  redis.call('ZCARD', base .. 'dead'), -1}
+local oldest = -1
+for p = 0, 9 do
+  local lo, hi = p * PRIORITY_SPAN, (p + 1) * PRIORITY_SPAN - 1
+  out[#out + 1] = redis.call('ZCOUNT', ready, lo, hi)
+  -- FIFO inside a band: the first member of each band waited longest in it.
+  local first = redis.call('ZRANGEBYSCORE', ready, lo, hi, 'LIMIT', 0, 1)
+  if #first > 0 then
+    local at = tonumber(redis.call('HGET', base .. 'j:' .. first[1], 'enqueued_at') or '-1')
+    if at >= 0 and (oldest < 0 or at < oldest) then oldest = at end
+  end
+end
+out[7] = oldest
+return out

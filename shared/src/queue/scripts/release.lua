@@ -1,0 +1,18 @@
+-- Gives leased jobs back without running them (graceful shutdown). The attempt is refunded: the
+-- job did not fail, the worker left.
+-- ARGV: base, then pairs (id, lease). Returns the number released.
+local base = ARGV[1]
+local now = now_ms()
+local released = 0
+for i = 2, #ARGV, 2 do
+  local id, lease = ARGV[i], ARGV[i + 1]
+  local jk = base .. 'j:' .. id
+  if redis.call('HGET', jk, 'lease') == lease and redis.call('ZREM', base .. 'active', id) == 1 then
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HDEL', jk, 'worker')
+    make_ready(base, id, now)
+    released = released + 1
+  end
+end
+wake(base, released)
+return released

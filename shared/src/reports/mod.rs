@@ -1,0 +1,3 @@
+//! Reports: sales exports built by a worker, stored, downloaded by their owner.
+
+pub mod events;

@@ -1,0 +1,122 @@
+//! Wiring: builds the pools, the queue engine, the outbox, the event bus and every domain service
+//! once, from config. Both binaries start here; tests build one per test with their own
+//! database and Redis prefix.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::{
+    cache::Cache,
+    config::Config,
+    events::EventBus,
+    idempotency::IdempotencyService,
+    jobs::{JobPolicies, subscriber::EmailSubscriber},
+    orders::OrderService,
+    products::{ProductService, repository::CachedProductRepository},
+    queue::{Outbox, Producer, QueueEngine, Retention},
+    users::{TokenIssuer, UserService, repository::CachedUserRepository},
+};
+
+/// Everything a process needs, built once; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// PostgreSQL.
+    pub db: PgPool,
+    /// Redis (shared multiplexed connection).
+    pub redis: ConnectionManager,
+    /// Read-through cache.
+    pub cache: Cache,
+    /// The queue engine.
+    pub queue: QueueEngine,
+    /// Group-committed enqueue.
+    pub producer: Producer,
+    /// Outbox dispatch and relay.
+    pub outbox: Outbox,
+    /// Domain events.
+    pub events: EventBus,
+    /// Job retry settings from config.
+    pub policies: JobPolicies,
+    /// Accounts.
+    pub users: UserService,
+    /// Catalogue.
+    pub products: ProductService,
+    /// Orders.
+    pub orders: OrderService,
+    /// Idempotency keys.
+    pub idempotency: IdempotencyService,
+}
+
+impl Services {
+    /// Builds everything with lazy connections (no I/O yet). Must run inside a tokio runtime.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let db = crate::db::pool(&config.database)?;
+        Self::build_with_pool(config, db)
+    }
+
+    /// Builds everything on an existing pool (tests pass the per-test database's pool).
+    pub fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let redis = crate::redis::connect_lazy(&config.redis)?;
+        let client = crate::redis::client(&config.redis)?;
+        let prefix = config.redis.prefix.clone();
+        let cache = Cache::new(redis.clone(), &prefix);
+        let queue = QueueEngine::new(
+            redis.clone(),
+            client,
+            &prefix,
+            Retention {
+                completed_keep: config.worker.completed_keep,
+                completed_max_age: config.worker.completed_max_age,
+            },
+        );
+        let producer = Producer::new(queue.clone());
+        let outbox = Outbox::new(db.clone(), producer.clone());
+        let policies = JobPolicies {
+            webhook_schedule: config.webhooks.retry_schedule.clone(),
+        };
+        let events = EventBus::builder()
+            .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))
+            .build();
+
+        let tokens = TokenIssuer::new(&config.auth);
+        let users = UserService::new(
+            db.clone(),
+            CachedUserRepository::new(cache.clone(), config.cache.ttl),
+            tokens,
+            events.clone(),
+            outbox.clone(),
+        );
+        let products = ProductService::new(
+            db.clone(),
+            CachedProductRepository::new(cache.clone(), config.cache.ttl),
+        );
+        // A claim outlives any request (the request timeout) before it is presumed dead.
+        let idempotency =
+            IdempotencyService::new(db.clone(), config.http.request_timeout + Duration::from_secs(30));
+        let orders = OrderService::new(
+            db.clone(),
+            products.clone(),
+            idempotency.clone(),
+            events.clone(),
+            outbox.clone(),
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            redis,
+            cache,
+            queue,
+            producer,
+            outbox,
+            events,
+            policies,
+            users,
+            products,
+            orders,
+            idempotency,
+        })
+    }
+}
