@@ -19,7 +19,7 @@ use serde::Serialize;
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
 /// One problem with one input field, listed in `details` of a 400/422.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field, as the client named it (`items[0].quantity`).
     pub field: String,
@@ -172,10 +172,11 @@ impl AppError {
 }
 
 /// The one error shape (`statusCode`, `message`, `error`, optional `details`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// The HTTP status code, repeated in the body for clients that only keep the body.
+    #[schema(example = 422)]
     pub status_code: u16,
     /// What went wrong, for a person.
     pub message: String,
@@ -222,6 +223,65 @@ impl IntoResponse for AppError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as J;
+        match rejection {
+            J::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "expected a request body with Content-Type: application/json".into(),
+            ),
+            J::JsonSyntaxError(e) => Self::bad_request(format!("malformed JSON: {}", e.body_text_cause())),
+            J::JsonDataError(e) => Self::Unprocessable {
+                message: format!("invalid request body: {}", e.body_text_cause()),
+                details: Vec::new(),
+            },
+            J::BytesRejection(e) => body_rejection(e.status(), e.body_text()),
+            other => Self::bad_request(other.body_text()),
+        }
+    }
+}
+
+fn body_rejection(status: StatusCode, text: String) -> AppError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge("request body is too large".into())
+    } else {
+        AppError::bad_request(format!("could not read the request body: {text}"))
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        body_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        Self::bad_request(format!("invalid path parameter: {}", rejection.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// The cause of a JSON error without axum's prefix, for a readable message.
+trait BodyTextCause {
+    fn body_text_cause(&self) -> String;
+}
+
+impl<T: std::error::Error> BodyTextCause for T {
+    fn body_text_cause(&self) -> String {
+        let mut cause: &dyn std::error::Error = self;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        cause.to_string()
     }
 }
 

@@ -1,0 +1,152 @@
+//! Router assembly: every domain's routes under `/api/v1`, health, metrics, the OpenAPI
+//! document and Swagger UI, the fallback, and the middleware stack in one place.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderValue, Method, header},
+    middleware::{from_fn, from_fn_with_state},
+    routing::get,
+};
+use orderly::error::{AppError, ErrorBody, FieldError};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    cors::{AllowOrigin, Any, CorsLayer},
+    limit::RequestBodyLimitLayer,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{health, metrics, middleware, orders, products, state::AppState, users};
+
+/// The OpenAPI document's fixed parts; paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orderly API",
+        description = "Orders in, work out: REST API of the Orderly shop backend. Every error is \
+                       `{statusCode, message, error}` (plus `details` for validation errors).",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, FieldError)),
+    tags(
+        (name = "auth", description = "Registration and login"),
+        (name = "users", description = "Your account"),
+        (name = "products", description = "The catalogue"),
+        (name = "orders", description = "Placing and following orders"),
+        (name = "health", description = "Readiness and liveness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The `/api/v1` routes and the health routes, with their OpenAPI document.
+pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let body_limit = state.services.config.http.body_limit_bytes;
+    let v1 = OpenApiRouter::new()
+        .merge(users::router())
+        .merge(products::router())
+        .merge(orders::router())
+        .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .routes(routes!(health::readiness))
+        .routes(routes!(health::liveness))
+        .split_for_parts()
+}
+
+/// The whole application.
+pub fn build(state: AppState) -> Router {
+    let (api, openapi) = api_router(&state);
+    let openapi = Arc::new(openapi);
+    let document = openapi.clone();
+    let config = &state.services.config.http;
+
+    let cors = match config.cors_allowed_origins.as_slice() {
+        [] => None,
+        origins if origins.iter().any(|o| o == "*") => Some(CorsLayer::new().allow_origin(Any)),
+        origins => Some(CorsLayer::new().allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))),
+    }
+    .map(|cors| {
+        cors.allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "idempotency-key".parse().expect("header name")])
+            .expose_headers(["x-request-id".parse().expect("header name"), header::RETRY_AFTER])
+    });
+
+    Router::new()
+        .merge(api)
+        .route("/api-docs/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
+        .merge(SwaggerUi::new("/docs"))
+        .route("/metrics", get(metrics::render))
+        .fallback(|| async { AppError::not_found("route not found") })
+        .method_not_allowed_fallback(|| async {
+            AppError::MethodNotAllowed("method not allowed for this route".into())
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn(middleware::request_context))
+                .layer(from_fn(middleware::error_shape))
+                .layer(CatchPanicLayer::custom(middleware::panic_response))
+                .layer(CompressionLayer::new())
+                .option_layer(cors)
+                .layer(from_fn_with_state(state.clone(), middleware::timeout)),
+        )
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// for up to the configured grace period.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.services.config.http.shutdown_grace;
+    let outbox = state.services.outbox.clone();
+    let app = build(state);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown signal received; finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+    let result = tokio::select! {
+        result = server => result,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping remaining requests");
+            Ok(())
+        }
+    };
+    // Jobs committed by the last requests are pushed before the process exits (the relay
+    // would pick them up anyway, a few seconds later).
+    outbox.drain(std::time::Duration::from_secs(5)).await;
+    tracing::info!("api stopped");
+    result
+}

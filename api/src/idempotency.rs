@@ -1,0 +1,121 @@
+//! Running an unsafe request under an `Idempotency-Key` (HTTP side of `orderly::idempotency`).
+//!
+//! The response body is serialised once, stored, and those exact bytes are sent, so a replay
+//! is byte-for-byte the first answer. Client errors (4xx) from the operation are stored too
+//! (Stripe does the same): retrying a refused request with the same key is refused the same
+//! way. Server errors release the key so a retry runs the operation again. Replays carry
+//! `Idempotent-Replayed: true`.
+
+use std::future::Future;
+
+use axum::{
+    body::Body,
+    extract::FromRequestParts,
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::Response,
+};
+use orderly::{
+    error::AppError,
+    idempotency::{self, Begin, Claim, StoredResponse},
+    users::Actor,
+};
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+/// The request's `Idempotency-Key`; a missing or malformed key is a 400.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or_else(|| AppError::bad_request("missing Idempotency-Key header"))?
+            .to_str()
+            .map_err(|_| AppError::bad_request("Idempotency-Key must be printable ASCII"))?;
+        Ok(Self(idempotency::parse_key(raw)?))
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Runs `operation` at most once per (user, scope, key, request fingerprint).
+///
+/// `operation` gets the claim (to link what it creates, inside its transaction) and returns
+/// the status and serialised body to send; `recover` rebuilds that answer from the id of a
+/// resource created by an earlier attempt whose response was lost.
+pub async fn run<Op, OpFut, Rec, RecFut>(
+    state: &AppState,
+    actor: &Actor,
+    scope: &'static str,
+    key: &str,
+    request_fingerprint: &str,
+    operation: Op,
+    recover: Rec,
+) -> Result<Response, AppError>
+where
+    Op: FnOnce(Claim) -> OpFut,
+    OpFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+    Rec: FnOnce(Uuid) -> RecFut,
+    RecFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+{
+    let keys = &state.services.idempotency;
+    match keys.begin(actor.user_id, scope, key, request_fingerprint).await? {
+        Begin::Replay(StoredResponse { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(json_response(status, body, true))
+        }
+        Begin::Recover { claim, resource_id } => {
+            let (status, body) = recover(resource_id).await?;
+            keys.complete(&claim, &StoredResponse { status: status.as_u16(), body: body.clone() })
+                .await?;
+            Ok(json_response(status, body, true))
+        }
+        Begin::Proceed(claim) => match operation(claim.clone()).await {
+            Ok((status, body)) => {
+                store(state, &claim, status, &body).await;
+                Ok(json_response(status, body, false))
+            }
+            Err(error) if error.status().is_client_error() => {
+                let status = error.status();
+                let body = serde_json::to_vec(&error.body())?;
+                store(state, &claim, status, &body).await;
+                Err(error)
+            }
+            Err(error) => {
+                if let Err(release_error) = keys.release(&claim).await {
+                    tracing::warn!(error = %release_error, "could not release idempotency key");
+                }
+                Err(error)
+            }
+        },
+    }
+}
+
+/// Stores the response; if that fails the key stays linked to the resource (when one was
+/// created), so a retry is still answered from it rather than repeated.
+async fn store(state: &AppState, claim: &Claim, status: StatusCode, body: &[u8]) {
+    let response = StoredResponse {
+        status: status.as_u16(),
+        body: body.to_vec(),
+    };
+    if let Err(error) = state.services.idempotency.complete(claim, &response).await {
+        tracing::warn!(%error, "could not store idempotent response");
+    }
+}

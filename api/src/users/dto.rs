@@ -1,0 +1,108 @@
+//! Request and response shapes of the users routes.
+
+use chrono::{DateTime, Utc};
+use orderly::{
+    error::AppError,
+    users::{DisplayName, Email, Password, Role, User},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use validator::Validate;
+
+/// `POST /auth/register` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Email address (login name).
+    #[validate(length(min = 3, max = 254, message = "must be 3 to 254 characters"))]
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// Password, 8 to 128 characters.
+    #[validate(length(min = 8, max = 128, message = "must be 8 to 128 characters"))]
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+    /// Display name.
+    #[validate(length(min = 1, max = 100, message = "must be 1 to 100 characters"))]
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+}
+
+/// A registration, parsed into domain types.
+pub struct Registration {
+    /// Email.
+    pub email: Email,
+    /// Password.
+    pub password: Password,
+    /// Name.
+    pub name: DisplayName,
+}
+
+impl TryFrom<RegisterRequest> for Registration {
+    type Error = AppError;
+
+    fn try_from(body: RegisterRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            email: Email::parse(&body.email)?,
+            password: Password::parse(body.password)?,
+            name: DisplayName::parse(&body.name)?,
+        })
+    }
+}
+
+/// `POST /auth/login` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email address.
+    #[validate(length(min = 1, max = 254, message = "must be 1 to 254 characters"))]
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// Password.
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+/// An issued access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT to send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    #[schema(example = 3600)]
+    pub expires_in: u64,
+}
+
+/// A user as clients see it (never the password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Email.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// `customer` or `admin`.
+    #[schema(example = "customer")]
+    pub role: &'static str,
+    /// Created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserResponse {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: match user.role {
+                Role::Customer => "customer",
+                Role::Admin => "admin",
+            },
+            created_at: user.created_at,
+        }
+    }
+}
