@@ -212,6 +212,8 @@ pub struct WebhookConfig {
 /// File storage for reports and uploads.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// An object store URL (`STORAGE_URL`, e.g. `s3://bucket/prefix`); unset uses `dir`.
+    pub url: Option<String>,
     /// Local folder used when no object store is configured (`STORAGE_DIR`).
     pub dir: PathBuf,
     /// Largest upload accepted (`UPLOAD_MAX_BYTES`).
@@ -494,6 +496,7 @@ impl Config {
                 retry_schedule,
             },
             storage: StorageConfig {
+                url: env.raw("STORAGE_URL"),
                 dir: env.raw("STORAGE_DIR").unwrap_or_else(|| "var/storage".into()).into(),
                 upload_max_bytes: env.parse_or("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)?,
             },

@@ -17,9 +17,10 @@
 //! - [`queue`]: the Redis job engine, its apalis backend, and the transactional outbox.
 //! - [`idempotency`]: idempotency keys for unsafe requests.
 //! - [`pagination`]: keyset pages.
+//! - [`storage`]: report files and uploads (local folder or S3-compatible).
 //!
 //! The shop, one folder per domain (model, repository, service, events):
-//! - [`users`], [`products`], [`orders`], [`reports`].
+//! - [`users`], [`products`], [`orders`], [`reports`], [`emails`] (the sent-mail log).
 //! - [`jobs`]: the shop's queues and job payloads, and the subscriber that stages them.
 //!
 //! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
@@ -28,6 +29,7 @@
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod emails;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -40,6 +42,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod reports;
 pub mod services;
+pub mod storage;
 pub mod telemetry;
 pub mod users;
 

@@ -10,12 +10,15 @@ use sqlx::PgPool;
 use crate::{
     cache::Cache,
     config::Config,
+    emails::SentEmailService,
     events::EventBus,
     idempotency::IdempotencyService,
     jobs::{JobPolicies, subscriber::EmailSubscriber},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
     queue::{Outbox, Producer, QueueEngine, Retention},
+    reports::ReportService,
+    storage::Storage,
     users::{TokenIssuer, UserService, repository::CachedUserRepository},
 };
 
@@ -48,6 +51,12 @@ pub struct Services {
     pub orders: OrderService,
     /// Idempotency keys.
     pub idempotency: IdempotencyService,
+    /// The sent-mail log.
+    pub sent_emails: SentEmailService,
+    /// Reports.
+    pub reports: ReportService,
+    /// Report files and uploads.
+    pub storage: Storage,
 }
 
 impl Services {
@@ -103,7 +112,12 @@ impl Services {
             events.clone(),
             outbox.clone(),
         );
+        let reports = ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
+        let storage = Storage::from_config(&config.storage)?;
         Ok(Self {
+            sent_emails: SentEmailService::new(db.clone()),
+            reports,
+            storage,
             config: Arc::new(config),
             db,
             redis,

@@ -1,0 +1,14 @@
+//! # orderly-worker
+//!
+//! Worker processes do the slow work the api queued: emails, webhook deliveries, reports and
+//! uploads. Start as many as you need (`orderly-worker --queues emails,webhooks`); each claims
+//! jobs from Redis through apalis workers over Orderly's queue engine.
+//!
+//! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
+//! - [`jobs`]: the handlers, one file per job family, and the registry.
+//! - [`mailer`], [`templates`]: outgoing mail.
+
+pub mod jobs;
+pub mod mailer;
+pub mod runner;
+pub mod templates;

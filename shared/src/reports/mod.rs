@@ -1,3 +1,10 @@
-//! Reports: sales exports built by a worker, stored, downloaded by their owner.
+//! Reports: sales exports requested over HTTP, built by a worker into a CSV file in storage,
+//! downloaded by their owner (or an admin).
 
 pub mod events;
+pub mod model;
+pub mod repository;
+pub mod service;
+
+pub use model::{Report, ReportRequest, ReportStatus, SalesRow};
+pub use service::ReportService;

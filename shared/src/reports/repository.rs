@@ -1,0 +1,104 @@
+//! SQL for reports, and the streaming sales query the report job reads.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::stream::BoxStream;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    reports::model::{Report, ReportRequest, ReportStatus, SalesRow},
+};
+
+const COLUMNS: &str = "id, user_id, kind, format, from_date, to_date, status, run_at, row_count, byte_size, \
+                       file_key, error, completed_at, created_at, updated_at";
+
+/// Reports in PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportRepository;
+
+impl ReportRepository {
+    /// Inserts a queued report.
+    pub async fn insert(&self, conn: &mut PgConnection, user_id: Uuid, request: &ReportRequest) -> Result<Report, AppError> {
+        Ok(sqlx::query_as::<_, Report>(&format!(
+            "insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at) \
+             values ($1, $2, $3, $4, $5, $6, 'queued', $7) returning {COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(&request.kind)
+        .bind(&request.format)
+        .bind(request.from)
+        .bind(request.to)
+        .bind(request.run_at)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// A report by id.
+    pub async fn find<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Report>, AppError> {
+        Ok(sqlx::query_as::<_, Report>(&format!("select {COLUMNS} from reports where id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?)
+    }
+
+    /// Sets a report running.
+    pub async fn mark_running<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<(), AppError> {
+        sqlx::query("update reports set status = 'running', error = null where id = $1")
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a finished build.
+    pub async fn mark_ready(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        row_count: i64,
+        byte_size: i64,
+        file_key: &str,
+    ) -> Result<Report, AppError> {
+        Ok(sqlx::query_as::<_, Report>(&format!(
+            "update reports set status = 'ready', row_count = $2, byte_size = $3, file_key = $4, error = null, \
+             completed_at = now() where id = $1 returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(row_count)
+        .bind(byte_size)
+        .bind(file_key)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// Records a failed build.
+    pub async fn mark_failed<'e>(&self, db: impl PgExecutor<'e>, id: Uuid, error: &str, status: ReportStatus) -> Result<(), AppError> {
+        sqlx::query("update reports set status = $3, error = $2 where id = $1")
+            .bind(id)
+            .bind(error)
+            .bind(status)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+
+    /// Sales lines of orders placed in `[from, to]` (UTC days), in order: streamed row by row
+    /// from a server-side cursor, so memory stays flat however many orders there are.
+    pub fn sales_rows<'a>(&self, pool: &'a PgPool, from: NaiveDate, to: NaiveDate) -> BoxStream<'a, Result<SalesRow, sqlx::Error>> {
+        let start: DateTime<Utc> = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let end: DateTime<Utc> = (to + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        sqlx::query_as::<_, SalesRow>(
+            "select o.id as order_id, o.created_at as placed_at, o.status, u.email as customer_email, \
+                    i.sku, i.name as product_name, i.quantity, i.unit_price_cents, \
+                    i.unit_price_cents * i.quantity as line_total_cents, o.currency \
+             from orders o join order_items i on i.order_id = o.id join users u on u.id = o.user_id \
+             where o.created_at >= $1 and o.created_at < $2 \
+             order by o.created_at, o.id, i.line_no",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch(pool)
+    }
+}

@@ -1,0 +1,111 @@
+//! The job handlers, one file per job family, and [`register_all`], the one place that maps
+//! queues to handlers.
+//!
+//! Handlers receive ids, reload what they need, and are idempotent: a job that runs twice
+//! (at-least-once delivery) does no harm, and a row that is gone is treated as done.
+
+pub mod email;
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis_core::task::data::Data;
+use orderly::{
+    Services,
+    jobs::{EMAILS, EmailJob},
+    queue::{JobError, JobInfo, RedisBackend},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    mailer::Mailer,
+    runner::{Backends, WorkerOptions},
+    templates::Templates,
+};
+
+/// What every handler can use (`Data<JobContext>` in its arguments).
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// Domain services and connections.
+    pub services: Services,
+    /// Outgoing mail.
+    pub mailer: Mailer,
+    /// Email templates.
+    pub templates: Arc<Templates>,
+}
+
+impl JobContext {
+    /// Builds the context from the services' config.
+    pub async fn new(services: Services) -> anyhow::Result<Self> {
+        let mailer = Mailer::from_config(&services.config.mail)?;
+        Ok(Self {
+            services,
+            mailer,
+            templates: Arc::new(Templates::load()?),
+        })
+    }
+}
+
+/// Registers one apalis worker on `monitor` for queue `queue`, running `handler` for each job.
+#[allow(clippy::too_many_arguments)]
+pub fn add_worker<J, H, Fut>(
+    monitor: Monitor,
+    queue: &'static str,
+    context: &JobContext,
+    options: &WorkerOptions,
+    worker_id: &str,
+    backends: &Backends,
+    timeout: Duration,
+    handler: H,
+) -> Monitor
+where
+    J: DeserializeOwned + Send + Sync + Unpin + 'static,
+    H: Fn(J, Data<JobContext>, Data<JobInfo>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    let context = context.clone();
+    let settings = options.backend_settings();
+    let concurrency = options.concurrency;
+    let worker_id = worker_id.to_owned();
+    let backends = backends.clone();
+    monitor.register(move |_restarts| {
+        let backend = RedisBackend::<J>::new(context.services.queue.clone(), queue, &worker_id, settings.clone());
+        backends.add(backend.shared());
+        WorkerBuilder::new(format!("{queue}@{worker_id}"))
+            .backend(backend)
+            .data(context.clone())
+            .catch_panic()
+            .timeout(timeout)
+            .concurrency(concurrency)
+            .build(handler.clone())
+    })
+}
+
+/// Registers a worker for every queue in `options.queues`.
+pub fn register_all(
+    mut monitor: Monitor,
+    context: &JobContext,
+    options: &WorkerOptions,
+    worker_id: &str,
+    backends: &Backends,
+) -> anyhow::Result<Monitor> {
+    for queue in &options.queues {
+        monitor = match queue.as_str() {
+            EMAILS => add_worker::<EmailJob, _, _>(
+                monitor,
+                EMAILS,
+                context,
+                options,
+                worker_id,
+                backends,
+                Duration::from_secs(60),
+                email::handle,
+            ),
+            other => {
+                tracing::warn!(queue = other, "no handler for this queue in this build; not serving it");
+                monitor
+            }
+        };
+    }
+    Ok(monitor)
+}

@@ -1,0 +1,109 @@
+//! Outgoing mail: SMTP when `SMTP_URL` is set (async, pooled connections, STARTTLS/TLS and
+//! credentials from lettre's URL form), otherwise `.eml` files in `MAIL_DIR`, so a developer
+//! machine needs no mail server.
+//!
+//! SMTP failures are classified for the queue: 5xx replies (unknown recipient, rejected
+//! content) are permanent and the job goes dead at once with the server's reason; 4xx replies
+//! and connection problems are transient and retried with backoff.
+
+use std::path::PathBuf;
+
+use lettre::{
+    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart, SinglePart, header::ContentType},
+};
+use orderly::{config::MailConfig, queue::JobError};
+use secrecy::ExposeSecret;
+
+/// A rendered email.
+#[derive(Debug, Clone)]
+pub struct Email {
+    /// Recipient.
+    pub to: String,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body.
+    pub html: String,
+}
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Mailer {
+    /// A real SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// `.eml` files in a folder.
+    Files(AsyncFileTransport<Tokio1Executor>, PathBuf),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp(_) => f.write_str("Mailer::Smtp"),
+            Self::Files(_, dir) => write!(f, "Mailer::Files({})", dir.display()),
+        }
+    }
+}
+
+/// The sender address.
+#[derive(Debug, Clone)]
+pub struct Sender(pub Mailbox);
+
+impl Mailer {
+    /// The transport configured by `MAIL_*` / `SMTP_URL`.
+    pub fn from_config(config: &MailConfig) -> anyhow::Result<Self> {
+        match &config.smtp_url {
+            Some(url) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    .map_err(|e| anyhow::anyhow!("SMTP_URL is invalid: {e}"))?
+                    .timeout(Some(std::time::Duration::from_secs(30)))
+                    .build();
+                Ok(Self::Smtp(transport))
+            }
+            None => {
+                std::fs::create_dir_all(&config.mail_dir)?;
+                Ok(Self::Files(
+                    AsyncFileTransport::<Tokio1Executor>::new(&config.mail_dir),
+                    config.mail_dir.clone(),
+                ))
+            }
+        }
+    }
+
+    /// Builds a multipart (text + HTML) message.
+    pub fn build(from: &Mailbox, email: &Email) -> Result<Message, JobError> {
+        let to: Mailbox = email
+            .to
+            .parse()
+            .map_err(|e| JobError::permanent(format!("invalid recipient {:?}: {e}", email.to)))?;
+        Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(&email.subject)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(email.text.clone()))
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(email.html.clone())),
+            )
+            .map_err(|e| JobError::permanent(format!("cannot build message: {e}")))
+    }
+
+    /// Sends a message, classifying failures as transient or permanent.
+    pub async fn send(&self, message: Message) -> Result<(), JobError> {
+        match self {
+            Self::Smtp(transport) => transport.send(message).await.map(|_| ()).map_err(|e| {
+                if e.is_permanent() {
+                    JobError::permanent(format!("mail server refused the message: {e}"))
+                } else {
+                    JobError::retry(format!("mail not sent (will retry): {e}"))
+                }
+            }),
+            Self::Files(transport, _) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| JobError::retry(format!("could not write the mail file: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The worker process: one apalis worker per queue it serves, under one `Monitor`, plus the
+//! heartbeat that shows the process on the dashboard and the outbox relay.
+//!
+//! Shutdown (SIGTERM/SIGINT, or the future given to [`run`]): claiming stops at once, running
+//! jobs get `WORKER_SHUTDOWN_GRACE_SECS` to finish, whatever is left is released back to the
+//! queue with its attempt refunded, the heartbeat is removed, and the process exits 0.
+
+use std::{future::Future, sync::{Arc, Mutex}, time::Duration};
+
+use apalis::prelude::Monitor;
+use orderly::{
+    Services,
+    queue::{BackendSettings, BackendShared, WorkerInfo, registry::HEARTBEAT_EVERY},
+};
+use tokio_util::sync::CancellationToken;
+
+/// What one worker process does.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Jobs at once per queue.
+    pub concurrency: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// Time running jobs get after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Run the outbox relay in this process.
+    pub relay: bool,
+}
+
+impl WorkerOptions {
+    /// Options from config.
+    pub fn from_config(config: &orderly::Config) -> Self {
+        Self {
+            queues: config.worker.queues.clone(),
+            concurrency: config.worker.concurrency,
+            lease: config.worker.lease,
+            shutdown_grace: config.worker.shutdown_grace,
+            relay: true,
+        }
+    }
+
+    /// Settings for each queue's backend.
+    pub fn backend_settings(&self) -> BackendSettings {
+        BackendSettings {
+            concurrency: self.concurrency,
+            lease: self.lease,
+            idle_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The backends started by this process, for heartbeats and shutdown.
+#[derive(Clone, Default)]
+pub struct Backends(Arc<Mutex<Vec<Arc<BackendShared>>>>);
+
+impl Backends {
+    /// Remembers a backend.
+    pub fn add(&self, shared: Arc<BackendShared>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push(shared);
+        }
+    }
+
+    /// Every backend so far.
+    pub fn all(&self) -> Vec<Arc<BackendShared>> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Jobs held across all backends.
+    pub fn running(&self) -> usize {
+        self.all().iter().map(|b| b.running()).sum()
+    }
+}
+
+/// A unique id for this process: `host:pid:random`.
+pub fn worker_id() -> String {
+    format!("{}:{}:{:06x}", hostname(), std::process::id(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// The machine's host name (from the kernel, no extra dependency).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the worker process until `shutdown` resolves, then shuts down gracefully.
+pub async fn run(
+    services: Services,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let id = worker_id();
+    let backends = Backends::default();
+    let stop = CancellationToken::new();
+    let context = crate::jobs::JobContext::new(services.clone()).await?;
+
+    let monitor = crate::jobs::register_all(Monitor::new(), &context, &options, &id, &backends)?;
+
+    let started_at_ms = chrono::Utc::now().timestamp_millis();
+    let heartbeat = tokio::spawn(run_heartbeat(
+        services.clone(),
+        WorkerInfo {
+            id: id.clone(),
+            host: hostname(),
+            pid: std::process::id(),
+            queues: options.queues.clone(),
+            concurrency: options.concurrency,
+            started_at_ms,
+            running: 0,
+            last_heartbeat_ms: started_at_ms,
+        },
+        backends.clone(),
+        stop.clone(),
+    ));
+    let relay = options.relay.then(|| {
+        let config = &services.config.worker;
+        tokio::spawn(services.outbox.clone().run_relay(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            config.outbox_retention,
+            stop.clone(),
+        ))
+    });
+    tracing::info!(worker_id = %id, queues = ?options.queues, concurrency = options.concurrency, "worker ready");
+
+    let signal_backends = backends.clone();
+    let signal_stop = stop.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; no new jobs will be claimed");
+        for backend in signal_backends.all() {
+            backend.stop_claiming();
+        }
+        signal_stop.cancel();
+        Ok(())
+    };
+    let result = monitor.shutdown_timeout(options.shutdown_grace).run_with_signal(signal).await;
+    if let Err(error) = &result {
+        tracing::warn!(%error, "workers stopped with an error");
+    }
+
+    // Whatever did not finish within the grace period goes back to its queue; acks of what did
+    // finish are flushed first so they are not released by mistake.
+    for backend in backends.all() {
+        backend.flush_acks(Duration::from_secs(5)).await;
+        backend.release_held().await;
+    }
+    stop.cancel();
+    let _ = heartbeat.await;
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    if let Err(error) = services.queue.deregister(&id).await {
+        tracing::warn!(%error, "could not remove the heartbeat; it expires by itself");
+    }
+    tracing::info!(worker_id = %id, "worker stopped");
+    Ok(())
+}
+
+async fn run_heartbeat(services: Services, mut info: WorkerInfo, backends: Backends, stop: CancellationToken) {
+    loop {
+        info.running = backends.running();
+        info.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(error) = services.queue.heartbeat(&info).await {
+            tracing::warn!(%error, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
