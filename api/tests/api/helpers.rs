@@ -1,0 +1,277 @@
+//! Test harness: `spawn_app` starts the api on 127.0.0.1:0 over the test's own database and a
+//! Redis prefix of its own, and `TestApp` offers typed helpers (register, log in, create
+//! products, place orders). Dropping a `TestApp` stops the server and deletes its Redis keys.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use orderly::{Config, Services, users::{DisplayName, Email, Password}};
+use orderly_api::{AppState, app};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Redis every test uses (a test's keys live under its own prefix).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The variables every test config starts from; `overrides` win.
+pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        // The pool comes from #[sqlx::test]; this URL only has to be well-formed.
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused"),
+        ("REDIS_URL", redis_url().as_str()),
+        ("REDIS_PREFIX", prefix),
+        ("JWT_SECRET", "test-secret-test-secret-test-secret-0123"),
+        ("PORT", "0"),
+        ("HOST", "127.0.0.1"),
+        ("RUST_LOG", "warn"),
+        // Off unless a test is about rate limits: tests fire many requests from one address.
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let dir = std::env::temp_dir().join(format!("orderly-test-{prefix}"));
+    vars.insert("MAIL_DIR".into(), dir.join("mail").display().to_string());
+    vars.insert("STORAGE_DIR".into(), dir.join("storage").display().to_string());
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    vars
+}
+
+/// A unique Redis prefix for one test.
+pub fn unique_prefix() -> String {
+    format!("test-{}", Uuid::new_v4().simple())
+}
+
+/// A running api.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// A client with no default headers.
+    pub client: reqwest::Client,
+    /// The app's services (to arrange state directly and to assert on it).
+    pub services: Services,
+    /// The test's Redis prefix.
+    pub prefix: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A user with a token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+/// Starts the api over `pool` with default test settings.
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, &[]).await
+}
+
+/// Starts the api over `pool` with some variables overridden.
+pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
+    let prefix = overrides
+        .iter()
+        .find(|(k, _)| *k == "REDIS_PREFIX")
+        .map(|(_, v)| (*v).to_owned())
+        .unwrap_or_else(unique_prefix);
+    let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
+    orderly::telemetry::init(&config.log);
+    let services = Services::build_with_pool(config, pool).expect("services build");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let state = AppState::new(services.clone());
+    let server = tokio::spawn(async move {
+        app::serve(listener, state, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        services,
+        prefix,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// POST JSON, optionally with a bearer token.
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// GET, optionally with a bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Registers an account.
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Response {
+        self.post_json(
+            "/api/v1/auth/register",
+            None,
+            &json!({"email": email, "password": password, "name": name}),
+        )
+        .await
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post_json("/api/v1/auth/login", None, &json!({"email": email, "password": password}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Registers a new customer with a unique email and logs them in.
+    pub async fn customer(&self) -> TestUser {
+        let email = format!("customer-{}@example.com", Uuid::new_v4().simple());
+        let password = "customer-password".to_owned();
+        let response = self.register(&email, &password, "Test Customer").await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        let token = self.login(&email, &password).await;
+        TestUser {
+            id: body["id"].as_str().expect("id").parse().expect("uuid"),
+            email,
+            password,
+            token,
+        }
+    }
+
+    /// Creates an admin (as `orderly-api create-admin` does) and logs them in.
+    pub async fn admin(&self) -> TestUser {
+        let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
+        let password = "admin-password".to_owned();
+        let (user, _) = self
+            .services
+            .users
+            .create_admin(
+                Email::parse(&email).expect("email"),
+                Password::parse(password.clone()).expect("password"),
+                DisplayName::parse("Test Admin").expect("name"),
+            )
+            .await
+            .expect("admin created");
+        let token = self.login(&email, &password).await;
+        TestUser {
+            id: user.id,
+            email,
+            password,
+            token,
+        }
+    }
+
+    /// Creates an active product (as `admin`) and returns its JSON.
+    pub async fn create_product(&self, admin: &TestUser, price_cents: i64, stock: i64) -> Value {
+        let sku = format!("SKU-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let response = self
+            .post_json(
+                "/api/v1/products",
+                Some(&admin.token),
+                &json!({"sku": sku, "name": format!("Product {sku}"), "price_cents": price_cents,
+                        "currency": "EUR", "stock": stock}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    /// Places an order with an idempotency key.
+    pub async fn place_order(&self, token: &str, key: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        delete_prefix(&self.prefix);
+    }
+}
+
+/// Deletes every Redis key under `prefix` (synchronously: runs in Drop).
+pub fn delete_prefix(prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+/// Asserts the one error shape and returns the body.
+pub async fn assert_error(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("application/json"), "error content type was {content_type:?}");
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["statusCode"], status.as_u16(), "statusCode in {body}");
+    assert_eq!(body["error"], status.canonical_reason().unwrap_or_default(), "error in {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    body
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Starts PostgreSQL and Redis on this machine if they are not answering (the local development
+# and CI set-up: PostgreSQL on 127.0.0.1:5432 with trust auth, Redis on 127.0.0.1:6379).
+# Sourced by run.sh, test.sh and .ci/run.
+set -euo pipefail
+
+ensure_postgres() {
+  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return 0; fi
+  echo "starting PostgreSQL" >&2
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
+  return 1
+}
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return 0; fi
+  echo "starting Redis" >&2
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  for _ in $(seq 1 60); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "Redis did not come up on 127.0.0.1:6379" >&2
+  return 1
+}
+
+# PostgreSQL user: `postgres` where it exists, else the current user (`root` here).
+pg_user() {
+  if psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then echo postgres; else whoami; fi
+}
