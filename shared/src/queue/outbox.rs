@@ -170,7 +170,7 @@ impl Outbox {
     /// Undispatched rows and the age of the oldest.
     pub async fn backlog(&self) -> Result<OutboxBacklog, AppError> {
         let (pending, oldest_ms): (i64, Option<f64>) = sqlx::query_as(
-            "select count(*), extract(epoch from (now() - min(created_at))) * 1000 \
+            "select count(*), (extract(epoch from (now() - min(created_at))) * 1000)::float8 \
              from outbox where dispatched_at is null",
         )
         .fetch_one(&self.pool)

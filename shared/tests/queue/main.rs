@@ -1,0 +1,9 @@
+//! Tests of the queue engine against the real Redis: every guarantee ARCHITECTURE.md lists,
+//! plus a model-based test that runs random operation sequences against an in-memory model.
+//! Each test uses its own key prefix; tests that restart Redis start a private server.
+
+mod helpers;
+
+mod engine;
+mod model;
+mod outbox;
