@@ -7,7 +7,9 @@
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 
+pub mod bench;
 pub mod jobs;
 pub mod mailer;
 pub mod runner;

@@ -1,14 +1,26 @@
-//! `orderly-worker`: parse the command line and config, then run jobs until SIGTERM.
+//! `orderly-worker`: parse the command line and config, then run jobs until SIGTERM, or run the
+//! queue benchmark.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use orderly::{Config, Services};
-use orderly_worker::runner::{self, WorkerOptions};
+use orderly_worker::{
+    bench::{self, BenchArgs},
+    runner::{self, WorkerOptions},
+};
 
 #[derive(Parser)]
-#[command(name = "orderly-worker", version, about = "Orderly job worker")]
+#[command(name = "orderly-worker", version, about = "Orderly job worker", args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
     /// Queues to serve, comma-separated (default: WORKER_QUEUES, or all).
     #[arg(long, value_delimiter = ',')]
     queues: Option<Vec<String>>,
@@ -20,8 +32,86 @@ struct Cli {
     no_relay: bool,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Run jobs (the default).
+    Run(RunArgs),
+    /// Queue benchmark: enqueue N jobs from P producers, drain at concurrency C (reads REDIS_URL).
+    Bench {
+        /// Jobs.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Concurrent producers, each awaiting each push.
+        #[arg(long, default_value_t = 50)]
+        producers: usize,
+        /// Worker concurrency per process.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Worker processes draining the queue.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Idle wake-up latency samples.
+        #[arg(long, default_value_t = 200)]
+        wakeup_samples: usize,
+    },
+    /// A benchmark drain process (started by `bench --processes K`).
+    #[command(hide = true)]
+    BenchDrain {
+        /// Queue to drain.
+        #[arg(long)]
+        queue: String,
+        /// Worker concurrency.
+        #[arg(long)]
+        concurrency: usize,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "orderly-worker failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Bench { jobs, producers, concurrency, processes, wakeup_samples }) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            finish(rt.block_on(async move {
+                let args = BenchArgs { jobs, producers, concurrency, processes, wakeup_samples };
+                let result = bench::run(args).await?;
+                println!("{result}");
+                Ok(())
+            }))
+        }
+        Some(Command::BenchDrain { queue, concurrency }) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            finish(rt.block_on(bench::drain_child(queue, concurrency)))
+        }
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
     let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -29,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(queues) = cli.queues {
+    if let Some(queues) = args.queues {
         for queue in &queues {
             if !orderly::jobs::QUEUES.contains(&queue.as_str()) {
                 eprintln!(
@@ -41,7 +131,7 @@ fn main() -> ExitCode {
         }
         config.worker.queues = queues;
     }
-    if let Some(concurrency) = cli.concurrency {
+    if let Some(concurrency) = args.concurrency {
         if concurrency == 0 {
             eprintln!("configuration error: --concurrency must be at least 1");
             return ExitCode::from(2);
@@ -49,25 +139,14 @@ fn main() -> ExitCode {
         config.worker.concurrency = concurrency;
     }
     orderly::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    let result = runtime.block_on(async move {
+    finish(rt.block_on(async move {
         let mut options = WorkerOptions::from_config(&config);
-        options.relay = !cli.no_relay;
+        options.relay = !args.no_relay;
         let services = Services::build(config)?;
-        runner::run(services, options, orderly_worker::runner::shutdown_signal()).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "orderly-worker failed");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+        runner::run(services, options, runner::shutdown_signal()).await
+    }))
 }

@@ -14,6 +14,8 @@ use orderly::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::JobContext;
+
 /// What one worker process does.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -89,18 +91,41 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Runs the worker process until `shutdown` resolves, then shuts down gracefully.
+/// Runs the worker process with every shop job handler until `shutdown` resolves, then shuts
+/// down gracefully.
 pub async fn run(
     services: Services,
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(services, options, shutdown, crate::jobs::register_all).await
+}
+
+/// How a process registers its apalis workers (the shop's handlers, or a benchmark's).
+pub trait Register:
+    FnOnce(Monitor, &JobContext, &WorkerOptions, &str, &Backends) -> anyhow::Result<Monitor>
+{
+}
+
+impl<F> Register for F where
+    F: FnOnce(Monitor, &JobContext, &WorkerOptions, &str, &Backends) -> anyhow::Result<Monitor>
+{
+}
+
+/// Runs a worker process whose workers `register` sets up: the same heartbeat, relay and
+/// graceful shutdown whatever the handlers are (the benchmark and the drills use this).
+pub async fn run_with(
+    services: Services,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    register: impl Register,
+) -> anyhow::Result<()> {
     let id = worker_id();
     let backends = Backends::default();
     let stop = CancellationToken::new();
-    let context = crate::jobs::JobContext::new(services.clone()).await?;
+    let context = JobContext::new(services.clone()).await?;
 
-    let monitor = crate::jobs::register_all(Monitor::new(), &context, &options, &id, &backends)?;
+    let monitor = register(Monitor::new(), &context, &options, &id, &backends)?;
 
     let started_at_ms = chrono::Utc::now().timestamp_millis();
     let heartbeat = tokio::spawn(run_heartbeat(

@@ -83,7 +83,7 @@ impl Default for BackendSettings {
 
 struct Held {
     lease: u64,
-    _slot: Option<OwnedSemaphorePermit>,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// State shared by a backend's fetcher, lease keeper, acker and middleware.
@@ -109,7 +109,9 @@ impl std::fmt::Debug for BackendShared {
 }
 
 enum AckCommand {
-    Ack(String, u64),
+    /// A finished job, with the worker slot it occupied: the acker reuses the slot to claim a
+    /// replacement in the same call (or frees it).
+    Ack(String, u64, Option<OwnedSemaphorePermit>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -126,14 +128,12 @@ impl BackendShared {
 
     fn hold(&self, id: &str, lease: u64, slot: Option<OwnedSemaphorePermit>) {
         if let Ok(mut held) = self.held.lock() {
-            held.insert(id.to_owned(), Held { lease, _slot: slot });
+            held.insert(id.to_owned(), Held { lease, slot });
         }
     }
 
-    fn unhold(&self, id: &str) {
-        if let Ok(mut held) = self.held.lock() {
-            held.remove(id);
-        }
+    fn unhold(&self, id: &str) -> Option<OwnedSemaphorePermit> {
+        self.held.lock().ok().and_then(|mut held| held.remove(id)).and_then(|h| h.slot)
     }
 
     fn leases(&self) -> Vec<(String, u64)> {
@@ -184,7 +184,8 @@ impl BackendShared {
 pub struct RedisBackend<Args> {
     shared: Arc<BackendShared>,
     receiver: mpsc::Receiver<Task<Args>>,
-    sender: Option<mpsc::Sender<Task<Args>>>,
+    /// Taken at the first poll, when the fetcher and the acker start.
+    start: Option<(mpsc::Sender<Task<Args>>, mpsc::UnboundedReceiver<AckCommand>)>,
     closing: Option<BoxFuture<'static, ()>>,
     _args: PhantomData<fn() -> Args>,
 }
@@ -214,12 +215,11 @@ where
             acks,
             stop: CancellationToken::new(),
         });
-        tokio::spawn(run_acker(shared.clone(), ack_rx));
         let (sender, receiver) = mpsc::channel(concurrency);
         Self {
             shared,
             receiver,
-            sender: Some(sender),
+            start: Some((sender, ack_rx)),
             closing: None,
             _args: PhantomData,
         }
@@ -248,8 +248,10 @@ where
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        // The first poll starts the fetcher and the lease keeper (they need the worker context).
-        if let Some(sender) = self.sender.take() {
+        // The first poll starts the fetcher, the acker and the lease keeper (they need the
+        // worker context).
+        if let Some((sender, acks)) = self.start.take() {
+            tokio::spawn(run_acker(self.shared.clone(), acks, sender.clone()));
             tokio::spawn(run_fetcher(self.shared.clone(), sender, worker.clone()));
             tokio::spawn(run_lease_keeper(self.shared.clone(), worker.clone()));
         }
@@ -357,24 +359,7 @@ async fn run_fetcher<Args>(
         match shared.engine.claim(&shared.queue, &shared.worker_id, wanted, shared.settings.lease).await {
             Ok(claim) if !claim.jobs.is_empty() => {
                 backoff.reset();
-                for job in claim.jobs {
-                    let slot = slots.split(1);
-                    shared.hold(&job.id, job.lease, slot);
-                    match decode_task::<Args>(&job) {
-                        Ok(task) => {
-                            if sender.send(task).await.is_err() {
-                                // The worker stopped reading: give the job back.
-                                let _ = shared.engine.release(&shared.queue, &[(job.id.clone(), job.lease)]).await;
-                                shared.unhold(&job.id);
-                            }
-                        }
-                        Err(error) => {
-                            tracing::error!(queue = %shared.queue, job_id = %job.id, kind = %job.kind, %error, "undecodable job payload; job is dead");
-                            let _ = shared.engine.fail(&job, &format!("undecodable payload: {error}"), None).await;
-                            shared.unhold(&job.id);
-                        }
-                    }
-                }
+                deliver(&shared, &sender, claim.jobs, slots).await;
             }
             Ok(claim) => {
                 backoff.reset();
@@ -417,6 +402,35 @@ async fn run_fetcher<Args>(
         }
     }
     tracing::debug!(queue = %shared.queue, "fetcher stopped");
+}
+
+/// Hands claimed jobs to the worker, each with one of `slots`' permits; jobs that cannot be
+/// decoded die at once (no retry can fix a payload), jobs the worker no longer takes go back.
+async fn deliver<Args>(
+    shared: &BackendShared,
+    sender: &mpsc::Sender<Task<Args>>,
+    jobs: Vec<ClaimedJob>,
+    mut slots: OwnedSemaphorePermit,
+) where
+    Args: DeserializeOwned + Send + Sync + 'static,
+{
+    for job in jobs {
+        let slot = slots.split(1);
+        shared.hold(&job.id, job.lease, slot);
+        match decode_task::<Args>(&job) {
+            Ok(task) => {
+                if sender.send(task).await.is_err() {
+                    let _ = shared.engine.release(&shared.queue, &[(job.id.clone(), job.lease)]).await;
+                    shared.unhold(&job.id);
+                }
+            }
+            Err(error) => {
+                tracing::error!(queue = %shared.queue, job_id = %job.id, kind = %job.kind, %error, "undecodable job payload; job is dead");
+                let _ = shared.engine.fail(&job, &format!("undecodable payload: {error}"), None).await;
+                shared.unhold(&job.id);
+            }
+        }
+    }
 }
 
 fn decode_task<Args: DeserializeOwned>(job: &ClaimedJob) -> Result<Task<Args>, serde_json::Error> {
@@ -467,43 +481,84 @@ async fn run_lease_keeper(shared: Arc<BackendShared>, worker: WorkerContext) {
     }
 }
 
-async fn run_acker(shared: Arc<BackendShared>, mut commands: mpsc::UnboundedReceiver<AckCommand>) {
+/// Acks finished jobs in batches. While the backend is claiming, the slots the finished jobs
+/// held are used to claim their replacements in the same script call, so a busy worker makes
+/// one round trip per batch; the fetcher only steps in when the worker runs dry.
+async fn run_acker<Args>(
+    shared: Arc<BackendShared>,
+    mut commands: mpsc::UnboundedReceiver<AckCommand>,
+    sender: mpsc::Sender<Task<Args>>,
+) where
+    Args: DeserializeOwned + Send + Sync + 'static,
+{
     let mut pending: Vec<(String, u64)> = Vec::new();
+    let mut slots: Option<OwnedSemaphorePermit> = None;
     let mut waiting_flush: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = ErrorBackoff::new();
+    let take = |command: AckCommand,
+                pending: &mut Vec<(String, u64)>,
+                slots: &mut Option<OwnedSemaphorePermit>,
+                waiting_flush: &mut Vec<oneshot::Sender<()>>| match command {
+        AckCommand::Ack(id, lease, slot) => {
+            pending.push((id, lease));
+            if let Some(slot) = slot {
+                match slots {
+                    Some(all) => all.merge(slot),
+                    None => *slots = Some(slot),
+                }
+            }
+        }
+        AckCommand::Flush(done) => waiting_flush.push(done),
+    };
     loop {
         if pending.is_empty() {
             for waiter in waiting_flush.drain(..) {
                 let _ = waiter.send(());
             }
             match commands.recv().await {
-                Some(AckCommand::Ack(id, lease)) => pending.push((id, lease)),
-                Some(AckCommand::Flush(done)) => waiting_flush.push(done),
+                Some(command) => take(command, &mut pending, &mut slots, &mut waiting_flush),
                 None => return,
             }
         }
-        // Take everything that queued up during the last round trip: one script call acks it all.
+        // Everything that queued up during the last round trip goes in one script call.
         while let Ok(command) = commands.try_recv() {
-            match command {
-                AckCommand::Ack(id, lease) => pending.push((id, lease)),
-                AckCommand::Flush(done) => waiting_flush.push(done),
-            }
+            take(command, &mut pending, &mut slots, &mut waiting_flush);
         }
         if pending.is_empty() {
             continue;
         }
-        match shared.engine.ack(&shared.queue, &pending).await {
-            Ok(results) => {
+        let claiming = !shared.stop.is_cancelled() && slots.as_ref().is_some_and(|s| s.num_permits() > 0);
+        let result = if claiming {
+            let wanted = slots.as_ref().map(|s| s.num_permits()).unwrap_or(0);
+            shared
+                .engine
+                .ack_and_claim(&shared.queue, &pending, &shared.worker_id, wanted, shared.settings.lease)
+                .await
+                .map(|(acked, claim)| (acked, Some(claim)))
+        } else {
+            shared.engine.ack(&shared.queue, &pending).await.map(|acked| (acked, None))
+        };
+        match result {
+            Ok((acked, claim)) => {
                 backoff.reset();
-                for ((id, _), ok) in pending.iter().zip(results) {
+                for ((id, _), ok) in pending.iter().zip(acked) {
                     if !ok {
                         tracing::warn!(queue = %shared.queue, job_id = %id, "ack refused: lease was lost, the job will run again");
                     }
                 }
                 pending.clear();
+                match (claim, slots.take()) {
+                    (Some(claim), Some(permits)) if !claim.jobs.is_empty() => {
+                        deliver(&shared, &sender, claim.jobs, permits).await;
+                    }
+                    // No replacement: the slots go back to the fetcher.
+                    _ => {}
+                }
             }
             Err(error) => {
                 tracing::warn!(queue = %shared.queue, %error, pending = pending.len(), "ack failed; retrying");
+                // Free the slots meanwhile, so the fetcher is not starved by an outage of acks.
+                slots = None;
                 backoff.wait().await;
             }
         }
@@ -578,7 +633,8 @@ where
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
                     crate::queue::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
-                    let _ = shared.acks.send(AckCommand::Ack(job.id.clone(), job.lease));
+                    let slot = shared.unhold(&job.id);
+                    let _ = shared.acks.send(AckCommand::Ack(job.id.clone(), job.lease, slot));
                 }
                 Err(error) => {
                     let job_error = JobError::classify(error.as_ref());
@@ -589,9 +645,9 @@ where
                     });
                     crate::queue::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
                     record_failure(&shared, &job, job_error.message(), retry_in).await;
+                    shared.unhold(&job.id);
                 }
             }
-            shared.unhold(&job.id);
             result
         })
     }

@@ -99,6 +99,7 @@ struct Scripts {
     enqueue: Script,
     claim: Script,
     ack: Script,
+    ack_claim: Script,
     fail: Script,
     renew: Script,
     release: Script,
@@ -117,6 +118,7 @@ impl Scripts {
             enqueue: script(include_str!("scripts/enqueue.lua")),
             claim: script(include_str!("scripts/claim.lua")),
             ack: script(include_str!("scripts/ack.lua")),
+            ack_claim: script(include_str!("scripts/ack_claim.lua")),
             fail: script(include_str!("scripts/fail.lua")),
             renew: script(include_str!("scripts/renew.lua")),
             release: script(include_str!("scripts/release.lua")),
@@ -158,6 +160,32 @@ type RawJob = (
     String,
     i64,
 );
+
+type RawClaim = (i64, i64, Vec<RawJob>);
+
+fn claim_from_raw(queue: &str, (next_wake, now, raw): RawClaim) -> Claim {
+    let jobs = raw
+        .into_iter()
+        .map(
+            |(id, lease, attempt, kind, payload, priority, max_attempts, request_id, retry, created_at_ms)| ClaimedJob {
+                queue: queue.to_owned(),
+                id,
+                lease,
+                attempt,
+                kind,
+                payload,
+                priority: Priority::new(priority),
+                max_attempts,
+                request_id: (!request_id.is_empty()).then_some(request_id),
+                retry: RetryPolicy::decode(&retry),
+                created_at_ms,
+            },
+        )
+        .collect();
+    let next_wake_in =
+        (next_wake >= 0).then(|| Duration::from_millis(u64::try_from(next_wake - now).unwrap_or(0)));
+    Claim { jobs, next_wake_in }
+}
 
 impl QueueEngine {
     /// An engine over `redis` (shared commands) and `client` (dedicated blocking connections),
@@ -248,7 +276,7 @@ impl QueueEngine {
         max: usize,
         lease: Duration,
     ) -> redis::RedisResult<Claim> {
-        let (next_wake, now, raw): (i64, i64, Vec<RawJob>) = self
+        let raw: RawClaim = self
             .scripts
             .claim
             .key(self.routing_key(queue))
@@ -259,29 +287,40 @@ impl QueueEngine {
             .arg(PROMOTE_LIMIT)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        let jobs = raw
-            .into_iter()
-            .map(
-                |(id, lease, attempt, kind, payload, priority, max_attempts, request_id, retry, created_at_ms)| {
-                    ClaimedJob {
-                        queue: queue.to_owned(),
-                        id,
-                        lease,
-                        attempt,
-                        kind,
-                        payload,
-                        priority: Priority::new(priority),
-                        max_attempts,
-                        request_id: (!request_id.is_empty()).then_some(request_id),
-                        retry: RetryPolicy::decode(&retry),
-                        created_at_ms,
-                    }
-                },
-            )
-            .collect();
-        let next_wake_in = (next_wake >= 0)
-            .then(|| Duration::from_millis(u64::try_from(next_wake - now).unwrap_or(0)));
-        Ok(Claim { jobs, next_wake_in })
+        Ok(claim_from_raw(queue, raw))
+    }
+
+    /// Completes `leases` and claims up to `max` new jobs in one script call (a busy worker's
+    /// steady state: each finished batch brings its replacements). Returns the ack results, as
+    /// [`QueueEngine::ack`], and the claim.
+    pub async fn ack_and_claim(
+        &self,
+        queue: &str,
+        leases: &[(String, u64)],
+        worker: &str,
+        max: usize,
+        lease: Duration,
+    ) -> redis::RedisResult<(Vec<bool>, Claim)> {
+        if leases.len() > MAX_BATCH {
+            let acked = self.ack(queue, leases).await?;
+            let claim = self.claim(queue, worker, max, lease).await?;
+            return Ok((acked, claim));
+        }
+        let mut invocation = self.scripts.ack_claim.prepare_invoke();
+        invocation
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .arg(self.retention.completed_keep)
+            .arg(self.retention.completed_max_age.as_millis() as u64)
+            .arg(max.min(MAX_BATCH))
+            .arg(lease.as_millis() as u64)
+            .arg(worker)
+            .arg(PROMOTE_LIMIT);
+        for (id, token) in leases {
+            invocation.arg(id).arg(*token);
+        }
+        let (acked, raw): (Vec<i64>, RawClaim) = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok((acked.into_iter().map(|r| r == 1).collect(), claim_from_raw(queue, raw)))
     }
 
     /// Completes leased jobs. Returns, per job, whether the lease was still held (a `false` job

@@ -125,7 +125,7 @@ fn detail_from_hash(
         request_id: map.get("request_id").filter(|v| !v.is_empty()).cloned(),
         worker: map.get("worker").filter(|v| !v.is_empty()).cloned(),
         created_at_ms: opt_i64(&map, "created_at"),
-        enqueued_at_ms: opt_i64(&map, "enqueued_at"),
+        enqueued_at_ms: opt_i64(&map, "enqueued_at").or_else(|| opt_i64(&map, "created_at")),
         run_at_ms: opt_i64(&map, "run_at").filter(|v| *v > 0),
         started_at_ms: opt_i64(&map, "started_at"),
         finished_at_ms: opt_i64(&map, "finished_at"),
@@ -192,15 +192,34 @@ impl QueueEngine {
     /// One job with its error history, or `None` if it does not exist (any more).
     pub async fn job(&self, queue: &str, id: &str) -> redis::RedisResult<Option<JobDetail>> {
         let base = self.base(queue);
-        let (map, errors): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hgetall(format!("{base}j:{id}"))
-            .lrange(format!("{base}e:{id}"), 0, -1)
-            .query_async(&mut self.redis())
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(format!("{base}j:{id}")).lrange(format!("{base}e:{id}"), 0, -1);
+        for state in JobState::ALL {
+            pipe.zscore(self.state_key(queue, state), id);
+        }
+        let (map, errors, scores): (HashMap<String, String>, Vec<String>, Vec<Option<f64>>) = {
+            let mut values: Vec<redis::Value> = pipe.query_async(&mut self.redis()).await?;
+            let scores = values
+                .split_off(2)
+                .into_iter()
+                .map(|v| redis::from_redis_value::<Option<f64>>(v))
+                .collect::<Result<_, _>>()?;
+            let errors = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;
+            let map = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;
+            (map, errors, scores)
+        };
         if map.is_empty() {
             return Ok(None);
         }
-        Ok(Some(detail_from_hash(queue, id, map, errors)))
+        let mut detail = detail_from_hash(queue, id, map, errors);
+        // The state is the set the id is in (the hash is not rewritten on every transition).
+        if let Some((state, score)) = JobState::ALL.into_iter().zip(scores).find_map(|(s, v)| v.map(|v| (s, v))) {
+            detail.state = state.set_name().to_owned();
+            if state == JobState::Completed {
+                detail.finished_at_ms = Some(score as i64);
+            }
+        }
+        Ok(Some(detail))
     }
 
     /// A page of jobs in `state`. Ready and scheduled list the next to run first; active lists
@@ -217,22 +236,23 @@ impl QueueEngine {
         let stop = i64::try_from(offset + limit).unwrap_or(i64::MAX) - 1;
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let mut redis = self.redis();
-        let (total, ids): (u64, Vec<String>) = match state {
+        let (total, scored): (u64, Vec<(String, f64)>) = match state {
             JobState::Completed | JobState::Dead => {
                 redis::pipe()
                     .zcard(&key)
-                    .zrevrange(&key, start as isize, stop as isize)
+                    .zrevrange_withscores(&key, start as isize, stop as isize)
                     .query_async(&mut redis)
                     .await?
             }
             _ => {
                 redis::pipe()
                     .zcard(&key)
-                    .zrange(&key, start as isize, stop as isize)
+                    .zrange_withscores(&key, start as isize, stop as isize)
                     .query_async(&mut redis)
                     .await?
             }
         };
+        let ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
         let base = self.base(queue);
         let mut pipe = redis::pipe();
         for id in &ids {
@@ -243,11 +263,18 @@ impl QueueEngine {
         } else {
             pipe.query_async(&mut redis).await?
         };
-        let jobs = ids
+        let jobs = scored
             .iter()
             .zip(maps)
             .filter(|(_, map)| !map.is_empty())
-            .map(|(id, map)| detail_from_hash(queue, id, map, Vec::new()))
+            .map(|((id, score), map)| {
+                let mut detail = detail_from_hash(queue, id, map, Vec::new());
+                detail.state = state.set_name().to_owned();
+                if state == JobState::Completed {
+                    detail.finished_at_ms = Some(*score as i64);
+                }
+                detail
+            })
             .collect();
         Ok(JobPage {
             jobs,

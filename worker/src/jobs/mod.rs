@@ -50,7 +50,7 @@ impl JobContext {
 #[allow(clippy::too_many_arguments)]
 pub fn add_worker<J, H, Fut>(
     monitor: Monitor,
-    queue: &'static str,
+    queue: &str,
     context: &JobContext,
     options: &WorkerOptions,
     worker_id: &str,
@@ -68,8 +68,9 @@ where
     let concurrency = options.concurrency;
     let worker_id = worker_id.to_owned();
     let backends = backends.clone();
+    let queue = queue.to_owned();
     monitor.register(move |_restarts| {
-        let backend = RedisBackend::<J>::new(context.services.queue.clone(), queue, &worker_id, settings.clone());
+        let backend = RedisBackend::<J>::new(context.services.queue.clone(), &queue, &worker_id, settings.clone());
         backends.add(backend.shared());
         WorkerBuilder::new(format!("{queue}@{worker_id}"))
             .backend(backend)

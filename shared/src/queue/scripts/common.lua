@@ -1,4 +1,5 @@
 -- Shared helpers, prepended to every script by the engine (Lua scripts cannot include files).
+-- A job's state is the set its id is in (the hash holds its data, not its state).
 -- Key layout of one queue, all under one hash tag so the queue lives in one Redis Cluster slot:
 --   <base>j:<id>  job hash          <base>e:<id>  error list (newest last, capped)
 --   <base>ready   zset score = priority * 2^40 + sequence  (strict priority, then FIFO)
@@ -26,7 +27,7 @@ local function make_ready(base, id, now)
   local priority = tonumber(redis.call('HGET', jk, 'priority') or '5')
   local seq = redis.call('INCR', base .. 'seq')
   redis.call('ZADD', base .. 'ready', priority * PRIORITY_SPAN + seq, id)
-  redis.call('HSET', jk, 'state', 'ready', 'enqueued_at', now)
+  redis.call('HSET', jk, 'enqueued_at', now)
 end
 
 -- Deletes a finished job's hash and error list (retention trimming).
@@ -47,4 +48,113 @@ local function wake(base, n)
     redis.call('LPUSH', base .. 'marker', unpack(markers))
     redis.call('LTRIM', base .. 'marker', 0, 63)
   end
+end
+
+-- Completes leased jobs given as (id, lease) pairs in argv[from..], then trims finished jobs
+-- beyond the retention limits (at most 1000 per call). Returns one 1/0 per pair (0: lease lost).
+local function finish_jobs(base, now, keep, max_age, argv, from)
+  local results, done_args = {}, {}
+  for i = from, #argv, 2 do
+    local id, lease = argv[i], argv[i + 1]
+    local jk = base .. 'j:' .. id
+    -- The hash is not rewritten: membership of the completed set is the state, its score the
+    -- finish time (two calls per job keep acks cheap at tens of thousands per second).
+    if redis.call('HGET', jk, 'lease') == lease and redis.call('ZREM', base .. 'active', id) == 1 then
+      done_args[#done_args + 1] = now
+      done_args[#done_args + 1] = id
+      results[#results + 1] = 1
+    else
+      results[#results + 1] = 0
+    end
+  end
+  if #done_args > 0 then
+    redis.call('ZADD', base .. 'completed', unpack(done_args))
+    count_stat(base, now, 'completed', #done_args / 2)
+  end
+
+  -- Retention: keep at most `keep` completed jobs, none older than max_age. At most 1000 per
+  -- call, so a huge backlog of finished jobs is trimmed over several calls, not one long one.
+  local completed = base .. 'completed'
+  local excess = redis.call('ZCARD', completed) - keep
+  local old = {}
+  if excess > 0 then old = redis.call('ZRANGE', completed, 0, math.min(excess, 1000) - 1) end
+  if #old < 1000 then
+    local aged = redis.call('ZRANGEBYSCORE', completed, '-inf', now - max_age, 'LIMIT', 0, 1000 - #old)
+    local seen = {}
+    for _, id in ipairs(old) do seen[id] = true end
+    for _, id in ipairs(aged) do if not seen[id] then old[#old + 1] = id end end
+  end
+  if #old > 0 then
+    redis.call('ZREM', completed, unpack(old))
+    drop_job(base, old)
+  end
+  return results
+end
+
+-- Claims up to max_jobs jobs for a worker: promotes due scheduled jobs and recovers expired
+-- leases first (each step bounded), then pops the best-priority, oldest jobs and leases them.
+-- Returns { next_wake_ms_or_-1, now, {id, lease, attempts, kind, payload, priority,
+--           max_attempts, request_id, retry, created_at}... }
+local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
+  -- 1. Scheduled jobs (delays, retry backoff) that are due join the ready set.
+  local due = redis.call('ZRANGEBYSCORE', base .. 'scheduled', '-inf', now, 'LIMIT', 0, promote_limit)
+  for _, id in ipairs(due) do make_ready(base, id, now) end
+  if #due > 0 then redis.call('ZREM', base .. 'scheduled', unpack(due)) end
+
+  -- 2. Leases past their deadline: the worker died or hung. The attempt was counted when it was
+  --    claimed; the job goes back to ready, or dies if that was its last attempt.
+  local expired = redis.call('ZRANGEBYSCORE', base .. 'active', '-inf', now, 'LIMIT', 0, 100)
+  local died = 0
+  for _, id in ipairs(expired) do
+    local jk = base .. 'j:' .. id
+    redis.call('ZREM', base .. 'active', id)
+    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'worker')
+    local attempts, max_attempts = tonumber(f[1] or '0'), tonumber(f[2] or '1')
+    local message = 'lease expired: worker ' .. (f[3] or '?') .. ' stopped renewing it (killed or hung)'
+    redis.call('RPUSH', base .. 'e:' .. id, cjson.encode({attempt = attempts, at = now, error = message}))
+    redis.call('LTRIM', base .. 'e:' .. id, -25, -1)
+    redis.call('HSET', jk, 'last_error', message)
+    if attempts >= max_attempts then
+      redis.call('HSET', jk, 'finished_at', now)
+      redis.call('ZADD', base .. 'dead', now, id)
+      died = died + 1
+    else
+      make_ready(base, id, now)
+    end
+  end
+  count_stat(base, now, 'failed', #expired)
+  count_stat(base, now, 'dead', died)
+
+  -- 3. Claim, unless an operator paused the queue.
+  local jobs = {}
+  if max_jobs > 0 and redis.call('EXISTS', base .. 'paused') == 0 then
+    local popped = redis.call('ZPOPMIN', base .. 'ready', max_jobs)
+    local deadline = now + lease_ms
+    local active_args = {}
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local jk = base .. 'j:' .. id
+      -- Two calls per job: read everything, then write the new lease in one HSET.
+      local f = redis.call('HMGET', jk, 'kind', 'payload', 'priority', 'max_attempts', 'request_id', 'retry',
+        'created_at', 'attempts', 'lease')
+      if f[1] then
+        local attempts = tonumber(f[8] or '0') + 1
+        local lease = tonumber(f[9] or '0') + 1
+        redis.call('HSET', jk, 'attempts', attempts, 'lease', lease, 'worker', worker, 'started_at', now)
+        active_args[#active_args + 1] = deadline
+        active_args[#active_args + 1] = id
+        jobs[#jobs + 1] = {id, lease, attempts, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+      end
+    end
+    if #active_args > 0 then redis.call('ZADD', base .. 'active', unpack(active_args)) end
+  end
+
+  -- When should an idle worker look again? The next due scheduled job or lease deadline.
+  local next_wake = -1
+  local s = redis.call('ZRANGE', base .. 'scheduled', 0, 0, 'WITHSCORES')
+  if #s > 0 then next_wake = tonumber(s[2]) end
+  local a = redis.call('ZRANGE', base .. 'active', 0, 0, 'WITHSCORES')
+  if #a > 0 and (next_wake < 0 or tonumber(a[2]) < next_wake) then next_wake = tonumber(a[2]) end
+  if #due >= promote_limit or #expired >= 100 then next_wake = now end
+  return {next_wake, now, jobs}
 end

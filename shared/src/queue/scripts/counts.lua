@@ -15,7 +15,8 @@ for p = 0, 9 do
   -- FIFO inside a band: the first member of each band waited longest in it.
   local first = redis.call('ZRANGEBYSCORE', ready, lo, hi, 'LIMIT', 0, 1)
   if #first > 0 then
-    local at = tonumber(redis.call('HGET', base .. 'j:' .. first[1], 'enqueued_at') or '-1')
+    local f = redis.call('HMGET', base .. 'j:' .. first[1], 'enqueued_at', 'created_at')
+    local at = tonumber(f[1] or f[2] or '-1')
     if at >= 0 and (oldest < 0 or at < oldest) then oldest = at end
   end
 end

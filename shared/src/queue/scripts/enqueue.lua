@@ -19,9 +19,7 @@ for i = 0, n - 1 do
   else
     local priority = tonumber(ARGV[o + 3])
     local run_at = tonumber(ARGV[o + 5])
-    local state = 'ready'
     if run_at > now then
-      state = 'scheduled'
       scheduled_args[#scheduled_args + 1] = run_at
       scheduled_args[#scheduled_args + 1] = id
     else
@@ -29,10 +27,11 @@ for i = 0, n - 1 do
       ready_args[#ready_args + 1] = id
       ready_count = ready_count + 1
     end
+    -- Only what is needed: attempts and lease start absent (0), the state is the set the id is
+    -- in, and the enqueue time doubles as the ready time until the job is re-queued.
     redis.call('HSET', jk, 'kind', ARGV[o + 1], 'payload', ARGV[o + 2], 'priority', priority,
-      'max_attempts', ARGV[o + 4], 'attempts', 0, 'lease', 0, 'created_at', now,
-      'enqueued_at', now, 'run_at', run_at, 'request_id', ARGV[o + 6], 'retry', ARGV[o + 7],
-      'state', state)
+      'max_attempts', ARGV[o + 4], 'created_at', now, 'run_at', run_at, 'request_id', ARGV[o + 6],
+      'retry', ARGV[o + 7])
     added = added + 1
     results[#results + 1] = 1
   end

@@ -13,7 +13,7 @@ redis.call('LTRIM', base .. 'e:' .. id, -25, -1)
 redis.call('HSET', jk, 'last_error', ARGV[5])
 count_stat(base, now, 'failed', 1)
 if delay < 0 then
-  redis.call('HSET', jk, 'state', 'dead', 'finished_at', now)
+  redis.call('HSET', jk, 'finished_at', now)
   redis.call('ZADD', base .. 'dead', now, id)
   count_stat(base, now, 'dead', 1)
 elseif delay == 0 then
@@ -21,7 +21,7 @@ elseif delay == 0 then
   count_stat(base, now, 'retried', 1)
   wake(base, 1)
 else
-  redis.call('HSET', jk, 'state', 'scheduled', 'run_at', now + delay)
+  redis.call('HSET', jk, 'run_at', now + delay)
   redis.call('ZADD', base .. 'scheduled', now + delay, id)
   count_stat(base, now, 'retried', 1)
   wake(base, 1)
