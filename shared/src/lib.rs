@@ -44,6 +44,8 @@ pub mod reports;
 pub mod services;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod users;
 
 pub use config::Config;

@@ -63,7 +63,7 @@ pub fn bench_config() -> anyhow::Result<Config> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     Ok(Config::from_lookup(|name| match name {
         "REDIS_URL" => Some(redis_url.clone()),
-        "REDIS_PREFIX" => Some(PREFIX.into()),
+        "REDIS_PREFIX" => Some(std::env::var("REDIS_PREFIX").unwrap_or_else(|_| PREFIX.into())),
         "DATABASE_URL" => Some("postgres://unused@127.0.0.1:1/unused".into()),
         "JWT_SECRET" => Some("benchmark-only-secret-benchmark-only-secret".into()),
         "RUST_LOG" => Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
@@ -82,6 +82,7 @@ fn options(queue: &str, concurrency: usize) -> WorkerOptions {
         lease: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(10),
         relay: false,
+        idle_poll: Duration::from_secs(5),
     }
 }
 
@@ -126,7 +127,16 @@ async fn completed_total(services: &Services, queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a worker process on `queue` with the no-op handler until `stop` is notified; `done`
+/// What the benchmark handler does besides counting.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Simulated work per job.
+    pub work: Duration,
+    /// Redis list that receives `<pid> <job id>` for every execution (the drills count repeats).
+    pub record_to: Option<String>,
+}
+
+/// Runs a worker process on `queue` with the benchmark handler until `stop` is notified; `done`
 /// counts handled jobs, `latencies` receives wake-up samples (µs) when jobs carry a send time.
 async fn run_noop_worker(
     services: Services,
@@ -136,17 +146,44 @@ async fn run_noop_worker(
     latencies: Arc<std::sync::Mutex<Vec<i64>>>,
     stop: Arc<Notify>,
 ) -> anyhow::Result<()> {
+    run_bench_worker(services, options(&queue, concurrency), Behaviour::default(), done, latencies, stop).await
+}
+
+async fn run_bench_worker(
+    services: Services,
+    options: WorkerOptions,
+    behaviour: Behaviour,
+    done: Arc<AtomicUsize>,
+    latencies: Arc<std::sync::Mutex<Vec<i64>>>,
+    stop: Arc<Notify>,
+) -> anyhow::Result<()> {
+    let queue = options.queues.first().cloned().unwrap_or_default();
+    let redis = services.redis.clone();
+    let pid = std::process::id();
     let register = {
         let queue = queue.clone();
         move |monitor, context: &JobContext, options: &WorkerOptions, id: &str, backends: &Backends| {
-            let handler = move |job: BenchJob, _ctx: Data<JobContext>, _info: Data<JobInfo>| {
+            let handler = move |job: BenchJob, _ctx: Data<JobContext>, info: Data<JobInfo>| {
                 let done = done.clone();
                 let latencies = latencies.clone();
+                let behaviour = behaviour.clone();
+                let mut redis = redis.clone();
                 async move {
                     if job.sent_at_us > 0
                         && let Ok(mut samples) = latencies.lock()
                     {
                         samples.push(now_us() - job.sent_at_us);
+                    }
+                    if let Some(list) = &behaviour.record_to {
+                        redis::cmd("RPUSH")
+                            .arg(list)
+                            .arg(format!("{pid} {}", info.id))
+                            .query_async::<()>(&mut redis)
+                            .await
+                            .map_err(|e| JobError::retry(e.to_string()))?;
+                    }
+                    if !behaviour.work.is_zero() {
+                        tokio::time::sleep(behaviour.work).await;
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                     Ok::<(), JobError>(())
@@ -164,7 +201,7 @@ async fn run_noop_worker(
             ))
         }
     };
-    run_with(services, options(&queue, concurrency), async move { stop.notified().await }, register).await
+    run_with(services, options, async move { stop.notified().await }, register).await
 }
 
 /// The benchmark.
@@ -378,4 +415,31 @@ async fn wakeup_latency(services: &Services, queue: &str, samples: usize) -> any
         values[idx] as f64 / 1000.0
     };
     Ok((pick(0.5), pick(0.99)))
+}
+
+/// A drill worker process: serves `queue` with the benchmark handler doing `work` per job and
+/// recording every execution as `<pid> <job id>` in the Redis list `record_to`, until SIGTERM
+/// (or SIGKILL, which is the point of the drills). Prints `ready` once it serves.
+pub async fn drill_worker(queue: String, concurrency: usize, lease: Duration, behaviour: Behaviour) -> anyhow::Result<()> {
+    let services = Services::build(bench_config()?)?;
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let terminated = crate::runner::shutdown_signal();
+    tokio::spawn(async move {
+        terminated.await;
+        signal.notify_one();
+    });
+    let mut options = options(&queue, concurrency);
+    options.lease = lease;
+    println!("ready");
+    std::io::stdout().flush()?;
+    run_bench_worker(
+        services,
+        options,
+        behaviour,
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::new())),
+        stop,
+    )
+    .await
 }

@@ -54,6 +54,26 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         wakeup_samples: usize,
     },
+    /// A drill worker: the benchmark handler with simulated work, recording every execution
+    /// (used by the reliability drills, which kill these processes).
+    #[command(hide = true)]
+    DrillWorker {
+        /// Queue to serve.
+        #[arg(long)]
+        queue: String,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Simulated work per job, in ms.
+        #[arg(long, default_value_t = 2)]
+        work_ms: u64,
+        /// Lease length, in ms.
+        #[arg(long, default_value_t = 1000)]
+        lease_ms: u64,
+        /// Redis list receiving `<pid> <job id>` per execution.
+        #[arg(long)]
+        record_to: String,
+    },
     /// A benchmark drain process (started by `bench --processes K`).
     #[command(hide = true)]
     BenchDrain {
@@ -106,6 +126,22 @@ fn main() -> ExitCode {
             };
             finish(rt.block_on(bench::drain_child(queue, concurrency)))
         }
+        Some(Command::DrillWorker { queue, concurrency, work_ms, lease_ms, record_to }) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let behaviour = bench::Behaviour {
+                work: std::time::Duration::from_millis(work_ms),
+                record_to: Some(record_to),
+            };
+            finish(rt.block_on(bench::drill_worker(
+                queue,
+                concurrency,
+                std::time::Duration::from_millis(lease_ms),
+                behaviour,
+            )))
+        }
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
@@ -144,9 +180,11 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     finish(rt.block_on(async move {
+        // Installed before anything else, so an early SIGTERM is a graceful stop, not a kill.
+        let signal = runner::shutdown_signal();
         let mut options = WorkerOptions::from_config(&config);
         options.relay = !args.no_relay;
         let services = Services::build(config)?;
-        runner::run(services, options, runner::shutdown_signal()).await
+        runner::run(services, options, signal).await
     }))
 }

@@ -29,6 +29,8 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Run the outbox relay in this process.
     pub relay: bool,
+    /// Longest an idle worker waits before looking at the queue again without a wake-up.
+    pub idle_poll: Duration,
 }
 
 impl WorkerOptions {
@@ -40,6 +42,7 @@ impl WorkerOptions {
             lease: config.worker.lease,
             shutdown_grace: config.worker.shutdown_grace,
             relay: true,
+            idle_poll: Duration::from_secs(5),
         }
     }
 
@@ -48,7 +51,7 @@ impl WorkerOptions {
         BackendSettings {
             concurrency: self.concurrency,
             lease: self.lease,
-            idle_poll: Duration::from_secs(5),
+            idle_poll: self.idle_poll,
         }
     }
 }
@@ -202,21 +205,25 @@ async fn run_heartbeat(services: Services, mut info: WorkerInfo, backends: Backe
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called (not
+/// when the future is first polled), so a signal that arrives during start-up is not lost to
+/// the default action (immediate termination). Call it inside the runtime, early.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(terminate) => {},
+            _ = wait(interrupt) => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

@@ -1,0 +1,90 @@
+//! The `orderly-worker` binary: a bad configuration stops it before it does anything, with one
+//! line naming the variable; SIGTERM stops it cleanly with exit status 0.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use orderly::testing::{delete_prefix, redis_url, unique_prefix};
+use sqlx::PgPool;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_orderly-worker");
+
+fn bare_command() -> Command {
+    let mut command = Command::new(WORKER);
+    // A clean environment and an empty working directory: no stray `.env` is read.
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.current_dir(std::env::temp_dir());
+    command
+}
+
+#[test]
+fn a_missing_database_url_is_named_and_the_process_exits_non_zero() {
+    let output = bare_command()
+        .env("REDIS_URL", redis_url())
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("DATABASE_URL is not set"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_queue_is_refused() {
+    let output = bare_command()
+        .args(["--queues", "emails,bananas"])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1/x")
+        .env("REDIS_URL", redis_url())
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bananas"));
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn sigterm_stops_the_worker_cleanly(pool: PgPool) {
+    let database = pool.connect_options().get_database().unwrap_or_default().to_owned();
+    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = format!("{}/{database}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+    let prefix = unique_prefix("wbin");
+    let mut child = bare_command()
+        .env("DATABASE_URL", url)
+        .env("REDIS_URL", redis_url())
+        .env("REDIS_PREFIX", &prefix)
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("MAIL_DIR", std::env::temp_dir().join(format!("{prefix}-mail")))
+        .env("STORAGE_DIR", std::env::temp_dir().join(format!("{prefix}-storage")))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"worker ready\"") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).expect("worker became ready");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    delete_prefix(&redis_url(), &prefix);
+}

@@ -1,0 +1,152 @@
+//! Worker test fixtures: services over the test's database and a unique Redis prefix, a test
+//! job type, and an in-process worker running a test handler through the real runner.
+
+#![allow(dead_code)]
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use apalis_core::task::data::Data;
+use orderly::{
+    Config, Services,
+    queue::{JobError, JobInfo, JobSpec, Priority, RetryPolicy},
+    testing::{delete_prefix, redis_url, unique_prefix},
+};
+use orderly_worker::{
+    jobs::{JobContext, add_worker},
+    runner::{WorkerOptions, run_with},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+/// The job the runner tests enqueue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestJob {
+    pub n: u64,
+}
+
+/// Variables of a test config; `overrides` win.
+pub fn vars(prefix: &str, overrides: &[(&str, String)]) -> HashMap<String, String> {
+    let dir = std::env::temp_dir().join(format!("orderly-worker-test-{prefix}"));
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused".to_owned()),
+        ("REDIS_URL", redis_url()),
+        ("REDIS_PREFIX", prefix.to_owned()),
+        ("JWT_SECRET", "worker-test-secret-worker-test-secret".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+        ("MAIL_DIR", dir.join("mail").display().to_string()),
+        ("STORAGE_DIR", dir.join("storage").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), v.clone());
+    }
+    vars
+}
+
+/// Services over `pool` under a fresh Redis prefix; the prefix's keys go when it is dropped.
+pub struct TestServices {
+    pub services: Services,
+    pub prefix: String,
+    url: String,
+}
+
+impl std::ops::Deref for TestServices {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
+impl Drop for TestServices {
+    fn drop(&mut self) {
+        delete_prefix(&self.url, &self.prefix);
+    }
+}
+
+pub fn services(pool: PgPool, overrides: &[(&str, String)]) -> TestServices {
+    let prefix = unique_prefix("wtest");
+    let vars = vars(&prefix, overrides);
+    let url = vars["REDIS_URL"].clone();
+    let config = Config::from_map(&vars).expect("valid test config");
+    orderly::telemetry::init(&config.log);
+    TestServices {
+        services: Services::build_with_pool(config, pool).expect("services"),
+        prefix,
+        url,
+    }
+}
+
+/// Options for one test queue.
+pub fn options(queue: &str, concurrency: usize) -> WorkerOptions {
+    WorkerOptions {
+        queues: vec![queue.to_owned()],
+        concurrency,
+        lease: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(10),
+        relay: false,
+        idle_poll: Duration::from_secs(5),
+    }
+}
+
+/// A test job spec on `queue`.
+pub fn test_job(queue: &str, n: u64, retry: RetryPolicy) -> JobSpec {
+    JobSpec::new(queue, "test.job", serde_json::to_value(TestJob { n }).unwrap())
+        .with_priority(Priority::NORMAL)
+        .with_retry(retry)
+}
+
+/// A worker process running in this test, stopped by `stop()`.
+pub struct RunningWorker {
+    stop: Arc<Notify>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    /// Sends the shutdown signal and waits for the runner to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.notify_one();
+        self.handle.await?
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn signal(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Waits for the runner to return.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+}
+
+/// Starts the real runner in-process with `handler` serving `options.queues[0]`.
+pub fn start_worker<H, Fut>(services: &Services, options: WorkerOptions, handler: H) -> RunningWorker
+where
+    H: Fn(TestJob, Data<JobContext>, Data<JobInfo>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let queue = options.queues[0].clone();
+    let handle = tokio::spawn(run_with(
+        services.clone(),
+        options,
+        async move { signal.notified().await },
+        move |monitor, context: &JobContext, options: &WorkerOptions, id: &str, backends: &orderly_worker::runner::Backends| {
+            Ok(add_worker::<TestJob, _, _>(
+                monitor,
+                &queue,
+                context,
+                options,
+                id,
+                backends,
+                Duration::from_secs(60),
+                handler,
+            ))
+        },
+    ));
+    RunningWorker { stop, handle }
+}
