@@ -19,8 +19,12 @@ pub fn unique_prefix(label: &str) -> String {
 
 /// Deletes every key under `prefix` on the Redis at `url` (synchronous, so it can run in `Drop`).
 pub fn delete_prefix(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else { return };
-    let Ok(mut conn) = client.get_connection() else { return };
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
         .query(&mut conn)

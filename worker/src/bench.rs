@@ -67,8 +67,18 @@ pub fn bench_config() -> anyhow::Result<Config> {
         "DATABASE_URL" => Some("postgres://unused@127.0.0.1:1/unused".into()),
         "JWT_SECRET" => Some("benchmark-only-secret-benchmark-only-secret".into()),
         "RUST_LOG" => Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
-        "MAIL_DIR" => Some(std::env::temp_dir().join("orderly-bench-mail").display().to_string()),
-        "STORAGE_DIR" => Some(std::env::temp_dir().join("orderly-bench-storage").display().to_string()),
+        "MAIL_DIR" => Some(
+            std::env::temp_dir()
+                .join("orderly-bench-mail")
+                .display()
+                .to_string(),
+        ),
+        "STORAGE_DIR" => Some(
+            std::env::temp_dir()
+                .join("orderly-bench-storage")
+                .display()
+                .to_string(),
+        ),
         // Completed jobs are trimmed as in production (BullMQ peer: removeOnComplete 1000).
         "QUEUE_COMPLETED_KEEP" => Some("1000".into()),
         _ => None,
@@ -109,9 +119,17 @@ fn proc_status_kb(field: &str) -> f64 {
 }
 
 fn spec(queue: &str, i: u64, sent_at_us: i64) -> JobSpec {
-    JobSpec::new(queue, "bench.noop", serde_json::to_value(BenchJob { i, sent_at_us }).unwrap_or_default())
-        .with_priority(Priority::NORMAL)
-        .with_retry(RetryPolicy::exponential(3, Duration::from_secs(1), Duration::from_secs(10)))
+    JobSpec::new(
+        queue,
+        "bench.noop",
+        serde_json::to_value(BenchJob { i, sent_at_us }).unwrap_or_default(),
+    )
+    .with_priority(Priority::NORMAL)
+    .with_retry(RetryPolicy::exponential(
+        3,
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+    ))
 }
 
 fn now_us() -> i64 {
@@ -146,7 +164,15 @@ async fn run_noop_worker(
     latencies: Arc<std::sync::Mutex<Vec<i64>>>,
     stop: Arc<Notify>,
 ) -> anyhow::Result<()> {
-    run_bench_worker(services, options(&queue, concurrency), Behaviour::default(), done, latencies, stop).await
+    run_bench_worker(
+        services,
+        options(&queue, concurrency),
+        Behaviour::default(),
+        done,
+        latencies,
+        stop,
+    )
+    .await
 }
 
 async fn run_bench_worker(
@@ -162,7 +188,11 @@ async fn run_bench_worker(
     let pid = std::process::id();
     let register = {
         let queue = queue.clone();
-        move |monitor, context: &JobContext, options: &WorkerOptions, id: &str, backends: &Backends| {
+        move |monitor,
+              context: &JobContext,
+              options: &WorkerOptions,
+              id: &str,
+              backends: &Backends| {
             let handler = move |job: BenchJob, _ctx: Data<JobContext>, info: Data<JobInfo>| {
                 let done = done.clone();
                 let latencies = latencies.clone();
@@ -201,7 +231,13 @@ async fn run_bench_worker(
             ))
         }
     };
-    run_with(services, options, async move { stop.notified().await }, register).await
+    run_with(
+        services,
+        options,
+        async move { stop.notified().await },
+        register,
+    )
+    .await
 }
 
 /// The benchmark.
@@ -233,8 +269,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
     }
     let enqueue_secs = started.elapsed().as_secs_f64();
     let waiting = services.queue.counts(&queue).await?.waiting;
-    anyhow::ensure!(waiting as usize == n, "expected {n} waiting jobs, found {waiting}");
-    eprintln!("enqueued {n} jobs from {} producers in {enqueue_secs:.3} s", args.producers);
+    anyhow::ensure!(
+        waiting as usize == n,
+        "expected {n} waiting jobs, found {waiting}"
+    );
+    eprintln!(
+        "enqueued {n} jobs from {} producers in {enqueue_secs:.3} s",
+        args.producers
+    );
 
     // Phase 2: drain with K worker processes at concurrency C.
     let (process_secs, worker_rss_mb) = if args.processes <= 1 {
@@ -270,7 +312,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-async fn drain_in_process(services: &Services, queue: &str, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64)> {
+async fn drain_in_process(
+    services: &Services,
+    queue: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(f64, f64)> {
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(Notify::new());
     let started = Instant::now();
@@ -289,7 +336,10 @@ async fn drain_in_process(services: &Services, queue: &str, n: usize, concurrenc
         if completed_total(services, queue).await as usize >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "drain did not finish");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -309,13 +359,22 @@ async fn drain_with_children(
     let mut children = Vec::new();
     for _ in 0..processes {
         let mut child = tokio::process::Command::new(&exe)
-            .args(["bench-drain", "--queue", queue, "--concurrency", &concurrency.to_string()])
+            .args([
+                "bench-drain",
+                "--queue",
+                queue,
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut lines = tokio::io::BufReader::new(stdout);
         let mut line = String::new();
         tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await?;
@@ -332,7 +391,10 @@ async fn drain_with_children(
         if completed_total(services, queue).await as usize >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "drain did not finish");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -378,7 +440,11 @@ pub async fn drain_child(queue: String, concurrency: usize) -> anyhow::Result<()
     Ok(())
 }
 
-async fn wakeup_latency(services: &Services, queue: &str, samples: usize) -> anyhow::Result<(f64, f64)> {
+async fn wakeup_latency(
+    services: &Services,
+    queue: &str,
+    samples: usize,
+) -> anyhow::Result<(f64, f64)> {
     let done = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(Notify::new());
@@ -394,7 +460,10 @@ async fn wakeup_latency(services: &Services, queue: &str, samples: usize) -> any
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..samples {
         let before = done.load(Ordering::Relaxed);
-        services.producer.enqueue(spec(queue, i as u64, now_us())).await?;
+        services
+            .producer
+            .enqueue(spec(queue, i as u64, now_us()))
+            .await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while done.load(Ordering::Relaxed) == before {
             anyhow::ensure!(Instant::now() < deadline, "wake-up sample {i} never ran");
@@ -420,7 +489,12 @@ async fn wakeup_latency(services: &Services, queue: &str, samples: usize) -> any
 /// A drill worker process: serves `queue` with the benchmark handler doing `work` per job and
 /// recording every execution as `<pid> <job id>` in the Redis list `record_to`, until SIGTERM
 /// (or SIGKILL, which is the point of the drills). Prints `ready` once it serves.
-pub async fn drill_worker(queue: String, concurrency: usize, lease: Duration, behaviour: Behaviour) -> anyhow::Result<()> {
+pub async fn drill_worker(
+    queue: String,
+    concurrency: usize,
+    lease: Duration,
+    behaviour: Behaviour,
+) -> anyhow::Result<()> {
     let services = Services::build(bench_config()?)?;
     let stop = Arc::new(Notify::new());
     let signal = stop.clone();

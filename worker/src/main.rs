@@ -11,7 +11,12 @@ use orderly_worker::{
 };
 
 #[derive(Parser)]
-#[command(name = "orderly-worker", version, about = "Orderly job worker", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "orderly-worker",
+    version,
+    about = "Orderly job worker",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -107,13 +112,25 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench { jobs, producers, concurrency, processes, wakeup_samples }) => {
+        Some(Command::Bench {
+            jobs,
+            producers,
+            concurrency,
+            processes,
+            wakeup_samples,
+        }) => {
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
             finish(rt.block_on(async move {
-                let args = BenchArgs { jobs, producers, concurrency, processes, wakeup_samples };
+                let args = BenchArgs {
+                    jobs,
+                    producers,
+                    concurrency,
+                    processes,
+                    wakeup_samples,
+                };
                 let result = bench::run(args).await?;
                 println!("{result}");
                 Ok(())
@@ -126,7 +143,13 @@ fn main() -> ExitCode {
             };
             finish(rt.block_on(bench::drain_child(queue, concurrency)))
         }
-        Some(Command::DrillWorker { queue, concurrency, work_ms, lease_ms, record_to }) => {
+        Some(Command::DrillWorker {
+            queue,
+            concurrency,
+            work_ms,
+            lease_ms,
+            record_to,
+        }) => {
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,

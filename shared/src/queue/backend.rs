@@ -133,13 +133,21 @@ impl BackendShared {
     }
 
     fn unhold(&self, id: &str) -> Option<OwnedSemaphorePermit> {
-        self.held.lock().ok().and_then(|mut held| held.remove(id)).and_then(|h| h.slot)
+        self.held
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(id))
+            .and_then(|h| h.slot)
     }
 
     fn leases(&self) -> Vec<(String, u64)> {
         self.held
             .lock()
-            .map(|h| h.iter().map(|(id, held)| (id.clone(), held.lease)).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|(id, held)| (id.clone(), held.lease))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -185,14 +193,19 @@ pub struct RedisBackend<Args> {
     shared: Arc<BackendShared>,
     receiver: mpsc::Receiver<Task<Args>>,
     /// Taken at the first poll, when the fetcher and the acker start.
-    start: Option<(mpsc::Sender<Task<Args>>, mpsc::UnboundedReceiver<AckCommand>)>,
+    start: Option<(
+        mpsc::Sender<Task<Args>>,
+        mpsc::UnboundedReceiver<AckCommand>,
+    )>,
     closing: Option<BoxFuture<'static, ()>>,
     _args: PhantomData<fn() -> Args>,
 }
 
 impl<Args> std::fmt::Debug for RedisBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend").field("shared", &self.shared).finish_non_exhaustive()
+        f.debug_struct("RedisBackend")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +215,12 @@ where
 {
     /// A backend for `queue`, claiming as `worker_id`. Must be created inside a tokio runtime
     /// (it starts its acker task).
-    pub fn new(engine: QueueEngine, queue: &str, worker_id: &str, settings: BackendSettings) -> Self {
+    pub fn new(
+        engine: QueueEngine,
+        queue: &str,
+        worker_id: &str,
+        settings: BackendSettings,
+    ) -> Self {
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let concurrency = settings.concurrency.max(1);
         let shared = Arc::new(BackendShared {
@@ -239,7 +257,11 @@ where
     type Task = Task<Args>;
     type Error = std::io::Error;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
@@ -258,7 +280,11 @@ where
         self.receiver.poll_recv(cx).map(|task| task.map(Ok))
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         if self.closing.is_none() {
             self.shared.stop_claiming();
             self.receiver.close();
@@ -356,7 +382,16 @@ async fn run_fetcher<Args>(
             slots.merge(more);
         }
         let wanted = slots.num_permits();
-        match shared.engine.claim(&shared.queue, &shared.worker_id, wanted, shared.settings.lease).await {
+        match shared
+            .engine
+            .claim(
+                &shared.queue,
+                &shared.worker_id,
+                wanted,
+                shared.settings.lease,
+            )
+            .await
+        {
             Ok(claim) if !claim.jobs.is_empty() => {
                 backoff.reset();
                 deliver(&shared, &sender, claim.jobs, slots).await;
@@ -420,13 +455,19 @@ async fn deliver<Args>(
         match decode_task::<Args>(&job) {
             Ok(task) => {
                 if sender.send(task).await.is_err() {
-                    let _ = shared.engine.release(&shared.queue, &[(job.id.clone(), job.lease)]).await;
+                    let _ = shared
+                        .engine
+                        .release(&shared.queue, &[(job.id.clone(), job.lease)])
+                        .await;
                     shared.unhold(&job.id);
                 }
             }
             Err(error) => {
                 tracing::error!(queue = %shared.queue, job_id = %job.id, kind = %job.kind, %error, "undecodable job payload; job is dead");
-                let _ = shared.engine.fail(&job, &format!("undecodable payload: {error}"), None).await;
+                let _ = shared
+                    .engine
+                    .fail(&job, &format!("undecodable payload: {error}"), None)
+                    .await;
                 shared.unhold(&job.id);
             }
         }
@@ -470,13 +511,19 @@ async fn run_lease_keeper(shared: Arc<BackendShared>, worker: WorkerContext) {
             }
             continue;
         }
-        match shared.engine.renew(&shared.queue, &leases, shared.settings.lease).await {
+        match shared
+            .engine
+            .renew(&shared.queue, &leases, shared.settings.lease)
+            .await
+        {
             Ok(lost) => {
                 for id in lost {
                     tracing::warn!(queue = %shared.queue, job_id = %id, "lease lost; the job may run again elsewhere");
                 }
             }
-            Err(error) => tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying"),
+            Err(error) => {
+                tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying")
+            }
         }
     }
 }
@@ -527,16 +574,27 @@ async fn run_acker<Args>(
         if pending.is_empty() {
             continue;
         }
-        let claiming = !shared.stop.is_cancelled() && slots.as_ref().is_some_and(|s| s.num_permits() > 0);
+        let claiming =
+            !shared.stop.is_cancelled() && slots.as_ref().is_some_and(|s| s.num_permits() > 0);
         let result = if claiming {
             let wanted = slots.as_ref().map(|s| s.num_permits()).unwrap_or(0);
             shared
                 .engine
-                .ack_and_claim(&shared.queue, &pending, &shared.worker_id, wanted, shared.settings.lease)
+                .ack_and_claim(
+                    &shared.queue,
+                    &pending,
+                    &shared.worker_id,
+                    wanted,
+                    shared.settings.lease,
+                )
                 .await
                 .map(|(acked, claim)| (acked, Some(claim)))
         } else {
-            shared.engine.ack(&shared.queue, &pending).await.map(|acked| (acked, None))
+            shared
+                .engine
+                .ack(&shared.queue, &pending)
+                .await
+                .map(|acked| (acked, None))
         };
         match result {
             Ok((acked, claim)) => {
@@ -598,7 +656,8 @@ where
 {
     type Response = S::Response;
     type Error = BoxDynError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxDynError>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxDynError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -632,14 +691,25 @@ where
             match &result {
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
-                    crate::queue::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
+                    crate::queue::metrics::job_finished(
+                        &job.queue,
+                        &job.kind,
+                        "completed",
+                        elapsed_ms,
+                    );
                     let slot = shared.unhold(&job.id);
-                    let _ = shared.acks.send(AckCommand::Ack(job.id.clone(), job.lease, slot));
+                    let _ = shared
+                        .acks
+                        .send(AckCommand::Ack(job.id.clone(), job.lease, slot));
                 }
                 Err(error) => {
                     let job_error = JobError::classify(error.as_ref());
                     let retry_in = job.next_retry(&job_error, rand::random::<f64>());
-                    let outcome = if retry_in.is_some() { "retried" } else { "dead" };
+                    let outcome = if retry_in.is_some() {
+                        "retried"
+                    } else {
+                        "dead"
+                    };
                     span.in_scope(|| {
                         tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = retry_in.map(|d| d.as_millis() as u64), outcome, "job failed")
                     });
@@ -655,7 +725,12 @@ where
 
 /// Writes a failed attempt to Redis, retrying through short outages. If Redis stays away the
 /// lease expires and the engine itself counts the attempt, so nothing is lost either way.
-async fn record_failure(shared: &BackendShared, job: &ClaimedJob, error: &str, retry_in: Option<Duration>) {
+async fn record_failure(
+    shared: &BackendShared,
+    job: &ClaimedJob,
+    error: &str,
+    retry_in: Option<Duration>,
+) {
     let mut backoff = ErrorBackoff::new();
     let give_up = tokio::time::Instant::now() + shared.settings.lease;
     loop {

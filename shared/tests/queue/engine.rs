@@ -11,10 +11,20 @@ use crate::helpers::{PrivateRedis, engine, engine_at, engine_with, eventually, j
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Claims one job of queue "q", polling for up to five seconds.
-async fn claim_one_eventually(e: &orderly::queue::QueueEngine, worker: &str) -> Option<orderly::queue::ClaimedJob> {
+async fn claim_one_eventually(
+    e: &orderly::queue::QueueEngine,
+    worker: &str,
+) -> Option<orderly::queue::ClaimedJob> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
-        if let Some(job) = e.claim("q", worker, 1, LEASE).await.unwrap().jobs.into_iter().next() {
+        if let Some(job) = e
+            .claim("q", worker, 1, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .into_iter()
+            .next()
+        {
             return Some(job);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -43,7 +53,10 @@ async fn strict_priority_then_fifo() {
         e.enqueue(&[spec]).await.unwrap();
     }
     let claim = e.claim("q", "w", 10, LEASE).await.unwrap();
-    assert_eq!(ids(&claim), ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]);
+    assert_eq!(
+        ids(&claim),
+        ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]
+    );
 }
 
 #[tokio::test]
@@ -70,15 +83,25 @@ async fn delayed_jobs_wait_for_their_time() {
 async fn a_delay_is_honoured_to_the_millisecond_scale() {
     let e = engine().await;
     let started = std::time::Instant::now();
-    e.enqueue(&[job("q", "d", 5).delay(Duration::from_millis(150))]).await.unwrap();
+    e.enqueue(&[job("q", "d", 5).delay(Duration::from_millis(150))])
+        .await
+        .unwrap();
     // Not claimable before its time...
     let early = e.claim("q", "w", 1, LEASE).await.unwrap();
     if started.elapsed() < Duration::from_millis(140) {
-        assert!(early.jobs.is_empty(), "claimed {:?} after {:?}", ids(&early), started.elapsed());
+        assert!(
+            early.jobs.is_empty(),
+            "claimed {:?} after {:?}",
+            ids(&early),
+            started.elapsed()
+        );
     }
     // ...and claimable right after it.
     assert!(
-        eventually(Duration::from_secs(5), || async { !e.claim("q", "w", 1, LEASE).await.unwrap().jobs.is_empty() }).await
+        eventually(Duration::from_secs(5), || async {
+            !e.claim("q", "w", 1, LEASE).await.unwrap().jobs.is_empty()
+        })
+        .await
     );
     assert!(started.elapsed() >= Duration::from_millis(150));
 }
@@ -86,7 +109,14 @@ async fn a_delay_is_honoured_to_the_millisecond_scale() {
 #[tokio::test]
 async fn enqueue_is_idempotent_by_id() {
     let e = engine().await;
-    let added = e.enqueue(&[job("q", "same", 5), job("q", "same", 1), job("q", "other", 5)]).await.unwrap();
+    let added = e
+        .enqueue(&[
+            job("q", "same", 5),
+            job("q", "same", 1),
+            job("q", "other", 5),
+        ])
+        .await
+        .unwrap();
     assert_eq!(added, [true, false, true]);
     assert_eq!(e.enqueue(&[job("q", "same", 5)]).await.unwrap(), [false]);
     let counts = e.counts("q").await.unwrap();
@@ -125,20 +155,37 @@ async fn an_expired_lease_puts_the_job_back_and_counts_the_attempt() {
     assert_eq!(first.jobs[0].attempt, 1);
     let stale = first.jobs[0].clone();
     // The worker dies: no renewal. After the deadline another worker gets it, attempt 2.
-    let second = claim_one_eventually(&e, "healthy-worker").await.expect("job came back");
+    let second = claim_one_eventually(&e, "healthy-worker")
+        .await
+        .expect("job came back");
     assert_eq!(second.id, "x");
     assert_eq!(second.attempt, 2);
     assert_ne!(second.lease, stale.lease);
     let detail = e.job("q", "x").await.unwrap().unwrap();
-    assert!(detail.errors[0]["error"].as_str().unwrap().contains("lease expired"));
+    assert!(
+        detail.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired")
+    );
     assert_eq!(detail.worker.as_deref(), Some("healthy-worker"));
 
     // The old holder comes back: its ack and its failure are refused and change nothing.
-    assert_eq!(e.ack("q", &[(stale.id.clone(), stale.lease)]).await.unwrap(), [false]);
+    assert_eq!(
+        e.ack("q", &[(stale.id.clone(), stale.lease)])
+            .await
+            .unwrap(),
+        [false]
+    );
     assert!(!e.fail(&stale, "late failure", None).await.unwrap());
     assert_eq!(e.counts("q").await.unwrap().active, 1);
     // The current holder acks fine.
-    assert_eq!(e.ack("q", &[(second.id.clone(), second.lease)]).await.unwrap(), [true]);
+    assert_eq!(
+        e.ack("q", &[(second.id.clone(), second.lease)])
+            .await
+            .unwrap(),
+        [true]
+    );
     assert_eq!(e.counts("q").await.unwrap().completed, 1);
 }
 
@@ -147,7 +194,9 @@ async fn an_expired_lease_on_the_last_attempt_makes_the_job_dead() {
     let e = engine().await;
     let spec = job("q", "fragile", 5).with_retry(RetryPolicy::once());
     e.enqueue(&[spec]).await.unwrap();
-    e.claim("q", "w", 1, Duration::from_millis(50)).await.unwrap();
+    e.claim("q", "w", 1, Duration::from_millis(50))
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async {
             e.claim("q", "w", 1, LEASE).await.unwrap();
@@ -160,7 +209,9 @@ async fn an_expired_lease_on_the_last_attempt_makes_the_job_dead() {
 #[tokio::test]
 async fn renewal_keeps_a_lease_alive_and_reports_lost_ones() {
     let e = engine().await;
-    e.enqueue(&[job("q", "long", 5), job("q", "lost", 5)]).await.unwrap();
+    e.enqueue(&[job("q", "long", 5), job("q", "lost", 5)])
+        .await
+        .unwrap();
     let lease = Duration::from_millis(300);
     let claim = e.claim("q", "w", 2, lease).await.unwrap();
     let long = claim.jobs.iter().find(|j| j.id == "long").unwrap().clone();
@@ -168,21 +219,32 @@ async fn renewal_keeps_a_lease_alive_and_reports_lost_ones() {
     // Renew "long" several times over more than a lease length; "lost" is never renewed.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let lost_ids = e.renew("q", &[(long.id.clone(), long.lease)], lease).await.unwrap();
+        let lost_ids = e
+            .renew("q", &[(long.id.clone(), long.lease)], lease)
+            .await
+            .unwrap();
         assert!(lost_ids.is_empty(), "{lost_ids:?}");
     }
     // Meanwhile "lost" expired (no renewal) and went back to ready on the next claim.
     e.claim("q", "other", 0, lease).await.unwrap();
-    let lost_ids = e.renew("q", &[(lost.id.clone(), lost.lease)], lease).await.unwrap();
+    let lost_ids = e
+        .renew("q", &[(lost.id.clone(), lost.lease)], lease)
+        .await
+        .unwrap();
     assert_eq!(lost_ids, ["lost"]);
-    assert_eq!(e.ack("q", &[(long.id.clone(), long.lease)]).await.unwrap(), [true]);
+    assert_eq!(
+        e.ack("q", &[(long.id.clone(), long.lease)]).await.unwrap(),
+        [true]
+    );
 }
 
 #[tokio::test]
 async fn failures_retry_on_the_backoff_then_die_with_every_error_kept() {
     let e = engine().await;
     let policy = RetryPolicy::schedule(&[Duration::from_millis(100), Duration::from_millis(200)]);
-    e.enqueue(&[job("q", "flaky", 5).with_retry(policy)]).await.unwrap();
+    e.enqueue(&[job("q", "flaky", 5).with_retry(policy)])
+        .await
+        .unwrap();
     let mut attempts = Vec::new();
     for attempt in 1..=3u32 {
         let claimed = claim_one_eventually(&e, "w")
@@ -195,7 +257,10 @@ async fn failures_retry_on_the_backoff_then_die_with_every_error_kept() {
         let state_after = e.fail(&claimed, error.message(), retry_in).await.unwrap();
         assert!(state_after);
         if attempt < 3 {
-            assert_eq!(retry_in, Some(Duration::from_millis(100 * u64::from(attempt))));
+            assert_eq!(
+                retry_in,
+                Some(Duration::from_millis(100 * u64::from(attempt)))
+            );
             assert_eq!(e.counts("q").await.unwrap().scheduled, 1);
         } else {
             assert_eq!(retry_in, None);
@@ -209,7 +274,11 @@ async fn failures_retry_on_the_backoff_then_die_with_every_error_kept() {
     let detail = e.job("q", "flaky").await.unwrap().unwrap();
     assert_eq!(detail.state, "dead");
     assert_eq!(detail.attempts, 3);
-    let errors: Vec<_> = detail.errors.iter().map(|e| e["error"].as_str().unwrap().to_owned()).collect();
+    let errors: Vec<_> = detail
+        .errors
+        .iter()
+        .map(|e| e["error"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(errors, ["boom 1", "boom 2", "boom 3"]);
     assert_eq!(detail.last_error.as_deref(), Some("boom 3"));
 }
@@ -228,7 +297,9 @@ async fn a_permanent_failure_is_dead_at_once() {
 #[tokio::test]
 async fn dead_jobs_can_be_retried_and_deleted() {
     let e = engine().await;
-    e.enqueue(&[job("q", "a", 5), job("q", "b", 5), job("q", "c", 5)]).await.unwrap();
+    e.enqueue(&[job("q", "a", 5), job("q", "b", 5), job("q", "c", 5)])
+        .await
+        .unwrap();
     for claimed in e.claim("q", "w", 3, LEASE).await.unwrap().jobs {
         e.fail(&claimed, "nope", None).await.unwrap();
     }
@@ -250,10 +321,15 @@ async fn dead_jobs_can_be_retried_and_deleted() {
 #[tokio::test]
 async fn scheduled_jobs_can_be_promoted_to_now() {
     let e = engine().await;
-    e.enqueue(&[job("q", "tomorrow", 5).delay(Duration::from_secs(86_400))]).await.unwrap();
+    e.enqueue(&[job("q", "tomorrow", 5).delay(Duration::from_secs(86_400))])
+        .await
+        .unwrap();
     assert!(e.claim("q", "w", 1, LEASE).await.unwrap().jobs.is_empty());
     assert!(e.promote("q", "tomorrow").await.unwrap());
-    assert_eq!(ids(&e.claim("q", "w", 1, LEASE).await.unwrap()), ["tomorrow"]);
+    assert_eq!(
+        ids(&e.claim("q", "w", 1, LEASE).await.unwrap()),
+        ["tomorrow"]
+    );
 }
 
 #[tokio::test]
@@ -272,11 +348,21 @@ async fn released_jobs_go_back_without_counting_the_attempt() {
     let e = engine().await;
     e.enqueue(&[job("q", "r", 5)]).await.unwrap();
     let claimed = e.claim("q", "w", 1, LEASE).await.unwrap().jobs.remove(0);
-    assert_eq!(e.release("q", &[(claimed.id.clone(), claimed.lease)]).await.unwrap(), 1);
+    assert_eq!(
+        e.release("q", &[(claimed.id.clone(), claimed.lease)])
+            .await
+            .unwrap(),
+        1
+    );
     let again = e.claim("q", "w", 1, LEASE).await.unwrap().jobs.remove(0);
     assert_eq!(again.attempt, 1);
     // The released lease is stale now.
-    assert_eq!(e.ack("q", &[(claimed.id.clone(), claimed.lease)]).await.unwrap(), [false]);
+    assert_eq!(
+        e.ack("q", &[(claimed.id.clone(), claimed.lease)])
+            .await
+            .unwrap(),
+        [false]
+    );
 }
 
 #[tokio::test]
@@ -290,7 +376,9 @@ async fn completed_jobs_are_trimmed_to_the_retention_limits() {
     e.enqueue(&specs).await.unwrap();
     let claim = e.claim("q", "w", 12, LEASE).await.unwrap();
     for claimed in claim.jobs {
-        e.ack("q", &[(claimed.id.clone(), claimed.lease)]).await.unwrap();
+        e.ack("q", &[(claimed.id.clone(), claimed.lease)])
+            .await
+            .unwrap();
     }
     let counts = e.counts("q").await.unwrap();
     assert_eq!(counts.completed, 5);
@@ -304,19 +392,34 @@ async fn completed_jobs_are_trimmed_to_the_retention_limits() {
         completed_max_age: Duration::ZERO,
     })
     .await;
-    aged.enqueue(&[job("q", "old", 5), job("q", "new", 5)]).await.unwrap();
+    aged.enqueue(&[job("q", "old", 5), job("q", "new", 5)])
+        .await
+        .unwrap();
     let claim = aged.claim("q", "w", 2, LEASE).await.unwrap();
-    aged.ack("q", &[(claim.jobs[0].id.clone(), claim.jobs[0].lease)]).await.unwrap();
+    aged.ack("q", &[(claim.jobs[0].id.clone(), claim.jobs[0].lease)])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    aged.ack("q", &[(claim.jobs[1].id.clone(), claim.jobs[1].lease)]).await.unwrap();
+    aged.ack("q", &[(claim.jobs[1].id.clone(), claim.jobs[1].lease)])
+        .await
+        .unwrap();
     assert!(aged.job("q", "old").await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn inspection_reports_counts_ages_throughput_lists_and_workers() {
     let e = engine().await;
-    e.enqueue(&[job("q", "p0", 0), job("q", "p5a", 5), job("q", "p5b", 5), job("q", "p9", 9)]).await.unwrap();
-    e.enqueue(&[job("q", "sched", 5).delay(Duration::from_secs(3600))]).await.unwrap();
+    e.enqueue(&[
+        job("q", "p0", 0),
+        job("q", "p5a", 5),
+        job("q", "p5b", 5),
+        job("q", "p9", 9),
+    ])
+    .await
+    .unwrap();
+    e.enqueue(&[job("q", "sched", 5).delay(Duration::from_secs(3600))])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let counts = e.counts("q").await.unwrap();
     assert_eq!(counts.waiting, 4);
@@ -324,10 +427,16 @@ async fn inspection_reports_counts_ages_throughput_lists_and_workers() {
     assert_eq!(counts.waiting_by_priority[5], 2);
     assert_eq!(counts.waiting_by_priority[9], 1);
     assert_eq!(counts.scheduled, 1);
-    assert!(counts.oldest_waiting_ms >= 20, "{}", counts.oldest_waiting_ms);
+    assert!(
+        counts.oldest_waiting_ms >= 20,
+        "{}",
+        counts.oldest_waiting_ms
+    );
 
     let claim = e.claim("q", "w", 2, LEASE).await.unwrap();
-    e.ack("q", &[(claim.jobs[0].id.clone(), claim.jobs[0].lease)]).await.unwrap();
+    e.ack("q", &[(claim.jobs[0].id.clone(), claim.jobs[0].lease)])
+        .await
+        .unwrap();
     e.fail(&claim.jobs[1], "broken", None).await.unwrap();
     let minutes = e.throughput("q", 60).await.unwrap();
     assert_eq!(minutes.len(), 60);
@@ -338,12 +447,18 @@ async fn inspection_reports_counts_ages_throughput_lists_and_workers() {
 
     let ready = e.list("q", JobState::Ready, 0, 10).await.unwrap();
     assert_eq!(ready.total, 2);
-    assert_eq!(ready.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["p5b", "p9"]);
+    assert_eq!(
+        ready.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["p5b", "p9"]
+    );
     let dead = e.list("q", JobState::Dead, 0, 10).await.unwrap();
     assert_eq!(dead.jobs[0].id, "p5a");
     assert_eq!(dead.jobs[0].last_error.as_deref(), Some("broken"));
     let page2 = e.list("q", JobState::Ready, 1, 1).await.unwrap();
-    assert_eq!(page2.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["p9"]);
+    assert_eq!(
+        page2.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["p9"]
+    );
 
     let info = WorkerInfo {
         id: "host:1:abc".into(),
@@ -427,7 +542,10 @@ async fn calls_work_again_after_a_redis_restart() {
     redis.restart();
     // Redis kept nothing (no persistence), as in a crash of a cache-only Redis.
     assert!(
-        eventually(Duration::from_secs(10), || async { e.enqueue(&[job("q", "after", 5)]).await.is_ok() }).await,
+        eventually(Duration::from_secs(10), || async {
+            e.enqueue(&[job("q", "after", 5)]).await.is_ok()
+        })
+        .await,
         "engine did not reconnect"
     );
     assert_eq!(ids(&e.claim("q", "w", 10, LEASE).await.unwrap()), ["after"]);

@@ -37,7 +37,9 @@ pub async fn engine_with(retention: Retention) -> TestEngine {
 pub async fn engine_at(url: &str, retention: Retention) -> TestEngine {
     let prefix = unique_prefix("qtest");
     let client = Client::open(url).unwrap();
-    let manager = ConnectionManager::new_lazy_with_config(client.clone(), orderly::redis::manager_config()).unwrap();
+    let manager =
+        ConnectionManager::new_lazy_with_config(client.clone(), orderly::redis::manager_config())
+            .unwrap();
     TestEngine {
         engine: QueueEngine::new(manager, client, &prefix, retention),
         prefix,
@@ -56,5 +58,8 @@ pub fn job(queue: &str, id: &str, priority: u8) -> JobSpec {
     JobSpec::new(queue, "test.job", serde_json::json!({ "id": id }))
         .with_id(id)
         .with_priority(Priority::new(priority))
-        .with_retry(RetryPolicy::schedule(&[Duration::from_millis(50), Duration::from_millis(50)]))
+        .with_retry(RetryPolicy::schedule(&[
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+        ]))
 }

@@ -91,7 +91,11 @@ impl Model {
             id: id.to_owned(),
             priority,
             seq: self.next_seq,
-            state: if delayed { State::Scheduled } else { State::Ready },
+            state: if delayed {
+                State::Scheduled
+            } else {
+                State::Ready
+            },
             attempts: 0,
             lease: 0,
         });
@@ -197,7 +201,11 @@ fn spec(id: &str, priority: u8, delayed: bool) -> JobSpec {
         .with_id(id)
         .with_priority(Priority::new(priority))
         .with_retry(RetryPolicy::schedule(&[Duration::ZERO, Duration::ZERO]));
-    if delayed { spec.delay(Duration::from_secs(3600)) } else { spec }
+    if delayed {
+        spec.delay(Duration::from_secs(3600))
+    } else {
+        spec
+    }
 }
 
 fn claimed_stub(id: &str, lease: u64, attempt: u32) -> ClaimedJob {
@@ -231,10 +239,17 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
         match &op {
-            Op::Enqueue { id, priority, delayed } => {
+            Op::Enqueue {
+                id,
+                priority,
+                delayed,
+            } => {
                 let id = format!("j{id}");
                 let expected = model.enqueue(&id, *priority, *delayed);
-                let got = engine.enqueue(&[spec(&id, *priority, *delayed)]).await.unwrap()[0];
+                let got = engine
+                    .enqueue(&[spec(&id, *priority, *delayed)])
+                    .await
+                    .unwrap()[0];
                 prop_assert_eq!(got, expected, "step {} {:?}", step, op);
             }
             Op::Claim { n } => {
@@ -254,7 +269,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let (id, lease) = model.leases[pick % model.leases.len()].clone();
-                let attempt = model.jobs.iter().find(|j| j.id == id).map(|j| j.attempts).unwrap_or(1);
+                let attempt = model
+                    .jobs
+                    .iter()
+                    .find(|j| j.id == id)
+                    .map(|j| j.attempts)
+                    .unwrap_or(1);
                 match &op {
                     Op::Ack { .. } => {
                         let expected = model.ack(&id, lease);
@@ -264,7 +284,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Op::Fail { retry, .. } => {
                         let retry_in = (*retry && attempt < MAX_ATTEMPTS).then_some(Duration::ZERO);
                         let expected = model.fail(&id, lease, *retry);
-                        let got = engine.fail(&claimed_stub(&id, lease, attempt), "model failure", retry_in).await.unwrap();
+                        let got = engine
+                            .fail(
+                                &claimed_stub(&id, lease, attempt),
+                                "model failure",
+                                retry_in,
+                            )
+                            .await
+                            .unwrap();
                         prop_assert_eq!(got, expected, "step {} {:?}", step, op);
                     }
                     _ => {
@@ -278,7 +305,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // A worker dies: its lease deadline is moved into the past.
                 if let Some(id) = model.pick_in(*pick, |s| *s == State::Active { expired: false }) {
                     model.get(&id).unwrap().state = State::Active { expired: true };
-                    let mut conn = redis::Client::open(test_engine.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+                    let mut conn = redis::Client::open(test_engine.url.as_str())
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                        .unwrap();
                     let _: () = redis::cmd("ZADD")
                         .arg(engine.state_key("m", orderly::queue::JobState::Active))
                         .arg("XX")
@@ -309,7 +340,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
         }
-        prop_assert_eq!(real_counts(engine).await, model.counts(), "counts after step {} {:?}", step, op);
+        prop_assert_eq!(
+            real_counts(engine).await,
+            model.counts(),
+            "counts after step {} {:?}",
+            step,
+            op
+        );
     }
     Ok(())
 }

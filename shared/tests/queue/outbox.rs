@@ -35,8 +35,18 @@ async fn committed_jobs_are_queued_and_marked_dispatched(pool: PgPool) {
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
     outbox.commit(uow).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { e.exists("outbox-test", &id.to_string()).await.unwrap() }).await);
-    assert!(eventually(Duration::from_secs(5), || async { undispatched(&pool).await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            e.exists("outbox-test", &id.to_string()).await.unwrap()
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            undispatched(&pool).await == 0
+        })
+        .await
+    );
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -45,7 +55,10 @@ async fn rolled_back_jobs_never_exist(pool: PgPool) {
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
     drop(uow); // rollback
-    let rows: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 0);
     assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
 }
@@ -63,7 +76,10 @@ async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool)
     assert_eq!(undispatched(&pool).await, 25);
 
     // Two relays (two worker processes) race for the rows; SKIP LOCKED shares them out.
-    let (a, b) = tokio::join!(outbox.relay_once(Duration::ZERO), outbox.relay_once(Duration::ZERO));
+    let (a, b) = tokio::join!(
+        outbox.relay_once(Duration::ZERO),
+        outbox.relay_once(Duration::ZERO)
+    );
     let relayed = a.unwrap() + b.unwrap();
     assert_eq!(relayed, 25);
     assert_eq!(undispatched(&pool).await, 0);
@@ -74,7 +90,10 @@ async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool)
 
     // The "dispatched" mark is lost (e.g. the relay died after pushing): a second relay pushes
     // again and the engine keeps one job per outbox id.
-    sqlx::query("update outbox set dispatched_at = null").execute(&pool).await.unwrap();
+    sqlx::query("update outbox set dispatched_at = null")
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 25);
     assert_eq!(e.counts("outbox-test").await.unwrap().waiting, 25);
 }
@@ -105,6 +124,9 @@ async fn dispatched_rows_are_pruned_after_the_retention(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(outbox.prune(Duration::from_secs(86_400)).await.unwrap(), 2);
-    let left: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&pool).await.unwrap();
+    let left: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(left, 1);
 }

@@ -70,7 +70,12 @@ where
     let backends = backends.clone();
     let queue = queue.to_owned();
     monitor.register(move |_restarts| {
-        let backend = RedisBackend::<J>::new(context.services.queue.clone(), &queue, &worker_id, settings.clone());
+        let backend = RedisBackend::<J>::new(
+            context.services.queue.clone(),
+            &queue,
+            &worker_id,
+            settings.clone(),
+        );
         backends.add(backend.shared());
         WorkerBuilder::new(format!("{queue}@{worker_id}"))
             .backend(backend)
@@ -103,7 +108,10 @@ pub fn register_all(
                 email::handle,
             ),
             other => {
-                tracing::warn!(queue = other, "no handler for this queue in this build; not serving it");
+                tracing::warn!(
+                    queue = other,
+                    "no handler for this queue in this build; not serving it"
+                );
                 monitor
             }
         };

@@ -15,7 +15,9 @@ const WORKER: &str = env!("CARGO_BIN_EXE_orderly-worker");
 fn bare_command() -> Command {
     let mut command = Command::new(WORKER);
     // A clean environment and an empty working directory: no stray `.env` is read.
-    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     command.current_dir(std::env::temp_dir());
     command
 }
@@ -49,17 +51,31 @@ fn an_unknown_queue_is_refused() {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn sigterm_stops_the_worker_cleanly(pool: PgPool) {
-    let database = pool.connect_options().get_database().unwrap_or_default().to_owned();
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let url = format!("{}/{database}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_owned();
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = format!(
+        "{}/{database}",
+        base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
+    );
     let prefix = unique_prefix("wbin");
     let mut child = bare_command()
         .env("DATABASE_URL", url)
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", &prefix)
         .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
-        .env("MAIL_DIR", std::env::temp_dir().join(format!("{prefix}-mail")))
-        .env("STORAGE_DIR", std::env::temp_dir().join(format!("{prefix}-storage")))
+        .env(
+            "MAIL_DIR",
+            std::env::temp_dir().join(format!("{prefix}-mail")),
+        )
+        .env(
+            "STORAGE_DIR",
+            std::env::temp_dir().join(format!("{prefix}-storage")),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -74,15 +90,23 @@ async fn sigterm_stops_the_worker_cleanly(pool: PgPool) {
             }
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(60)).expect("worker became ready");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("worker became ready");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "worker did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "worker did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "exit status {exit:?}");

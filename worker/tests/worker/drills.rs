@@ -40,7 +40,9 @@ fn wait_for_line(child: &mut Child, needle: &'static str) {
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -56,7 +58,17 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 fn spawn_drill_worker(prefix: &str, queue: &str, record_to: &str) -> Child {
     let mut child = Command::new(WORKER)
-        .args(["drill-worker", "--queue", queue, "--concurrency", "16", "--work-ms", "2", "--lease-ms", "1000"])
+        .args([
+            "drill-worker",
+            "--queue",
+            queue,
+            "--concurrency",
+            "16",
+            "--work-ms",
+            "2",
+            "--lease-ms",
+            "1000",
+        ])
         .args(["--record-to", record_to])
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", prefix)
@@ -77,14 +89,20 @@ async fn drill_1_workers_killed_with_sigkill_lose_no_job() {
     let queue = "drill";
     let record_to = format!("{prefix}:drill-runs");
     let client = redis::Client::open(redis_url()).unwrap();
-    let manager = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+    let manager = redis::aio::ConnectionManager::new(client.clone())
+        .await
+        .unwrap();
     let engine = QueueEngine::new(manager.clone(), client, &prefix, Retention::default());
     let specs: Vec<JobSpec> = (0..JOBS)
         .map(|i| {
             JobSpec::new(queue, "drill.job", json!({ "i": i, "sent_at_us": 0 }))
                 .with_priority(Priority::NORMAL)
                 // A job may be cut short several times; each cut counts as an attempt.
-                .with_retry(RetryPolicy::exponential(25, Duration::from_millis(20), Duration::from_millis(200)))
+                .with_retry(RetryPolicy::exponential(
+                    25,
+                    Duration::from_millis(20),
+                    Duration::from_millis(200),
+                ))
         })
         .collect();
     let ids: HashSet<String> = specs.iter().map(|s| s.id.clone()).collect();
@@ -92,7 +110,9 @@ async fn drill_1_workers_killed_with_sigkill_lose_no_job() {
         engine.enqueue(chunk).await.unwrap();
     }
 
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn_drill_worker(&prefix, queue, &record_to)).collect();
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| spawn_drill_worker(&prefix, queue, &record_to))
+        .collect();
     let mut killed = HashSet::new();
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -113,35 +133,66 @@ async fn drill_1_workers_killed_with_sigkill_lose_no_job() {
     }
     let counts = engine.counts(queue).await.unwrap();
     assert!(done, "not every job completed: {counts:?}");
-    assert_eq!((counts.waiting, counts.scheduled, counts.active, counts.dead), (0, 0, 0, 0));
+    assert_eq!(
+        (counts.waiting, counts.scheduled, counts.active, counts.dead),
+        (0, 0, 0, 0)
+    );
 
     // Every execution, in order: "<pid> <job id>".
     let mut conn = manager.clone();
-    let runs: Vec<String> = redis::cmd("LRANGE").arg(&record_to).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    let runs: Vec<String> = redis::cmd("LRANGE")
+        .arg(&record_to)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let mut by_job: HashMap<String, Vec<String>> = HashMap::new();
     for run in &runs {
         let (pid, id) = run.split_once(' ').unwrap();
-        by_job.entry(id.to_owned()).or_default().push(pid.to_owned());
+        by_job
+            .entry(id.to_owned())
+            .or_default()
+            .push(pid.to_owned());
     }
-    assert_eq!(by_job.keys().cloned().collect::<HashSet<_>>(), ids, "some job never ran");
+    assert_eq!(
+        by_job.keys().cloned().collect::<HashSet<_>>(),
+        ids,
+        "some job never ran"
+    );
     let mut repeats = 0;
     for (id, pids) in &by_job {
         // A job runs again only when an earlier run never got acknowledged, which happens only
         // to runs in a process that was killed.
         for pid in &pids[..pids.len() - 1] {
-            assert!(killed.contains(pid), "job {id} ran again after a run in live process {pid}: {pids:?}");
+            assert!(
+                killed.contains(pid),
+                "job {id} ran again after a run in live process {pid}: {pids:?}"
+            );
         }
         repeats += pids.len() - 1;
     }
-    eprintln!("drill 1: {JOBS} jobs, {} kills, {} executions, {repeats} repeats (all after kills)", killed.len(), runs.len());
+    eprintln!(
+        "drill 1: {JOBS} jobs, {} kills, {} executions, {repeats} repeats (all after kills)",
+        killed.len(),
+        runs.len()
+    );
     delete_prefix(&redis_url(), &prefix);
 }
 
 /// The URL of the test database `pool` points at (for processes started by the test).
 fn database_url(pool: &PgPool) -> String {
-    let database = pool.connect_options().get_database().unwrap_or_default().to_owned();
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    format!("{}/{database}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base))
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_owned();
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    format!(
+        "{}/{database}",
+        base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
+    )
 }
 
 struct Shop {
@@ -154,7 +205,13 @@ struct Shop {
 
 /// Starts the api in this process against `pool` and the Redis at `redis`.
 async fn start_api(pool: PgPool, redis: &str, prefix: &str) -> Shop {
-    let vars = crate::helpers::vars(prefix, &[("REDIS_URL", redis.to_owned()), ("RATE_LIMIT_PER_MINUTE", "0".into())]);
+    let vars = crate::helpers::vars(
+        prefix,
+        &[
+            ("REDIS_URL", redis.to_owned()),
+            ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ],
+    );
     let config = Config::from_map(&vars).unwrap();
     let services = Services::build_with_pool(config, pool).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -210,7 +267,9 @@ impl Shop {
             .await
             .unwrap();
         assert_eq!(register.status(), 201);
-        let token = self.login("drill-customer@example.com", "drill-password").await;
+        let token = self
+            .login("drill-customer@example.com", "drill-password")
+            .await;
         (product["id"].as_str().unwrap().to_owned(), token)
     }
 
@@ -238,7 +297,11 @@ impl Shop {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201, "orders are taken whatever Redis does");
+        assert_eq!(
+            response.status(),
+            201,
+            "orders are taken whatever Redis does"
+        );
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().to_owned()
     }
@@ -251,7 +314,12 @@ impl Shop {
     }
 }
 
-fn spawn_shop_worker(database_url: &str, redis: &str, prefix: &str, mail_dir: &std::path::Path) -> Child {
+fn spawn_shop_worker(
+    database_url: &str,
+    redis: &str,
+    prefix: &str,
+    mail_dir: &std::path::Path,
+) -> Child {
     let mut child = Command::new(WORKER)
         .args(["--queues", "emails", "--concurrency", "8"])
         .env("DATABASE_URL", database_url)
@@ -271,14 +339,19 @@ fn spawn_shop_worker(database_url: &str, redis: &str, prefix: &str, mail_dir: &s
 
 /// How many confirmation emails each order got.
 async fn confirmations(pool: &PgPool) -> HashMap<String, i64> {
-    let rows: Vec<(String,)> = sqlx::query_as("select subject from sent_emails where kind = 'email.order_confirmation'")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as("select subject from sent_emails where kind = 'email.order_confirmation'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     let mut count = HashMap::new();
     for (subject,) in rows {
         // "Your order <id> (<total>)"
-        let id = subject.split_whitespace().nth(2).unwrap_or_default().to_owned();
+        let id = subject
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned();
         *count.entry(id).or_insert(0) += 1;
     }
     count
@@ -314,16 +387,29 @@ async fn drill_2_redis_restarted_mid_run_loses_no_order_job(pool: PgPool) {
     })
     .await;
     for worker in &mut workers {
-        assert!(worker.try_wait().unwrap().is_none(), "a worker exited during the Redis outage");
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "a worker exited during the Redis outage"
+        );
     }
     let sent = confirmations(&pool).await;
     for worker in &mut workers {
         assert!(terminate(worker).success());
     }
     shop.stop().await;
-    assert!(delivered, "missing confirmations: {} of {}", sent.len(), orders.len());
+    assert!(
+        delivered,
+        "missing confirmations: {} of {}",
+        sent.len(),
+        orders.len()
+    );
     for order in &orders {
-        assert_eq!(sent.get(order), Some(&1), "order {order} got {:?} confirmations", sent.get(order));
+        assert_eq!(
+            sent.get(order),
+            Some(&1),
+            "order {order} got {:?} confirmations",
+            sent.get(order)
+        );
     }
 }
 

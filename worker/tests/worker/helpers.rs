@@ -29,10 +29,16 @@ pub struct TestJob {
 pub fn vars(prefix: &str, overrides: &[(&str, String)]) -> HashMap<String, String> {
     let dir = std::env::temp_dir().join(format!("orderly-worker-test-{prefix}"));
     let mut vars: HashMap<String, String> = [
-        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused".to_owned()),
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/unused".to_owned(),
+        ),
         ("REDIS_URL", redis_url()),
         ("REDIS_PREFIX", prefix.to_owned()),
-        ("JWT_SECRET", "worker-test-secret-worker-test-secret".to_owned()),
+        (
+            "JWT_SECRET",
+            "worker-test-secret-worker-test-secret".to_owned(),
+        ),
         ("RUST_LOG", "warn".to_owned()),
         ("MAIL_DIR", dir.join("mail").display().to_string()),
         ("STORAGE_DIR", dir.join("storage").display().to_string()),
@@ -93,9 +99,13 @@ pub fn options(queue: &str, concurrency: usize) -> WorkerOptions {
 
 /// A test job spec on `queue`.
 pub fn test_job(queue: &str, n: u64, retry: RetryPolicy) -> JobSpec {
-    JobSpec::new(queue, "test.job", serde_json::to_value(TestJob { n }).unwrap())
-        .with_priority(Priority::NORMAL)
-        .with_retry(retry)
+    JobSpec::new(
+        queue,
+        "test.job",
+        serde_json::to_value(TestJob { n }).unwrap(),
+    )
+    .with_priority(Priority::NORMAL)
+    .with_retry(retry)
 }
 
 /// A worker process running in this test, stopped by `stop()`.
@@ -123,7 +133,11 @@ impl RunningWorker {
 }
 
 /// Starts the real runner in-process with `handler` serving `options.queues[0]`.
-pub fn start_worker<H, Fut>(services: &Services, options: WorkerOptions, handler: H) -> RunningWorker
+pub fn start_worker<H, Fut>(
+    services: &Services,
+    options: WorkerOptions,
+    handler: H,
+) -> RunningWorker
 where
     H: Fn(TestJob, Data<JobContext>, Data<JobInfo>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), JobError>> + Send + 'static,
@@ -135,7 +149,11 @@ where
         services.clone(),
         options,
         async move { signal.notified().await },
-        move |monitor, context: &JobContext, options: &WorkerOptions, id: &str, backends: &orderly_worker::runner::Backends| {
+        move |monitor,
+              context: &JobContext,
+              options: &WorkerOptions,
+              id: &str,
+              backends: &orderly_worker::runner::Backends| {
             Ok(add_worker::<TestJob, _, _>(
                 monitor,
                 &queue,
