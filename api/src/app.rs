@@ -78,6 +78,13 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 
 /// The whole application.
 pub fn build(state: AppState) -> Router {
+    build_with_extra(state, Router::new())
+}
+
+/// The whole application plus `extra` routes, merged inside the middleware stack so they get
+/// the request id, error shape, panic handling and timeout like every other route. Tests use
+/// it to mount routes the product does not have (a handler that panics).
+pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
     let (api, openapi) = api_router(&state);
     let openapi = Arc::new(openapi);
     let document = openapi.clone();
@@ -98,6 +105,7 @@ pub fn build(state: AppState) -> Router {
 
     Router::new()
         .merge(api)
+        .merge(extra)
         .route("/api-docs/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .merge(SwaggerUi::new("/docs"))
         .route("/metrics", get(metrics::render))
@@ -124,9 +132,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let app = build(state.clone());
+    serve_app(listener, state, app, shutdown).await
+}
+
+/// [`serve`] for an already built `app` (from [`build`] or [`build_with_extra`]).
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = state.services.config.http.shutdown_grace;
     let outbox = state.services.outbox.clone();
-    let app = build(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
