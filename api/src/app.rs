@@ -23,7 +23,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{health, metrics, middleware, orders, products, state::AppState, users};
 
@@ -107,7 +107,12 @@ pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
         .merge(api)
         .merge(extra)
         .route("/api-docs/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
-        .merge(SwaggerUi::new("/docs"))
+        // The UI loads our document (without a `config` it shows "No API definition provided")
+        // and never calls the public swagger.io validator, so the page works offline.
+        .merge(
+            SwaggerUi::new("/docs")
+                .config(SwaggerConfig::new(["/api-docs/openapi.json"]).validator_url("none")),
+        )
         .route("/metrics", get(metrics::render))
         .fallback(|| async { AppError::not_found("route not found") })
         .method_not_allowed_fallback(|| async {
