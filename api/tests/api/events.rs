@@ -25,7 +25,10 @@ async fn outbox_rows(pool: &PgPool, kind: &str) -> Vec<OutboxRow> {
 }
 
 async fn outbox_total(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox").fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -58,11 +61,22 @@ async fn placing_an_order_stages_its_confirmation_email_in_the_same_transaction(
     assert_eq!(row.spec["request_id"], request_id);
     // `now()` is the transaction's start time in PostgreSQL: equal defaults mean one transaction.
     let order_created: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("select created_at from orders where id = $1").bind(order_id).fetch_one(&pool).await.unwrap();
-    assert_eq!(row.created_at, order_created, "the job was not staged in the order's transaction");
+        sqlx::query_scalar("select created_at from orders where id = $1")
+            .bind(order_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row.created_at, order_created,
+        "the job was not staged in the order's transaction"
+    );
 
     let cancel = app
-        .post_json(&format!("/api/v1/orders/{order_id}/cancel"), Some(&customer.token), &json!({}))
+        .post_json(
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            Some(&customer.token),
+            &json!({}),
+        )
         .await;
     assert_eq!(cancel.status(), StatusCode::OK);
     let rows = outbox_rows(&pool, "email.order_cancelled").await;
@@ -78,7 +92,13 @@ async fn refused_order_stages_nothing(pool: PgPool) {
     let product = app.create_product(&admin, 100, 1).await;
     let before = outbox_total(&pool).await;
 
-    let response = app.place_order(&customer.token, &new_key(), &order_body(product["id"].as_str().unwrap(), 2)).await;
+    let response = app
+        .place_order(
+            &customer.token,
+            &new_key(),
+            &order_body(product["id"].as_str().unwrap(), 2),
+        )
+        .await;
     let error = assert_error(response, StatusCode::CONFLICT).await;
     assert_eq!(error["message"], "insufficient stock");
 

@@ -41,7 +41,10 @@ pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
     .collect();
     let dir = std::env::temp_dir().join(format!("orderly-test-{prefix}"));
     vars.insert("MAIL_DIR".into(), dir.join("mail").display().to_string());
-    vars.insert("STORAGE_DIR".into(), dir.join("storage").display().to_string());
+    vars.insert(
+        "STORAGE_DIR".into(),
+        dir.join("storage").display().to_string(),
+    );
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -101,7 +104,9 @@ pub async fn spawn_app_with_routes(
     let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
     orderly::telemetry::init(&config.log);
     let services = Services::build_with_pool(config, pool).expect("services build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let state = AppState::new(services.clone());
@@ -191,7 +196,11 @@ impl TestApp {
     /// Logs in and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let response = self
-            .post_json("/api/v1/auth/login", None, &json!({"email": email, "password": password}))
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
         let body: Value = response.json().await.expect("json");
@@ -284,8 +293,14 @@ impl TestApp {
 
     /// Creates a product with the given fields (as `admin`), asserting 201; returns its JSON.
     pub async fn create_product_with(&self, admin: &TestUser, body: &Value) -> Value {
-        let response = self.post_json("/api/v1/products", Some(&admin.token), body).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "product {body} not created");
+        let response = self
+            .post_json("/api/v1/products", Some(&admin.token), body)
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "product {body} not created"
+        );
         response.json().await.expect("json")
     }
 
@@ -378,10 +393,20 @@ pub async fn assert_error(response: Response, status: StatusCode) -> Value {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "error content type was {content_type:?}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error content type was {content_type:?}"
+    );
     let body: Value = response.json().await.expect("json error body");
     assert_eq!(body["statusCode"], status.as_u16(), "statusCode in {body}");
-    assert_eq!(body["error"], status.canonical_reason().unwrap_or_default(), "error in {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(
+        body["error"],
+        status.canonical_reason().unwrap_or_default(),
+        "error in {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
     body
 }

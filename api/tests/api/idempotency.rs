@@ -38,12 +38,21 @@ async fn concurrent_identical_requests_make_one_order(pool: PgPool) {
             }
             StatusCode::CONFLICT => {
                 let error = assert_error(response, StatusCode::CONFLICT).await;
-                assert!(error["message"].as_str().unwrap().contains("still being processed"), "{error}");
+                assert!(
+                    error["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("still being processed"),
+                    "{error}"
+                );
             }
             other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
         }
     }
-    assert_eq!(first_responses, 1, "the order was placed by exactly one request");
+    assert_eq!(
+        first_responses, 1,
+        "the order was placed by exactly one request"
+    );
     order_ids.dedup();
     assert_eq!(order_ids.len(), 1, "every 201 names the same order");
     assert_eq!(app.order_count().await, 1);
@@ -67,7 +76,13 @@ async fn sequential_retry_replays_the_first_response_byte_for_byte(pool: PgPool)
     for _ in 0..2 {
         let retry = app.place_order(&customer.token, &key, &body).await;
         assert_eq!(retry.status(), StatusCode::CREATED);
-        assert_eq!(retry.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+        assert_eq!(
+            retry
+                .headers()
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
         assert_eq!(retry.bytes().await.unwrap(), first_bytes);
     }
     assert_eq!(app.order_count().await, 1);
@@ -81,12 +96,22 @@ async fn same_key_with_another_body_is_422(pool: PgPool) {
     let customer = app.customer().await;
     let product = app.create_product(&admin, 100, 10).await;
     let key = new_key();
-    let placed = app.place_order(&customer.token, &key, &order_body(id_of(&product), 1)).await;
+    let placed = app
+        .place_order(&customer.token, &key, &order_body(id_of(&product), 1))
+        .await;
     assert_eq!(placed.status(), StatusCode::CREATED);
 
-    let response = app.place_order(&customer.token, &key, &order_body(id_of(&product), 2)).await;
+    let response = app
+        .place_order(&customer.token, &key, &order_body(id_of(&product), 2))
+        .await;
     let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert!(error["message"].as_str().unwrap().contains("different request"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("different request"),
+        "{error}"
+    );
     assert_eq!(app.order_count().await, 1);
     assert_eq!(app.stock_of(id_of(&product)).await, 9);
 }
@@ -113,7 +138,13 @@ async fn key_in_flight_is_409(pool: PgPool) {
 
     let response = app.place_order(&customer.token, &key, &body).await;
     let error = assert_error(response, StatusCode::CONFLICT).await;
-    assert!(error["message"].as_str().unwrap().contains("still being processed"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("still being processed"),
+        "{error}"
+    );
     assert_eq!(app.order_count().await, 0);
     assert_eq!(app.stock_of(id_of(&product)).await, 10);
 }
@@ -126,7 +157,12 @@ async fn expired_key_places_a_new_order(pool: PgPool) {
     let product = app.create_product(&admin, 100, 10).await;
     let key = new_key();
     let body = order_body(id_of(&product), 1);
-    let first: Value = app.place_order(&customer.token, &key, &body).await.json().await.unwrap();
+    let first: Value = app
+        .place_order(&customer.token, &key, &body)
+        .await
+        .json()
+        .await
+        .unwrap();
 
     // 24 hours later, as far as the key knows.
     let expires_in: f64 = sqlx::query_scalar(
@@ -136,12 +172,17 @@ async fn expired_key_places_a_new_order(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!((expires_in - 86_400.0).abs() < 5.0, "keys should live 24 h, not {expires_in} s");
-    sqlx::query("update idempotency_keys set expires_at = now() - interval '1 second' where key = $1")
-        .bind(&key)
-        .execute(&pool)
-        .await
-        .unwrap();
+    assert!(
+        (expires_in - 86_400.0).abs() < 5.0,
+        "keys should live 24 h, not {expires_in} s"
+    );
+    sqlx::query(
+        "update idempotency_keys set expires_at = now() - interval '1 second' where key = $1",
+    )
+    .bind(&key)
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let response = app.place_order(&customer.token, &key, &body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -186,11 +227,21 @@ async fn refused_order_is_replayed_as_refused(pool: PgPool) {
     let first = assert_error(first, StatusCode::CONFLICT).await;
 
     let restock = app
-        .patch_json(&format!("/api/v1/products/{}", id_of(&product)), Some(&admin.token), &serde_json::json!({"stock": 5}))
+        .patch_json(
+            &format!("/api/v1/products/{}", id_of(&product)),
+            Some(&admin.token),
+            &serde_json::json!({"stock": 5}),
+        )
         .await;
     assert_eq!(restock.status(), StatusCode::OK);
     let retry = app.place_order(&customer.token, &key, &body).await;
-    assert_eq!(retry.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
     assert_eq!(assert_error(retry, StatusCode::CONFLICT).await, first);
     assert_eq!(app.order_count().await, 0);
 
@@ -206,9 +257,17 @@ async fn missing_or_malformed_key_is_400(pool: PgPool) {
     let product = app.create_product(&admin, 100, 10).await;
     let body = order_body(id_of(&product), 1);
 
-    let response = app.post_json("/api/v1/orders", Some(&customer.token), &body).await;
+    let response = app
+        .post_json("/api/v1/orders", Some(&customer.token), &body)
+        .await;
     let error = assert_error(response, StatusCode::BAD_REQUEST).await;
-    assert!(error["message"].as_str().unwrap().contains("Idempotency-Key"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{error}"
+    );
     for bad in ["x".repeat(256), "   ".to_owned(), "with space".to_owned()] {
         let response = app.place_order(&customer.token, &bad, &body).await;
         assert_error(response, StatusCode::BAD_REQUEST).await;

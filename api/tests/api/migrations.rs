@@ -30,12 +30,27 @@ async fn migrations_apply_revert_one_by_one_and_apply_again(pool: PgPool) {
     assert!(!all_versions.is_empty());
 
     // Nothing applied yet: nothing to revert.
-    assert_eq!(orderly::db::revert_last(&pool).await.expect("revert on empty"), None);
+    assert_eq!(
+        orderly::db::revert_last(&pool)
+            .await
+            .expect("revert on empty"),
+        None
+    );
 
     orderly::db::migrate(&pool).await.expect("first apply");
     let created = tables(&pool).await;
-    for table in ["users", "products", "orders", "order_items", "idempotency_keys", "outbox"] {
-        assert!(created.iter().any(|t| t == table), "{table} missing after migrate: {created:?}");
+    for table in [
+        "users",
+        "products",
+        "orders",
+        "order_items",
+        "idempotency_keys",
+        "outbox",
+    ] {
+        assert!(
+            created.iter().any(|t| t == table),
+            "{table} missing after migrate: {created:?}"
+        );
     }
     assert_eq!(applied_versions(&pool).await, all_versions);
 
@@ -48,18 +63,28 @@ async fn migrations_apply_revert_one_by_one_and_apply_again(pool: PgPool) {
             remaining.iter().all(|v| *v < version),
             "reverting {version} left {remaining:?}"
         );
-        assert!(reverted.len() <= all_versions.len(), "revert_last never returned None");
+        assert!(
+            reverted.len() <= all_versions.len(),
+            "revert_last never returned None"
+        );
     }
     let mut expected_order = all_versions.clone();
     expected_order.reverse();
     assert_eq!(reverted, expected_order);
-    assert!(tables(&pool).await.is_empty(), "tables left: {:?}", tables(&pool).await);
+    assert!(
+        tables(&pool).await.is_empty(),
+        "tables left: {:?}",
+        tables(&pool).await
+    );
     let helper_functions: i64 =
         sqlx::query_scalar("select count(*) from pg_proc where proname = 'set_updated_at'")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(helper_functions, 0, "0001's down migration should drop set_updated_at()");
+    assert_eq!(
+        helper_functions, 0,
+        "0001's down migration should drop set_updated_at()"
+    );
 
     orderly::db::migrate(&pool).await.expect("second apply");
     assert_eq!(tables(&pool).await, created);

@@ -17,14 +17,25 @@ fn id_of(value: &Value) -> &str {
 
 /// Places a one-line order and asserts 201.
 async fn place(app: &TestApp, user: &TestUser, product_id: &str, quantity: i64) -> Value {
-    let response = app.place_order(&user.token, &new_key(), &order_body(product_id, quantity)).await;
+    let response = app
+        .place_order(&user.token, &new_key(), &order_body(product_id, quantity))
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     response.json().await.unwrap()
 }
 
-async fn set_status(app: &TestApp, admin: &TestUser, order_id: &str, status: &str) -> reqwest::Response {
-    app.patch_json(&format!("/api/v1/orders/{order_id}"), Some(&admin.token), &json!({"status": status}))
-        .await
+async fn set_status(
+    app: &TestApp,
+    admin: &TestUser,
+    order_id: &str,
+    status: &str,
+) -> reqwest::Response {
+    app.patch_json(
+        &format!("/api/v1/orders/{order_id}"),
+        Some(&admin.token),
+        &json!({"status": status}),
+    )
+    .await
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -62,14 +73,21 @@ async fn placing_an_order_prices_it_at_order_time_and_takes_stock(pool: PgPool) 
 
     // A later price change applies to new orders only.
     let response = app
-        .patch_json(&format!("/api/v1/products/{}", id_of(&mug)), Some(&admin.token), &json!({"price_cents": 999}))
+        .patch_json(
+            &format!("/api/v1/products/{}", id_of(&mug)),
+            Some(&admin.token),
+            &json!({"price_cents": 999}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let second = place(&app, &customer, id_of(&mug), 1).await;
     assert_eq!(second["items"][0]["unit_price_cents"], 999);
     assert_eq!(second["total_cents"], 999);
     let first_again: Value = app
-        .get(&format!("/api/v1/orders/{}", id_of(&order)), Some(&customer.token))
+        .get(
+            &format!("/api/v1/orders/{}", id_of(&order)),
+            Some(&customer.token),
+        )
         .await
         .json()
         .await
@@ -87,7 +105,13 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten(pool: PgPool) {
     let body = order_body(id_of(&product), 1);
 
     let keys: Vec<String> = customers.iter().map(|_| new_key()).collect();
-    let responses = join_all(customers.iter().zip(&keys).map(|(c, key)| app.place_order(&c.token, key, &body))).await;
+    let responses = join_all(
+        customers
+            .iter()
+            .zip(&keys)
+            .map(|(c, key)| app.place_order(&c.token, key, &body)),
+    )
+    .await;
     let mut placed = 0;
     let mut refused = 0;
     for response in responses {
@@ -119,15 +143,33 @@ async fn refused_order_inputs_write_nothing(pool: PgPool) {
             &json!({"sku": "OFF-1", "name": "Withdrawn", "price_cents": 100, "currency": "EUR", "stock": 10, "active": false}),
         )
         .await;
+    let dollars = app
+        .create_product_with(
+            &admin,
+            &json!({"sku": "USD-1", "name": "Priced in dollars", "price_cents": 100, "currency": "USD", "stock": 10}),
+        )
+        .await;
     let id = id_of(&product);
 
     let cases = [
         ("no items", json!({"items": []}), "items"),
         ("quantity 0", order_body(id, 0), "items[0].quantity"),
         ("negative quantity", order_body(id, -1), "items[0].quantity"),
-        ("quantity over 1000", order_body(id, 1001), "items[0].quantity"),
-        ("unknown product", order_body(&Uuid::now_v7().to_string(), 1), "items[0].product_id"),
-        ("inactive product", order_body(id_of(&inactive), 1), "items[0].product_id"),
+        (
+            "quantity over 1000",
+            order_body(id, 1001),
+            "items[0].quantity",
+        ),
+        (
+            "unknown product",
+            order_body(&Uuid::now_v7().to_string(), 1),
+            "items[0].product_id",
+        ),
+        (
+            "inactive product",
+            order_body(id_of(&inactive), 1),
+            "items[0].product_id",
+        ),
         (
             "same product twice",
             json!({"items": [{"product_id": id, "quantity": 1}, {"product_id": id, "quantity": 2}]}),
@@ -142,14 +184,21 @@ async fn refused_order_inputs_write_nothing(pool: PgPool) {
     for (case, body, field) in cases {
         let response = app.place_order(&customer.token, &new_key(), &body).await;
         let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        let details = error["details"].as_array().unwrap_or_else(|| panic!("{case}: no details in {error}"));
-        assert!(details.iter().any(|d| d["field"] == field), "{case}: {field} not named in {error}");
+        let details = error["details"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{case}: no details in {error}"));
+        assert!(
+            details.iter().any(|d| d["field"] == field),
+            "{case}: {field} not named in {error}"
+        );
     }
-    // Not even JSON-valid for the DTO: no details to give, still 422 and nothing written.
+    // Bodies refused as a whole (not the DTO's shape, or mixed currencies): still 422, nothing written.
     for body in [
         json!({"items": [{"product_id": "not-a-uuid", "quantity": 1}]}),
         json!({"items": [{"product_id": id, "quantity": "two"}]}),
         json!({"items": [{"product_id": id, "quantity": 1, "price_cents": 1}]}),
+        // Valid lines, but one order cannot mix currencies (stock is taken, then given back).
+        json!({"items": [{"product_id": id, "quantity": 1}, {"product_id": id_of(&dollars), "quantity": 1}]}),
     ] {
         let response = app.place_order(&customer.token, &new_key(), &body).await;
         assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -157,8 +206,13 @@ async fn refused_order_inputs_write_nothing(pool: PgPool) {
 
     assert_eq!(app.order_count().await, 0);
     assert_eq!(app.stock_of(id).await, 10);
-    assert_eq!(app.stock_of(id_of(&other)).await, 10, "a partial reservation was kept");
+    assert_eq!(
+        app.stock_of(id_of(&other)).await,
+        10,
+        "a partial reservation was kept"
+    );
     assert_eq!(app.stock_of(id_of(&inactive)).await, 10);
+    assert_eq!(app.stock_of(id_of(&dollars)).await, 10);
     assert_eq!(app.outbox_count("email.order_confirmation").await, 0);
 }
 
@@ -175,31 +229,76 @@ async fn customers_list_and_read_only_their_own_orders(pool: PgPool) {
     let bobs = id_of(&place(&app, &bob, id_of(&product), 1).await).to_owned();
 
     // Newest first, two per page.
-    let first: Value = app.get("/api/v1/orders?limit=2", Some(&alice.token)).await.json().await.unwrap();
-    let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
+    let first: Value = app
+        .get("/api/v1/orders?limit=2", Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
     let second: Value = app
-        .get(&format!("/api/v1/orders?limit=2&cursor={cursor}"), Some(&alice.token))
+        .get(
+            &format!("/api/v1/orders?limit=2&cursor={cursor}"),
+            Some(&alice.token),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert!(second["next_cursor"].is_null());
-    let listed: Vec<&str> = first["items"].as_array().unwrap().iter().chain(second["items"].as_array().unwrap()).map(id_of).collect();
+    let listed: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(id_of)
+        .collect();
     let newest_first: Vec<&str> = alices.iter().rev().map(String::as_str).collect();
     assert_eq!(listed, newest_first);
 
-    let bob_list: Value = app.get("/api/v1/orders", Some(&bob.token)).await.json().await.unwrap();
-    let bob_ids: Vec<&str> = bob_list["items"].as_array().unwrap().iter().map(id_of).collect();
+    let bob_list: Value = app
+        .get("/api/v1/orders", Some(&bob.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bob_ids: Vec<&str> = bob_list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
     assert_eq!(bob_ids, [bobs.as_str()]);
 
     // Someone else's order does not exist for you (404, not 403); admins see any order.
     let alices_path = format!("/api/v1/orders/{}", alices[0]);
-    assert_error(app.get(&alices_path, Some(&bob.token)).await, StatusCode::NOT_FOUND).await;
-    assert_eq!(app.get(&alices_path, Some(&alice.token)).await.status(), StatusCode::OK);
-    assert_eq!(app.get(&alices_path, Some(&admin.token)).await.status(), StatusCode::OK);
+    assert_error(
+        app.get(&alices_path, Some(&bob.token)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        app.get(&alices_path, Some(&alice.token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&alices_path, Some(&admin.token)).await.status(),
+        StatusCode::OK
+    );
     let unknown = format!("/api/v1/orders/{}", Uuid::now_v7());
-    assert_error(app.get(&unknown, Some(&alice.token)).await, StatusCode::NOT_FOUND).await;
-    assert_error(app.get("/api/v1/orders", None).await, StatusCode::UNAUTHORIZED).await;
+    assert_error(
+        app.get(&unknown, Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/orders", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -215,23 +314,45 @@ async fn cancelling_returns_stock_and_is_refused_once_shipped_or_cancelled(pool:
     assert_eq!(app.stock_of(product_id).await, 3);
 
     // Not yours: 404, and nothing changes.
-    assert_error(app.post_json(&cancel_path, Some(&bob.token), &json!({})).await, StatusCode::NOT_FOUND).await;
+    assert_error(
+        app.post_json(&cancel_path, Some(&bob.token), &json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     assert_eq!(app.stock_of(product_id).await, 3);
 
-    let response = app.post_json(&cancel_path, Some(&alice.token), &json!({})).await;
+    let response = app
+        .post_json(&cancel_path, Some(&alice.token), &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let cancelled: Value = response.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(app.stock_of(product_id).await, 5);
 
     // Cancelling twice would return the stock twice.
-    assert_error(app.post_json(&cancel_path, Some(&alice.token), &json!({})).await, StatusCode::CONFLICT).await;
+    assert_error(
+        app.post_json(&cancel_path, Some(&alice.token), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
     assert_eq!(app.stock_of(product_id).await, 5);
 
     let shipped = place(&app, &alice, product_id, 1).await;
-    assert_eq!(set_status(&app, &admin, id_of(&shipped), "shipped").await.status(), StatusCode::OK);
+    assert_eq!(
+        set_status(&app, &admin, id_of(&shipped), "shipped")
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let shipped_cancel = format!("/api/v1/orders/{}/cancel", id_of(&shipped));
-    assert_error(app.post_json(&shipped_cancel, Some(&alice.token), &json!({})).await, StatusCode::CONFLICT).await;
+    assert_error(
+        app.post_json(&shipped_cancel, Some(&alice.token), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
     assert_eq!(app.stock_of(product_id).await, 4);
 }
 
@@ -245,10 +366,21 @@ async fn customers_cannot_change_order_status(pool: PgPool) {
     let path = format!("/api/v1/orders/{}", id_of(&order));
 
     for customer in [&alice, &bob] {
-        let response = app.patch_json(&path, Some(&customer.token), &json!({"status": "delivered"})).await;
+        let response = app
+            .patch_json(
+                &path,
+                Some(&customer.token),
+                &json!({"status": "delivered"}),
+            )
+            .await;
         assert_error(response, StatusCode::FORBIDDEN).await;
     }
-    let now: Value = app.get(&path, Some(&alice.token)).await.json().await.unwrap();
+    let now: Value = app
+        .get(&path, Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(now["status"], "placed");
 }
 
@@ -268,14 +400,34 @@ async fn admin_status_changes_follow_the_allowed_transitions(pool: PgPool) {
         assert_eq!(changed["status"], next);
     }
     for next in ["placed", "shipped", "cancelled"] {
-        let body = assert_error(set_status(&app, &admin, id, next).await, StatusCode::CONFLICT).await;
-        assert!(body["message"].as_str().unwrap().contains("delivered"), "{body}");
+        let body = assert_error(
+            set_status(&app, &admin, id, next).await,
+            StatusCode::CONFLICT,
+        )
+        .await;
+        assert!(
+            body["message"].as_str().unwrap().contains("delivered"),
+            "{body}"
+        );
     }
-    assert_error(set_status(&app, &admin, id, "teleported").await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_error(
+        set_status(&app, &admin, id, "teleported").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     let unknown = Uuid::now_v7().to_string();
-    assert_error(set_status(&app, &admin, &unknown, "shipped").await, StatusCode::NOT_FOUND).await;
+    assert_error(
+        set_status(&app, &admin, &unknown, "shipped").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
-    let seen: Value = app.get(&format!("/api/v1/orders/{id}"), Some(&customer.token)).await.json().await.unwrap();
+    let seen: Value = app
+        .get(&format!("/api/v1/orders/{id}"), Some(&customer.token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seen["status"], "delivered");
     // Delivered orders keep their stock taken.
     assert_eq!(app.stock_of(id_of(&product)).await, 4);

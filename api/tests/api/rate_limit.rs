@@ -39,7 +39,10 @@ fn header<'a>(response: &'a Response, name: &str) -> &'a str {
 /// Sends one request and checks the headers every limited response carries.
 async fn spend(app: &TestApp) -> Response {
     let response = app.get(LIMITED, None).await;
-    assert_eq!(header(&response, "ratelimit-policy"), "\"default\";q=3;w=180");
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        "\"default\";q=3;w=180"
+    );
     assert!(header(&response, "ratelimit").starts_with("\"default\";r="));
     response
 }
@@ -52,10 +55,15 @@ async fn assert_refused(response: Response) {
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("RateLimit {current:?}"));
     assert!((1..=180).contains(&reset), "RateLimit {current:?}");
-    let retry_after: u64 = header(&response, "retry-after").parse().expect("whole seconds");
+    let retry_after: u64 = header(&response, "retry-after")
+        .parse()
+        .expect("whole seconds");
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
     let body = assert_error(response, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(body["message"].as_str().unwrap().contains("rate limit"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rate limit"),
+        "{body}"
+    );
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

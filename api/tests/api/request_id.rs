@@ -8,7 +8,12 @@ use uuid::Uuid;
 use crate::helpers::{TestApp, spawn_app};
 
 async fn send_with_id(app: &TestApp, path: &str, id: HeaderValue) -> Response {
-    app.client.get(app.url(path)).header("x-request-id", id).send().await.unwrap()
+    app.client
+        .get(app.url(path))
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn returned_id(response: &Response) -> String {
@@ -56,6 +61,7 @@ async fn absurd_request_ids_are_replaced(pool: PgPool) {
         let response = send_with_id(&app, "/health/live", id.clone()).await;
         let returned = returned_id(&response);
         assert_ne!(returned.as_bytes(), id.as_bytes());
-        Uuid::parse_str(&returned).unwrap_or_else(|_| panic!("{id:?} was replaced by {returned:?}, not a UUID"));
+        Uuid::parse_str(&returned)
+            .unwrap_or_else(|_| panic!("{id:?} was replaced by {returned:?}, not a UUID"));
     }
 }

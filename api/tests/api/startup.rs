@@ -30,14 +30,23 @@ async fn run_api_with(vars: &[(&str, &str)]) -> (std::process::ExitStatus, Strin
         .output()
         .await
         .expect("orderly-api runs");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_naming(status: std::process::ExitStatus, stderr: &str, variable: &str) {
-    assert!(!status.success(), "orderly-api should refuse to start; stderr: {stderr}");
+    assert!(
+        !status.success(),
+        "orderly-api should refuse to start; stderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got {stderr:?}");
-    assert!(lines[0].contains(variable), "{variable} not named in {stderr:?}");
+    assert!(
+        lines[0].contains(variable),
+        "{variable} not named in {stderr:?}"
+    );
 }
 
 #[tokio::test]
@@ -68,14 +77,23 @@ async fn short_jwt_secret_stops_the_api_without_echoing_it() {
     ])
     .await;
     assert_one_line_naming(status, &stderr, "JWT_SECRET");
-    assert!(!stderr.contains(short_secret), "the secret was echoed: {stderr:?}");
+    assert!(
+        !stderr.contains(short_secret),
+        "the secret was echoed: {stderr:?}"
+    );
 }
 
 /// The URL of the database behind `pool` (the per-test database `#[sqlx::test]` created).
 fn database_url_of(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by the test runner");
-    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
-    let database = pool.connect_options().get_database().expect("test pool names its database").to_owned();
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("test pool names its database")
+        .to_owned();
     format!("{server}/{database}")
 }
 
@@ -117,19 +135,29 @@ async fn api_exits_with_status_zero_on_sigterm(pool: PgPool) {
     loop {
         if let Some(status) = child.try_wait().expect("child status") {
             let output = child.wait_with_output().await.expect("output");
-            panic!("orderly-api exited early ({status}): {}", String::from_utf8_lossy(&output.stderr));
+            panic!(
+                "orderly-api exited early ({status}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         if let Ok(response) = client.get(&live).send().await
             && response.status().is_success()
         {
             break;
         }
-        assert!(Instant::now() < deadline, "orderly-api never answered {live}");
+        assert!(
+            Instant::now() < deadline,
+            "orderly-api never answered {live}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let pid = child.id().expect("child pid").to_string();
-    let kill = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
     assert!(kill.success(), "kill -TERM failed");
 
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())

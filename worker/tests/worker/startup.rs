@@ -18,11 +18,17 @@ fn run_worker_with(args: &[&str], vars: &[(&str, &str)]) -> (ExitStatus, String)
         .stdin(Stdio::null())
         .output()
         .expect("orderly-worker runs");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_naming(status: ExitStatus, stderr: &str, name: &str) {
-    assert!(!status.success(), "orderly-worker should refuse to start; stderr: {stderr}");
+    assert!(
+        !status.success(),
+        "orderly-worker should refuse to start; stderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got {stderr:?}");
     assert!(lines[0].contains(name), "{name} not named in {stderr:?}");
@@ -40,21 +46,37 @@ fn missing_database_url_stops_the_worker_naming_the_variable() {
 
 #[test]
 fn malformed_concurrency_stops_the_worker_naming_the_variable() {
-    let (status, stderr) =
-        run_worker_with(&[], &[DATABASE_URL, REDIS_URL, JWT_SECRET, ("WORKER_CONCURRENCY", "lots")]);
+    let (status, stderr) = run_worker_with(
+        &[],
+        &[
+            DATABASE_URL,
+            REDIS_URL,
+            JWT_SECRET,
+            ("WORKER_CONCURRENCY", "lots"),
+        ],
+    );
     assert_one_line_naming(status, &stderr, "WORKER_CONCURRENCY");
 }
 
 #[test]
 fn short_jwt_secret_stops_the_worker_without_echoing_it() {
     let short_secret = "hunter2-too-short";
-    let (status, stderr) = run_worker_with(&[], &[DATABASE_URL, REDIS_URL, ("JWT_SECRET", short_secret)]);
+    let (status, stderr) = run_worker_with(
+        &[],
+        &[DATABASE_URL, REDIS_URL, ("JWT_SECRET", short_secret)],
+    );
     assert_one_line_naming(status, &stderr, "JWT_SECRET");
-    assert!(!stderr.contains(short_secret), "the secret was echoed: {stderr:?}");
+    assert!(
+        !stderr.contains(short_secret),
+        "the secret was echoed: {stderr:?}"
+    );
 }
 
 #[test]
 fn unknown_queue_flag_stops_the_worker_naming_the_queue() {
-    let (status, stderr) = run_worker_with(&["--queues", "emails,bananas"], &[DATABASE_URL, REDIS_URL, JWT_SECRET]);
+    let (status, stderr) = run_worker_with(
+        &["--queues", "emails,bananas"],
+        &[DATABASE_URL, REDIS_URL, JWT_SECRET],
+    );
     assert_one_line_naming(status, &stderr, "bananas");
 }
