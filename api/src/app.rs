@@ -23,7 +23,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{health, metrics, middleware, orders, products, state::AppState, users};
 
@@ -83,6 +83,13 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 
 /// The whole application.
 pub fn build(state: AppState) -> Router {
+    build_with_extra(state, Router::new())
+}
+
+/// The whole application plus `extra` routes, merged inside the middleware stack so they get
+/// the request id, error shape, panic handling and timeout like every other route. Tests use
+/// it to mount routes the product does not have (a handler that panics).
+pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
     let (api, openapi) = api_router(&state);
     let openapi = Arc::new(openapi);
     let document = openapi.clone();
@@ -116,11 +123,17 @@ pub fn build(state: AppState) -> Router {
 
     Router::new()
         .merge(api)
+        .merge(extra)
         .route(
             "/api-docs/openapi.json",
             get(move || async move { Json(document.as_ref().clone()) }),
         )
-        .merge(SwaggerUi::new("/docs"))
+        // The UI loads our document (without a `config` it shows "No API definition provided")
+        // and never calls the public swagger.io validator, so the page works offline.
+        .merge(
+            SwaggerUi::new("/docs")
+                .config(SwaggerConfig::new(["/api-docs/openapi.json"]).validator_url("none")),
+        )
         .route("/metrics", get(metrics::render))
         .fallback(|| async { AppError::not_found("route not found") })
         .method_not_allowed_fallback(|| async {
@@ -145,9 +158,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let app = build(state.clone());
+    serve_app(listener, state, app, shutdown).await
+}
+
+/// [`serve`] for an already built `app` (from [`build`] or [`build_with_extra`]).
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = state.services.config.http.shutdown_grace;
     let outbox = state.services.outbox.clone();
-    let app = build(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use orderly::{
     Config, Services,
-    users::{DisplayName, Email, Password},
+    users::{DisplayName, Email, Password, Role, TokenIssuer, User},
 };
 use orderly_api::{AppState, app};
 use reqwest::{Response, StatusCode};
@@ -86,6 +86,16 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 
 /// Starts the api over `pool` with some variables overridden.
 pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_routes(pool, overrides, axum::Router::new()).await
+}
+
+/// Starts the api with `extra` routes mounted inside its middleware stack (for behaviour no
+/// real route can trigger on demand, such as a panicking handler).
+pub async fn spawn_app_with_routes(
+    pool: PgPool,
+    overrides: &[(&str, &str)],
+    extra: axum::Router<AppState>,
+) -> TestApp {
     let prefix = overrides
         .iter()
         .find(|(k, _)| *k == "REDIS_PREFIX")
@@ -100,8 +110,9 @@ pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let state = AppState::new(services.clone());
+    let router = app::build_with_extra(state.clone(), extra);
     let server = tokio::spawn(async move {
-        app::serve(listener, state, async move {
+        app::serve_app(listener, state, router, async move {
             let _ = rx.await;
         })
         .await
@@ -148,6 +159,24 @@ impl TestApp {
     /// GET, optionally with a bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// PATCH JSON, optionally with a bearer token.
+    pub async fn patch_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.client.patch(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// DELETE, optionally with a bearer token.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.delete(self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -217,6 +246,36 @@ impl TestApp {
         }
     }
 
+    /// Creates `n` customers straight in the database, with tokens signed by this app's issuer.
+    /// Registering over HTTP hashes a password per user (argon2); tests that need many
+    /// distinct customers but are not about registration use this instead.
+    pub async fn customers_without_password(&self, n: usize) -> Vec<TestUser> {
+        let issuer = TokenIssuer::new(&self.services.config.auth);
+        let mut users = Vec::with_capacity(n);
+        for _ in 0..n {
+            let email = format!("customer-{}@example.com", Uuid::new_v4().simple());
+            let user: User = sqlx::query_as(
+                "insert into users (id, email, name, password_hash, role) \
+                 values ($1, $2, 'Test Customer', 'no-password-login', $3) \
+                 returning id, email, name, role, created_at, updated_at",
+            )
+            .bind(Uuid::now_v7())
+            .bind(&email)
+            .bind(Role::Customer)
+            .fetch_one(&self.services.db)
+            .await
+            .expect("customer inserted");
+            let token = issuer.issue(&user).expect("token issued").token;
+            users.push(TestUser {
+                id: user.id,
+                email,
+                password: String::new(),
+                token,
+            });
+        }
+        users
+    }
+
     /// Creates an active product (as `admin`) and returns its JSON.
     pub async fn create_product(&self, admin: &TestUser, price_cents: i64, stock: i64) -> Value {
         let sku = format!("SKU-{}", &Uuid::new_v4().simple().to_string()[..12]);
@@ -230,6 +289,50 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.expect("json")
+    }
+
+    /// Creates a product with the given fields (as `admin`), asserting 201; returns its JSON.
+    pub async fn create_product_with(&self, admin: &TestUser, body: &Value) -> Value {
+        let response = self
+            .post_json("/api/v1/products", Some(&admin.token), body)
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "product {body} not created"
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Current stock of a product, read from the database (not through the cache).
+    pub async fn stock_of(&self, product_id: &str) -> i32 {
+        sqlx::query_scalar("select stock from products where id = $1")
+            .bind(product_id.parse::<Uuid>().expect("product id"))
+            .fetch_one(&self.services.db)
+            .await
+            .expect("stock read")
+    }
+
+    /// Number of orders in the database.
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(&self.services.db)
+            .await
+            .expect("orders counted")
+    }
+
+    /// Number of outbox rows of `kind`.
+    pub async fn outbox_count(&self, kind: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from outbox where kind = $1")
+            .bind(kind)
+            .fetch_one(&self.services.db)
+            .await
+            .expect("outbox counted")
+    }
+
+    /// A Redis connection (the app's own multiplexed one).
+    pub fn redis(&self) -> redis::aio::ConnectionManager {
+        self.services.redis.clone()
     }
 
     /// Places an order with an idempotency key.
@@ -252,6 +355,16 @@ impl Drop for TestApp {
         }
         delete_prefix(&self.prefix);
     }
+}
+
+/// The body of a one-line order for `quantity` units of `product_id`.
+pub fn order_body(product_id: &str, quantity: i64) -> Value {
+    json!({"items": [{"product_id": product_id, "quantity": quantity}]})
+}
+
+/// A fresh idempotency key.
+pub fn new_key() -> String {
+    Uuid::new_v4().to_string()
 }
 
 /// Deletes every Redis key under `prefix` (synchronously: runs in Drop).

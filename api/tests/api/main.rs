@@ -3,4 +3,15 @@
 
 mod helpers;
 
+mod errors;
+mod events;
 mod health;
+mod idempotency;
+mod migrations;
+mod openapi;
+mod orders;
+mod products;
+mod rate_limit;
+mod request_id;
+mod startup;
+mod users;

@@ -1,5 +1,5 @@
-//! The `orderly-worker` binary: a bad configuration stops it before it does anything, with one
-//! line naming the variable; SIGTERM stops it cleanly with exit status 0.
+//! The `orderly-worker` binary stops cleanly on SIGTERM, with exit status 0 (start-up checks
+//! of its configuration are in `startup.rs`).
 
 use std::{
     io::{BufRead, BufReader},
@@ -20,33 +20,6 @@ fn bare_command() -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     command.current_dir(std::env::temp_dir());
     command
-}
-
-#[test]
-fn a_missing_database_url_is_named_and_the_process_exits_non_zero() {
-    let output = bare_command()
-        .env("REDIS_URL", redis_url())
-        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("DATABASE_URL is not set"), "{stderr}");
-}
-
-#[test]
-fn an_unknown_queue_is_refused() {
-    let output = bare_command()
-        .args(["--queues", "emails,bananas"])
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1/x")
-        .env("REDIS_URL", redis_url())
-        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("bananas"));
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

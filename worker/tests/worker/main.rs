@@ -1,9 +1,10 @@
 //! Integration tests of the worker: apalis workers over the real engine (real Redis, real
-//! PostgreSQL), the process's shutdown, the binary, and the reliability drills that kill
-//! processes and restart Redis.
+//! PostgreSQL), the process's shutdown, the binary's start-up checks, and the reliability
+//! drills that kill processes and restart Redis.
 
 mod helpers;
 
 mod binary;
 mod drills;
 mod runner;
+mod startup;

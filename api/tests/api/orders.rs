@@ -1,0 +1,434 @@
+//! Orders over HTTP: placing (201 with prices frozen at order time), no overselling under
+//! concurrency, refused inputs that write nothing, listing and reading only your own orders,
+//! cancelling (stock returned, refused once shipped or cancelled, someone else's order is a
+//! 404), and the admin status transitions.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, TestUser, assert_error, new_key, order_body, spawn_app};
+
+fn id_of(value: &Value) -> &str {
+    value["id"].as_str().expect("id")
+}
+
+/// Places a one-line order and asserts 201.
+async fn place(app: &TestApp, user: &TestUser, product_id: &str, quantity: i64) -> Value {
+    let response = app
+        .place_order(&user.token, &new_key(), &order_body(product_id, quantity))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+async fn set_status(
+    app: &TestApp,
+    admin: &TestUser,
+    order_id: &str,
+    status: &str,
+) -> reqwest::Response {
+    app.patch_json(
+        &format!("/api/v1/orders/{order_id}"),
+        Some(&admin.token),
+        &json!({"status": status}),
+    )
+    .await
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn placing_an_order_prices_it_at_order_time_and_takes_stock(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let mug = app.create_product(&admin, 1299, 5).await;
+    let plate = app.create_product(&admin, 450, 8).await;
+
+    let body = json!({"items": [
+        {"product_id": id_of(&mug), "quantity": 2},
+        {"product_id": id_of(&plate), "quantity": 3},
+    ]});
+    let response = app.place_order(&customer.token, &new_key(), &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    Uuid::parse_str(id_of(&order)).expect("order id is a UUID");
+    assert_eq!(order["status"], "placed");
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["total_cents"], 2 * 1299 + 3 * 450);
+    chrono::DateTime::parse_from_rfc3339(order["created_at"].as_str().unwrap()).expect("RFC 3339");
+    let items = order["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["product_id"], mug["id"]);
+    assert_eq!(items[0]["sku"], mug["sku"]);
+    assert_eq!(items[0]["name"], mug["name"]);
+    assert_eq!(items[0]["quantity"], 2);
+    assert_eq!(items[0]["unit_price_cents"], 1299);
+    assert_eq!(items[0]["line_total_cents"], 2598);
+    assert_eq!(items[1]["product_id"], plate["id"]);
+    assert_eq!(items[1]["unit_price_cents"], 450);
+    assert_eq!(app.stock_of(id_of(&mug)).await, 3);
+    assert_eq!(app.stock_of(id_of(&plate)).await, 5);
+
+    // A later price change applies to new orders only.
+    let response = app
+        .patch_json(
+            &format!("/api/v1/products/{}", id_of(&mug)),
+            Some(&admin.token),
+            &json!({"price_cents": 999}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let second = place(&app, &customer, id_of(&mug), 1).await;
+    assert_eq!(second["items"][0]["unit_price_cents"], 999);
+    assert_eq!(second["total_cents"], 999);
+    let first_again: Value = app
+        .get(
+            &format!("/api/v1/orders/{}", id_of(&order)),
+            Some(&customer.token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first_again["items"][0]["unit_price_cents"], 1299);
+    assert_eq!(first_again["total_cents"], order["total_cents"]);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let customers = app.customers_without_password(50).await;
+    let body = order_body(id_of(&product), 1);
+
+    let keys: Vec<String> = customers.iter().map(|_| new_key()).collect();
+    let responses = join_all(
+        customers
+            .iter()
+            .zip(&keys)
+            .map(|(c, key)| app.place_order(&c.token, key, &body)),
+    )
+    .await;
+    let mut placed = 0;
+    let mut refused = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => placed += 1,
+            StatusCode::CONFLICT => {
+                let body = assert_error(response, StatusCode::CONFLICT).await;
+                assert_eq!(body["message"], "insufficient stock");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert_eq!((placed, refused), (10, 40));
+    assert_eq!(app.stock_of(id_of(&product)).await, 0);
+    assert_eq!(app.order_count().await, 10);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn refused_order_inputs_write_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let other = app.create_product(&admin, 100, 10).await;
+    let inactive = app
+        .create_product_with(
+            &admin,
+            &json!({"sku": "OFF-1", "name": "Withdrawn", "price_cents": 100, "currency": "EUR", "stock": 10, "active": false}),
+        )
+        .await;
+    let dollars = app
+        .create_product_with(
+            &admin,
+            &json!({"sku": "USD-1", "name": "Priced in dollars", "price_cents": 100, "currency": "USD", "stock": 10}),
+        )
+        .await;
+    let id = id_of(&product);
+
+    let cases = [
+        ("no items", json!({"items": []}), "items"),
+        ("quantity 0", order_body(id, 0), "items[0].quantity"),
+        ("negative quantity", order_body(id, -1), "items[0].quantity"),
+        (
+            "quantity over 1000",
+            order_body(id, 1001),
+            "items[0].quantity",
+        ),
+        (
+            "unknown product",
+            order_body(&Uuid::now_v7().to_string(), 1),
+            "items[0].product_id",
+        ),
+        (
+            "inactive product",
+            order_body(id_of(&inactive), 1),
+            "items[0].product_id",
+        ),
+        (
+            "same product twice",
+            json!({"items": [{"product_id": id, "quantity": 1}, {"product_id": id, "quantity": 2}]}),
+            "items[1].product_id",
+        ),
+        (
+            "unknown product after a valid line",
+            json!({"items": [{"product_id": id_of(&other), "quantity": 1}, {"product_id": Uuid::now_v7(), "quantity": 1}]}),
+            "items[1].product_id",
+        ),
+    ];
+    for (case, body, field) in cases {
+        let response = app.place_order(&customer.token, &new_key(), &body).await;
+        let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let details = error["details"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{case}: no details in {error}"));
+        assert!(
+            details.iter().any(|d| d["field"] == field),
+            "{case}: {field} not named in {error}"
+        );
+    }
+    // Bodies refused as a whole (not the DTO's shape, or mixed currencies): still 422, nothing written.
+    for body in [
+        json!({"items": [{"product_id": "not-a-uuid", "quantity": 1}]}),
+        json!({"items": [{"product_id": id, "quantity": "two"}]}),
+        json!({"items": [{"product_id": id, "quantity": 1, "price_cents": 1}]}),
+        // Valid lines, but one order cannot mix currencies (stock is taken, then given back).
+        json!({"items": [{"product_id": id, "quantity": 1}, {"product_id": id_of(&dollars), "quantity": 1}]}),
+    ] {
+        let response = app.place_order(&customer.token, &new_key(), &body).await;
+        assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+
+    assert_eq!(app.order_count().await, 0);
+    assert_eq!(app.stock_of(id).await, 10);
+    assert_eq!(
+        app.stock_of(id_of(&other)).await,
+        10,
+        "a partial reservation was kept"
+    );
+    assert_eq!(app.stock_of(id_of(&inactive)).await, 10);
+    assert_eq!(app.stock_of(id_of(&dollars)).await, 10);
+    assert_eq!(app.outbox_count("email.order_confirmation").await, 0);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn customers_list_and_read_only_their_own_orders(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let product = app.create_product(&admin, 100, 100).await;
+    let [alice, bob]: [TestUser; 2] = app.customers_without_password(2).await.try_into().unwrap();
+    let mut alices = Vec::new();
+    for _ in 0..3 {
+        alices.push(id_of(&place(&app, &alice, id_of(&product), 1).await).to_owned());
+    }
+    let bobs = id_of(&place(&app, &bob, id_of(&product), 1).await).to_owned();
+
+    // Newest first, two per page.
+    let first: Value = app
+        .get("/api/v1/orders?limit=2", Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let second: Value = app
+        .get(
+            &format!("/api/v1/orders?limit=2&cursor={cursor}"),
+            Some(&alice.token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(second["next_cursor"].is_null());
+    let listed: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(id_of)
+        .collect();
+    let newest_first: Vec<&str> = alices.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+
+    let bob_list: Value = app
+        .get("/api/v1/orders", Some(&bob.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bob_ids: Vec<&str> = bob_list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(bob_ids, [bobs.as_str()]);
+
+    // Someone else's order does not exist for you (404, not 403); admins see any order.
+    let alices_path = format!("/api/v1/orders/{}", alices[0]);
+    assert_error(
+        app.get(&alices_path, Some(&bob.token)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        app.get(&alices_path, Some(&alice.token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&alices_path, Some(&admin.token)).await.status(),
+        StatusCode::OK
+    );
+    let unknown = format!("/api/v1/orders/{}", Uuid::now_v7());
+    assert_error(
+        app.get(&unknown, Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/orders", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn cancelling_returns_stock_and_is_refused_once_shipped_or_cancelled(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let product = app.create_product(&admin, 100, 5).await;
+    let product_id = id_of(&product);
+    let [alice, bob]: [TestUser; 2] = app.customers_without_password(2).await.try_into().unwrap();
+
+    let order = place(&app, &alice, product_id, 2).await;
+    let cancel_path = format!("/api/v1/orders/{}/cancel", id_of(&order));
+    assert_eq!(app.stock_of(product_id).await, 3);
+
+    // Not yours: 404, and nothing changes.
+    assert_error(
+        app.post_json(&cancel_path, Some(&bob.token), &json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(app.stock_of(product_id).await, 3);
+
+    let response = app
+        .post_json(&cancel_path, Some(&alice.token), &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(app.stock_of(product_id).await, 5);
+
+    // Cancelling twice would return the stock twice.
+    assert_error(
+        app.post_json(&cancel_path, Some(&alice.token), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(app.stock_of(product_id).await, 5);
+
+    let shipped = place(&app, &alice, product_id, 1).await;
+    assert_eq!(
+        set_status(&app, &admin, id_of(&shipped), "shipped")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let shipped_cancel = format!("/api/v1/orders/{}/cancel", id_of(&shipped));
+    assert_error(
+        app.post_json(&shipped_cancel, Some(&alice.token), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(app.stock_of(product_id).await, 4);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn customers_cannot_change_order_status(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let product = app.create_product(&admin, 100, 5).await;
+    let [alice, bob]: [TestUser; 2] = app.customers_without_password(2).await.try_into().unwrap();
+    let order = place(&app, &alice, id_of(&product), 1).await;
+    let path = format!("/api/v1/orders/{}", id_of(&order));
+
+    for customer in [&alice, &bob] {
+        let response = app
+            .patch_json(
+                &path,
+                Some(&customer.token),
+                &json!({"status": "delivered"}),
+            )
+            .await;
+        assert_error(response, StatusCode::FORBIDDEN).await;
+    }
+    let now: Value = app
+        .get(&path, Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["status"], "placed");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn admin_status_changes_follow_the_allowed_transitions(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 5).await;
+    let order = place(&app, &customer, id_of(&product), 1).await;
+    let id = id_of(&order);
+
+    for next in ["shipped", "delivered"] {
+        let response = set_status(&app, &admin, id, next).await;
+        assert_eq!(response.status(), StatusCode::OK, "to {next}");
+        let changed: Value = response.json().await.unwrap();
+        assert_eq!(changed["status"], next);
+    }
+    for next in ["placed", "shipped", "cancelled"] {
+        let body = assert_error(
+            set_status(&app, &admin, id, next).await,
+            StatusCode::CONFLICT,
+        )
+        .await;
+        assert!(
+            body["message"].as_str().unwrap().contains("delivered"),
+            "{body}"
+        );
+    }
+    assert_error(
+        set_status(&app, &admin, id, "teleported").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let unknown = Uuid::now_v7().to_string();
+    assert_error(
+        set_status(&app, &admin, &unknown, "shipped").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    let seen: Value = app
+        .get(&format!("/api/v1/orders/{id}"), Some(&customer.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["status"], "delivered");
+    // Delivered orders keep their stock taken.
+    assert_eq!(app.stock_of(id_of(&product)).await, 4);
+}
