@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod orders;
 pub mod products;
+pub mod reports;
 pub mod state;
 pub mod users;
 

@@ -196,6 +196,8 @@ pub struct MailConfig {
     pub from: String,
     /// Public base URL of the api, for links in emails (`PUBLIC_BASE_URL`).
     pub public_base_url: String,
+    /// Delay before the first retry of a failed email (`EMAIL_RETRY_BASE_MS`); doubles per attempt.
+    pub retry_base: Duration,
 }
 
 /// Outgoing webhooks.
@@ -499,6 +501,7 @@ impl Config {
                 public_base_url: env
                     .raw("PUBLIC_BASE_URL")
                     .unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+                retry_base: millis(env.parse_or("EMAIL_RETRY_BASE_MS", 5_000)?),
             },
             webhooks: WebhookConfig {
                 allowlist: env.list("WEBHOOK_ALLOWLIST"),

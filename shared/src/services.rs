@@ -85,6 +85,7 @@ impl Services {
         let outbox = Outbox::new(db.clone(), producer.clone());
         let policies = JobPolicies {
             webhook_schedule: config.webhooks.retry_schedule.clone(),
+            email_retry_base: config.mail.retry_base,
         };
         let events = EventBus::builder()
             .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))

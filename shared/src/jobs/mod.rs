@@ -34,12 +34,15 @@ pub const QUEUES: [&str; 4] = [EMAILS, WEBHOOKS, REPORTS, UPLOADS];
 pub struct JobPolicies {
     /// Delays between webhook delivery attempts.
     pub webhook_schedule: Vec<Duration>,
+    /// First email retry delay (doubling after each failure, capped at 30 minutes).
+    pub email_retry_base: Duration,
 }
 
 impl Default for JobPolicies {
     fn default() -> Self {
         Self {
             webhook_schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
+            email_retry_base: Duration::from_secs(5),
         }
     }
 }
@@ -76,7 +79,8 @@ pub async fn stage<J: Job>(
     outbox::stage(uow, job.spec(policies)).await
 }
 
-/// Emails. Transient SMTP failures retry with exponential backoff for about an hour.
+/// Emails. Transient SMTP failures retry with exponential backoff (5 s, 10 s, ... up to 30 min;
+/// eight attempts span about an hour by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EmailJob {
@@ -121,8 +125,8 @@ impl Job for EmailJob {
         }
     }
 
-    fn retry_policy(&self, _: &JobPolicies) -> RetryPolicy {
-        RetryPolicy::exponential(8, Duration::from_secs(5), Duration::from_secs(1800))
+    fn retry_policy(&self, policies: &JobPolicies) -> RetryPolicy {
+        RetryPolicy::exponential(8, policies.email_retry_base, Duration::from_secs(1800))
     }
 }
 

@@ -5,6 +5,7 @@
 //! (at-least-once delivery) does no harm, and a row that is gone is treated as done.
 
 pub mod email;
+pub mod report;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::task::data::Data;
 use orderly::{
     Services,
-    jobs::{EMAILS, EmailJob},
+    jobs::{EMAILS, EmailJob, REPORTS, ReportJob},
     queue::{JobError, JobInfo, RedisBackend},
 };
 use serde::de::DeserializeOwned;
@@ -106,6 +107,16 @@ pub fn register_all(
                 backends,
                 Duration::from_secs(60),
                 email::handle,
+            ),
+            REPORTS => add_worker::<ReportJob, _, _>(
+                monitor,
+                REPORTS,
+                context,
+                options,
+                worker_id,
+                backends,
+                Duration::from_secs(30 * 60),
+                report::handle,
             ),
             other => {
                 tracing::warn!(

@@ -39,7 +39,10 @@ pub fn vars(prefix: &str, overrides: &[(&str, String)]) -> HashMap<String, Strin
             "JWT_SECRET",
             "worker-test-secret-worker-test-secret".to_owned(),
         ),
-        ("RUST_LOG", "warn".to_owned()),
+        (
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ),
         ("MAIL_DIR", dir.join("mail").display().to_string()),
         ("STORAGE_DIR", dir.join("storage").display().to_string()),
     ]
@@ -165,6 +168,81 @@ where
                 handler,
             ))
         },
+    ));
+    RunningWorker { stop, handle }
+}
+
+/// A customer, a product and the services to place orders with, arranged through the domain
+/// services (what the api would do).
+pub struct ShopFixture {
+    pub customer: orderly::users::User,
+    pub actor: orderly::users::Actor,
+    pub product: orderly::products::Product,
+}
+
+pub async fn shop(services: &Services, stock: i32) -> ShopFixture {
+    use orderly::users::{Actor, DisplayName, Email, Password};
+    let email = format!("buyer-{}@example.com", uuid::Uuid::new_v4().simple());
+    let customer = services
+        .users
+        .register(
+            Email::parse(&email).unwrap(),
+            Password::parse("buyer-password".into()).unwrap(),
+            DisplayName::parse("Ada Buyer").unwrap(),
+        )
+        .await
+        .unwrap();
+    let product = services
+        .products
+        .create(orderly::products::NewProduct {
+            sku: format!("MUG-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            name: "Blue mug".into(),
+            description: String::new(),
+            price_cents: 1299,
+            currency: "EUR".into(),
+            stock,
+            active: true,
+        })
+        .await
+        .unwrap();
+    ShopFixture {
+        actor: Actor {
+            user_id: customer.id,
+            role: customer.role,
+        },
+        customer,
+        product,
+    }
+}
+
+impl ShopFixture {
+    /// Places an order of `quantity` units.
+    pub async fn order(&self, services: &Services, quantity: i32) -> orderly::orders::Order {
+        services
+            .orders
+            .place(
+                &self.actor,
+                &[orderly::orders::NewOrderLine {
+                    product_id: self.product.id,
+                    quantity,
+                }],
+                None,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs the shop's real worker (every handler) in-process on `queues`.
+pub fn start_shop_worker(services: &Services, queues: &[&str]) -> RunningWorker {
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let mut opts = options(queues[0], 8);
+    opts.queues = queues.iter().map(|q| q.to_string()).collect();
+    let handle = tokio::spawn(orderly_worker::runner::run(
+        services.clone(),
+        opts,
+        async move { signal.notified().await },
     ));
     RunningWorker { stop, handle }
 }

@@ -7,4 +7,6 @@ mod helpers;
 mod binary;
 mod drills;
 mod runner;
+mod shop;
+mod smtp;
 mod startup;

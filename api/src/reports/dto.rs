@@ -1,0 +1,106 @@
+//! Request and response shapes of the reports routes.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use orderly::{
+    error::AppError,
+    reports::{Report, ReportRequest},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::Validate;
+
+/// `POST /reports` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReportRequest {
+    /// Report kind; only `sales` exists.
+    #[schema(example = "sales")]
+    pub kind: String,
+    /// First day included (UTC), `YYYY-MM-DD`.
+    #[schema(value_type = String, example = "2026-01-01")]
+    pub from: NaiveDate,
+    /// Last day included (UTC), `YYYY-MM-DD`.
+    #[schema(value_type = String, example = "2026-01-31")]
+    pub to: NaiveDate,
+    /// File format; only `csv` exists (the default).
+    #[serde(default = "default_format")]
+    #[schema(example = "csv")]
+    pub format: String,
+    /// Build no earlier than this time (RFC 3339); within 30 days.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+fn default_format() -> String {
+    "csv".into()
+}
+
+impl TryFrom<CreateReportRequest> for ReportRequest {
+    type Error = AppError;
+
+    fn try_from(body: CreateReportRequest) -> Result<Self, Self::Error> {
+        ReportRequest::parse(&body.kind, &body.format, body.from, body.to, body.run_at)
+    }
+}
+
+/// `202` answer to a report request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportAccepted {
+    /// Report id.
+    pub id: Uuid,
+    /// Always `queued`.
+    #[schema(example = "queued")]
+    pub status: &'static str,
+}
+
+/// A report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportResponse {
+    /// Id.
+    pub id: Uuid,
+    /// `sales`.
+    pub kind: String,
+    /// `csv`.
+    pub format: String,
+    /// First day.
+    #[schema(value_type = String)]
+    pub from: NaiveDate,
+    /// Last day.
+    #[schema(value_type = String)]
+    pub to: NaiveDate,
+    /// `queued`, `running`, `ready` or `failed`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Data rows in the file, once ready.
+    pub row_count: Option<i64>,
+    /// File size in bytes, once ready.
+    pub byte_size: Option<i64>,
+    /// Why the build failed.
+    pub error: Option<String>,
+    /// Where to download it, once ready.
+    pub download_url: Option<String>,
+    /// Requested.
+    pub created_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Report> for ReportResponse {
+    fn from(r: Report) -> Self {
+        let ready = r.status == orderly::reports::ReportStatus::Ready;
+        Self {
+            download_url: ready.then(|| format!("/api/v1/reports/{}/download", r.id)),
+            id: r.id,
+            kind: r.kind,
+            format: r.format,
+            from: r.from_date,
+            to: r.to_date,
+            status: r.status.as_str(),
+            row_count: r.row_count,
+            byte_size: r.byte_size,
+            error: r.error,
+            created_at: r.created_at,
+            completed_at: r.completed_at,
+        }
+    }
+}
