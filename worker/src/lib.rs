@@ -7,8 +7,10 @@
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`metrics`]: the process's `/metrics` endpoint.
 
 pub mod jobs;
 pub mod mailer;
+pub mod metrics;
 pub mod runner;
 pub mod templates;

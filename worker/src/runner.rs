@@ -27,6 +27,8 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Run the outbox relay in this process.
     pub relay: bool,
+    /// Port of the `/metrics` endpoint (`None`: no endpoint).
+    pub metrics_port: Option<u16>,
 }
 
 impl WorkerOptions {
@@ -38,6 +40,7 @@ impl WorkerOptions {
             lease: config.worker.lease,
             shutdown_grace: config.worker.shutdown_grace,
             relay: true,
+            metrics_port: config.worker.metrics_port,
         }
     }
 
@@ -89,10 +92,33 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Runs the worker process until `shutdown` resolves, then shuts down gracefully.
+/// Runs the worker process until `shutdown` resolves, then shuts down gracefully. Serves
+/// `/metrics` on `options.metrics_port` (on the configured `HOST`) when it is set.
 pub async fn run(
     services: Services,
     options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics_listener = match options.metrics_port {
+        Some(port) => {
+            let address = std::net::SocketAddr::new(services.config.http.host, port);
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind the metrics port {address}: {e}"))?;
+            tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    run_with_metrics_listener(services, options, metrics_listener, shutdown).await
+}
+
+/// [`run`] with the `/metrics` endpoint on a listener the caller bound (tests bind port 0 and
+/// read the port back); `None` serves no metrics.
+pub async fn run_with_metrics_listener(
+    services: Services,
+    options: WorkerOptions,
+    metrics_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let id = worker_id();
@@ -127,6 +153,8 @@ pub async fn run(
             stop.clone(),
         ))
     });
+    let metrics_server = metrics_listener
+        .map(|listener| tokio::spawn(crate::metrics::serve(listener, services.clone(), stop.clone())));
     tracing::info!(worker_id = %id, queues = ?options.queues, concurrency = options.concurrency, "worker ready");
 
     let signal_backends = backends.clone();
@@ -156,6 +184,9 @@ pub async fn run(
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     if let Err(error) = services.queue.deregister(&id).await {
         tracing::warn!(%error, "could not remove the heartbeat; it expires by itself");
     }
@@ -167,12 +198,16 @@ async fn run_heartbeat(services: Services, mut info: WorkerInfo, backends: Backe
     loop {
         info.running = backends.running();
         info.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        orderly::queue::metrics::worker_process(&info, true);
         if let Err(error) = services.queue.heartbeat(&info).await {
             tracing::warn!(%error, "heartbeat failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                orderly::queue::metrics::worker_process(&info, false);
+                return;
+            }
         }
     }
 }
