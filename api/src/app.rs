@@ -1,5 +1,5 @@
-//! Router assembly: every domain's routes under `/api/v1`, health, metrics, the OpenAPI
-//! document and Swagger UI, the fallback, and the middleware stack in one place.
+//! Router assembly: every domain's routes under `/api/v1`, health, metrics, the queue dashboard
+//! (`/admin`), the OpenAPI document and Swagger UI, the fallback, and the middleware stack in one place.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -25,7 +25,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{health, metrics, middleware, orders, products, state::AppState, users};
+use crate::{dashboard, health, metrics, middleware, orders, products, state::AppState, users};
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
 #[derive(OpenApi)]
@@ -101,6 +101,7 @@ pub fn build(state: AppState) -> Router {
         .route("/api-docs/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .merge(SwaggerUi::new("/docs"))
         .route("/metrics", get(metrics::render))
+        .merge(dashboard::router(&state))
         .fallback(|| async { AppError::not_found("route not found") })
         .method_not_allowed_fallback(|| async {
             AppError::MethodNotAllowed("method not allowed for this route".into())
