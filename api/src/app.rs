@@ -78,6 +78,9 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 
 /// The whole application.
 pub fn build(state: AppState) -> Router {
+    // The recorder must exist before the first request is counted or the first gauge is set;
+    // anything recorded earlier goes nowhere.
+    metrics::handle();
     let (api, openapi) = api_router(&state);
     let openapi = Arc::new(openapi);
     let document = openapi.clone();

@@ -71,7 +71,6 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let address = SocketAddr::new(config.http.host, config.http.port);
     let services = Services::build(config)?;
-    orderly_api::metrics::handle();
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "orderly-api listening");
     app::serve(listener, AppState::new(services), shutdown_signal()).await?;

@@ -121,6 +121,8 @@ pub async fn run_with_metrics_listener(
     metrics_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Installed before any job runs, so no outcome is recorded into the void.
+    orderly::queue::metrics::prometheus();
     let id = worker_id();
     let backends = Backends::default();
     let stop = CancellationToken::new();

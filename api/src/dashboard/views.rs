@@ -578,7 +578,7 @@ fn nice_ceiling(value: u64) -> u64 {
 
 /// Lays out `minutes` as stacked bars (processed below, failed on top).
 pub fn chart(minutes: &[MinuteStats]) -> Chart {
-    const WIDTH: u32 = 720;
+    const WIDTH: u32 = 1200;
     const HEIGHT: u32 = 150;
     const LEFT: f64 = 36.0;
     const TOP: f64 = 8.0;

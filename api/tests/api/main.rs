@@ -1,6 +1,10 @@
 //! Integration tests of the api: real HTTP against a real server on port 0, a fresh PostgreSQL
 //! database per test (`#[sqlx::test]`) and a unique Redis key prefix per test.
 
+mod browser;
 mod helpers;
 
+mod dashboard_auth;
+mod dashboard_browser;
 mod health;
+mod metrics;

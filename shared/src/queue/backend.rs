@@ -371,6 +371,7 @@ async fn run_fetcher<Args>(
                         Err(error) => {
                             tracing::error!(queue = %shared.queue, job_id = %job.id, kind = %job.kind, %error, "undecodable job payload; job is dead");
                             let _ = shared.engine.fail(&job, &format!("undecodable payload: {error}"), None).await;
+                            crate::queue::metrics::job_finished(&job.queue, &job.kind, "dead", 0.0);
                             shared.unhold(&job.id);
                         }
                     }
