@@ -104,10 +104,13 @@ impl PageQuery {
     }
 }
 
-fn known_queue(queue: &str) -> Result<&'static str, Response> {
-    QUEUES.iter().copied().find(|q| *q == queue).ok_or_else(|| {
-        error_page(StatusCode::NOT_FOUND, "No such queue", "That queue does not exist.", false)
-    })
+/// The queue named `queue`, if it is one of ours.
+fn known_queue(queue: &str) -> Option<&'static str> {
+    QUEUES.iter().copied().find(|q| *q == queue)
+}
+
+fn no_such_queue() -> Response {
+    error_page(StatusCode::NOT_FOUND, "No such queue", "That queue does not exist.", false)
 }
 
 fn path_and_query(path: &str, query: &[(&str, String)]) -> String {
@@ -165,9 +168,8 @@ pub async fn queue_page(
     Path(queue): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let queue = match known_queue(&queue) {
-        Ok(queue) => queue,
-        Err(response) => return response,
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
     };
     let Some(job_state) = views::parse_state_key(query.state.as_deref().unwrap_or("waiting")) else {
         return error_page(StatusCode::BAD_REQUEST, "Unknown state", "Pick one of the tabs of the queue page.", false);
@@ -227,9 +229,8 @@ pub async fn job_page(
     Path((queue, id)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let queue = match known_queue(&queue) {
-        Ok(queue) => queue,
-        Err(response) => return response,
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
     };
     let job = match state.services.queue.job(queue, &id).await {
         Ok(Some(job)) => job,
@@ -274,8 +275,8 @@ pub async fn search(State(state): State<AppState>, PageAdmin(_): PageAdmin, Quer
     }
     let queues: Vec<&str> = match query.queue.as_deref().filter(|q| !q.is_empty()) {
         Some(queue) => match known_queue(queue) {
-            Ok(queue) => vec![queue],
-            Err(response) => return response,
+            Some(queue) => vec![queue],
+            None => return no_such_queue(),
         },
         None => QUEUES.to_vec(),
     };
@@ -348,22 +349,30 @@ impl JobAction {
     }
 }
 
-/// Checks the CSRF token and the confirmation; `Err` is the response to send instead of acting
-/// (an error page, or the confirmation page when the operator has not confirmed yet).
+/// What to do with an action request.
+enum Gate {
+    /// Checked and confirmed: act.
+    Proceed(ActionForm),
+    /// Answer this instead of acting (an error page, or the confirmation page).
+    Respond(Response),
+}
+
+/// Checks the CSRF token and the confirmation of an action request.
 fn authorize_action(
     session: &AdminSession,
     headers: &HeaderMap,
     form: Result<axum::Form<ActionForm>, FormRejection>,
     question: &str,
     action_url: &str,
-) -> Result<ActionForm, Response> {
-    let axum::Form(form) =
-        form.map_err(|_| error_page(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.", false))?;
-    session
-        .check_action(headers, &form.csrf)
-        .map_err(|e| error_page(StatusCode::FORBIDDEN, "Refused", &e.body().message, false))?;
+) -> Gate {
+    let Ok(axum::Form(form)) = form else {
+        return Gate::Respond(error_page(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.", false));
+    };
+    if let Err(error) = session.check_action(headers, &form.csrf) {
+        return Gate::Respond(error_page(StatusCode::FORBIDDEN, "Refused", &error.body().message, false));
+    }
     if form.confirmed.as_deref() != Some("yes") {
-        return Err(render(
+        return Gate::Respond(render(
             StatusCode::OK,
             "confirm.html",
             minijinja::context! {
@@ -373,7 +382,7 @@ fn authorize_action(
             },
         ));
     }
-    Ok(form)
+    Gate::Proceed(form)
 }
 
 fn after_action(return_to: &str, done: &str, n: Option<u64>) -> Response {
@@ -390,9 +399,8 @@ pub async fn queue_action(
     headers: HeaderMap,
     form: Result<axum::Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let queue = match known_queue(&queue) {
-        Ok(queue) => queue,
-        Err(response) => return response,
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
     };
     let Some(action) = QueueAction::parse(&action_name) else {
         return error_page(StatusCode::NOT_FOUND, "No such action", "That action does not exist.", false);
@@ -408,8 +416,8 @@ pub async fn queue_action(
         .map(|a| a.confirm)
         .unwrap_or_else(|| format!("{action_name} queue {queue}?"));
     let form = match authorize_action(&session, &headers, form, &question, &format!("/admin/queues/{queue}/{action_name}")) {
-        Ok(form) => form,
-        Err(response) => return response,
+        Gate::Proceed(form) => form,
+        Gate::Respond(response) => return response,
     };
     let result = match action {
         QueueAction::Pause => engine.pause(queue).await.map(|()| None),
@@ -435,9 +443,8 @@ pub async fn job_action(
     headers: HeaderMap,
     form: Result<axum::Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let queue = match known_queue(&queue) {
-        Ok(queue) => queue,
-        Err(response) => return response,
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
     };
     let Some(action) = JobAction::parse(&action_name) else {
         return error_page(StatusCode::NOT_FOUND, "No such action", "That action does not exist.", false);
@@ -453,8 +460,8 @@ pub async fn job_action(
         .unwrap_or_else(|| format!("{action_name} job {}?", views::short_id(&id)));
     let action_url = format!("/admin/queues/{queue}/jobs/{}/{action_name}", session::urlencode(&id));
     let form = match authorize_action(&session, &headers, form, &question, &action_url) {
-        Ok(form) => form,
-        Err(response) => return response,
+        Gate::Proceed(form) => form,
+        Gate::Respond(response) => return response,
     };
     let engine = &state.services.queue;
     let result = match action {
