@@ -24,9 +24,17 @@ pub async fn serve(listener: tokio::net::TcpListener, services: Services, stop: 
 }
 
 async fn render(State(services): State<Services>) -> impl IntoResponse {
-    orderly::queue::metrics::record_queue_gauges(&services.queue, &services.outbox, &orderly::jobs::QUEUES).await;
+    orderly::queue::metrics::record_queue_gauges(
+        &services.queue,
+        &services.outbox,
+        &orderly::jobs::QUEUES,
+    )
+    .await;
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         orderly::queue::metrics::prometheus().render(),
     )
 }

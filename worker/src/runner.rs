@@ -5,7 +5,11 @@
 //! jobs get `WORKER_SHUTDOWN_GRACE_SECS` to finish, whatever is left is released back to the
 //! queue with its attempt refunded, the heartbeat is removed, and the process exits 0.
 
-use std::{future::Future, sync::{Arc, Mutex}, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use apalis::prelude::Monitor;
 use orderly::{
@@ -79,7 +83,12 @@ impl Backends {
 
 /// A unique id for this process: `host:pid:random`.
 pub fn worker_id() -> String {
-    format!("{}:{}:{:06x}", hostname(), std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{}:{}:{:06x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 /// The machine's host name (from the kernel, no extra dependency).
@@ -155,8 +164,13 @@ pub async fn run_with_metrics_listener(
             stop.clone(),
         ))
     });
-    let metrics_server = metrics_listener
-        .map(|listener| tokio::spawn(crate::metrics::serve(listener, services.clone(), stop.clone())));
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            services.clone(),
+            stop.clone(),
+        ))
+    });
     tracing::info!(worker_id = %id, queues = ?options.queues, concurrency = options.concurrency, "worker ready");
 
     let signal_backends = backends.clone();
@@ -170,7 +184,10 @@ pub async fn run_with_metrics_listener(
         signal_stop.cancel();
         Ok(())
     };
-    let result = monitor.shutdown_timeout(options.shutdown_grace).run_with_signal(signal).await;
+    let result = monitor
+        .shutdown_timeout(options.shutdown_grace)
+        .run_with_signal(signal)
+        .await;
     if let Err(error) = &result {
         tracing::warn!(%error, "workers stopped with an error");
     }
@@ -196,7 +213,12 @@ pub async fn run_with_metrics_listener(
     Ok(())
 }
 
-async fn run_heartbeat(services: Services, mut info: WorkerInfo, backends: Backends, stop: CancellationToken) {
+async fn run_heartbeat(
+    services: Services,
+    mut info: WorkerInfo,
+    backends: Backends,
+    stop: CancellationToken,
+) {
     loop {
         info.running = backends.running();
         info.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();

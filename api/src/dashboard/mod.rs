@@ -39,7 +39,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // Password guessing is slowed by the same per-client budget as the rest of the api.
     let login = Router::new()
         .route("/admin/login", get(routes::login_form).post(routes::login))
-        .layer(from_fn_with_state(state.clone(), crate::middleware::rate_limit));
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::middleware::rate_limit,
+        ));
     Router::new()
         .route("/admin", get(routes::index))
         .route("/admin/", get(routes::index))
@@ -49,7 +52,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/queues/{queue}", get(routes::queue_page))
         .route("/admin/queues/{queue}/{action}", post(routes::queue_action))
         .route("/admin/queues/{queue}/jobs/{id}", get(routes::job_page))
-        .route("/admin/queues/{queue}/jobs/{id}/{action}", post(routes::job_action))
+        .route(
+            "/admin/queues/{queue}/jobs/{id}/{action}",
+            post(routes::job_action),
+        )
         .route("/admin/api/overview", get(routes::api_overview))
         .route("/admin/api/queues/{queue}/jobs", get(routes::api_jobs))
         .route("/admin/api/queues/{queue}/jobs/{id}", get(routes::api_job))

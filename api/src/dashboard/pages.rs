@@ -68,19 +68,35 @@ pub fn asset_version() -> &'static str {
 
 /// Renders template `name` with `context` as a page with the dashboard's headers.
 pub fn render(status: StatusCode, name: &str, context: impl Serialize) -> Response {
-    let rendered = environment().get_template(name).and_then(|t| t.render(context));
+    let rendered = environment()
+        .get_template(name)
+        .and_then(|t| t.render(context));
     match rendered {
         Ok(html) => with_headers((status, Html(html)).into_response()),
         Err(error) => {
             tracing::error!(template = name, error = %format!("{error:#}"), "dashboard template failed");
-            with_headers((StatusCode::INTERNAL_SERVER_ERROR, Html("<!doctype html><title>Error</title><p>The page could not be rendered.</p>".to_owned())).into_response())
+            with_headers(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Html(
+                        "<!doctype html><title>Error</title><p>The page could not be rendered.</p>"
+                            .to_owned(),
+                    ),
+                )
+                    .into_response(),
+            )
         }
     }
 }
 
 /// The HTML error page.
 /// `offer_sign_out`: show a sign-out button (for a signed-in user who is not an admin).
-pub fn error_page(status: StatusCode, title: &str, message: &str, offer_sign_out: bool) -> Response {
+pub fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    offer_sign_out: bool,
+) -> Response {
     #[derive(Serialize)]
     struct Context<'a> {
         title: &'a str,
@@ -108,10 +124,20 @@ pub fn app_error_page(error: orderly::error::AppError) -> Response {
     if status.is_server_error() {
         // Logs the cause chain, as the JSON rendering does; the body is replaced below.
         let _ = error.into_response();
-        return error_page(status, "Something went wrong", "The dashboard could not read the queues. Try again in a moment.", false);
+        return error_page(
+            status,
+            "Something went wrong",
+            "The dashboard could not read the queues. Try again in a moment.",
+            false,
+        );
     }
     let message = error.body().message;
-    error_page(status, status.canonical_reason().unwrap_or("Error"), &message, false)
+    error_page(
+        status,
+        status.canonical_reason().unwrap_or("Error"),
+        &message,
+        false,
+    )
 }
 
 /// No caching (pages hold live data and a CSRF token), no framing, a strict CSP.
@@ -126,8 +152,14 @@ pub fn with_headers(mut response: Response) -> Response {
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 

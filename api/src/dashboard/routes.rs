@@ -23,8 +23,9 @@ use crate::{
     dashboard::{
         pages::{self, app_error_page, asset_version, error_page, render},
         session::{
-            self, AdminSession, ApiAdmin, LOGIN_CSRF_COOKIE, PageAdmin, SESSION_COOKIE, is_https, login_csrf_cookie,
-            random_token, removal, safe_return_path, secrets_match, session_cookie,
+            self, AdminSession, ApiAdmin, LOGIN_CSRF_COOKIE, PageAdmin, SESSION_COOKIE, is_https,
+            login_csrf_cookie, random_token, removal, safe_return_path, secrets_match,
+            session_cookie,
         },
         views::{self, PAGE_SIZE},
     },
@@ -50,8 +51,16 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(session: &AdminSession, title: impl Into<String>, return_to: String, current_queue: Option<&str>) -> Self {
-        let live_url = format!("{return_to}{}live=1", if return_to.contains('?') { '&' } else { '?' });
+    fn new(
+        session: &AdminSession,
+        title: impl Into<String>,
+        return_to: String,
+        current_queue: Option<&str>,
+    ) -> Self {
+        let live_url = format!(
+            "{return_to}{}live=1",
+            if return_to.contains('?') { '&' } else { '?' }
+        );
         Self {
             title: title.into(),
             asset_version: asset_version(),
@@ -88,7 +97,13 @@ impl PageQuery {
     /// The notice for `?done=…`: fixed sentences, never text from the URL.
     fn notice(&self) -> Option<String> {
         let n = self.n.unwrap_or(0);
-        let plural = |word: &str| if n == 1 { word.to_owned() } else { format!("{word}s") };
+        let plural = |word: &str| {
+            if n == 1 {
+                word.to_owned()
+            } else {
+                format!("{word}s")
+            }
+        };
         Some(match self.done.as_deref()? {
             "retry" => "Job queued for another run.".to_owned(),
             "promote" => "Job moved to the front of its priority: it runs now.".to_owned(),
@@ -110,11 +125,19 @@ fn known_queue(queue: &str) -> Option<&'static str> {
 }
 
 fn no_such_queue() -> Response {
-    error_page(StatusCode::NOT_FOUND, "No such queue", "That queue does not exist.", false)
+    error_page(
+        StatusCode::NOT_FOUND,
+        "No such queue",
+        "That queue does not exist.",
+        false,
+    )
 }
 
 fn path_and_query(path: &str, query: &[(&str, String)]) -> String {
-    let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", session::urlencode(v))).collect();
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", session::urlencode(v)))
+        .collect();
     if query.is_empty() {
         path.to_owned()
     } else {
@@ -128,23 +151,38 @@ pub async fn index() -> Redirect {
 }
 
 /// `GET /admin/queues`: every queue, the throughput chart, live workers, the outbox backlog.
-pub async fn overview(State(state): State<AppState>, PageAdmin(session): PageAdmin, Query(query): Query<PageQuery>) -> Response {
+pub async fn overview(
+    State(state): State<AppState>,
+    PageAdmin(session): PageAdmin,
+    Query(query): Query<PageQuery>,
+) -> Response {
     let services = &state.services;
-    let overview = match inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await {
-        Ok(overview) => overview,
-        Err(error) => return app_error_page(error.into()),
-    };
+    let overview =
+        match inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await {
+            Ok(overview) => overview,
+            Err(error) => return app_error_page(error.into()),
+        };
     let now = overview.read_at_ms;
     let rows: Vec<views::QueueRow> = overview
         .queues
         .iter()
         .map(|q| {
-            let serving = overview.workers.iter().filter(|w| w.queues.contains(&q.counts.queue)).count();
+            let serving = overview
+                .workers
+                .iter()
+                .filter(|w| w.queues.contains(&q.counts.queue))
+                .count();
             views::queue_row(&q.counts, &q.throughput, serving)
         })
         .collect();
-    let chart = views::chart(&views::sum_minutes(overview.queues.iter().map(|q| q.throughput.as_slice())));
-    let workers: Vec<views::WorkerRow> = overview.workers.iter().map(|w| views::worker_row(w, now)).collect();
+    let chart = views::chart(&views::sum_minutes(
+        overview.queues.iter().map(|q| q.throughput.as_slice()),
+    ));
+    let workers: Vec<views::WorkerRow> = overview
+        .workers
+        .iter()
+        .map(|w| views::worker_row(w, now))
+        .collect();
     let outbox = overview.outbox.map(|b| {
         serde_json::json!({
             "pending": b.pending,
@@ -156,7 +194,11 @@ pub async fn overview(State(state): State<AppState>, PageAdmin(session): PageAdm
     let read_at = views::moment(now, now);
     render(
         StatusCode::OK,
-        if query.is_live() { "overview_live.html" } else { "overview.html" },
+        if query.is_live() {
+            "overview_live.html"
+        } else {
+            "overview.html"
+        },
         minijinja::context! { frame, rows, chart, workers, outbox, read_at },
     )
 }
@@ -171,18 +213,31 @@ pub async fn queue_page(
     let Some(queue) = known_queue(&queue) else {
         return no_such_queue();
     };
-    let Some(job_state) = views::parse_state_key(query.state.as_deref().unwrap_or("waiting")) else {
-        return error_page(StatusCode::BAD_REQUEST, "Unknown state", "Pick one of the tabs of the queue page.", false);
+    let Some(job_state) = views::parse_state_key(query.state.as_deref().unwrap_or("waiting"))
+    else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown state",
+            "Pick one of the tabs of the queue page.",
+            false,
+        );
     };
     let key = views::state_key(job_state);
     let engine = &state.services.queue;
     let read = async {
         let (summaries, workers) = engine.summaries(&[queue], CHART_MINUTES).await?;
-        let summary = summaries.into_iter().next().ok_or_else(|| AppError::internal("queue summary missing"))?;
+        let summary = summaries
+            .into_iter()
+            .next()
+            .ok_or_else(|| AppError::internal("queue summary missing"))?;
         // A page past the end (jobs finished since the link was drawn) shows the last page.
-        let last_page = state_total(&summary.counts, job_state).div_ceil(PAGE_SIZE).max(1);
+        let last_page = state_total(&summary.counts, job_state)
+            .div_ceil(PAGE_SIZE)
+            .max(1);
         let page = query.page.unwrap_or(1).clamp(1, last_page);
-        let list = engine.list(queue, job_state, (page - 1) * PAGE_SIZE, PAGE_SIZE).await?;
+        let list = engine
+            .list(queue, job_state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+            .await?;
         Ok::<_, AppError>((summary, workers, page, list))
     };
     let (summary, workers, page, list) = match read.await {
@@ -190,11 +245,18 @@ pub async fn queue_page(
         Err(error) => return app_error_page(error),
     };
     let now = chrono::Utc::now().timestamp_millis();
-    let serving = workers.iter().filter(|w| w.queues.iter().any(|q| q == queue)).count();
+    let serving = workers
+        .iter()
+        .filter(|w| w.queues.iter().any(|q| q == queue))
+        .count();
     let row = views::queue_row(&summary.counts, &summary.throughput, serving);
     let chart = views::chart(&summary.throughput);
     let tabs = views::tabs(&summary.counts, job_state);
-    let jobs: Vec<views::JobRow> = list.jobs.iter().map(|job| views::job_row(job, job_state, now)).collect();
+    let jobs: Vec<views::JobRow> = list
+        .jobs
+        .iter()
+        .map(|job| views::job_row(job, job_state, now))
+        .collect();
     let pager = views::pager(queue, key, page, jobs.len(), list.total);
     let mut query_pairs = vec![("state", key.to_owned())];
     if page > 1 {
@@ -203,11 +265,19 @@ pub async fn queue_page(
     let return_to = path_and_query(&format!("/admin/queues/{queue}"), &query_pairs);
     let mut frame = Frame::new(&session, format!("Queue {queue}"), return_to, Some(queue));
     frame.notice = query.notice();
-    let state_label = views::STATE_TABS.iter().find(|(k, _, _)| *k == key).map(|(_, _, l)| *l).unwrap_or("");
+    let state_label = views::STATE_TABS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, l)| *l)
+        .unwrap_or("");
     let read_at = views::moment(now, now);
     render(
         StatusCode::OK,
-        if query.is_live() { "queue_live.html" } else { "queue.html" },
+        if query.is_live() {
+            "queue_live.html"
+        } else {
+            "queue.html"
+        },
         minijinja::context! { frame, queue => row, chart, tabs, jobs, pager, state_key => key, state_label, read_at },
     )
 }
@@ -247,13 +317,22 @@ pub async fn job_page(
     let now = chrono::Utc::now().timestamp_millis();
     let job = views::job_view(&job, now);
     let return_to = format!("/admin/queues/{queue}/jobs/{}", session::urlencode(&id));
-    let mut frame = Frame::new(&session, format!("Job {}", views::short_id(&id)), return_to, Some(queue));
+    let mut frame = Frame::new(
+        &session,
+        format!("Job {}", views::short_id(&id)),
+        return_to,
+        Some(queue),
+    );
     frame.notice = query.notice();
     let list_url = format!("/admin/queues/{queue}?state={}", job.state);
     let read_at = views::moment(now, now);
     render(
         StatusCode::OK,
-        if query.is_live() { "job_live.html" } else { "job.html" },
+        if query.is_live() {
+            "job_live.html"
+        } else {
+            "job.html"
+        },
         minijinja::context! { frame, job, list_url, read_at },
     )
 }
@@ -268,10 +347,19 @@ pub struct SearchQuery {
 }
 
 /// `GET /admin/search?id=…[&queue=…]`: the job page of that id, wherever it is.
-pub async fn search(State(state): State<AppState>, PageAdmin(_): PageAdmin, Query(query): Query<SearchQuery>) -> Response {
+pub async fn search(
+    State(state): State<AppState>,
+    PageAdmin(_): PageAdmin,
+    Query(query): Query<SearchQuery>,
+) -> Response {
     let id = query.id.trim();
     if id.is_empty() || id.len() > 200 {
-        return error_page(StatusCode::BAD_REQUEST, "Search", "Type a job id to look for.", false);
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Search",
+            "Type a job id to look for.",
+            false,
+        );
     }
     let queues: Vec<&str> = match query.queue.as_deref().filter(|q| !q.is_empty()) {
         Some(queue) => match known_queue(queue) {
@@ -282,7 +370,13 @@ pub async fn search(State(state): State<AppState>, PageAdmin(_): PageAdmin, Quer
     };
     for queue in queues {
         match state.services.queue.exists(queue, id).await {
-            Ok(true) => return Redirect::to(&format!("/admin/queues/{queue}/jobs/{}", session::urlencode(id))).into_response(),
+            Ok(true) => {
+                return Redirect::to(&format!(
+                    "/admin/queues/{queue}/jobs/{}",
+                    session::urlencode(id)
+                ))
+                .into_response();
+            }
             Ok(false) => {}
             Err(error) => return app_error_page(error.into()),
         }
@@ -366,10 +460,20 @@ fn authorize_action(
     action_url: &str,
 ) -> Gate {
     let Ok(axum::Form(form)) = form else {
-        return Gate::Respond(error_page(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.", false));
+        return Gate::Respond(error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+            false,
+        ));
     };
     if let Err(error) = session.check_action(headers, &form.csrf) {
-        return Gate::Respond(error_page(StatusCode::FORBIDDEN, "Refused", &error.body().message, false));
+        return Gate::Respond(error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            &error.body().message,
+            false,
+        ));
     }
     if form.confirmed.as_deref() != Some("yes") {
         return Gate::Respond(render(
@@ -403,7 +507,12 @@ pub async fn queue_action(
         return no_such_queue();
     };
     let Some(action) = QueueAction::parse(&action_name) else {
-        return error_page(StatusCode::NOT_FOUND, "No such action", "That action does not exist.", false);
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such action",
+            "That action does not exist.",
+            false,
+        );
     };
     let engine = &state.services.queue;
     let counts = match engine.counts(queue).await {
@@ -415,7 +524,13 @@ pub async fn queue_action(
         .find(|a| a.url.ends_with(&format!("/{action_name}")))
         .map(|a| a.confirm)
         .unwrap_or_else(|| format!("{action_name} queue {queue}?"));
-    let form = match authorize_action(&session, &headers, form, &question, &format!("/admin/queues/{queue}/{action_name}")) {
+    let form = match authorize_action(
+        &session,
+        &headers,
+        form,
+        &question,
+        &format!("/admin/queues/{queue}/{action_name}"),
+    ) {
         Gate::Proceed(form) => form,
         Gate::Respond(response) => return response,
     };
@@ -429,7 +544,11 @@ pub async fn queue_action(
     match result {
         Ok(touched) => {
             tracing::info!(admin = %session.actor.user_id, queue, action = action_name, touched, "dashboard queue action");
-            after_action(&safe_return_path(form.return_to.as_deref()), &action_name, touched)
+            after_action(
+                &safe_return_path(form.return_to.as_deref()),
+                &action_name,
+                touched,
+            )
         }
         Err(error) => app_error_page(error.into()),
     }
@@ -447,7 +566,12 @@ pub async fn job_action(
         return no_such_queue();
     };
     let Some(action) = JobAction::parse(&action_name) else {
-        return error_page(StatusCode::NOT_FOUND, "No such action", "That action does not exist.", false);
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such action",
+            "That action does not exist.",
+            false,
+        );
     };
     let state_name = match state.services.queue.job(queue, &id).await {
         Ok(job) => job.map(|j| j.state).unwrap_or_default(),
@@ -458,7 +582,10 @@ pub async fn job_action(
         .find(|a| a.url.ends_with(&format!("/{action_name}")))
         .map(|a| a.confirm)
         .unwrap_or_else(|| format!("{action_name} job {}?", views::short_id(&id)));
-    let action_url = format!("/admin/queues/{queue}/jobs/{}/{action_name}", session::urlencode(&id));
+    let action_url = format!(
+        "/admin/queues/{queue}/jobs/{}/{action_name}",
+        session::urlencode(&id)
+    );
     let form = match authorize_action(&session, &headers, form, &question, &action_url) {
         Gate::Proceed(form) => form,
         Gate::Respond(response) => return response,
@@ -477,7 +604,11 @@ pub async fn job_action(
             if changed && action == JobAction::Delete && return_to.contains("/jobs/") {
                 return_to = format!("/admin/queues/{queue}");
             }
-            after_action(&return_to, if changed { &action_name } else { "unchanged" }, None)
+            after_action(
+                &return_to,
+                if changed { &action_name } else { "unchanged" },
+                None,
+            )
         }
         Err(error) => app_error_page(error.into()),
     }
@@ -500,7 +631,15 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-fn login_page(jar: CookieJar, headers: &HeaderMap, state: &AppState, status: StatusCode, error: Option<&str>, email: &str, next: &str) -> Response {
+fn login_page(
+    jar: CookieJar,
+    headers: &HeaderMap,
+    state: &AppState,
+    status: StatusCode,
+    error: Option<&str>,
+    email: &str,
+    next: &str,
+) -> Response {
     let token = random_token();
     let jar = jar.add(login_csrf_cookie(token.clone(), is_https(headers, state)));
     let page = render(
@@ -520,7 +659,11 @@ pub async fn login_form(
 ) -> Response {
     let next = safe_return_path(query.next.as_deref());
     if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && state.services.users.claims(cookie.value()).is_ok_and(|c| c.role == orderly::users::Role::Admin)
+        && state
+            .services
+            .users
+            .claims(cookie.value())
+            .is_ok_and(|c| c.role == orderly::users::Role::Admin)
     {
         return Redirect::to(&next).into_response();
     }
@@ -536,10 +679,21 @@ pub async fn login(
     form: Result<axum::Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Ok(axum::Form(form)) = form else {
-        return login_page(jar, &headers, &state, StatusCode::BAD_REQUEST, Some("Fill in your email and password."), "", "/admin/queues");
+        return login_page(
+            jar,
+            &headers,
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some("Fill in your email and password."),
+            "",
+            "/admin/queues",
+        );
     };
     let next = safe_return_path(form.next.as_deref());
-    let expected = jar.get(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
+    let expected = jar
+        .get(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
     if expected.is_empty() || !secrets_match(&expected, &form.csrf) {
         return login_page(
             jar,
@@ -554,16 +708,26 @@ pub async fn login(
     let token = match state.services.users.login(&form.email, form.password).await {
         Ok(token) => token,
         Err(AppError::Unauthorized(_)) => {
-            return login_page(jar, &headers, &state, StatusCode::UNAUTHORIZED, Some("Invalid email or password."), &form.email, &next);
+            return login_page(
+                jar,
+                &headers,
+                &state,
+                StatusCode::UNAUTHORIZED,
+                Some("Invalid email or password."),
+                &form.email,
+                &next,
+            );
         }
         Err(error) => return app_error_page(error),
     };
     match state.services.users.claims(&token.token) {
         Ok(claims) if claims.role == orderly::users::Role::Admin => {
             tracing::info!(admin = %claims.sub, "dashboard login");
-            let jar = jar
-                .remove(removal(LOGIN_CSRF_COOKIE))
-                .add(session_cookie(token.token, token.expires_in, is_https(&headers, &state)));
+            let jar = jar.remove(removal(LOGIN_CSRF_COOKIE)).add(session_cookie(
+                token.token,
+                token.expires_in,
+                is_https(&headers, &state),
+            ));
             (jar, Redirect::to(&next)).into_response()
         }
         Ok(claims) => {
@@ -573,7 +737,9 @@ pub async fn login(
                 &headers,
                 &state,
                 StatusCode::FORBIDDEN,
-                Some("This account is not an administrator. The dashboard is for administrators only."),
+                Some(
+                    "This account is not an administrator. The dashboard is for administrators only.",
+                ),
                 &form.email,
                 &next,
             )
@@ -594,10 +760,19 @@ pub async fn logout(
     if let Ok(PageAdmin(session)) = session {
         let presented = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
         if let Err(error) = session.check_action(&headers, &presented) {
-            return error_page(StatusCode::FORBIDDEN, "Refused", &error.body().message, false);
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                &error.body().message,
+                false,
+            );
         }
     }
-    (jar.remove(removal(SESSION_COOKIE)), Redirect::to("/admin/login")).into_response()
+    (
+        jar.remove(removal(SESSION_COOKIE)),
+        Redirect::to("/admin/login"),
+    )
+        .into_response()
 }
 
 /// `GET /admin/static/dashboard.css`.
@@ -611,9 +786,14 @@ pub async fn script() -> Response {
 }
 
 /// `GET /admin/api/overview`: every queue's counts and last hour, workers, outbox backlog.
-pub async fn api_overview(State(state): State<AppState>, ApiAdmin(_): ApiAdmin) -> Result<Json<Overview>, AppError> {
+pub async fn api_overview(
+    State(state): State<AppState>,
+    ApiAdmin(_): ApiAdmin,
+) -> Result<Json<Overview>, AppError> {
     let services = &state.services;
-    Ok(Json(inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await?))
+    Ok(Json(
+        inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await?,
+    ))
 }
 
 /// Query of the JSON job list.
@@ -644,10 +824,17 @@ pub async fn api_jobs(
     crate::extract::Query(query): crate::extract::Query<JobListQuery>,
 ) -> Result<Json<JobPage>, AppError> {
     let queue = api_queue(&queue)?;
-    let job_state = views::parse_state_key(&query.state)
-        .ok_or_else(|| AppError::bad_request("state must be waiting, scheduled, running, completed or dead"))?;
+    let job_state = views::parse_state_key(&query.state).ok_or_else(|| {
+        AppError::bad_request("state must be waiting, scheduled, running, completed or dead")
+    })?;
     let limit = query.limit.unwrap_or(PAGE_SIZE).clamp(1, 200);
-    Ok(Json(state.services.queue.list(queue, job_state, query.offset, limit).await?))
+    Ok(Json(
+        state
+            .services
+            .queue
+            .list(queue, job_state, query.offset, limit)
+            .await?,
+    ))
 }
 
 /// `GET /admin/api/queues/{queue}/jobs/{id}`.

@@ -62,7 +62,13 @@ fn csrf_for(state: &AppState, jti: &str) -> String {
 }
 
 fn csrf_mac(state: &AppState) -> Hmac<Sha256> {
-    let secret = state.services.config.auth.jwt_secret.expose_secret().as_bytes();
+    let secret = state
+        .services
+        .config
+        .auth
+        .jwt_secret
+        .expose_secret()
+        .as_bytes();
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     // Domain separation: this MAC can never be mistaken for a JWT signature over the same bytes.
     mac.update(b"orderly-dashboard-csrf\0");
@@ -76,7 +82,11 @@ fn session_of(parts: &Parts, state: &AppState) -> Result<AdminSession, Refusal> 
         Some(cookie) => cookie.value().to_owned(),
         None => bearer_token(parts).ok_or(Refusal::Anonymous)?.to_owned(),
     };
-    let claims = state.services.users.claims(&token).map_err(|_| Refusal::Anonymous)?;
+    let claims = state
+        .services
+        .users
+        .claims(&token)
+        .map_err(|_| Refusal::Anonymous)?;
     let actor = Actor {
         user_id: claims.sub,
         role: claims.role,
@@ -98,7 +108,9 @@ impl AdminSession {
             return Err(AppError::forbidden("cross-site request refused"));
         }
         if presented.is_empty() || !secrets_match(&self.csrf, presented.trim()) {
-            return Err(AppError::forbidden("missing or invalid CSRF token; reload the page and try again"));
+            return Err(AppError::forbidden(
+                "missing or invalid CSRF token; reload the page and try again",
+            ));
         }
         Ok(())
     }
@@ -132,13 +144,20 @@ pub struct PageAdmin(pub AdminSession);
 impl FromRequestParts<AppState> for PageAdmin {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match session_of(parts, state) {
             Ok(session) => Ok(Self(session)),
             Err(Refusal::Anonymous) => {
                 // Only a page load comes back to where it was; an action's URL is not a page.
                 let next = if parts.method == axum::http::Method::GET {
-                    parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/admin/queues")
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/admin/queues")
                 } else {
                     "/admin/queues"
                 };
@@ -168,10 +187,15 @@ pub struct ApiAdmin(pub AdminSession);
 impl FromRequestParts<AppState> for ApiAdmin {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match session_of(parts, state) {
             Ok(session) => Ok(Self(session)),
-            Err(Refusal::Anonymous) => Err(AppError::unauthorized("admin session or bearer token required")),
+            Err(Refusal::Anonymous) => Err(AppError::unauthorized(
+                "admin session or bearer token required",
+            )),
             Err(Refusal::NotAdmin) => Err(AppError::forbidden("admin role required")),
         }
     }
@@ -183,7 +207,11 @@ pub fn is_https(headers: &HeaderMap, state: &AppState) -> bool {
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+            .is_some_and(|v| {
+                v.split(',')
+                    .next()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            })
 }
 
 /// The session cookie for `token`, living as long as the token.
@@ -255,7 +283,9 @@ pub fn urlencode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
             other => out.push_str(&format!("%{other:02X}")),
         }
     }
@@ -268,8 +298,18 @@ mod tests {
 
     #[test]
     fn return_paths_stay_on_the_dashboard() {
-        assert_eq!(safe_return_path(Some("/admin/queues/emails?state=dead")), "/admin/queues/emails?state=dead");
-        for bad in ["https://evil.example/", "//evil.example/admin/", "/admin//evil", "/api/v1/orders", "/admin/login", "/admin/\\evil"] {
+        assert_eq!(
+            safe_return_path(Some("/admin/queues/emails?state=dead")),
+            "/admin/queues/emails?state=dead"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/admin/",
+            "/admin//evil",
+            "/api/v1/orders",
+            "/admin/login",
+            "/admin/\\evil",
+        ] {
             assert_eq!(safe_return_path(Some(bad)), "/admin/queues", "{bad}");
         }
         assert_eq!(safe_return_path(None), "/admin/queues");

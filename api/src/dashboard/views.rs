@@ -25,7 +25,11 @@ pub const STATE_TABS: [(&str, JobState, &str); 5] = [
 
 /// The URL key of a state (`ready` is "waiting" to operators, `active` is "running").
 pub fn state_key(state: JobState) -> &'static str {
-    STATE_TABS.iter().find(|(_, s, _)| *s == state).map(|(k, _, _)| *k).unwrap_or("waiting")
+    STATE_TABS
+        .iter()
+        .find(|(_, s, _)| *s == state)
+        .map(|(k, _, _)| *k)
+        .unwrap_or("waiting")
 }
 
 /// The state of a URL key, accepting the engine's names too.
@@ -139,7 +143,9 @@ pub fn queue_actions(counts: &QueueCounts) -> Vec<Action> {
         Action {
             url: url("pause"),
             label: "Pause",
-            confirm: format!("Pause queue {queue}? No worker claims its jobs until it is resumed; running jobs finish."),
+            confirm: format!(
+                "Pause queue {queue}? No worker claims its jobs until it is resumed; running jobs finish."
+            ),
             danger: false,
         }
     }];
@@ -161,7 +167,10 @@ pub fn queue_actions(counts: &QueueCounts) -> Vec<Action> {
         actions.push(Action {
             url: url("purge-completed"),
             label: "Purge completed",
-            confirm: format!("Delete the {} completed jobs kept for {queue}?", counts.completed),
+            confirm: format!(
+                "Delete the {} completed jobs kept for {queue}?",
+                counts.completed
+            ),
             danger: true,
         });
     }
@@ -233,7 +242,10 @@ pub fn queue_row(counts: &QueueCounts, throughput: &[MinuteStats], workers: usiz
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(priority, count)| PriorityCount { priority, count: *count })
+            .map(|(priority, count)| PriorityCount {
+                priority,
+                count: *count,
+            })
             .collect(),
         scheduled: counts.scheduled,
         running: counts.active,
@@ -301,8 +313,14 @@ pub fn job_row(job: &JobDetail, state: JobState, now_ms: i64) -> JobRow {
         attempts: format!("{}/{}", job.attempts, job.max_attempts),
         when_label,
         when: when_ms.and_then(|ms| moment(ms, now_ms)),
-        error: job.last_error.as_deref().filter(|_| state != JobState::Completed).map(|e| shorten(e, 160)),
-        worker: (state == JobState::Active).then(|| job.worker.clone()).flatten(),
+        error: job
+            .last_error
+            .as_deref()
+            .filter(|_| state != JobState::Completed)
+            .map(|e| shorten(e, 160)),
+        worker: (state == JobState::Active)
+            .then(|| job.worker.clone())
+            .flatten(),
         actions: job_actions(&job.queue, &job.id, state.set_name()),
     }
 }
@@ -368,8 +386,14 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         .errors
         .iter()
         .map(|entry| AttemptError {
-            attempt: entry.get("attempt").map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-            at: entry.get("at").and_then(|v| v.as_i64()).and_then(|ms| moment(ms, now_ms)),
+            attempt: entry
+                .get("attempt")
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "?".into()),
+            at: entry
+                .get("at")
+                .and_then(|v| v.as_i64())
+                .and_then(|ms| moment(ms, now_ms)),
             error: entry
                 .get("error")
                 .and_then(|e| e.as_str())
@@ -583,7 +607,11 @@ pub fn chart(minutes: &[MinuteStats]) -> Chart {
     const LEFT: f64 = 36.0;
     const TOP: f64 = 8.0;
     const BASELINE: f64 = 128.0;
-    let peak = minutes.iter().map(|m| m.completed + m.failed).max().unwrap_or(0);
+    let peak = minutes
+        .iter()
+        .map(|m| m.completed + m.failed)
+        .max()
+        .unwrap_or(0);
     let max = nice_ceiling(peak);
     let slot = (f64::from(WIDTH) - LEFT) / minutes.len().max(1) as f64;
     let scale = (BASELINE - TOP) / max as f64;
@@ -593,7 +621,9 @@ pub fn chart(minutes: &[MinuteStats]) -> Chart {
         .map(|(i, m)| {
             let processed_height = m.completed as f64 * scale;
             let failed_height = m.failed as f64 * scale;
-            let minute = datetime(m.minute_ms).map(|t| t.format("%H:%M").to_string()).unwrap_or_default();
+            let minute = datetime(m.minute_ms)
+                .map(|t| t.format("%H:%M").to_string())
+                .unwrap_or_default();
             Bar {
                 x: LEFT + i as f64 * slot + 1.0,
                 width: (slot - 2.0).max(1.0),
@@ -601,7 +631,10 @@ pub fn chart(minutes: &[MinuteStats]) -> Chart {
                 processed_height,
                 failed_y: BASELINE - processed_height - failed_height,
                 failed_height,
-                title: format!("{minute} UTC: {} processed, {} failed", m.completed, m.failed),
+                title: format!(
+                    "{minute} UTC: {} processed, {} failed",
+                    m.completed, m.failed
+                ),
             }
         })
         .collect();
@@ -652,12 +685,22 @@ mod tests {
         assert_eq!(chart.max, 100);
         assert_eq!(chart.bars.len(), 60);
         assert_eq!(chart.processed, (0..60).sum::<u64>());
-        assert!(chart.bars.iter().all(|b| b.failed_y >= 8.0 && b.processed_y <= 128.0));
+        assert!(
+            chart
+                .bars
+                .iter()
+                .all(|b| b.failed_y >= 8.0 && b.processed_y <= 128.0)
+        );
     }
 
     #[test]
     fn actions_follow_the_state() {
-        let labels = |state| job_actions("emails", "id", state).into_iter().map(|a| a.label).collect::<Vec<_>>();
+        let labels = |state| {
+            job_actions("emails", "id", state)
+                .into_iter()
+                .map(|a| a.label)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(labels("dead"), ["Retry", "Delete"]);
         assert_eq!(labels("scheduled"), ["Run now", "Delete"]);
         assert_eq!(labels("ready"), ["Delete"]);

@@ -110,7 +110,10 @@ impl Browser {
 
     /// Opens `url`.
     pub async fn goto(&self, url: &str) {
-        self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
     /// The path (and query) of the current page.
@@ -123,20 +126,32 @@ impl Browser {
     /// The element matching `css`, waiting for it to appear.
     pub async fn find(&self, css: &str) -> Element {
         let client = &self.client;
-        eventually(&format!("element {css}"), Duration::from_secs(30), || async move {
-            client.find(Locator::Css(css)).await.ok()
-        })
+        eventually(
+            &format!("element {css}"),
+            Duration::from_secs(30),
+            || async move { client.find(Locator::Css(css)).await.ok() },
+        )
         .await
     }
 
     /// Whether an element matching `css` is on the page now.
     pub async fn has(&self, css: &str) -> bool {
-        !self.client.find_all(Locator::Css(css)).await.expect("find_all").is_empty()
+        !self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .is_empty()
     }
 
     /// The text of `css`, once `wanted` holds for it (the page updates itself, so this waits
     /// for the live update rather than reloading).
-    pub async fn wait_for_text(&self, css: &str, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
         let client = &self.client;
         let wanted = &wanted;
         eventually(what, Duration::from_secs(60), || async move {
@@ -156,7 +171,11 @@ impl Browser {
 
     /// Clicks `css`.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     /// Presses and releases `key` on the keyboard (wherever the focus is).
@@ -178,7 +197,10 @@ impl Browser {
 
     /// Runs `script` in the page and returns its result.
     pub async fn run(&self, script: &str) -> Value {
-        self.client.execute(script, Vec::new()).await.expect("script runs")
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .expect("script runs")
     }
 
     /// Ends the session and the driver.
@@ -191,7 +213,10 @@ impl Browser {
 async fn wait_until_ready(port: u16) -> bool {
     let client = reqwest::Client::new();
     for _ in 0..100 {
-        if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/status")).send().await
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{port}/status"))
+            .send()
+            .await
             && let Ok(status) = response.json::<Value>().await
             && status["value"]["ready"] == true
         {

@@ -19,12 +19,22 @@ async fn anonymous_visitors_are_sent_to_login_and_json_is_401(pool: PgPool) {
         "/admin/login?next=/admin/queues/emails%3Fstate%3Ddead"
     );
 
-    for path in ["/admin/api/overview", "/admin/api/queues/emails/jobs?state=dead", "/admin/api/queues/emails/jobs/x"] {
+    for path in [
+        "/admin/api/overview",
+        "/admin/api/queues/emails/jobs?state=dead",
+        "/admin/api/queues/emails/jobs/x",
+    ] {
         let body = assert_error(app.get(path, None).await, StatusCode::UNAUTHORIZED).await;
         assert!(body.get("queues").is_none());
     }
     // An action without a session does nothing and goes to the login page.
-    let action = app.post_form("/admin/queues/emails/pause", "", &[("csrf", "x"), ("confirmed", "yes")]).await;
+    let action = app
+        .post_form(
+            "/admin/queues/emails/pause",
+            "",
+            &[("csrf", "x"), ("confirmed", "yes")],
+        )
+        .await;
     assert_eq!(action.status(), StatusCode::SEE_OTHER);
     assert!(!app.services.queue.counts("emails").await.unwrap().paused);
 }
@@ -35,7 +45,9 @@ async fn customers_are_refused_everywhere(pool: PgPool) {
     let customer = app.customer().await;
 
     // The login form refuses them and sets no session.
-    let login = app.dashboard_login(&customer.email, &customer.password).await;
+    let login = app
+        .dashboard_login(&customer.email, &customer.password)
+        .await;
     assert_eq!(login.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&login, "orderly_admin").is_none());
     assert!(login.text().await.unwrap().contains("not an administrator"));
@@ -47,15 +59,31 @@ async fn customers_are_refused_everywhere(pool: PgPool) {
     let html = page.text().await.unwrap();
     assert!(html.contains("Administrators only"));
     assert!(!html.contains("data-queue"), "no queue data for customers");
-    assert_error(app.get_with_cookie("/admin/api/overview", &cookie).await, StatusCode::FORBIDDEN).await;
-    assert_error(app.get("/admin/api/overview", Some(&customer.token)).await, StatusCode::FORBIDDEN).await;
     assert_error(
-        app.get("/admin/api/queues/emails/jobs?state=waiting", Some(&customer.token)).await,
+        app.get_with_cookie("/admin/api/overview", &cookie).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get("/admin/api/overview", Some(&customer.token)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get(
+            "/admin/api/queues/emails/jobs?state=waiting",
+            Some(&customer.token),
+        )
+        .await,
         StatusCode::FORBIDDEN,
     )
     .await;
     let action = app
-        .post_form("/admin/queues/emails/pause", &cookie, &[("csrf", "x"), ("confirmed", "yes")])
+        .post_form(
+            "/admin/queues/emails/pause",
+            &cookie,
+            &[("csrf", "x"), ("confirmed", "yes")],
+        )
         .await;
     assert_eq!(action.status(), StatusCode::FORBIDDEN);
     assert!(!app.services.queue.counts("emails").await.unwrap().paused);
@@ -74,7 +102,11 @@ async fn admin_login_sets_a_strict_http_only_cookie_scoped_to_admin(pool: PgPool
     let forged = app
         .client
         .post(app.url("/admin/login"))
-        .form(&[("email", admin.email.as_str()), ("password", admin.password.as_str()), ("csrf", "guess")])
+        .form(&[
+            ("email", admin.email.as_str()),
+            ("password", admin.password.as_str()),
+            ("csrf", "guess"),
+        ])
         .send()
         .await
         .unwrap();
@@ -86,28 +118,48 @@ async fn admin_login_sets_a_strict_http_only_cookie_scoped_to_admin(pool: PgPool
     assert_eq!(login.headers()["location"], "/admin/queues");
     let header = set_cookie_header(&login, "orderly_admin").expect("session cookie");
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
-        assert!(header.contains(attribute), "{attribute} missing in {header}");
+        assert!(
+            header.contains(attribute),
+            "{attribute} missing in {header}"
+        );
     }
-    assert!(!header.contains("Secure"), "plain http here; Secure only behind https");
+    assert!(
+        !header.contains("Secure"),
+        "plain http here; Secure only behind https"
+    );
 
-    let cookie = format!("orderly_admin={}", set_cookie(&login, "orderly_admin").unwrap());
+    let cookie = format!(
+        "orderly_admin={}",
+        set_cookie(&login, "orderly_admin").unwrap()
+    );
     let page = app.get_with_cookie("/admin/queues", &cookie).await;
     assert_eq!(page.status(), StatusCode::OK);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(page.headers()["cache-control"], "no-store");
     assert!(page.headers().contains_key("server-timing"));
     let html = page.text().await.unwrap();
     for queue in orderly::jobs::QUEUES {
-        assert!(html.contains(&format!("data-queue=\"{queue}\"")), "{queue} listed");
+        assert!(
+            html.contains(&format!("data-queue=\"{queue}\"")),
+            "{queue} listed"
+        );
     }
 
     // Logging out clears the cookie.
     let csrf = hidden_field(&html, "csrf").unwrap();
-    let logout = app.post_form("/admin/logout", &cookie, &[("csrf", &csrf)]).await;
+    let logout = app
+        .post_form("/admin/logout", &cookie, &[("csrf", &csrf)])
+        .await;
     assert_eq!(logout.status(), StatusCode::SEE_OTHER);
     let cleared = set_cookie_header(&logout, "orderly_admin").unwrap();
-    assert!(cleared.starts_with("orderly_admin=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("orderly_admin=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -117,19 +169,44 @@ async fn actions_need_the_csrf_token_the_same_origin_and_a_confirmation(pool: Pg
     let dead = app.make_dead_email(admin.id).await;
     let cookie = app.dashboard_session(&admin).await;
     let job_path = format!("/admin/queues/emails/jobs/{dead}");
-    let html = app.get_with_cookie(&job_path, &cookie).await.text().await.unwrap();
+    let html = app
+        .get_with_cookie(&job_path, &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
     let csrf = hidden_field(&html, "csrf").unwrap();
     let retry = format!("{job_path}/retry");
-    let state = || async { app.services.queue.job("emails", &dead).await.unwrap().unwrap().state };
+    let state = || async {
+        app.services
+            .queue
+            .job("emails", &dead)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    };
 
     // No token, or another session's token: refused, nothing changes.
     for token in ["", "dGhpcyBpcyBub3QgdGhlIHRva2Vu"] {
-        let response = app.post_form(&retry, &cookie, &[("csrf", token), ("confirmed", "yes")]).await;
+        let response = app
+            .post_form(&retry, &cookie, &[("csrf", token), ("confirmed", "yes")])
+            .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
     let other_session = app.dashboard_session(&admin).await;
-    let response = app.post_form(&retry, &other_session, &[("csrf", &csrf), ("confirmed", "yes")]).await;
-    assert_eq!(response.status(), StatusCode::FORBIDDEN, "the token is bound to its session");
+    let response = app
+        .post_form(
+            &retry,
+            &other_session,
+            &[("csrf", &csrf), ("confirmed", "yes")],
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "the token is bound to its session"
+    );
     assert_eq!(state().await, "dead");
 
     // A post that another site's page makes is refused even with a valid token.
@@ -146,18 +223,38 @@ async fn actions_need_the_csrf_token_the_same_origin_and_a_confirmation(pool: Pg
     assert_eq!(state().await, "dead");
 
     // Without confirmation the server asks first.
-    let ask = app.post_form(&retry, &cookie, &[("csrf", &csrf), ("return_to", &job_path)]).await;
+    let ask = app
+        .post_form(
+            &retry,
+            &cookie,
+            &[("csrf", &csrf), ("return_to", &job_path)],
+        )
+        .await;
     assert_eq!(ask.status(), StatusCode::OK);
     let question = ask.text().await.unwrap();
-    assert!(question.contains("Please confirm") && question.contains("name=\"confirmed\" value=\"yes\""));
+    assert!(
+        question.contains("Please confirm")
+            && question.contains("name=\"confirmed\" value=\"yes\"")
+    );
     assert_eq!(state().await, "dead");
 
     // Confirmed: done, and back to the job page with a notice.
     let done = app
-        .post_form(&retry, &cookie, &[("csrf", &csrf), ("confirmed", "yes"), ("return_to", &job_path)])
+        .post_form(
+            &retry,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("confirmed", "yes"),
+                ("return_to", &job_path),
+            ],
+        )
         .await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
-    assert_eq!(done.headers()["location"].to_str().unwrap(), format!("{job_path}?done=retry"));
+    assert_eq!(
+        done.headers()["location"].to_str().unwrap(),
+        format!("{job_path}?done=retry")
+    );
     assert_eq!(state().await, "ready");
 
     // return_to cannot send the operator to another site.
@@ -165,7 +262,11 @@ async fn actions_need_the_csrf_token_the_same_origin_and_a_confirmation(pool: Pg
         .post_form(
             "/admin/queues/emails/pause",
             &cookie,
-            &[("csrf", &csrf), ("confirmed", "yes"), ("return_to", "https://evil.example/")],
+            &[
+                ("csrf", &csrf),
+                ("confirmed", "yes"),
+                ("return_to", "https://evil.example/"),
+            ],
         )
         .await;
     assert_eq!(pause.status(), StatusCode::SEE_OTHER);
@@ -180,15 +281,28 @@ async fn json_api_reads_queues_and_jobs_for_admins(pool: PgPool) {
     let dead = app.make_dead_email(admin.id).await;
     app.enqueue_welcome_email(admin.id, 2).await;
 
-    let overview: Value = app.get("/admin/api/overview", Some(&admin.token)).await.json().await.unwrap();
-    let emails = overview["queues"].as_array().unwrap().iter().find(|q| q["counts"]["queue"] == "emails").unwrap();
+    let overview: Value = app
+        .get("/admin/api/overview", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let emails = overview["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["counts"]["queue"] == "emails")
+        .unwrap();
     assert_eq!(emails["counts"]["dead"], 1);
     assert!(emails["counts"]["waiting_by_priority"][2].as_u64().unwrap() >= 1);
     assert_eq!(emails["throughput"].as_array().unwrap().len(), 60);
     assert!(overview["outbox"]["pending"].is_u64());
 
     let page: Value = app
-        .get("/admin/api/queues/emails/jobs?state=dead", Some(&admin.token))
+        .get(
+            "/admin/api/queues/emails/jobs?state=dead",
+            Some(&admin.token),
+        )
         .await
         .json()
         .await
@@ -197,7 +311,10 @@ async fn json_api_reads_queues_and_jobs_for_admins(pool: PgPool) {
     assert_eq!(page["jobs"][0]["id"], dead.as_str());
 
     let job: Value = app
-        .get(&format!("/admin/api/queues/emails/jobs/{dead}"), Some(&admin.token))
+        .get(
+            &format!("/admin/api/queues/emails/jobs/{dead}"),
+            Some(&admin.token),
+        )
         .await
         .json()
         .await
@@ -207,7 +324,25 @@ async fn json_api_reads_queues_and_jobs_for_admins(pool: PgPool) {
     assert_eq!(job["request_id"], "req-dashboard-test");
     assert_eq!(job["errors"].as_array().unwrap().len(), 2);
 
-    assert_error(app.get("/admin/api/queues/nope/jobs?state=dead", Some(&admin.token)).await, StatusCode::NOT_FOUND).await;
-    assert_error(app.get("/admin/api/queues/emails/jobs?state=lost", Some(&admin.token)).await, StatusCode::BAD_REQUEST).await;
-    assert_error(app.get("/admin/api/queues/emails/jobs/nope", Some(&admin.token)).await, StatusCode::NOT_FOUND).await;
+    assert_error(
+        app.get("/admin/api/queues/nope/jobs?state=dead", Some(&admin.token))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        app.get(
+            "/admin/api/queues/emails/jobs?state=lost",
+            Some(&admin.token),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        app.get("/admin/api/queues/emails/jobs/nope", Some(&admin.token))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }

@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 
-use orderly::{Config, Services, users::{DisplayName, Email, Password}};
+use orderly::{
+    Config, Services,
+    users::{DisplayName, Email, Password},
+};
 use orderly_api::{AppState, app};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -38,7 +41,10 @@ pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
     .collect();
     let dir = std::env::temp_dir().join(format!("orderly-test-{prefix}"));
     vars.insert("MAIL_DIR".into(), dir.join("mail").display().to_string());
-    vars.insert("STORAGE_DIR".into(), dir.join("storage").display().to_string());
+    vars.insert(
+        "STORAGE_DIR".into(),
+        dir.join("storage").display().to_string(),
+    );
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -88,7 +94,9 @@ pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp
     let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
     orderly::telemetry::init(&config.log);
     let services = Services::build_with_pool(config, pool).expect("services build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let state = AppState::new(services.clone());
@@ -159,7 +167,11 @@ impl TestApp {
     /// Logs in and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let response = self
-            .post_json("/api/v1/auth/login", None, &json!({"email": email, "password": password}))
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
         let body: Value = response.json().await.expect("json");
@@ -268,11 +280,21 @@ pub async fn assert_error(response: Response, status: StatusCode) -> Value {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "error content type was {content_type:?}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error content type was {content_type:?}"
+    );
     let body: Value = response.json().await.expect("json error body");
     assert_eq!(body["statusCode"], status.as_u16(), "statusCode in {body}");
-    assert_eq!(body["error"], status.canonical_reason().unwrap_or_default(), "error in {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(
+        body["error"],
+        status.canonical_reason().unwrap_or_default(),
+        "error in {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
     body
 }
 
@@ -292,7 +314,10 @@ impl TestWorker {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            handle.await.expect("worker task").expect("worker stopped cleanly");
+            handle
+                .await
+                .expect("worker task")
+                .expect("worker stopped cleanly");
         }
     }
 }
@@ -308,7 +333,9 @@ impl Drop for TestWorker {
 impl TestApp {
     /// Starts a real worker serving `queues`, with its `/metrics` on a port of its own.
     pub async fn start_worker(&self, queues: &[&str]) -> TestWorker {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics port");
         let metrics_address = format!("http://{}", listener.local_addr().expect("local addr"));
         let options = orderly_worker::runner::WorkerOptions {
             queues: queues.iter().map(|q| (*q).to_owned()).collect(),
@@ -346,7 +373,10 @@ impl TestApp {
         )
         .with_id(id.clone())
         .with_priority(orderly::queue::Priority::new(priority));
-        assert!(self.services.producer.enqueue(spec).await.expect("enqueue"), "job {id} was new");
+        assert!(
+            self.services.producer.enqueue(spec).await.expect("enqueue"),
+            "job {id} was new"
+        );
         id
     }
 
@@ -367,15 +397,29 @@ impl TestApp {
         assert!(self.services.producer.enqueue(spec).await.expect("enqueue"));
         let lease = std::time::Duration::from_secs(30);
         for (error, retry_in) in [
-            ("SMTP 451 4.3.0 mailbox temporarily unavailable", Some(std::time::Duration::ZERO)),
+            (
+                "SMTP 451 4.3.0 mailbox temporarily unavailable",
+                Some(std::time::Duration::ZERO),
+            ),
             ("SMTP 554 5.7.1 message rejected as spam", None),
         ] {
-            let claim = engine.claim(orderly::jobs::EMAILS, "test-claimer", 1, lease).await.expect("claim");
-            let job = claim.jobs.into_iter().next().expect("the dead-to-be job is claimed first");
+            let claim = engine
+                .claim(orderly::jobs::EMAILS, "test-claimer", 1, lease)
+                .await
+                .expect("claim");
+            let job = claim
+                .jobs
+                .into_iter()
+                .next()
+                .expect("the dead-to-be job is claimed first");
             assert_eq!(job.id, id, "the highest priority job is claimed first");
             assert!(engine.fail(&job, error, retry_in).await.expect("fail"));
         }
-        let job = engine.job(orderly::jobs::EMAILS, &id).await.expect("read").expect("job");
+        let job = engine
+            .job(orderly::jobs::EMAILS, &id)
+            .await
+            .expect("read")
+            .expect("job");
         assert_eq!(job.state, "dead");
         id
     }
@@ -383,14 +427,24 @@ impl TestApp {
     /// Signs in on the dashboard's login form like a browser and returns the session cookie
     /// (`orderly_admin=<token>`).
     pub async fn dashboard_login(&self, email: &str, password: &str) -> Response {
-        let form = self.client.get(self.url("/admin/login")).send().await.expect("login form");
+        let form = self
+            .client
+            .get(self.url("/admin/login"))
+            .send()
+            .await
+            .expect("login form");
         let csrf_cookie = set_cookie(&form, "orderly_login_csrf").expect("login CSRF cookie");
         let html = form.text().await.expect("html");
         let csrf = hidden_field(&html, "csrf").expect("csrf field");
         self.client
             .post(self.url("/admin/login"))
             .header("cookie", format!("orderly_login_csrf={csrf_cookie}"))
-            .form(&[("email", email), ("password", password), ("csrf", &csrf), ("next", "/admin/queues")])
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/admin/queues"),
+            ])
             .send()
             .await
             .expect("login post")
@@ -399,8 +453,16 @@ impl TestApp {
     /// The `Cookie` header value of an admin's dashboard session.
     pub async fn dashboard_session(&self, user: &TestUser) -> String {
         let response = self.dashboard_login(&user.email, &user.password).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "dashboard login of {}", user.email);
-        format!("orderly_admin={}", set_cookie(&response, "orderly_admin").expect("session cookie"))
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "dashboard login of {}",
+            user.email
+        );
+        format!(
+            "orderly_admin={}",
+            set_cookie(&response, "orderly_admin").expect("session cookie")
+        )
     }
 
     /// GET with a `Cookie` header.
@@ -469,7 +531,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -28,7 +28,10 @@ pub fn prometheus() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("orderly_outbox_dispatch_lag_seconds".into()), LAG_BUCKETS)
+                .set_buckets_for_metric(
+                    Matcher::Full("orderly_outbox_dispatch_lag_seconds".into()),
+                    LAG_BUCKETS,
+                )
                 .expect("valid buckets")
                 .set_buckets_for_metric(Matcher::Suffix("seconds".into()), BUCKETS)
                 .expect("valid buckets")
@@ -62,17 +65,25 @@ pub fn job_finished(queue: &str, kind: &str, outcome: &'static str, elapsed_ms: 
 /// `path` is `commit` (pushed right after the commit) or `relay` (left behind, pushed later).
 pub fn outbox_dispatched(path: &'static str, lags_seconds: &[f64]) {
     for lag in lags_seconds {
-        metrics::histogram!("orderly_outbox_dispatch_lag_seconds", "path" => path).record(lag.max(0.0));
+        metrics::histogram!("orderly_outbox_dispatch_lag_seconds", "path" => path)
+            .record(lag.max(0.0));
     }
-    metrics::counter!("orderly_outbox_dispatched_total", "path" => path).increment(lags_seconds.len() as u64);
+    metrics::counter!("orderly_outbox_dispatched_total", "path" => path)
+        .increment(lags_seconds.len() as u64);
 }
 
 /// Sets the gauges of one worker process: `orderly_worker_up` (1 while it runs, 0 once it
 /// stopped), and its running jobs and concurrency.
 pub fn worker_process(info: &WorkerInfo, up: bool) {
-    metrics::gauge!("orderly_worker_up", "worker" => info.id.clone()).set(if up { 1.0 } else { 0.0 });
-    metrics::gauge!("orderly_worker_running_jobs", "worker" => info.id.clone()).set(info.running as f64);
-    metrics::gauge!("orderly_worker_concurrency", "worker" => info.id.clone()).set(info.concurrency as f64);
+    metrics::gauge!("orderly_worker_up", "worker" => info.id.clone()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("orderly_worker_running_jobs", "worker" => info.id.clone())
+        .set(info.running as f64);
+    metrics::gauge!("orderly_worker_concurrency", "worker" => info.id.clone())
+        .set(info.concurrency as f64);
 }
 
 /// Sets the queue gauges (depth per state and priority, oldest waiting age, paused), worker
@@ -98,17 +109,22 @@ pub async fn record_queue_gauges(engine: &QueueEngine, outbox: &Outbox, queues: 
         }
         metrics::gauge!("orderly_queue_oldest_waiting_seconds", "queue" => queue.to_owned())
             .set(counts.oldest_waiting_ms as f64 / 1000.0);
-        metrics::gauge!("orderly_queue_paused", "queue" => queue.to_owned()).set(if counts.paused { 1.0 } else { 0.0 });
+        metrics::gauge!("orderly_queue_paused", "queue" => queue.to_owned())
+            .set(if counts.paused { 1.0 } else { 0.0 });
     }
     if let Ok(workers) = engine.workers().await {
         for &queue in queues {
-            let live = workers.iter().filter(|w| w.queues.iter().any(|q| q == queue)).count();
+            let live = workers
+                .iter()
+                .filter(|w| w.queues.iter().any(|q| q == queue))
+                .count();
             metrics::gauge!("orderly_workers_live", "queue" => queue.to_owned()).set(live as f64);
         }
         metrics::gauge!("orderly_worker_processes_live").set(workers.len() as f64);
     }
     if let Ok(backlog) = outbox.backlog().await {
         metrics::gauge!("orderly_outbox_pending").set(backlog.pending as f64);
-        metrics::gauge!("orderly_outbox_oldest_pending_seconds").set(backlog.oldest_ms as f64 / 1000.0);
+        metrics::gauge!("orderly_outbox_oldest_pending_seconds")
+            .set(backlog.oldest_ms as f64 / 1000.0);
     }
 }

@@ -274,7 +274,9 @@ impl Dispatcher {
         {
             Ok(lags) => crate::queue::metrics::outbox_dispatched("commit", &lags),
             // Pushed but not marked: the relay will push again, which the engine ignores by id.
-            Err(error) => tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed"),
+            Err(error) => {
+                tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed")
+            }
         }
     }
 }
