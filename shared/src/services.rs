@@ -103,8 +103,10 @@ impl Services {
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
         );
         // A claim outlives any request (the request timeout) before it is presumed dead.
-        let idempotency =
-            IdempotencyService::new(db.clone(), config.http.request_timeout + Duration::from_secs(30));
+        let idempotency = IdempotencyService::new(
+            db.clone(),
+            config.http.request_timeout + Duration::from_secs(30),
+        );
         let orders = OrderService::new(
             db.clone(),
             products.clone(),
@@ -112,7 +114,8 @@ impl Services {
             events.clone(),
             outbox.clone(),
         );
-        let reports = ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
+        let reports =
+            ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
         let storage = Storage::from_config(&config.storage)?;
         Ok(Self {
             sent_emails: SentEmailService::new(db.clone()),

@@ -69,7 +69,12 @@ where
     let worker_id = worker_id.to_owned();
     let backends = backends.clone();
     monitor.register(move |_restarts| {
-        let backend = RedisBackend::<J>::new(context.services.queue.clone(), queue, &worker_id, settings.clone());
+        let backend = RedisBackend::<J>::new(
+            context.services.queue.clone(),
+            queue,
+            &worker_id,
+            settings.clone(),
+        );
         backends.add(backend.shared());
         WorkerBuilder::new(format!("{queue}@{worker_id}"))
             .backend(backend)
@@ -102,7 +107,10 @@ pub fn register_all(
                 email::handle,
             ),
             other => {
-                tracing::warn!(queue = other, "no handler for this queue in this build; not serving it");
+                tracing::warn!(
+                    queue = other,
+                    "no handler for this queue in this build; not serving it"
+                );
                 monitor
             }
         };
