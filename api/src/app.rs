@@ -1,5 +1,5 @@
-//! Router assembly: every domain's routes under `/api/v1`, health, metrics, the OpenAPI
-//! document and Swagger UI, the fallback, and the middleware stack in one place.
+//! Router assembly: every domain's routes under `/api/v1`, health, metrics, the queue dashboard
+//! (`/admin`), the OpenAPI document and Swagger UI, the fallback, and the middleware stack in one place.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -25,7 +25,9 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
-use crate::{health, metrics, middleware, orders, products, reports, state::AppState, users};
+use crate::{
+    dashboard, health, metrics, middleware, orders, products, reports, state::AppState, users,
+};
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
 #[derive(OpenApi)]
@@ -92,6 +94,9 @@ pub fn build(state: AppState) -> Router {
 /// the request id, error shape, panic handling and timeout like every other route. Tests use
 /// it to mount routes the product does not have (a handler that panics).
 pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
+    // The recorder must exist before the first request is counted or the first gauge is set;
+    // anything recorded earlier goes nowhere.
+    metrics::handle();
     let (api, openapi) = api_router(&state);
     let openapi = Arc::new(openapi);
     let document = openapi.clone();
@@ -137,6 +142,7 @@ pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
                 .config(SwaggerConfig::new(["/api-docs/openapi.json"]).validator_url("none")),
         )
         .route("/metrics", get(metrics::render))
+        .merge(dashboard::router(&state))
         .fallback(|| async { AppError::not_found("route not found") })
         .method_not_allowed_fallback(|| async {
             AppError::MethodNotAllowed("method not allowed for this route".into())

@@ -10,9 +10,11 @@
 //!   tokens, `Idempotency-Key`).
 //! - [`middleware`]: request id, access log, error shape, timeout, rate limit, panics.
 //! - [`health`], [`metrics`]: `/health`, `/health/live`, `/metrics`.
+//! - [`dashboard`]: the job-queue dashboard for operators under `/admin`.
 
 pub mod app;
 pub mod auth;
+pub mod dashboard;
 pub mod extract;
 pub mod health;
 pub mod idempotency;

@@ -76,7 +76,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     let address = SocketAddr::new(config.http.host, config.http.port);
     let services = Services::build(config)?;
-    orderly_api::metrics::handle();
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "orderly-api listening");
     app::serve(listener, AppState::new(services), signal).await?;

@@ -3,7 +3,8 @@
 //!   carrying it, the task-local the outbox copies into jobs, one log line per request, and the
 //!   id echoed on the response.
 //! - [`error_shape`]: rewrites bodies of error responses that did not come from `AppError`
-//!   (axum's 405, the body-limit layer's 413) into the one error shape.
+//!   (axum's 405, the body-limit layer's 413) into the one error shape; the dashboard's HTML
+//!   error pages are left as they are.
 //! - [`timeout`]: cancels requests that run longer than configured (503).
 //! - [`rate_limit`]: per-client GCRA budget with `RateLimit` headers, 429 when spent.
 //! - [`panic_response`]: what a panicking handler answers (500, nothing leaked).
@@ -93,7 +94,13 @@ pub async fn error_shape(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    // The dashboard's pages render their own HTML error page for a browser to show.
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_json || is_html {
         return response;
     }
     let message = match status {

@@ -8,9 +8,11 @@
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
 //! - [`bench`]: the queue benchmark (`orderly-worker bench`).
+//! - [`metrics`]: the process's `/metrics` endpoint.
 
 pub mod bench;
 pub mod jobs;
 pub mod mailer;
+pub mod metrics;
 pub mod runner;
 pub mod templates;

@@ -35,6 +35,8 @@ pub struct WorkerOptions {
     pub relay: bool,
     /// Longest an idle worker waits before looking at the queue again without a wake-up.
     pub idle_poll: Duration,
+    /// Port of the `/metrics` endpoint (`None`: no endpoint).
+    pub metrics_port: Option<u16>,
 }
 
 impl WorkerOptions {
@@ -47,6 +49,7 @@ impl WorkerOptions {
             shutdown_grace: config.worker.shutdown_grace,
             relay: true,
             idle_poll: Duration::from_secs(5),
+            metrics_port: config.worker.metrics_port,
         }
     }
 
@@ -104,13 +107,43 @@ pub fn hostname() -> String {
 }
 
 /// Runs the worker process with every shop job handler until `shutdown` resolves, then shuts
-/// down gracefully.
+/// down gracefully. Serves `/metrics` on `options.metrics_port` (on the configured `HOST`) when
+/// it is set.
 pub async fn run(
     services: Services,
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run_with(services, options, shutdown, crate::jobs::register_all).await
+    let metrics_listener = match options.metrics_port {
+        Some(port) => {
+            let address = std::net::SocketAddr::new(services.config.http.host, port);
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind the metrics port {address}: {e}"))?;
+            tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    run_with_metrics_listener(services, options, metrics_listener, shutdown).await
+}
+
+/// [`run`] with the `/metrics` endpoint on a listener the caller bound (tests bind port 0 and
+/// read the port back); `None` serves no metrics.
+pub async fn run_with_metrics_listener(
+    services: Services,
+    options: WorkerOptions,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_process(
+        services,
+        options,
+        metrics_listener,
+        shutdown,
+        crate::jobs::register_all,
+    )
+    .await
 }
 
 /// How a process registers its apalis workers (the shop's handlers, or a benchmark's).
@@ -132,6 +165,18 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     register: impl Register,
 ) -> anyhow::Result<()> {
+    run_process(services, options, None, shutdown, register).await
+}
+
+async fn run_process(
+    services: Services,
+    options: WorkerOptions,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    register: impl Register,
+) -> anyhow::Result<()> {
+    // Installed before any job runs, so no outcome is recorded into the void.
+    orderly::queue::metrics::prometheus();
     let id = worker_id();
     let backends = Backends::default();
     let stop = CancellationToken::new();
@@ -161,6 +206,13 @@ pub async fn run_with(
             Duration::from_secs(1),
             Duration::from_secs(5),
             config.outbox_retention,
+            stop.clone(),
+        ))
+    });
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            services.clone(),
             stop.clone(),
         ))
     });
@@ -196,6 +248,9 @@ pub async fn run_with(
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     if let Err(error) = services.queue.deregister(&id).await {
         tracing::warn!(%error, "could not remove the heartbeat; it expires by itself");
     }
@@ -212,12 +267,16 @@ async fn run_heartbeat(
     loop {
         info.running = backends.running();
         info.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        orderly::queue::metrics::worker_process(&info, true);
         if let Err(error) = services.queue.heartbeat(&info).await {
             tracing::warn!(%error, "heartbeat failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                orderly::queue::metrics::worker_process(&info, false);
+                return;
+            }
         }
     }
 }

@@ -410,3 +410,245 @@ pub async fn assert_error(response: Response, status: StatusCode) -> Value {
     );
     body
 }
+
+/// A worker process running in this test process (`orderly_worker::runner`), over the app's
+/// services (same database, same Redis prefix). Stopped on drop.
+pub struct TestWorker {
+    /// `http://127.0.0.1:<port>` of its `/metrics` endpoint.
+    pub metrics_address: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    /// Stops the worker gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("worker task")
+                .expect("worker stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    /// Starts a real worker serving `queues`, with its `/metrics` on a port of its own.
+    pub async fn start_worker(&self, queues: &[&str]) -> TestWorker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics port");
+        let metrics_address = format!("http://{}", listener.local_addr().expect("local addr"));
+        let options = orderly_worker::runner::WorkerOptions {
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            concurrency: 4,
+            lease: std::time::Duration::from_secs(10),
+            shutdown_grace: std::time::Duration::from_secs(5),
+            relay: true,
+            idle_poll: std::time::Duration::from_secs(5),
+            metrics_port: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let services = self.services.clone();
+        let handle = tokio::spawn(orderly_worker::runner::run_with_metrics_listener(
+            services,
+            options,
+            Some(listener),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestWorker {
+            metrics_address,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Enqueues a welcome email for `user_id` on the `emails` queue (a job a real worker
+    /// completes: it writes an `.eml` file) and returns its id.
+    pub async fn enqueue_welcome_email(&self, user_id: Uuid, priority: u8) -> String {
+        let id = Uuid::now_v7().to_string();
+        let spec = orderly::queue::JobSpec::new(
+            orderly::jobs::EMAILS,
+            "email.welcome",
+            json!({"type": "welcome", "user_id": user_id}),
+        )
+        .with_id(id.clone())
+        .with_priority(orderly::queue::Priority::new(priority));
+        assert!(
+            self.services.producer.enqueue(spec).await.expect("enqueue"),
+            "job {id} was new"
+        );
+        id
+    }
+
+    /// Makes a dead welcome email: enqueued at the highest priority (so it is claimed before
+    /// anything else waiting), then claimed and failed as a worker would, once with a retry and
+    /// once for good. Returns its id. Call it while no worker serves the queue.
+    pub async fn make_dead_email(&self, user_id: Uuid) -> String {
+        let engine = &self.services.queue;
+        let id = Uuid::now_v7().to_string();
+        let mut spec = orderly::queue::JobSpec::new(
+            orderly::jobs::EMAILS,
+            "email.welcome",
+            json!({"type": "welcome", "user_id": user_id}),
+        )
+        .with_id(id.clone())
+        .with_priority(orderly::queue::Priority::CRITICAL);
+        spec.request_id = Some("req-dashboard-test".into());
+        assert!(self.services.producer.enqueue(spec).await.expect("enqueue"));
+        let lease = std::time::Duration::from_secs(30);
+        for (error, retry_in) in [
+            (
+                "SMTP 451 4.3.0 mailbox temporarily unavailable",
+                Some(std::time::Duration::ZERO),
+            ),
+            ("SMTP 554 5.7.1 message rejected as spam", None),
+        ] {
+            let claim = engine
+                .claim(orderly::jobs::EMAILS, "test-claimer", 1, lease)
+                .await
+                .expect("claim");
+            let job = claim
+                .jobs
+                .into_iter()
+                .next()
+                .expect("the dead-to-be job is claimed first");
+            assert_eq!(job.id, id, "the highest priority job is claimed first");
+            assert!(engine.fail(&job, error, retry_in).await.expect("fail"));
+        }
+        let job = engine
+            .job(orderly::jobs::EMAILS, &id)
+            .await
+            .expect("read")
+            .expect("job");
+        assert_eq!(job.state, "dead");
+        id
+    }
+
+    /// Signs in on the dashboard's login form like a browser and returns the session cookie
+    /// (`orderly_admin=<token>`).
+    pub async fn dashboard_login(&self, email: &str, password: &str) -> Response {
+        let form = self
+            .client
+            .get(self.url("/admin/login"))
+            .send()
+            .await
+            .expect("login form");
+        let csrf_cookie = set_cookie(&form, "orderly_login_csrf").expect("login CSRF cookie");
+        let html = form.text().await.expect("html");
+        let csrf = hidden_field(&html, "csrf").expect("csrf field");
+        self.client
+            .post(self.url("/admin/login"))
+            .header("cookie", format!("orderly_login_csrf={csrf_cookie}"))
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/admin/queues"),
+            ])
+            .send()
+            .await
+            .expect("login post")
+    }
+
+    /// The `Cookie` header value of an admin's dashboard session.
+    pub async fn dashboard_session(&self, user: &TestUser) -> String {
+        let response = self.dashboard_login(&user.email, &user.password).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SEE_OTHER,
+            "dashboard login of {}",
+            user.email
+        );
+        format!(
+            "orderly_admin={}",
+            set_cookie(&response, "orderly_admin").expect("session cookie")
+        )
+    }
+
+    /// GET with a `Cookie` header.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POST a form with a `Cookie` header.
+    pub async fn post_form(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// The value a response sets for cookie `name`, if it sets it (to something non-empty).
+pub fn set_cookie(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(n, v)| *n == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The full `Set-Cookie` header a response sends for `name`.
+pub fn set_cookie_header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of the first hidden input `name` in `html`.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit` (a generous bound on
+/// something that normally takes milliseconds, not a timing assertion).
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

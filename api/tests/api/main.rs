@@ -1,12 +1,16 @@
 //! Integration tests of the api: real HTTP against a real server on port 0, a fresh PostgreSQL
 //! database per test (`#[sqlx::test]`) and a unique Redis key prefix per test.
 
+mod browser;
 mod helpers;
 
+mod dashboard_auth;
+mod dashboard_browser;
 mod errors;
 mod events;
 mod health;
 mod idempotency;
+mod metrics;
 mod migrations;
 mod openapi;
 mod orders;

@@ -26,6 +26,9 @@ const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/api/v1/orders/{id}"),
     ("PATCH", "/api/v1/orders/{id}"),
     ("POST", "/api/v1/orders/{id}/cancel"),
+    ("POST", "/api/v1/reports"),
+    ("GET", "/api/v1/reports/{id}"),
+    ("GET", "/api/v1/reports/{id}/download"),
     ("GET", "/health"),
     ("GET", "/health/live"),
 ];

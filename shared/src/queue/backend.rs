@@ -468,6 +468,7 @@ async fn deliver<Args>(
                     .engine
                     .fail(&job, &format!("undecodable payload: {error}"), None)
                     .await;
+                crate::queue::metrics::job_finished(&job.queue, &job.kind, "dead", 0.0);
                 shared.unhold(&job.id);
             }
         }

@@ -102,6 +102,28 @@ pub struct JobPage {
     pub offset: u64,
 }
 
+/// One queue on the overview: its sizes and its recent throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueSummary {
+    /// Sizes right now.
+    pub counts: QueueCounts,
+    /// Per-minute outcomes, oldest first, the current minute last.
+    pub throughput: Vec<MinuteStats>,
+}
+
+/// Everything the dashboard's overview shows, read in one go.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// Every queue asked for, in the order asked.
+    pub queues: Vec<QueueSummary>,
+    /// Live worker processes.
+    pub workers: Vec<crate::queue::WorkerInfo>,
+    /// Undispatched outbox rows (`None` when PostgreSQL could not be read).
+    pub outbox: Option<crate::queue::outbox::OutboxBacklog>,
+    /// When this was read, ms since the epoch.
+    pub read_at_ms: i64,
+}
+
 fn opt_i64(map: &HashMap<String, String>, key: &str) -> Option<i64> {
     map.get(key).and_then(|v| v.parse().ok())
 }
@@ -149,6 +171,32 @@ fn detail_from_hash(
             .collect(),
         retry: map.get("retry").cloned(),
     }
+}
+
+/// Reads the overview of `queues`: sizes, `minutes` of throughput, live workers, and the outbox
+/// backlog (PostgreSQL and Redis are read at the same time). A PostgreSQL failure leaves the
+/// backlog out rather than failing the page: the queues are what an operator came for.
+pub async fn overview(
+    engine: &QueueEngine,
+    outbox: &crate::queue::Outbox,
+    queues: &[&str],
+    minutes: u32,
+) -> redis::RedisResult<Overview> {
+    let (queue_read, backlog) = tokio::join!(engine.summaries(queues, minutes), outbox.backlog());
+    let (queues, workers) = queue_read?;
+    let outbox = match backlog {
+        Ok(backlog) => Some(backlog),
+        Err(error) => {
+            tracing::warn!(%error, "outbox backlog could not be read");
+            None
+        }
+    };
+    Ok(Overview {
+        queues,
+        workers,
+        outbox,
+        read_at_ms: chrono::Utc::now().timestamp_millis(),
+    })
 }
 
 impl QueueEngine {
@@ -303,6 +351,23 @@ impl QueueEngine {
             total,
             offset,
         })
+    }
+
+    /// Sizes and `minutes` of throughput of each of `queues` (read concurrently, one pipelined
+    /// round trip per queue and read), plus the live workers.
+    pub async fn summaries(
+        &self,
+        queues: &[&str],
+        minutes: u32,
+    ) -> redis::RedisResult<(Vec<QueueSummary>, Vec<crate::queue::WorkerInfo>)> {
+        let reads = queues.iter().map(|queue| async move {
+            let (counts, throughput) =
+                tokio::try_join!(self.counts(queue), self.throughput(queue, minutes))?;
+            Ok::<_, redis::RedisError>(QueueSummary { counts, throughput })
+        });
+        let (summaries, workers) =
+            tokio::try_join!(futures::future::try_join_all(reads), self.workers())?;
+        Ok((summaries, workers))
     }
 
     /// Retries a dead job now, with its attempts reset. False if it is not dead.

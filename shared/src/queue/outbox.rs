@@ -77,6 +77,12 @@ impl std::fmt::Debug for Outbox {
 /// Rows the relay handles per transaction.
 const RELAY_BATCH: i64 = 500;
 
+/// Marks rows dispatched and returns, per row, how long it waited since its commit (seconds):
+/// the dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not
+/// hide its own wait.
+const MARK_DISPATCHED: &str = "update outbox set dispatched_at = now() where id = any($1) \
+     returning extract(epoch from (clock_timestamp() - created_at))::float8";
+
 impl Outbox {
     /// Starts the dispatcher (must be called inside a tokio runtime).
     pub fn new(pool: PgPool, producer: Producer) -> Self {
@@ -139,11 +145,12 @@ impl Outbox {
             })
             .collect();
         self.producer.enqueue_many(specs).await?;
-        sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
+        let lags: Vec<f64> = sqlx::query_scalar(MARK_DISPATCHED)
             .bind(&ids)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
+        crate::queue::metrics::outbox_dispatched("relay", &lags);
         tracing::info!(relayed = ids.len(), "relayed undispatched outbox rows");
         Ok(ids.len())
     }
@@ -260,14 +267,16 @@ impl Dispatcher {
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
             return;
         }
-        if let Err(error) =
-            sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
-                .bind(&ids)
-                .execute(&self.pool)
-                .await
+        match sqlx::query_scalar::<_, f64>(MARK_DISPATCHED)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
         {
+            Ok(lags) => crate::queue::metrics::outbox_dispatched("commit", &lags),
             // Pushed but not marked: the relay will push again, which the engine ignores by id.
-            tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed");
+            Err(error) => {
+                tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed")
+            }
         }
     }
 }

@@ -128,6 +128,12 @@ impl UserService {
         })
     }
 
+    /// Verifies a token and returns all its claims (the dashboard session needs the `jti` to
+    /// bind its CSRF token to the session).
+    pub fn claims(&self, token: &str) -> Result<crate::users::token::Claims, AppError> {
+        self.tokens.verify(token)
+    }
+
     /// Creates an admin, or makes an existing account an admin with the given password.
     /// Returns the user and whether it was created.
     #[tracing::instrument(skip_all)]

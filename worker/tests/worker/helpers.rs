@@ -97,6 +97,7 @@ pub fn options(queue: &str, concurrency: usize) -> WorkerOptions {
         shutdown_grace: Duration::from_secs(10),
         relay: false,
         idle_poll: Duration::from_secs(5),
+        metrics_port: None,
     }
 }
 

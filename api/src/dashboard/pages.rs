@@ -1,0 +1,177 @@
+//! Rendering: the minijinja templates and static files compiled into the binary, the security
+//! headers every dashboard page carries, and the HTML error page.
+//!
+//! Templates are auto-escaped (every `.html` name), so job payloads and error texts, which come
+//! from outside, cannot inject markup. The CSP allows scripts and styles from this origin only:
+//! no inline script, no CDN.
+
+use std::sync::OnceLock;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+use minijinja::{AutoEscape, Environment};
+use serde::Serialize;
+
+/// The stylesheet.
+pub const CSS: &str = include_str!("static/dashboard.css");
+/// The script (live updates, confirmations, keyboard shortcuts); the pages work without it.
+pub const JS: &str = include_str!("static/dashboard.js");
+
+macro_rules! templates {
+    ($env:ident, $($name:literal),+ $(,)?) => {
+        $( $env.add_template($name, include_str!(concat!("templates/", $name))).expect(concat!("template ", $name)); )+
+    };
+}
+
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        templates!(
+            env,
+            "layout.html",
+            "login.html",
+            "error.html",
+            "confirm.html",
+            "overview.html",
+            "overview_live.html",
+            "queue.html",
+            "queue_live.html",
+            "job.html",
+            "job_live.html",
+            "chart.html",
+            "action.html",
+        );
+        env
+    })
+}
+
+/// A short hash of the static files, appended to their URLs so browsers may cache them for a
+/// long time and still fetch a new version after a deploy.
+pub fn asset_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new().chain_update(CSS).chain_update(JS).finalize();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// Renders template `name` with `context` as a page with the dashboard's headers.
+pub fn render(status: StatusCode, name: &str, context: impl Serialize) -> Response {
+    let rendered = environment()
+        .get_template(name)
+        .and_then(|t| t.render(context));
+    match rendered {
+        Ok(html) => with_headers((status, Html(html)).into_response()),
+        Err(error) => {
+            tracing::error!(template = name, error = %format!("{error:#}"), "dashboard template failed");
+            with_headers(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Html(
+                        "<!doctype html><title>Error</title><p>The page could not be rendered.</p>"
+                            .to_owned(),
+                    ),
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+/// The HTML error page.
+/// `offer_sign_out`: show a sign-out button (for a signed-in user who is not an admin).
+pub fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    offer_sign_out: bool,
+) -> Response {
+    #[derive(Serialize)]
+    struct Context<'a> {
+        title: &'a str,
+        message: &'a str,
+        status: u16,
+        offer_sign_out: bool,
+        asset_version: &'a str,
+    }
+    render(
+        status,
+        "error.html",
+        Context {
+            title,
+            message,
+            status: status.as_u16(),
+            offer_sign_out,
+            asset_version: asset_version(),
+        },
+    )
+}
+
+/// An `AppError` shown as the HTML error page (5xx causes are logged, never shown).
+pub fn app_error_page(error: orderly::error::AppError) -> Response {
+    let status = error.status();
+    if status.is_server_error() {
+        // Logs the cause chain, as the JSON rendering does; the body is replaced below.
+        let _ = error.into_response();
+        return error_page(
+            status,
+            "Something went wrong",
+            "The dashboard could not read the queues. Try again in a moment.",
+            false,
+        );
+    }
+    let message = error.body().message;
+    error_page(
+        status,
+        status.canonical_reason().unwrap_or("Error"),
+        &message,
+        false,
+    )
+}
+
+/// No caching (pages hold live data and a CSRF token), no framing, a strict CSP.
+pub fn with_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// A static file, cacheable for a year (its URL changes with its content).
+pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}

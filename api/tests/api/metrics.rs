@@ -1,0 +1,282 @@
+//! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, and the numbers
+//! move when jobs run. (nextest runs every test in a process of its own, so the process-wide
+//! recorder holds only this test's numbers.)
+
+use std::{collections::HashMap, time::Duration};
+
+use reqwest::StatusCode;
+use sqlx::PgPool;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with};
+
+/// One scrape, parsed: `name{labels}` (labels sorted) → value. Panics on any line that is not
+/// valid text exposition format, and on samples whose metric has no `# TYPE`.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().expect("TYPE names a metric");
+            let kind = parts.next().expect("TYPE has a kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let mut labels: Vec<&str> = if body.is_empty() {
+                    Vec::new()
+                } else {
+                    split_labels(body)
+                };
+                for label in &labels {
+                    let (key, quoted) = label
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(
+                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "label name in {line:?}"
+                    );
+                    assert!(
+                        quoted.starts_with('"') && quoted.ends_with('"'),
+                        "label value in {line:?}"
+                    );
+                }
+                labels.sort_unstable();
+                (name, format!("{{{}}}", labels.join(",")))
+            }
+            None => (series, String::new()),
+        };
+        assert!(name.starts_with("orderly_"), "unprefixed metric {name}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| typed.contains(*base))
+            })
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no # TYPE line");
+        samples.insert(format!("{name}{labels}"), value);
+    }
+    samples
+}
+
+/// Splits `a="x",b="y,z"` at the commas outside quotes.
+fn split_labels(body: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < body.len() {
+        out.push(&body[start..]);
+    }
+    out
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> HashMap<String, f64> {
+    let response = client.get(url).send().await.expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    parse(&response.text().await.unwrap())
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn scrapes_parse_and_move_when_jobs_run(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let metrics_url = app.url("/metrics");
+
+    // Three emails waiting at priority 5 and one dead, no worker yet.
+    let dead = app.make_dead_email(admin.id).await;
+    for _ in 0..3 {
+        app.enqueue_welcome_email(admin.id, 5).await;
+    }
+    let before = scrape(&app.client, &metrics_url).await;
+    let waiting_p5 = r#"orderly_queue_jobs{priority="5",queue="emails",state="waiting"}"#;
+    assert!(value(&before, waiting_p5) >= 3.0, "3 waiting at priority 5");
+    assert_eq!(
+        value(
+            &before,
+            r#"orderly_queue_jobs{priority="all",queue="emails",state="dead"}"#
+        ),
+        1.0
+    );
+    assert!(before.contains_key(r#"orderly_queue_oldest_waiting_seconds{queue="emails"}"#));
+    assert_eq!(
+        value(&before, r#"orderly_workers_live{queue="emails"}"#),
+        0.0
+    );
+    assert!(before.contains_key("orderly_outbox_pending"));
+
+    // A customer's registration goes through the outbox: the dispatch lag is recorded.
+    app.customer().await;
+    let worker = app.start_worker(&["emails"]).await;
+    app.services
+        .queue
+        .retry_dead("emails", &dead)
+        .await
+        .unwrap();
+
+    // Wait until the worker has run everything (4 emails + the registration's welcome email).
+    eventually("emails to complete", Duration::from_secs(60), || async {
+        let counts = app.services.queue.counts("emails").await.unwrap();
+        (counts.waiting == 0 && counts.active == 0 && counts.completed >= 5).then_some(())
+    })
+    .await;
+    // Heartbeats come every few seconds: wait for the first to be visible.
+    let after = eventually(
+        "the worker's heartbeat",
+        Duration::from_secs(30),
+        || async {
+            let samples = scrape(&app.client, &metrics_url).await;
+            (value(&samples, r#"orderly_workers_live{queue="emails"}"#) == 1.0).then_some(samples)
+        },
+    )
+    .await;
+
+    assert_eq!(value(&after, waiting_p5), 0.0, "queue depth went down");
+    assert_eq!(
+        value(
+            &after,
+            r#"orderly_queue_jobs{priority="all",queue="emails",state="dead"}"#
+        ),
+        0.0
+    );
+    assert!(
+        value(
+            &after,
+            r#"orderly_queue_jobs{priority="all",queue="emails",state="completed"}"#
+        ) >= 5.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"orderly_queue_oldest_waiting_seconds{queue="emails"}"#
+        ),
+        0.0
+    );
+    let completed =
+        r#"orderly_jobs_total{kind="email.welcome",outcome="completed",queue="emails"}"#;
+    assert!(
+        value(&after, completed) >= 5.0,
+        "job outcomes counted: {}",
+        value(&after, completed)
+    );
+    assert!(
+        value(
+            &after,
+            r#"orderly_job_duration_seconds_count{kind="email.welcome",outcome="completed",queue="emails"}"#
+        ) >= 5.0
+    );
+    assert!(
+        value(
+            &after,
+            r#"orderly_outbox_dispatch_lag_seconds_count{path="commit"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &after,
+            r#"orderly_http_requests_total{method="GET",route="/metrics",status="200"}"#
+        ) >= 1.0,
+        "HTTP requests counted by route and status"
+    );
+
+    // The worker's own endpoint: liveness and the same job counters.
+    let from_worker = scrape(&app.client, &format!("{}/metrics", worker.metrics_address)).await;
+    let up: Vec<f64> = from_worker
+        .iter()
+        .filter(|(series, _)| series.starts_with("orderly_worker_up{"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(up, [1.0], "one live worker process");
+    assert!(value(&from_worker, completed) >= 5.0);
+    assert!(
+        from_worker
+            .contains_key(r#"orderly_queue_jobs{priority="5",queue="emails",state="waiting"}"#)
+    );
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn retries_and_dead_jobs_are_counted_by_kind(pool: PgPool) {
+    // Nothing listens on port 1: every email send fails and is retried with backoff.
+    let app = spawn_app_with(pool, &[("SMTP_URL", "smtp://127.0.0.1:1")]).await;
+    let admin = app.admin().await;
+    app.enqueue_welcome_email(admin.id, 5).await;
+    // A payload no handler can read dies at once.
+    let broken = orderly::queue::JobSpec::new(
+        "emails",
+        "email.broken",
+        serde_json::json!({"type": "no_such_email"}),
+    );
+    app.services.producer.enqueue(broken).await.unwrap();
+
+    let worker = app.start_worker(&["emails"]).await;
+    let retried = r#"orderly_job_retries_total{kind="email.welcome",queue="emails"}"#;
+    let samples = eventually(
+        "a retry and a dead job to be counted",
+        Duration::from_secs(60),
+        || async {
+            let samples = scrape(&app.client, &app.url("/metrics")).await;
+            // The gauges are read at scrape time and the counters when jobs end: wait for both.
+            (value(&samples, retried) >= 1.0
+                && value(
+                    &samples,
+                    r#"orderly_jobs_total{kind="email.broken",outcome="dead",queue="emails"}"#,
+                ) == 1.0
+                && value(
+                    &samples,
+                    r#"orderly_queue_jobs{priority="all",queue="emails",state="dead"}"#,
+                ) >= 1.0)
+                .then_some(samples)
+        },
+    )
+    .await;
+    assert!(
+        value(
+            &samples,
+            r#"orderly_jobs_total{kind="email.welcome",outcome="retried",queue="emails"}"#
+        ) >= 1.0
+    );
+    worker.stop().await;
+}
