@@ -7,8 +7,10 @@
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`webhook_client`]: outgoing webhook HTTP behind the SSRF guard.
 
 pub mod jobs;
 pub mod mailer;
 pub mod runner;
 pub mod templates;
+pub mod webhook_client;
