@@ -25,7 +25,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{health, metrics, middleware, orders, products, state::AppState, users};
+use crate::{health, metrics, middleware, orders, products, state::AppState, users, webhooks};
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
 #[derive(OpenApi)]
@@ -42,6 +42,7 @@ use crate::{health, metrics, middleware, orders, products, state::AppState, user
         (name = "users", description = "Your account"),
         (name = "products", description = "The catalogue"),
         (name = "orders", description = "Placing and following orders"),
+        (name = "webhooks", description = "Signed event deliveries to other systems (admin)"),
         (name = "health", description = "Readiness and liveness"),
     )
 )]
@@ -66,6 +67,7 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())
+        .merge(webhooks::router())
         .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit));
