@@ -38,7 +38,10 @@ struct GuardedResolver {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(resolve_permitted(self.policy.clone(), name.as_str().to_owned()))
+        Box::pin(resolve_permitted(
+            self.policy.clone(),
+            name.as_str().to_owned(),
+        ))
     }
 }
 
@@ -50,8 +53,9 @@ async fn resolve_permitted(policy: Arc<AddressPolicy>, host: String) -> Result<A
         // Not a refusal: the name has no address (yet), which may change.
         return Err(format!("{host} has no address").into());
     }
-    let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        resolved.into_iter().partition(|addr| policy.permits(addr.ip()));
+    let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+        .into_iter()
+        .partition(|addr| policy.permits(addr.ip()));
     if permitted.is_empty() {
         let refused: Vec<IpAddr> = refused.iter().map(SocketAddr::ip).collect();
         return Err(Box::new(Refused::blocked(host, &refused)));
@@ -119,7 +123,9 @@ impl WebhookClient {
     pub fn from_config(config: &WebhookConfig) -> anyhow::Result<Self> {
         let policy = Arc::new(AddressPolicy::new(config.allowlist.clone()));
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .redirect(redirect::Policy::none())
             .no_proxy()
             .timeout(config.timeout)
@@ -129,15 +135,32 @@ impl WebhookClient {
     }
 
     /// POSTs `body` to `url` with `headers`. Nothing is sent to an address the policy refuses.
-    pub async fn post(&self, url: &str, headers: HeaderMap, body: String) -> Result<Answer, SendError> {
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: String,
+    ) -> Result<Answer, SendError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| SendError::Refused(Refused::NoHost))?;
         self.policy.check_url(&parsed).map_err(SendError::Refused)?;
         let started = Instant::now();
-        let result = self.client.post(parsed).headers(headers).body(body).send().await;
+        let result = self
+            .client
+            .post(parsed)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
         let latency = started.elapsed();
         match result {
             Ok(response) => {
-                let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+                let header = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v: &HeaderValue| v.to_str().ok())
+                        .map(str::to_owned)
+                };
                 Ok(Answer {
                     status: response.status(),
                     retry_after: header(reqwest::header::RETRY_AFTER),

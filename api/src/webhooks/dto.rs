@@ -175,7 +175,8 @@ impl From<WebhookDelivery> for DeliveryResponse {
             next_retry_at: delivery.next_retry_at,
             delivered_at: delivery.delivered_at,
             // Written by us from JSON; a row that somehow is not JSON is shown as a string.
-            payload: serde_json::from_str(&delivery.payload).unwrap_or(Value::String(delivery.payload)),
+            payload: serde_json::from_str(&delivery.payload)
+                .unwrap_or(Value::String(delivery.payload)),
             created_at: delivery.created_at,
         }
     }

@@ -16,7 +16,10 @@ use crate::{
     auth::AdminUser,
     extract::{Path, Query, ValidatedJson},
     state::AppState,
-    webhooks::dto::{CreateWebhookRequest, CreatedWebhookResponse, DeliveryPage, PageQuery, WebhookPage, WebhookResponse},
+    webhooks::dto::{
+        CreateWebhookRequest, CreatedWebhookResponse, DeliveryPage, PageQuery, WebhookPage,
+        WebhookResponse,
+    },
 };
 
 /// The webhooks routes.
@@ -40,7 +43,11 @@ pub async fn create_webhook(
     AdminUser(admin): AdminUser,
     ValidatedJson(body): ValidatedJson<CreateWebhookRequest>,
 ) -> Result<(StatusCode, Json<CreatedWebhookResponse>), AppError> {
-    let endpoint = state.services.webhooks.create(&admin, NewWebhookEndpoint::try_from(body)?).await?;
+    let endpoint = state
+        .services
+        .webhooks
+        .create(&admin, NewWebhookEndpoint::try_from(body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(endpoint.into())))
 }
 
@@ -53,7 +60,14 @@ pub async fn list_webhooks(
     AdminUser(admin): AdminUser,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<WebhookPage>, AppError> {
-    Ok(Json(state.services.webhooks.list(&admin, query.page()?).await?.into()))
+    Ok(Json(
+        state
+            .services
+            .webhooks
+            .list(&admin, query.page()?)
+            .await?
+            .into(),
+    ))
 }
 
 /// One endpoint (admin).
@@ -65,7 +79,9 @@ pub async fn get_webhook(
     AdminUser(admin): AdminUser,
     Path(id): Path<Uuid>,
 ) -> Result<Json<WebhookResponse>, AppError> {
-    Ok(Json(WebhookResponse::from(&state.services.webhooks.get(&admin, id).await?)))
+    Ok(Json(WebhookResponse::from(
+        &state.services.webhooks.get(&admin, id).await?,
+    )))
 }
 
 /// Delete an endpoint and its delivery history (admin); queued deliveries are dropped.
@@ -93,5 +109,12 @@ pub async fn list_deliveries(
     Path(id): Path<Uuid>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<DeliveryPage>, AppError> {
-    Ok(Json(state.services.webhooks.deliveries(&admin, id, query.page()?).await?.into()))
+    Ok(Json(
+        state
+            .services
+            .webhooks
+            .deliveries(&admin, id, query.page()?)
+            .await?
+            .into(),
+    ))
 }

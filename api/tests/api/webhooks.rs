@@ -78,13 +78,21 @@ impl Receiver {
             hits: Mutex::new(Vec::new()),
             script: Mutex::new(script.into()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let app = axum::Router::new().fallback(receive).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, state, server }
+        Self {
+            addr,
+            state,
+            server,
+        }
     }
 
     fn url(&self) -> String {
@@ -110,13 +118,22 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> AxumResponse {
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AxumResponse {
     state.hits.lock().expect("hits").push(Hit {
         headers,
         body,
         at: Instant::now(),
     });
-    let reply = state.script.lock().expect("script").pop_front().unwrap_or(Reply::Status(200));
+    let reply = state
+        .script
+        .lock()
+        .expect("script")
+        .pop_front()
+        .unwrap_or(Reply::Status(200));
     match reply {
         Reply::Status(code) => AxumStatus::from_u16(code).expect("status").into_response(),
         Reply::WithHeaders(code, headers) => {
@@ -155,7 +172,11 @@ impl Tripwire {
                 drop(socket);
             }
         });
-        Self { port, accepted, task }
+        Self {
+            port,
+            accepted,
+            task,
+        }
     }
 
     fn accepted(&self) -> usize {
@@ -202,7 +223,10 @@ impl Worker {
         }
         if let Some(task) = self.task.take() {
             let result = tokio::time::timeout(Duration::from_secs(30), task).await;
-            assert!(matches!(result, Ok(Ok(Ok(())))), "worker did not stop cleanly: {result:?}");
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "worker did not stop cleanly: {result:?}"
+            );
         }
     }
 }
@@ -236,9 +260,17 @@ where
 
 async fn create_webhook(app: &TestApp, admin: &TestUser, url: &str, events: &[&str]) -> Value {
     let response = app
-        .post_json("/api/v1/webhooks", Some(&admin.token), &json!({"url": url, "events": events}))
+        .post_json(
+            "/api/v1/webhooks",
+            Some(&admin.token),
+            &json!({"url": url, "events": events}),
+        )
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED, "creating a webhook for {url}");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "creating a webhook for {url}"
+    );
     response.json().await.expect("json")
 }
 
@@ -248,7 +280,10 @@ fn id_of(value: &Value) -> String {
 
 async fn deliveries(app: &TestApp, admin: &TestUser, endpoint_id: &str) -> Vec<Value> {
     let response = app
-        .get(&format!("/api/v1/webhooks/{endpoint_id}/deliveries?limit=100"), Some(&admin.token))
+        .get(
+            &format!("/api/v1/webhooks/{endpoint_id}/deliveries?limit=100"),
+            Some(&admin.token),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let page: Value = response.json().await.expect("json");
@@ -256,10 +291,22 @@ async fn deliveries(app: &TestApp, admin: &TestUser, endpoint_id: &str) -> Vec<V
 }
 
 /// Waits until the endpoint's newest delivery satisfies `done`, and returns it.
-async fn wait_for_delivery(app: &TestApp, admin: &TestUser, endpoint_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    eventually(&format!("a settled delivery for endpoint {endpoint_id}"), || async {
-        deliveries(app, admin, endpoint_id).await.into_iter().next().filter(|d| done(d))
-    })
+async fn wait_for_delivery(
+    app: &TestApp,
+    admin: &TestUser,
+    endpoint_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(
+        &format!("a settled delivery for endpoint {endpoint_id}"),
+        || async {
+            deliveries(app, admin, endpoint_id)
+                .await
+                .into_iter()
+                .next()
+                .filter(|d| done(d))
+        },
+    )
     .await
 }
 
@@ -291,7 +338,10 @@ fn verify_signature(secret: &str, hit: &Hit) {
 }
 
 fn header<'a>(hit: &'a Hit, name: &str) -> &'a str {
-    hit.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    hit.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn body_json(hit: &Hit) -> Value {
@@ -309,22 +359,45 @@ async fn create_returns_the_secret_once(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
 
-    let created = create_webhook(&app, &admin, "https://erp.example.com/hooks", &["order.placed", "report.ready"]).await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed", "report.ready"],
+    )
+    .await;
     let secret = created["secret"].as_str().expect("secret");
     assert!(secret.starts_with("whsec_"), "{secret}");
-    assert!(standardwebhooks::Webhook::new(secret).is_ok(), "the secret is a valid Standard Webhooks key");
+    assert!(
+        standardwebhooks::Webhook::new(secret).is_ok(),
+        "the secret is a valid Standard Webhooks key"
+    );
     assert_eq!(created["url"], "https://erp.example.com/hooks");
     assert_eq!(created["events"], json!(["order.placed", "report.ready"]));
     assert_eq!(created["enabled"], true);
 
-    let listed: Value = app.get("/api/v1/webhooks", Some(&admin.token)).await.json().await.expect("json");
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
     let items = listed["items"].as_array().expect("items");
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["id"], created["id"]);
-    assert!(items[0].get("secret").is_none(), "the list must not show the secret: {}", items[0]);
+    assert!(
+        items[0].get("secret").is_none(),
+        "the list must not show the secret: {}",
+        items[0]
+    );
     assert!(!listed.to_string().contains(secret));
 
-    let one = app.get(&format!("/api/v1/webhooks/{}", id_of(&created)), Some(&admin.token)).await;
+    let one = app
+        .get(
+            &format!("/api/v1/webhooks/{}", id_of(&created)),
+            Some(&admin.token),
+        )
+        .await;
     assert_eq!(one.status(), StatusCode::OK);
     let one: Value = one.json().await.expect("json");
     assert!(one.get("secret").is_none());
@@ -336,15 +409,39 @@ async fn customers_and_anonymous_callers_are_refused(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
     let customer = app.customer().await;
-    let created = create_webhook(&app, &admin, "https://erp.example.com/hooks", &["order.placed"]).await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
     let id = id_of(&created);
     let body = json!({"url": "https://evil.example.com/", "events": ["order.placed"]});
 
-    assert_error(app.post_json("/api/v1/webhooks", Some(&customer.token), &body).await, StatusCode::FORBIDDEN).await;
-    assert_error(app.get("/api/v1/webhooks", Some(&customer.token)).await, StatusCode::FORBIDDEN).await;
-    assert_error(app.get(&format!("/api/v1/webhooks/{id}"), Some(&customer.token)).await, StatusCode::FORBIDDEN).await;
     assert_error(
-        app.get(&format!("/api/v1/webhooks/{id}/deliveries"), Some(&customer.token)).await,
+        app.post_json("/api/v1/webhooks", Some(&customer.token), &body)
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/webhooks", Some(&customer.token)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/v1/webhooks/{id}"), Some(&customer.token))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            Some(&customer.token),
+        )
+        .await,
         StatusCode::FORBIDDEN,
     )
     .await;
@@ -356,11 +453,24 @@ async fn customers_and_anonymous_callers_are_refused(pool: PgPool) {
         .await
         .expect("request");
     assert_error(delete, StatusCode::FORBIDDEN).await;
-    assert_error(app.post_json("/api/v1/webhooks", None, &body).await, StatusCode::UNAUTHORIZED).await;
-    assert_error(app.get("/api/v1/webhooks", None).await, StatusCode::UNAUTHORIZED).await;
+    assert_error(
+        app.post_json("/api/v1/webhooks", None, &body).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/webhooks", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 
     // Nothing was created by the refused calls.
-    let listed: Value = app.get("/api/v1/webhooks", Some(&admin.token)).await.json().await.expect("json");
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(listed["items"].as_array().expect("items").len(), 1);
 }
 
@@ -369,18 +479,40 @@ async fn invalid_urls_and_events_are_422(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
     let cases = [
-        (json!({"url": "ftp://example.com/in", "events": ["order.placed"]}), "url"),
-        (json!({"url": "not a url", "events": ["order.placed"]}), "url"),
-        (json!({"url": "/relative/path", "events": ["order.placed"]}), "url"),
-        (json!({"url": "https://user:pw@example.com/", "events": ["order.placed"]}), "url"),
+        (
+            json!({"url": "ftp://example.com/in", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "not a url", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "/relative/path", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "https://user:pw@example.com/", "events": ["order.placed"]}),
+            "url",
+        ),
         (json!({"url": "", "events": ["order.placed"]}), "url"),
-        (json!({"url": "https://example.com/", "events": []}), "events"),
-        (json!({"url": "https://example.com/", "events": ["order.shipped"]}), "events[0]"),
-        (json!({"url": "https://example.com/", "events": ["order.placed", "user.registered"]}), "events[1]"),
+        (
+            json!({"url": "https://example.com/", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["order.shipped"]}),
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["order.placed", "user.registered"]}),
+            "events[1]",
+        ),
     ];
     for (body, field) in cases {
         let error = assert_error(
-            app.post_json("/api/v1/webhooks", Some(&admin.token), &body).await,
+            app.post_json("/api/v1/webhooks", Some(&admin.token), &body)
+                .await,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
@@ -388,11 +520,21 @@ async fn invalid_urls_and_events_are_422(pool: PgPool) {
     }
     // A missing field or an unknown one is a malformed body, in the same error shape.
     assert_error(
-        app.post_json("/api/v1/webhooks", Some(&admin.token), &json!({"url": "https://example.com/"})).await,
+        app.post_json(
+            "/api/v1/webhooks",
+            Some(&admin.token),
+            &json!({"url": "https://example.com/"}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let listed: Value = app.get("/api/v1/webhooks", Some(&admin.token)).await.json().await.expect("json");
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert!(listed["items"].as_array().expect("items").is_empty());
 }
 
@@ -400,20 +542,41 @@ async fn invalid_urls_and_events_are_422(pool: PgPool) {
 async fn delete_removes_the_endpoint_and_its_deliveries(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
-    let created = create_webhook(&app, &admin, "https://erp.example.com/hooks", &["order.placed"]).await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
     let id = id_of(&created);
     place_order(&app, &admin).await;
     assert_eq!(deliveries(&app, &admin, &id).await.len(), 1);
 
     let delete = |token: String| {
-        let request = app.client.delete(app.url(&format!("/api/v1/webhooks/{id}"))).bearer_auth(token);
+        let request = app
+            .client
+            .delete(app.url(&format!("/api/v1/webhooks/{id}")))
+            .bearer_auth(token);
         async move { request.send().await.expect("request") }
     };
-    assert_eq!(delete(admin.token.clone()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        delete(admin.token.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
     assert_error(delete(admin.token.clone()).await, StatusCode::NOT_FOUND).await;
-    assert_error(app.get(&format!("/api/v1/webhooks/{id}"), Some(&admin.token)).await, StatusCode::NOT_FOUND).await;
     assert_error(
-        app.get(&format!("/api/v1/webhooks/{id}/deliveries"), Some(&admin.token)).await,
+        app.get(&format!("/api/v1/webhooks/{id}"), Some(&admin.token))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            Some(&admin.token),
+        )
+        .await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -430,21 +593,32 @@ async fn delete_removes_the_endpoint_and_its_deliveries(pool: PgPool) {
 async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
-    let orders_only = id_of(&create_webhook(&app, &admin, "https://a.example.com/", &["order.placed"]).await);
-    let reports_only = id_of(&create_webhook(&app, &admin, "https://b.example.com/", &["report.ready"]).await);
+    let orders_only =
+        id_of(&create_webhook(&app, &admin, "https://a.example.com/", &["order.placed"]).await);
+    let reports_only =
+        id_of(&create_webhook(&app, &admin, "https://b.example.com/", &["report.ready"]).await);
     let everything = id_of(
         &create_webhook(
             &app,
             &admin,
             "https://c.example.com/",
-            &["order.placed", "order.cancelled", "order.status_changed", "report.ready"],
+            &[
+                "order.placed",
+                "order.cancelled",
+                "order.status_changed",
+                "report.ready",
+            ],
         )
         .await,
     );
 
     let (customer, order) = place_order(&app, &admin).await;
     let cancel = app
-        .post_json(&format!("/api/v1/orders/{}/cancel", id_of(&order)), Some(&customer.token), &json!({}))
+        .post_json(
+            &format!("/api/v1/orders/{}/cancel", id_of(&order)),
+            Some(&customer.token),
+            &json!({}),
+        )
         .await;
     assert_eq!(cancel.status(), StatusCode::OK);
 
@@ -456,28 +630,56 @@ async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
     let report = app
         .services
         .reports
-        .request(&actor, ReportRequest::parse("sales", "csv", day, day, None).expect("request"))
+        .request(
+            &actor,
+            ReportRequest::parse("sales", "csv", day, day, None).expect("request"),
+        )
         .await
         .expect("report requested");
-    app.services.reports.mark_ready(report.id, 3, 120, "reports/test.csv").await.expect("report ready");
+    app.services
+        .reports
+        .mark_ready(report.id, 3, 120, "reports/test.csv")
+        .await
+        .expect("report ready");
 
     let types = |list: Vec<Value>| -> Vec<String> {
-        let mut types: Vec<String> = list.iter().map(|d| d["event_type"].as_str().expect("type").to_owned()).collect();
+        let mut types: Vec<String> = list
+            .iter()
+            .map(|d| d["event_type"].as_str().expect("type").to_owned())
+            .collect();
         types.sort();
         types
     };
-    assert_eq!(types(deliveries(&app, &admin, &orders_only).await), ["order.placed"]);
-    assert_eq!(types(deliveries(&app, &admin, &reports_only).await), ["report.ready"]);
+    assert_eq!(
+        types(deliveries(&app, &admin, &orders_only).await),
+        ["order.placed"]
+    );
+    assert_eq!(
+        types(deliveries(&app, &admin, &reports_only).await),
+        ["report.ready"]
+    );
     let all = deliveries(&app, &admin, &everything).await;
-    assert_eq!(types(all.clone()), ["order.cancelled", "order.placed", "report.ready"]);
+    assert_eq!(
+        types(all.clone()),
+        ["order.cancelled", "order.placed", "report.ready"]
+    );
 
     for delivery in &all {
         assert_eq!(delivery["status"], "pending");
         assert_eq!(delivery["attempts"], 0);
         assert_eq!(delivery["payload"]["type"], delivery["event_type"]);
-        assert!(delivery["payload"]["timestamp"].as_str().is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok()));
+        assert!(
+            delivery["payload"]["timestamp"]
+                .as_str()
+                .is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok())
+        );
     }
-    let by_type = |kind: &str| all.iter().find(|d| d["event_type"] == kind).expect("delivery").clone();
+    let by_type = |kind: &str| {
+        all.iter()
+            .find(|d| d["event_type"] == kind)
+            .expect("delivery")
+            .clone()
+    };
     let cancelled = &by_type("order.cancelled")["payload"]["data"];
     assert_eq!(cancelled["id"], order["id"]);
     assert_eq!(cancelled["status"], "cancelled");
@@ -533,7 +735,11 @@ async fn a_placed_order_reaches_the_receiver_signed(pool: PgPool) {
     assert_eq!(data["items"][0]["unit_price_cents"], 1250);
 
     let delivered = wait_for_delivery(&app, &admin, &endpoint_id, status_is("delivered")).await;
-    assert_eq!(header(&hit, "webhook-id"), delivered["id"].as_str().expect("id"), "webhook-id is the delivery id");
+    assert_eq!(
+        header(&hit, "webhook-id"),
+        delivered["id"].as_str().expect("id"),
+        "webhook-id is the delivery id"
+    );
     assert_eq!(delivered["attempts"], 1);
     assert_eq!(delivered["last_status_code"], 200);
     assert!(delivered["last_latency_ms"].as_i64().is_some());
@@ -583,7 +789,10 @@ async fn a_placed_order_reaches_the_receiver_signed(pool: PgPool) {
 async fn failures_are_retried_until_the_receiver_accepts(pool: PgPool) {
     let app = spawn_app_with(
         pool,
-        &[("WEBHOOK_ALLOWLIST", "127.0.0.0/8"), ("WEBHOOK_RETRY_SCHEDULE", "0.05,0.1,0.1")],
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05,0.1,0.1"),
+        ],
     )
     .await;
     let admin = app.admin().await;
@@ -602,7 +811,10 @@ async fn failures_are_retried_until_the_receiver_accepts(pool: PgPool) {
     assert_eq!(hits.len(), 3);
     for hit in &hits {
         verify_signature(secret, hit);
-        assert_eq!(header(hit, "webhook-id"), delivered["id"].as_str().expect("id"));
+        assert_eq!(
+            header(hit, "webhook-id"),
+            delivered["id"].as_str().expect("id")
+        );
         assert_eq!(hit.body, hits[0].body, "every attempt sends the same bytes");
     }
     worker.stop().await;
@@ -610,9 +822,20 @@ async fn failures_are_retried_until_the_receiver_accepts(pool: PgPool) {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn retry_after_is_honoured(pool: PgPool) {
-    let app = spawn_app_with(pool, &[("WEBHOOK_ALLOWLIST", "127.0.0.0/8"), ("WEBHOOK_RETRY_SCHEDULE", "0.05")]).await;
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+        ],
+    )
+    .await;
     let admin = app.admin().await;
-    let receiver = Receiver::start(vec![Reply::WithHeaders(503, vec![("retry-after", "2".into())])]).await;
+    let receiver = Receiver::start(vec![Reply::WithHeaders(
+        503,
+        vec![("retry-after", "2".into())],
+    )])
+    .await;
     let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
     let endpoint_id = id_of(&created);
     let worker = Worker::start(&app).await;
@@ -620,12 +843,27 @@ async fn retry_after_is_honoured(pool: PgPool) {
     place_order(&app, &admin).await;
 
     // Between the attempts, the listing shows the failure and when the next attempt is due.
-    let waiting = wait_for_delivery(&app, &admin, &endpoint_id, |d| d["attempts"] == 1 && d["status"] == "pending").await;
+    let waiting = wait_for_delivery(&app, &admin, &endpoint_id, |d| {
+        d["attempts"] == 1 && d["status"] == "pending"
+    })
+    .await;
     assert_eq!(waiting["last_status_code"], 503);
-    assert!(waiting["last_error"].as_str().is_some_and(|e| e.contains("503")));
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503"))
+    );
     assert!(waiting["last_latency_ms"].as_i64().is_some());
-    let attempted: DateTime<Utc> = waiting["last_attempt_at"].as_str().expect("last attempt").parse().expect("time");
-    let next: DateTime<Utc> = waiting["next_retry_at"].as_str().expect("next retry").parse().expect("time");
+    let attempted: DateTime<Utc> = waiting["last_attempt_at"]
+        .as_str()
+        .expect("last attempt")
+        .parse()
+        .expect("time");
+    let next: DateTime<Utc> = waiting["next_retry_at"]
+        .as_str()
+        .expect("next retry")
+        .parse()
+        .expect("time");
     assert!(
         next - attempted > chrono::Duration::milliseconds(1500),
         "the next retry follows Retry-After (2 s), not the 50 ms schedule: {attempted} -> {next}"
@@ -659,13 +897,20 @@ async fn gone_disables_the_endpoint(pool: PgPool) {
     assert_eq!(failed["last_status_code"], 410);
     assert!(failed["next_retry_at"].is_null());
     let endpoint: Value = app
-        .get(&format!("/api/v1/webhooks/{endpoint_id}"), Some(&admin.token))
+        .get(
+            &format!("/api/v1/webhooks/{endpoint_id}"),
+            Some(&admin.token),
+        )
         .await
         .json()
         .await
         .expect("json");
     assert_eq!(endpoint["enabled"], false);
-    assert!(endpoint["disabled_reason"].as_str().is_some_and(|r| r.contains("410")));
+    assert!(
+        endpoint["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410"))
+    );
     assert!(endpoint["disabled_at"].is_string());
 
     // A disabled endpoint gets no further deliveries.
@@ -677,7 +922,14 @@ async fn gone_disables_the_endpoint(pool: PgPool) {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn redirects_are_not_followed(pool: PgPool) {
-    let app = spawn_app_with(pool, &[("WEBHOOK_ALLOWLIST", "127.0.0.0/8"), ("WEBHOOK_RETRY_SCHEDULE", "0.05")]).await;
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+        ],
+    )
+    .await;
     let admin = app.admin().await;
     let target = Receiver::start(vec![]).await;
     let redirect = || Reply::WithHeaders(302, vec![("location", target.url())]);
@@ -691,10 +943,18 @@ async fn redirects_are_not_followed(pool: PgPool) {
     let failed = wait_for_delivery(&app, &admin, &id_of(&created), status_is("failed")).await;
     assert_eq!(failed["attempts"], 2);
     assert_eq!(failed["last_status_code"], 302);
-    assert!(failed["last_error"].as_str().is_some_and(|e| e.contains("not followed")), "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not followed")),
+        "{failed}"
+    );
     worker.stop().await;
     assert_eq!(redirecting.hits().len(), 2);
-    assert!(target.hits().is_empty(), "the redirect target must get no request");
+    assert!(
+        target.hits().is_empty(),
+        "the redirect target must get no request"
+    );
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
@@ -746,7 +1006,10 @@ async fn blocked_addresses_are_refused_without_any_connection(pool: PgPool) {
     ];
     let mut endpoints = Vec::new();
     for url in &targets {
-        endpoints.push((url, id_of(&create_webhook(&app, &admin, url, &["order.placed"]).await)));
+        endpoints.push((
+            url,
+            id_of(&create_webhook(&app, &admin, url, &["order.placed"]).await),
+        ));
     }
     let worker = Worker::start(&app).await;
 
@@ -755,23 +1018,44 @@ async fn blocked_addresses_are_refused_without_any_connection(pool: PgPool) {
     for (url, endpoint_id) in &endpoints {
         let failed = wait_for_delivery(&app, &admin, endpoint_id, status_is("failed")).await;
         assert_eq!(failed["attempts"], 1, "{url}: a refusal is final");
-        assert!(failed["last_status_code"].is_null(), "{url}: nothing answered");
-        assert!(failed["last_latency_ms"].is_null(), "{url}: nothing was sent");
+        assert!(
+            failed["last_status_code"].is_null(),
+            "{url}: nothing answered"
+        );
+        assert!(
+            failed["last_latency_ms"].is_null(),
+            "{url}: nothing was sent"
+        );
         assert!(failed["next_retry_at"].is_null());
         let error = failed["last_error"].as_str().unwrap_or_default();
         assert!(error.starts_with("refused"), "{url}: {error}");
         if url.contains("localhost") {
             // Refused by the resolver, on the address the name resolved to.
-            assert!(error.contains("localhost resolves to no permitted address"), "{error}");
+            assert!(
+                error.contains("localhost resolves to no permitted address"),
+                "{error}"
+            );
         }
     }
     worker.stop().await;
-    assert_eq!(v4.accepted(), 0, "a connection reached the IPv4 loopback listener");
-    assert_eq!(v6.accepted(), 0, "a connection reached the IPv6 loopback listener");
+    assert_eq!(
+        v4.accepted(),
+        0,
+        "a connection reached the IPv4 loopback listener"
+    );
+    assert_eq!(
+        v6.accepted(),
+        0,
+        "a connection reached the IPv6 loopback listener"
+    );
 
     // Control: the listeners do count a connection when one is made.
-    let _v4 = tokio::net::TcpStream::connect(("127.0.0.1", v4.port)).await.expect("connect");
-    let _v6 = tokio::net::TcpStream::connect(("::1", v6.port)).await.expect("connect");
+    let _v4 = tokio::net::TcpStream::connect(("127.0.0.1", v4.port))
+        .await
+        .expect("connect");
+    let _v6 = tokio::net::TcpStream::connect(("::1", v6.port))
+        .await
+        .expect("connect");
     eventually("the control connections to be counted", || async {
         (v4.accepted() == 1 && v6.accepted() == 1).then_some(())
     })

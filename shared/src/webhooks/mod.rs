@@ -22,8 +22,8 @@ pub mod subscriber;
 
 pub use address::{AddressPolicy, HostCheck};
 pub use model::{
-    AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
-    WebhookEventType, WebhookUrl,
+    AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
+    WebhookEndpoint, WebhookEventType, WebhookUrl,
 };
 pub use service::WebhookService;
 pub use signature::WebhookSecret;

@@ -32,7 +32,12 @@ pub enum WebhookEventType {
 
 impl WebhookEventType {
     /// Every event type, in the order the docs list them.
-    pub const ALL: [Self; 4] = [Self::OrderPlaced, Self::OrderCancelled, Self::OrderStatusChanged, Self::ReportReady];
+    pub const ALL: [Self; 4] = [
+        Self::OrderPlaced,
+        Self::OrderCancelled,
+        Self::OrderStatusChanged,
+        Self::ReportReady,
+    ];
 
     /// The dotted name.
     pub fn as_str(self) -> &'static str {
@@ -79,9 +84,12 @@ impl WebhookUrl {
         let invalid = |message: &str| AppError::invalid_field("url", message);
         let raw = raw.trim();
         if raw.len() > MAX_URL_LEN {
-            return Err(invalid(&format!("must be at most {MAX_URL_LEN} characters")));
+            return Err(invalid(&format!(
+                "must be at most {MAX_URL_LEN} characters"
+            )));
         }
-        let url = url::Url::parse(raw).map_err(|_| invalid("must be an absolute http or https URL"))?;
+        let url =
+            url::Url::parse(raw).map_err(|_| invalid("must be an absolute http or https URL"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("must use http or https"));
         }
@@ -89,7 +97,9 @@ impl WebhookUrl {
             return Err(invalid("must have a host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid("must not contain credentials; authenticate deliveries by their signature"));
+            return Err(invalid(
+                "must not contain credentials; authenticate deliveries by their signature",
+            ));
         }
         if url.fragment().is_some() {
             return Err(invalid("must not contain a fragment"));
@@ -117,7 +127,10 @@ impl NewWebhookEndpoint {
     pub fn parse(url: &str, events: &[String]) -> Result<Self, AppError> {
         let url = WebhookUrl::parse(url)?;
         if events.is_empty() {
-            return Err(AppError::invalid_field("events", "must name at least one event type"));
+            return Err(AppError::invalid_field(
+                "events",
+                "must name at least one event type",
+            ));
         }
         let mut parsed = Vec::with_capacity(events.len());
         let mut problems = Vec::new();
@@ -128,7 +141,9 @@ impl NewWebhookEndpoint {
                     format!("events[{i}]"),
                     format!(
                         "unknown event type {name:?} (known: {})",
-                        WebhookEventType::ALL.map(WebhookEventType::as_str).join(", ")
+                        WebhookEventType::ALL
+                            .map(WebhookEventType::as_str)
+                            .join(", ")
                     ),
                 )),
             }
@@ -145,7 +160,10 @@ impl NewWebhookEndpoint {
         }
         parsed.sort();
         parsed.dedup();
-        Ok(Self { url, events: parsed })
+        Ok(Self {
+            url,
+            events: parsed,
+        })
     }
 }
 
@@ -306,10 +324,17 @@ mod tests {
     #[test]
     fn urls_are_checked_for_form() {
         assert_eq!(
-            WebhookUrl::parse(" https://hooks.example.com/in?x=1 ").unwrap().as_str(),
+            WebhookUrl::parse(" https://hooks.example.com/in?x=1 ")
+                .unwrap()
+                .as_str(),
             "https://hooks.example.com/in?x=1"
         );
-        assert_eq!(WebhookUrl::parse("http://2130706433:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            WebhookUrl::parse("http://2130706433:8080")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/"
+        );
         for bad in [
             "",
             "hooks.example.com/in",
@@ -324,21 +349,32 @@ mod tests {
         ] {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(WebhookUrl::parse(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+        assert!(
+            WebhookUrl::parse(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err()
+        );
     }
 
     #[test]
     fn registrations_need_known_events() {
         let new = NewWebhookEndpoint::parse(
             "https://example.com/",
-            &["report.ready".into(), "order.placed".into(), "order.placed".into()],
+            &[
+                "report.ready".into(),
+                "order.placed".into(),
+                "order.placed".into(),
+            ],
         )
         .unwrap();
-        assert_eq!(new.events, vec![WebhookEventType::OrderPlaced, WebhookEventType::ReportReady]);
+        assert_eq!(
+            new.events,
+            vec![WebhookEventType::OrderPlaced, WebhookEventType::ReportReady]
+        );
         assert!(NewWebhookEndpoint::parse("https://example.com/", &[]).is_err());
-        let AppError::Unprocessable { details, .. } =
-            NewWebhookEndpoint::parse("https://example.com/", &["order.placed".into(), "order.shipped".into()]).unwrap_err()
-        else {
+        let AppError::Unprocessable { details, .. } = NewWebhookEndpoint::parse(
+            "https://example.com/",
+            &["order.placed".into(), "order.shipped".into()],
+        )
+        .unwrap_err() else {
             panic!("expected 422");
         };
         assert_eq!(details[0].field, "events[1]");
@@ -350,7 +386,9 @@ mod tests {
             attempt: 1,
             status_code: None,
             latency: None,
-            outcome: AttemptOutcome::Failed { error: "é".repeat(MAX_ERROR_LEN) },
+            outcome: AttemptOutcome::Failed {
+                error: "é".repeat(MAX_ERROR_LEN),
+            },
         };
         let error = record.error().unwrap();
         assert!(error.len() <= MAX_ERROR_LEN);

@@ -8,7 +8,10 @@ use crate::{
     error::AppError,
     pagination::{Page, PageRequest},
     webhooks::{
-        model::{AttemptOutcome, AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType},
+        model::{
+            AttemptOutcome, AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
+            WebhookEventType,
+        },
         signature::WebhookSecret,
     },
 };
@@ -33,7 +36,11 @@ impl From<EndpointRow> for WebhookEndpoint {
             id: row.id,
             url: row.url,
             // The table's check constraint admits known names only.
-            events: row.events.iter().filter_map(|e| WebhookEventType::parse(e)).collect(),
+            events: row
+                .events
+                .iter()
+                .filter_map(|e| WebhookEventType::parse(e))
+                .collect(),
             secret: WebhookSecret::from_stored(row.secret),
             enabled: row.enabled,
             disabled_reason: row.disabled_reason,
@@ -45,8 +52,7 @@ impl From<EndpointRow> for WebhookEndpoint {
     }
 }
 
-const ENDPOINT_COLUMNS: &str =
-    "id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, created_at, updated_at";
 
 const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_type, payload, status, attempts, last_status_code, last_error, \
                                 last_latency_ms, last_attempt_at, next_retry_at, delivered_at, created_at, updated_at";
@@ -82,17 +88,27 @@ impl WebhookRepository {
 
     /// An endpoint by id.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn find_endpoint(&self, conn: &mut PgConnection, id: Uuid) -> Result<Option<WebhookEndpoint>, AppError> {
-        let row = sqlx::query_as::<_, EndpointRow>(&format!("select {ENDPOINT_COLUMNS} from webhook_endpoints where id = $1"))
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+    pub async fn find_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<WebhookEndpoint>, AppError> {
+        let row = sqlx::query_as::<_, EndpointRow>(&format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
         Ok(row.map(Into::into))
     }
 
     /// A page of endpoints, newest first.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn list_endpoints(&self, conn: &mut PgConnection, page: &PageRequest) -> Result<Page<WebhookEndpoint>, AppError> {
+    pub async fn list_endpoints(
+        &self,
+        conn: &mut PgConnection,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, AppError> {
         let rows = sqlx::query_as::<_, EndpointRow>(&format!(
             "select {ENDPOINT_COLUMNS} from webhook_endpoints where ($1::uuid is null or id < $1) order by id desc limit $2"
         ))
@@ -105,14 +121,25 @@ impl WebhookRepository {
 
     /// Deletes an endpoint and its deliveries; false if there was none.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn delete_endpoint(&self, conn: &mut PgConnection, id: Uuid) -> Result<bool, AppError> {
-        let result = sqlx::query("delete from webhook_endpoints where id = $1").bind(id).execute(conn).await?;
+    pub async fn delete_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<bool, AppError> {
+        let result = sqlx::query("delete from webhook_endpoints where id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
         Ok(result.rows_affected() > 0)
     }
 
     /// Enabled endpoints subscribed to `event`, oldest first.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn subscribed(&self, conn: &mut PgConnection, event: WebhookEventType) -> Result<Vec<WebhookEndpoint>, AppError> {
+    pub async fn subscribed(
+        &self,
+        conn: &mut PgConnection,
+        event: WebhookEventType,
+    ) -> Result<Vec<WebhookEndpoint>, AppError> {
         let rows = sqlx::query_as::<_, EndpointRow>(&format!(
             "select {ENDPOINT_COLUMNS} from webhook_endpoints where enabled and events @> array[$1]::text[] order by id"
         ))
@@ -124,7 +151,12 @@ impl WebhookRepository {
 
     /// Stops deliveries to an endpoint; false if it was already disabled or is gone.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn disable_endpoint(&self, conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<bool, AppError> {
+    pub async fn disable_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<bool, AppError> {
         let result = sqlx::query(
             "update webhook_endpoints set enabled = false, disabled_reason = $2, disabled_at = now() \
              where id = $1 and enabled",
@@ -158,13 +190,17 @@ impl WebhookRepository {
 
     /// A delivery by id.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn find_delivery(&self, conn: &mut PgConnection, id: Uuid) -> Result<Option<WebhookDelivery>, AppError> {
-        Ok(
-            sqlx::query_as::<_, WebhookDelivery>(&format!("select {DELIVERY_COLUMNS} from webhook_deliveries where id = $1"))
-                .bind(id)
-                .fetch_optional(conn)
-                .await?,
-        )
+    pub async fn find_delivery(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<WebhookDelivery>, AppError> {
+        Ok(sqlx::query_as::<_, WebhookDelivery>(&format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
     }
 
     /// A page of an endpoint's deliveries, newest first.
@@ -190,7 +226,12 @@ impl WebhookRepository {
     /// Writes one attempt on a delivery. A delivery already delivered is left alone (a late
     /// duplicate run must not turn it back into a failure).
     #[tracing::instrument(skip(self, conn, record), fields(attempt = record.attempt))]
-    pub async fn record_attempt(&self, conn: &mut PgConnection, id: Uuid, record: &AttemptRecord) -> Result<(), AppError> {
+    pub async fn record_attempt(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        record: &AttemptRecord,
+    ) -> Result<(), AppError> {
         let next_retry_at = match &record.outcome {
             AttemptOutcome::Retrying { next_retry_at, .. } => Some(*next_retry_at),
             _ => None,

@@ -17,7 +17,9 @@ use crate::{
     pagination::{Page, PageRequest},
     users::Actor,
     webhooks::{
-        model::{AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType},
+        model::{
+            AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType,
+        },
         repository::WebhookRepository,
         signature::WebhookSecret,
     },
@@ -64,7 +66,11 @@ impl WebhookService {
     /// Registers an endpoint with a fresh secret (admin). The returned endpoint carries the
     /// secret; it is the only time anyone sees it.
     #[tracing::instrument(skip(self, new), fields(user_id = %actor.user_id))]
-    pub async fn create(&self, actor: &Actor, new: NewWebhookEndpoint) -> Result<WebhookEndpoint, AppError> {
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        new: NewWebhookEndpoint,
+    ) -> Result<WebhookEndpoint, AppError> {
         require_admin(actor)?;
         let mut conn = self.pool.acquire().await?;
         let endpoint = self
@@ -77,7 +83,11 @@ impl WebhookService {
 
     /// Endpoints, newest first (admin).
     #[tracing::instrument(skip(self))]
-    pub async fn list(&self, actor: &Actor, page: PageRequest) -> Result<Page<WebhookEndpoint>, AppError> {
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, AppError> {
         require_admin(actor)?;
         let mut conn = self.pool.acquire().await?;
         self.webhooks.list_endpoints(&mut conn, &page).await
@@ -109,17 +119,33 @@ impl WebhookService {
 
     /// An endpoint's deliveries, newest first (admin); 404 if the endpoint does not exist.
     #[tracing::instrument(skip(self))]
-    pub async fn deliveries(&self, actor: &Actor, endpoint_id: Uuid, page: PageRequest) -> Result<Page<WebhookDelivery>, AppError> {
+    pub async fn deliveries(
+        &self,
+        actor: &Actor,
+        endpoint_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<WebhookDelivery>, AppError> {
         require_admin(actor)?;
         let mut conn = self.pool.acquire().await?;
-        if self.webhooks.find_endpoint(&mut conn, endpoint_id).await?.is_none() {
+        if self
+            .webhooks
+            .find_endpoint(&mut conn, endpoint_id)
+            .await?
+            .is_none()
+        {
             return Err(AppError::not_found("webhook endpoint not found"));
         }
-        self.webhooks.list_deliveries(&mut conn, endpoint_id, &page).await
+        self.webhooks
+            .list_deliveries(&mut conn, endpoint_id, &page)
+            .await
     }
 
     /// Enabled endpoints subscribed to `event`, read inside the publishing transaction.
-    pub async fn subscribed(&self, uow: &mut UnitOfWork, event: WebhookEventType) -> Result<Vec<WebhookEndpoint>, AppError> {
+    pub async fn subscribed(
+        &self,
+        uow: &mut UnitOfWork,
+        event: WebhookEventType,
+    ) -> Result<Vec<WebhookEndpoint>, AppError> {
         self.webhooks.subscribed(uow.conn(), event).await
     }
 
@@ -152,20 +178,32 @@ impl WebhookService {
 
     /// A delivery and its endpoint, for the delivery job; `None` if either is gone.
     #[tracing::instrument(skip(self))]
-    pub async fn delivery_to_send(&self, delivery_id: Uuid) -> Result<Option<(WebhookDelivery, WebhookEndpoint)>, AppError> {
+    pub async fn delivery_to_send(
+        &self,
+        delivery_id: Uuid,
+    ) -> Result<Option<(WebhookDelivery, WebhookEndpoint)>, AppError> {
         let mut conn = self.pool.acquire().await?;
         let Some(delivery) = self.webhooks.find_delivery(&mut conn, delivery_id).await? else {
             return Ok(None);
         };
-        let endpoint = self.webhooks.find_endpoint(&mut conn, delivery.endpoint_id).await?;
+        let endpoint = self
+            .webhooks
+            .find_endpoint(&mut conn, delivery.endpoint_id)
+            .await?;
         Ok(endpoint.map(|endpoint| (delivery, endpoint)))
     }
 
     /// Records one attempt on a delivery.
     #[tracing::instrument(skip(self, record))]
-    pub async fn record_attempt(&self, delivery_id: Uuid, record: &AttemptRecord) -> Result<(), AppError> {
+    pub async fn record_attempt(
+        &self,
+        delivery_id: Uuid,
+        record: &AttemptRecord,
+    ) -> Result<(), AppError> {
         let mut conn = self.pool.acquire().await?;
-        self.webhooks.record_attempt(&mut conn, delivery_id, record).await
+        self.webhooks
+            .record_attempt(&mut conn, delivery_id, record)
+            .await
     }
 
     /// Stops all deliveries to an endpoint (the receiver said 410 Gone). An admin re-registers
@@ -173,7 +211,11 @@ impl WebhookService {
     #[tracing::instrument(skip(self))]
     pub async fn disable_endpoint(&self, endpoint_id: Uuid, reason: &str) -> Result<(), AppError> {
         let mut conn = self.pool.acquire().await?;
-        if self.webhooks.disable_endpoint(&mut conn, endpoint_id, reason).await? {
+        if self
+            .webhooks
+            .disable_endpoint(&mut conn, endpoint_id, reason)
+            .await?
+        {
             tracing::warn!(%endpoint_id, reason, "webhook endpoint disabled");
         }
         Ok(())

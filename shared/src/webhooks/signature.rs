@@ -27,7 +27,10 @@ impl WebhookSecret {
     pub fn generate() -> Self {
         let mut key = [0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        Self(SecretString::from(format!("{SECRET_PREFIX}{}", STANDARD.encode(key))))
+        Self(SecretString::from(format!(
+            "{SECRET_PREFIX}{}",
+            STANDARD.encode(key)
+        )))
     }
 
     /// A stored secret, as read back from the database.
@@ -42,7 +45,10 @@ impl WebhookSecret {
 
     /// The HMAC key: the base64-decoded part after `whsec_`.
     fn key(&self) -> Result<Vec<u8>, AppError> {
-        let encoded = self.expose().strip_prefix(SECRET_PREFIX).unwrap_or(self.expose());
+        let encoded = self
+            .expose()
+            .strip_prefix(SECRET_PREFIX)
+            .unwrap_or(self.expose());
         STANDARD
             .decode(encoded)
             .map_err(|_| AppError::internal("webhook secret is not valid base64"))
@@ -57,7 +63,10 @@ impl WebhookSecret {
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body.as_bytes());
-        Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+        Ok(format!(
+            "v1,{}",
+            STANDARD.encode(mac.finalize().into_bytes())
+        ))
     }
 }
 

@@ -42,7 +42,11 @@ impl WebhookSubscriber {
     async fn describe(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<Option<Value>> {
         match event {
             DomainEvent::Order(order_event) => {
-                let Some(order) = self.orders.find_in(uow.conn(), order_event.order_id()).await? else {
+                let Some(order) = self
+                    .orders
+                    .find_in(uow.conn(), order_event.order_id())
+                    .await?
+                else {
                     return Err(AppError::internal("order of a published event is missing"));
                 };
                 let mut data = order_data(&order);
@@ -117,8 +121,15 @@ impl Subscriber for WebhookSubscriber {
         let Some(data) = self.describe(uow, event).await? else {
             return Ok(());
         };
-        let staged = self.webhooks.stage_deliveries(uow, &endpoints, kind, &data).await?;
-        tracing::debug!(event = kind.as_str(), deliveries = staged.len(), "webhook deliveries staged");
+        let staged = self
+            .webhooks
+            .stage_deliveries(uow, &endpoints, kind, &data)
+            .await?;
+        tracing::debug!(
+            event = kind.as_str(),
+            deliveries = staged.len(),
+            "webhook deliveries staged"
+        );
         Ok(())
     }
 }

@@ -45,7 +45,11 @@ fn internal(e: impl std::fmt::Display) -> JobError {
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(value.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs));
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(MAX_RETRY_AFTER, Duration::from_secs),
+        );
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -89,7 +93,13 @@ pub fn judge(sent: Result<Answer, SendError>, at: &AttemptContext<'_>) -> Verdic
         Err(SendError::Refused(refused)) => {
             let error = format!("refused: {refused}");
             return Verdict {
-                record: record(None, None, AttemptOutcome::Failed { error: error.clone() }),
+                record: record(
+                    None,
+                    None,
+                    AttemptOutcome::Failed {
+                        error: error.clone(),
+                    },
+                ),
                 job: Err(JobError::permanent(error)),
                 disable_endpoint: false,
             };
@@ -107,7 +117,13 @@ pub fn judge(sent: Result<Answer, SendError>, at: &AttemptContext<'_>) -> Verdic
     if answer.status == StatusCode::GONE {
         let error = "HTTP 410 Gone: the endpoint was disabled".to_owned();
         return Verdict {
-            record: record(code, Some(answer.latency), AttemptOutcome::Failed { error: error.clone() }),
+            record: record(
+                code,
+                Some(answer.latency),
+                AttemptOutcome::Failed {
+                    error: error.clone(),
+                },
+            ),
             job: Err(JobError::permanent(error)),
             disable_endpoint: true,
         };
@@ -141,7 +157,10 @@ fn retry_or_give_up(
                 status_code,
                 latency,
                 outcome: AttemptOutcome::Failed {
-                    error: format!("{error} (attempt {} of {}, giving up)", at.attempt, at.max_attempts),
+                    error: format!(
+                        "{error} (attempt {} of {}, giving up)",
+                        at.attempt, at.max_attempts
+                    ),
                 },
             },
             // The engine sees the last attempt and moves the job to dead.
@@ -174,13 +193,18 @@ fn retry_or_give_up(
 }
 
 /// The Standard Webhooks headers for one attempt.
-fn signed_headers(endpoint: &WebhookEndpoint, delivery: &WebhookDelivery, timestamp: i64) -> Result<HeaderMap, JobError> {
+fn signed_headers(
+    endpoint: &WebhookEndpoint,
+    delivery: &WebhookDelivery,
+    timestamp: i64,
+) -> Result<HeaderMap, JobError> {
     let message_id = delivery.id.to_string();
     let signature = endpoint
         .secret
         .sign(&message_id, timestamp, &delivery.payload)
         .map_err(|e| JobError::permanent(format!("cannot sign: {e}")))?;
-    let value = |v: String| HeaderValue::from_str(&v).map_err(|e| JobError::permanent(e.to_string()));
+    let value =
+        |v: String| HeaderValue::from_str(&v).map_err(|e| JobError::permanent(e.to_string()));
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("webhook-id", value(message_id)?);
@@ -191,14 +215,26 @@ fn signed_headers(endpoint: &WebhookEndpoint, delivery: &WebhookDelivery, timest
 
 /// Sends one delivery.
 #[tracing::instrument(skip_all, fields(delivery_id = %job.delivery_id))]
-pub async fn handle(job: WebhookJob, ctx: Data<JobContext>, info: Data<JobInfo>) -> Result<(), JobError> {
+pub async fn handle(
+    job: WebhookJob,
+    ctx: Data<JobContext>,
+    info: Data<JobInfo>,
+) -> Result<(), JobError> {
     let services = &ctx.services;
-    let Some((delivery, endpoint)) = services.webhooks.delivery_to_send(job.delivery_id).await.map_err(internal)? else {
+    let Some((delivery, endpoint)) = services
+        .webhooks
+        .delivery_to_send(job.delivery_id)
+        .await
+        .map_err(internal)?
+    else {
         tracing::warn!("delivery or its endpoint no longer exists; nothing to send");
         return Ok(());
     };
     if delivery.status != DeliveryStatus::Pending {
-        tracing::info!(status = delivery.status.as_str(), "delivery already settled; not sending again");
+        tracing::info!(
+            status = delivery.status.as_str(),
+            "delivery already settled; not sending again"
+        );
         return Ok(());
     }
     if !endpoint.enabled {
@@ -210,13 +246,20 @@ pub async fn handle(job: WebhookJob, ctx: Data<JobContext>, info: Data<JobInfo>)
                 error: "endpoint disabled; not sent".into(),
             },
         };
-        services.webhooks.record_attempt(delivery.id, &record).await.map_err(internal)?;
+        services
+            .webhooks
+            .record_attempt(delivery.id, &record)
+            .await
+            .map_err(internal)?;
         tracing::info!(endpoint_id = %endpoint.id, "endpoint disabled; delivery dropped");
         return Ok(());
     }
 
     let headers = signed_headers(&endpoint, &delivery, Utc::now().timestamp())?;
-    let sent = ctx.webhooks.post(&endpoint.url, headers, delivery.payload.clone()).await;
+    let sent = ctx
+        .webhooks
+        .post(&endpoint.url, headers, delivery.payload.clone())
+        .await;
     let policy = job.retry_policy(&services.policies);
     let verdict = judge(
         sent,
@@ -246,7 +289,9 @@ pub async fn handle(job: WebhookJob, ctx: Data<JobContext>, info: Data<JobInfo>)
             latency_ms = verdict.record.latency.map(|l| l.as_millis() as u64),
             "webhook delivered"
         ),
-        Err(error) => tracing::warn!(endpoint_id = %endpoint.id, error = %error, "webhook attempt failed"),
+        Err(error) => {
+            tracing::warn!(endpoint_id = %endpoint.id, error = %error, "webhook attempt failed")
+        }
     }
     verdict.job
 }
@@ -275,7 +320,9 @@ mod tests {
             attempt,
             max_attempts: policy.max_attempts,
             policy,
-            now: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap().to_utc(),
+            now: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+                .unwrap()
+                .to_utc(),
         }
     }
 
@@ -289,11 +336,23 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = httpdate::parse_http_date("Wed, 01 Jan 2025 00:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 01 Jan 2025 00:01:30 GMT", now), Some(Duration::from_secs(90)));
-        assert_eq!(parse_retry_after("Tue, 31 Dec 2024 23:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 01 Jan 2025 00:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 31 Dec 2024 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
@@ -313,13 +372,25 @@ mod tests {
     fn server_errors_retry_on_the_schedule() {
         let policy = schedule();
         let first = judge(Ok(answer(500)), &at(1, &policy));
-        assert_eq!(first.job, Err(JobError::retry("HTTP 500 Internal Server Error")));
-        assert_eq!(next_retry(&first), Some(at(1, &policy).now + chrono::Duration::seconds(5)));
+        assert_eq!(
+            first.job,
+            Err(JobError::retry("HTTP 500 Internal Server Error"))
+        );
+        assert_eq!(
+            next_retry(&first),
+            Some(at(1, &policy).now + chrono::Duration::seconds(5))
+        );
         let second = judge(Ok(answer(503)), &at(2, &policy));
-        assert_eq!(next_retry(&second), Some(at(2, &policy).now + chrono::Duration::seconds(300)));
+        assert_eq!(
+            next_retry(&second),
+            Some(at(2, &policy).now + chrono::Duration::seconds(300))
+        );
         let last = judge(Ok(answer(500)), &at(3, &policy));
         assert!(matches!(last.record.outcome, AttemptOutcome::Failed { .. }));
-        assert!(matches!(last.job, Err(JobError::Retry { .. })), "the engine gives up on the last attempt");
+        assert!(
+            matches!(last.job, Err(JobError::Retry { .. })),
+            "the engine gives up on the last attempt"
+        );
     }
 
     #[test]
@@ -339,14 +410,23 @@ mod tests {
         let verdict = judge(Ok(later), &at(1, &policy));
         assert_eq!(
             verdict.job,
-            Err(JobError::retry_after("HTTP 429 Too Many Requests", Duration::from_secs(60)))
+            Err(JobError::retry_after(
+                "HTTP 429 Too Many Requests",
+                Duration::from_secs(60)
+            ))
         );
-        assert_eq!(next_retry(&verdict), Some(at(1, &policy).now + chrono::Duration::seconds(60)));
+        assert_eq!(
+            next_retry(&verdict),
+            Some(at(1, &policy).now + chrono::Duration::seconds(60))
+        );
 
         let mut sooner = answer(503);
         sooner.retry_after = Some("1".into());
         let verdict = judge(Ok(sooner), &at(1, &policy));
-        assert_eq!(next_retry(&verdict), Some(at(1, &policy).now + chrono::Duration::seconds(5)));
+        assert_eq!(
+            next_retry(&verdict),
+            Some(at(1, &policy).now + chrono::Duration::seconds(5))
+        );
 
         let mut forever = answer(503);
         forever.retry_after = Some("31536000".into());
@@ -366,13 +446,19 @@ mod tests {
         let AttemptOutcome::Retrying { error, .. } = &verdict.record.outcome else {
             panic!("a redirect is retried");
         };
-        assert!(error.contains("302") && error.contains("not followed"), "{error}");
+        assert!(
+            error.contains("302") && error.contains("not followed"),
+            "{error}"
+        );
     }
 
     #[test]
     fn refused_addresses_fail_at_once_without_latency() {
         let policy = schedule();
-        let refused = SendError::Refused(Refused::blocked("localhost", &["127.0.0.1".parse().unwrap()]));
+        let refused = SendError::Refused(Refused::blocked(
+            "localhost",
+            &["127.0.0.1".parse().unwrap()],
+        ));
         let verdict = judge(Err(refused), &at(1, &policy));
         assert!(matches!(verdict.job, Err(JobError::Permanent(_))));
         assert_eq!(verdict.record.latency, None);
@@ -382,8 +468,16 @@ mod tests {
     #[test]
     fn timeouts_and_network_errors_retry() {
         let policy = schedule();
-        let timeout = judge(Err(SendError::Timeout { latency: Duration::from_secs(10) }), &at(1, &policy));
-        assert!(matches!(timeout.job, Err(JobError::Retry { after: None, .. })));
+        let timeout = judge(
+            Err(SendError::Timeout {
+                latency: Duration::from_secs(10),
+            }),
+            &at(1, &policy),
+        );
+        assert!(matches!(
+            timeout.job,
+            Err(JobError::Retry { after: None, .. })
+        ));
         assert_eq!(timeout.record.latency, Some(Duration::from_secs(10)));
         let network = judge(
             Err(SendError::Network {
