@@ -55,7 +55,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -93,14 +98,30 @@ pub fn build(state: AppState) -> Router {
         ))),
     }
     .map(|cors| {
-        cors.allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "idempotency-key".parse().expect("header name")])
-            .expose_headers(["x-request-id".parse().expect("header name"), header::RETRY_AFTER])
+        cors.allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            "idempotency-key".parse().expect("header name"),
+        ])
+        .expose_headers([
+            "x-request-id".parse().expect("header name"),
+            header::RETRY_AFTER,
+        ])
     });
 
     Router::new()
         .merge(api)
-        .route("/api-docs/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
+        .route(
+            "/api-docs/openapi.json",
+            get(move || async move { Json(document.as_ref().clone()) }),
+        )
         .merge(SwaggerUi::new("/docs"))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { AppError::not_found("route not found") })
@@ -130,12 +151,15 @@ pub async fn serve(
     let outbox = state.services.outbox.clone();
     let app = build(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown signal received; finishing in-flight requests");
-            let _ = stopping_tx.send(());
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+        let _ = stopping_tx.send(());
+    });
     let result = tokio::select! {
         result = server => result,
         _ = async {

@@ -18,19 +18,30 @@ pub struct AdminUser(pub Actor);
 
 /// The bearer token of a request, if it has one.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(actor) = parts.extensions.get::<Actor>() {
             return Ok(Self(*actor));
         }
-        let token = bearer_token(parts).ok_or_else(|| AppError::unauthorized("missing bearer token"))?;
+        let token =
+            bearer_token(parts).ok_or_else(|| AppError::unauthorized("missing bearer token"))?;
         let actor = state.services.users.authenticate(token)?;
         parts.extensions.insert(actor);
         Ok(Self(actor))
@@ -40,7 +51,10 @@ impl FromRequestParts<AppState> for AuthUser {
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let AuthUser(actor) = AuthUser::from_request_parts(parts, state).await?;
         if !actor.is_admin() {
             return Err(AppError::forbidden("admin role required"));
@@ -57,8 +71,14 @@ pub struct MaybeUser(pub Option<Actor>);
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
             let AuthUser(actor) = AuthUser::from_request_parts(parts, state).await?;
             return Ok(Self(Some(actor)));
         }

@@ -86,7 +86,12 @@ pub async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     let mut redis = state.services.redis.clone();
     let (postgres, redis) = tokio::join!(
         check(async move { sqlx::query("select 1").execute(&db).await.map(|_| ()) }),
-        check(async move { redis::cmd("PING").query_async::<String>(&mut redis).await.map(|_| ()) }),
+        check(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut redis)
+                .await
+                .map(|_| ())
+        }),
     );
     let healthy = postgres.status == "up" && redis.status == "up";
     let report = HealthReport {

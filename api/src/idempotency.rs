@@ -44,9 +44,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if replayed {
         response
             .headers_mut()
@@ -76,15 +77,24 @@ where
     RecFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
 {
     let keys = &state.services.idempotency;
-    match keys.begin(actor.user_id, scope, key, request_fingerprint).await? {
+    match keys
+        .begin(actor.user_id, scope, key, request_fingerprint)
+        .await?
+    {
         Begin::Replay(StoredResponse { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             Ok(json_response(status, body, true))
         }
         Begin::Recover { claim, resource_id } => {
             let (status, body) = recover(resource_id).await?;
-            keys.complete(&claim, &StoredResponse { status: status.as_u16(), body: body.clone() })
-                .await?;
+            keys.complete(
+                &claim,
+                &StoredResponse {
+                    status: status.as_u16(),
+                    body: body.clone(),
+                },
+            )
+            .await?;
             Ok(json_response(status, body, true))
         }
         Begin::Proceed(claim) => match operation(claim.clone()).await {

@@ -3,7 +3,10 @@
 use std::{io::Read, net::SocketAddr, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use orderly::{Config, Services, users::{DisplayName, Email, Password}};
+use orderly::{
+    Config, Services,
+    users::{DisplayName, Email, Password},
+};
 use orderly_api::{AppState, app, shutdown_signal};
 
 #[derive(Parser)]
@@ -101,7 +104,11 @@ async fn create_admin(config: Config, email: &str, name: &str) -> anyhow::Result
     let services = Services::build(config)?;
     let (user, created) = services
         .users
-        .create_admin(Email::parse(email)?, Password::parse(password)?, DisplayName::parse(name)?)
+        .create_admin(
+            Email::parse(email)?,
+            Password::parse(password)?,
+            DisplayName::parse(name)?,
+        )
         .await?;
     tracing::info!(user_id = %user.id, email = %user.email, created, "admin ready");
     Ok(())

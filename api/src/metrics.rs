@@ -41,14 +41,19 @@ pub fn record_request(method: &Method, route: &str, status: u16, latency_ms: f64
         ("status", status.to_string()),
     ];
     metrics::counter!("orderly_http_requests_total", &labels).increment(1);
-    metrics::histogram!("orderly_http_request_duration_seconds", &labels).record(latency_ms / 1000.0);
+    metrics::histogram!("orderly_http_request_duration_seconds", &labels)
+        .record(latency_ms / 1000.0);
 }
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    orderly::queue::metrics::record_queue_gauges(&state.services.queue, &state.services.outbox).await;
+    orderly::queue::metrics::record_queue_gauges(&state.services.queue, &state.services.outbox)
+        .await;
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         handle().render(),
     )
 }

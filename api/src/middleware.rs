@@ -32,7 +32,8 @@ pub struct RequestId(pub String);
 
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then(|| text.to_owned())
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| text.to_owned())
 }
 
 /// Request id, span, access log line.
@@ -42,16 +43,23 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .get(&REQUEST_ID)
         .and_then(sane_request_id)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    request.extensions_mut().insert(RequestId(request_id.clone()));
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
     let started = Instant::now();
-    let mut response = orderly::telemetry::with_request_id(request_id.clone(), next.run(request).instrument(span.clone())).await;
+    let mut response = orderly::telemetry::with_request_id(
+        request_id.clone(),
+        next.run(request).instrument(span.clone()),
+    )
+    .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
     span.in_scope(|| {
@@ -61,7 +69,12 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             tracing::info!(status, latency_ms, "request finished");
         }
     });
-    crate::metrics::record_request(&method, route.as_deref().unwrap_or("unmatched"), status, latency_ms);
+    crate::metrics::record_request(
+        &method,
+        route.as_deref().unwrap_or("unmatched"),
+        status,
+        latency_ms,
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
@@ -113,8 +126,12 @@ pub async fn timeout(State(state): State<AppState>, request: Request, next: Next
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::error!(timeout_ms = limit.as_millis() as u64, "request timed out and was cancelled");
-            AppError::Unavailable("the request took too long and was cancelled; try again".into()).into_response()
+            tracing::error!(
+                timeout_ms = limit.as_millis() as u64,
+                "request timed out and was cancelled"
+            );
+            AppError::Unavailable("the request took too long and was cancelled; try again".into())
+                .into_response()
         }
     }
 }
@@ -129,7 +146,10 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let (parts, body) = request.into_parts();
     let key = match bearer_token(&parts).and_then(|t| state.services.users.authenticate(t).ok()) {
         Some(actor) => format!("user:{}", actor.user_id),
-        None => format!("ip:{}", client_ip(&parts, state.services.config.http.trust_proxy)),
+        None => format!(
+            "ip:{}",
+            client_ip(&parts, state.services.config.http.trust_proxy)
+        ),
     };
     let request = Request::from_parts(parts, body);
     let decision = state.rate_limiter.check(&key, &quota).await;
@@ -144,11 +164,17 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     };
     let window = 60 * u64::from(quota.burst) / u64::from(quota.per_minute.max(1));
     let headers = response.headers_mut();
-    if let Ok(policy) = HeaderValue::from_str(&format!("\"default\";q={};w={}", quota.burst, window.max(1))) {
+    if let Ok(policy) = HeaderValue::from_str(&format!(
+        "\"default\";q={};w={}",
+        quota.burst,
+        window.max(1)
+    )) {
         headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
     }
     let reset = decision.reset_after.as_secs() + u64::from(decision.reset_after.subsec_nanos() > 0);
-    if let Ok(current) = HeaderValue::from_str(&format!("\"default\";r={};t={reset}", decision.remaining)) {
+    if let Ok(current) =
+        HeaderValue::from_str(&format!("\"default\";r={};t={reset}", decision.remaining))
+    {
         headers.insert(HeaderName::from_static("ratelimit"), current);
     }
     response

@@ -21,7 +21,9 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("prefix", &self.prefix).finish()
+        f.debug_struct("Cache")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 

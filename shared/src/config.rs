@@ -228,7 +228,9 @@ struct Source<F: Fn(&str) -> Option<String>>(F);
 
 impl<F: Fn(&str) -> Option<String>> Source<F> {
     fn raw(&self, name: &str) -> Option<String> {
-        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn required(&self, name: &'static str, hint: &'static str) -> Result<String, ConfigError> {
@@ -340,7 +342,10 @@ impl Config {
 
         let database_url = url_with_scheme(
             "DATABASE_URL",
-            env.required("DATABASE_URL", "a postgres:// URL, e.g. postgres://postgres@127.0.0.1:5432/orderly")?,
+            env.required(
+                "DATABASE_URL",
+                "a postgres:// URL, e.g. postgres://postgres@127.0.0.1:5432/orderly",
+            )?,
             &["postgres", "postgresql"],
         )?;
         let redis_url = url_with_scheme(
@@ -469,7 +474,9 @@ impl Config {
             auth: AuthConfig {
                 jwt_secret,
                 jwt_issuer: env.raw("JWT_ISSUER").unwrap_or_else(|| "orderly".into()),
-                jwt_audience: env.raw("JWT_AUDIENCE").unwrap_or_else(|| "orderly-api".into()),
+                jwt_audience: env
+                    .raw("JWT_AUDIENCE")
+                    .unwrap_or_else(|| "orderly-api".into()),
                 jwt_ttl: secs(env.parse_or("JWT_TTL_SECS", 3_600)?),
             },
             log: LogConfig {
@@ -500,7 +507,10 @@ impl Config {
             },
             mail: MailConfig {
                 smtp_url,
-                mail_dir: env.raw("MAIL_DIR").unwrap_or_else(|| "var/mail".into()).into(),
+                mail_dir: env
+                    .raw("MAIL_DIR")
+                    .unwrap_or_else(|| "var/mail".into())
+                    .into(),
                 from: env
                     .raw("MAIL_FROM")
                     .unwrap_or_else(|| "Orderly <orders@orderly.invalid>".into()),
@@ -515,7 +525,10 @@ impl Config {
             },
             storage: StorageConfig {
                 url: env.raw("STORAGE_URL"),
-                dir: env.raw("STORAGE_DIR").unwrap_or_else(|| "var/storage".into()).into(),
+                dir: env
+                    .raw("STORAGE_DIR")
+                    .unwrap_or_else(|| "var/storage".into())
+                    .into(),
                 upload_max_bytes: env.parse_or("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)?,
             },
         })
@@ -552,7 +565,13 @@ mod tests {
         let mut vars = base();
         vars.remove("DATABASE_URL");
         let err = Config::from_map(&vars).unwrap_err();
-        assert!(matches!(err, ConfigError::Missing { name: "DATABASE_URL", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                name: "DATABASE_URL",
+                ..
+            }
+        ));
         assert!(err.to_string().starts_with("DATABASE_URL is not set"));
     }
 
@@ -585,7 +604,10 @@ mod tests {
     #[test]
     fn debug_output_hides_secrets() {
         let mut vars = base();
-        vars.insert("DATABASE_URL".into(), "postgres://app:s3cr3t-pw@db/orderly".into());
+        vars.insert(
+            "DATABASE_URL".into(),
+            "postgres://app:s3cr3t-pw@db/orderly".into(),
+        );
         let config = Config::from_map(&vars).unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-pw"));
@@ -603,9 +625,17 @@ mod tests {
     #[test]
     fn webhook_allowlist_parses_cidrs_and_addresses() {
         let mut vars = base();
-        vars.insert("WEBHOOK_ALLOWLIST".into(), "127.0.0.0/8, ::1, 10.1.2.3/16".into());
+        vars.insert(
+            "WEBHOOK_ALLOWLIST".into(),
+            "127.0.0.0/8, ::1, 10.1.2.3/16".into(),
+        );
         let config = Config::from_map(&vars).unwrap();
-        let listed: Vec<String> = config.webhooks.allowlist.iter().map(|n| n.to_string()).collect();
+        let listed: Vec<String> = config
+            .webhooks
+            .allowlist
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(listed, ["127.0.0.0/8", "::1/128", "10.1.0.0/16"]);
 
         vars.insert("WEBHOOK_ALLOWLIST".into(), "127.0.0.0/8,localhost".into());

@@ -20,8 +20,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Connect options built from config, with PgBouncer's transaction mode taken into account.
 pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
-    let mut options = PgConnectOptions::from_str(config.url.expose_secret())?
-        .application_name("orderly");
+    let mut options =
+        PgConnectOptions::from_str(config.url.expose_secret())?.application_name("orderly");
     if config.pgbouncer {
         // Transaction pooling hands each transaction to any server connection, so named
         // prepared statements (sqlx's statement cache) would be missing on the next one.

@@ -233,7 +233,9 @@ impl From<axum::extract::rejection::JsonRejection> for AppError {
             J::MissingJsonContentType(_) => Self::UnsupportedMediaType(
                 "expected a request body with Content-Type: application/json".into(),
             ),
-            J::JsonSyntaxError(e) => Self::bad_request(format!("malformed JSON: {}", e.body_text_cause())),
+            J::JsonSyntaxError(e) => {
+                Self::bad_request(format!("malformed JSON: {}", e.body_text_cause()))
+            }
             J::JsonDataError(e) => Self::Unprocessable {
                 message: format!("invalid request body: {}", e.body_text_cause()),
                 details: Vec::new(),

@@ -57,7 +57,9 @@ pub struct EventBus {
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.subscribers.iter().map(|s| s.name()).collect();
-        f.debug_struct("EventBus").field("subscribers", &names).finish()
+        f.debug_struct("EventBus")
+            .field("subscribers", &names)
+            .finish()
     }
 }
 

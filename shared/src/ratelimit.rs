@@ -131,7 +131,9 @@ pub struct RedisRateLimiter {
 
 impl std::fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisRateLimiter").field("prefix", &self.prefix).finish()
+        f.debug_struct("RedisRateLimiter")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -198,7 +200,10 @@ mod tests {
 
     #[test]
     fn burst_then_refuse_then_recover() {
-        let quota = Quota { per_minute: 60, burst: 3 };
+        let quota = Quota {
+            per_minute: 60,
+            burst: 3,
+        };
         let mut tat = None;
         let mut now = 0;
         for expected_remaining in [2, 1, 0] {
@@ -219,7 +224,10 @@ mod tests {
     #[tokio::test]
     async fn memory_store_limits_per_key() {
         let limiter = MemoryRateLimiter::new();
-        let quota = Quota { per_minute: 60, burst: 2 };
+        let quota = Quota {
+            per_minute: 60,
+            burst: 2,
+        };
         assert!(limiter.check("a", &quota).await.allowed);
         assert!(limiter.check("a", &quota).await.allowed);
         assert!(!limiter.check("a", &quota).await.allowed);

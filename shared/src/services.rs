@@ -94,16 +94,29 @@ impl Services {
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
         );
         // A claim outlives any request (the request timeout) before it is presumed dead.
-        let idempotency =
-            IdempotencyService::new(db.clone(), config.http.request_timeout + Duration::from_secs(30));
+        let idempotency = IdempotencyService::new(
+            db.clone(),
+            config.http.request_timeout + Duration::from_secs(30),
+        );
         let webhooks = WebhookService::new(db.clone(), policies.clone());
         // The webhook subscriber describes orders and reports through their services, but those
         // publish on the bus that holds the subscriber: it gets read-only instances of its own,
         // on an empty bus, instead of a reference cycle.
         let webhook_subscriber = WebhookSubscriber::new(
             webhooks.clone(),
-            OrderService::new(db.clone(), products.clone(), idempotency.clone(), EventBus::default(), outbox.clone()),
-            ReportService::new(db.clone(), EventBus::default(), outbox.clone(), policies.clone()),
+            OrderService::new(
+                db.clone(),
+                products.clone(),
+                idempotency.clone(),
+                EventBus::default(),
+                outbox.clone(),
+            ),
+            ReportService::new(
+                db.clone(),
+                EventBus::default(),
+                outbox.clone(),
+                policies.clone(),
+            ),
         );
         let events = EventBus::builder()
             .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))
@@ -125,7 +138,8 @@ impl Services {
             events.clone(),
             outbox.clone(),
         );
-        let reports = ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
+        let reports =
+            ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
         let storage = Storage::from_config(&config.storage)?;
         Ok(Self {
             sent_emails: SentEmailService::new(db.clone()),

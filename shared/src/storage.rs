@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use object_store::{ObjectStore, ObjectStoreExt, buffered::BufWriter, local::LocalFileSystem, path::Path};
+use object_store::{
+    ObjectStore, ObjectStoreExt, buffered::BufWriter, local::LocalFileSystem, path::Path,
+};
 
 use crate::config::StorageConfig;
 
@@ -22,7 +24,9 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("at", &self.description).finish()
+        f.debug_struct("Storage")
+            .field("at", &self.description)
+            .finish()
     }
 }
 
@@ -71,7 +75,10 @@ impl Storage {
     }
 
     /// The contents of `key` as a byte stream, and its size.
-    pub async fn read(&self, key: &str) -> object_store::Result<(StoredFile, BoxStream<'static, object_store::Result<Bytes>>)> {
+    pub async fn read(
+        &self,
+        key: &str,
+    ) -> object_store::Result<(StoredFile, BoxStream<'static, object_store::Result<Bytes>>)> {
         let result = self.store.get(&Path::from(key)).await?;
         let size = result.meta.size;
         Ok((StoredFile { size }, result.into_stream()))
@@ -84,7 +91,10 @@ impl Storage {
 
     /// Writes a small file in one go.
     pub async fn put(&self, key: &str, bytes: Bytes) -> object_store::Result<()> {
-        self.store.put(&Path::from(key), bytes.into()).await.map(|_| ())
+        self.store
+            .put(&Path::from(key), bytes.into())
+            .await
+            .map(|_| ())
     }
 
     /// Deletes a file (missing files are fine).

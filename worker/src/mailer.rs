@@ -83,8 +83,16 @@ impl Mailer {
             .subject(&email.subject)
             .multipart(
                 MultiPart::alternative()
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(email.text.clone()))
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(email.html.clone())),
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(email.text.clone()),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(email.html.clone()),
+                    ),
             )
             .map_err(|e| JobError::permanent(format!("cannot build message: {e}")))
     }

@@ -5,7 +5,11 @@
 //! jobs get `WORKER_SHUTDOWN_GRACE_SECS` to finish, whatever is left is released back to the
 //! queue with its attempt refunded, the heartbeat is removed, and the process exits 0.
 
-use std::{future::Future, sync::{Arc, Mutex}, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use apalis::prelude::Monitor;
 use orderly::{
@@ -76,7 +80,12 @@ impl Backends {
 
 /// A unique id for this process: `host:pid:random`.
 pub fn worker_id() -> String {
-    format!("{}:{}:{:06x}", hostname(), std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{}:{}:{:06x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 /// The machine's host name (from the kernel, no extra dependency).
@@ -140,7 +149,10 @@ pub async fn run(
         signal_stop.cancel();
         Ok(())
     };
-    let result = monitor.shutdown_timeout(options.shutdown_grace).run_with_signal(signal).await;
+    let result = monitor
+        .shutdown_timeout(options.shutdown_grace)
+        .run_with_signal(signal)
+        .await;
     if let Err(error) = &result {
         tracing::warn!(%error, "workers stopped with an error");
     }
@@ -163,7 +175,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn run_heartbeat(services: Services, mut info: WorkerInfo, backends: Backends, stop: CancellationToken) {
+async fn run_heartbeat(
+    services: Services,
+    mut info: WorkerInfo,
+    backends: Backends,
+    stop: CancellationToken,
+) {
     loop {
         info.running = backends.running();
         info.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();

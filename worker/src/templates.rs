@@ -23,13 +23,22 @@ pub struct Templates {
 
 macro_rules! template {
     ($env:expr, $name:literal) => {
-        $env.add_template(concat!($name, ".txt"), include_str!(concat!("../templates/email/", $name, ".txt")))?;
-        $env.add_template(concat!($name, ".html"), include_str!(concat!("../templates/email/", $name, ".html")))?;
+        $env.add_template(
+            concat!($name, ".txt"),
+            include_str!(concat!("../templates/email/", $name, ".txt")),
+        )?;
+        $env.add_template(
+            concat!($name, ".html"),
+            include_str!(concat!("../templates/email/", $name, ".html")),
+        )?;
     };
 }
 
 const SUBJECTS: &[(&str, &str)] = &[
-    ("order_confirmation", "Your order {{ order.id }} ({{ total }})"),
+    (
+        "order_confirmation",
+        "Your order {{ order.id }} ({{ total }})",
+    ),
     ("order_cancelled", "Your order {{ order.id }} was cancelled"),
     ("welcome", "Welcome to Orderly, {{ name }}"),
     ("report_ready", "Your {{ report.kind }} report is ready"),
@@ -57,9 +66,15 @@ impl Templates {
     }
 
     /// Renders subject, text and HTML of template `name` with `context`.
-    pub fn render(&self, name: &str, context: &impl Serialize) -> Result<Rendered, minijinja::Error> {
+    pub fn render(
+        &self,
+        name: &str,
+        context: &impl Serialize,
+    ) -> Result<Rendered, minijinja::Error> {
         let render = |suffix: &str| -> Result<String, minijinja::Error> {
-            self.env.get_template(&format!("{name}.{suffix}"))?.render(context)
+            self.env
+                .get_template(&format!("{name}.{suffix}"))?
+                .render(context)
         };
         Ok(Rendered {
             subject: render("subject")?.trim().to_owned(),
@@ -77,7 +92,10 @@ mod tests {
     fn html_is_escaped_and_text_is_not() {
         let templates = Templates::load().unwrap();
         let rendered = templates
-            .render("welcome", &serde_json::json!({"name": "<b>Ann</b>", "email": "ann@example.com"}))
+            .render(
+                "welcome",
+                &serde_json::json!({"name": "<b>Ann</b>", "email": "ann@example.com"}),
+            )
             .unwrap();
         assert_eq!(rendered.subject, "Welcome to Orderly, <b>Ann</b>");
         assert!(rendered.text.contains("Hello <b>Ann</b>"));

@@ -28,14 +28,21 @@ pub struct OrderLineRequest {
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     /// The lines: 1 to 100, each product at most once.
-    #[validate(length(min = 1, max = 100, message = "must contain 1 to 100 items"), nested)]
+    #[validate(
+        length(min = 1, max = 100, message = "must contain 1 to 100 items"),
+        nested
+    )]
     pub items: Vec<OrderLineRequest>,
 }
 
 impl PlaceOrderRequest {
     /// The lines as domain values (duplicate products are refused here too).
     pub fn lines(&self) -> Result<Vec<NewOrderLine>, AppError> {
-        let raw: Vec<(Uuid, i64)> = self.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+        let raw: Vec<(Uuid, i64)> = self
+            .items
+            .iter()
+            .map(|i| (i.product_id, i.quantity))
+            .collect();
         NewOrderLine::parse_all(&raw)
     }
 }

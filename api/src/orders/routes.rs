@@ -12,7 +12,9 @@ use crate::{
     auth::AuthUser,
     extract::{Path, Query, ValidatedJson},
     idempotency::{self, IdempotencyKey},
-    orders::dto::{ListOrdersQuery, OrderPage, OrderResponse, PlaceOrderRequest, UpdateOrderRequest},
+    orders::dto::{
+        ListOrdersQuery, OrderPage, OrderResponse, PlaceOrderRequest, UpdateOrderRequest,
+    },
     state::AppState,
 };
 
@@ -52,11 +54,17 @@ pub async fn place_order(
         &request_fingerprint,
         |claim| async move {
             let order = orders.place(&actor, &lines, Some(&claim)).await?;
-            Ok((StatusCode::CREATED, serde_json::to_vec(&OrderResponse::from(order))?))
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_vec(&OrderResponse::from(order))?,
+            ))
         },
         |order_id| async move {
             let order = orders.get(&actor, order_id).await?;
-            Ok((StatusCode::CREATED, serde_json::to_vec(&OrderResponse::from(order))?))
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_vec(&OrderResponse::from(order))?,
+            ))
         },
     )
     .await
@@ -70,7 +78,11 @@ pub async fn list_orders(
     AuthUser(actor): AuthUser,
     Query(query): Query<ListOrdersQuery>,
 ) -> Result<Json<OrderPage>, AppError> {
-    let page = state.services.orders.list_own(&actor, query.page()?).await?;
+    let page = state
+        .services
+        .orders
+        .list_own(&actor, query.page()?)
+        .await?;
     Ok(Json(page.into()))
 }
 
@@ -109,5 +121,12 @@ pub async fn update_order(
     Path(id): Path<Uuid>,
     crate::extract::Json(body): crate::extract::Json<UpdateOrderRequest>,
 ) -> Result<Json<OrderResponse>, AppError> {
-    Ok(Json(state.services.orders.change_status(&actor, id, body.status).await?.into()))
+    Ok(Json(
+        state
+            .services
+            .orders
+            .change_status(&actor, id, body.status)
+            .await?
+            .into(),
+    ))
 }

@@ -6,7 +6,9 @@ use orderly::{
     pagination::{Page, PageRequest},
     products::{
         NewProduct, Product, ProductPatch,
-        model::{parse_currency, parse_description, parse_name, parse_price, parse_sku, parse_stock},
+        model::{
+            parse_currency, parse_description, parse_name, parse_price, parse_sku, parse_stock,
+        },
     },
 };
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,11 @@ pub struct CreateProductRequest {
     #[validate(length(max = 5000, message = "must be at most 5000 characters"))]
     pub description: String,
     /// Price in minor units (cents).
-    #[validate(range(min = 0, max = 1_000_000_000_000_i64, message = "must be between 0 and 1000000000000"))]
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000_000_i64,
+        message = "must be between 0 and 1000000000000"
+    ))]
     #[schema(example = 1299)]
     pub price_cents: i64,
     /// ISO 4217 currency code.
@@ -39,7 +45,11 @@ pub struct CreateProductRequest {
     #[schema(example = "EUR")]
     pub currency: String,
     /// Units in stock.
-    #[validate(range(min = 0, max = 1_000_000_000, message = "must be between 0 and 1000000000"))]
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000,
+        message = "must be between 0 and 1000000000"
+    ))]
     #[schema(example = 100)]
     pub stock: i64,
     /// Visible and orderable (default true).
@@ -81,13 +91,21 @@ pub struct UpdateProductRequest {
     #[validate(length(max = 5000, message = "must be at most 5000 characters"))]
     pub description: Option<String>,
     /// New price in minor units.
-    #[validate(range(min = 0, max = 1_000_000_000_000_i64, message = "must be between 0 and 1000000000000"))]
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000_000_i64,
+        message = "must be between 0 and 1000000000000"
+    ))]
     pub price_cents: Option<i64>,
     /// New currency.
     #[validate(length(equal = 3, message = "must be a three-letter ISO 4217 code"))]
     pub currency: Option<String>,
     /// New stock level.
-    #[validate(range(min = 0, max = 1_000_000_000, message = "must be between 0 and 1000000000"))]
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000,
+        message = "must be between 0 and 1000000000"
+    ))]
     pub stock: Option<i64>,
     /// New visibility.
     pub active: Option<bool>,
@@ -100,7 +118,11 @@ impl TryFrom<UpdateProductRequest> for ProductPatch {
         Ok(Self {
             sku: body.sku.as_deref().map(parse_sku).transpose()?,
             name: body.name.as_deref().map(parse_name).transpose()?,
-            description: body.description.as_deref().map(parse_description).transpose()?,
+            description: body
+                .description
+                .as_deref()
+                .map(parse_description)
+                .transpose()?,
             price_cents: body.price_cents.map(parse_price).transpose()?,
             currency: body.currency.as_deref().map(parse_currency).transpose()?,
             stock: body.stock.map(parse_stock).transpose()?,

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::{
     auth::{AdminUser, MaybeUser},
     extract::{Path, ValidatedJson, ValidatedQuery},
-    products::dto::{CreateProductRequest, ListProductsQuery, ProductPage, ProductResponse, UpdateProductRequest},
+    products::dto::{
+        CreateProductRequest, ListProductsQuery, ProductPage, ProductResponse, UpdateProductRequest,
+    },
     state::AppState,
 };
 
@@ -34,7 +36,12 @@ pub async fn list_products(
         .services
         .products
         .list(ProductQuery {
-            search: query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned),
+            search: query
+                .q
+                .as_deref()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(str::to_owned),
             include_inactive: actor.is_some_and(|a| a.is_admin()),
             page: query.page()?,
         })
@@ -50,7 +57,11 @@ pub async fn get_product(
     MaybeUser(actor): MaybeUser,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ProductResponse>, AppError> {
-    let product = state.services.products.get(id, actor.is_some_and(|a| a.is_admin())).await?;
+    let product = state
+        .services
+        .products
+        .get(id, actor.is_some_and(|a| a.is_admin()))
+        .await?;
     Ok(Json(product.into()))
 }
 
@@ -63,7 +74,11 @@ pub async fn create_product(
     AdminUser(_admin): AdminUser,
     ValidatedJson(body): ValidatedJson<CreateProductRequest>,
 ) -> Result<(StatusCode, Json<ProductResponse>), AppError> {
-    let product = state.services.products.create(NewProduct::try_from(body)?).await?;
+    let product = state
+        .services
+        .products
+        .create(NewProduct::try_from(body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(product.into())))
 }
 
@@ -78,7 +93,11 @@ pub async fn update_product(
     Path(id): Path<Uuid>,
     ValidatedJson(body): ValidatedJson<UpdateProductRequest>,
 ) -> Result<Json<ProductResponse>, AppError> {
-    let product = state.services.products.update(id, ProductPatch::try_from(body)?).await?;
+    let product = state
+        .services
+        .products
+        .update(id, ProductPatch::try_from(body)?)
+        .await?;
     Ok(Json(product.into()))
 }
 

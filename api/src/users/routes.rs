@@ -31,7 +31,11 @@ pub async fn register(
     ValidatedJson(body): ValidatedJson<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<UserResponse>), AppError> {
     let input = Registration::try_from(body)?;
-    let user = state.services.users.register(input.email, input.password, input.name).await?;
+    let user = state
+        .services
+        .users
+        .register(input.email, input.password, input.name)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -45,7 +49,11 @@ pub async fn login(
     State(state): State<AppState>,
     ValidatedJson(body): ValidatedJson<LoginRequest>,
 ) -> Result<axum::Json<TokenResponse>, AppError> {
-    let token = state.services.users.login(&body.email, body.password).await?;
+    let token = state
+        .services
+        .users
+        .login(&body.email, body.password)
+        .await?;
     Ok(axum::Json(TokenResponse {
         access_token: token.token,
         token_type: "Bearer",
@@ -59,7 +67,10 @@ pub async fn login(
         (status = 200, body = UserResponse),
         (status = 401, body = ErrorBody),
     ))]
-pub async fn me(State(state): State<AppState>, AuthUser(actor): AuthUser) -> Result<axum::Json<UserResponse>, AppError> {
+pub async fn me(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+) -> Result<axum::Json<UserResponse>, AppError> {
     let user = state.services.users.profile(actor.user_id).await?;
     Ok(axum::Json(user.into()))
 }

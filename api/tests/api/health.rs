@@ -27,7 +27,11 @@ async fn readiness_is_503_naming_redis_when_redis_is_unreachable(pool: PgPool) {
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["postgres"]["status"], "up");
     assert_eq!(body["checks"]["redis"]["status"], "down");
-    assert!(body["checks"]["redis"]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(
+        body["checks"]["redis"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 
-use orderly::{Config, Services, users::{DisplayName, Email, Password}};
+use orderly::{
+    Config, Services,
+    users::{DisplayName, Email, Password},
+};
 use orderly_api::{AppState, app};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -38,7 +41,10 @@ pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
     .collect();
     let dir = std::env::temp_dir().join(format!("orderly-test-{prefix}"));
     vars.insert("MAIL_DIR".into(), dir.join("mail").display().to_string());
-    vars.insert("STORAGE_DIR".into(), dir.join("storage").display().to_string());
+    vars.insert(
+        "STORAGE_DIR".into(),
+        dir.join("storage").display().to_string(),
+    );
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -88,7 +94,9 @@ pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp
     let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
     orderly::telemetry::init(&config.log);
     let services = Services::build_with_pool(config, pool).expect("services build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let state = AppState::new(services.clone());
@@ -159,7 +167,11 @@ impl TestApp {
     /// Logs in and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let response = self
-            .post_json("/api/v1/auth/login", None, &json!({"email": email, "password": password}))
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK, "login of {email} failed");
         let body: Value = response.json().await.expect("json");
@@ -268,10 +280,20 @@ pub async fn assert_error(response: Response, status: StatusCode) -> Value {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "error content type was {content_type:?}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error content type was {content_type:?}"
+    );
     let body: Value = response.json().await.expect("json error body");
     assert_eq!(body["statusCode"], status.as_u16(), "statusCode in {body}");
-    assert_eq!(body["error"], status.canonical_reason().unwrap_or_default(), "error in {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(
+        body["error"],
+        status.canonical_reason().unwrap_or_default(),
+        "error in {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
     body
 }

@@ -32,10 +32,12 @@ impl SentEmailService {
 
     /// Whether the job already sent its message.
     pub async fn was_sent(&self, job_id: &str) -> Result<bool, AppError> {
-        Ok(sqlx::query_scalar::<_, bool>("select exists(select 1 from sent_emails where job_id = $1)")
-            .bind(job_id)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar::<_, bool>(
+            "select exists(select 1 from sent_emails where job_id = $1)",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Records a sent message (a second record for the same job is ignored).

@@ -100,7 +100,13 @@ impl IdempotencyService {
 
     /// Claims `key` for `(user_id, scope)` with the request's fingerprint, or says why not.
     #[tracing::instrument(skip(self, request_hash))]
-    pub async fn begin(&self, user_id: Uuid, scope: &'static str, key: &str, request_hash: &str) -> Result<Begin, AppError> {
+    pub async fn begin(
+        &self,
+        user_id: Uuid,
+        scope: &'static str,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<Begin, AppError> {
         let claim = Claim {
             user_id,
             scope,
@@ -118,7 +124,9 @@ impl IdempotencyService {
                         "Idempotency-Key was already used with a different request",
                     ));
                 }
-                if let (Some(status), Some(body)) = (existing.response_status, existing.response_body) {
+                if let (Some(status), Some(body)) =
+                    (existing.response_status, existing.response_body)
+                {
                     return Ok(Begin::Replay(StoredResponse {
                         status: u16::try_from(status).unwrap_or(500),
                         body,
@@ -135,7 +143,12 @@ impl IdempotencyService {
     }
 
     /// Links the created resource to the claim, inside the operation's transaction.
-    pub async fn attach(&self, conn: &mut PgConnection, claim: &Claim, resource_id: Uuid) -> Result<(), AppError> {
+    pub async fn attach(
+        &self,
+        conn: &mut PgConnection,
+        claim: &Claim,
+        resource_id: Uuid,
+    ) -> Result<(), AppError> {
         self.repository.attach(conn, claim, resource_id).await
     }
 

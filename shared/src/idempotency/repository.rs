@@ -78,7 +78,12 @@ impl IdempotencyRepository {
         }
     }
 
-    pub async fn attach(&self, conn: &mut PgConnection, claim: &Claim, resource_id: Uuid) -> Result<(), AppError> {
+    pub async fn attach(
+        &self,
+        conn: &mut PgConnection,
+        claim: &Claim,
+        resource_id: Uuid,
+    ) -> Result<(), AppError> {
         sqlx::query("update idempotency_keys set resource_id = $4 where user_id = $1 and scope = $2 and key = $3")
             .bind(claim.user_id)
             .bind(claim.scope)
@@ -89,7 +94,12 @@ impl IdempotencyRepository {
         Ok(())
     }
 
-    pub async fn complete<'e>(&self, db: impl PgExecutor<'e>, claim: &Claim, response: &StoredResponse) -> Result<(), AppError> {
+    pub async fn complete<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        claim: &Claim,
+        response: &StoredResponse,
+    ) -> Result<(), AppError> {
         sqlx::query(
             "update idempotency_keys set response_status = $4, response_body = $5 \
              where user_id = $1 and scope = $2 and key = $3",
@@ -115,9 +125,11 @@ impl IdempotencyRepository {
     }
 
     pub async fn purge_expired<'e>(&self, db: impl PgExecutor<'e>) -> Result<u64, AppError> {
-        Ok(sqlx::query("delete from idempotency_keys where expires_at < now()")
-            .execute(db)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("delete from idempotency_keys where expires_at < now()")
+                .execute(db)
+                .await?
+                .rows_affected(),
+        )
     }
 }

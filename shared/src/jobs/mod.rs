@@ -68,7 +68,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Stages `job` in the outbox of `uow`.
-pub async fn stage<J: Job>(uow: &mut UnitOfWork, job: &J, policies: &JobPolicies) -> Result<Uuid, AppError> {
+pub async fn stage<J: Job>(
+    uow: &mut UnitOfWork,
+    job: &J,
+    policies: &JobPolicies,
+) -> Result<Uuid, AppError> {
     outbox::stage(uow, job.spec(policies)).await
 }
 

@@ -33,10 +33,22 @@ impl Subscriber for EmailSubscriber {
 
     async fn handle(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<()> {
         let job = match event {
-            DomainEvent::User(UserEvent::Registered { user_id }) => EmailJob::Welcome { user_id: *user_id },
-            DomainEvent::Order(OrderEvent::Placed { order_id, .. }) => EmailJob::OrderConfirmation { order_id: *order_id },
-            DomainEvent::Order(OrderEvent::Cancelled { order_id, .. }) => EmailJob::OrderCancelled { order_id: *order_id },
-            DomainEvent::Report(ReportEvent::Ready { report_id, .. }) => EmailJob::ReportReady { report_id: *report_id },
+            DomainEvent::User(UserEvent::Registered { user_id }) => {
+                EmailJob::Welcome { user_id: *user_id }
+            }
+            DomainEvent::Order(OrderEvent::Placed { order_id, .. }) => {
+                EmailJob::OrderConfirmation {
+                    order_id: *order_id,
+                }
+            }
+            DomainEvent::Order(OrderEvent::Cancelled { order_id, .. }) => {
+                EmailJob::OrderCancelled {
+                    order_id: *order_id,
+                }
+            }
+            DomainEvent::Report(ReportEvent::Ready { report_id, .. }) => EmailJob::ReportReady {
+                report_id: *report_id,
+            },
             DomainEvent::Order(OrderEvent::StatusChanged { .. }) => return Ok(()),
         };
         stage(uow, &job, &self.policies).await?;

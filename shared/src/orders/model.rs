@@ -43,7 +43,12 @@ impl OrderStatus {
         use OrderStatus::*;
         matches!(
             (self, next),
-            (Placed, Paid) | (Placed, Shipped) | (Paid, Shipped) | (Shipped, Delivered) | (Placed, Cancelled) | (Paid, Cancelled)
+            (Placed, Paid)
+                | (Placed, Shipped)
+                | (Paid, Shipped)
+                | (Shipped, Delivered)
+                | (Placed, Cancelled)
+                | (Paid, Cancelled)
         )
     }
 
@@ -115,7 +120,10 @@ impl NewOrderLine {
     /// 1..=[`MAX_QUANTITY`], no product twice. Every problem is reported, by field.
     pub fn parse_all(raw: &[(Uuid, i64)]) -> Result<Vec<Self>, AppError> {
         if raw.is_empty() {
-            return Err(AppError::invalid_field("items", "must contain at least one item"));
+            return Err(AppError::invalid_field(
+                "items",
+                "must contain at least one item",
+            ));
         }
         if raw.len() > MAX_LINES {
             return Err(AppError::invalid_field(

@@ -60,7 +60,11 @@ pub struct OrderRepository;
 impl OrderRepository {
     /// Inserts an order and its lines (two statements in the caller's transaction).
     #[tracing::instrument(skip_all)]
-    pub async fn insert(&self, conn: &mut PgConnection, new: NewOrderRow<'_>) -> Result<Order, AppError> {
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        new: NewOrderRow<'_>,
+    ) -> Result<Order, AppError> {
         let row = sqlx::query_as::<_, OrderRow>(&format!(
             "insert into orders (id, user_id, status, total_cents, currency) values ($1, $2, 'placed', $3, $4) \
              returning {ORDER_COLUMNS}"
@@ -95,7 +99,12 @@ impl OrderRepository {
 
     /// An order with its lines; `for_update` locks the order row for a status change.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn find(&self, conn: &mut PgConnection, id: Uuid, for_update: bool) -> Result<Option<Order>, AppError> {
+    pub async fn find(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        for_update: bool,
+    ) -> Result<Option<Order>, AppError> {
         let lock = if for_update { " for update" } else { "" };
         let Some(row) = sqlx::query_as::<_, OrderRow>(&format!(
             "select {ORDER_COLUMNS} from orders where id = $1{lock}"
@@ -107,10 +116,16 @@ impl OrderRepository {
             return Ok(None);
         };
         let items = self.items(&mut *conn, &[id]).await?;
-        Ok(Some(row.with_items(items.into_iter().map(|(_, item)| item).collect())))
+        Ok(Some(row.with_items(
+            items.into_iter().map(|(_, item)| item).collect(),
+        )))
     }
 
-    async fn items<'e>(&self, db: impl PgExecutor<'e>, order_ids: &[Uuid]) -> Result<Vec<(Uuid, OrderItem)>, AppError> {
+    async fn items<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        order_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, OrderItem)>, AppError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             order_id: Uuid,
@@ -129,7 +144,12 @@ impl OrderRepository {
 
     /// A page of a user's orders, newest first.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn list_for_user(&self, conn: &mut PgConnection, user_id: Uuid, page: &PageRequest) -> Result<Page<Order>, AppError> {
+    pub async fn list_for_user(
+        &self,
+        conn: &mut PgConnection,
+        user_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<Order>, AppError> {
         let rows = sqlx::query_as::<_, OrderRow>(&format!(
             "select {ORDER_COLUMNS} from orders where user_id = $1 and ($2::uuid is null or id < $2) \
              order by id desc limit $3"
@@ -155,11 +175,18 @@ impl OrderRepository {
 
     /// Sets the status of a locked order.
     #[tracing::instrument(skip(self, conn))]
-    pub async fn set_status(&self, conn: &mut PgConnection, id: Uuid, status: OrderStatus) -> Result<DateTime<Utc>, AppError> {
-        Ok(sqlx::query_scalar("update orders set status = $2 where id = $1 returning updated_at")
-            .bind(id)
-            .bind(status)
-            .fetch_one(conn)
-            .await?)
+    pub async fn set_status(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        status: OrderStatus,
+    ) -> Result<DateTime<Utc>, AppError> {
+        Ok(
+            sqlx::query_scalar("update orders set status = $2 where id = $1 returning updated_at")
+                .bind(id)
+                .bind(status)
+                .fetch_one(conn)
+                .await?,
+        )
     }
 }

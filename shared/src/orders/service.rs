@@ -53,7 +53,12 @@ impl OrderService {
     /// link it to the idempotency key, publish `OrderPlaced` (subscribers stage their jobs).
     /// The staged jobs are pushed to the queue right after the commit.
     #[tracing::instrument(skip(self, lines, claim), fields(user_id = %actor.user_id, lines = lines.len()))]
-    pub async fn place(&self, actor: &Actor, lines: &[NewOrderLine], claim: Option<&Claim>) -> Result<Order, AppError> {
+    pub async fn place(
+        &self,
+        actor: &Actor,
+        lines: &[NewOrderLine],
+        claim: Option<&Claim>,
+    ) -> Result<Order, AppError> {
         let requests: Vec<StockRequest> = lines
             .iter()
             .map(|l| StockRequest {
@@ -64,7 +69,10 @@ impl OrderService {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         let priced = self.products.reserve(uow.conn(), &requests).await?;
 
-        let currency = priced.first().map(|l| l.currency.clone()).unwrap_or_default();
+        let currency = priced
+            .first()
+            .map(|l| l.currency.clone())
+            .unwrap_or_default();
         if priced.iter().any(|l| l.currency != currency) {
             return Err(AppError::unprocessable(
                 "all items of an order must be priced in the same currency",
@@ -139,15 +147,25 @@ impl OrderService {
 
     /// An order by id inside the caller's transaction, for subscribers that describe an order
     /// while it is being placed or changed (it is not visible to other connections yet).
-    pub async fn find_in(&self, conn: &mut PgConnection, id: Uuid) -> Result<Option<Order>, AppError> {
+    pub async fn find_in(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<Order>, AppError> {
         self.orders.find(conn, id, false).await
     }
 
     /// The actor's own orders, newest first.
     #[tracing::instrument(skip(self))]
-    pub async fn list_own(&self, actor: &Actor, page: PageRequest) -> Result<Page<Order>, AppError> {
+    pub async fn list_own(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> Result<Page<Order>, AppError> {
         let mut conn = self.pool.acquire().await?;
-        self.orders.list_for_user(&mut conn, actor.user_id, &page).await
+        self.orders
+            .list_for_user(&mut conn, actor.user_id, &page)
+            .await
     }
 
     /// Cancels an order the actor may access, returning its stock; 409 once it has shipped.
@@ -159,14 +177,26 @@ impl OrderService {
     /// Moves an order to `status` (admin), following the allowed transitions; cancelling this
     /// way returns the stock like [`OrderService::cancel`].
     #[tracing::instrument(skip(self))]
-    pub async fn change_status(&self, actor: &Actor, id: Uuid, status: OrderStatus) -> Result<Order, AppError> {
+    pub async fn change_status(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        status: OrderStatus,
+    ) -> Result<Order, AppError> {
         if !actor.is_admin() {
-            return Err(AppError::forbidden("only admins can change an order's status"));
+            return Err(AppError::forbidden(
+                "only admins can change an order's status",
+            ));
         }
         self.transition(actor, id, status).await
     }
 
-    async fn transition(&self, actor: &Actor, id: Uuid, next: OrderStatus) -> Result<Order, AppError> {
+    async fn transition(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        next: OrderStatus,
+    ) -> Result<Order, AppError> {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         let mut order = self
             .orders
@@ -208,7 +238,9 @@ impl OrderService {
                 to: next,
             }
         };
-        self.events.publish(&mut uow, DomainEvent::Order(event)).await?;
+        self.events
+            .publish(&mut uow, DomainEvent::Order(event))
+            .await?;
         self.outbox.commit(uow).await?;
         tracing::info!(order_id = %id, from = previous.as_str(), to = next.as_str(), "order status changed");
         Ok(order)

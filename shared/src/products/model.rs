@@ -57,7 +57,10 @@ pub fn parse_sku(raw: &str) -> Result<String, AppError> {
 pub fn parse_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(AppError::invalid_field("name", "must be 1 to 200 characters"));
+        return Err(AppError::invalid_field(
+            "name",
+            "must be 1 to 200 characters",
+        ));
     }
     Ok(name.to_owned())
 }

@@ -52,7 +52,11 @@ pub struct ProductRepository;
 impl ProductRepository {
     /// Inserts a product; a taken SKU is a 409.
     #[tracing::instrument(skip_all)]
-    pub async fn insert<'e>(&self, db: impl PgExecutor<'e>, p: &NewProduct) -> Result<Product, AppError> {
+    pub async fn insert<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        p: &NewProduct,
+    ) -> Result<Product, AppError> {
         sqlx::query_as::<_, Product>(&format!(
             "insert into products (id, sku, name, description, price_cents, currency, stock, active) \
              values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
@@ -72,16 +76,26 @@ impl ProductRepository {
 
     /// A product by id, active or not.
     #[tracing::instrument(skip_all)]
-    pub async fn find_by_id<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Product>, AppError> {
-        Ok(sqlx::query_as::<_, Product>(&format!("select {COLUMNS} from products where id = $1"))
-            .bind(id)
-            .fetch_optional(db)
-            .await?)
+    pub async fn find_by_id<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Product>, AppError> {
+        Ok(
+            sqlx::query_as::<_, Product>(&format!("select {COLUMNS} from products where id = $1"))
+                .bind(id)
+                .fetch_optional(db)
+                .await?,
+        )
     }
 
     /// A page of the catalogue, in id (creation) order.
     #[tracing::instrument(skip_all)]
-    pub async fn list<'e>(&self, db: impl PgExecutor<'e>, query: &ProductQuery) -> Result<Page<Product>, AppError> {
+    pub async fn list<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        query: &ProductQuery,
+    ) -> Result<Page<Product>, AppError> {
         let mut sql = QueryBuilder::new(format!("select {COLUMNS} from products where true"));
         if !query.include_inactive {
             sql.push(" and active");
@@ -89,7 +103,10 @@ impl ProductRepository {
         if let Some(search) = &query.search {
             let pattern = format!(
                 "%{}%",
-                search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                search
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
             );
             sql.push(" and (name ilike ")
                 .push_bind(pattern.clone())
@@ -100,7 +117,8 @@ impl ProductRepository {
         if let Some(cursor) = query.page.cursor {
             sql.push(" and id > ").push_bind(cursor);
         }
-        sql.push(" order by id limit ").push_bind(query.page.fetch_limit());
+        sql.push(" order by id limit ")
+            .push_bind(query.page.fetch_limit());
         let rows = sql.build_query_as::<Product>().fetch_all(db).await?;
         Ok(Page::from_rows(rows, &query.page, |p| p.id))
     }
@@ -134,7 +152,11 @@ impl ProductRepository {
 
     /// Inserts or updates products by SKU (imports); returns how many rows were written.
     #[tracing::instrument(skip_all, fields(rows = products.len()))]
-    pub async fn upsert_by_sku(&self, conn: &mut PgConnection, products: &[NewProduct]) -> Result<u64, AppError> {
+    pub async fn upsert_by_sku(
+        &self,
+        conn: &mut PgConnection,
+        products: &[NewProduct],
+    ) -> Result<u64, AppError> {
         if products.is_empty() {
             return Ok(0);
         }
@@ -162,7 +184,11 @@ impl ProductRepository {
     /// in id order first, so two orders touching the same products cannot deadlock; the
     /// `stock >= quantity` check runs on the locked, latest row, so stock never goes below zero.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn take_stock(&self, conn: &mut PgConnection, lines: &[StockLine]) -> Result<Vec<ReservedRow>, AppError> {
+    pub async fn take_stock(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockLine],
+    ) -> Result<Vec<ReservedRow>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
         Ok(sqlx::query_as::<_, ReservedRow>(
@@ -182,7 +208,11 @@ impl ProductRepository {
 
     /// Gives stock back (cancelled orders).
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn return_stock(&self, conn: &mut PgConnection, lines: &[StockLine]) -> Result<(), AppError> {
+    pub async fn return_stock(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockLine],
+    ) -> Result<(), AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
         sqlx::query(
@@ -197,11 +227,17 @@ impl ProductRepository {
     }
 
     /// Which of `ids` exist and are active.
-    pub async fn active_ids<'e>(&self, db: impl PgExecutor<'e>, ids: &[Uuid]) -> Result<Vec<Uuid>, AppError> {
-        Ok(sqlx::query_scalar("select id from products where id = any($1) and active")
-            .bind(ids)
-            .fetch_all(db)
-            .await?)
+    pub async fn active_ids<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        ids: &[Uuid],
+    ) -> Result<Vec<Uuid>, AppError> {
+        Ok(
+            sqlx::query_scalar("select id from products where id = any($1) and active")
+                .bind(ids)
+                .fetch_all(db)
+                .await?,
+        )
     }
 }
 
@@ -241,7 +277,11 @@ impl CachedProductRepository {
     }
 
     /// A product by id, from Redis when cached.
-    pub async fn find_by_id<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Product>, AppError> {
+    pub async fn find_by_id<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Product>, AppError> {
         let key = Self::key(id);
         if let Some(product) = self.cache.get::<Product>(&key).await {
             return Ok(Some(product));
@@ -254,7 +294,11 @@ impl CachedProductRepository {
     }
 
     /// A catalogue page, from Redis when cached.
-    pub async fn list<'e>(&self, db: impl PgExecutor<'e>, query: &ProductQuery) -> Result<Page<Product>, AppError> {
+    pub async fn list<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        query: &ProductQuery,
+    ) -> Result<Page<Product>, AppError> {
         let generation = self.cache.generation(PAGES).await;
         let fingerprint = {
             use sha2::{Digest, Sha256};

@@ -56,7 +56,11 @@ impl ProductService {
     /// Creates a product (admin).
     #[tracing::instrument(skip_all, fields(sku = %product.sku))]
     pub async fn create(&self, product: NewProduct) -> Result<Product, AppError> {
-        let created = self.products.uncached().insert(&self.pool, &product).await?;
+        let created = self
+            .products
+            .uncached()
+            .insert(&self.pool, &product)
+            .await?;
         self.products.invalidate(&[created.id]).await;
         Ok(created)
     }
@@ -110,7 +114,11 @@ impl ProductService {
     /// Reserves stock for every line inside the caller's transaction, or fails without taking
     /// any: 422 for unknown or inactive products, 409 when there is not enough stock.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn reserve(&self, conn: &mut PgConnection, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
+    pub async fn reserve(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockRequest],
+    ) -> Result<Vec<PricedLine>, AppError> {
         let stock_lines: Vec<StockLine> = lines
             .iter()
             .map(|l| StockLine {
@@ -118,7 +126,11 @@ impl ProductService {
                 quantity: l.quantity,
             })
             .collect();
-        let reserved = self.products.uncached().take_stock(&mut *conn, &stock_lines).await?;
+        let reserved = self
+            .products
+            .uncached()
+            .take_stock(&mut *conn, &stock_lines)
+            .await?;
         if reserved.len() != lines.len() {
             // Find out why, so the client gets the right error. The caller rolls back.
             let wanted: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
@@ -129,10 +141,17 @@ impl ProductService {
                 .await?
                 .into_iter()
                 .collect();
-            if let Some((index, line)) = lines.iter().enumerate().find(|(_, l)| !active.contains(&l.product_id)) {
+            if let Some((index, line)) = lines
+                .iter()
+                .enumerate()
+                .find(|(_, l)| !active.contains(&l.product_id))
+            {
                 return Err(AppError::invalid_field(
                     format!("items[{index}].product_id"),
-                    format!("product {} does not exist or is not available", line.product_id),
+                    format!(
+                        "product {} does not exist or is not available",
+                        line.product_id
+                    ),
                 ));
             }
             return Err(AppError::conflict("insufficient stock"));
@@ -141,14 +160,17 @@ impl ProductService {
         let priced = lines
             .iter()
             .filter_map(|line| {
-                reserved.iter().find(|r| r.product_id == line.product_id).map(|r| PricedLine {
-                    product_id: r.product_id,
-                    sku: r.sku.clone(),
-                    name: r.name.clone(),
-                    quantity: r.quantity,
-                    unit_price_cents: r.price_cents,
-                    currency: r.currency.clone(),
-                })
+                reserved
+                    .iter()
+                    .find(|r| r.product_id == line.product_id)
+                    .map(|r| PricedLine {
+                        product_id: r.product_id,
+                        sku: r.sku.clone(),
+                        name: r.name.clone(),
+                        quantity: r.quantity,
+                        unit_price_cents: r.price_cents,
+                        currency: r.currency.clone(),
+                    })
             })
             .collect();
         Ok(priced)
@@ -156,7 +178,11 @@ impl ProductService {
 
     /// Gives reserved stock back inside the caller's transaction (cancellations).
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn release(&self, conn: &mut PgConnection, lines: &[StockRequest]) -> Result<(), AppError> {
+    pub async fn release(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockRequest],
+    ) -> Result<(), AppError> {
         let stock_lines: Vec<StockLine> = lines
             .iter()
             .map(|l| StockLine {
@@ -164,13 +190,20 @@ impl ProductService {
                 quantity: l.quantity,
             })
             .collect();
-        self.products.uncached().return_stock(conn, &stock_lines).await
+        self.products
+            .uncached()
+            .return_stock(conn, &stock_lines)
+            .await
     }
 
     /// Inserts or updates products by SKU in one statement inside the caller's transaction
     /// (imports); the caller commits or rolls back the whole batch.
     #[tracing::instrument(skip_all, fields(rows = products.len()))]
-    pub async fn upsert_batch(&self, conn: &mut PgConnection, products: &[NewProduct]) -> Result<u64, AppError> {
+    pub async fn upsert_batch(
+        &self,
+        conn: &mut PgConnection,
+        products: &[NewProduct],
+    ) -> Result<u64, AppError> {
         self.products.uncached().upsert_by_sku(conn, products).await
     }
 

@@ -139,7 +139,11 @@ impl BackendShared {
     fn leases(&self) -> Vec<(String, u64)> {
         self.held
             .lock()
-            .map(|h| h.iter().map(|(id, held)| (id.clone(), held.lease)).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|(id, held)| (id.clone(), held.lease))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -191,7 +195,9 @@ pub struct RedisBackend<Args> {
 
 impl<Args> std::fmt::Debug for RedisBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend").field("shared", &self.shared).finish_non_exhaustive()
+        f.debug_struct("RedisBackend")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,7 +207,12 @@ where
 {
     /// A backend for `queue`, claiming as `worker_id`. Must be created inside a tokio runtime
     /// (it starts its acker task).
-    pub fn new(engine: QueueEngine, queue: &str, worker_id: &str, settings: BackendSettings) -> Self {
+    pub fn new(
+        engine: QueueEngine,
+        queue: &str,
+        worker_id: &str,
+        settings: BackendSettings,
+    ) -> Self {
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let concurrency = settings.concurrency.max(1);
         let shared = Arc::new(BackendShared {
@@ -239,7 +250,11 @@ where
     type Task = Task<Args>;
     type Error = std::io::Error;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
@@ -256,7 +271,11 @@ where
         self.receiver.poll_recv(cx).map(|task| task.map(Ok))
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         if self.closing.is_none() {
             self.shared.stop_claiming();
             self.receiver.close();
@@ -354,7 +373,16 @@ async fn run_fetcher<Args>(
             slots.merge(more);
         }
         let wanted = slots.num_permits();
-        match shared.engine.claim(&shared.queue, &shared.worker_id, wanted, shared.settings.lease).await {
+        match shared
+            .engine
+            .claim(
+                &shared.queue,
+                &shared.worker_id,
+                wanted,
+                shared.settings.lease,
+            )
+            .await
+        {
             Ok(claim) if !claim.jobs.is_empty() => {
                 backoff.reset();
                 for job in claim.jobs {
@@ -364,13 +392,19 @@ async fn run_fetcher<Args>(
                         Ok(task) => {
                             if sender.send(task).await.is_err() {
                                 // The worker stopped reading: give the job back.
-                                let _ = shared.engine.release(&shared.queue, &[(job.id.clone(), job.lease)]).await;
+                                let _ = shared
+                                    .engine
+                                    .release(&shared.queue, &[(job.id.clone(), job.lease)])
+                                    .await;
                                 shared.unhold(&job.id);
                             }
                         }
                         Err(error) => {
                             tracing::error!(queue = %shared.queue, job_id = %job.id, kind = %job.kind, %error, "undecodable job payload; job is dead");
-                            let _ = shared.engine.fail(&job, &format!("undecodable payload: {error}"), None).await;
+                            let _ = shared
+                                .engine
+                                .fail(&job, &format!("undecodable payload: {error}"), None)
+                                .await;
                             shared.unhold(&job.id);
                         }
                     }
@@ -456,13 +490,19 @@ async fn run_lease_keeper(shared: Arc<BackendShared>, worker: WorkerContext) {
             }
             continue;
         }
-        match shared.engine.renew(&shared.queue, &leases, shared.settings.lease).await {
+        match shared
+            .engine
+            .renew(&shared.queue, &leases, shared.settings.lease)
+            .await
+        {
             Ok(lost) => {
                 for id in lost {
                     tracing::warn!(queue = %shared.queue, job_id = %id, "lease lost; the job may run again elsewhere");
                 }
             }
-            Err(error) => tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying"),
+            Err(error) => {
+                tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying")
+            }
         }
     }
 }
@@ -543,7 +583,8 @@ where
 {
     type Response = S::Response;
     type Error = BoxDynError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxDynError>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxDynError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -577,13 +618,22 @@ where
             match &result {
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
-                    crate::queue::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
+                    crate::queue::metrics::job_finished(
+                        &job.queue,
+                        &job.kind,
+                        "completed",
+                        elapsed_ms,
+                    );
                     let _ = shared.acks.send(AckCommand::Ack(job.id.clone(), job.lease));
                 }
                 Err(error) => {
                     let job_error = JobError::classify(error.as_ref());
                     let retry_in = job.next_retry(&job_error, rand::random::<f64>());
-                    let outcome = if retry_in.is_some() { "retried" } else { "dead" };
+                    let outcome = if retry_in.is_some() {
+                        "retried"
+                    } else {
+                        "dead"
+                    };
                     span.in_scope(|| {
                         tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = retry_in.map(|d| d.as_millis() as u64), outcome, "job failed")
                     });
@@ -599,7 +649,12 @@ where
 
 /// Writes a failed attempt to Redis, retrying through short outages. If Redis stays away the
 /// lease expires and the engine itself counts the attempt, so nothing is lost either way.
-async fn record_failure(shared: &BackendShared, job: &ClaimedJob, error: &str, retry_in: Option<Duration>) {
+async fn record_failure(
+    shared: &BackendShared,
+    job: &ClaimedJob,
+    error: &str,
+    retry_in: Option<Duration>,
+) {
     let mut backoff = ErrorBackoff::new();
     let give_up = tokio::time::Instant::now() + shared.settings.lease;
     loop {

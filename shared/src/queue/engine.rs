@@ -162,7 +162,12 @@ type RawJob = (
 impl QueueEngine {
     /// An engine over `redis` (shared commands) and `client` (dedicated blocking connections),
     /// with every key under `<prefix>:`.
-    pub fn new(redis: ConnectionManager, client: Client, prefix: &str, retention: Retention) -> Self {
+    pub fn new(
+        redis: ConnectionManager,
+        client: Client,
+        prefix: &str,
+        retention: Retention,
+    ) -> Self {
         Self {
             redis,
             client,
@@ -217,7 +222,9 @@ impl QueueEngine {
         for (queue, indices) in by_queue {
             for chunk in indices.chunks(MAX_BATCH) {
                 let mut invocation = self.scripts.enqueue.prepare_invoke();
-                invocation.key(self.routing_key(queue)).arg(self.base(queue));
+                invocation
+                    .key(self.routing_key(queue))
+                    .arg(self.base(queue));
                 for &i in chunk {
                     let job = &jobs[i];
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
@@ -262,7 +269,18 @@ impl QueueEngine {
         let jobs = raw
             .into_iter()
             .map(
-                |(id, lease, attempt, kind, payload, priority, max_attempts, request_id, retry, created_at_ms)| {
+                |(
+                    id,
+                    lease,
+                    attempt,
+                    kind,
+                    payload,
+                    priority,
+                    max_attempts,
+                    request_id,
+                    retry,
+                    created_at_ms,
+                )| {
                     ClaimedJob {
                         queue: queue.to_owned(),
                         id,
@@ -286,7 +304,11 @@ impl QueueEngine {
 
     /// Completes leased jobs. Returns, per job, whether the lease was still held (a `false` job
     /// was taken back after its lease expired and will run again elsewhere).
-    pub async fn ack(&self, queue: &str, leases: &[(String, u64)]) -> redis::RedisResult<Vec<bool>> {
+    pub async fn ack(
+        &self,
+        queue: &str,
+        leases: &[(String, u64)],
+    ) -> redis::RedisResult<Vec<bool>> {
         let mut out = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(MAX_BATCH) {
             let mut invocation = self.scripts.ack.prepare_invoke();
@@ -357,11 +379,17 @@ impl QueueEngine {
     }
 
     /// Puts leased jobs back to ready without counting the attempt (graceful shutdown).
-    pub async fn release(&self, queue: &str, leases: &[(String, u64)]) -> redis::RedisResult<usize> {
+    pub async fn release(
+        &self,
+        queue: &str,
+        leases: &[(String, u64)],
+    ) -> redis::RedisResult<usize> {
         let mut released = 0;
         for chunk in leases.chunks(MAX_BATCH) {
             let mut invocation = self.scripts.release.prepare_invoke();
-            invocation.key(self.routing_key(queue)).arg(self.base(queue));
+            invocation
+                .key(self.routing_key(queue))
+                .arg(self.base(queue));
             for (id, token) in chunk {
                 invocation.arg(id).arg(*token);
             }
@@ -399,7 +427,12 @@ impl QueueEngine {
     }
 
     /// Runs an operator action on one job (`retry`, `promote`, `delete`) or a queue (`pause`, `resume`).
-    pub(crate) async fn admin(&self, queue: &str, action: &str, id: &str) -> redis::RedisResult<bool> {
+    pub(crate) async fn admin(
+        &self,
+        queue: &str,
+        action: &str,
+        id: &str,
+    ) -> redis::RedisResult<bool> {
         let changed: i64 = self
             .scripts
             .admin

@@ -116,12 +116,25 @@ fn detail_from_hash(
     JobDetail {
         id: id.to_owned(),
         queue: queue.to_owned(),
-        state: map.get("state").cloned().unwrap_or_else(|| "unknown".into()),
+        state: map
+            .get("state")
+            .cloned()
+            .unwrap_or_else(|| "unknown".into()),
         kind: map.get("kind").cloned().unwrap_or_default(),
-        payload: serde_json::from_str(&payload_text).unwrap_or(serde_json::Value::String(payload_text)),
-        priority: map.get("priority").and_then(|v| v.parse().ok()).unwrap_or(5),
-        attempts: map.get("attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
-        max_attempts: map.get("max_attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
+        payload: serde_json::from_str(&payload_text)
+            .unwrap_or(serde_json::Value::String(payload_text)),
+        priority: map
+            .get("priority")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+        attempts: map
+            .get("attempts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        max_attempts: map
+            .get("max_attempts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         request_id: map.get("request_id").filter(|v| !v.is_empty()).cloned(),
         worker: map.get("worker").filter(|v| !v.is_empty()).cloned(),
         created_at_ms: opt_i64(&map, "created_at"),
@@ -167,7 +180,11 @@ impl QueueEngine {
     }
 
     /// Per-minute outcomes for the last `minutes` minutes, oldest first (the current minute last).
-    pub async fn throughput(&self, queue: &str, minutes: u32) -> redis::RedisResult<Vec<MinuteStats>> {
+    pub async fn throughput(
+        &self,
+        queue: &str,
+        minutes: u32,
+    ) -> redis::RedisResult<Vec<MinuteStats>> {
         let now_minute = chrono::Utc::now().timestamp_millis() / 60_000;
         let base = self.base(queue);
         let mut pipe = redis::pipe();
@@ -304,7 +321,10 @@ impl QueueEngine {
     /// Removes every key of a queue (tests and benchmarks only; uses SCAN, so it is slow on big queues).
     pub async fn obliterate(&self, queue: &str) -> redis::RedisResult<()> {
         let mut redis = self.redis();
-        let pattern = format!("{}*", self.base(queue).replace('{', "\\{").replace('}', "\\}"));
+        let pattern = format!(
+            "{}*",
+            self.base(queue).replace('{', "\\{").replace('}', "\\}")
+        );
         let keys: Vec<String> = {
             let mut iter = redis.scan_match::<_, String>(&pattern).await?;
             let mut keys = Vec::new();

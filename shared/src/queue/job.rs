@@ -173,7 +173,11 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// A job with a fresh UUIDv7 id, normal priority and the default retry policy.
-    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(
+        queue: impl Into<String>,
+        kind: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
         Self {
             id: uuid::Uuid::now_v7().to_string(),
             queue: queue.into(),
@@ -253,7 +257,9 @@ impl ClaimedJob {
             JobError::Retry {
                 after: Some(after), ..
             } => Some(*after),
-            JobError::Retry { after: None, .. } => Some(self.retry.backoff.delay(self.attempt, random)),
+            JobError::Retry { after: None, .. } => {
+                Some(self.retry.backoff.delay(self.attempt, random))
+            }
         }
     }
 }

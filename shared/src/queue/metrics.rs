@@ -14,7 +14,10 @@ pub fn job_finished(queue: &str, kind: &str, outcome: &'static str, elapsed_ms: 
 
 /// Sets the queue gauges (depth per state and priority, oldest waiting age, paused) and the
 /// outbox backlog from a fresh read; called at scrape time so the values are never stale.
-pub async fn record_queue_gauges(engine: &crate::queue::QueueEngine, outbox: &crate::queue::Outbox) {
+pub async fn record_queue_gauges(
+    engine: &crate::queue::QueueEngine,
+    outbox: &crate::queue::Outbox,
+) {
     for queue in crate::jobs::QUEUES {
         let Ok(counts) = engine.counts(queue).await else {
             continue;
@@ -33,10 +36,15 @@ pub async fn record_queue_gauges(engine: &crate::queue::QueueEngine, outbox: &cr
         }
         metrics::gauge!("orderly_queue_oldest_waiting_seconds", "queue" => queue)
             .set(counts.oldest_waiting_ms as f64 / 1000.0);
-        metrics::gauge!("orderly_queue_paused", "queue" => queue).set(if counts.paused { 1.0 } else { 0.0 });
+        metrics::gauge!("orderly_queue_paused", "queue" => queue).set(if counts.paused {
+            1.0
+        } else {
+            0.0
+        });
     }
     if let Ok(backlog) = outbox.backlog().await {
         metrics::gauge!("orderly_outbox_pending").set(backlog.pending as f64);
-        metrics::gauge!("orderly_outbox_oldest_pending_seconds").set(backlog.oldest_ms as f64 / 1000.0);
+        metrics::gauge!("orderly_outbox_oldest_pending_seconds")
+            .set(backlog.oldest_ms as f64 / 1000.0);
     }
 }

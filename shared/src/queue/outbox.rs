@@ -260,10 +260,11 @@ impl Dispatcher {
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
             return;
         }
-        if let Err(error) = sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
-            .bind(&ids)
-            .execute(&self.pool)
-            .await
+        if let Err(error) =
+            sqlx::query("update outbox set dispatched_at = now() where id = any($1)")
+                .bind(&ids)
+                .execute(&self.pool)
+                .await
         {
             // Pushed but not marked: the relay will push again, which the engine ignores by id.
             tracing::warn!(%error, jobs = count, "marking outbox rows dispatched failed");

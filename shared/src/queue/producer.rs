@@ -36,7 +36,12 @@ impl Producer {
 
     /// Enqueues one job; `Ok(false)` means a job with its id already existed.
     pub async fn enqueue(&self, job: JobSpec) -> redis::RedisResult<bool> {
-        Ok(self.enqueue_many(vec![job]).await?.first().copied().unwrap_or(false))
+        Ok(self
+            .enqueue_many(vec![job])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
     }
 
     /// Enqueues several jobs; one flag per job says whether it was added.
@@ -46,7 +51,9 @@ impl Producer {
         }
         let (reply, rx) = oneshot::channel();
         let closed = || redis::RedisError::from((redis::ErrorKind::Client, "producer stopped"));
-        self.requests.send(Request { jobs, reply }).map_err(|_| closed())?;
+        self.requests
+            .send(Request { jobs, reply })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }

@@ -73,8 +73,11 @@ impl QueueEngine {
     /// Workers whose heartbeat is still fresh, oldest first; stale entries are pruned.
     pub async fn workers(&self) -> redis::RedisResult<Vec<WorkerInfo>> {
         let mut redis = self.redis();
-        let cutoff = chrono::Utc::now().timestamp_millis() - (HEARTBEAT_EVERY * 3).as_millis() as i64;
-        let _: () = redis.zrembyscore(self.workers_key(), "-inf", cutoff).await?;
+        let cutoff =
+            chrono::Utc::now().timestamp_millis() - (HEARTBEAT_EVERY * 3).as_millis() as i64;
+        let _: () = redis
+            .zrembyscore(self.workers_key(), "-inf", cutoff)
+            .await?;
         let ids: Vec<String> = redis.zrange(self.workers_key(), 0, 999).await?;
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -105,12 +105,18 @@ impl ReportRequest {
             return Err(AppError::invalid_field("from", "must not be after `to`"));
         }
         if (to - from).num_days() > MAX_RANGE_DAYS {
-            return Err(AppError::invalid_field("to", format!("the range may cover at most {MAX_RANGE_DAYS} days")));
+            return Err(AppError::invalid_field(
+                "to",
+                format!("the range may cover at most {MAX_RANGE_DAYS} days"),
+            ));
         }
         if let Some(at) = run_at
             && at > Utc::now() + chrono::Duration::days(30)
         {
-            return Err(AppError::invalid_field("run_at", "must be within the next 30 days"));
+            return Err(AppError::invalid_field(
+                "run_at",
+                "must be within the next 30 days",
+            ));
         }
         Ok(Self {
             kind: kind.to_owned(),

@@ -19,7 +19,12 @@ pub struct ReportRepository;
 
 impl ReportRepository {
     /// Inserts a queued report.
-    pub async fn insert(&self, conn: &mut PgConnection, user_id: Uuid, request: &ReportRequest) -> Result<Report, AppError> {
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        user_id: Uuid,
+        request: &ReportRequest,
+    ) -> Result<Report, AppError> {
         Ok(sqlx::query_as::<_, Report>(&format!(
             "insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at) \
              values ($1, $2, $3, $4, $5, $6, 'queued', $7) returning {COLUMNS}"
@@ -36,15 +41,25 @@ impl ReportRepository {
     }
 
     /// A report by id.
-    pub async fn find<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Report>, AppError> {
-        Ok(sqlx::query_as::<_, Report>(&format!("select {COLUMNS} from reports where id = $1"))
-            .bind(id)
-            .fetch_optional(db)
-            .await?)
+    pub async fn find<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Report>, AppError> {
+        Ok(
+            sqlx::query_as::<_, Report>(&format!("select {COLUMNS} from reports where id = $1"))
+                .bind(id)
+                .fetch_optional(db)
+                .await?,
+        )
     }
 
     /// Sets a report running.
-    pub async fn mark_running<'e>(&self, db: impl PgExecutor<'e>, id: Uuid) -> Result<(), AppError> {
+    pub async fn mark_running<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<(), AppError> {
         sqlx::query("update reports set status = 'running', error = null where id = $1")
             .bind(id)
             .execute(db)
@@ -74,7 +89,13 @@ impl ReportRepository {
     }
 
     /// Records a failed build.
-    pub async fn mark_failed<'e>(&self, db: impl PgExecutor<'e>, id: Uuid, error: &str, status: ReportStatus) -> Result<(), AppError> {
+    pub async fn mark_failed<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        error: &str,
+        status: ReportStatus,
+    ) -> Result<(), AppError> {
         sqlx::query("update reports set status = $3, error = $2 where id = $1")
             .bind(id)
             .bind(error)
@@ -86,9 +107,17 @@ impl ReportRepository {
 
     /// Sales lines of orders placed in `[from, to]` (UTC days), in order: streamed row by row
     /// from a server-side cursor, so memory stays flat however many orders there are.
-    pub fn sales_rows<'a>(&self, pool: &'a PgPool, from: NaiveDate, to: NaiveDate) -> BoxStream<'a, Result<SalesRow, sqlx::Error>> {
+    pub fn sales_rows<'a>(
+        &self,
+        pool: &'a PgPool,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> BoxStream<'a, Result<SalesRow, sqlx::Error>> {
         let start: DateTime<Utc> = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-        let end: DateTime<Utc> = (to + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let end: DateTime<Utc> = (to + chrono::Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
         sqlx::query_as::<_, SalesRow>(
             "select o.id as order_id, o.created_at as placed_at, o.status, u.email as customer_email, \
                     i.sku, i.name as product_name, i.quantity, i.unit_price_cents, \

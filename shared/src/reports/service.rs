@@ -8,7 +8,7 @@ use crate::{
     db::UnitOfWork,
     error::AppError,
     events::{DomainEvent, EventBus},
-    jobs::{JobPolicies, ReportJob, Job},
+    jobs::{Job, JobPolicies, ReportJob},
     queue::{Outbox, outbox},
     reports::{
         events::ReportEvent,
@@ -44,8 +44,14 @@ impl ReportService {
     #[tracing::instrument(skip(self, request), fields(user_id = %actor.user_id))]
     pub async fn request(&self, actor: &Actor, request: ReportRequest) -> Result<Report, AppError> {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let report = self.reports.insert(uow.conn(), actor.user_id, &request).await?;
-        let mut spec = ReportJob { report_id: report.id }.spec(&self.policies);
+        let report = self
+            .reports
+            .insert(uow.conn(), actor.user_id, &request)
+            .await?;
+        let mut spec = ReportJob {
+            report_id: report.id,
+        }
+        .spec(&self.policies);
         spec.run_at = request.run_at;
         outbox::stage(&mut uow, spec).await?;
         self.outbox.commit(uow).await?;
@@ -68,7 +74,11 @@ impl ReportService {
 
     /// A report by id inside the caller's transaction, for subscribers that describe a report
     /// whose change is not committed yet.
-    pub async fn find_in(&self, conn: &mut PgConnection, id: Uuid) -> Result<Option<Report>, AppError> {
+    pub async fn find_in(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<Report>, AppError> {
         self.reports.find(conn, id).await
     }
 
@@ -78,9 +88,18 @@ impl ReportService {
     }
 
     /// Records a finished build and publishes `report.ready` (the email and webhooks follow).
-    pub async fn mark_ready(&self, id: Uuid, row_count: i64, byte_size: i64, file_key: &str) -> Result<Report, AppError> {
+    pub async fn mark_ready(
+        &self,
+        id: Uuid,
+        row_count: i64,
+        byte_size: i64,
+        file_key: &str,
+    ) -> Result<Report, AppError> {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let report = self.reports.mark_ready(uow.conn(), id, row_count, byte_size, file_key).await?;
+        let report = self
+            .reports
+            .mark_ready(uow.conn(), id, row_count, byte_size, file_key)
+            .await?;
         self.events
             .publish(
                 &mut uow,
@@ -96,12 +115,19 @@ impl ReportService {
 
     /// Records a failed build: `retrying` keeps it queued for the next attempt.
     pub async fn mark_failed(&self, id: Uuid, error: &str, retrying: bool) -> Result<(), AppError> {
-        let status = if retrying { ReportStatus::Queued } else { ReportStatus::Failed };
-        self.reports.mark_failed(&self.pool, id, error, status).await
+        let status = if retrying {
+            ReportStatus::Queued
+        } else {
+            ReportStatus::Failed
+        };
+        self.reports
+            .mark_failed(&self.pool, id, error, status)
+            .await
     }
 
     /// The sales lines of a report's range, streamed.
     pub fn sales_rows(&self, report: &Report) -> BoxStream<'_, Result<SalesRow, sqlx::Error>> {
-        self.reports.sales_rows(&self.pool, report.from_date, report.to_date)
+        self.reports
+            .sales_rows(&self.pool, report.from_date, report.to_date)
     }
 }

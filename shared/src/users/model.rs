@@ -162,12 +162,24 @@ mod tests {
 
     #[test]
     fn email_is_normalised() {
-        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
     }
 
     #[test]
     fn bad_emails_are_refused() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@.com", "ada@example..com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+            "ada@example..com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -177,6 +189,9 @@ mod tests {
         assert!(Password::parse("short".into()).is_err());
         assert!(Password::parse("x".repeat(129)).is_err());
         assert!(Password::parse("long enough".into()).is_ok());
-        assert_eq!(format!("{:?}", Password::parse("long enough".into()).unwrap()), "Password([REDACTED])");
+        assert_eq!(
+            format!("{:?}", Password::parse("long enough".into()).unwrap()),
+            "Password([REDACTED])"
+        );
     }
 }

@@ -49,12 +49,12 @@ impl UserRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<User>, AppError> {
-        Ok(sqlx::query_as::<_, User>(&format!(
-            "select {USER_COLUMNS} from users where id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+        Ok(
+            sqlx::query_as::<_, User>(&format!("select {USER_COLUMNS} from users where id = $1"))
+                .bind(id)
+                .fetch_optional(db)
+                .await?,
+        )
     }
 
     /// A user and their password hash by (lowercased) email.

@@ -32,7 +32,13 @@ pub struct UserService {
 
 impl UserService {
     /// Wires the service.
-    pub fn new(pool: PgPool, users: CachedUserRepository, tokens: TokenIssuer, events: EventBus, outbox: Outbox) -> Self {
+    pub fn new(
+        pool: PgPool,
+        users: CachedUserRepository,
+        tokens: TokenIssuer,
+        events: EventBus,
+        outbox: Outbox,
+    ) -> Self {
         Self {
             pool,
             users,
@@ -44,16 +50,30 @@ impl UserService {
 
     /// Creates a customer account; 409 if the email is taken. Publishes `user.registered`.
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, email: Email, password: Password, name: DisplayName) -> Result<User, AppError> {
+    pub async fn register(
+        &self,
+        email: Email,
+        password: Password,
+        name: DisplayName,
+    ) -> Result<User, AppError> {
         let hash = password::hash(password).await?;
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         let user = self
             .users
             .uncached()
-            .insert(uow.conn(), email.as_str(), name.as_str(), &hash, Role::Customer)
+            .insert(
+                uow.conn(),
+                email.as_str(),
+                name.as_str(),
+                &hash,
+                Role::Customer,
+            )
             .await?;
         self.events
-            .publish(&mut uow, DomainEvent::User(UserEvent::Registered { user_id: user.id }))
+            .publish(
+                &mut uow,
+                DomainEvent::User(UserEvent::Registered { user_id: user.id }),
+            )
             .await?;
         self.outbox.commit(uow).await?;
         tracing::info!(user_id = %user.id, "user registered");
@@ -65,7 +85,12 @@ impl UserService {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: String) -> Result<AccessToken, AppError> {
         let found = match Email::parse(email) {
-            Ok(email) => self.users.uncached().find_with_hash_by_email(&self.pool, email.as_str()).await?,
+            Ok(email) => {
+                self.users
+                    .uncached()
+                    .find_with_hash_by_email(&self.pool, email.as_str())
+                    .await?
+            }
             Err(_) => None,
         };
         let (user, hash) = match found {
@@ -106,7 +131,12 @@ impl UserService {
     /// Creates an admin, or makes an existing account an admin with the given password.
     /// Returns the user and whether it was created.
     #[tracing::instrument(skip_all)]
-    pub async fn create_admin(&self, email: Email, password: Password, name: DisplayName) -> Result<(User, bool), AppError> {
+    pub async fn create_admin(
+        &self,
+        email: Email,
+        password: Password,
+        name: DisplayName,
+    ) -> Result<(User, bool), AppError> {
         let hash = password::hash(password).await?;
         let existing = self
             .users
@@ -126,7 +156,13 @@ impl UserService {
                 let user = self
                     .users
                     .uncached()
-                    .insert(&self.pool, email.as_str(), name.as_str(), &hash, Role::Admin)
+                    .insert(
+                        &self.pool,
+                        email.as_str(),
+                        name.as_str(),
+                        &hash,
+                        Role::Admin,
+                    )
                     .await?;
                 (user, true)
             }

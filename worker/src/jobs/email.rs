@@ -14,7 +14,10 @@ use orderly::{
 };
 use serde_json::json;
 
-use crate::{jobs::JobContext, mailer::{Email, Mailer}};
+use crate::{
+    jobs::JobContext,
+    mailer::{Email, Mailer},
+};
 
 /// Formats minor units as `12.99 EUR`.
 pub fn money(cents: i64, currency: &str) -> String {
@@ -60,21 +63,34 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
             } else {
                 "order_cancelled"
             };
-            (template, user.email.clone(), order_context(&order, &user.name))
+            (
+                template,
+                user.email.clone(),
+                order_context(&order, &user.name),
+            )
         }
         EmailJob::Welcome { user_id } => {
             let Some(user) = services.users.find(*user_id).await.map_err(internal)? else {
                 tracing::warn!(%user_id, "user no longer exists; nothing to send");
                 return Ok(None);
             };
-            ("welcome", user.email.clone(), json!({ "name": user.name, "email": user.email }))
+            (
+                "welcome",
+                user.email.clone(),
+                json!({ "name": user.name, "email": user.email }),
+            )
         }
         EmailJob::ReportReady { report_id } => {
             let Some(report) = services.reports.find(*report_id).await.map_err(internal)? else {
                 tracing::warn!(%report_id, "report no longer exists; nothing to send");
                 return Ok(None);
             };
-            let Some(user) = services.users.find(report.user_id).await.map_err(internal)? else {
+            let Some(user) = services
+                .users
+                .find(report.user_id)
+                .await
+                .map_err(internal)?
+            else {
                 return Ok(None);
             };
             let download_url = format!(
@@ -98,7 +114,10 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
             )
         }
     };
-    let rendered = ctx.templates.render(template, &context).map_err(|e| JobError::permanent(e.to_string()))?;
+    let rendered = ctx
+        .templates
+        .render(template, &context)
+        .map_err(|e| JobError::permanent(e.to_string()))?;
     Ok(Some(Email {
         to,
         subject: rendered.subject,
@@ -108,9 +127,18 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
 }
 
 /// Sends the email of one job.
-pub async fn handle(job: EmailJob, ctx: Data<JobContext>, info: Data<JobInfo>) -> Result<(), JobError> {
+pub async fn handle(
+    job: EmailJob,
+    ctx: Data<JobContext>,
+    info: Data<JobInfo>,
+) -> Result<(), JobError> {
     let services = &ctx.services;
-    if services.sent_emails.was_sent(&info.id).await.map_err(internal)? {
+    if services
+        .sent_emails
+        .was_sent(&info.id)
+        .await
+        .map_err(internal)?
+    {
         tracing::info!("already sent by an earlier attempt; skipping");
         return Ok(());
     }

@@ -75,7 +75,12 @@ where
     let worker_id = worker_id.to_owned();
     let backends = backends.clone();
     monitor.register(move |_restarts| {
-        let backend = RedisBackend::<J>::new(context.services.queue.clone(), queue, &worker_id, settings.clone());
+        let backend = RedisBackend::<J>::new(
+            context.services.queue.clone(),
+            queue,
+            &worker_id,
+            settings.clone(),
+        );
         backends.add(backend.shared());
         WorkerBuilder::new(format!("{queue}@{worker_id}"))
             .backend(backend)
@@ -119,7 +124,10 @@ pub fn register_all(
                 webhook::handle,
             ),
             other => {
-                tracing::warn!(queue = other, "no handler for this queue in this build; not serving it");
+                tracing::warn!(
+                    queue = other,
+                    "no handler for this queue in this build; not serving it"
+                );
                 monitor
             }
         };
