@@ -402,6 +402,23 @@ async fn create_returns_the_secret_once(pool: PgPool) {
     let one: Value = one.json().await.expect("json");
     assert!(one.get("secret").is_none());
     assert!(deliveries(&app, &admin, &id_of(&created)).await.is_empty());
+
+    let openapi: Value = app
+        .get("/api-docs/openapi.json", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/api/v1/webhooks/{id}/deliveries",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

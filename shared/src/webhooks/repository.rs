@@ -133,7 +133,9 @@ impl WebhookRepository {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Enabled endpoints subscribed to `event`, oldest first.
+    /// Enabled endpoints subscribed to `event`, oldest first, key-share locked until the
+    /// caller's transaction ends: an endpoint deleted meanwhile waits for it, instead of making
+    /// the delivery insert (and with it the order) fail on the foreign key.
     #[tracing::instrument(skip(self, conn))]
     pub async fn subscribed(
         &self,
@@ -141,7 +143,8 @@ impl WebhookRepository {
         event: WebhookEventType,
     ) -> Result<Vec<WebhookEndpoint>, AppError> {
         let rows = sqlx::query_as::<_, EndpointRow>(&format!(
-            "select {ENDPOINT_COLUMNS} from webhook_endpoints where enabled and events @> array[$1]::text[] order by id"
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where enabled and events @> array[$1]::text[] \
+             order by id for key share"
         ))
         .bind(event.as_str())
         .fetch_all(conn)
