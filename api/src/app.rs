@@ -27,6 +27,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
     dashboard, health, metrics, middleware, orders, products, reports, state::AppState, users,
+    webhooks,
 };
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
@@ -45,6 +46,7 @@ use crate::{
         (name = "products", description = "The catalogue"),
         (name = "orders", description = "Placing and following orders"),
         (name = "reports", description = "Sales reports built in the background"),
+        (name = "webhooks", description = "Signed event deliveries to other systems (admin)"),
         (name = "health", description = "Readiness and liveness"),
     )
 )]
@@ -75,6 +77,7 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .merge(products::router())
         .merge(orders::router())
         .merge(reports::router())
+        .merge(webhooks::router())
         .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit));

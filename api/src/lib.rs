@@ -1,8 +1,8 @@
 //! # orderly-api
 //!
 //! The HTTP face of Orderly: REST under `/api/v1`, organised by domain (`users`, `products`,
-//! `orders`), each a folder with `routes.rs` (handlers: HTTP only, one service call each) and
-//! `dto.rs` (validated request and response shapes, documented with utoipa).
+//! `orders`, `webhooks`), each a folder with `routes.rs` (handlers: HTTP only, one service call
+//! each) and `dto.rs` (validated request and response shapes, documented with utoipa).
 //!
 //! - [`app`]: router assembly, middleware stack, OpenAPI document, serving with graceful shutdown.
 //! - [`state`]: the one `AppState`.
@@ -25,6 +25,7 @@ pub mod products;
 pub mod reports;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 pub use state::AppState;
 

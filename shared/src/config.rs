@@ -203,8 +203,10 @@ pub struct MailConfig {
 /// Outgoing webhooks.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// Networks deliveries may reach even though they are private (`WEBHOOK_ALLOWLIST`, CIDRs).
-    pub allowlist: Vec<String>,
+    /// Networks deliveries may reach even though they are private (`WEBHOOK_ALLOWLIST`,
+    /// comma-separated CIDRs such as `127.0.0.0/8`; a bare address means just that address).
+    /// Empty in production: only public addresses are reached.
+    pub allowlist: Vec<ipnet::IpNet>,
     /// Longest a delivery attempt may take (`WEBHOOK_TIMEOUT_MS`).
     pub timeout: Duration,
     /// Delay before each retry (`WEBHOOK_RETRY_SCHEDULE`, comma-separated seconds).
@@ -281,6 +283,22 @@ fn millis(ms: u64) -> Duration {
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// Parses a list of CIDRs (`10.0.0.0/8`, `::1/128`); a bare address stands for itself alone.
+fn parse_networks(name: &'static str, listed: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    listed
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError::Invalid {
+                    name,
+                    reason: format!("{item:?} is not a CIDR such as 127.0.0.0/8 or an IP address"),
+                })
+        })
+        .collect()
 }
 
 fn url_with_scheme(
@@ -504,7 +522,7 @@ impl Config {
                 retry_base: millis(env.parse_or("EMAIL_RETRY_BASE_MS", 5_000)?),
             },
             webhooks: WebhookConfig {
-                allowlist: env.list("WEBHOOK_ALLOWLIST"),
+                allowlist: parse_networks("WEBHOOK_ALLOWLIST", &env.list("WEBHOOK_ALLOWLIST"))?,
                 timeout: millis(env.parse_or("WEBHOOK_TIMEOUT_MS", 10_000)?),
                 retry_schedule,
             },
@@ -605,6 +623,28 @@ mod tests {
         vars.insert("WORKER_QUEUES".into(), "emails,bananas".into());
         let err = Config::from_map(&vars).unwrap_err().to_string();
         assert!(err.contains("bananas"), "{err}");
+    }
+
+    #[test]
+    fn webhook_allowlist_parses_cidrs_and_addresses() {
+        let mut vars = base();
+        vars.insert(
+            "WEBHOOK_ALLOWLIST".into(),
+            "127.0.0.0/8, ::1, 10.1.2.3/16".into(),
+        );
+        let config = Config::from_map(&vars).unwrap();
+        let listed: Vec<String> = config
+            .webhooks
+            .allowlist
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(listed, ["127.0.0.0/8", "::1/128", "10.1.0.0/16"]);
+
+        vars.insert("WEBHOOK_ALLOWLIST".into(), "127.0.0.0/8,localhost".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_ALLOWLIST is invalid"), "{err}");
+        assert!(err.contains("localhost"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!
 //! The shop, one folder per domain (model, repository, service, events):
 //! - [`users`], [`products`], [`orders`], [`reports`], [`emails`] (the sent-mail log).
+//! - [`webhooks`]: endpoints, signed deliveries and the address rules that keep them off our
+//!   own network.
 //! - [`jobs`]: the shop's queues and job payloads, and the subscriber that stages them.
 //!
 //! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
@@ -47,6 +49,7 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod users;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::{AppError, Result};

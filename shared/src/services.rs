@@ -20,6 +20,7 @@ use crate::{
     reports::ReportService,
     storage::Storage,
     users::{TokenIssuer, UserService, repository::CachedUserRepository},
+    webhooks::{WebhookService, WebhookSubscriber},
 };
 
 /// Everything a process needs, built once; cheap to clone.
@@ -55,6 +56,8 @@ pub struct Services {
     pub sent_emails: SentEmailService,
     /// Reports.
     pub reports: ReportService,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: WebhookService,
     /// Report files and uploads.
     pub storage: Storage,
 }
@@ -87,8 +90,38 @@ impl Services {
             webhook_schedule: config.webhooks.retry_schedule.clone(),
             email_retry_base: config.mail.retry_base,
         };
+        let products = ProductService::new(
+            db.clone(),
+            CachedProductRepository::new(cache.clone(), config.cache.ttl),
+        );
+        // A claim outlives any request (the request timeout) before it is presumed dead.
+        let idempotency = IdempotencyService::new(
+            db.clone(),
+            config.http.request_timeout + Duration::from_secs(30),
+        );
+        let webhooks = WebhookService::new(db.clone(), policies.clone());
+        // The webhook subscriber describes orders and reports through their services, but those
+        // publish on the bus that holds the subscriber: it gets read-only instances of its own,
+        // on an empty bus, instead of a reference cycle.
+        let webhook_subscriber = WebhookSubscriber::new(
+            webhooks.clone(),
+            OrderService::new(
+                db.clone(),
+                products.clone(),
+                idempotency.clone(),
+                EventBus::default(),
+                outbox.clone(),
+            ),
+            ReportService::new(
+                db.clone(),
+                EventBus::default(),
+                outbox.clone(),
+                policies.clone(),
+            ),
+        );
         let events = EventBus::builder()
             .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))
+            .subscribe(Arc::new(webhook_subscriber))
             .build();
 
         let tokens = TokenIssuer::new(&config.auth);
@@ -98,15 +131,6 @@ impl Services {
             tokens,
             events.clone(),
             outbox.clone(),
-        );
-        let products = ProductService::new(
-            db.clone(),
-            CachedProductRepository::new(cache.clone(), config.cache.ttl),
-        );
-        // A claim outlives any request (the request timeout) before it is presumed dead.
-        let idempotency = IdempotencyService::new(
-            db.clone(),
-            config.http.request_timeout + Duration::from_secs(30),
         );
         let orders = OrderService::new(
             db.clone(),
@@ -121,6 +145,7 @@ impl Services {
         Ok(Self {
             sent_emails: SentEmailService::new(db.clone()),
             reports,
+            webhooks,
             storage,
             config: Arc::new(config),
             db,

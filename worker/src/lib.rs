@@ -9,6 +9,7 @@
 //! - [`mailer`], [`templates`]: outgoing mail.
 //! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 //! - [`metrics`]: the process's `/metrics` endpoint.
+//! - [`webhook_client`]: outgoing webhook HTTP behind the SSRF guard.
 
 pub mod bench;
 pub mod jobs;
@@ -16,3 +17,4 @@ pub mod mailer;
 pub mod metrics;
 pub mod runner;
 pub mod templates;
+pub mod webhook_client;

@@ -39,6 +39,24 @@ pub struct WorkerOptions {
     pub metrics_port: Option<u16>,
 }
 
+impl Default for WorkerOptions {
+    /// Every queue, 16 jobs at once, 30 s leases and grace, the relay on, no metrics endpoint.
+    fn default() -> Self {
+        Self {
+            queues: orderly::jobs::QUEUES
+                .iter()
+                .map(|q| q.to_string())
+                .collect(),
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            relay: true,
+            idle_poll: Duration::from_secs(5),
+            metrics_port: None,
+        }
+    }
+}
+
 impl WorkerOptions {
     /// Options from config.
     pub fn from_config(config: &orderly::Config) -> Self {

@@ -456,8 +456,7 @@ impl TestApp {
             lease: std::time::Duration::from_secs(10),
             shutdown_grace: std::time::Duration::from_secs(5),
             relay: true,
-            idle_poll: std::time::Duration::from_secs(5),
-            metrics_port: None,
+            ..orderly_worker::runner::WorkerOptions::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let services = self.services.clone();

@@ -19,3 +19,4 @@ mod rate_limit;
 mod request_id;
 mod startup;
 mod users;
+mod webhooks;

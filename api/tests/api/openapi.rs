@@ -29,6 +29,11 @@ const API_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/api/v1/reports"),
     ("GET", "/api/v1/reports/{id}"),
     ("GET", "/api/v1/reports/{id}/download"),
+    ("POST", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks/{id}"),
+    ("DELETE", "/api/v1/webhooks/{id}"),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"),
     ("GET", "/health"),
     ("GET", "/health/live"),
 ];

@@ -1,6 +1,6 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -143,6 +143,16 @@ impl OrderService {
     pub async fn find(&self, id: Uuid) -> Result<Option<Order>, AppError> {
         let mut conn = self.pool.acquire().await?;
         self.orders.find(&mut conn, id, false).await
+    }
+
+    /// An order by id inside the caller's transaction, for subscribers that describe an order
+    /// while it is being placed or changed (it is not visible to other connections yet).
+    pub async fn find_in(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<Order>, AppError> {
+        self.orders.find(conn, id, false).await
     }
 
     /// The actor's own orders, newest first.

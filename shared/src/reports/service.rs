@@ -1,7 +1,7 @@
 //! Report rules: who may request and read which report, and the build's bookkeeping.
 
 use futures::stream::BoxStream;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -70,6 +70,16 @@ impl ReportService {
     /// A report by id, for the build job.
     pub async fn find(&self, id: Uuid) -> Result<Option<Report>, AppError> {
         self.reports.find(&self.pool, id).await
+    }
+
+    /// A report by id inside the caller's transaction, for subscribers that describe a report
+    /// whose change is not committed yet.
+    pub async fn find_in(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<Report>, AppError> {
+        self.reports.find(conn, id).await
     }
 
     /// Marks a build started.

@@ -6,6 +6,7 @@
 
 pub mod email;
 pub mod report;
+pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,7 +14,7 @@ use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::task::data::Data;
 use orderly::{
     Services,
-    jobs::{EMAILS, EmailJob, REPORTS, ReportJob},
+    jobs::{EMAILS, EmailJob, REPORTS, ReportJob, WEBHOOKS, WebhookJob},
     queue::{JobError, JobInfo, RedisBackend},
 };
 use serde::de::DeserializeOwned;
@@ -22,6 +23,7 @@ use crate::{
     mailer::Mailer,
     runner::{Backends, WorkerOptions},
     templates::Templates,
+    webhook_client::WebhookClient,
 };
 
 /// What every handler can use (`Data<JobContext>` in its arguments).
@@ -33,16 +35,20 @@ pub struct JobContext {
     pub mailer: Mailer,
     /// Email templates.
     pub templates: Arc<Templates>,
+    /// Outgoing webhook requests (redirects off, SSRF guard on).
+    pub webhooks: WebhookClient,
 }
 
 impl JobContext {
     /// Builds the context from the services' config.
     pub async fn new(services: Services) -> anyhow::Result<Self> {
         let mailer = Mailer::from_config(&services.config.mail)?;
+        let webhooks = WebhookClient::from_config(&services.config.webhooks)?;
         Ok(Self {
             services,
             mailer,
             templates: Arc::new(Templates::load()?),
+            webhooks,
         })
     }
 }
@@ -117,6 +123,17 @@ pub fn register_all(
                 backends,
                 Duration::from_secs(30 * 60),
                 report::handle,
+            ),
+            WEBHOOKS => add_worker::<WebhookJob, _, _>(
+                monitor,
+                WEBHOOKS,
+                context,
+                options,
+                worker_id,
+                backends,
+                // The request has its own timeout; this only catches a handler stuck elsewhere.
+                context.services.config.webhooks.timeout + Duration::from_secs(30),
+                webhook::handle,
             ),
             other => {
                 tracing::warn!(

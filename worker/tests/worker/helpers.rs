@@ -96,8 +96,7 @@ pub fn options(queue: &str, concurrency: usize) -> WorkerOptions {
         lease: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(10),
         relay: false,
-        idle_poll: Duration::from_secs(5),
-        metrics_port: None,
+        ..WorkerOptions::default()
     }
 }
 

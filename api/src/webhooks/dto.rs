@@ -1,0 +1,201 @@
+//! Request and response shapes of the webhooks routes.
+
+use chrono::{DateTime, Utc};
+use orderly::{
+    error::AppError,
+    pagination::{Page, PageRequest},
+    webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::Validate;
+
+/// `POST /webhooks` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// Where deliveries go: an absolute http(s) URL without credentials. Private, loopback and
+    /// link-local addresses are refused at delivery time.
+    #[validate(length(min = 1, max = 2048, message = "must be 1 to 2048 characters"))]
+    #[schema(example = "https://erp.example.com/hooks/orderly")]
+    pub url: String,
+    /// Event types to receive: `order.placed`, `order.cancelled`, `order.status_changed`,
+    /// `report.ready`.
+    #[validate(length(min = 1, max = 16, message = "must name 1 to 16 event types"))]
+    #[schema(example = json!(["order.placed", "order.cancelled"]))]
+    pub events: Vec<String>,
+}
+
+impl TryFrom<CreateWebhookRequest> for NewWebhookEndpoint {
+    type Error = AppError;
+
+    fn try_from(body: CreateWebhookRequest) -> Result<Self, Self::Error> {
+        NewWebhookEndpoint::parse(&body.url, &body.events)
+    }
+}
+
+/// `GET /webhooks` and `GET /webhooks/{id}/deliveries` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page request.
+    pub fn page(&self) -> Result<PageRequest, AppError> {
+        PageRequest::parse(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// A webhook endpoint (never with its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookResponse {
+    /// Id.
+    pub id: Uuid,
+    /// Where deliveries go.
+    pub url: String,
+    /// Event types it receives.
+    #[schema(example = json!(["order.placed"]))]
+    pub events: Vec<&'static str>,
+    /// False once the receiver answered 410 Gone; nothing more is sent.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// When it was disabled.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Registered (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&WebhookEndpoint> for WebhookResponse {
+    fn from(endpoint: &WebhookEndpoint) -> Self {
+        Self {
+            id: endpoint.id,
+            url: endpoint.url.clone(),
+            events: endpoint.events.iter().map(|e| e.as_str()).collect(),
+            enabled: endpoint.enabled,
+            disabled_reason: endpoint.disabled_reason.clone(),
+            disabled_at: endpoint.disabled_at,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+        }
+    }
+}
+
+/// A newly registered endpoint, with its signing secret: shown this once, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhookResponse {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub endpoint: WebhookResponse,
+    /// `whsec_<base64 key>`: verify deliveries with it (any Standard Webhooks library). Store
+    /// it now; it cannot be read again.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub secret: String,
+}
+
+impl From<WebhookEndpoint> for CreatedWebhookResponse {
+    fn from(endpoint: WebhookEndpoint) -> Self {
+        Self {
+            secret: endpoint.secret.expose().to_owned(),
+            endpoint: WebhookResponse::from(&endpoint),
+        }
+    }
+}
+
+/// A page of endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookPage {
+    /// Endpoints, newest first.
+    pub items: Vec<WebhookResponse>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<Uuid>,
+}
+
+impl From<Page<WebhookEndpoint>> for WebhookPage {
+    fn from(page: Page<WebhookEndpoint>) -> Self {
+        Self {
+            items: page.items.iter().map(WebhookResponse::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// One event sent (or being sent) to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryResponse {
+    /// Id, sent as the `webhook-id` header.
+    pub id: Uuid,
+    /// Event type.
+    #[schema(example = "order.placed")]
+    pub event_type: String,
+    /// `pending` (first attempt or a retry to come), `delivered` or `failed`.
+    #[schema(example = "delivered")]
+    pub status: &'static str,
+    /// Attempts made.
+    pub attempts: i32,
+    /// HTTP status of the latest attempt, if the receiver answered.
+    pub last_status_code: Option<i16>,
+    /// What went wrong in the latest attempt.
+    pub last_error: Option<String>,
+    /// Duration of the latest attempt, ms.
+    pub last_latency_ms: Option<i32>,
+    /// When the latest attempt was made.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due, while one is planned.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// When the receiver accepted it.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The body sent on every attempt: `{type, timestamp, data}`.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// When the event happened.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<WebhookDelivery> for DeliveryResponse {
+    fn from(delivery: WebhookDelivery) -> Self {
+        Self {
+            id: delivery.id,
+            event_type: delivery.event_type,
+            status: delivery.status.as_str(),
+            attempts: delivery.attempts,
+            last_status_code: delivery.last_status_code,
+            last_error: delivery.last_error,
+            last_latency_ms: delivery.last_latency_ms,
+            last_attempt_at: delivery.last_attempt_at,
+            next_retry_at: delivery.next_retry_at,
+            delivered_at: delivery.delivered_at,
+            // Written by us from JSON; a row that somehow is not JSON is shown as a string.
+            payload: serde_json::from_str(&delivery.payload)
+                .unwrap_or(Value::String(delivery.payload)),
+            created_at: delivery.created_at,
+        }
+    }
+}
+
+/// A page of deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    /// Deliveries, newest first.
+    pub items: Vec<DeliveryResponse>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<Uuid>,
+}
+
+impl From<Page<WebhookDelivery>> for DeliveryPage {
+    fn from(page: Page<WebhookDelivery>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}

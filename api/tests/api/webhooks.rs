@@ -1,0 +1,1081 @@
+//! Webhooks end to end: the admin routes, deliveries staged by real orders, and a worker running
+//! in-process that sends them to real HTTP servers on loopback ports of this test. Signatures
+//! are verified with the `standardwebhooks` crate, an implementation independent of ours.
+//!
+//! Waiting is done by bounded polling (never by sleeping a fixed time and hoping).
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode as AxumStatus},
+    response::{IntoResponse, Response as AxumResponse},
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use orderly::{
+    reports::ReportRequest,
+    users::{Actor, Role},
+};
+use orderly_worker::runner::{self, WorkerOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, TestUser, assert_error, spawn_app, spawn_app_with};
+
+// ---------------------------------------------------------------------------------------------
+// Test fixtures: a scripted receiver, a tripwire listener, an in-process worker.
+// ---------------------------------------------------------------------------------------------
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// This status, no body.
+    Status(u16),
+    /// This status with these headers.
+    WithHeaders(u16, Vec<(&'static str, String)>),
+    /// Answer 200, but only after this long (to trip the sender's timeout).
+    Slow(Duration),
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Hit {
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    hits: Mutex<Vec<Hit>>,
+    script: Mutex<VecDeque<Reply>>,
+}
+
+/// An HTTP server on 127.0.0.1:0 that records every request and answers from a script
+/// (200 once the script is used up).
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    server: JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(script: Vec<Reply>) -> Self {
+        let state = Arc::new(ReceiverState {
+            hits: Mutex::new(Vec::new()),
+            script: Mutex::new(script.into()),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.state.hits.lock().expect("hits").clone()
+    }
+
+    async fn wait_for_hits(&self, count: usize) -> Vec<Hit> {
+        eventually(&format!("{count} requests at the receiver"), || async {
+            let hits = self.hits();
+            (hits.len() >= count).then_some(hits)
+        })
+        .await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AxumResponse {
+    state.hits.lock().expect("hits").push(Hit {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let reply = state
+        .script
+        .lock()
+        .expect("script")
+        .pop_front()
+        .unwrap_or(Reply::Status(200));
+    match reply {
+        Reply::Status(code) => AxumStatus::from_u16(code).expect("status").into_response(),
+        Reply::WithHeaders(code, headers) => {
+            let mut response = AxumStatus::from_u16(code).expect("status").into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(&value).expect("header value"),
+                );
+            }
+            response
+        }
+        Reply::Slow(wait) => {
+            tokio::time::sleep(wait).await;
+            AxumStatus::OK.into_response()
+        }
+    }
+}
+
+/// A listener that only counts connections, to prove that none was made.
+struct Tripwire {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Tripwire {
+    async fn start(bind: &str) -> Self {
+        let listener = TcpListener::bind(bind).await.expect("bind tripwire");
+        let port = listener.local_addr().expect("tripwire address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The worker process, in-process, serving the `webhooks` queue of the app's Redis prefix.
+struct Worker {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Worker {
+    async fn start(app: &TestApp) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = WorkerOptions {
+            queues: vec!["webhooks".into()],
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            // The api pushes staged jobs right after commit; no relay needed.
+            relay: false,
+            ..WorkerOptions::default()
+        };
+        let services = app.services.clone();
+        let task = tokio::spawn(runner::run(services, options, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(30), task).await;
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "worker did not stop cleanly: {result:?}"
+            );
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` until it yields a value; fails after a generous bound (the machine may be busy).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..1200 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed helpers over the api.
+// ---------------------------------------------------------------------------------------------
+
+async fn create_webhook(app: &TestApp, admin: &TestUser, url: &str, events: &[&str]) -> Value {
+    let response = app
+        .post_json(
+            "/api/v1/webhooks",
+            Some(&admin.token),
+            &json!({"url": url, "events": events}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "creating a webhook for {url}"
+    );
+    response.json().await.expect("json")
+}
+
+fn id_of(value: &Value) -> String {
+    value["id"].as_str().expect("id").to_owned()
+}
+
+async fn deliveries(app: &TestApp, admin: &TestUser, endpoint_id: &str) -> Vec<Value> {
+    let response = app
+        .get(
+            &format!("/api/v1/webhooks/{endpoint_id}/deliveries?limit=100"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.expect("json");
+    page["items"].as_array().expect("items").clone()
+}
+
+/// Waits until the endpoint's newest delivery satisfies `done`, and returns it.
+async fn wait_for_delivery(
+    app: &TestApp,
+    admin: &TestUser,
+    endpoint_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(
+        &format!("a settled delivery for endpoint {endpoint_id}"),
+        || async {
+            deliveries(app, admin, endpoint_id)
+                .await
+                .into_iter()
+                .next()
+                .filter(|d| done(d))
+        },
+    )
+    .await
+}
+
+fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |delivery| delivery["status"] == status
+}
+
+/// An order of two units of a fresh product, placed over HTTP by a fresh customer.
+async fn place_order(app: &TestApp, admin: &TestUser) -> (TestUser, Value) {
+    let product = app.create_product(admin, 1250, 10).await;
+    let customer = app.customer().await;
+    let response = app
+        .place_order(
+            &customer.token,
+            &Uuid::new_v4().to_string(),
+            &json!({"items": [{"product_id": product["id"], "quantity": 2}]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    (customer, response.json().await.expect("json"))
+}
+
+/// Verifies a received request the way a receiver would, with the `standardwebhooks` crate.
+fn verify_signature(secret: &str, hit: &Hit) {
+    let verifier = standardwebhooks::Webhook::new(secret).expect("whsec_ secret");
+    verifier
+        .verify(&hit.body, &hit.headers)
+        .unwrap_or_else(|e| panic!("signature does not verify: {e}; headers {:?}", hit.headers));
+}
+
+fn header<'a>(hit: &'a Hit, name: &str) -> &'a str {
+    hit.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn body_json(hit: &Hit) -> Value {
+    serde_json::from_slice(&hit.body).expect("delivery body is JSON")
+}
+
+const LOCAL: &[(&str, &str)] = &[("WEBHOOK_ALLOWLIST", "127.0.0.0/8")];
+
+// ---------------------------------------------------------------------------------------------
+// The admin routes.
+// ---------------------------------------------------------------------------------------------
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn create_returns_the_secret_once(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed", "report.ready"],
+    )
+    .await;
+    let secret = created["secret"].as_str().expect("secret");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert!(
+        standardwebhooks::Webhook::new(secret).is_ok(),
+        "the secret is a valid Standard Webhooks key"
+    );
+    assert_eq!(created["url"], "https://erp.example.com/hooks");
+    assert_eq!(created["events"], json!(["order.placed", "report.ready"]));
+    assert_eq!(created["enabled"], true);
+
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], created["id"]);
+    assert!(
+        items[0].get("secret").is_none(),
+        "the list must not show the secret: {}",
+        items[0]
+    );
+    assert!(!listed.to_string().contains(secret));
+
+    let one = app
+        .get(
+            &format!("/api/v1/webhooks/{}", id_of(&created)),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(one.status(), StatusCode::OK);
+    let one: Value = one.json().await.expect("json");
+    assert!(one.get("secret").is_none());
+    assert!(deliveries(&app, &admin, &id_of(&created)).await.is_empty());
+
+    let openapi: Value = app
+        .get("/api-docs/openapi.json", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/api/v1/webhooks/{id}/deliveries",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn customers_and_anonymous_callers_are_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
+    let id = id_of(&created);
+    let body = json!({"url": "https://evil.example.com/", "events": ["order.placed"]});
+
+    assert_error(
+        app.post_json("/api/v1/webhooks", Some(&customer.token), &body)
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/webhooks", Some(&customer.token)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/v1/webhooks/{id}"), Some(&customer.token))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            Some(&customer.token),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let delete = app
+        .client
+        .delete(app.url(&format!("/api/v1/webhooks/{id}")))
+        .bearer_auth(&customer.token)
+        .send()
+        .await
+        .expect("request");
+    assert_error(delete, StatusCode::FORBIDDEN).await;
+    assert_error(
+        app.post_json("/api/v1/webhooks", None, &body).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/webhooks", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    // Nothing was created by the refused calls.
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"].as_array().expect("items").len(), 1);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn invalid_urls_and_events_are_422(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let cases = [
+        (
+            json!({"url": "ftp://example.com/in", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "not a url", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "/relative/path", "events": ["order.placed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "https://user:pw@example.com/", "events": ["order.placed"]}),
+            "url",
+        ),
+        (json!({"url": "", "events": ["order.placed"]}), "url"),
+        (
+            json!({"url": "https://example.com/", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["order.shipped"]}),
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["order.placed", "user.registered"]}),
+            "events[1]",
+        ),
+    ];
+    for (body, field) in cases {
+        let error = assert_error(
+            app.post_json("/api/v1/webhooks", Some(&admin.token), &body)
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(error["details"][0]["field"], field, "for {body}: {error}");
+    }
+    // A missing field or an unknown one is a malformed body, in the same error shape.
+    assert_error(
+        app.post_json(
+            "/api/v1/webhooks",
+            Some(&admin.token),
+            &json!({"url": "https://example.com/"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let listed: Value = app
+        .get("/api/v1/webhooks", Some(&admin.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(listed["items"].as_array().expect("items").is_empty());
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn delete_removes_the_endpoint_and_its_deliveries(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
+    let id = id_of(&created);
+    place_order(&app, &admin).await;
+    assert_eq!(deliveries(&app, &admin, &id).await.len(), 1);
+
+    let delete = |token: String| {
+        let request = app
+            .client
+            .delete(app.url(&format!("/api/v1/webhooks/{id}")))
+            .bearer_auth(token);
+        async move { request.send().await.expect("request") }
+    };
+    assert_eq!(
+        delete(admin.token.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_error(delete(admin.token.clone()).await, StatusCode::NOT_FOUND).await;
+    assert_error(
+        app.get(&format!("/api/v1/webhooks/{id}"), Some(&admin.token))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            Some(&admin.token),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // The next order finds no endpoint to deliver to.
+    place_order(&app, &admin).await;
+    let left: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries")
+        .fetch_one(&app.services.db)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let orders_only =
+        id_of(&create_webhook(&app, &admin, "https://a.example.com/", &["order.placed"]).await);
+    let reports_only =
+        id_of(&create_webhook(&app, &admin, "https://b.example.com/", &["report.ready"]).await);
+    let everything = id_of(
+        &create_webhook(
+            &app,
+            &admin,
+            "https://c.example.com/",
+            &[
+                "order.placed",
+                "order.cancelled",
+                "order.status_changed",
+                "report.ready",
+            ],
+        )
+        .await,
+    );
+
+    let (customer, order) = place_order(&app, &admin).await;
+    let cancel = app
+        .post_json(
+            &format!("/api/v1/orders/{}/cancel", id_of(&order)),
+            Some(&customer.token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+
+    let actor = Actor {
+        user_id: customer.id,
+        role: Role::Customer,
+    };
+    let day = NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
+    let report = app
+        .services
+        .reports
+        .request(
+            &actor,
+            ReportRequest::parse("sales", "csv", day, day, None).expect("request"),
+        )
+        .await
+        .expect("report requested");
+    app.services
+        .reports
+        .mark_ready(report.id, 3, 120, "reports/test.csv")
+        .await
+        .expect("report ready");
+
+    let types = |list: Vec<Value>| -> Vec<String> {
+        let mut types: Vec<String> = list
+            .iter()
+            .map(|d| d["event_type"].as_str().expect("type").to_owned())
+            .collect();
+        types.sort();
+        types
+    };
+    assert_eq!(
+        types(deliveries(&app, &admin, &orders_only).await),
+        ["order.placed"]
+    );
+    assert_eq!(
+        types(deliveries(&app, &admin, &reports_only).await),
+        ["report.ready"]
+    );
+    let all = deliveries(&app, &admin, &everything).await;
+    assert_eq!(
+        types(all.clone()),
+        ["order.cancelled", "order.placed", "report.ready"]
+    );
+
+    for delivery in &all {
+        assert_eq!(delivery["status"], "pending");
+        assert_eq!(delivery["attempts"], 0);
+        assert_eq!(delivery["payload"]["type"], delivery["event_type"]);
+        assert!(
+            delivery["payload"]["timestamp"]
+                .as_str()
+                .is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok())
+        );
+    }
+    let by_type = |kind: &str| {
+        all.iter()
+            .find(|d| d["event_type"] == kind)
+            .expect("delivery")
+            .clone()
+    };
+    let cancelled = &by_type("order.cancelled")["payload"]["data"];
+    assert_eq!(cancelled["id"], order["id"]);
+    assert_eq!(cancelled["status"], "cancelled");
+    let ready = &by_type("report.ready")["payload"]["data"];
+    assert_eq!(ready["id"], report.id.to_string());
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["row_count"], 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries, with a worker running.
+// ---------------------------------------------------------------------------------------------
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_placed_order_reaches_the_receiver_signed(pool: PgPool) {
+    let app = spawn_app_with(pool, LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![]).await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        &receiver.url(),
+        &["order.placed", "order.status_changed", "order.cancelled"],
+    )
+    .await;
+    let endpoint_id = id_of(&created);
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    // The same receiver by name: resolved at connect time, and reachable because allow-listed.
+    let by_name_receiver = Receiver::start(vec![]).await;
+    let by_name = create_webhook(
+        &app,
+        &admin,
+        &format!("http://localhost:{}/by-name", by_name_receiver.addr.port()),
+        &["order.placed"],
+    )
+    .await;
+    let worker = Worker::start(&app).await;
+
+    let (_customer, order) = place_order(&app, &admin).await;
+
+    let hit = receiver.wait_for_hits(1).await.remove(0);
+    verify_signature(&secret, &hit);
+    assert_eq!(header(&hit, "content-type"), "application/json");
+    let body = body_json(&hit);
+    assert_eq!(body["type"], "order.placed");
+    assert!(DateTime::parse_from_rfc3339(body["timestamp"].as_str().expect("timestamp")).is_ok());
+    let data = &body["data"];
+    assert_eq!(data["id"], order["id"]);
+    assert_eq!(data["status"], "placed");
+    assert_eq!(data["total_cents"], 2500);
+    assert_eq!(data["currency"], "EUR");
+    assert_eq!(data["items"][0]["quantity"], 2);
+    assert_eq!(data["items"][0]["unit_price_cents"], 1250);
+
+    let delivered = wait_for_delivery(&app, &admin, &endpoint_id, status_is("delivered")).await;
+    assert_eq!(
+        header(&hit, "webhook-id"),
+        delivered["id"].as_str().expect("id"),
+        "webhook-id is the delivery id"
+    );
+    assert_eq!(delivered["attempts"], 1);
+    assert_eq!(delivered["last_status_code"], 200);
+    assert!(delivered["last_latency_ms"].as_i64().is_some());
+    assert!(delivered["delivered_at"].is_string());
+    assert!(delivered["next_retry_at"].is_null());
+    assert!(delivered["last_error"].is_null());
+
+    let by_name_hit = by_name_receiver.wait_for_hits(1).await.remove(0);
+    verify_signature(by_name["secret"].as_str().expect("secret"), &by_name_hit);
+    wait_for_delivery(&app, &admin, &id_of(&by_name), status_is("delivered")).await;
+
+    // A status change and a cancellation follow the same way.
+    let paid = app
+        .client
+        .patch(app.url(&format!("/api/v1/orders/{}", id_of(&order))))
+        .bearer_auth(&admin.token)
+        .json(&json!({"status": "paid"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(paid.status(), StatusCode::OK);
+    let hit = receiver.wait_for_hits(2).await.remove(1);
+    verify_signature(&secret, &hit);
+    let body = body_json(&hit);
+    assert_eq!(body["type"], "order.status_changed");
+    assert_eq!(body["data"]["status"], "paid");
+    assert_eq!(body["data"]["previous_status"], "placed");
+
+    // An order that fails (not enough stock) rolls back, and with it its deliveries.
+    let scarce = app.create_product(&admin, 100, 1).await;
+    let customer = app.customer().await;
+    let refused = app
+        .place_order(
+            &customer.token,
+            &Uuid::new_v4().to_string(),
+            &json!({"items": [{"product_id": scarce["id"], "quantity": 5}]}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(deliveries(&app, &admin, &endpoint_id).await.len(), 2);
+
+    worker.stop().await;
+    assert_eq!(receiver.hits().len(), 2);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn failures_are_retried_until_the_receiver_accepts(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05,0.1,0.1"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::Status(500), Reply::Status(502)]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let secret = created["secret"].as_str().expect("secret");
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    let delivered = wait_for_delivery(&app, &admin, &id_of(&created), status_is("delivered")).await;
+    assert_eq!(delivered["attempts"], 3);
+    assert_eq!(delivered["last_status_code"], 200);
+    assert!(delivered["next_retry_at"].is_null());
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 3);
+    for hit in &hits {
+        verify_signature(secret, hit);
+        assert_eq!(
+            header(hit, "webhook-id"),
+            delivered["id"].as_str().expect("id")
+        );
+        assert_eq!(hit.body, hits[0].body, "every attempt sends the same bytes");
+    }
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn retry_after_is_honoured(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::WithHeaders(
+        503,
+        vec![("retry-after", "2".into())],
+    )])
+    .await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let endpoint_id = id_of(&created);
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    // Between the attempts, the listing shows the failure and when the next attempt is due.
+    let waiting = wait_for_delivery(&app, &admin, &endpoint_id, |d| {
+        d["attempts"] == 1 && d["status"] == "pending"
+    })
+    .await;
+    assert_eq!(waiting["last_status_code"], 503);
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503"))
+    );
+    assert!(waiting["last_latency_ms"].as_i64().is_some());
+    let attempted: DateTime<Utc> = waiting["last_attempt_at"]
+        .as_str()
+        .expect("last attempt")
+        .parse()
+        .expect("time");
+    let next: DateTime<Utc> = waiting["next_retry_at"]
+        .as_str()
+        .expect("next retry")
+        .parse()
+        .expect("time");
+    assert!(
+        next - attempted > chrono::Duration::milliseconds(1500),
+        "the next retry follows Retry-After (2 s), not the 50 ms schedule: {attempted} -> {next}"
+    );
+
+    let delivered = wait_for_delivery(&app, &admin, &endpoint_id, status_is("delivered")).await;
+    assert_eq!(delivered["attempts"], 2);
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 2);
+    assert!(
+        hits[1].at.duration_since(hits[0].at) >= Duration::from_secs(2),
+        "retried before Retry-After: {:?}",
+        hits[1].at.duration_since(hits[0].at)
+    );
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn gone_disables_the_endpoint(pool: PgPool) {
+    let app = spawn_app_with(pool, LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::Status(410)]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let endpoint_id = id_of(&created);
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    let failed = wait_for_delivery(&app, &admin, &endpoint_id, status_is("failed")).await;
+    assert_eq!(failed["attempts"], 1);
+    assert_eq!(failed["last_status_code"], 410);
+    assert!(failed["next_retry_at"].is_null());
+    let endpoint: Value = app
+        .get(
+            &format!("/api/v1/webhooks/{endpoint_id}"),
+            Some(&admin.token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(endpoint["enabled"], false);
+    assert!(
+        endpoint["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410"))
+    );
+    assert!(endpoint["disabled_at"].is_string());
+
+    // A disabled endpoint gets no further deliveries.
+    place_order(&app, &admin).await;
+    assert_eq!(deliveries(&app, &admin, &endpoint_id).await.len(), 1);
+    worker.stop().await;
+    assert_eq!(receiver.hits().len(), 1);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn redirects_are_not_followed(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let target = Receiver::start(vec![]).await;
+    let redirect = || Reply::WithHeaders(302, vec![("location", target.url())]);
+    let redirecting = Receiver::start(vec![redirect(), redirect()]).await;
+    let created = create_webhook(&app, &admin, &redirecting.url(), &["order.placed"]).await;
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    // Two attempts (the schedule allows one retry), both answered 302, and then it gives up.
+    let failed = wait_for_delivery(&app, &admin, &id_of(&created), status_is("failed")).await;
+    assert_eq!(failed["attempts"], 2);
+    assert_eq!(failed["last_status_code"], 302);
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not followed")),
+        "{failed}"
+    );
+    worker.stop().await;
+    assert_eq!(redirecting.hits().len(), 2);
+    assert!(
+        target.hits().is_empty(),
+        "the redirect target must get no request"
+    );
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn timeouts_are_retried(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+            ("WEBHOOK_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::Slow(Duration::from_secs(5))]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    let delivered = wait_for_delivery(&app, &admin, &id_of(&created), status_is("delivered")).await;
+    assert_eq!(delivered["attempts"], 2);
+    assert_eq!(delivered["last_status_code"], 200);
+    assert_eq!(receiver.hits().len(), 2);
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn blocked_addresses_are_refused_without_any_connection(pool: PgPool) {
+    // No allow-list: production rules.
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let v4 = Tripwire::start("127.0.0.1:0").await;
+    let v6 = Tripwire::start("[::1]:0").await;
+    let port = v4.port;
+    let targets = [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::1]:{}/", v6.port),
+        format!("http://0.0.0.0:{port}/"),
+        format!("http://0x7f000001:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0177.0.0.1:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        // Resolved at connect time to 127.0.0.1: refused there.
+        format!("http://localhost:{port}/"),
+        "http://10.0.0.1/hooks".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+    ];
+    let mut endpoints = Vec::new();
+    for url in &targets {
+        endpoints.push((
+            url,
+            id_of(&create_webhook(&app, &admin, url, &["order.placed"]).await),
+        ));
+    }
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+
+    for (url, endpoint_id) in &endpoints {
+        let failed = wait_for_delivery(&app, &admin, endpoint_id, status_is("failed")).await;
+        assert_eq!(failed["attempts"], 1, "{url}: a refusal is final");
+        assert!(
+            failed["last_status_code"].is_null(),
+            "{url}: nothing answered"
+        );
+        assert!(
+            failed["last_latency_ms"].is_null(),
+            "{url}: nothing was sent"
+        );
+        assert!(failed["next_retry_at"].is_null());
+        let error = failed["last_error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("refused"), "{url}: {error}");
+        if url.contains("localhost") {
+            // Refused by the resolver, on the address the name resolved to.
+            assert!(
+                error.contains("localhost resolves to no permitted address"),
+                "{error}"
+            );
+        }
+    }
+    worker.stop().await;
+    assert_eq!(
+        v4.accepted(),
+        0,
+        "a connection reached the IPv4 loopback listener"
+    );
+    assert_eq!(
+        v6.accepted(),
+        0,
+        "a connection reached the IPv6 loopback listener"
+    );
+
+    // Control: the listeners do count a connection when one is made.
+    let _v4 = tokio::net::TcpStream::connect(("127.0.0.1", v4.port))
+        .await
+        .expect("connect");
+    let _v6 = tokio::net::TcpStream::connect(("::1", v6.port))
+        .await
+        .expect("connect");
+    eventually("the control connections to be counted", || async {
+        (v4.accepted() == 1 && v6.accepted() == 1).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,30 @@
+//! Webhooks: the shop tells other systems what happened, over signed HTTP calls.
+//!
+//! Admins register endpoints (a URL, the event types it wants, a `whsec_` secret shown once).
+//! When an order is placed, cancelled or moves on, or a report is ready, [`WebhookSubscriber`]
+//! writes one delivery per subscribed endpoint and stages a `WebhookJob` for each, inside the
+//! transaction that made the change: a rolled-back order sends nothing. A worker then sends the
+//! delivery, signed per the Standard Webhooks spec, and records every attempt on its row.
+//!
+//! - `model`: endpoints, deliveries, event types, the parsed registration input.
+//! - `signature`: `whsec_` secrets and the `webhook-signature` header.
+//! - `address`: which IP addresses a delivery may reach (SSRF protection, allow-list).
+//! - `repository`: SQL only.
+//! - `service`: the rules (admins only, what a delivery attempt records).
+//! - `subscriber`: domain events in, deliveries out.
+
+pub mod address;
+pub mod model;
+pub mod repository;
+pub mod service;
+pub mod signature;
+pub mod subscriber;
+
+pub use address::{AddressPolicy, HostCheck};
+pub use model::{
+    AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
+    WebhookEndpoint, WebhookEventType, WebhookUrl,
+};
+pub use service::WebhookService;
+pub use signature::WebhookSecret;
+pub use subscriber::WebhookSubscriber;

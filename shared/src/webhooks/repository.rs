@@ -1,0 +1,260 @@
+//! SQL for webhook endpoints and deliveries.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    pagination::{Page, PageRequest},
+    webhooks::{
+        model::{
+            AttemptOutcome, AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
+            WebhookEventType,
+        },
+        signature::WebhookSecret,
+    },
+};
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: Uuid,
+    url: String,
+    events: Vec<String>,
+    secret: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<EndpointRow> for WebhookEndpoint {
+    fn from(row: EndpointRow) -> Self {
+        Self {
+            id: row.id,
+            url: row.url,
+            // The table's check constraint admits known names only.
+            events: row
+                .events
+                .iter()
+                .filter_map(|e| WebhookEventType::parse(e))
+                .collect(),
+            secret: WebhookSecret::from_stored(row.secret),
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            disabled_at: row.disabled_at,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, created_at, updated_at";
+
+const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_type, payload, status, attempts, last_status_code, last_error, \
+                                last_latency_ms, last_attempt_at, next_retry_at, delivered_at, created_at, updated_at";
+
+/// Webhook endpoints and deliveries in PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookRepository;
+
+impl WebhookRepository {
+    /// Inserts an endpoint.
+    #[tracing::instrument(skip_all)]
+    pub async fn insert_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        new: &NewWebhookEndpoint,
+        secret: &WebhookSecret,
+        created_by: Uuid,
+    ) -> Result<WebhookEndpoint, AppError> {
+        let events: Vec<&str> = new.events.iter().map(|e| e.as_str()).collect();
+        let row = sqlx::query_as::<_, EndpointRow>(&format!(
+            "insert into webhook_endpoints (id, url, events, secret, created_by) values ($1, $2, $3, $4, $5) \
+             returning {ENDPOINT_COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(new.url.as_str())
+        .bind(&events)
+        .bind(secret.expose())
+        .bind(created_by)
+        .fetch_one(conn)
+        .await?;
+        Ok(row.into())
+    }
+
+    /// An endpoint by id.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn find_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<WebhookEndpoint>, AppError> {
+        let row = sqlx::query_as::<_, EndpointRow>(&format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// A page of endpoints, newest first.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn list_endpoints(
+        &self,
+        conn: &mut PgConnection,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, AppError> {
+        let rows = sqlx::query_as::<_, EndpointRow>(&format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where ($1::uuid is null or id < $1) order by id desc limit $2"
+        ))
+        .bind(page.cursor)
+        .bind(page.fetch_limit())
+        .fetch_all(conn)
+        .await?;
+        Ok(Page::from_rows(rows, page, |r| r.id).map(Into::into))
+    }
+
+    /// Deletes an endpoint and its deliveries; false if there was none.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn delete_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<bool, AppError> {
+        let result = sqlx::query("delete from webhook_endpoints where id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Enabled endpoints subscribed to `event`, oldest first, key-share locked until the
+    /// caller's transaction ends: an endpoint deleted meanwhile waits for it, instead of making
+    /// the delivery insert (and with it the order) fail on the foreign key.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn subscribed(
+        &self,
+        conn: &mut PgConnection,
+        event: WebhookEventType,
+    ) -> Result<Vec<WebhookEndpoint>, AppError> {
+        let rows = sqlx::query_as::<_, EndpointRow>(&format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where enabled and events @> array[$1]::text[] \
+             order by id for key share"
+        ))
+        .bind(event.as_str())
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Stops deliveries to an endpoint; false if it was already disabled or is gone.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn disable_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<bool, AppError> {
+        let result = sqlx::query(
+            "update webhook_endpoints set enabled = false, disabled_reason = $2, disabled_at = now() \
+             where id = $1 and enabled",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(conn)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Inserts a pending delivery of `payload` to an endpoint.
+    #[tracing::instrument(skip(self, conn, payload))]
+    pub async fn insert_delivery(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        endpoint_id: Uuid,
+        event: WebhookEventType,
+        payload: &str,
+    ) -> Result<(), AppError> {
+        sqlx::query("insert into webhook_deliveries (id, endpoint_id, event_type, payload) values ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(endpoint_id)
+            .bind(event.as_str())
+            .bind(payload)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// A delivery by id.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn find_delivery(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<WebhookDelivery>, AppError> {
+        Ok(sqlx::query_as::<_, WebhookDelivery>(&format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// A page of an endpoint's deliveries, newest first.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn list_deliveries(
+        &self,
+        conn: &mut PgConnection,
+        endpoint_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookDelivery>, AppError> {
+        let rows = sqlx::query_as::<_, WebhookDelivery>(&format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries where endpoint_id = $1 and ($2::uuid is null or id < $2) \
+             order by id desc limit $3"
+        ))
+        .bind(endpoint_id)
+        .bind(page.cursor)
+        .bind(page.fetch_limit())
+        .fetch_all(conn)
+        .await?;
+        Ok(Page::from_rows(rows, page, |d| d.id))
+    }
+
+    /// Writes one attempt on a delivery. A delivery already delivered is left alone (a late
+    /// duplicate run must not turn it back into a failure).
+    #[tracing::instrument(skip(self, conn, record), fields(attempt = record.attempt))]
+    pub async fn record_attempt(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        record: &AttemptRecord,
+    ) -> Result<(), AppError> {
+        let next_retry_at = match &record.outcome {
+            AttemptOutcome::Retrying { next_retry_at, .. } => Some(*next_retry_at),
+            _ => None,
+        };
+        sqlx::query(
+            "update webhook_deliveries set \
+                 attempts = greatest(attempts + 1, $2), status = $3, last_status_code = $4, last_error = $5, \
+                 last_latency_ms = $6, last_attempt_at = now(), next_retry_at = $7, \
+                 delivered_at = case when $3 = 'delivered' then now() else delivered_at end \
+             where id = $1 and status <> 'delivered'",
+        )
+        .bind(id)
+        .bind(i32::try_from(record.attempt).unwrap_or(i32::MAX))
+        .bind(record.status())
+        .bind(record.status_code.map(|code| code as i16))
+        .bind(record.error())
+        .bind(record.latency.map(|l| i32::try_from(l.as_millis()).unwrap_or(i32::MAX)))
+        .bind(next_retry_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Webhook rules: who manages endpoints, how an event becomes deliveries, and what the delivery
+//! job may read and record.
+//!
+//! Endpoints are shop-level integrations (an ERP, a fulfilment partner, a chat notification) and
+//! the order events they receive concern every customer, so only admins manage them; a customer
+//! never sees another customer's orders through a webhook.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    db::UnitOfWork,
+    error::AppError,
+    jobs::{self, JobPolicies, WebhookJob},
+    pagination::{Page, PageRequest},
+    users::Actor,
+    webhooks::{
+        model::{
+            AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType,
+        },
+        repository::WebhookRepository,
+        signature::WebhookSecret,
+    },
+};
+
+/// The body of every delivery (Standard Webhooks' recommended shape).
+#[derive(Debug, Serialize)]
+struct Envelope<'a> {
+    /// `order.placed`...
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// When the event happened (RFC 3339, UTC).
+    timestamp: String,
+    /// What it is about.
+    data: &'a Value,
+}
+
+/// Webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookService {
+    pool: PgPool,
+    webhooks: WebhookRepository,
+    policies: JobPolicies,
+}
+
+fn require_admin(actor: &Actor) -> Result<(), AppError> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("only admins can manage webhooks"))
+    }
+}
+
+impl WebhookService {
+    /// Wires the service; `policies` gives the delivery jobs their retry schedule.
+    pub fn new(pool: PgPool, policies: JobPolicies) -> Self {
+        Self {
+            pool,
+            webhooks: WebhookRepository,
+            policies,
+        }
+    }
+
+    /// Registers an endpoint with a fresh secret (admin). The returned endpoint carries the
+    /// secret; it is the only time anyone sees it.
+    #[tracing::instrument(skip(self, new), fields(user_id = %actor.user_id))]
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        new: NewWebhookEndpoint,
+    ) -> Result<WebhookEndpoint, AppError> {
+        require_admin(actor)?;
+        let mut conn = self.pool.acquire().await?;
+        let endpoint = self
+            .webhooks
+            .insert_endpoint(&mut conn, &new, &WebhookSecret::generate(), actor.user_id)
+            .await?;
+        tracing::info!(endpoint_id = %endpoint.id, url = %endpoint.url, "webhook endpoint registered");
+        Ok(endpoint)
+    }
+
+    /// Endpoints, newest first (admin).
+    #[tracing::instrument(skip(self))]
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, AppError> {
+        require_admin(actor)?;
+        let mut conn = self.pool.acquire().await?;
+        self.webhooks.list_endpoints(&mut conn, &page).await
+    }
+
+    /// One endpoint (admin).
+    #[tracing::instrument(skip(self))]
+    pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<WebhookEndpoint, AppError> {
+        require_admin(actor)?;
+        let mut conn = self.pool.acquire().await?;
+        self.webhooks
+            .find_endpoint(&mut conn, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))
+    }
+
+    /// Deletes an endpoint and its delivery history (admin). Deliveries still queued find
+    /// their row gone and end quietly.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), AppError> {
+        require_admin(actor)?;
+        let mut conn = self.pool.acquire().await?;
+        if !self.webhooks.delete_endpoint(&mut conn, id).await? {
+            return Err(AppError::not_found("webhook endpoint not found"));
+        }
+        tracing::info!(endpoint_id = %id, "webhook endpoint deleted");
+        Ok(())
+    }
+
+    /// An endpoint's deliveries, newest first (admin); 404 if the endpoint does not exist.
+    #[tracing::instrument(skip(self))]
+    pub async fn deliveries(
+        &self,
+        actor: &Actor,
+        endpoint_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<WebhookDelivery>, AppError> {
+        require_admin(actor)?;
+        let mut conn = self.pool.acquire().await?;
+        if self
+            .webhooks
+            .find_endpoint(&mut conn, endpoint_id)
+            .await?
+            .is_none()
+        {
+            return Err(AppError::not_found("webhook endpoint not found"));
+        }
+        self.webhooks
+            .list_deliveries(&mut conn, endpoint_id, &page)
+            .await
+    }
+
+    /// Enabled endpoints subscribed to `event`, read inside the publishing transaction.
+    pub async fn subscribed(
+        &self,
+        uow: &mut UnitOfWork,
+        event: WebhookEventType,
+    ) -> Result<Vec<WebhookEndpoint>, AppError> {
+        self.webhooks.subscribed(uow.conn(), event).await
+    }
+
+    /// Writes one delivery of `data` per endpoint and stages its job, inside `uow`. The body is
+    /// serialised once, here, so every endpoint and every retry gets the same bytes.
+    #[tracing::instrument(skip(self, uow, endpoints, data), fields(event = event.as_str(), endpoints = endpoints.len()))]
+    pub async fn stage_deliveries(
+        &self,
+        uow: &mut UnitOfWork,
+        endpoints: &[WebhookEndpoint],
+        event: WebhookEventType,
+        data: &Value,
+    ) -> Result<Vec<Uuid>, AppError> {
+        let body = serde_json::to_string(&Envelope {
+            kind: event.as_str(),
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            data,
+        })?;
+        let mut ids = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let delivery_id = Uuid::now_v7();
+            self.webhooks
+                .insert_delivery(uow.conn(), delivery_id, endpoint.id, event, &body)
+                .await?;
+            jobs::stage(uow, &WebhookJob { delivery_id }, &self.policies).await?;
+            ids.push(delivery_id);
+        }
+        Ok(ids)
+    }
+
+    /// A delivery and its endpoint, for the delivery job; `None` if either is gone.
+    #[tracing::instrument(skip(self))]
+    pub async fn delivery_to_send(
+        &self,
+        delivery_id: Uuid,
+    ) -> Result<Option<(WebhookDelivery, WebhookEndpoint)>, AppError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(delivery) = self.webhooks.find_delivery(&mut conn, delivery_id).await? else {
+            return Ok(None);
+        };
+        let endpoint = self
+            .webhooks
+            .find_endpoint(&mut conn, delivery.endpoint_id)
+            .await?;
+        Ok(endpoint.map(|endpoint| (delivery, endpoint)))
+    }
+
+    /// Records one attempt on a delivery.
+    #[tracing::instrument(skip(self, record))]
+    pub async fn record_attempt(
+        &self,
+        delivery_id: Uuid,
+        record: &AttemptRecord,
+    ) -> Result<(), AppError> {
+        let mut conn = self.pool.acquire().await?;
+        self.webhooks
+            .record_attempt(&mut conn, delivery_id, record)
+            .await
+    }
+
+    /// Stops all deliveries to an endpoint (the receiver said 410 Gone). An admin re-registers
+    /// the endpoint to start again.
+    #[tracing::instrument(skip(self))]
+    pub async fn disable_endpoint(&self, endpoint_id: Uuid, reason: &str) -> Result<(), AppError> {
+        let mut conn = self.pool.acquire().await?;
+        if self
+            .webhooks
+            .disable_endpoint(&mut conn, endpoint_id, reason)
+            .await?
+        {
+            tracing::warn!(%endpoint_id, reason, "webhook endpoint disabled");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Turns domain events into webhook deliveries, inside the publishing transaction.
+//!
+//! For `order.placed`, `order.cancelled`, `order.status_changed` and `report.ready`: find the
+//! enabled endpoints subscribed to the event; if there are any, describe the order or report
+//! (read through its domain's service, on the transaction's connection, since the change is not
+//! committed yet) and write one delivery plus one staged job per endpoint. A rolled-back order
+//! therefore sends no webhook, and a committed one always does.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::{
+    db::UnitOfWork,
+    error::{AppError, Result},
+    events::{DomainEvent, Subscriber},
+    orders::{Order, OrderService, events::OrderEvent},
+    reports::{Report, ReportService, events::ReportEvent},
+    webhooks::{model::WebhookEventType, service::WebhookService},
+};
+
+/// Stages webhook deliveries for order and report events.
+#[derive(Debug, Clone)]
+pub struct WebhookSubscriber {
+    webhooks: WebhookService,
+    orders: OrderService,
+    reports: ReportService,
+}
+
+impl WebhookSubscriber {
+    /// A subscriber that describes orders and reports through these services. They are only
+    /// read from, so they may be built on an empty event bus (the real bus holds this
+    /// subscriber).
+    pub fn new(webhooks: WebhookService, orders: OrderService, reports: ReportService) -> Self {
+        Self {
+            webhooks,
+            orders,
+            reports,
+        }
+    }
+
+    /// The `data` of an event: what a receiver needs without calling back.
+    async fn describe(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<Option<Value>> {
+        match event {
+            DomainEvent::Order(order_event) => {
+                let Some(order) = self
+                    .orders
+                    .find_in(uow.conn(), order_event.order_id())
+                    .await?
+                else {
+                    return Err(AppError::internal("order of a published event is missing"));
+                };
+                let mut data = order_data(&order);
+                if let OrderEvent::StatusChanged { from, .. } = order_event {
+                    data["previous_status"] = json!(from.as_str());
+                }
+                Ok(Some(data))
+            }
+            DomainEvent::Report(ReportEvent::Ready { report_id, .. }) => {
+                let Some(report) = self.reports.find_in(uow.conn(), *report_id).await? else {
+                    return Err(AppError::internal("report of a published event is missing"));
+                };
+                Ok(Some(report_data(&report)))
+            }
+            DomainEvent::User(_) => Ok(None),
+        }
+    }
+}
+
+/// An order as receivers see it: ids, status, money in minor units, the lines.
+fn order_data(order: &Order) -> Value {
+    json!({
+        "id": order.id,
+        "user_id": order.user_id,
+        "status": order.status.as_str(),
+        "total_cents": order.total_cents,
+        "currency": order.currency,
+        "items": order.items.iter().map(|item| json!({
+            "product_id": item.product_id,
+            "sku": item.sku,
+            "name": item.name,
+            "quantity": item.quantity,
+            "unit_price_cents": item.unit_price_cents,
+            "line_total_cents": item.line_total_cents(),
+        })).collect::<Vec<_>>(),
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    })
+}
+
+/// A finished report: what it covers and its size (the file is downloaded through the api).
+fn report_data(report: &Report) -> Value {
+    json!({
+        "id": report.id,
+        "user_id": report.user_id,
+        "kind": report.kind,
+        "format": report.format,
+        "from": report.from_date,
+        "to": report.to_date,
+        "status": report.status.as_str(),
+        "row_count": report.row_count,
+        "byte_size": report.byte_size,
+        "completed_at": report.completed_at,
+    })
+}
+
+#[async_trait]
+impl Subscriber for WebhookSubscriber {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    async fn handle(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<()> {
+        let Some(kind) = WebhookEventType::of(event) else {
+            return Ok(());
+        };
+        // Most events have no subscriber: one indexed lookup, and nothing is loaded.
+        let endpoints = self.webhooks.subscribed(uow, kind).await?;
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let Some(data) = self.describe(uow, event).await? else {
+            return Ok(());
+        };
+        let staged = self
+            .webhooks
+            .stage_deliveries(uow, &endpoints, kind, &data)
+            .await?;
+        tracing::debug!(
+            event = kind.as_str(),
+            deliveries = staged.len(),
+            "webhook deliveries staged"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::orders::{OrderItem, OrderStatus};
+
+    #[test]
+    fn order_data_carries_lines_and_money_in_minor_units() {
+        let order = Order {
+            id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            status: OrderStatus::Placed,
+            total_cents: 2598,
+            currency: "EUR".into(),
+            items: vec![OrderItem {
+                product_id: Uuid::now_v7(),
+                sku: "SKU-1".into(),
+                name: "Mug".into(),
+                quantity: 2,
+                unit_price_cents: 1299,
+            }],
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let data = order_data(&order);
+        assert_eq!(data["id"], order.id.to_string());
+        assert_eq!(data["status"], "placed");
+        assert_eq!(data["total_cents"], 2598);
+        assert_eq!(data["items"][0]["line_total_cents"], 2598);
+        assert_eq!(data["items"][0]["sku"], "SKU-1");
+    }
+}
