@@ -1,7 +1,7 @@
 //! # orderly-api
 //!
 //! The HTTP face of Orderly: REST under `/api/v1`, organised by domain (`users`, `products`,
-//! `orders`), each a folder with `routes.rs` (handlers: HTTP only, one service call each) and
+//! `orders`, `uploads`), each a folder with `routes.rs` (handlers: HTTP only, one service call each) and
 //! `dto.rs` (validated request and response shapes, documented with utoipa).
 //!
 //! - [`app`]: router assembly, middleware stack, OpenAPI document, serving with graceful shutdown.
@@ -21,6 +21,7 @@ pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod state;
+pub mod uploads;
 pub mod users;
 
 pub use state::AppState;
