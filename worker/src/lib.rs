@@ -7,9 +7,11 @@
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
 //! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 
 pub mod bench;
+pub mod imaging;
 pub mod jobs;
 pub mod mailer;
 pub mod runner;

@@ -5,6 +5,7 @@
 //! (at-least-once delivery) does no harm, and a row that is gone is treated as done.
 
 pub mod email;
+pub mod upload;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::task::data::Data;
 use orderly::{
     Services,
-    jobs::{EMAILS, EmailJob},
+    jobs::{EMAILS, EmailJob, UPLOADS, UploadJob},
     queue::{JobError, JobInfo, RedisBackend},
 };
 use serde::de::DeserializeOwned;
@@ -106,6 +107,17 @@ pub fn register_all(
                 backends,
                 Duration::from_secs(60),
                 email::handle,
+            ),
+            // Imports of large files take a while; the lease is renewed as long as they run.
+            UPLOADS => add_worker::<UploadJob, _, _>(
+                monitor,
+                UPLOADS,
+                context,
+                options,
+                worker_id,
+                backends,
+                Duration::from_secs(15 * 60),
+                upload::handle,
             ),
             other => {
                 tracing::warn!(
