@@ -14,4 +14,5 @@ mod products;
 mod rate_limit;
 mod request_id;
 mod startup;
+mod uploads;
 mod users;

@@ -26,6 +26,8 @@ const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/api/v1/orders/{id}"),
     ("PATCH", "/api/v1/orders/{id}"),
     ("POST", "/api/v1/orders/{id}/cancel"),
+    ("POST", "/api/v1/uploads"),
+    ("GET", "/api/v1/uploads/{id}"),
     ("GET", "/health"),
     ("GET", "/health/live"),
 ];
