@@ -8,3 +8,4 @@ mod binary;
 mod drills;
 mod runner;
 mod startup;
+mod uploads;
