@@ -148,7 +148,10 @@ mod tests {
         let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
         for (kind, data) in [
             (b"IHDR", header.as_slice()),
-            (b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..]),
+            (
+                b"IDAT",
+                &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..],
+            ),
             (b"IEND", &[][..]),
         ] {
             let mut chunk = kind.to_vec();
