@@ -2,6 +2,9 @@
 //! hold, the size limit (413 with no row and no object left), and what is recorded and queued
 //! for an accepted file. Processing itself is tested with the worker (worker/tests/worker).
 
+use std::time::Duration;
+
+use orderly::testing::eventually;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -335,6 +338,58 @@ async fn a_file_over_the_limit_is_413_and_leaves_nothing(pool: PgPool) {
         accepted,
         "a refused file was left in storage"
     );
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_connection_lost_mid_file_leaves_nothing(pool: PgPool) {
+    use futures::SinkExt;
+
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    // More than the storage writer buffers in memory (10 MB), so part of the file is already
+    // on disk when the client goes away.
+    let (mut chunks, body) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "product_import")
+        .part(
+            "file",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body))
+                .file_name("broken.csv"),
+        );
+    let request = app
+        .client
+        .post(app.url("/api/v1/uploads"))
+        .bearer_auth(&admin.token)
+        .multipart(form)
+        .send();
+    let client = tokio::spawn(request);
+    for _ in 0..12 {
+        chunks.send(Ok(vec![b'z'; 1_000_000])).await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !app.stored_files().is_empty()
+        })
+        .await,
+        "the partial file never reached storage"
+    );
+
+    chunks
+        .send(Err(std::io::Error::other("the client went away")))
+        .await
+        .unwrap();
+    drop(chunks);
+    let _ = client.await.unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            app.stored_files().is_empty()
+        })
+        .await,
+        "a partial file was left in storage: {:?}",
+        app.stored_files()
+    );
+    assert_eq!(app.upload_count().await, 0);
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
