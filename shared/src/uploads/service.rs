@@ -166,6 +166,7 @@ impl UploadService {
     }
 
     /// An upload with a page of its row errors; 404 if there is no such upload.
+    #[tracing::instrument(skip(self))]
     pub async fn report(&self, id: Uuid, page: ErrorPageRequest) -> Result<UploadReport, AppError> {
         let upload = self
             .uploads
@@ -286,6 +287,7 @@ impl UploadService {
 
     /// Finishes an import: the totals, whether the error list was cut, and the catalogue cache
     /// dropped so the new prices show.
+    #[tracing::instrument(skip(self))]
     pub async fn complete_import(
         &self,
         id: Uuid,
@@ -311,6 +313,7 @@ impl UploadService {
     }
 
     /// Stores an image upload's thumbnail; returns its key.
+    #[tracing::instrument(skip(self, png), fields(bytes = png.len()))]
     pub async fn store_thumbnail(&self, id: Uuid, png: Vec<u8>) -> Result<String, AppError> {
         let key = thumbnail_key(id);
         self.storage
@@ -321,6 +324,7 @@ impl UploadService {
     }
 
     /// Finishes an image upload.
+    #[tracing::instrument(skip(self, summary))]
     pub async fn complete_image(
         &self,
         id: Uuid,
@@ -339,6 +343,7 @@ impl UploadService {
     }
 
     /// Records a failed attempt: `retrying` keeps it queued for the next one.
+    #[tracing::instrument(skip(self))]
     pub async fn fail(
         &self,
         id: Uuid,
