@@ -34,6 +34,19 @@ ensure_redis() {
   return 1
 }
 
+# Chromium and chromedriver for the dashboard's browser tests (Debian's packages; no download
+# of a browser by a test tool).
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the browser tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver" >&2
+    return 0
+  fi
+  echo "installing chromium and chromium-driver" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
+}
+
 # PostgreSQL user: `postgres` where it exists, else the current user (`root` here).
 pg_user() {
   if psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then echo postgres; else whoami; fi

@@ -26,8 +26,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
-    dashboard, health, metrics, middleware, orders, products, reports, state::AppState, users,
-    webhooks,
+    dashboard, health, metrics, middleware, orders, products, reports, state::AppState, uploads,
+    users, webhooks,
 };
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
@@ -47,6 +47,7 @@ use crate::{
         (name = "orders", description = "Placing and following orders"),
         (name = "reports", description = "Sales reports built in the background"),
         (name = "webhooks", description = "Signed event deliveries to other systems (admin)"),
+        (name = "uploads", description = "Product imports and product images (admin)"),
         (name = "health", description = "Readiness and liveness"),
     )
 )]
@@ -69,18 +70,40 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Room for the multipart framing around an uploaded file (part headers, boundaries, the short
+/// text fields), on top of `UPLOAD_MAX_BYTES` for the file itself.
+const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
+
 /// The `/api/v1` routes and the health routes, with their OpenAPI document.
+///
+/// Request bodies are limited to `HTTP_BODY_LIMIT_BYTES`, except on the upload route, which
+/// streams files of up to `UPLOAD_MAX_BYTES`. Each group gets its own limit layers (a layer
+/// only wraps the routes added before it), and both limits apply twice: the tower-http layer
+/// refuses a too-large `Content-Length` before the handler runs and cuts off a chunked body that
+/// outgrows it, and `DefaultBodyLimit` sets what axum's extractors read.
 pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let body_limit = state.services.config.http.body_limit_bytes;
-    let v1 = OpenApiRouter::new()
+    let config = &state.services.config;
+    let body_limit = config.http.body_limit_bytes;
+    let upload_limit = config
+        .storage
+        .upload_max_bytes
+        .saturating_add(MULTIPART_OVERHEAD_BYTES);
+    let small_bodies = OpenApiRouter::new()
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())
         .merge(reports::router())
         .merge(webhooks::router())
-        .layer(from_fn_with_state(state.clone(), middleware::rate_limit))
+        .merge(uploads::router())
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit));
+    let file_bodies = uploads::upload_router()
+        .layer(RequestBodyLimitLayer::new(upload_limit))
+        .layer(DefaultBodyLimit::max(upload_limit));
+    let v1 = OpenApiRouter::new()
+        .merge(small_bodies)
+        .merge(file_bodies)
+        .layer(from_fn_with_state(state.clone(), middleware::rate_limit));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(health::readiness))

@@ -1,6 +1,7 @@
 //! Extractors whose rejections are `AppError`s, so malformed JSON, a wrong content type or a
 //! bad path parameter get the one error shape like everything else; and `ValidatedJson`, which
-//! also runs the DTO's `validator` rules and reports every failing field in `details`.
+//! also runs the DTO's `validator` rules and reports every failing field in `details`; and
+//! `Multipart` for uploads.
 
 use axum::{
     extract::{FromRequest, FromRequestParts, Request},
@@ -24,6 +25,20 @@ pub struct Path<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(AppError))]
 pub struct Query<T>(pub T);
+
+/// `axum::extract::Multipart` with our rejection (415 without a multipart content type).
+#[derive(Debug)]
+pub struct Multipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for Multipart {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            axum::extract::Multipart::from_request(req, state).await?,
+        ))
+    }
+}
 
 /// A JSON body that parsed and passed its `validator` rules.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,8 +1,9 @@
 //! # orderly-api
 //!
 //! The HTTP face of Orderly: REST under `/api/v1`, organised by domain (`users`, `products`,
-//! `orders`, `webhooks`), each a folder with `routes.rs` (handlers: HTTP only, one service call
-//! each) and `dto.rs` (validated request and response shapes, documented with utoipa).
+//! `orders`, `reports`, `webhooks`, `uploads`), each a folder with `routes.rs` (handlers: HTTP
+//! only, one service call each) and `dto.rs` (validated request and response shapes, documented
+//! with utoipa).
 //!
 //! - [`app`]: router assembly, middleware stack, OpenAPI document, serving with graceful shutdown.
 //! - [`state`]: the one `AppState`.
@@ -24,6 +25,7 @@ pub mod orders;
 pub mod products;
 pub mod reports;
 pub mod state;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 

@@ -26,6 +26,9 @@ enum Command {
         #[arg(long)]
         revert: bool,
     },
+    /// Exit 0 if the api on this machine (`PORT`) answers `/health/live` (container health
+    /// checks: the runtime image has no curl).
+    Healthcheck,
     /// Create an admin account, or promote an existing one; the password is read from stdin.
     CreateAdmin {
         /// The admin's email.
@@ -39,6 +42,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck();
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate { revert } => migrate(config, revert).await,
             Command::CreateAdmin { email, name } => create_admin(config, &email, &name).await,
+            Command::Healthcheck => Ok(()),
         }
     });
     match result {
@@ -113,4 +120,28 @@ async fn create_admin(config: Config, email: &str, name: &str) -> anyhow::Result
         .await?;
     tracing::info!(user_id = %user.id, email = %user.email, created, "admin ready");
     Ok(())
+}
+
+/// A minimal HTTP/1.0 probe of `/health/live` on 127.0.0.1:`PORT`, without loading the config
+/// (a health check must not depend on secrets) or any HTTP client.
+fn healthcheck() -> ExitCode {
+    use std::io::Write;
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let probe = || -> std::io::Result<bool> {
+        let timeout = std::time::Duration::from_secs(2);
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }

@@ -260,6 +260,23 @@ impl From<axum::extract::rejection::BytesRejection> for AppError {
     }
 }
 
+impl From<axum::extract::multipart::MultipartRejection> for AppError {
+    fn from(rejection: axum::extract::multipart::MultipartRejection) -> Self {
+        // The only rejection: no `multipart/form-data` content type with a boundary.
+        Self::UnsupportedMediaType(format!(
+            "expected a multipart/form-data request body: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+impl From<axum::extract::multipart::MultipartError> for AppError {
+    fn from(error: axum::extract::multipart::MultipartError) -> Self {
+        // 413 when the body outgrew its limit; otherwise the body is malformed or cut short.
+        body_rejection(error.status(), error.body_text())
+    }
+}
+
 impl From<axum::extract::rejection::PathRejection> for AppError {
     fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
         Self::bad_request(format!("invalid path parameter: {}", rejection.body_text()))

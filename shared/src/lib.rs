@@ -20,13 +20,15 @@
 //! - [`storage`]: report files and uploads (local folder or S3-compatible).
 //!
 //! The shop, one folder per domain (model, repository, service, events):
-//! - [`users`], [`products`], [`orders`], [`reports`], [`emails`] (the sent-mail log).
+//! - [`users`], [`products`], [`orders`], [`reports`], [`uploads`], [`emails`] (the sent-mail
+//!   log).
 //! - [`webhooks`]: endpoints, signed deliveries and the address rules that keep them off our
 //!   own network.
 //! - [`jobs`]: the shop's queues and job payloads, and the subscriber that stages them.
 //!
 //! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
-//! through their services (orders reserve stock through `ProductService`).
+//! through their services (orders reserve stock through `ProductService`, imports upsert
+//! products through it).
 
 pub mod cache;
 pub mod config;
@@ -48,6 +50,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 

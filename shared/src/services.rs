@@ -19,6 +19,7 @@ use crate::{
     queue::{Outbox, Producer, QueueEngine, Retention},
     reports::ReportService,
     storage::Storage,
+    uploads::UploadService,
     users::{TokenIssuer, UserService, repository::CachedUserRepository},
     webhooks::{WebhookService, WebhookSubscriber},
 };
@@ -60,6 +61,8 @@ pub struct Services {
     pub webhooks: WebhookService,
     /// Report files and uploads.
     pub storage: Storage,
+    /// Uploads (product imports and images).
+    pub uploads: UploadService,
 }
 
 impl Services {
@@ -142,7 +145,16 @@ impl Services {
         let reports =
             ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
         let storage = Storage::from_config(&config.storage)?;
+        let uploads = UploadService::new(
+            db.clone(),
+            products.clone(),
+            storage.clone(),
+            outbox.clone(),
+            policies.clone(),
+            config.storage.upload_max_bytes as u64,
+        );
         Ok(Self {
+            uploads,
             sent_emails: SentEmailService::new(db.clone()),
             reports,
             webhooks,

@@ -97,6 +97,12 @@ impl Storage {
             .map(|_| ())
     }
 
+    /// Moves a file to another key (replacing what is there). Local folders rename; object stores
+    /// copy then delete.
+    pub async fn rename(&self, from: &str, to: &str) -> object_store::Result<()> {
+        self.store.rename(&Path::from(from), &Path::from(to)).await
+    }
+
     /// Deletes a file (missing files are fine).
     pub async fn delete(&self, key: &str) -> object_store::Result<()> {
         match self.store.delete(&Path::from(key)).await {

@@ -7,11 +7,13 @@
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
 //! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 //! - [`metrics`]: the process's `/metrics` endpoint.
 //! - [`webhook_client`]: outgoing webhook HTTP behind the SSRF guard.
 
 pub mod bench;
+pub mod imaging;
 pub mod jobs;
 pub mod mailer;
 pub mod metrics;

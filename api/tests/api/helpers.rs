@@ -335,6 +335,66 @@ impl TestApp {
         self.services.redis.clone()
     }
 
+    /// Uploads a file as `multipart/form-data`: the text fields first, then the file.
+    pub async fn upload(
+        &self,
+        token: Option<&str>,
+        fields: &[(&str, &str)],
+        file: Option<(&str, &str, Vec<u8>)>,
+    ) -> Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text((*name).to_owned(), (*value).to_owned());
+        }
+        if let Some((filename, content_type, bytes)) = file {
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(filename.to_owned())
+                    .mime_str(content_type)
+                    .expect("content type"),
+            );
+        }
+        let mut request = self
+            .client
+            .post(self.url("/api/v1/uploads"))
+            .multipart(form);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Every file under the app's storage folder (paths relative to it).
+    pub fn stored_files(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else if let Ok(relative) = path.strip_prefix(root) {
+                    out.push(relative.display().to_string());
+                }
+            }
+        }
+        let root = &self.services.config.storage.dir;
+        let mut files = Vec::new();
+        walk(root, root, &mut files);
+        files.sort();
+        files
+    }
+
+    /// Number of upload rows in the database.
+    pub async fn upload_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from uploads")
+            .fetch_one(&self.services.db)
+            .await
+            .expect("uploads counted")
+    }
+
     /// Places an order with an idempotency key.
     pub async fn place_order(&self, token: &str, key: &str, body: &Value) -> Response {
         self.client

@@ -6,6 +6,7 @@ mod helpers;
 
 mod dashboard_auth;
 mod dashboard_browser;
+mod deploy;
 mod errors;
 mod events;
 mod health;
@@ -18,5 +19,6 @@ mod products;
 mod rate_limit;
 mod request_id;
 mod startup;
+mod uploads;
 mod users;
 mod webhooks;

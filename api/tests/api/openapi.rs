@@ -34,6 +34,8 @@ const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/api/v1/webhooks/{id}"),
     ("DELETE", "/api/v1/webhooks/{id}"),
     ("GET", "/api/v1/webhooks/{id}/deliveries"),
+    ("POST", "/api/v1/uploads"),
+    ("GET", "/api/v1/uploads/{id}"),
     ("GET", "/health"),
     ("GET", "/health/live"),
 ];

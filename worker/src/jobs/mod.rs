@@ -6,6 +6,7 @@
 
 pub mod email;
 pub mod report;
+pub mod upload;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -14,7 +15,7 @@ use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::task::data::Data;
 use orderly::{
     Services,
-    jobs::{EMAILS, EmailJob, REPORTS, ReportJob, WEBHOOKS, WebhookJob},
+    jobs::{EMAILS, EmailJob, REPORTS, ReportJob, UPLOADS, UploadJob, WEBHOOKS, WebhookJob},
     queue::{JobError, JobInfo, RedisBackend},
 };
 use serde::de::DeserializeOwned;
@@ -134,6 +135,17 @@ pub fn register_all(
                 // The request has its own timeout; this only catches a handler stuck elsewhere.
                 context.services.config.webhooks.timeout + Duration::from_secs(30),
                 webhook::handle,
+            ),
+            // Imports of large files take a while; the lease is renewed as long as they run.
+            UPLOADS => add_worker::<UploadJob, _, _>(
+                monitor,
+                UPLOADS,
+                context,
+                options,
+                worker_id,
+                backends,
+                Duration::from_secs(15 * 60),
+                upload::handle,
             ),
             other => {
                 tracing::warn!(

@@ -10,3 +10,4 @@ mod runner;
 mod shop;
 mod smtp;
 mod startup;
+mod uploads;

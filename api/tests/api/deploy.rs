@@ -1,0 +1,237 @@
+//! The deploy files, checked with real parsers since no Docker engine runs here:
+//! `docker-compose.yml` (YAML: services, health checks, start-up order, scaling, and its
+//! environment accepted by the real config parser), the `Procfile` (each command is a real
+//! subcommand of our binaries) and the `Dockerfile` (slim, non-root, both binaries, a health
+//! check that exists). `.env.example` documents every variable the config reads.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_yaml_ng::Value;
+
+const API: &str = env!("CARGO_BIN_EXE_orderly-api");
+
+fn repo_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn compose() -> Value {
+    serde_yaml_ng::from_str(&repo_file("docker-compose.yml"))
+        .expect("docker-compose.yml is valid YAML")
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("service {name} missing"))
+}
+
+#[test]
+fn compose_declares_every_service_with_health_checks_and_start_up_order() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<String> = services
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let expected: BTreeSet<String> = ["postgres", "redis", "mailpit", "migrate", "api", "worker"]
+        .map(String::from)
+        .into();
+    assert_eq!(names, expected);
+    for (name, definition) in services {
+        assert!(
+            definition.get("image").is_some() || definition.get("build").is_some(),
+            "{name:?} has neither image nor build"
+        );
+        // Every dependency names a defined service with a valid condition.
+        if let Some(depends) = definition.get("depends_on").and_then(Value::as_mapping) {
+            for (target, rule) in depends {
+                let target = target.as_str().unwrap();
+                assert!(
+                    names.contains(target),
+                    "{name:?} depends on unknown {target}"
+                );
+                let condition = rule["condition"].as_str().unwrap_or_default();
+                assert!(
+                    [
+                        "service_started",
+                        "service_healthy",
+                        "service_completed_successfully"
+                    ]
+                    .contains(&condition),
+                    "{name:?} -> {target}: condition {condition:?}"
+                );
+            }
+        }
+    }
+    for name in ["postgres", "redis", "api"] {
+        assert!(
+            service(&compose, name)["healthcheck"]["test"].is_sequence(),
+            "{name} has a health check"
+        );
+    }
+    assert_eq!(
+        service(&compose, "migrate")["depends_on"]["postgres"]["condition"],
+        "service_healthy"
+    );
+    for name in ["api", "worker"] {
+        let depends = &service(&compose, name)["depends_on"];
+        assert_eq!(
+            depends["migrate"]["condition"], "service_completed_successfully",
+            "{name} waits for migrations"
+        );
+        assert_eq!(
+            depends["redis"]["condition"], "service_healthy",
+            "{name} waits for redis"
+        );
+    }
+    assert!(
+        service(&compose, "worker")["deploy"]["replicas"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    );
+    // Named volumes used by services are declared.
+    let declared: BTreeSet<String> = compose["volumes"]
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (_, definition) in services {
+        for volume in definition["volumes"].as_sequence().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if !source.starts_with('.') && !source.starts_with('/') {
+                assert!(declared.contains(source), "volume {source} is not declared");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_compose_environment_is_a_valid_config() {
+    let compose = compose();
+    let env = service(&compose, "api")["environment"]
+        .as_mapping()
+        .expect("api environment");
+    let vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
+            };
+            // `${JWT_SECRET:-default}`: compose's variable substitution, resolved to its default.
+            let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(expr) => expr
+                    .split_once(":-")
+                    .map(|(_, d)| d.to_owned())
+                    .unwrap_or_default(),
+                None => value,
+            };
+            (k.as_str().unwrap().to_owned(), value)
+        })
+        .collect();
+    orderly::Config::from_map(&vars).expect("the compose environment passes the config checks");
+}
+
+#[test]
+fn every_procfile_command_is_a_real_subcommand() {
+    let procfile = repo_file("Procfile");
+    let entries: HashMap<&str, &str> = procfile
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .expect("name: command")
+        })
+        .collect();
+    assert_eq!(entries.get("release"), Some(&"orderly-api migrate"));
+    assert_eq!(entries.get("web"), Some(&"orderly-api"));
+    assert_eq!(entries.get("worker"), Some(&"orderly-worker"));
+    // `--help` of the subcommand proves it exists (clap fails on unknown subcommands).
+    let status = std::process::Command::new(API)
+        .args(["migrate", "--help"])
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+}
+
+#[test]
+fn the_dockerfile_builds_both_binaries_into_a_slim_non_root_image() {
+    let dockerfile = repo_file("Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked -p orderly-api -p orderly-worker"));
+    // The last stage is the image that ships.
+    let runtime = dockerfile
+        .rsplit("\nFROM ")
+        .next()
+        .expect("a runtime stage");
+    assert!(
+        runtime.starts_with("debian:bookworm-slim AS runtime"),
+        "slim base: {runtime}"
+    );
+    assert!(runtime.contains("USER orderly"), "runs as a non-root user");
+    assert!(
+        runtime.contains("/out/orderly-api /out/orderly-worker"),
+        "copies only the two binaries"
+    );
+    assert!(
+        !runtime.contains("cargo"),
+        "no toolchain in the runtime stage"
+    );
+    assert!(runtime.contains(r#"CMD ["/usr/local/bin/orderly-api", "healthcheck"]"#));
+    let status = std::process::Command::new(API)
+        .args(["healthcheck", "--help"])
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success(), "the health-check subcommand exists");
+}
+
+#[test]
+fn env_example_documents_every_variable_and_is_a_valid_config() {
+    let example = repo_file(".env.example");
+    let documented: BTreeSet<String> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| !k.is_empty())
+        .collect();
+    // Every variable name the config module reads, found in its source.
+    let source = repo_file("shared/src/config.rs");
+    let mut read = BTreeSet::new();
+    for call in [
+        "raw(\"",
+        "required(\"",
+        "parse_or(\"",
+        "bool_or(\"",
+        "list(\"",
+    ] {
+        for piece in source.split(call).skip(1) {
+            let name: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                read.insert(name);
+            }
+        }
+    }
+    let missing: Vec<_> = read.difference(&documented).collect();
+    assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    let vars: HashMap<String, String> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    orderly::Config::from_map(&vars).expect(".env.example is a valid configuration");
+}

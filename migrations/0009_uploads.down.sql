@@ -1,0 +1,2 @@
+drop table if exists upload_errors;
+drop table if exists uploads;

@@ -1,0 +1,258 @@
+//! SQL for uploads and their row errors.
+
+use sqlx::{PgConnection, PgExecutor, QueryBuilder};
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    uploads::model::{
+        ErrorPage, ErrorPageRequest, FileDescription, RowError, StoredRowError, Upload,
+        UploadRequest, UploadStatus,
+    },
+};
+
+const COLUMNS: &str = "id, user_id, purpose, product_id, filename, content_type, storage_key, byte_size, \
+                       status, run_id, rows_total, rows_ok, rows_failed, progress, error, result, \
+                       completed_at, created_at, updated_at";
+
+/// A new upload row.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUpload<'a> {
+    /// Id chosen when the file started arriving (it names the file's keys).
+    pub id: Uuid,
+    /// Uploader.
+    pub user_id: Uuid,
+    /// Purpose and product.
+    pub request: &'a UploadRequest,
+    /// Name and declared type.
+    pub file: &'a FileDescription,
+    /// Where the file is.
+    pub storage_key: &'a str,
+    /// Its size.
+    pub byte_size: u64,
+}
+
+/// Counters one committed import batch adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Rows applied.
+    pub rows_ok: i64,
+    /// Rows refused.
+    pub rows_failed: i64,
+    /// Percent of the file processed after this batch.
+    pub progress: i16,
+}
+
+/// Uploads in PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadRepository;
+
+impl UploadRepository {
+    /// Inserts a queued upload.
+    #[tracing::instrument(skip_all, fields(upload_id = %upload.id))]
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        upload: NewUpload<'_>,
+    ) -> Result<Upload, AppError> {
+        Ok(sqlx::query_as::<_, Upload>(&format!(
+            "insert into uploads (id, user_id, purpose, product_id, filename, content_type, storage_key, \
+             byte_size, status) values ($1, $2, $3, $4, $5, $6, $7, $8, 'queued') returning {COLUMNS}"
+        ))
+        .bind(upload.id)
+        .bind(upload.user_id)
+        .bind(upload.request.purpose)
+        .bind(upload.request.product_id)
+        .bind(&upload.file.filename)
+        .bind(&upload.file.content_type)
+        .bind(upload.storage_key)
+        .bind(i64::try_from(upload.byte_size).unwrap_or(i64::MAX))
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// An upload by id.
+    #[tracing::instrument(skip_all)]
+    pub async fn find<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Upload>, AppError> {
+        Ok(
+            sqlx::query_as::<_, Upload>(&format!("select {COLUMNS} from uploads where id = $1"))
+                .bind(id)
+                .fetch_optional(db)
+                .await?,
+        )
+    }
+
+    /// Hands the upload to a new processing attempt `run_id` with its counters at zero; `None`
+    /// when it is already completed (or gone).
+    #[tracing::instrument(skip_all)]
+    pub async fn start_run(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        run_id: Uuid,
+    ) -> Result<Option<Upload>, AppError> {
+        Ok(sqlx::query_as::<_, Upload>(&format!(
+            "update uploads set status = 'processing', run_id = $2, rows_total = null, rows_ok = 0, \
+             rows_failed = 0, progress = 0, error = null, result = null, completed_at = null \
+             where id = $1 and status <> 'completed' returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// Deletes every row error of an upload.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_errors(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), AppError> {
+        sqlx::query("delete from upload_errors where upload_id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds one batch's counts, if `run_id` still owns the upload; false when it does not. The
+    /// row stays locked until the caller's transaction ends, so batches of two attempts never
+    /// interleave.
+    #[tracing::instrument(skip_all)]
+    pub async fn add_counts(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        run_id: Uuid,
+        counts: BatchCounts,
+    ) -> Result<bool, AppError> {
+        let updated = sqlx::query(
+            "update uploads set rows_ok = rows_ok + $3, rows_failed = rows_failed + $4, progress = $5 \
+             where id = $1 and run_id = $2 and status = 'processing'",
+        )
+        .bind(id)
+        .bind(run_id)
+        .bind(counts.rows_ok)
+        .bind(counts.rows_failed)
+        .bind(counts.progress)
+        .execute(conn)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// How many row errors are stored for an upload.
+    pub async fn count_errors<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<i64, AppError> {
+        Ok(
+            sqlx::query_scalar("select count(*) from upload_errors where upload_id = $1")
+                .bind(id)
+                .fetch_one(db)
+                .await?,
+        )
+    }
+
+    /// Stores row errors, in the order given.
+    #[tracing::instrument(skip_all, fields(errors = errors.len()))]
+    pub async fn insert_errors(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        errors: &[RowError],
+    ) -> Result<(), AppError> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let mut sql =
+            QueryBuilder::new("insert into upload_errors (upload_id, line, field, message) ");
+        sql.push_values(errors, |mut row, e| {
+            row.push_bind(id)
+                .push_bind(i64::try_from(e.line).unwrap_or(i64::MAX))
+                .push_bind(&e.field)
+                .push_bind(&e.message);
+        });
+        sql.build().execute(conn).await?;
+        Ok(())
+    }
+
+    /// A page of an upload's row errors, in file order.
+    #[tracing::instrument(skip_all)]
+    pub async fn errors<'e>(
+        &self,
+        db: impl PgExecutor<'e> + Copy,
+        id: Uuid,
+        page: ErrorPageRequest,
+    ) -> Result<ErrorPage, AppError> {
+        let mut items = sqlx::query_as::<_, StoredRowError>(
+            "select id, line, field, message from upload_errors \
+             where upload_id = $1 and id > $2 order by id limit $3",
+        )
+        .bind(id)
+        .bind(page.cursor.unwrap_or(0))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(db)
+        .await?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|e| e.id)
+        } else {
+            None
+        };
+        let total = self.count_errors(db, id).await?;
+        Ok(ErrorPage {
+            items,
+            total,
+            next_cursor,
+        })
+    }
+
+    /// Records a finished run.
+    #[tracing::instrument(skip_all)]
+    pub async fn complete<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        run_id: Uuid,
+        rows_total: Option<i64>,
+        result: &serde_json::Value,
+    ) -> Result<Option<Upload>, AppError> {
+        Ok(sqlx::query_as::<_, Upload>(&format!(
+            "update uploads set status = 'completed', progress = 100, rows_total = $3, result = $4, \
+             error = null, completed_at = now() where id = $1 and run_id = $2 returning {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(run_id)
+        .bind(rows_total)
+        .bind(result)
+        .fetch_optional(db)
+        .await?)
+    }
+
+    /// Records a failed attempt: `status` is `queued` while a retry is coming, else `failed`.
+    /// With a `run_id`, only if that run still owns the upload.
+    #[tracing::instrument(skip_all)]
+    pub async fn fail<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        run_id: Option<Uuid>,
+        error: &str,
+        status: UploadStatus,
+    ) -> Result<(), AppError> {
+        sqlx::query(
+            "update uploads set status = $4, error = $3 \
+             where id = $1 and ($2::uuid is null or run_id = $2) and status <> 'completed'",
+        )
+        .bind(id)
+        .bind(run_id)
+        .bind(error)
+        .bind(status)
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+}

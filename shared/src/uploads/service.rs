@@ -1,0 +1,372 @@
+//! Upload rules: a file is recorded (and its job staged) only once its bytes are safely in
+//! storage; an image belongs to an existing product; an import applies whole batches or nothing,
+//! counts each row once however often its job runs, and keeps a bounded list of row errors.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    db::UnitOfWork,
+    error::AppError,
+    jobs::{self, JobPolicies, UploadJob},
+    products::ProductService,
+    queue::Outbox,
+    storage::Storage,
+    uploads::{
+        import::ImportBatch,
+        incoming::{self, ReceivedFile, original_key, thumbnail_key},
+        model::{
+            ErrorPageRequest, FileDescription, Upload, UploadReport, UploadRequest, UploadStatus,
+        },
+        repository::{BatchCounts, NewUpload, UploadRepository},
+    },
+    users::Actor,
+};
+
+/// Row errors kept per upload; later ones are only counted (`rows_failed`).
+pub const MAX_STORED_ERRORS: i64 = 1_000;
+
+/// What processing an image produced, recorded as the upload's `result`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSummary {
+    /// The format found in the bytes (`png`, `jpeg`, `gif`, `webp`).
+    pub format: String,
+    /// Width of the original, in pixels.
+    pub width: u32,
+    /// Height of the original, in pixels.
+    pub height: u32,
+    /// Where the thumbnail is in storage.
+    pub thumbnail_key: String,
+    /// Width of the thumbnail.
+    pub thumbnail_width: u32,
+    /// Height of the thumbnail.
+    pub thumbnail_height: u32,
+}
+
+/// Uploads.
+#[derive(Debug, Clone)]
+pub struct UploadService {
+    pool: PgPool,
+    uploads: UploadRepository,
+    products: ProductService,
+    storage: Storage,
+    outbox: Outbox,
+    policies: JobPolicies,
+    max_bytes: u64,
+}
+
+impl UploadService {
+    /// Wires the service; files larger than `max_bytes` are refused.
+    pub fn new(
+        pool: PgPool,
+        products: ProductService,
+        storage: Storage,
+        outbox: Outbox,
+        policies: JobPolicies,
+        max_bytes: u64,
+    ) -> Self {
+        Self {
+            pool,
+            uploads: UploadRepository,
+            products,
+            storage,
+            outbox,
+            policies,
+            max_bytes,
+        }
+    }
+
+    /// Largest file accepted, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Streams an incoming file to a temporary key: 413 past the size limit, 422 when empty;
+    /// on any error nothing is left in storage.
+    #[tracing::instrument(skip_all)]
+    pub async fn receive<S>(&self, chunks: S) -> Result<ReceivedFile, AppError>
+    where
+        S: Stream<Item = Result<Bytes, AppError>> + Send,
+    {
+        incoming::receive(&self.storage, self.max_bytes, chunks).await
+    }
+
+    /// Checks what the request refers to: an image's product must exist (active or not).
+    pub async fn check(&self, request: &UploadRequest) -> Result<(), AppError> {
+        if let Some(product_id) = request.product_id {
+            self.products
+                .get(product_id, true)
+                .await
+                .map_err(|error| match error {
+                    AppError::NotFound(_) => {
+                        AppError::invalid_field("product_id", "no product has this id")
+                    }
+                    other => other,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Records a received file and stages its processing job, in one transaction; if anything
+    /// fails the file is deleted and no row is written.
+    #[tracing::instrument(skip_all, fields(user_id = %actor.user_id, purpose = request.purpose.as_str(), size = file.size()))]
+    pub async fn accept(
+        &self,
+        actor: &Actor,
+        request: UploadRequest,
+        description: FileDescription,
+        mut file: ReceivedFile,
+    ) -> Result<Upload, AppError> {
+        let recorded = async {
+            self.check(&request).await?;
+            file.promote(original_key(file.id())).await?;
+            let mut uow = UnitOfWork::begin(&self.pool).await?;
+            let upload = self
+                .uploads
+                .insert(
+                    uow.conn(),
+                    NewUpload {
+                        id: file.id(),
+                        user_id: actor.user_id,
+                        request: &request,
+                        file: &description,
+                        storage_key: file.key(),
+                        byte_size: file.size(),
+                    },
+                )
+                .await?;
+            jobs::stage(
+                &mut uow,
+                &UploadJob {
+                    upload_id: upload.id,
+                },
+                &self.policies,
+            )
+            .await?;
+            self.outbox.commit(uow).await?;
+            Ok::<_, AppError>(upload)
+        }
+        .await;
+        match recorded {
+            Ok(upload) => {
+                file.keep();
+                tracing::info!(upload_id = %upload.id, "upload accepted");
+                Ok(upload)
+            }
+            Err(error) => {
+                file.discard().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// An upload with a page of its row errors; 404 if there is no such upload.
+    #[tracing::instrument(skip(self))]
+    pub async fn report(&self, id: Uuid, page: ErrorPageRequest) -> Result<UploadReport, AppError> {
+        let upload = self
+            .uploads
+            .find(&self.pool, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("upload not found"))?;
+        let errors = self.uploads.errors(&self.pool, id, page).await?;
+        Ok(UploadReport { upload, errors })
+    }
+
+    /// An upload by id, for its job.
+    pub async fn find(&self, id: Uuid) -> Result<Option<Upload>, AppError> {
+        self.uploads.find(&self.pool, id).await
+    }
+
+    /// Starts a processing attempt: counters, progress and row errors start again from zero, so
+    /// a retried job never counts a row twice. Returns the upload and the attempt's run id, or
+    /// `None` when the upload is already completed (a job delivered twice) or gone.
+    #[tracing::instrument(skip(self))]
+    pub async fn start_run(&self, id: Uuid) -> Result<Option<(Upload, Uuid)>, AppError> {
+        let run_id = Uuid::now_v7();
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let Some(upload) = self.uploads.start_run(uow.conn(), id, run_id).await? else {
+            return Ok(None);
+        };
+        self.uploads.delete_errors(uow.conn(), id).await?;
+        uow.commit().await?;
+        Ok(Some((upload, run_id)))
+    }
+
+    /// The uploaded file as a byte stream, with its size; 404 if it is missing from storage.
+    pub async fn open(
+        &self,
+        upload: &Upload,
+    ) -> Result<(u64, BoxStream<'static, std::io::Result<Bytes>>), AppError> {
+        let (file, stream) = self
+            .storage
+            .read(&upload.storage_key)
+            .await
+            .map_err(storage_error)?;
+        Ok((file.size, stream.map_err(std::io::Error::other).boxed()))
+    }
+
+    /// The whole uploaded file (images); 404 if it is missing, 413 if it is larger than uploads
+    /// may be (it cannot have come through the api, so it is not read).
+    pub async fn read_whole(&self, upload: &Upload) -> Result<Vec<u8>, AppError> {
+        let (size, mut stream) = self.open(upload).await?;
+        if size > self.max_bytes {
+            return Err(AppError::PayloadTooLarge(format!(
+                "the stored file has {size} bytes, more than the upload limit of {} bytes",
+                self.max_bytes
+            )));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| AppError::internal(format!("reading the upload: {e}")))?;
+            if (bytes.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(AppError::PayloadTooLarge(
+                    "the stored file grew past the upload limit".into(),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// Applies one batch of an import in one transaction: its valid rows are upserted through
+    /// the catalogue, its row errors stored (up to [`MAX_STORED_ERRORS`] per upload), its counts
+    /// and progress added. All of it commits or none of it does. 409 when `run_id` no longer
+    /// owns the upload (a newer attempt took over); then nothing is applied.
+    #[tracing::instrument(skip_all, fields(upload_id = %id, rows = batch.products.len(), errors = batch.errors.len()))]
+    pub async fn apply_import_batch(
+        &self,
+        id: Uuid,
+        run_id: Uuid,
+        batch: &ImportBatch,
+    ) -> Result<(), AppError> {
+        let rows_failed = batch
+            .errors
+            .iter()
+            .map(|e| e.line)
+            .collect::<HashSet<_>>()
+            .len();
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        // First, so the upload row is locked for the rest of the batch and a superseded attempt
+        // writes nothing.
+        let owned = self
+            .uploads
+            .add_counts(
+                uow.conn(),
+                id,
+                run_id,
+                BatchCounts {
+                    rows_ok: batch.products.len() as i64,
+                    rows_failed: rows_failed as i64,
+                    progress: i16::from(batch.progress.min(100)),
+                },
+            )
+            .await?;
+        if !owned {
+            return Err(AppError::conflict(
+                "another processing attempt took this upload over",
+            ));
+        }
+        self.products
+            .upsert_batch(uow.conn(), &batch.products)
+            .await?;
+        if !batch.errors.is_empty() {
+            let stored = self.uploads.count_errors(&mut *uow.conn(), id).await?;
+            let room = usize::try_from(MAX_STORED_ERRORS - stored).unwrap_or_default();
+            let kept = &batch.errors[..batch.errors.len().min(room)];
+            self.uploads.insert_errors(uow.conn(), id, kept).await?;
+        }
+        uow.commit().await?;
+        Ok(())
+    }
+
+    /// Finishes an import: the totals, whether the error list was cut, and the catalogue cache
+    /// dropped so the new prices show.
+    #[tracing::instrument(skip(self))]
+    pub async fn complete_import(
+        &self,
+        id: Uuid,
+        run_id: Uuid,
+        rows_total: u64,
+    ) -> Result<Option<Upload>, AppError> {
+        let recorded = self.uploads.count_errors(&self.pool, id).await?;
+        let upload = self
+            .uploads
+            .complete(
+                &self.pool,
+                id,
+                run_id,
+                Some(i64::try_from(rows_total).unwrap_or(i64::MAX)),
+                &json!({
+                    "errors_recorded": recorded,
+                    "errors_truncated": recorded >= MAX_STORED_ERRORS,
+                }),
+            )
+            .await?;
+        self.products.invalidate_catalogue().await;
+        Ok(upload)
+    }
+
+    /// Stores an image upload's thumbnail; returns its key.
+    #[tracing::instrument(skip(self, png), fields(bytes = png.len()))]
+    pub async fn store_thumbnail(&self, id: Uuid, png: Vec<u8>) -> Result<String, AppError> {
+        let key = thumbnail_key(id);
+        self.storage
+            .put(&key, Bytes::from(png))
+            .await
+            .map_err(|e| AppError::internal(format!("could not store the thumbnail: {e}")))?;
+        Ok(key)
+    }
+
+    /// Finishes an image upload.
+    #[tracing::instrument(skip(self, summary))]
+    pub async fn complete_image(
+        &self,
+        id: Uuid,
+        run_id: Uuid,
+        summary: &ImageSummary,
+    ) -> Result<Option<Upload>, AppError> {
+        self.uploads
+            .complete(
+                &self.pool,
+                id,
+                run_id,
+                None,
+                &serde_json::to_value(summary)?,
+            )
+            .await
+    }
+
+    /// Records a failed attempt: `retrying` keeps it queued for the next one.
+    #[tracing::instrument(skip(self))]
+    pub async fn fail(
+        &self,
+        id: Uuid,
+        run_id: Option<Uuid>,
+        error: &str,
+        retrying: bool,
+    ) -> Result<(), AppError> {
+        let status = if retrying {
+            UploadStatus::Queued
+        } else {
+            UploadStatus::Failed
+        };
+        self.uploads
+            .fail(&self.pool, id, run_id, error, status)
+            .await
+    }
+}
+
+fn storage_error(error: object_store::Error) -> AppError {
+    match error {
+        object_store::Error::NotFound { .. } => {
+            AppError::not_found("the uploaded file is missing from storage")
+        }
+        other => AppError::internal(format!("storage: {other}")),
+    }
+}
