@@ -8,6 +8,10 @@
 //! its own under the `orderly-bench` prefix and deletes it afterwards. The last line of output
 //! is one JSON object.
 
+// Standard output is this module's protocol: child processes say `ready` and report their peak
+// memory on it, and the benchmark's result is a JSON line on it.
+#![allow(clippy::print_stdout)]
+
 use std::{
     io::{BufRead, Write},
     process::Stdio,

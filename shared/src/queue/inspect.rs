@@ -268,7 +268,7 @@ impl QueueEngine {
             let scores = values
                 .split_off(2)
                 .into_iter()
-                .map(|v| redis::from_redis_value::<Option<f64>>(v))
+                .map(redis::from_redis_value::<Option<f64>>)
                 .collect::<Result<_, _>>()?;
             let errors = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;
             let map = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;

@@ -471,7 +471,7 @@ async fn inspection_reports_counts_ages_throughput_lists_and_workers() {
         last_heartbeat_ms: chrono::Utc::now().timestamp_millis(),
     };
     e.heartbeat(&info).await.unwrap();
-    assert_eq!(e.workers().await.unwrap(), [info.clone()]);
+    assert_eq!(e.workers().await.unwrap(), std::slice::from_ref(&info));
     e.deregister(&info.id).await.unwrap();
     assert!(e.workers().await.unwrap().is_empty());
 }

@@ -4,7 +4,8 @@
 //! 2. Redis restarted mid-run: the api keeps taking orders while Redis is down, the workers
 //!    keep running, and every order gets exactly one confirmation email once Redis is back.
 //! 3. The api dies between commit and push: the outbox relay in a worker delivers the jobs.
-//! (Drill 4, a job that always fails, is in `runner.rs`.)
+//!
+//! Drill 4, a job that always fails, is in `runner.rs`.
 
 use std::{
     collections::{HashMap, HashSet},

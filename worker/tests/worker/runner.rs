@@ -63,7 +63,9 @@ async fn the_request_id_reaches_the_handler_and_its_task(pool: PgPool) {
     let mut spec = test_job("rid", 1, once());
     spec.request_id = Some("req-from-http-42".into());
     s.producer.enqueue(spec).await.unwrap();
-    let observed: Arc<Mutex<Option<(Option<String>, Option<String>)>>> = Arc::default();
+    /// What the handler was given, and what its task-local said.
+    type Seen = Option<(Option<String>, Option<String>)>;
+    let observed: Arc<Mutex<Seen>> = Arc::default();
     let sink = observed.clone();
     let worker = start_worker(
         &s,

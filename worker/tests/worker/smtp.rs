@@ -152,7 +152,10 @@ async fn the_order_confirmation_reaches_the_smtp_server(pool: PgPool) {
         .iter()
         .find(|m| unfold(&m.data).contains(&format!("Subject: Your order {}", order.id)))
         .expect("confirmation received");
-    assert_eq!(confirmation.to, [fixture.customer.email.clone()]);
+    assert_eq!(
+        confirmation.to,
+        std::slice::from_ref(&fixture.customer.email)
+    );
     assert!(confirmation.from.contains("orders@shop.example"));
     let body = unfold(&confirmation.data);
     assert!(body.contains("38.97 EUR"), "total in the body: {body}");
@@ -180,7 +183,10 @@ async fn a_451_is_retried_and_then_delivered(pool: PgPool) {
     );
     worker.stop().await.unwrap();
     assert_eq!(smtp.rcpt_attempts(), 2);
-    assert_eq!(smtp.received()[0].to, [fixture.customer.email.clone()]);
+    assert_eq!(
+        smtp.received()[0].to,
+        std::slice::from_ref(&fixture.customer.email)
+    );
     let sent = s
         .sent_emails
         .for_recipient(&fixture.customer.email)
