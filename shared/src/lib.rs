@@ -46,6 +46,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod reports;
 pub mod services;
+pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

@@ -52,6 +52,23 @@ where
     }
 }
 
+/// The URL of the database `pool` points at (for processes a test starts): the test database
+/// `#[sqlx::test]` created, on the server of `DATABASE_URL`.
+pub fn database_url(pool: &sqlx::PgPool) -> String {
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_owned();
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let server = base
+        .rsplit_once('/')
+        .map(|(server, _)| server)
+        .unwrap_or(&base);
+    format!("{server}/{database}")
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

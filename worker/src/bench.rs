@@ -316,6 +316,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// Waits until `n` jobs of `queue` are acknowledged in Redis (not merely handled), sampling this
+/// process's RSS meanwhile; returns the highest sample in MB.
+async fn wait_until_acknowledged(
+    services: &Services,
+    queue: &str,
+    n: usize,
+    started: Instant,
+) -> anyhow::Result<f64> {
+    let mut peak = 0.0f64;
+    loop {
+        peak = peak.max(rss_mb());
+        if completed_total(services, queue).await as usize >= n {
+            return Ok(peak);
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn drain_in_process(
     services: &Services,
     queue: &str,
@@ -333,19 +355,7 @@ async fn drain_in_process(
         Arc::new(std::sync::Mutex::new(Vec::new())),
         stop.clone(),
     ));
-    // Done when every job is acknowledged in Redis (not merely handled).
-    let mut peak = 0.0f64;
-    loop {
-        peak = peak.max(rss_mb());
-        if completed_total(services, queue).await as usize >= n {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "drain did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let peak = wait_until_acknowledged(services, queue, n, started).await?;
     let secs = started.elapsed().as_secs_f64();
     stop.notify_one();
     worker.await??;
@@ -391,16 +401,7 @@ async fn drain_with_children(
             tokio::io::AsyncWriteExt::write_all(stdin, b"go\n").await?;
         }
     }
-    loop {
-        if completed_total(services, queue).await as usize >= n {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "drain did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_until_acknowledged(services, queue, n, started).await?;
     let secs = started.elapsed().as_secs_f64();
     let mut peak: f64 = 0.0;
     for (mut child, mut lines) in children {

@@ -299,25 +299,5 @@ async fn run_heartbeat(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called (not
-/// when the future is first polled), so a signal that arrives during start-up is not lost to
-/// the default action (immediate termination). Call it inside the runtime, early.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = signal(SignalKind::terminate()).ok();
-    let interrupt = signal(SignalKind::interrupt()).ok();
-    async move {
-        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = wait(terminate) => {},
-            _ = wait(interrupt) => {},
-        }
-    }
-}
+/// Resolves on SIGTERM or SIGINT; see [`orderly::shutdown::signal`].
+pub use orderly::shutdown::signal as shutdown_signal;

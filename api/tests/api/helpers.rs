@@ -413,7 +413,7 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        delete_prefix(&self.prefix);
+        orderly::testing::delete_prefix(&redis_url(), &self.prefix);
     }
 }
 
@@ -425,23 +425,6 @@ pub fn order_body(product_id: &str, quantity: i64) -> Value {
 /// A fresh idempotency key.
 pub fn new_key() -> String {
     Uuid::new_v4().to_string()
-}
-
-/// Deletes every Redis key under `prefix` (synchronously: runs in Drop).
-pub fn delete_prefix(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_connection() else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-    }
 }
 
 /// Asserts the one error shape and returns the body.

@@ -6,7 +6,6 @@
 //! neither the developer's shell nor a `.env` file can leak into what is tested.
 
 use std::{
-    net::TcpListener,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -83,32 +82,13 @@ async fn short_jwt_secret_stops_the_api_without_echoing_it() {
     );
 }
 
-/// The URL of the database behind `pool` (the per-test database `#[sqlx::test]` created).
-fn database_url_of(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set by the test runner");
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database name");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .expect("test pool names its database")
-        .to_owned();
-    format!("{server}/{database}")
-}
-
-/// A port that was free a moment ago (the binary has no way to report a port-0 choice).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
-}
-
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn api_exits_with_status_zero_on_sigterm(pool: PgPool) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port().to_string();
+    // A port that was free a moment ago (the binary has no way to report a port-0 choice).
+    let port = orderly::testing::free_port().to_string();
     let prefix = unique_prefix();
-    let database_url = database_url_of(&pool);
+    let database_url = orderly::testing::database_url(&pool);
     let mut child = Command::new(API_BIN)
         .env_clear()
         .envs([
@@ -170,5 +150,5 @@ async fn api_exits_with_status_zero_on_sigterm(pool: PgPool) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    crate::helpers::delete_prefix(&prefix);
+    orderly::testing::delete_prefix(&crate::helpers::redis_url(), &prefix);
 }

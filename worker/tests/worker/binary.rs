@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orderly::testing::{delete_prefix, redis_url, unique_prefix};
+use orderly::testing::{database_url, delete_prefix, redis_url, unique_prefix};
 use sqlx::PgPool;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_orderly-worker");
@@ -24,17 +24,7 @@ fn bare_command() -> Command {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn sigterm_stops_the_worker_cleanly(pool: PgPool) {
-    let database = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or_default()
-        .to_owned();
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let url = format!(
-        "{}/{database}",
-        base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
-    );
+    let url = database_url(&pool);
     let prefix = unique_prefix("wbin");
     let mut child = bare_command()
         .env("DATABASE_URL", url)

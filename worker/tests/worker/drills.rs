@@ -17,7 +17,9 @@ use std::{
 use orderly::{
     Config, Services,
     queue::{JobSpec, Priority, QueueEngine, Retention, RetryPolicy},
-    testing::{PrivateRedis, delete_prefix, eventually, free_port, redis_url, unique_prefix},
+    testing::{
+        PrivateRedis, database_url, delete_prefix, eventually, free_port, redis_url, unique_prefix,
+    },
     users::{DisplayName, Email, Password},
 };
 use serde_json::{Value, json};
@@ -179,21 +181,6 @@ async fn drill_1_workers_killed_with_sigkill_lose_no_job() {
         runs.len()
     );
     delete_prefix(&redis_url(), &prefix);
-}
-
-/// The URL of the test database `pool` points at (for processes started by the test).
-fn database_url(pool: &PgPool) -> String {
-    let database = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or_default()
-        .to_owned();
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    format!(
-        "{}/{database}",
-        base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
-    )
 }
 
 struct Shop {
