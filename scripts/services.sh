@@ -47,6 +47,19 @@ ensure_browser() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 }
 
+# A command from a Debian package (`ensure_command wrk wrk`), installed when missing.
+ensure_command() {
+  local command="$1" package="$2"
+  if command -v "$command" >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$command is missing: apt-get install $package" >&2
+    return 1
+  fi
+  echo "installing $package" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+}
+
 # PostgreSQL user: `postgres` where it exists, else the current user (`root` here).
 pg_user() {
   if psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then echo postgres; else whoami; fi

@@ -127,18 +127,39 @@ pub async fn error_shape(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// Cancels a request that runs longer than `HTTP_REQUEST_TIMEOUT_MS`.
+/// Runs the handler in a task of its own and answers 503 if it takes longer than
+/// `HTTP_REQUEST_TIMEOUT_MS`.
+///
+/// The handler is never cancelled halfway, neither by the time limit nor by a client that hangs
+/// up: dropping a future in the middle of a database transaction can hand its pooled connection
+/// back with the transaction still open (seen under load as PostgreSQL's "there is already a
+/// transaction in progress"), and the next request's commit would then commit the abandoned
+/// work too. Detached, the work commits or rolls back as a whole, and a retry with the same
+/// `Idempotency-Key` gets its outcome.
 pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.services.config.http.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
+    let request_id = orderly::telemetry::current_request_id();
+    let work = next.run(request).instrument(tracing::Span::current());
+    let task = tokio::spawn(async move {
+        match request_id {
+            Some(id) => orderly::telemetry::with_request_id(id, work).await,
+            None => work.await,
+        }
+    });
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(response)) => response,
+        // A panic is re-raised here, where the panic layer turns it into the generic 500.
+        Ok(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "request task ended without a response");
+            AppError::Internal(anyhow::anyhow!("request task ended: {error}")).into_response()
+        }
         Err(_) => {
             tracing::error!(
                 timeout_ms = limit.as_millis() as u64,
-                "request timed out and was cancelled"
+                "request timed out; its work finishes in the background"
             );
-            AppError::Unavailable("the request took too long and was cancelled; try again".into())
-                .into_response()
+            AppError::Unavailable("the request took too long; try again".into()).into_response()
         }
     }
 }

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
+    db::ASYNC_COMMIT_SOURCE,
     error::AppError,
     idempotency::{Claim, StoredResponse},
 };
@@ -38,9 +39,12 @@ impl IdempotencyRepository {
         lock_for: Duration,
         ttl: Duration,
     ) -> Result<ClaimOutcome, AppError> {
-        let claimed: Option<i32> = sqlx::query_scalar(
+        // Asynchronous commit (see `ASYNC_COMMIT_SOURCE`): the claim is made durable by the
+        // order's own commit, which flushes the WAL written before it.
+        let claimed: Option<i32> = sqlx::query_scalar(&format!(
             "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at) \
-             values ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6)) \
+             select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6) \
+             from {ASYNC_COMMIT_SOURCE} as async_commit where true \
              on conflict (user_id, scope, key) do update set \
                request_hash = excluded.request_hash, locked_until = excluded.locked_until, \
                expires_at = excluded.expires_at, resource_id = null, response_status = null, \
@@ -49,8 +53,8 @@ impl IdempotencyRepository {
                 or (idempotency_keys.locked_until < now() and idempotency_keys.resource_id is null \
                     and idempotency_keys.response_status is null \
                     and idempotency_keys.request_hash = excluded.request_hash) \
-             returning 1",
-        )
+             returning 1"
+        ))
         .bind(claim.user_id)
         .bind(claim.scope)
         .bind(&claim.key)
@@ -100,10 +104,13 @@ impl IdempotencyRepository {
         claim: &Claim,
         response: &StoredResponse,
     ) -> Result<(), AppError> {
-        sqlx::query(
+        // Asynchronous commit: a stored response lost in a crash is rebuilt from the order the
+        // claim is attached to (`Begin::Recover`).
+        sqlx::query(&format!(
             "update idempotency_keys set response_status = $4, response_body = $5 \
-             where user_id = $1 and scope = $2 and key = $3",
-        )
+             from {ASYNC_COMMIT_SOURCE} as async_commit \
+             where user_id = $1 and scope = $2 and key = $3"
+        ))
         .bind(claim.user_id)
         .bind(claim.scope)
         .bind(&claim.key)

@@ -89,8 +89,10 @@ where
             .backend(backend)
             .data(context.clone())
             .catch_panic()
-            .timeout(timeout)
+            // Concurrency outside the timeout, so a job's time limit starts when it runs, not
+            // while it waits for a free slot.
             .concurrency(concurrency)
+            .timeout(timeout)
             .build(handler.clone())
     })
 }

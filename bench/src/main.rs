@@ -1,0 +1,271 @@
+//! `orderly-bench`: measures Orderly the way its users feel it, on the machine it runs on.
+//!
+//! Phases (each prints JSON lines; a human summary comes last and the whole result is written
+//! to `--out`):
+//! - `queue`: the queue benchmark (`orderly-worker bench`, BullMQ's protocol) at 1, 2 and 4
+//!   worker processes: the scaling curve;
+//! - `pgbench`: PostgreSQL's own TPC-B-like benchmark, the ceiling for one-transaction requests;
+//! - `system`: the release api and workers on a fresh database: cold start, idle and loaded
+//!   memory, HTTP at saturation and at half of it (wrk), the workers draining real email and
+//!   webhook jobs, and end-to-end latency from an order to its email and webhook.
+//!
+//! `bench/run.sh` builds the release binaries, makes sure PostgreSQL, Redis, wrk and pgbench are
+//! there and runs this with the right arguments.
+
+// Standard output is this program's report.
+#![allow(clippy::print_stdout)]
+
+mod baseline;
+mod procs;
+mod sinks;
+mod stats;
+mod system;
+mod wrk;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(name = "orderly-bench", about = "Orderly's system benchmark")]
+struct Cli {
+    /// PostgreSQL server URL without a database (`postgres://user@127.0.0.1:5432`).
+    #[arg(long, env = "BENCH_PG_SERVER_URL")]
+    pg_server_url: String,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Folder holding the release `orderly-api` and `orderly-worker`.
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Phases to run, comma-separated: queue, pgbench, system.
+    #[arg(long, value_delimiter = ',', default_value = "queue,pgbench,system")]
+    only: Vec<String>,
+    /// Runs per saturation measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// Orders per second in the end-to-end phase, one run per rate (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "50,200")]
+    e2e_rates: Vec<u64>,
+    /// Seconds of orders in the end-to-end phase.
+    #[arg(long, default_value_t = 10)]
+    e2e_secs: u64,
+    /// `RUST_LOG` of the api and workers under test.
+    #[arg(long, default_value = "warn")]
+    rust_log: String,
+    /// Where the full result (JSON) is written.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    out: PathBuf,
+}
+
+/// Settings every phase reads.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub pg_server_url: String,
+    pub redis_url: String,
+    pub bin_dir: PathBuf,
+    pub runs: usize,
+    pub duration: Duration,
+    pub wrk_threads: usize,
+    pub e2e_rates: Vec<u64>,
+    pub e2e_secs: u64,
+    pub rust_log: String,
+}
+
+/// Prints one result line.
+pub fn emit(value: Value) {
+    println!("{value}");
+}
+
+async fn psql(options: &Options, sql: &str) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("psql")
+        .arg(format!("{}/postgres", options.pg_server_url))
+        .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .await
+        .context("running psql")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Drops (disconnecting any session) and creates database `name`.
+pub async fn recreate_database(options: &Options, name: &str) -> anyhow::Result<()> {
+    drop_database(options, name).await?;
+    psql(options, &format!("create database \"{name}\"")).await
+}
+
+/// Drops database `name` if it exists.
+pub async fn drop_database(options: &Options, name: &str) -> anyhow::Result<()> {
+    psql(
+        options,
+        &format!("drop database if exists \"{name}\" with (force)"),
+    )
+    .await
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the figures came from.
+fn machine(options: &Options) -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| stats::round(kb / 1_048_576.0, 1))
+        .unwrap_or(0.0);
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        "memory_gib": mem_gib,
+        "kernel": command_output("uname", &["-sr"]),
+        "postgres": command_output("psql", &[&format!("{}/postgres", options.pg_server_url), "-tAc", "show server_version"]),
+        "redis": command_output("redis-server", &["--version"]),
+        "wrk": command_output("sh", &["-c", "wrk -v 2>&1 | head -1"]),
+        "date": command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let options = Options {
+        pg_server_url: cli.pg_server_url.trim_end_matches('/').to_owned(),
+        redis_url: cli.redis_url,
+        bin_dir: cli.bin_dir,
+        runs: cli.runs.max(1),
+        duration: Duration::from_secs(cli.duration.max(1)),
+        wrk_threads: cli.wrk_threads.max(1),
+        e2e_rates: cli.e2e_rates.iter().map(|r| (*r).max(1)).collect(),
+        e2e_secs: cli.e2e_secs.max(1),
+        rust_log: cli.rust_log,
+    };
+    let machine = machine(&options);
+    emit(json!({"bench": "machine", "machine": machine}));
+    let wants = |phase: &str| cli.only.iter().any(|p| p == phase);
+
+    let mut result = serde_json::Map::new();
+    result.insert("machine".into(), machine);
+    if wants("queue") {
+        result.insert(
+            "queue".into(),
+            Value::Array(baseline::queue(&options).await?),
+        );
+    }
+    if wants("pgbench") {
+        result.insert("pgbench".into(), baseline::pgbench(&options).await?);
+    }
+    if wants("system") {
+        result.insert("system".into(), system::run(&options).await?);
+    }
+    let result = Value::Object(result);
+    if let Some(parent) = cli.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&result)?)?;
+    println!("\n{}", summary(&result));
+    println!("full result: {}", cli.out.display());
+    Ok(())
+}
+
+/// The human summary: one line per figure, next to its target where the project has one.
+fn summary(result: &Value) -> String {
+    let mut lines = vec!["== Orderly benchmark summary ==".to_owned()];
+    let m = &result["machine"];
+    lines.push(format!(
+        "machine: {} cores, {} GiB, {}; PostgreSQL {}",
+        m["cores"],
+        m["memory_gib"],
+        m["cpu"].as_str().unwrap_or(""),
+        m["postgres"].as_str().unwrap_or("")
+    ));
+    if let Some(queue) = result["queue"].as_array() {
+        for q in queue {
+            lines.push(format!(
+                "queue, {} process(es): enqueue {}/s (target >= 40000), process {}/s (target >= 30000), wake-up p50 {} ms p99 {} ms, worker peak RSS {} MB",
+                q["processes"], q["enqueue_per_s"], q["process_per_s"], q["wakeup_p50_ms"], q["wakeup_p99_ms"], q["worker_peak_rss_mb"]
+            ));
+        }
+    }
+    let pg_tps = result["pgbench"]["tps"].as_f64();
+    if let Some(tps) = pg_tps {
+        lines.push(format!("pgbench (tpcb-like, 16 clients): {tps} tps"));
+    }
+    let system = &result["system"];
+    if let Some(http) = system["http"].as_object() {
+        for (name, h) in http {
+            let mut line = format!(
+                "http {name}: {} req/s at saturation; at {} req/s: p50 {} ms, p99 {} ms, max {} ms; non-2xx {}",
+                h["saturation_rps"],
+                h["fixed_rate_achieved_rps"],
+                h["fixed_rate_p50_ms"],
+                h["fixed_rate_p99_ms"],
+                h["fixed_rate_max_ms"],
+                h["non_2xx_or_errors"]
+            );
+            if name == "place_order"
+                && let (Some(tps), Some(rps)) = (pg_tps, h["saturation_rps"].as_f64())
+            {
+                line.push_str(&format!(
+                    " ({:.0}% of pgbench, target >= 60%)",
+                    rps / tps * 100.0
+                ));
+            }
+            lines.push(line);
+        }
+    }
+    let c = &system["product_cache"];
+    if c.is_object() {
+        lines.push(format!(
+            "product by id, one client: uncached p50 {} ms, cached p50 {} ms",
+            c["uncached_p50_ms"], c["cached_p50_ms"]
+        ));
+    }
+    let d = &system["drain"];
+    if d.is_object() {
+        lines.push(format!(
+            "drain: {} email and webhook jobs in {} s with {} workers = {} jobs/s",
+            d["jobs"], d["seconds"], d["workers"], d["jobs_per_s"]
+        ));
+    }
+    for e in system["end_to_end"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "end to end at {} orders/s: email p50 {} ms p99 {} ms (target p99 <= 100); webhook p50 {} ms p99 {} ms",
+            e["order_rate_per_s"], e["email_p50_ms"], e["email_p99_ms"], e["webhook_p50_ms"], e["webhook_p99_ms"]
+        ));
+    }
+    let s = &system["startup"];
+    let f = &system["footprint"];
+    if s.is_object() {
+        lines.push(format!(
+            "footprint: api idle {} MB, under HTTP load {} MB; workers idle {} MB, under load {} MB (targets <= 60 MB); binaries api {} MB, worker {} MB; cold start api {} ms, workers {} ms",
+            s["api_idle_rss_mb"], f["api_peak_rss_mb_http_load"], s["worker_idle_rss_mb"], f["worker_peak_rss_mb_drain_and_e2e"], s["api_binary_mb"], s["worker_binary_mb"], s["api_cold_start_to_ready_ms"], s["worker_cold_start_to_ready_ms"]
+        ));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,235 @@
+//! The processes under test: the release `orderly-api` and `orderly-worker` binaries started
+//! with a configuration of the benchmark's own, their readiness (first `/health` 200 for the
+//! api, the `worker ready` log line for a worker), their memory read from `/proc`, and a
+//! graceful stop (SIGTERM, then wait).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+    sync::watch,
+};
+
+/// Where the binaries are and how every process under test is configured.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// Folder with `orderly-api` and `orderly-worker` (a release build).
+    pub bin_dir: PathBuf,
+    /// Working folder of the processes (logs, mail and storage folders); no `.env` there.
+    pub work_dir: PathBuf,
+    /// Environment shared by the api and the workers.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launcher {
+    /// Path of one of the binaries.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// Starts `binary args` with the benchmark's environment; its output goes to
+    /// `<work_dir>/<name>.log`, and a line containing `ready_marker` marks it ready.
+    pub fn spawn(
+        &self,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        ready_marker: Option<&'static str>,
+    ) -> anyhow::Result<Proc> {
+        self.spawn_with_log_filter("", name, binary, args, ready_marker)
+    }
+
+    /// [`Launcher::spawn`] with `extra_filter` appended to `RUST_LOG` (`,target=info`).
+    pub fn spawn_with_log_filter(
+        &self,
+        extra_filter: &str,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        ready_marker: Option<&'static str>,
+    ) -> anyhow::Result<Proc> {
+        let started = Instant::now();
+        let mut command = Command::new(self.binary(binary));
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if !extra_filter.is_empty() {
+            let base = self
+                .env
+                .iter()
+                .find(|(k, _)| k == "RUST_LOG")
+                .map_or("warn", |(_, v)| v.as_str());
+            command.env("RUST_LOG", format!("{base}{extra_filter}"));
+        }
+        let mut child = command
+            .current_dir(&self.work_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary(binary).display()))?;
+        let pid = child.id().context("child has no pid")?;
+        let (ready_tx, ready_rx) = watch::channel(None);
+        let log_path = self.work_dir.join(format!("{name}.log"));
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        tokio::spawn(async move {
+            let Ok(mut log) = tokio::fs::File::create(&log_path).await else {
+                return;
+            };
+            let mut out = BufReader::new(stdout).lines();
+            let mut err = BufReader::new(stderr).lines();
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let line = tokio::select! {
+                    line = out.next_line(), if out_open => line.ok().flatten().or_else(|| { out_open = false; None }),
+                    line = err.next_line(), if err_open => line.ok().flatten().or_else(|| { err_open = false; None }),
+                };
+                let Some(line) = line else { continue };
+                if ready_marker.is_some_and(|marker| line.contains(marker)) {
+                    let _ = ready_tx.send(Some(started.elapsed()));
+                }
+                let _ = log.write_all(line.as_bytes()).await;
+                let _ = log.write_all(b"\n").await;
+            }
+        });
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            pid,
+            started,
+            ready: ready_rx,
+        })
+    }
+}
+
+/// A running process under test.
+#[derive(Debug)]
+pub struct Proc {
+    /// Label in the results (`api`, `worker-1`).
+    pub name: String,
+    child: Child,
+    pid: u32,
+    started: Instant,
+    ready: watch::Receiver<Option<Duration>>,
+}
+
+impl Proc {
+    /// The process id, for [`sample_peak_rss`].
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the ready line; returns the time from spawn to it.
+    pub async fn wait_ready_line(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let name = self.name.clone();
+        tokio::time::timeout(timeout, self.ready.wait_for(Option::is_some))
+            .await
+            .with_context(|| format!("{name} did not become ready within {timeout:?}"))?
+            .with_context(|| format!("{name} exited before it was ready"))?
+            .context("ready")
+    }
+
+    /// Waits until `url` answers 200; returns the time from spawn to that answer.
+    pub async fn wait_http_ok(
+        &mut self,
+        client: &reqwest::Client,
+        url: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(response) = client.get(url).send().await
+                && response.status().is_success()
+            {
+                return Ok(self.started.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("{} exited with {status} before it was ready", self.name);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not answer {url} within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Resident memory now, in MB.
+    pub fn rss_mb(&self) -> f64 {
+        proc_status_kb(self.pid, "VmRSS:") / 1024.0
+    }
+
+    /// Highest resident memory so far, in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        proc_status_kb(self.pid, "VmHWM:") / 1024.0
+    }
+
+    /// SIGTERM, then waits for the exit (killing it after `grace`); returns how long the
+    /// graceful stop took.
+    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<Duration> {
+        let asked = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .context("kill -TERM")?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.pid);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(
+                    status.success(),
+                    "{} exited with {status} on SIGTERM",
+                    self.name
+                );
+                Ok(asked.elapsed())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                anyhow::bail!("{} did not stop within {grace:?} of SIGTERM", self.name)
+            }
+        }
+    }
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Size of a file in MB (release binaries).
+pub fn file_mb(path: &Path) -> f64 {
+    std::fs::metadata(path)
+        .map(|m| m.len() as f64 / 1_048_576.0)
+        .unwrap_or(0.0)
+}
+
+/// Samples the RSS of `procs` every 100 ms until `stop` fires; returns the highest sample per
+/// process, in the order given.
+pub async fn sample_peak_rss(pids: Vec<u32>, mut stop: watch::Receiver<bool>) -> Vec<f64> {
+    let mut peaks = vec![0.0f64; pids.len()];
+    loop {
+        for (peak, pid) in peaks.iter_mut().zip(&pids) {
+            *peak = peak.max(proc_status_kb(*pid, "VmRSS:") / 1024.0);
+        }
+        tokio::select! {
+            _ = stop.changed() => return peaks,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
