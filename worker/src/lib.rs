@@ -6,7 +6,7 @@
 //!
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
-//! - [`mailer`], [`templates`]: outgoing mail.
+//! - [`mailer`], [`smtp`], [`templates`]: outgoing mail (pooled `TCP_NODELAY` SMTP connections).
 //! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
 //! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 //! - [`metrics`]: the process's `/metrics` endpoint.
@@ -18,5 +18,6 @@ pub mod jobs;
 pub mod mailer;
 pub mod metrics;
 pub mod runner;
+pub mod smtp;
 pub mod templates;
 pub mod webhook_client;

@@ -13,6 +13,8 @@ use lettre::{
     message::{Mailbox, MultiPart, SinglePart, header::ContentType},
 };
 use orderly::{config::MailConfig, queue::JobError};
+
+use crate::smtp::SmtpPool;
 use secrecy::ExposeSecret;
 
 /// A rendered email.
@@ -31,7 +33,9 @@ pub struct Email {
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Mailer {
-    /// A real SMTP server.
+    /// A real SMTP server over `smtp://`: our pool of `TCP_NODELAY` connections.
+    SmtpPool(SmtpPool),
+    /// A real SMTP server over `smtps://` (implicit TLS): lettre's transport.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// `.eml` files in a folder.
     Files(AsyncFileTransport<Tokio1Executor>, PathBuf),
@@ -40,9 +44,23 @@ pub enum Mailer {
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::SmtpPool(pool) => write!(f, "Mailer::{pool:?}"),
             Self::Smtp(_) => f.write_str("Mailer::Smtp"),
             Self::Files(_, dir) => write!(f, "Mailer::Files({})", dir.display()),
         }
+    }
+}
+
+/// Time limit for connecting to the SMTP server and for each send.
+const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An SMTP failure for the queue: 5xx replies are permanent (dead at once, with the server's
+/// reason), everything else (4xx, network) is retried.
+pub fn classify(error: lettre::transport::smtp::Error) -> JobError {
+    if error.is_permanent() {
+        JobError::permanent(format!("mail server refused the message: {error}"))
+    } else {
+        JobError::retry(format!("mail not sent (will retry): {error}"))
     }
 }
 
@@ -55,11 +73,17 @@ impl Mailer {
     pub fn from_config(config: &MailConfig) -> anyhow::Result<Self> {
         match &config.smtp_url {
             Some(url) => {
+                // lettre validates every form; `smtp://` then goes through our pool.
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
                     .map_err(|e| anyhow::anyhow!("SMTP_URL is invalid: {e}"))?
-                    .timeout(Some(std::time::Duration::from_secs(30)))
+                    .timeout(Some(SMTP_TIMEOUT))
                     .build();
-                Ok(Self::Smtp(transport))
+                match SmtpPool::from_url(url.expose_secret(), SMTP_TIMEOUT)
+                    .map_err(|e| anyhow::anyhow!("SMTP_URL is invalid: {e}"))?
+                {
+                    Some(pool) => Ok(Self::SmtpPool(pool)),
+                    None => Ok(Self::Smtp(transport)),
+                }
             }
             None => {
                 std::fs::create_dir_all(&config.mail_dir)?;
@@ -100,13 +124,8 @@ impl Mailer {
     /// Sends a message, classifying failures as transient or permanent.
     pub async fn send(&self, message: Message) -> Result<(), JobError> {
         match self {
-            Self::Smtp(transport) => transport.send(message).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    JobError::permanent(format!("mail server refused the message: {e}"))
-                } else {
-                    JobError::retry(format!("mail not sent (will retry): {e}"))
-                }
-            }),
+            Self::SmtpPool(pool) => pool.send(message.envelope(), &message.formatted()).await,
+            Self::Smtp(transport) => transport.send(message).await.map(|_| ()).map_err(classify),
             Self::Files(transport, _) => transport
                 .send(message)
                 .await

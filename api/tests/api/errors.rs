@@ -127,9 +127,9 @@ async fn body_over_the_limit_is_413_with_or_without_content_length(pool: PgPool)
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
-async fn request_over_the_timeout_is_503(pool: PgPool) {
+async fn request_over_the_timeout_is_503_and_its_work_still_completes(pool: PgPool) {
     // Registration hashes the password with argon2, which takes far longer than 1 ms.
-    let app = spawn_app_with(pool, &[("HTTP_REQUEST_TIMEOUT_MS", "1")]).await;
+    let app = spawn_app_with(pool.clone(), &[("HTTP_REQUEST_TIMEOUT_MS", "1")]).await;
     let response = app
         .register("slow@example.com", "long enough password", "Slow")
         .await;
@@ -138,6 +138,21 @@ async fn request_over_the_timeout_is_503(pool: PgPool) {
         body["message"].as_str().unwrap().contains("took too long"),
         "{body}"
     );
+    // The handler was not cancelled halfway: the account is created as a whole.
+    let created = orderly::testing::eventually(std::time::Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from users where email = 'slow@example.com'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    })
+    .await;
+    assert!(created, "the timed-out registration never completed");
 }
 
 /// What a careless handler might panic with: internals that must never reach a client.
