@@ -225,13 +225,35 @@ fn env_example_documents_every_variable_and_is_a_valid_config() {
     }
     let missing: Vec<_> = read.difference(&documented).collect();
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");
-    let vars: HashMap<String, String> = example
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        })
-        .collect();
+    // Read the way the binaries read `.env` (dotenvy: quotes removed).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env.example");
+    let vars: HashMap<String, String> = dotenvy::from_path_iter(&path)
+        .expect(".env.example")
+        .collect::<Result<_, _>>()
+        .expect(".env.example parses as a dotenv file");
     orderly::Config::from_map(&vars).expect(".env.example is a valid configuration");
+    assert_eq!(vars["MAIL_FROM"], "Orderly <orders@orderly.invalid>");
+}
+
+/// `scripts/run.sh` turns `.env.example` into `.env` and sources it in bash (`set -a`), so every
+/// line must also be valid shell: an unquoted `<` once broke the run command on a fresh clone.
+#[test]
+fn env_example_is_valid_shell() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env.example");
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("set -euo pipefail; set -a; source \"$1\"; printf '%s' \"$MAIL_FROM\"")
+        .arg("bash")
+        .arg(&path)
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "bash cannot source .env.example: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Orderly <orders@orderly.invalid>"
+    );
 }
