@@ -110,8 +110,11 @@ impl UnitOfWork {
         self.staged.push(job);
     }
 
-    /// Commits and returns the jobs staged in the outbox by this transaction.
-    pub async fn commit(self) -> Result<Vec<StagedJob>, sqlx::Error> {
+    /// Writes the staged jobs to the outbox (one statement), commits, and returns them.
+    pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
+        if !self.staged.is_empty() {
+            crate::queue::outbox::write_staged(&mut self.tx, &self.staged).await?;
+        }
         self.tx.commit().await?;
         Ok(self.staged)
     }
