@@ -131,51 +131,13 @@ fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
 #[cfg(test)]
 mod tests {
     use image::{Rgb, RgbImage};
+    use orderly::testing::png_bomb;
 
     use super::*;
 
     fn png(width: u32, height: u32) -> Vec<u8> {
         let image = RgbImage::from_fn(width, height, |x, y| Rgb([x as u8, y as u8, 128]));
         encode_png(&DynamicImage::ImageRgb8(image)).unwrap()
-    }
-
-    /// A PNG signature, an IHDR chunk declaring `width`x`height`, a tiny IDAT and IEND: a few
-    /// dozen bytes that would decode to a canvas of `width * height * 4` bytes.
-    fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-        let mut header = width.to_be_bytes().to_vec();
-        header.extend_from_slice(&height.to_be_bytes());
-        header.extend_from_slice(&[8, 6, 0, 0, 0]);
-        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-        for (kind, data) in [
-            (b"IHDR", header.as_slice()),
-            (
-                b"IDAT",
-                &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..],
-            ),
-            (b"IEND", &[][..]),
-        ] {
-            let mut chunk = kind.to_vec();
-            chunk.extend_from_slice(data);
-            bytes.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&chunk);
-            bytes.extend_from_slice(&crc32(&chunk).to_be_bytes());
-        }
-        bytes
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for byte in data {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 
     #[test]

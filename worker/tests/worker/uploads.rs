@@ -14,6 +14,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use orderly::{
     jobs::{UPLOADS, UploadJob},
     queue::JobInfo,
+    testing::png_bomb,
     uploads::{UploadReport, import::ImportBatch},
     users::{DisplayName, Email, Password, TokenIssuer},
 };
@@ -597,44 +598,6 @@ async fn a_fake_image_fails_with_a_clear_error(pool: PgPool) {
         "a thumbnail was stored for a fake image"
     );
     shop.stop().await;
-}
-
-/// A PNG of a few dozen bytes whose header declares `width`x`height` (RGBA, 8 bits): decoded, it
-/// would need `width * height * 4` bytes.
-fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for byte in data {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut header = width.to_be_bytes().to_vec();
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 6, 0, 0, 0]);
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (b"IHDR", header.as_slice()),
-        (
-            b"IDAT",
-            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..],
-        ),
-        (b"IEND", &[][..]),
-    ] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(data);
-        bytes.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&chunk);
-        bytes.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    bytes
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
