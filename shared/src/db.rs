@@ -15,18 +15,25 @@ use sqlx::{
 
 use crate::{config::DatabaseConfig, queue::outbox::StagedJob};
 
-/// Every migration of `migrations/`, compiled into the binaries.
-/// A one-row `FROM` item that switches the current transaction to asynchronous commit
-/// (`synchronous_commit = off`: the commit does not wait for its WAL flush).
+/// A one-row `FROM` item (a string literal, for `concat!`) that switches the current transaction
+/// to asynchronous commit (`synchronous_commit = off`: the commit does not wait for its WAL
+/// flush).
 ///
 /// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
 /// runs outside any business transaction: the idempotency claim and stored response (a lost one
 /// is re-created by the recovery path, and the order's own synchronous commit flushes every WAL
 /// record written before it anyway) and the outbox `dispatched_at` mark (a lost one means one
 /// idempotent re-push by the relay). An order then waits for one WAL flush, not three.
-/// Used as `... from ASYNC_COMMIT_SOURCE as async_commit ...` in an autocommit statement.
-pub const ASYNC_COMMIT_SOURCE: &str = "(select set_config('synchronous_commit', 'off', true))";
+/// Used as `concat!("... from ", async_commit_source!(), " as async_commit ...")` in an
+/// autocommit statement.
+macro_rules! async_commit_source {
+    () => {
+        "(select set_config('synchronous_commit', 'off', true))"
+    };
+}
+pub(crate) use async_commit_source;
 
+/// Every migration of `migrations/`, compiled into the binaries.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Connect options built from config, with PgBouncer's transaction mode taken into account.

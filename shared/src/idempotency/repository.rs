@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
-    db::ASYNC_COMMIT_SOURCE,
+    db::async_commit_source,
     error::AppError,
     idempotency::{Claim, StoredResponse},
 };
@@ -39,12 +39,14 @@ impl IdempotencyRepository {
         lock_for: Duration,
         ttl: Duration,
     ) -> Result<ClaimOutcome, AppError> {
-        // Asynchronous commit (see `ASYNC_COMMIT_SOURCE`): the claim is made durable by the
+        // Asynchronous commit (see `async_commit_source`): the claim is made durable by the
         // order's own commit, which flushes the WAL written before it.
-        let claimed: Option<i32> = sqlx::query_scalar(&format!(
+        let claimed: Option<i32> = sqlx::query_scalar(concat!(
             "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at) \
              select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6) \
-             from {ASYNC_COMMIT_SOURCE} as async_commit where true \
+             from ",
+            async_commit_source!(),
+            " as async_commit where true \
              on conflict (user_id, scope, key) do update set \
                request_hash = excluded.request_hash, locked_until = excluded.locked_until, \
                expires_at = excluded.expires_at, resource_id = null, response_status = null, \
@@ -106,10 +108,10 @@ impl IdempotencyRepository {
     ) -> Result<(), AppError> {
         // Asynchronous commit: a stored response lost in a crash is rebuilt from the order the
         // claim is attached to (`Begin::Recover`).
-        sqlx::query(&format!(
-            "update idempotency_keys set response_status = $4, response_body = $5 \
-             from {ASYNC_COMMIT_SOURCE} as async_commit \
-             where user_id = $1 and scope = $2 and key = $3"
+        sqlx::query(concat!(
+            "update idempotency_keys set response_status = $4, response_body = $5 from ",
+            async_commit_source!(),
+            " as async_commit where user_id = $1 and scope = $2 and key = $3"
         ))
         .bind(claim.user_id)
         .bind(claim.scope)

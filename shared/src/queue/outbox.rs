@@ -103,12 +103,15 @@ const RELAY_BATCH: i64 = 500;
 /// Marks rows dispatched and returns, per row, how long it waited since its commit (seconds):
 /// the dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not
 /// hide its own wait.
-/// Asynchronous commit (`crate::db::ASYNC_COMMIT_SOURCE`, spelled out because `concat!` takes
-/// only literals): a mark lost in a crash costs one idempotent re-push by the relay.
-const MARK_DISPATCHED: &str = "update outbox set dispatched_at = now() \
-     from (select set_config('synchronous_commit', 'off', true)) as async_commit \
-     where id = any($1) \
-     returning extract(epoch from (clock_timestamp() - created_at))::float8";
+///
+/// Asynchronous commit (`crate::db::async_commit_source`): a mark lost in a crash costs one
+/// idempotent re-push by the relay.
+const MARK_DISPATCHED: &str = concat!(
+    "update outbox set dispatched_at = now() from ",
+    crate::db::async_commit_source!(),
+    " as async_commit where id = any($1) \
+     returning extract(epoch from (clock_timestamp() - created_at))::float8"
+);
 
 impl Outbox {
     /// Starts the dispatcher (must be called inside a tokio runtime).
