@@ -1,8 +1,9 @@
 //! The transactional outbox: a job is written to PostgreSQL in the same transaction as the change
 //! that causes it, then pushed to Redis after the commit.
 //!
-//! - [`stage`] inserts an outbox row in the caller's [`UnitOfWork`]. A rolled-back order never
-//!   gets its email; a committed one always does.
+//! - [`stage`] adds an outbox row to the caller's [`UnitOfWork`], which writes all of them in one
+//!   statement inside the transaction just before it commits. A rolled-back order never gets its
+//!   email; a committed one always does.
 //! - [`Outbox::commit`] commits the unit of work and hands its staged jobs to the dispatcher, a
 //!   background task that pushes everything staged meanwhile in one Redis call and marks the rows
 //!   dispatched in one `UPDATE`. The HTTP response does not wait for it.
