@@ -54,7 +54,7 @@ fn write_script(dir: &Path, name: &str, load: &Load, shape: &Shape) -> anyhow::R
     match load {
         Load::Get { path } => {
             lua.push_str(&format!(
-                "local req\nfunction init(args)\n  req = wrk.format(\"GET\", {path:?})\nend\nfunction request()\n  return req\nend\n"
+                "local req\nfunction init(args)\n  math.randomseed(1000 + tid)\n  req = wrk.format(\"GET\", {path:?})\nend\nfunction request()\n  return req\nend\n"
             ));
         }
         Load::PlaceOrder { token, product_ids } => {
@@ -86,7 +86,14 @@ end
         }
     }
     if let Some(pause) = shape.pause_ms {
-        lua.push_str(&format!("function delay()\n  return {pause}\nend\n"));
+        // wrk asks for a delay before every request, the first included. The first one of each
+        // connection is a random point in the pause, so the connections are spread over it
+        // instead of all firing at the same instant (a burst of every connection at start that
+        // alone would be the p99 of a short run); after that each keeps its own phase.
+        let per_thread = shape.connections.div_ceil(shape.threads.max(1));
+        lua.push_str(&format!(
+            "local started = 0\nfunction delay()\n  if started < {per_thread} then\n    started = started + 1\n    return math.random(0, {pause})\n  end\n  return {pause}\nend\n"
+        ));
     }
     lua.push_str(
         r#"function done(summary, latency, requests)
