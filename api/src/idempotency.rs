@@ -58,9 +58,10 @@ fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response 
 
 /// Runs `operation` at most once per (user, scope, key, request fingerprint).
 ///
-/// `operation` gets the claim (to link what it creates, inside its transaction) and returns
-/// the status and serialised body to send; `recover` rebuilds that answer from the id of a
-/// resource created by an earlier attempt whose response was lost.
+/// `operation` gets the claim (what it creates takes the claim's `resource_id`) and returns
+/// the status and serialised body to send; `recover` rebuilds that answer from the resource
+/// with a given id if it exists (an earlier attempt committed and its response was lost), and
+/// says `None` if it does not.
 pub async fn run<Op, OpFut, Rec, RecFut>(
     state: &AppState,
     actor: &Actor,
@@ -74,7 +75,7 @@ where
     Op: FnOnce(Claim) -> OpFut,
     OpFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
     Rec: FnOnce(Uuid) -> RecFut,
-    RecFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+    RecFut: Future<Output = Result<Option<(StatusCode, Vec<u8>)>, AppError>>,
 {
     let keys = &state.services.idempotency;
     match keys
@@ -85,36 +86,61 @@ where
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             Ok(json_response(status, body, true))
         }
-        Begin::Recover { claim, resource_id } => {
-            let (status, body) = recover(resource_id).await?;
-            keys.complete(
-                &claim,
-                &StoredResponse {
-                    status: status.as_u16(),
-                    body: body.clone(),
-                },
-            )
-            .await?;
-            Ok(json_response(status, body, true))
+        Begin::Unfinished {
+            claim,
+            lock_expired,
+        } => {
+            if let Some((status, body)) = recover(claim.resource_id).await? {
+                keys.complete(
+                    &claim,
+                    &StoredResponse {
+                        status: status.as_u16(),
+                        body: body.clone(),
+                    },
+                )
+                .await?;
+                Ok(json_response(status, body, true))
+            } else if lock_expired && keys.take_over(&claim).await? {
+                // The earlier attempt died before committing anything: this one runs instead.
+                proceed(state, claim, operation).await
+            } else {
+                Err(AppError::conflict(
+                    "a request with this Idempotency-Key is still being processed",
+                ))
+            }
         }
-        Begin::Proceed(claim) => match operation(claim.clone()).await {
-            Ok((status, body)) => {
-                store(state, &claim, status, &body).await;
-                Ok(json_response(status, body, false))
+        Begin::Proceed(claim) => proceed(state, claim, operation).await,
+    }
+}
+
+/// Runs the operation under `claim` and stores its answer: successes and client errors are
+/// kept for replays; a server error releases the key so a retry runs again.
+async fn proceed<Op, OpFut>(
+    state: &AppState,
+    claim: Claim,
+    operation: Op,
+) -> Result<Response, AppError>
+where
+    Op: FnOnce(Claim) -> OpFut,
+    OpFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+{
+    match operation(claim.clone()).await {
+        Ok((status, body)) => {
+            store(state, &claim, status, &body).await;
+            Ok(json_response(status, body, false))
+        }
+        Err(error) if error.status().is_client_error() => {
+            let status = error.status();
+            let body = serde_json::to_vec(&error.body())?;
+            store(state, &claim, status, &body).await;
+            Err(error)
+        }
+        Err(error) => {
+            if let Err(release_error) = state.services.idempotency.release(&claim).await {
+                tracing::warn!(error = %release_error, "could not release idempotency key");
             }
-            Err(error) if error.status().is_client_error() => {
-                let status = error.status();
-                let body = serde_json::to_vec(&error.body())?;
-                store(state, &claim, status, &body).await;
-                Err(error)
-            }
-            Err(error) => {
-                if let Err(release_error) = keys.release(&claim).await {
-                    tracing::warn!(error = %release_error, "could not release idempotency key");
-                }
-                Err(error)
-            }
-        },
+            Err(error)
+        }
     }
 }
 

@@ -103,25 +103,7 @@ impl Services {
             config.http.request_timeout + Duration::from_secs(30),
         );
         let webhooks = WebhookService::new(db.clone(), policies.clone());
-        // The webhook subscriber describes orders and reports through their services, but those
-        // publish on the bus that holds the subscriber: it gets read-only instances of its own,
-        // on an empty bus, instead of a reference cycle.
-        let webhook_subscriber = WebhookSubscriber::new(
-            webhooks.clone(),
-            OrderService::new(
-                db.clone(),
-                products.clone(),
-                idempotency.clone(),
-                EventBus::default(),
-                outbox.clone(),
-            ),
-            ReportService::new(
-                db.clone(),
-                EventBus::default(),
-                outbox.clone(),
-                policies.clone(),
-            ),
-        );
+        let webhook_subscriber = WebhookSubscriber::new(webhooks.clone());
         let events = EventBus::builder()
             .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))
             .subscribe(Arc::new(webhook_subscriber))
@@ -135,13 +117,8 @@ impl Services {
             events.clone(),
             outbox.clone(),
         );
-        let orders = OrderService::new(
-            db.clone(),
-            products.clone(),
-            idempotency.clone(),
-            events.clone(),
-            outbox.clone(),
-        );
+        let orders =
+            OrderService::new(db.clone(), products.clone(), events.clone(), outbox.clone());
         let reports =
             ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
         let storage = Storage::from_config(&config.storage)?;

@@ -53,18 +53,20 @@ pub async fn place_order(
         &key,
         &request_fingerprint,
         |claim| async move {
-            let order = orders.place(&actor, &lines, Some(&claim)).await?;
+            let order = orders.place(&actor, &lines, claim.resource_id).await?;
             Ok((
                 StatusCode::CREATED,
                 serde_json::to_vec(&OrderResponse::from(order))?,
             ))
         },
         |order_id| async move {
-            let order = orders.get(&actor, order_id).await?;
-            Ok((
+            let Some(order) = orders.find_for(&actor, order_id).await? else {
+                return Ok(None);
+            };
+            Ok(Some((
                 StatusCode::CREATED,
                 serde_json::to_vec(&OrderResponse::from(order))?,
-            ))
+            )))
         },
     )
     .await

@@ -1,7 +1,10 @@
 //! `Idempotency-Key` on `POST /orders`: concurrent duplicates make one order, a sequential retry
 //! gets the first response byte for byte (`Idempotent-Replayed: true`), a key reused with another
 //! body is 422, a key still in flight is 409, keys expire after 24 hours, keys belong to one user,
-//! and a missing or malformed key is 400.
+//! and a missing or malformed key is 400. Crashes: an order committed whose response was never
+//! stored is answered from the order; a claim whose attempt died before committing is taken
+//! over once its lock runs out, with the same order id; an attempt that commits after being
+//! presumed dead cannot make a second order.
 
 use futures::future::join_all;
 use orderly_api::orders::dto::PlaceOrderRequest;
@@ -126,15 +129,7 @@ async fn key_in_flight_is_409(pool: PgPool) {
     let body = order_body(id_of(&product), 1);
 
     // Claim the key exactly as the handler does, as if a first request were still running.
-    let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
-    let fingerprint = orderly::idempotency::fingerprint(&serde_json::to_vec(&dto).unwrap());
-    let claim = app
-        .services
-        .idempotency
-        .begin(customer.id, "orders.create", &key, &fingerprint)
-        .await
-        .expect("key claimed");
-    assert!(matches!(claim, orderly::idempotency::Begin::Proceed(_)));
+    claim_as_handler(&app, customer.id, &key, &body).await;
 
     let response = app.place_order(&customer.token, &key, &body).await;
     let error = assert_error(response, StatusCode::CONFLICT).await;
@@ -147,6 +142,155 @@ async fn key_in_flight_is_409(pool: PgPool) {
     );
     assert_eq!(app.order_count().await, 0);
     assert_eq!(app.stock_of(id_of(&product)).await, 10);
+}
+
+/// Claims `key` for `customer` exactly as the handler does for `body`, as if a first request
+/// had started; returns the claim.
+async fn claim_as_handler(
+    app: &crate::helpers::TestApp,
+    user_id: uuid::Uuid,
+    key: &str,
+    body: &Value,
+) -> orderly::idempotency::Claim {
+    let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
+    let fingerprint = orderly::idempotency::fingerprint(&serde_json::to_vec(&dto).unwrap());
+    match app
+        .services
+        .idempotency
+        .begin(user_id, "orders.create", key, &fingerprint)
+        .await
+        .expect("key claimed")
+    {
+        orderly::idempotency::Begin::Proceed(claim) => claim,
+        other => panic!("expected a fresh claim, got {other:?}"),
+    }
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn order_committed_without_a_stored_response_is_answered_from_the_order(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let key = new_key();
+    let body = order_body(id_of(&product), 2);
+    let first: Value = app
+        .place_order(&customer.token, &key, &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // The process died after the commit, before the response was stored.
+    sqlx::query(
+        "update idempotency_keys set response_status = null, response_body = null where key = $1",
+    )
+    .bind(&key)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let retry = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let replayed: Value = retry.json().await.unwrap();
+    assert_eq!(replayed, first);
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of(id_of(&product)).await, 8);
+    let stored: Option<i16> =
+        sqlx::query_scalar("select response_status from idempotency_keys where key = $1")
+            .bind(&key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, Some(201), "the rebuilt response is stored");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn claim_of_an_attempt_that_died_before_committing_is_taken_over(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let key = new_key();
+    let body = order_body(id_of(&product), 1);
+    let claim = claim_as_handler(&app, customer.id, &key, &body).await;
+
+    // While the claim's lock holds, a retry is told to wait.
+    let early = app.place_order(&customer.token, &key, &body).await;
+    assert_error(early, StatusCode::CONFLICT).await;
+
+    // The attempt died without committing; its lock runs out.
+    sqlx::query(
+        "update idempotency_keys set locked_until = now() - interval '1 second' where key = $1",
+    )
+    .bind(&key)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let retry = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    let order: Value = retry.json().await.unwrap();
+    assert_eq!(
+        id_of(&order),
+        claim.resource_id.to_string(),
+        "the order takes the id the key was claimed with"
+    );
+    assert_eq!(app.order_count().await, 1);
+
+    let again = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.json::<Value>().await.unwrap(), order);
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of(id_of(&product)).await, 9);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn attempt_committing_after_it_was_presumed_dead_makes_no_second_order(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let key = new_key();
+    let body = order_body(id_of(&product), 1);
+    let claim = claim_as_handler(&app, customer.id, &key, &body).await;
+    sqlx::query(
+        "update idempotency_keys set locked_until = now() - interval '1 second' where key = $1",
+    )
+    .bind(&key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A retry takes the claim over and places the order...
+    let retry = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+
+    // ...then the first attempt, which was only slow, reaches its insert with the same id.
+    let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
+    let late = app
+        .services
+        .orders
+        .place(
+            &orderly::users::Actor {
+                user_id: customer.id,
+                role: orderly::users::Role::Customer,
+            },
+            &dto.lines().unwrap(),
+            claim.resource_id,
+        )
+        .await
+        .expect_err("the order id is taken");
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of(id_of(&product)).await, 9);
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

@@ -5,19 +5,26 @@
 //! - Same key, different request: 422. Same key while the first request is still running: 409.
 //! - Keys expire after 24 hours.
 //!
-//! The flow around a handler: [`IdempotencyService::begin`] claims the key (one statement);
-//! the operation links the resource it creates to the key *inside its own transaction*
-//! ([`IdempotencyService::attach`]); after the commit the response bytes are stored
-//! ([`IdempotencyService::complete`]). If the process dies between commit and storing the
-//! response, a retry finds the linked resource and is answered from it ([`Begin::Recover`]), so
-//! a crash can never produce a second order.
+//! The flow around a handler: [`IdempotencyService::begin`] claims the key and assigns, in the
+//! same statement, the id the resource will have ([`Claim::resource_id`]); the operation
+//! creates the resource *with that id*, so the key is linked to it by the resource's own commit
+//! and no extra statement; after the commit the response bytes are stored
+//! ([`IdempotencyService::complete`]).
+//!
+//! A key with no stored response ([`Begin::Unfinished`]) means an earlier attempt committed and
+//! died before storing its answer, or is still running, or died before committing. The caller
+//! looks for the resource: found, it is answered from it; not found and the claim's lock has
+//! run out, the claim is taken over ([`IdempotencyService::take_over`]) and the operation runs
+//! with the same resource id; otherwise 409. A crash can never produce a second order, and even
+//! an attempt that commits after its claim was presumed dead cannot: the resource id is the
+//! order's primary key.
 
 mod repository;
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -35,6 +42,8 @@ pub struct Claim {
     pub scope: &'static str,
     /// The key itself.
     pub key: String,
+    /// The id the operation gives what it creates (a UUIDv7 assigned at the first claim).
+    pub resource_id: Uuid,
 }
 
 /// A response stored for a key.
@@ -53,13 +62,15 @@ pub enum Begin {
     Proceed(Claim),
     /// Done before: send this response again.
     Replay(StoredResponse),
-    /// The operation committed but its response was never stored (crash): rebuild the response
-    /// from the resource, then complete the claim.
-    Recover {
-        /// The claim to complete.
+    /// An earlier attempt has stored no response: if the resource `claim.resource_id` exists,
+    /// it committed (and crashed before storing the response): rebuild the response from it and
+    /// complete the claim. If not, it is still running, or died before committing when
+    /// `lock_expired`: then [`IdempotencyService::take_over`] and run the operation.
+    Unfinished {
+        /// The earlier attempt's claim, with its resource id.
         claim: Claim,
-        /// The resource the operation created.
-        resource_id: Uuid,
+        /// The earlier attempt is presumed dead (its lock ran out).
+        lock_expired: bool,
     },
 }
 
@@ -111,6 +122,7 @@ impl IdempotencyService {
             user_id,
             scope,
             key: key.to_owned(),
+            resource_id: Uuid::now_v7(),
         };
         match self
             .repository
@@ -132,24 +144,24 @@ impl IdempotencyService {
                         body,
                     }));
                 }
-                if let Some(resource_id) = existing.resource_id {
-                    return Ok(Begin::Recover { claim, resource_id });
-                }
-                Err(AppError::conflict(
-                    "a request with this Idempotency-Key is still being processed",
-                ))
+                Ok(Begin::Unfinished {
+                    claim: Claim {
+                        resource_id: existing.resource_id,
+                        ..claim
+                    },
+                    lock_expired: existing.lock_expired,
+                })
             }
         }
     }
 
-    /// Links the created resource to the claim, inside the operation's transaction.
-    pub async fn attach(
-        &self,
-        conn: &mut PgConnection,
-        claim: &Claim,
-        resource_id: Uuid,
-    ) -> Result<(), AppError> {
-        self.repository.attach(conn, claim, resource_id).await
+    /// Takes over the claim of an attempt presumed dead, whose resource was found not to exist:
+    /// locks the key again for this attempt, which keeps the resource id. False if another
+    /// retry took it over first or the earlier attempt finished meanwhile.
+    pub async fn take_over(&self, claim: &Claim) -> Result<bool, AppError> {
+        self.repository
+            .take_over(&self.pool, claim, self.lock_for)
+            .await
     }
 
     /// Stores the response sent for the claim.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::{
@@ -15,9 +15,10 @@ use crate::{
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct ExistingKey {
     pub request_hash: String,
-    pub resource_id: Option<Uuid>,
+    pub resource_id: Uuid,
     pub response_status: Option<i16>,
     pub response_body: Option<Vec<u8>>,
+    pub lock_expired: bool,
 }
 
 pub(super) enum ClaimOutcome {
@@ -29,8 +30,8 @@ pub(super) enum ClaimOutcome {
 pub(super) struct IdempotencyRepository;
 
 impl IdempotencyRepository {
-    /// Inserts the key, or takes over an expired key or a dead claim (locked until the past,
-    /// nothing created, same request); otherwise returns what is there.
+    /// Inserts the key with the claim's resource id, or reuses an expired key (a new resource
+    /// id); otherwise returns what is there.
     pub async fn claim<'e, E: PgExecutor<'e> + Copy>(
         &self,
         db: E,
@@ -42,19 +43,16 @@ impl IdempotencyRepository {
         // Asynchronous commit (see `async_commit_source`): the claim is made durable by the
         // order's own commit, which flushes the WAL written before it.
         let claimed: Option<i32> = sqlx::query_scalar(concat!(
-            "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at) \
-             select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6) \
+            "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, resource_id) \
+             select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6), $7 \
              from ",
             async_commit_source!(),
             " as async_commit where true \
              on conflict (user_id, scope, key) do update set \
                request_hash = excluded.request_hash, locked_until = excluded.locked_until, \
-               expires_at = excluded.expires_at, resource_id = null, response_status = null, \
-               response_body = null, created_at = now() \
+               expires_at = excluded.expires_at, resource_id = excluded.resource_id, \
+               response_status = null, response_body = null, created_at = now() \
              where idempotency_keys.expires_at < now() \
-                or (idempotency_keys.locked_until < now() and idempotency_keys.resource_id is null \
-                    and idempotency_keys.response_status is null \
-                    and idempotency_keys.request_hash = excluded.request_hash) \
              returning 1"
         ))
         .bind(claim.user_id)
@@ -63,13 +61,16 @@ impl IdempotencyRepository {
         .bind(request_hash)
         .bind(lock_for.as_secs_f64())
         .bind(ttl.as_secs_f64())
+        .bind(claim.resource_id)
         .fetch_optional(db)
         .await?;
         if claimed.is_some() {
             return Ok(ClaimOutcome::Claimed);
         }
         let existing = sqlx::query_as::<_, ExistingKey>(
-            "select request_hash, resource_id, response_status, response_body from idempotency_keys \
+            "select request_hash, resource_id, response_status, response_body, \
+                    locked_until < now() as lock_expired \
+             from idempotency_keys \
              where user_id = $1 and scope = $2 and key = $3",
         )
         .bind(claim.user_id)
@@ -84,20 +85,28 @@ impl IdempotencyRepository {
         }
     }
 
-    pub async fn attach(
+    /// Locks the key again for a new attempt, if it is still unfinished, its lock has run out
+    /// and it still names the same resource.
+    pub async fn take_over<'e>(
         &self,
-        conn: &mut PgConnection,
+        db: impl PgExecutor<'e>,
         claim: &Claim,
-        resource_id: Uuid,
-    ) -> Result<(), AppError> {
-        sqlx::query("update idempotency_keys set resource_id = $4 where user_id = $1 and scope = $2 and key = $3")
-            .bind(claim.user_id)
-            .bind(claim.scope)
-            .bind(&claim.key)
-            .bind(resource_id)
-            .execute(conn)
-            .await?;
-        Ok(())
+        lock_for: Duration,
+    ) -> Result<bool, AppError> {
+        let taken: Option<i32> = sqlx::query_scalar(
+            "update idempotency_keys set locked_until = now() + make_interval(secs => $5) \
+             where user_id = $1 and scope = $2 and key = $3 and resource_id = $4 \
+               and response_status is null and locked_until < now() \
+             returning 1",
+        )
+        .bind(claim.user_id)
+        .bind(claim.scope)
+        .bind(&claim.key)
+        .bind(claim.resource_id)
+        .bind(lock_for.as_secs_f64())
+        .fetch_optional(db)
+        .await?;
+        Ok(taken.is_some())
     }
 
     pub async fn complete<'e>(
@@ -107,7 +116,7 @@ impl IdempotencyRepository {
         response: &StoredResponse,
     ) -> Result<(), AppError> {
         // Asynchronous commit: a stored response lost in a crash is rebuilt from the order the
-        // claim is attached to (`Begin::Recover`).
+        // claim names (`Begin::Unfinished`).
         sqlx::query(concat!(
             "update idempotency_keys set response_status = $4, response_body = $5 from ",
             async_commit_source!(),

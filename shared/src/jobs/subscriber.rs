@@ -36,18 +36,14 @@ impl Subscriber for EmailSubscriber {
             DomainEvent::User(UserEvent::Registered { user_id }) => {
                 EmailJob::Welcome { user_id: *user_id }
             }
-            DomainEvent::Order(OrderEvent::Placed { order_id, .. }) => {
-                EmailJob::OrderConfirmation {
-                    order_id: *order_id,
-                }
+            DomainEvent::Order(OrderEvent::Placed { order }) => {
+                EmailJob::OrderConfirmation { order_id: order.id }
             }
-            DomainEvent::Order(OrderEvent::Cancelled { order_id, .. }) => {
-                EmailJob::OrderCancelled {
-                    order_id: *order_id,
-                }
+            DomainEvent::Order(OrderEvent::Cancelled { order }) => {
+                EmailJob::OrderCancelled { order_id: order.id }
             }
-            DomainEvent::Report(ReportEvent::Ready { report_id, .. }) => EmailJob::ReportReady {
-                report_id: *report_id,
+            DomainEvent::Report(ReportEvent::Ready { report }) => EmailJob::ReportReady {
+                report_id: report.id,
             },
             DomainEvent::Order(OrderEvent::StatusChanged { .. }) => return Ok(()),
         };

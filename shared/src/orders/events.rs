@@ -1,9 +1,13 @@
 //! Events of the orders domain.
+//!
+//! Each event carries the order as it stands after the change (event-carried state): a
+//! subscriber that describes the order (the webhook payload) has it in hand and does not read
+//! it back inside the publishing transaction, which saves two queries on every order placed.
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::orders::model::OrderStatus;
+use crate::orders::model::{Order, OrderStatus};
 
 /// Something that happened to an order.
 #[derive(Debug, Clone, Serialize)]
@@ -11,28 +15,20 @@ use crate::orders::model::OrderStatus;
 pub enum OrderEvent {
     /// A customer placed an order (stock is reserved).
     Placed {
-        /// The order.
-        order_id: Uuid,
-        /// Its owner.
-        user_id: Uuid,
+        /// The order as placed.
+        order: Order,
     },
     /// An order was cancelled and its stock returned.
     Cancelled {
-        /// The order.
-        order_id: Uuid,
-        /// Its owner.
-        user_id: Uuid,
+        /// The order, now cancelled.
+        order: Order,
     },
     /// An order moved to another fulfilment state (shipped, delivered...).
     StatusChanged {
-        /// The order.
-        order_id: Uuid,
-        /// Its owner.
-        user_id: Uuid,
+        /// The order in its new state.
+        order: Order,
         /// Previous state.
         from: OrderStatus,
-        /// New state.
-        to: OrderStatus,
     },
 }
 
@@ -46,12 +42,17 @@ impl OrderEvent {
         }
     }
 
-    /// The order concerned.
-    pub fn order_id(&self) -> Uuid {
+    /// The order concerned, after the change.
+    pub fn order(&self) -> &Order {
         match self {
-            Self::Placed { order_id, .. }
-            | Self::Cancelled { order_id, .. }
-            | Self::StatusChanged { order_id, .. } => *order_id,
+            Self::Placed { order }
+            | Self::Cancelled { order }
+            | Self::StatusChanged { order, .. } => order,
         }
+    }
+
+    /// The order's id.
+    pub fn order_id(&self) -> Uuid {
+        self.order().id
     }
 }

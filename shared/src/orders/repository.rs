@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
-    error::AppError,
+    error::{AppError, ResultExt},
     orders::model::{Order, OrderItem, OrderStatus},
     pagination::{Page, PageRequest},
 };
@@ -58,42 +58,47 @@ pub struct NewOrderRow<'a> {
 pub struct OrderRepository;
 
 impl OrderRepository {
-    /// Inserts an order and its lines (two statements in the caller's transaction).
+    /// Inserts an order and its lines in one statement (the caller's transaction). An id that
+    /// is already taken is a 409: it happens only when an earlier attempt under the same
+    /// idempotency key committed after its claim had been presumed dead.
     #[tracing::instrument(skip_all)]
     pub async fn insert(
         &self,
         conn: &mut PgConnection,
         new: NewOrderRow<'_>,
     ) -> Result<Order, AppError> {
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "insert into orders (id, user_id, status, total_cents, currency) values ($1, $2, 'placed', $3, $4) \
-             returning {ORDER_COLUMNS}"
-        ))
-        .bind(new.id)
-        .bind(new.user_id)
-        .bind(new.total_cents)
-        .bind(new.currency)
-        .fetch_one(&mut *conn)
-        .await?;
         let line_nos: Vec<i32> = (1..=new.items.len() as i32).collect();
         let product_ids: Vec<Uuid> = new.items.iter().map(|i| i.product_id).collect();
         let skus: Vec<&str> = new.items.iter().map(|i| i.sku.as_str()).collect();
         let names: Vec<&str> = new.items.iter().map(|i| i.name.as_str()).collect();
         let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
         let prices: Vec<i64> = new.items.iter().map(|i| i.unit_price_cents).collect();
-        sqlx::query(
-            "insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents) \
-             select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::bigint[])",
-        )
+        // Both inserts in one round trip; the lines' foreign key to the order is checked at the
+        // end of the statement, when the order row exists.
+        let row = sqlx::query_as::<_, OrderRow>(&format!(
+            "with new_order as (\
+               insert into orders (id, user_id, status, total_cents, currency) \
+               values ($1, $2, 'placed', $3, $4) returning {ORDER_COLUMNS}\
+             ), new_items as (\
+               insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents) \
+               select $1, * from unnest($5::int[], $6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[])\
+             ) select * from new_order"
+        ))
         .bind(new.id)
+        .bind(new.user_id)
+        .bind(new.total_cents)
+        .bind(new.currency)
         .bind(&line_nos)
         .bind(&product_ids)
         .bind(&skus)
         .bind(&names)
         .bind(&quantities)
         .bind(&prices)
-        .execute(&mut *conn)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await
+        .on_constraint("orders_pkey", |_| {
+            AppError::conflict("an order with this id already exists")
+        })?;
         Ok(row.with_items(new.items.to_vec()))
     }
 

@@ -1,13 +1,12 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
     db::UnitOfWork,
     error::AppError,
     events::{DomainEvent, EventBus},
-    idempotency::{Claim, IdempotencyService},
     orders::{
         events::OrderEvent,
         model::{NewOrderLine, Order, OrderItem, OrderStatus},
@@ -25,39 +24,36 @@ pub struct OrderService {
     pool: PgPool,
     orders: OrderRepository,
     products: ProductService,
-    idempotency: IdempotencyService,
     events: EventBus,
     outbox: Outbox,
 }
 
 impl OrderService {
     /// Wires the service.
-    pub fn new(
-        pool: PgPool,
-        products: ProductService,
-        idempotency: IdempotencyService,
-        events: EventBus,
-        outbox: Outbox,
-    ) -> Self {
+    pub fn new(pool: PgPool, products: ProductService, events: EventBus, outbox: Outbox) -> Self {
         Self {
             pool,
             orders: OrderRepository,
             products,
-            idempotency,
             events,
             outbox,
         }
     }
 
-    /// Places an order in one transaction: reserve stock at current prices, write the order,
-    /// link it to the idempotency key, publish `OrderPlaced` (subscribers stage their jobs).
-    /// The staged jobs are pushed to the queue right after the commit.
-    #[tracing::instrument(skip(self, lines, claim), fields(user_id = %actor.user_id, lines = lines.len()))]
+    /// Places an order with id `order_id` in one transaction: reserve stock at current prices,
+    /// write the order, publish `OrderPlaced` (subscribers stage their jobs). The staged jobs
+    /// are pushed to the queue right after the commit.
+    ///
+    /// Under an idempotency key the id is the key's resource id
+    /// ([`crate::idempotency::Claim::resource_id`]), so the key is linked to the order without a
+    /// statement of its own, and two attempts with one key can never both create an order: the
+    /// second insert hits the primary key and is refused with 409.
+    #[tracing::instrument(skip(self, lines), fields(user_id = %actor.user_id, lines = lines.len()))]
     pub async fn place(
         &self,
         actor: &Actor,
         lines: &[NewOrderLine],
-        claim: Option<&Claim>,
+        order_id: Uuid,
     ) -> Result<Order, AppError> {
         let requests: Vec<StockRequest> = lines
             .iter()
@@ -102,7 +98,7 @@ impl OrderService {
             .insert(
                 uow.conn(),
                 NewOrderRow {
-                    id: Uuid::now_v7(),
+                    id: order_id,
                     user_id: actor.user_id,
                     total_cents,
                     currency: &currency,
@@ -110,15 +106,11 @@ impl OrderService {
                 },
             )
             .await?;
-        if let Some(claim) = claim {
-            self.idempotency.attach(uow.conn(), claim, order.id).await?;
-        }
         self.events
             .publish(
                 &mut uow,
                 DomainEvent::Order(OrderEvent::Placed {
-                    order_id: order.id,
-                    user_id: order.user_id,
+                    order: order.clone(),
                 }),
             )
             .await?;
@@ -131,28 +123,26 @@ impl OrderService {
     /// nobody learns which order ids exist.
     #[tracing::instrument(skip(self))]
     pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<Order, AppError> {
+        self.find_for(actor, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("order not found"))
+    }
+
+    /// Like [`OrderService::get`], with `None` for an order that does not exist or that the
+    /// actor may not see: the idempotency recovery asks whether an earlier attempt committed.
+    pub async fn find_for(&self, actor: &Actor, id: Uuid) -> Result<Option<Order>, AppError> {
         let mut conn = self.pool.acquire().await?;
-        self.orders
+        Ok(self
+            .orders
             .find(&mut conn, id, false)
             .await?
-            .filter(|order| actor.may_access(order.user_id))
-            .ok_or_else(|| AppError::not_found("order not found"))
+            .filter(|order| actor.may_access(order.user_id)))
     }
 
     /// An order by id, for system use (job handlers); no access check.
     pub async fn find(&self, id: Uuid) -> Result<Option<Order>, AppError> {
         let mut conn = self.pool.acquire().await?;
         self.orders.find(&mut conn, id, false).await
-    }
-
-    /// An order by id inside the caller's transaction, for subscribers that describe an order
-    /// while it is being placed or changed (it is not visible to other connections yet).
-    pub async fn find_in(
-        &self,
-        conn: &mut PgConnection,
-        id: Uuid,
-    ) -> Result<Option<Order>, AppError> {
-        self.orders.find(conn, id, false).await
     }
 
     /// The actor's own orders, newest first.
@@ -227,15 +217,12 @@ impl OrderService {
         order.status = next;
         let event = if next == OrderStatus::Cancelled {
             OrderEvent::Cancelled {
-                order_id: id,
-                user_id: order.user_id,
+                order: order.clone(),
             }
         } else {
             OrderEvent::StatusChanged {
-                order_id: id,
-                user_id: order.user_id,
+                order: order.clone(),
                 from: previous,
-                to: next,
             }
         };
         self.events

@@ -1,7 +1,9 @@
-//! Events of the reports domain.
+//! Events of the reports domain. Like order events, they carry the report itself, so
+//! subscribers need not read it back.
 
 use serde::Serialize;
-use uuid::Uuid;
+
+use crate::reports::model::Report;
 
 /// Something that happened to a report.
 #[derive(Debug, Clone, Serialize)]
@@ -9,10 +11,8 @@ use uuid::Uuid;
 pub enum ReportEvent {
     /// A report finished building and can be downloaded.
     Ready {
-        /// The report.
-        report_id: Uuid,
-        /// Who asked for it.
-        user_id: Uuid,
+        /// The finished report.
+        report: Report,
     },
 }
 

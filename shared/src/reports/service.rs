@@ -1,7 +1,7 @@
 //! Report rules: who may request and read which report, and the build's bookkeeping.
 
 use futures::stream::BoxStream;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -72,16 +72,6 @@ impl ReportService {
         self.reports.find(&self.pool, id).await
     }
 
-    /// A report by id inside the caller's transaction, for subscribers that describe a report
-    /// whose change is not committed yet.
-    pub async fn find_in(
-        &self,
-        conn: &mut PgConnection,
-        id: Uuid,
-    ) -> Result<Option<Report>, AppError> {
-        self.reports.find(conn, id).await
-    }
-
     /// Marks a build started.
     pub async fn mark_running(&self, id: Uuid) -> Result<(), AppError> {
         self.reports.mark_running(&self.pool, id).await
@@ -104,8 +94,7 @@ impl ReportService {
             .publish(
                 &mut uow,
                 DomainEvent::Report(ReportEvent::Ready {
-                    report_id: id,
-                    user_id: report.user_id,
+                    report: report.clone(),
                 }),
             )
             .await?;

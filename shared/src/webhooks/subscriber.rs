@@ -2,19 +2,19 @@
 //!
 //! For `order.placed`, `order.cancelled`, `order.status_changed` and `report.ready`: find the
 //! enabled endpoints subscribed to the event; if there are any, describe the order or report
-//! (read through its domain's service, on the transaction's connection, since the change is not
-//! committed yet) and write one delivery plus one staged job per endpoint. A rolled-back order
-//! therefore sends no webhook, and a committed one always does.
+//! (carried by the event itself, as it stands in the uncommitted transaction) and write one
+//! delivery plus one staged job per endpoint. A rolled-back order therefore sends no webhook,
+//! and a committed one always does.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::{
     db::UnitOfWork,
-    error::{AppError, Result},
+    error::Result,
     events::{DomainEvent, Subscriber},
-    orders::{Order, OrderService, events::OrderEvent},
-    reports::{Report, ReportService, events::ReportEvent},
+    orders::{Order, events::OrderEvent},
+    reports::{Report, events::ReportEvent},
     webhooks::{model::WebhookEventType, service::WebhookService},
 };
 
@@ -22,47 +22,27 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct WebhookSubscriber {
     webhooks: WebhookService,
-    orders: OrderService,
-    reports: ReportService,
 }
 
 impl WebhookSubscriber {
-    /// A subscriber that describes orders and reports through these services. They are only
-    /// read from, so they may be built on an empty event bus (the real bus holds this
-    /// subscriber).
-    pub fn new(webhooks: WebhookService, orders: OrderService, reports: ReportService) -> Self {
-        Self {
-            webhooks,
-            orders,
-            reports,
-        }
+    /// A subscriber that writes deliveries through `webhooks`.
+    pub fn new(webhooks: WebhookService) -> Self {
+        Self { webhooks }
     }
+}
 
-    /// The `data` of an event: what a receiver needs without calling back.
-    async fn describe(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<Option<Value>> {
-        match event {
-            DomainEvent::Order(order_event) => {
-                let Some(order) = self
-                    .orders
-                    .find_in(uow.conn(), order_event.order_id())
-                    .await?
-                else {
-                    return Err(AppError::internal("order of a published event is missing"));
-                };
-                let mut data = order_data(&order);
-                if let OrderEvent::StatusChanged { from, .. } = order_event {
-                    data["previous_status"] = json!(from.as_str());
-                }
-                Ok(Some(data))
+/// The `data` of an event: what a receiver needs without calling back.
+fn describe(event: &DomainEvent) -> Option<Value> {
+    match event {
+        DomainEvent::Order(order_event) => {
+            let mut data = order_data(order_event.order());
+            if let OrderEvent::StatusChanged { from, .. } = order_event {
+                data["previous_status"] = json!(from.as_str());
             }
-            DomainEvent::Report(ReportEvent::Ready { report_id, .. }) => {
-                let Some(report) = self.reports.find_in(uow.conn(), *report_id).await? else {
-                    return Err(AppError::internal("report of a published event is missing"));
-                };
-                Ok(Some(report_data(&report)))
-            }
-            DomainEvent::User(_) => Ok(None),
+            Some(data)
         }
+        DomainEvent::Report(ReportEvent::Ready { report }) => Some(report_data(report)),
+        DomainEvent::User(_) => None,
     }
 }
 
@@ -118,7 +98,7 @@ impl Subscriber for WebhookSubscriber {
         if endpoints.is_empty() {
             return Ok(());
         }
-        let Some(data) = self.describe(uow, event).await? else {
+        let Some(data) = describe(event) else {
             return Ok(());
         };
         let staged = self

@@ -226,7 +226,7 @@ impl ShopFixture {
                     product_id: self.product.id,
                     quantity,
                 }],
-                None,
+                uuid::Uuid::now_v7(),
             )
             .await
             .unwrap()
