@@ -126,7 +126,14 @@ where
 {
     match operation(claim.clone()).await {
         Ok((status, body)) => {
-            store(state, &claim, status, &body).await;
+            // Stored off the response's path; a retry meanwhile is answered from the resource.
+            state.services.idempotency.complete_later(
+                claim,
+                StoredResponse {
+                    status: status.as_u16(),
+                    body: body.clone(),
+                },
+            );
             Ok(json_response(status, body, false))
         }
         Err(error) if error.status().is_client_error() => {
@@ -144,8 +151,8 @@ where
     }
 }
 
-/// Stores the response; if that fails the key stays linked to the resource (when one was
-/// created), so a retry is still answered from it rather than repeated.
+/// Stores a refusal's response before it is sent; if that fails, a retry runs the operation
+/// again once the claim's lock runs out (nothing was created).
 async fn store(state: &AppState, claim: &Claim, status: StatusCode, body: &[u8]) {
     let response = StoredResponse {
         status: status.as_u16(),

@@ -9,7 +9,9 @@
 //! same statement, the id the resource will have ([`Claim::resource_id`]); the operation
 //! creates the resource *with that id*, so the key is linked to it by the resource's own commit
 //! and no extra statement; after the commit the response bytes are stored
-//! ([`IdempotencyService::complete`]).
+//! ([`IdempotencyService::complete`], or for a success [`IdempotencyService::complete_later`]:
+//! a background writer stores the responses of many requests in one statement, off the
+//! response's path, since until it lands a retry is answered from the resource itself).
 //!
 //! A key with no stored response ([`Begin::Unfinished`]) means an earlier attempt committed and
 //! died before storing its answer, or is still running, or died before committing. The caller
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -90,6 +93,9 @@ pub fn fingerprint(canonical_request: &[u8]) -> String {
     hex::encode(Sha256::digest(canonical_request))
 }
 
+/// Most responses the background writer stores in one statement.
+const COMPLETION_BATCH: usize = 500;
+
 /// Remembers keys and their responses.
 #[derive(Debug, Clone)]
 pub struct IdempotencyService {
@@ -97,15 +103,21 @@ pub struct IdempotencyService {
     repository: IdempotencyRepository,
     /// How long a claim blocks retries before it is presumed dead (longer than any request).
     lock_for: Duration,
+    /// To the background writer of [`IdempotencyService::complete_later`].
+    completions: mpsc::UnboundedSender<(Claim, StoredResponse)>,
 }
 
 impl IdempotencyService {
     /// A service over `pool`; a claim is presumed dead after `lock_for` without completion.
+    /// Starts the background writer, so it must be called inside a tokio runtime.
     pub fn new(pool: PgPool, lock_for: Duration) -> Self {
+        let (completions, pending) = mpsc::unbounded_channel();
+        tokio::spawn(write_completions(pool.clone(), pending));
         Self {
             pool,
             repository: IdempotencyRepository,
             lock_for,
+            completions,
         }
     }
 
@@ -169,6 +181,18 @@ impl IdempotencyService {
         self.repository.complete(&self.pool, claim, response).await
     }
 
+    /// Stores the response of a *successful* operation in the background, batched with other
+    /// requests' (one statement for all that finished meanwhile). Until it is written, a retry
+    /// finds the key unfinished and is answered from the resource the operation created, so
+    /// the response is the same either way; if the process dies first, that recovery is what
+    /// every retry gets. Refusals (4xx), which created nothing to recover from, go through
+    /// [`IdempotencyService::complete`] before they are answered.
+    pub fn complete_later(&self, claim: Claim, response: StoredResponse) {
+        if let Err(mpsc::error::SendError((claim, _))) = self.completions.send((claim, response)) {
+            tracing::warn!(key = %claim.key, "idempotency response writer is gone; a retry will be recovered from the resource");
+        }
+    }
+
     /// Forgets a claim whose operation failed in a way worth retrying (5xx), so a retry runs again.
     pub async fn release(&self, claim: &Claim) -> Result<(), AppError> {
         self.repository.delete(&self.pool, claim).await
@@ -177,5 +201,29 @@ impl IdempotencyService {
     /// Deletes expired keys; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
         self.repository.purge_expired(&self.pool).await
+    }
+}
+
+/// The background writer behind [`IdempotencyService::complete_later`]: everything that
+/// arrived while the previous statement ran is stored by the next one.
+async fn write_completions(
+    pool: PgPool,
+    mut pending: mpsc::UnboundedReceiver<(Claim, StoredResponse)>,
+) {
+    let repository = IdempotencyRepository;
+    let mut batch = Vec::with_capacity(COMPLETION_BATCH);
+    while let Some(first) = pending.recv().await {
+        batch.push(first);
+        while batch.len() < COMPLETION_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = repository.complete_many(&pool, &batch).await {
+            // Not fatal: the keys stay unfinished and retries are answered from the resources.
+            tracing::warn!(%error, responses = batch.len(), "storing idempotent responses failed");
+        }
+        batch.clear();
     }
 }

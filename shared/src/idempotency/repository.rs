@@ -132,6 +132,37 @@ impl IdempotencyRepository {
         Ok(())
     }
 
+    /// Stores many responses in one statement (the background writer's batch).
+    pub async fn complete_many<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        completions: &[(Claim, StoredResponse)],
+    ) -> Result<(), AppError> {
+        let user_ids: Vec<Uuid> = completions.iter().map(|(c, _)| c.user_id).collect();
+        let scopes: Vec<&str> = completions.iter().map(|(c, _)| c.scope).collect();
+        let keys: Vec<&str> = completions.iter().map(|(c, _)| c.key.as_str()).collect();
+        let statuses: Vec<i16> = completions.iter().map(|(_, r)| r.status as i16).collect();
+        let bodies: Vec<&[u8]> = completions.iter().map(|(_, r)| r.body.as_slice()).collect();
+        // Asynchronous commit, as in `complete`.
+        sqlx::query(concat!(
+            "update idempotency_keys set response_status = stored.status, response_body = stored.body \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::bytea[]) \
+                    as stored (user_id, scope, key, status, body), ",
+            async_commit_source!(),
+            " as async_commit \
+             where idempotency_keys.user_id = stored.user_id and idempotency_keys.scope = stored.scope \
+               and idempotency_keys.key = stored.key"
+        ))
+        .bind(&user_ids)
+        .bind(&scopes)
+        .bind(&keys)
+        .bind(&statuses)
+        .bind(&bodies)
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
     pub async fn delete<'e>(&self, db: impl PgExecutor<'e>, claim: &Claim) -> Result<(), AppError> {
         sqlx::query("delete from idempotency_keys where user_id = $1 and scope = $2 and key = $3 and response_status is null")
             .bind(claim.user_id)
