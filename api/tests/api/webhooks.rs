@@ -682,6 +682,15 @@ async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
         ["order.cancelled", "order.placed", "report.ready"]
     );
 
+    // Their ids are made by PostgreSQL in the fan-out statement: UUIDv7 carrying the creation
+    // time, like every id the application makes.
+    for delivery in &all {
+        let id: uuid::Uuid = delivery["id"].as_str().expect("id").parse().expect("uuid");
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        let (seconds, _) = id.get_timestamp().expect("timestamp").to_unix();
+        let age = chrono::Utc::now().timestamp() - seconds as i64;
+        assert!((0..60).contains(&age), "{id} is {age} s old");
+    }
     for delivery in &all {
         assert_eq!(delivery["status"], "pending");
         assert_eq!(delivery["attempts"], 0);

@@ -133,23 +133,29 @@ impl WebhookRepository {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Enabled endpoints subscribed to `event`, oldest first, key-share locked until the
-    /// caller's transaction ends: an endpoint deleted meanwhile waits for it, instead of making
-    /// the delivery insert (and with it the order) fail on the foreign key.
-    #[tracing::instrument(skip(self, conn))]
-    pub async fn subscribed(
+    /// Writes one delivery of `payload` to every enabled endpoint subscribed to `event`, in one
+    /// statement; returns the new deliveries' ids (none when nobody subscribes). The endpoints
+    /// are key-share locked, so one deleted concurrently is either skipped or waits for this
+    /// transaction, and never makes the insert fail.
+    #[tracing::instrument(skip(self, conn, payload))]
+    pub async fn insert_deliveries_to_subscribers(
         &self,
         conn: &mut PgConnection,
         event: WebhookEventType,
-    ) -> Result<Vec<WebhookEndpoint>, AppError> {
-        let rows = sqlx::query_as::<_, EndpointRow>(&format!(
-            "select {ENDPOINT_COLUMNS} from webhook_endpoints where enabled and events @> array[$1]::text[] \
-             order by id for key share"
-        ))
+        payload: &str,
+    ) -> Result<Vec<Uuid>, AppError> {
+        Ok(sqlx::query_scalar(
+            "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
+             select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
+               select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
+               order by id for key share \
+             ) as subscribed \
+             returning id",
+        )
         .bind(event.as_str())
+        .bind(payload)
         .fetch_all(conn)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        .await?)
     }
 
     /// Stops deliveries to an endpoint; false if it was already disabled or is gone.
@@ -169,26 +175,6 @@ impl WebhookRepository {
         .execute(conn)
         .await?;
         Ok(result.rows_affected() > 0)
-    }
-
-    /// Inserts a pending delivery of `payload` to an endpoint.
-    #[tracing::instrument(skip(self, conn, payload))]
-    pub async fn insert_delivery(
-        &self,
-        conn: &mut PgConnection,
-        id: Uuid,
-        endpoint_id: Uuid,
-        event: WebhookEventType,
-        payload: &str,
-    ) -> Result<(), AppError> {
-        sqlx::query("insert into webhook_deliveries (id, endpoint_id, event_type, payload) values ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(endpoint_id)
-            .bind(event.as_str())
-            .bind(payload)
-            .execute(conn)
-            .await?;
-        Ok(())
     }
 
     /// A delivery by id.

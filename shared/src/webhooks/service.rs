@@ -140,22 +140,14 @@ impl WebhookService {
             .await
     }
 
-    /// Enabled endpoints subscribed to `event`, read inside the publishing transaction.
-    pub async fn subscribed(
-        &self,
-        uow: &mut UnitOfWork,
-        event: WebhookEventType,
-    ) -> Result<Vec<WebhookEndpoint>, AppError> {
-        self.webhooks.subscribed(uow.conn(), event).await
-    }
-
-    /// Writes one delivery of `data` per endpoint and stages its job, inside `uow`. The body is
-    /// serialised once, here, so every endpoint and every retry gets the same bytes.
-    #[tracing::instrument(skip(self, uow, endpoints, data), fields(event = event.as_str(), endpoints = endpoints.len()))]
+    /// Writes one delivery of `data` per enabled endpoint subscribed to `event` and stages its
+    /// job, inside `uow`; returns the delivery ids (none when nobody subscribes). The body is
+    /// serialised once, here, so every endpoint and every retry gets the same bytes, and the
+    /// endpoints are found and their deliveries written in one statement.
+    #[tracing::instrument(skip(self, uow, data), fields(event = event.as_str()))]
     pub async fn stage_deliveries(
         &self,
         uow: &mut UnitOfWork,
-        endpoints: &[WebhookEndpoint],
         event: WebhookEventType,
         data: &Value,
     ) -> Result<Vec<Uuid>, AppError> {
@@ -164,14 +156,12 @@ impl WebhookService {
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             data,
         })?;
-        let mut ids = Vec::with_capacity(endpoints.len());
-        for endpoint in endpoints {
-            let delivery_id = Uuid::now_v7();
-            self.webhooks
-                .insert_delivery(uow.conn(), delivery_id, endpoint.id, event, &body)
-                .await?;
+        let ids = self
+            .webhooks
+            .insert_deliveries_to_subscribers(uow.conn(), event, &body)
+            .await?;
+        for &delivery_id in &ids {
             jobs::stage(uow, &WebhookJob { delivery_id }, &self.policies).await?;
-            ids.push(delivery_id);
         }
         Ok(ids)
     }

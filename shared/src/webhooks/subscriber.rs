@@ -1,9 +1,9 @@
 //! Turns domain events into webhook deliveries, inside the publishing transaction.
 //!
-//! For `order.placed`, `order.cancelled`, `order.status_changed` and `report.ready`: find the
-//! enabled endpoints subscribed to the event; if there are any, describe the order or report
-//! (carried by the event itself, as it stands in the uncommitted transaction) and write one
-//! delivery plus one staged job per endpoint. A rolled-back order therefore sends no webhook,
+//! For `order.placed`, `order.cancelled`, `order.status_changed` and `report.ready`: describe
+//! the order or report (carried by the event itself, as it stands in the uncommitted
+//! transaction) and write one delivery per enabled endpoint subscribed to the event, found and
+//! written in one statement, plus one staged job per delivery. A rolled-back order therefore sends no webhook,
 //! and a committed one always does.
 
 use async_trait::async_trait;
@@ -93,18 +93,12 @@ impl Subscriber for WebhookSubscriber {
         let Some(kind) = WebhookEventType::of(event) else {
             return Ok(());
         };
-        // Most events have no subscriber: one indexed lookup, and nothing is loaded.
-        let endpoints = self.webhooks.subscribed(uow, kind).await?;
-        if endpoints.is_empty() {
-            return Ok(());
-        }
         let Some(data) = describe(event) else {
             return Ok(());
         };
-        let staged = self
-            .webhooks
-            .stage_deliveries(uow, &endpoints, kind, &data)
-            .await?;
+        // One statement finds the subscribed endpoints and writes their deliveries; most events
+        // have no subscriber and it writes nothing.
+        let staged = self.webhooks.stage_deliveries(uow, kind, &data).await?;
         tracing::debug!(
             event = kind.as_str(),
             deliveries = staged.len(),

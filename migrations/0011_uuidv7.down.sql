@@ -1,0 +1,1 @@
+drop function if exists orderly_uuidv7();
