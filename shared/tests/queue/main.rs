@@ -7,3 +7,4 @@ mod helpers;
 mod engine;
 mod model;
 mod outbox;
+mod producer;
