@@ -23,6 +23,9 @@ const LAG_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// How often histogram samples are folded into their buckets (the exporter's own default).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn prometheus() -> PrometheusHandle {
     HANDLE
@@ -37,6 +40,20 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
+            // Histogram samples are kept one by one until they are folded into their buckets;
+            // a recorder that is built (not installed by the exporter) folds them only when
+            // told. Without this, a process nobody scrapes keeps every request's latency: the
+            // api grew by about 8 bytes per request under load.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn the metrics upkeep thread");
             // Fails only if another recorder was installed outside this function; the handle
             // then renders nothing, which a metrics test would show at once.
             let _ = metrics::set_global_recorder(recorder);
