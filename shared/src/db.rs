@@ -22,8 +22,9 @@ use crate::{config::DatabaseConfig, queue::outbox::StagedJob};
 /// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
 /// runs outside any business transaction: the idempotency claim and stored response (a lost one
 /// is re-created by the recovery path, and the order's own synchronous commit flushes every WAL
-/// record written before it anyway) and the outbox `dispatched_at` mark (a lost one means one
-/// idempotent re-push by the relay). An order then waits for one WAL flush, not three.
+/// record written before it anyway), the outbox `dispatched_at` mark (a lost one means one
+/// idempotent re-push by the relay) and the sent-mail log (see `SentEmailService::record`). An
+/// order then waits for one WAL flush, not three.
 /// Used as `concat!("... from ", async_commit_source!(), " as async_commit ...")` in an
 /// autocommit statement.
 macro_rules! async_commit_source {

@@ -41,11 +41,18 @@ impl SentEmailService {
     }
 
     /// Records a sent message (a second record for the same job is ignored).
+    ///
+    /// Asynchronous commit (`crate::db::async_commit_source`): the row is visible to a retry at
+    /// once, and a retry happens only if the worker dies before acking the job; losing the row
+    /// needs PostgreSQL to crash within the same fraction of a second as well. Every email then
+    /// frees its worker slot without waiting for a WAL flush.
     pub async fn record(&self, email: &SentEmail) -> Result<(), AppError> {
-        sqlx::query(
-            "insert into sent_emails (job_id, kind, recipient, subject) values ($1, $2, $3, $4) \
-             on conflict (job_id) do nothing",
-        )
+        sqlx::query(concat!(
+            "insert into sent_emails (job_id, kind, recipient, subject) \
+             select $1, $2, $3, $4 from ",
+            crate::db::async_commit_source!(),
+            " as async_commit on conflict (job_id) do nothing"
+        ))
         .bind(&email.job_id)
         .bind(&email.kind)
         .bind(&email.recipient)
