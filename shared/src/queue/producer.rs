@@ -4,8 +4,8 @@
 //!
 //! One call at a time, on purpose. Two in flight (as the worker's acker does) was measured: it
 //! did not raise the queue benchmark's enqueue rate, and it doubled the order-to-email latency at
-//! 200 orders/s (p50 15–20 ms became 37–99 ms), because the api's pushes after commit then go
-//! out in more, smaller groups.
+//! 200 orders/s (p50 15–20 ms became 37–99 ms in back-to-back runs). The cause was not pinned
+//! down; the api's pushes after commit then go out in more, smaller groups.
 
 use tokio::sync::{mpsc, oneshot};
 
