@@ -90,7 +90,7 @@ pub struct OutboxBacklog {
 pub struct Outbox {
     pool: PgPool,
     producer: Producer,
-    dispatch: mpsc::UnboundedSender<DispatchMessage>,
+    dispatch: mpsc::UnboundedSender<Message<StagedJob>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -138,7 +138,7 @@ impl Outbox {
         let staged = uow.commit().await?;
         if !staged.is_empty() {
             // If the dispatcher is gone (shutdown), the relay picks these rows up.
-            let _ = self.dispatch.send(DispatchMessage::Jobs(staged));
+            let _ = self.dispatch.send(Message::Work(staged));
         }
         Ok(())
     }
@@ -147,7 +147,7 @@ impl Outbox {
     /// `timeout`. Anything committed later is still pushed, or relayed by a worker.
     pub async fn drain(&self, timeout: Duration) {
         let (done, finished) = tokio::sync::oneshot::channel();
-        if self.dispatch.send(DispatchMessage::Flush(done)).is_ok() {
+        if self.dispatch.send(Message::Flush(done)).is_ok() {
             let _ = tokio::time::timeout(timeout, finished).await;
         }
     }
@@ -258,48 +258,58 @@ impl Outbox {
     }
 }
 
-enum DispatchMessage {
-    Jobs(Vec<StagedJob>),
+/// What the dispatcher and the marker receive: work (staged jobs; ids of pushed rows), or a flush
+/// to answer once everything sent before it is done.
+enum Message<T> {
+    Work(Vec<T>),
     Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// `first` and whatever else is queued already, up to about `limit` items: the work, and the
+/// flushes among it.
+fn gather<T>(
+    first: Message<T>,
+    rx: &mut mpsc::UnboundedReceiver<Message<T>>,
+    limit: usize,
+) -> (Vec<T>, Vec<tokio::sync::oneshot::Sender<()>>) {
+    let mut work = Vec::new();
+    let mut flushes = Vec::new();
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Message::Work(items) => work.extend(items),
+            Message::Flush(done) => flushes.push(done),
+        }
+        if work.len() < limit {
+            next = rx.try_recv().ok();
+        }
+    }
+    (work, flushes)
 }
 
 struct Dispatcher {
     producer: Producer,
-    marks: mpsc::UnboundedSender<MarkMessage>,
+    marks: mpsc::UnboundedSender<Message<Uuid>>,
 }
 
-/// What the dispatcher hands the marker: the ids of rows pushed to Redis, or a flush to answer
-/// once everything handed over before it is marked.
-enum MarkMessage {
-    Pushed(Vec<Uuid>),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Pushes staged jobs to Redis. Marking the rows dispatched is the marker's job, so a push never
-/// waits for PostgreSQL: at 200 orders/s the mark's round trip (and its wait for a pooled
-/// connection) held every job staged meanwhile back from Redis, and the end-to-end benchmark saw
-/// emails arrive tens of milliseconds late with the machine half idle.
-async fn run_dispatcher(dispatcher: Dispatcher, mut rx: mpsc::UnboundedReceiver<DispatchMessage>) {
+/// Pushes staged jobs to Redis, everything that queued up during the previous push in one push.
+/// Marking the rows dispatched is the marker's job, so a push never waits for PostgreSQL (the
+/// mark's round trip, and its wait for a pooled connection, would hold back every job staged
+/// meanwhile).
+async fn run_dispatcher(
+    dispatcher: Dispatcher,
+    mut rx: mpsc::UnboundedReceiver<Message<StagedJob>>,
+) {
     while let Some(first) = rx.recv().await {
-        let mut specs: Vec<JobSpec> = Vec::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        // Everything that queued up during the previous push goes out in one push.
-        while let Some(message) = next.take() {
-            match message {
-                DispatchMessage::Jobs(jobs) => specs.extend(jobs.into_iter().map(|s| s.spec)),
-                DispatchMessage::Flush(done) => flushes.push(done),
-            }
-            if specs.len() < 1000 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !specs.is_empty() {
-            dispatcher.push(specs).await;
+        let (staged, flushes) = gather(first, &mut rx, 1000);
+        if !staged.is_empty() {
+            dispatcher
+                .push(staged.into_iter().map(|job| job.spec).collect())
+                .await;
         }
         // After this batch's ids, so a flush is answered once they are marked.
         for done in flushes {
-            let _ = dispatcher.marks.send(MarkMessage::Flush(done));
+            let _ = dispatcher.marks.send(Message::Flush(done));
         }
     }
 }
@@ -313,27 +323,16 @@ impl Dispatcher {
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
             return;
         }
-        let _ = self.marks.send(MarkMessage::Pushed(ids));
+        let _ = self.marks.send(Message::Work(ids));
     }
 }
 
 /// Marks pushed rows dispatched, everything pushed meanwhile in one `UPDATE`. A row pushed but
 /// not yet marked (the process dies in between) is pushed again by the relay, which the engine
 /// ignores by id.
-async fn run_marker(pool: PgPool, mut rx: mpsc::UnboundedReceiver<MarkMessage>) {
+async fn run_marker(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>) {
     while let Some(first) = rx.recv().await {
-        let mut ids: Vec<Uuid> = Vec::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                MarkMessage::Pushed(pushed) => ids.extend(pushed),
-                MarkMessage::Flush(done) => flushes.push(done),
-            }
-            if ids.len() < 5000 {
-                next = rx.try_recv().ok();
-            }
-        }
+        let (ids, flushes) = gather(first, &mut rx, 5000);
         if !ids.is_empty() {
             match sqlx::query_scalar::<_, f64>(MARK_DISPATCHED)
                 .bind(&ids)
