@@ -303,9 +303,7 @@ async fn run_dispatcher(
     while let Some(first) = rx.recv().await {
         let (staged, flushes) = gather(first, &mut rx, 1000);
         if !staged.is_empty() {
-            dispatcher
-                .push(staged.into_iter().map(|job| job.spec).collect())
-                .await;
+            dispatcher.push(staged).await;
         }
         // After this batch's ids, so a flush is answered once they are marked.
         for done in flushes {
@@ -315,9 +313,10 @@ async fn run_dispatcher(
 }
 
 impl Dispatcher {
-    async fn push(&self, specs: Vec<JobSpec>) {
-        let ids: Vec<Uuid> = specs.iter().filter_map(|s| s.id.parse().ok()).collect();
-        let count = specs.len();
+    async fn push(&self, staged: Vec<StagedJob>) {
+        let count = staged.len();
+        let (ids, specs): (Vec<Uuid>, Vec<JobSpec>) =
+            staged.into_iter().map(|job| (job.id, job.spec)).unzip();
         if let Err(error) = self.producer.enqueue_many(specs).await {
             // The rows stay undispatched; the relay pushes them once Redis is back.
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");

@@ -1,5 +1,5 @@
-//! The producer's group commit: concurrent callers are sent together, several script calls in
-//! flight, and every caller still gets the answer for its own jobs.
+//! The producer's group commit: concurrent callers are sent together, and every caller still
+//! gets the answer for its own jobs.
 
 use std::collections::HashSet;
 
@@ -25,7 +25,7 @@ async fn concurrent_callers_each_get_their_own_answer() {
             .all(|added| *added)
     );
 
-    // 600 callers at once: one job each on two queues, a third of them duplicates, and some
+    // 600 callers at once: one job each on two queues, some repeating an existing id, and some
     // callers sending three jobs in one call, so groups mix sizes, queues and outcomes.
     let calls = (0..600).map(|i| {
         let producer = producer.clone();
