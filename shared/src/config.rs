@@ -151,6 +151,9 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Lifetime of static configuration entries (`CACHE_STATIC_TTL_SECS`, default 24 h).
     pub static_ttl: Duration,
+    /// Budget of the in-process near cache in front of Redis, in bytes of encoded entries
+    /// (`CACHE_NEAR_MAX_BYTES`, default 16 MiB; 0 turns it off).
+    pub near_max_bytes: usize,
 }
 
 /// Per-client request budgets (GCRA).
@@ -488,6 +491,7 @@ impl Config {
             cache: CacheConfig {
                 ttl: secs(env.parse_or("CACHE_TTL_SECS", 60)?),
                 static_ttl: secs(env.parse_or("CACHE_STATIC_TTL_SECS", 86_400)?),
+                near_max_bytes: env.parse_or("CACHE_NEAR_MAX_BYTES", 16 * 1024 * 1024)?,
             },
             rate_limit: RateLimitConfig {
                 store,
@@ -560,6 +564,7 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.cache.ttl, Duration::from_secs(60));
         assert_eq!(config.cache.static_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.cache.near_max_bytes, 16 * 1024 * 1024);
         assert_eq!(config.worker.queues.len(), crate::jobs::QUEUES.len());
     }
 

@@ -77,7 +77,7 @@ impl Services {
         let redis = crate::redis::connect_lazy(&config.redis)?;
         let client = crate::redis::client(&config.redis)?;
         let prefix = config.redis.prefix.clone();
-        let cache = Cache::new(redis.clone(), &prefix);
+        let cache = Cache::with_near(redis.clone(), &client, &prefix, config.cache.near_max_bytes);
         let queue = QueueEngine::new(
             redis.clone(),
             client,

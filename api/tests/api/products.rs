@@ -2,16 +2,19 @@
 //! listing with keyset pagination and the `q` search, inactive products hidden from everyone but
 //! admins, PATCH, soft DELETE, and the Redis read-through cache: a product or a catalogue page is
 //! served from Redis after the first read (shown by tampering with the cached entry) and an admin
-//! edit makes the next read fresh again.
+//! edit makes the next read fresh again. The near cache in front of Redis: a product read twice
+//! is kept in the process, and any change under the cache prefix in Redis (a tampered entry, an
+//! edit through another api instance) drops it; when its change feed from Redis is cut, it
+//! forgets everything and serves from Redis until the feed is back.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, TestUser, assert_error, spawn_app};
+use crate::helpers::{TestApp, TestUser, assert_error, spawn_app, spawn_app_with};
 
 fn product(sku: &str, name: &str) -> Value {
     json!({"sku": sku, "name": name, "description": "A thing", "price_cents": 1299, "currency": "EUR", "stock": 10})
@@ -437,4 +440,155 @@ async fn catalogue_pages_are_served_from_redis_until_an_admin_edit(pool: PgPool)
         third["items"][0]["name"], "Relisted",
         "the edit did not invalidate cached pages"
     );
+}
+
+/// Waits (up to 10 s) until `condition` holds; the near cache learns of changes from Redis
+/// asynchronously, so tests wait for the notice instead of sleeping a guessed time.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn name_of(app: &TestApp, path: &str) -> String {
+    let body: Value = app.get(path, None).await.json().await.unwrap();
+    body["name"].as_str().expect("name").to_owned()
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_product_read_twice_is_kept_in_process_until_redis_reports_a_change(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let cache = app.services.cache.clone();
+    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    let admin = app.admin().await;
+    let created = app
+        .create_product_with(&admin, &product("NEAR-1", "Original"))
+        .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/products/{id}");
+    let cache_key = format!("product:{id}");
+    let redis_key = format!("{}:cache:{cache_key}", app.prefix);
+
+    // The first read fills Redis from PostgreSQL; the second reads Redis and keeps it near.
+    assert_eq!(name_of(&app, &path).await, "Original");
+    assert!(!cache.near_holds(&cache_key));
+    assert_eq!(name_of(&app, &path).await, "Original");
+    assert!(
+        cache.near_holds(&cache_key),
+        "a Redis hit was not kept near"
+    );
+
+    // A write nobody announced (an operator with redis-cli): Redis's own notice drops the copy.
+    tamper(&app, &redis_key, |p| p["name"] = json!("Tampered in Redis")).await;
+    eventually("Redis's invalidation reaches the near cache", || {
+        !cache.near_holds(&cache_key)
+    })
+    .await;
+    assert_eq!(name_of(&app, &path).await, "Tampered in Redis");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_edit_through_one_api_instance_reaches_the_near_cache_of_another(pool: PgPool) {
+    let reader = spawn_app(pool.clone()).await;
+    let editor = spawn_app_with(pool, &[("REDIS_PREFIX", reader.prefix.as_str())]).await;
+    let cache = reader.services.cache.clone();
+    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    let admin = editor.admin().await;
+    let created = editor
+        .create_product_with(&admin, &product("NEAR-2", "Before"))
+        .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/products/{id}");
+    let cache_key = format!("product:{id}");
+    let page_path = "/api/v1/products";
+
+    assert_eq!(name_of(&reader, &path).await, "Before");
+    assert_eq!(name_of(&reader, &path).await, "Before");
+    assert!(cache.near_holds(&cache_key));
+    // Pages too: the page and its generation are kept near after the second read.
+    for _ in 0..2 {
+        let page: Value = reader.get(page_path, None).await.json().await.unwrap();
+        assert_eq!(page["items"][0]["name"], "Before");
+    }
+    assert!(cache.near_holds("gen:products:pages"));
+
+    rename(&editor, &admin, id, "After").await;
+    eventually("the edit's invalidation reaches the other instance", || {
+        !cache.near_holds(&cache_key) && !cache.near_holds("gen:products:pages")
+    })
+    .await;
+    assert_eq!(name_of(&reader, &path).await, "After");
+    let page: Value = reader.get(page_path, None).await.json().await.unwrap();
+    assert_eq!(page["items"][0]["name"], "After", "a stale page was served");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn the_near_cache_forgets_everything_while_its_change_feed_is_down(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let cache = app.services.cache.clone();
+    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    let admin = app.admin().await;
+    let created = app
+        .create_product_with(&admin, &product("NEAR-3", "Kept"))
+        .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/products/{id}");
+    let cache_key = format!("product:{id}");
+    name_of(&app, &path).await;
+    name_of(&app, &path).await;
+    assert!(cache.near_holds(&cache_key));
+
+    // Cut the feed the way a network failure would: Redis drops the tracking connection.
+    let first_feed = cache
+        .near_tracking_client_id()
+        .expect("a tracking connection");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(first_feed)
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // Whatever was kept is gone the moment the loss is noticed (changes made while the feed was
+    // down would never be reported), and the cache tracks again on a new connection.
+    eventually("a new tracking connection", || {
+        cache
+            .near_tracking_client_id()
+            .is_some_and(|id| id != first_feed)
+    })
+    .await;
+    assert!(
+        !cache.near_holds(&cache_key),
+        "an entry kept from before the outage survived it"
+    );
+    assert_eq!(name_of(&app, &path).await, "Kept");
+    assert_eq!(name_of(&app, &path).await, "Kept");
+    assert!(
+        cache.near_holds(&cache_key),
+        "not kept near after the feed came back"
+    );
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn with_the_near_cache_off_every_read_goes_to_redis(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("CACHE_NEAR_MAX_BYTES", "0")]).await;
+    let admin = app.admin().await;
+    let created = app
+        .create_product_with(&admin, &product("NEAR-4", "Plain"))
+        .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/products/{id}");
+    name_of(&app, &path).await;
+    name_of(&app, &path).await;
+    assert!(!app.services.cache.near_is_live());
+    assert!(!app.services.cache.near_holds(&format!("product:{id}")));
+    let redis_key = format!("{}:cache:product:{id}", app.prefix);
+    tamper(&app, &redis_key, |p| p["name"] = json!("Tampered")).await;
+    assert_eq!(name_of(&app, &path).await, "Tampered");
 }

@@ -133,16 +133,16 @@ pub async fn handle(
     info: Data<JobInfo>,
 ) -> Result<(), JobError> {
     let services = &ctx.services;
-    if services
-        .sent_emails
-        .was_sent(&info.id)
-        .await
-        .map_err(internal)?
-    {
+    // The log check and the reads that render the message are independent, so they run side by
+    // side on two connections: one round trip of latency instead of two on every email. Only a
+    // retry of a message already sent wastes the render.
+    let (already_sent, rendered) =
+        tokio::join!(services.sent_emails.was_sent(&info.id), render(&job, &ctx));
+    if already_sent.map_err(internal)? {
         tracing::info!("already sent by an earlier attempt; skipping");
         return Ok(());
     }
-    let Some(email) = render(&job, &ctx).await? else {
+    let Some(email) = rendered? else {
         return Ok(());
     };
     let from = services
