@@ -86,8 +86,13 @@ pub fn emit(value: Value) {
 }
 
 async fn psql(options: &Options, sql: &str) -> anyhow::Result<()> {
+    psql_in(options, "postgres", sql).await
+}
+
+/// Runs `sql` in database `database`.
+async fn psql_in(options: &Options, database: &str, sql: &str) -> anyhow::Result<()> {
     let output = tokio::process::Command::new("psql")
-        .arg(format!("{}/postgres", options.pg_server_url))
+        .arg(format!("{}/{database}", options.pg_server_url))
         .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
         .output()
         .await
@@ -104,6 +109,14 @@ async fn psql(options: &Options, sql: &str) -> anyhow::Result<()> {
 pub async fn recreate_database(options: &Options, name: &str) -> anyhow::Result<()> {
     drop_database(options, name).await?;
     psql(options, &format!("create database \"{name}\"")).await
+}
+
+/// `VACUUM (ANALYZE)` of database `name` before a measured run, as pgbench vacuums its tables
+/// before each of its runs: every order leaves dead row versions (the outbox mark, the stored
+/// response, the stock), and without this each run would inherit the previous runs' on a server
+/// whose autovacuum is slow or off (the machine info records which).
+pub async fn vacuum(options: &Options, name: &str) -> anyhow::Result<()> {
+    psql_in(options, name, "vacuum (analyze)").await
 }
 
 /// Drops database `name` if it exists.
@@ -145,6 +158,7 @@ fn machine(options: &Options) -> Value {
         "memory_gib": mem_gib,
         "kernel": command_output("uname", &["-sr"]),
         "postgres": command_output("psql", &[&format!("{}/postgres", options.pg_server_url), "-tAc", "show server_version"]),
+        "postgres_autovacuum": command_output("psql", &[&format!("{}/postgres", options.pg_server_url), "-tAc", "show autovacuum"]),
         "redis": command_output("redis-server", &["--version"]),
         "wrk": command_output("sh", &["-c", "wrk -v 2>&1 | head -1"]),
         "date": command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),

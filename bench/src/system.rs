@@ -425,6 +425,7 @@ async fn http_phase(
                 duration: options.duration,
                 ..warm
             };
+            crate::vacuum(options, DATABASE).await?;
             let result = wrk::run(work_dir, name, base_url, &load, &shape).await?;
             emit(
                 json!({"bench": "http.saturation.run", "endpoint": name, "run": run, "connections": connections, "result": result}),
@@ -446,6 +447,7 @@ async fn http_phase(
             duration: options.duration,
             pause_ms: Some(pause_ms),
         };
+        crate::vacuum(options, DATABASE).await?;
         let fixed = wrk::run(work_dir, name, base_url, &load, &paced).await?;
         let summary = json!({
             "bench": "http",
