@@ -5,7 +5,8 @@
 //! edit makes the next read fresh again. The near cache in front of Redis: a product read twice
 //! is kept in the process, and any change under the cache prefix in Redis (a tampered entry, an
 //! edit through another api instance) drops it; when its change feed from Redis is cut, it
-//! forgets everything and serves from Redis until the feed is back.
+//! forgets everything and serves from Redis until the feed is back; a Redis that refuses
+//! tracking leaves every read to Redis.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -591,4 +592,54 @@ async fn with_the_near_cache_off_every_read_goes_to_redis(pool: PgPool) {
     let redis_key = format!("{}:cache:product:{id}", app.prefix);
     tamper(&app, &redis_key, |p| p["name"] = json!("Tampered")).await;
     assert_eq!(name_of(&app, &path).await, "Tampered");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_redis_that_refuses_tracking_leaves_every_read_to_redis(pool: PgPool) {
+    // A Redis account that may not run CLIENT (as some managed services configure it): the near
+    // cache can never start, and the api must work exactly as without one.
+    let user = format!("orderly-test-{}", uuid::Uuid::new_v4().simple());
+    let mut admin_redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">refused-tracking-password")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-client")
+        .query_async(&mut admin_redis)
+        .await
+        .unwrap();
+    let url = crate::helpers::redis_url().replacen(
+        "redis://",
+        &format!("redis://{user}:refused-tracking-password@"),
+        1,
+    );
+    let app = spawn_app_with(pool, &[("REDIS_URL", url.as_str())]).await;
+    let admin = app.admin().await;
+    let created = app
+        .create_product_with(&admin, &product("NEAR-5", "Refused"))
+        .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/products/{id}");
+    for _ in 0..3 {
+        assert_eq!(name_of(&app, &path).await, "Refused");
+    }
+    assert!(!app.services.cache.near_is_live());
+    assert!(!app.services.cache.near_holds(&format!("product:{id}")));
+    let redis_key = format!("{}:cache:product:{id}", app.prefix);
+    tamper(&app, &redis_key, |p| p["name"] = json!("Tampered")).await;
+    assert_eq!(name_of(&app, &path).await, "Tampered");
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin_redis)
+        .await
+        .unwrap();
 }

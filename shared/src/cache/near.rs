@@ -53,8 +53,10 @@ const SHARDS: usize = 32;
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Connect and response timeout of the tracking connection.
 const TRACKING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait between reconnection attempts.
+/// Longest wait between reconnection attempts after a connection failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Wait before asking again a server that refused tracking.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 /// Bookkeeping per entry beyond its encoded size (map slot, key, `Arc`, expiry).
 const ENTRY_OVERHEAD: usize = 96;
 
@@ -227,14 +229,15 @@ impl NearCache {
         }
     }
 
-    /// Tracking is lost: stop serving and forget everything.
-    fn go_dark(&self) {
+    /// Tracking is lost: stop serving and forget everything. Returns whether it was live.
+    fn go_dark(&self) -> bool {
         let was_live = self.live.swap(false, Ordering::AcqRel);
         self.tracking_client_id.store(0, Ordering::Release);
         self.clear();
         if was_live {
             tracing::warn!("near cache: Redis tracking lost; serving from Redis until it is back");
         }
+        was_live
     }
 
     /// Tracking (re)started on `connection`: invalidations from now on reach us, so entries may
@@ -268,8 +271,13 @@ impl NearCache {
             PushKind::Disconnection
                 if self.current_connection.load(Ordering::Acquire) == connection =>
             {
-                self.go_dark();
-                self.lost.notify_one();
+                // Wake the tracking task only for a live connection: a notice that arrives after
+                // the task gave the connection up itself must not leave a wake-up behind for the
+                // next one.
+                let was_live = self.go_dark();
+                if was_live {
+                    self.lost.notify_one();
+                }
             }
             _ => {}
         }
@@ -348,14 +356,24 @@ async fn track(near: Weak<NearCache>, lost: Arc<Notify>, client: Client, key_pre
                     }
                 }
                 if let Some(near) = near.upgrade() {
-                    near.go_dark();
+                    let _ = near.go_dark();
                 }
             }
             // The cache was dropped.
             Ok(None) => return,
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64,
+                // A server that answers but refuses (no RESP3, tracking not supported, an ACL
+                // without `CLIENT`) will refuse again: ask rarely instead of every few seconds.
+                let refused = !(error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped());
+                let wait = if refused { REFUSED_BACKOFF } else { backoff };
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64,
                     "near cache: cannot track the cache keys; serving from Redis");
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
             }
         }
         tokio::time::sleep(backoff).await;
@@ -442,7 +460,8 @@ mod tests {
     fn a_dark_cache_serves_and_fills_nothing_and_forgets_what_it_had() {
         let near = live(1 << 20);
         put(&near, "k", "v");
-        near.go_dark();
+        assert!(near.go_dark());
+        assert!(!near.go_dark(), "dark twice");
         assert_eq!(near.get::<String>("k"), None);
         assert!(near.ticket("k").is_none());
         near.go_live(2, 2);
@@ -461,7 +480,7 @@ mod tests {
         assert!(!near.contains("k"), "a value read before the edit was kept");
 
         let ticket = near.ticket("k").unwrap();
-        near.go_dark();
+        let _ = near.go_dark();
         near.go_live(2, 2);
         near.fill(ticket, "k", "stale".to_owned(), 5, Duration::from_secs(60));
         assert!(
