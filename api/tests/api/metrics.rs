@@ -1,5 +1,5 @@
-//! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, and the numbers
-//! move when jobs run. (nextest runs every test in a process of its own, so the process-wide
+//! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, the numbers
+//! move when jobs run, and cache reads are counted by the tier that answered them. (nextest runs every test in a process of its own, so the process-wide
 //! recorder holds only this test's numbers.)
 
 use std::{collections::HashMap, time::Duration};
@@ -279,4 +279,34 @@ async fn retries_and_dead_jobs_are_counted_by_kind(pool: PgPool) {
         ) >= 1.0
     );
     worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn cache_reads_are_counted_by_where_they_were_answered(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let cache = app.services.cache.clone();
+    eventually(
+        "the near cache tracks Redis",
+        Duration::from_secs(10),
+        || std::future::ready(cache.near_is_live().then_some(())),
+    )
+    .await;
+    let admin = app.admin().await;
+    let created: serde_json::Value = app
+        .create_product_with(
+            &admin,
+            &serde_json::json!({"sku": "METRIC-1", "name": "Counted", "price_cents": 100,
+                "currency": "EUR", "stock": 1}),
+        )
+        .await;
+    let path = format!("/api/v1/products/{}", created["id"].as_str().unwrap());
+    // PostgreSQL, then Redis, then the near cache, twice.
+    for _ in 0..4 {
+        assert_eq!(app.get(&path, None).await.status(), StatusCode::OK);
+    }
+    let samples = scrape(&app.client, &app.url("/metrics")).await;
+    assert_eq!(value(&samples, "orderly_cache_near_live"), 1.0);
+    assert!(value(&samples, r#"orderly_cache_reads_total{tier="miss"}"#) >= 1.0);
+    assert!(value(&samples, r#"orderly_cache_reads_total{tier="redis"}"#) >= 1.0);
+    assert!(value(&samples, r#"orderly_cache_reads_total{tier="near"}"#) >= 2.0);
 }

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, TestUser, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestUser, assert_error, eventually, spawn_app, spawn_app_with};
 
 fn product(sku: &str, name: &str) -> Value {
     json!({"sku": sku, "name": name, "description": "A thing", "price_cents": 1299, "currency": "EUR", "stock": 10})
@@ -445,15 +445,11 @@ async fn catalogue_pages_are_served_from_redis_until_an_admin_edit(pool: PgPool)
 
 /// Waits (up to 10 s) until `condition` holds; the near cache learns of changes from Redis
 /// asynchronously, so tests wait for the notice instead of sleeping a guessed time.
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    eventually(what, Duration::from_secs(10), || {
+        std::future::ready(condition().then_some(()))
+    })
+    .await
 }
 
 async fn name_of(app: &TestApp, path: &str) -> String {
@@ -465,7 +461,7 @@ async fn name_of(app: &TestApp, path: &str) -> String {
 async fn a_product_read_twice_is_kept_in_process_until_redis_reports_a_change(pool: PgPool) {
     let app = spawn_app(pool).await;
     let cache = app.services.cache.clone();
-    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    until("the near cache tracks Redis", || cache.near_is_live()).await;
     let admin = app.admin().await;
     let created = app
         .create_product_with(&admin, &product("NEAR-1", "Original"))
@@ -486,7 +482,7 @@ async fn a_product_read_twice_is_kept_in_process_until_redis_reports_a_change(po
 
     // A write nobody announced (an operator with redis-cli): Redis's own notice drops the copy.
     tamper(&app, &redis_key, |p| p["name"] = json!("Tampered in Redis")).await;
-    eventually("Redis's invalidation reaches the near cache", || {
+    until("Redis's invalidation reaches the near cache", || {
         !cache.near_holds(&cache_key)
     })
     .await;
@@ -498,7 +494,7 @@ async fn an_edit_through_one_api_instance_reaches_the_near_cache_of_another(pool
     let reader = spawn_app(pool.clone()).await;
     let editor = spawn_app_with(pool, &[("REDIS_PREFIX", reader.prefix.as_str())]).await;
     let cache = reader.services.cache.clone();
-    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    until("the near cache tracks Redis", || cache.near_is_live()).await;
     let admin = editor.admin().await;
     let created = editor
         .create_product_with(&admin, &product("NEAR-2", "Before"))
@@ -519,7 +515,7 @@ async fn an_edit_through_one_api_instance_reaches_the_near_cache_of_another(pool
     assert!(cache.near_holds("gen:products:pages"));
 
     rename(&editor, &admin, id, "After").await;
-    eventually("the edit's invalidation reaches the other instance", || {
+    until("the edit's invalidation reaches the other instance", || {
         !cache.near_holds(&cache_key) && !cache.near_holds("gen:products:pages")
     })
     .await;
@@ -532,7 +528,7 @@ async fn an_edit_through_one_api_instance_reaches_the_near_cache_of_another(pool
 async fn the_near_cache_forgets_everything_while_its_change_feed_is_down(pool: PgPool) {
     let app = spawn_app(pool).await;
     let cache = app.services.cache.clone();
-    eventually("the near cache tracks Redis", || cache.near_is_live()).await;
+    until("the near cache tracks Redis", || cache.near_is_live()).await;
     let admin = app.admin().await;
     let created = app
         .create_product_with(&admin, &product("NEAR-3", "Kept"))
@@ -558,7 +554,7 @@ async fn the_near_cache_forgets_everything_while_its_change_feed_is_down(pool: P
     assert_eq!(killed, 1);
     // Whatever was kept is gone the moment the loss is noticed (changes made while the feed was
     // down would never be reported), and the cache tracks again on a new connection.
-    eventually("a new tracking connection", || {
+    until("a new tracking connection", || {
         cache
             .near_tracking_client_id()
             .is_some_and(|id| id != first_feed)

@@ -111,6 +111,7 @@ impl std::fmt::Debug for NearCache {
 impl NearCache {
     /// An empty, dark cache holding at most about `max_bytes` of entries.
     pub(crate) fn new(max_bytes: usize) -> Self {
+        metrics::gauge!("orderly_cache_near_live").set(0.0);
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
@@ -234,6 +235,7 @@ impl NearCache {
         let was_live = self.live.swap(false, Ordering::AcqRel);
         self.tracking_client_id.store(0, Ordering::Release);
         self.clear();
+        metrics::gauge!("orderly_cache_near_live").set(0.0);
         if was_live {
             tracing::warn!("near cache: Redis tracking lost; serving from Redis until it is back");
         }
@@ -247,6 +249,7 @@ impl NearCache {
         self.clear();
         self.tracking_client_id.store(client_id, Ordering::Release);
         self.live.store(true, Ordering::Release);
+        metrics::gauge!("orderly_cache_near_live").set(1.0);
     }
 
     /// Handles a push from tracking connection number `connection`.
