@@ -69,8 +69,8 @@ impl Cache {
         cache
     }
 
-    /// Whether the near cache is serving entries (its change feed from Redis is up). Tests and
-    /// readiness checks use it; `false` when there is no near cache.
+    /// Whether the near cache is serving entries (its change feed from Redis is up); `false`
+    /// when there is no near cache. For tests and diagnostics.
     pub fn near_is_live(&self) -> bool {
         self.near.as_ref().is_some_and(|near| near.is_live())
     }

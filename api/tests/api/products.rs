@@ -452,6 +452,17 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
     .await
 }
 
+/// Waits until `app`'s near cache tracks Redis, then has an admin create a product; returns its
+/// path and its cache key.
+async fn tracked_product(app: &TestApp, sku: &str, name: &str) -> (String, String) {
+    let cache = app.services.cache.clone();
+    until("the near cache tracks Redis", || cache.near_is_live()).await;
+    let admin = app.admin().await;
+    let created = app.create_product_with(&admin, &product(sku, name)).await;
+    let id = id_of(&created);
+    (format!("/api/v1/products/{id}"), format!("product:{id}"))
+}
+
 async fn name_of(app: &TestApp, path: &str) -> String {
     let body: Value = app.get(path, None).await.json().await.unwrap();
     body["name"].as_str().expect("name").to_owned()
@@ -461,14 +472,7 @@ async fn name_of(app: &TestApp, path: &str) -> String {
 async fn a_product_read_twice_is_kept_in_process_until_redis_reports_a_change(pool: PgPool) {
     let app = spawn_app(pool).await;
     let cache = app.services.cache.clone();
-    until("the near cache tracks Redis", || cache.near_is_live()).await;
-    let admin = app.admin().await;
-    let created = app
-        .create_product_with(&admin, &product("NEAR-1", "Original"))
-        .await;
-    let id = id_of(&created);
-    let path = format!("/api/v1/products/{id}");
-    let cache_key = format!("product:{id}");
+    let (path, cache_key) = tracked_product(&app, "NEAR-1", "Original").await;
     let redis_key = format!("{}:cache:{cache_key}", app.prefix);
 
     // The first read fills Redis from PostgreSQL; the second reads Redis and keeps it near.
@@ -528,14 +532,7 @@ async fn an_edit_through_one_api_instance_reaches_the_near_cache_of_another(pool
 async fn the_near_cache_forgets_everything_while_its_change_feed_is_down(pool: PgPool) {
     let app = spawn_app(pool).await;
     let cache = app.services.cache.clone();
-    until("the near cache tracks Redis", || cache.near_is_live()).await;
-    let admin = app.admin().await;
-    let created = app
-        .create_product_with(&admin, &product("NEAR-3", "Kept"))
-        .await;
-    let id = id_of(&created);
-    let path = format!("/api/v1/products/{id}");
-    let cache_key = format!("product:{id}");
+    let (path, cache_key) = tracked_product(&app, "NEAR-3", "Kept").await;
     name_of(&app, &path).await;
     name_of(&app, &path).await;
     assert!(cache.near_holds(&cache_key));
