@@ -38,7 +38,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -65,9 +65,8 @@ pub(crate) struct NearCache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     max_bytes_per_shard: usize,
-    /// True while the tracking connection is up; entries are served and filled only then.
-    live: AtomicBool,
-    /// Redis client id of the tracking connection (0 when none), for operators and tests.
+    /// Redis client id of the tracking connection while it is up, 0 when there is none (Redis
+    /// numbers clients from 1). Entries are served and filled only while it is set.
     tracking_client_id: AtomicI64,
     /// Wakes the tracking task when the connection reports it is gone.
     lost: Arc<Notify>,
@@ -116,7 +115,6 @@ impl NearCache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             max_bytes_per_shard: (max_bytes / SHARDS).max(1),
-            live: AtomicBool::new(false),
             tracking_client_id: AtomicI64::new(0),
             lost: Arc::new(Notify::new()),
             connections_opened: AtomicU64::new(0),
@@ -126,7 +124,7 @@ impl NearCache {
 
     /// Whether entries are being served (the tracking connection is up).
     pub(crate) fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        self.tracking_client_id.load(Ordering::Acquire) != 0
     }
 
     /// Redis client id of the tracking connection, when there is one.
@@ -232,8 +230,7 @@ impl NearCache {
 
     /// Tracking is lost: stop serving and forget everything. Returns whether it was live.
     fn go_dark(&self) -> bool {
-        let was_live = self.live.swap(false, Ordering::AcqRel);
-        self.tracking_client_id.store(0, Ordering::Release);
+        let was_live = self.tracking_client_id.swap(0, Ordering::AcqRel) != 0;
         self.clear();
         metrics::gauge!("orderly_cache_near_live").set(0.0);
         if was_live {
@@ -247,8 +244,8 @@ impl NearCache {
     fn go_live(&self, connection: u64, client_id: i64) {
         self.current_connection.store(connection, Ordering::Release);
         self.clear();
+        debug_assert!(client_id != 0, "Redis client ids start at 1");
         self.tracking_client_id.store(client_id, Ordering::Release);
-        self.live.store(true, Ordering::Release);
         metrics::gauge!("orderly_cache_near_live").set(1.0);
     }
 
