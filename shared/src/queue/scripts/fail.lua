@@ -21,8 +21,11 @@ elseif delay == 0 then
   count_stat(base, now, 'retried', 1)
   wake(base, 1)
 else
-  redis.call('HSET', jk, 'run_at', now + delay)
-  redis.call('ZADD', base .. 'scheduled', now + delay, id)
+  -- now_ms() rounds the failure's moment down, so now + delay could come up to a millisecond
+  -- before the backoff has fully passed; one millisecond more makes it never early.
+  local due = now + delay + 1
+  redis.call('HSET', jk, 'run_at', due)
+  redis.call('ZADD', base .. 'scheduled', due, id)
   count_stat(base, now, 'retried', 1)
   wake(base, 1)
 end
