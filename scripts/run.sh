@@ -20,6 +20,17 @@ if [ ! -f .env ]; then
   sed "s#^DATABASE_URL=.*#DATABASE_URL=postgres://${user}@127.0.0.1:5432/orderly#" .env.example > .env
   echo "created .env from .env.example"
 fi
+# A random signing secret of this machine's own where .env has none (the api and workers refuse
+# to start without one, and refuse any published example).
+if grep -qE '^JWT_SECRET=$' .env || ! grep -q '^JWT_SECRET=' .env; then
+  secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  if grep -q '^JWT_SECRET=' .env; then
+    sed -i "s#^JWT_SECRET=.*#JWT_SECRET=${secret}#" .env
+  else
+    echo "JWT_SECRET=${secret}" >> .env
+  fi
+  echo "wrote a random JWT_SECRET into .env"
+fi
 set -a
 # shellcheck disable=SC1091
 source .env

@@ -47,6 +47,26 @@ ensure_browser() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 }
 
+# Schemathesis (PyPI), the OpenAPI fuzzer of the api's conformance test
+# (api/tests/api/schemathesis.rs), at a pinned version in a venv of its own; exports its
+# executable as SCHEMATHESIS_BIN. If it cannot be installed (no python3 venv, no network) the
+# other tests still run and that test fails saying what is missing.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="$HOME/.cache/orderly-tools/schemathesis-$SCHEMATHESIS_VERSION"
+  # The marker is written last: a venv whose install was cut short is installed again.
+  if [ ! -f "$venv/.installed" ]; then
+    echo "installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+    if ! { python3 -m venv "$venv" &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"; }; then
+      echo "could not install schemathesis $SCHEMATHESIS_VERSION (needs python3 with venv, e.g. apt-get install python3-venv, and PyPI)" >&2
+      return 0
+    fi
+    touch "$venv/.installed"
+  fi
+  export SCHEMATHESIS_BIN="$venv/bin/st"
+}
+
 # A command from a Debian package (`ensure_command wrk wrk`), installed when missing.
 ensure_command() {
   local command="$1" package="$2"

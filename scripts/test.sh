@@ -8,6 +8,7 @@ source scripts/services.sh
 ensure_postgres
 ensure_redis
 ensure_browser
+ensure_schemathesis
 
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://$(pg_user)@127.0.0.1:5432/postgres}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"

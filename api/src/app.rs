@@ -1,7 +1,7 @@
 //! Router assembly: every domain's routes under `/api/v1`, health, metrics, the queue dashboard
 //! (`/admin`), the OpenAPI document and Swagger UI, the fallback, and the middleware stack in one place.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -26,8 +26,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
-    dashboard, health, metrics, middleware, orders, products, reports, state::AppState, uploads,
-    users, webhooks,
+    dashboard, health, metrics, middleware, orders, products, reports, server, state::AppState,
+    uploads, users, webhooks,
 };
 
 /// The OpenAPI document's fixed parts; paths come from the routers.
@@ -70,6 +70,162 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The error responses that shared layers and extractors give, added to each operation they can
+/// happen to; a status an operation documents itself keeps its own description. Each is a named
+/// response of `components.responses` with the `ErrorBody` schema. Which operation gets which
+/// follows from what the document already says about it:
+/// - every operation: 500 (a bug: a panic, an unexpected database error) and 503
+///   (`HTTP_REQUEST_TIMEOUT_MS` passed, or no database connection came free);
+/// - under `/api/v1`: 429 from the rate limiter;
+/// - with bearer security: 401 (missing, malformed, expired or revoked token);
+/// - with a request body: 400 (unreadable), 408 (body too slow), 413 (too large), 415 (wrong
+///   `Content-Type`) and 422 (breaks a rule);
+/// - with path parameters: 400 (not of the documented type, or a NUL character) and 404;
+/// - with query parameters: 400 (unreadable) and 422 (out of range, unknown cursor);
+/// - with header parameters: 400 (missing or malformed).
+///
+/// 403 depends on the handler's extractor (`AdminUser`), so admin routes document it themselves.
+struct ErrorResponses;
+
+/// (status, name in `components.responses`, description) of every shared error response.
+const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "BadRequest",
+        "The request cannot be read: malformed JSON or form, a path or query parameter of the \
+         wrong type, a missing or malformed header, or text with a NUL character",
+    ),
+    (
+        "401",
+        "Unauthorized",
+        "Missing, malformed, expired or revoked bearer token",
+    ),
+    (
+        "404",
+        "NotFound",
+        "No such resource, or not one the caller may see",
+    ),
+    (
+        "408",
+        "RequestTimeout",
+        "The request body did not arrive in time; the connection is closed",
+    ),
+    (
+        "413",
+        "PayloadTooLarge",
+        "The request body is larger than allowed",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "The request body is not of the documented content type",
+    ),
+    (
+        "422",
+        "UnprocessableEntity",
+        "Well-formed, but breaks a rule; `details` names each field at fault",
+    ),
+    (
+        "429",
+        "TooManyRequests",
+        "Rate limit exceeded; `Retry-After` says when to try again",
+    ),
+    (
+        "500",
+        "InternalServerError",
+        "Unexpected failure; the cause is logged with the request id, never sent",
+    ),
+    (
+        "503",
+        "ServiceUnavailable",
+        "The request took too long or the database is busy; worth retrying",
+    ),
+];
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Content, ObjectBuilder, Ref, RefOr, Type,
+            header::HeaderBuilder,
+            path::{Operation, ParameterIn},
+            response::ResponseBuilder,
+        };
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (status, name, description) in ERROR_RESPONSES {
+            let mut response = ResponseBuilder::new().description(*description).content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            );
+            if *status == "429" {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds until a request will be accepted"))
+                        .build(),
+                );
+            }
+            components
+                .responses
+                .insert((*name).to_owned(), RefOr::T(response.build()));
+        }
+
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let under_v1 = path.starts_with("/api/v1/");
+            let shared_parameters = item.parameters.clone().unwrap_or_default();
+            let operations: [&mut Option<Operation>; 8] = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let takes = |place: ParameterIn| {
+                    shared_parameters
+                        .iter()
+                        .chain(operation.parameters.iter().flatten())
+                        .any(|p| p.parameter_in == place)
+                };
+                let mut statuses = vec!["500", "503"];
+                if under_v1 {
+                    statuses.push("429");
+                }
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    statuses.push("401");
+                }
+                if operation.request_body.is_some() {
+                    statuses.extend(["400", "408", "413", "415", "422"]);
+                }
+                if takes(ParameterIn::Path) {
+                    statuses.extend(["400", "404"]);
+                }
+                if takes(ParameterIn::Query) {
+                    statuses.extend(["400", "422"]);
+                }
+                if takes(ParameterIn::Header) {
+                    statuses.push("400");
+                }
+                for status in statuses {
+                    let Some((_, name, _)) = ERROR_RESPONSES.iter().find(|(s, ..)| *s == status)
+                    else {
+                        continue;
+                    };
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+                }
+            }
+        }
+    }
+}
+
 /// Room for the multipart framing around an uploaded file (part headers, boundaries, the short
 /// text fields), on top of `UPLOAD_MAX_BYTES` for the file itself.
 const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -80,7 +236,8 @@ const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
 /// streams files of up to `UPLOAD_MAX_BYTES`. Each group gets its own limit layers (a layer
 /// only wraps the routes added before it), and both limits apply twice: the tower-http layer
 /// refuses a too-large `Content-Length` before the handler runs and cuts off a chunked body that
-/// outgrows it, and `DefaultBodyLimit` sets what axum's extractors read.
+/// outgrows it, and `DefaultBodyLimit` sets what axum's extractors read. The upload route also
+/// gets its own, longer, body deadline (`HTTP_UPLOAD_BODY_READ_TIMEOUT_MS`, see [`server`]).
 pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let config = &state.services.config;
     let body_limit = config.http.body_limit_bytes;
@@ -99,16 +256,23 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .layer(DefaultBodyLimit::max(body_limit));
     let file_bodies = uploads::upload_router()
         .layer(RequestBodyLimitLayer::new(upload_limit))
-        .layer(DefaultBodyLimit::max(upload_limit));
+        .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(from_fn_with_state(
+            config.http.upload_body_read_timeout,
+            server::set_body_deadline,
+        ));
     let v1 = OpenApiRouter::new()
         .merge(small_bodies)
         .merge(file_bodies)
         .layer(from_fn_with_state(state.clone(), middleware::rate_limit));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(health::readiness))
         .routes(routes!(health::liveness))
-        .split_for_parts()
+        .split_for_parts();
+    // After the paths are in: the modifier reads each operation's parameters, body and security.
+    ErrorResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application.
@@ -177,6 +341,7 @@ pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn(middleware::request_context))
                 .layer(from_fn(middleware::error_shape))
+                .layer(from_fn_with_state(state.clone(), server::body_deadline))
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
                 .layer(CompressionLayer::new())
                 .option_layer(cors)
@@ -186,7 +351,7 @@ pub fn build_with_extra(state: AppState, extra: Router<AppState>) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// for up to the configured grace period.
+/// for up to the configured grace period. Slow and idle clients are bounded as [`server`] says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -203,28 +368,8 @@ pub async fn serve_app(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.services.config.http.shutdown_grace;
     let outbox = state.services.outbox.clone();
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutdown signal received; finishing in-flight requests");
-        let _ = stopping_tx.send(());
-    });
-    let result = tokio::select! {
-        result = server => result,
-        _ = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping remaining requests");
-            Ok(())
-        }
-    };
+    let result = server::run(listener, app, &state.services.config.http, shutdown).await;
     // Jobs committed by the last requests are pushed before the process exits (the relay
     // would pick them up anyway, a few seconds later).
     outbox.drain(std::time::Duration::from_secs(5)).await;

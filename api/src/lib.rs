@@ -10,11 +10,15 @@
 //! - [`extract`], [`auth`], [`idempotency`]: extractors (our error shape on rejection, bearer
 //!   tokens, `Idempotency-Key`).
 //! - [`middleware`]: request id, access log, error shape, timeout, rate limit, panics.
+//! - [`client_ip`]: the client address behind trusted proxies, and its budget key.
 //! - [`health`], [`metrics`]: `/health`, `/health/live`, `/metrics`.
+//! - [`server`]: the accept loop, and the limits on slow and idle clients (head, body and
+//!   keep-alive deadlines, connection cap).
 //! - [`dashboard`]: the job-queue dashboard for operators under `/admin`.
 
 pub mod app;
 pub mod auth;
+pub mod client_ip;
 pub mod dashboard;
 pub mod extract;
 pub mod health;
@@ -24,6 +28,7 @@ pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod reports;
+pub mod server;
 pub mod state;
 pub mod uploads;
 pub mod users;

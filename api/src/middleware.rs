@@ -6,14 +6,16 @@
 //!   (axum's 405, the body-limit layer's 413) into the one error shape; the dashboard's HTML
 //!   error pages are left as they are.
 //! - [`timeout`]: cancels requests that run longer than configured (503).
-//! - [`rate_limit`]: per-client GCRA budget with `RateLimit` headers, 429 when spent.
+//! - [`rate_limit`]: per-client GCRA budget with `RateLimit` headers, 429 when spent; the
+//!   client is the user of a valid token, else its address (always its address on
+//!   authentication routes).
 //! - [`panic_response`]: what a panicking handler answers (500, nothing leaked).
 
-use std::{any::Any, net::SocketAddr, time::Instant};
+use std::{any::Any, time::Instant};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, MatchedPath, Request, State},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -165,19 +167,23 @@ pub async fn timeout(State(state): State<AppState>, request: Request, next: Next
 }
 
 /// Spends one request of the caller's budget: the user id when the bearer token is valid,
-/// otherwise the client address. Adds `RateLimit-Policy` and `RateLimit` headers (IETF
+/// otherwise the client address ([`crate::client_ip`]); on authentication routes always the
+/// client address. Adds `RateLimit-Policy` and `RateLimit` headers (IETF
 /// draft-ietf-httpapi-ratelimit-headers), and answers 429 with `Retry-After` when spent.
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(quota) = state.quota else {
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
-    let key = match bearer_token(&parts).and_then(|t| state.services.users.authenticate(t).ok()) {
+    let key = match bearer_token(&parts)
+        .filter(|_| !is_authentication_route(&parts))
+        .and_then(|t| state.services.users.verify_signature(t).ok())
+    {
         Some(actor) => format!("user:{}", actor.user_id),
-        None => format!(
-            "ip:{}",
-            client_ip(&parts, state.services.config.http.trust_proxy)
-        ),
+        None => crate::client_ip::budget_key(crate::client_ip::client_ip(
+            &parts,
+            &state.services.config.http.trusted_proxies,
+        )),
     };
     let request = Request::from_parts(parts, body);
     let decision = state.rate_limiter.check(&key, &quota).await;
@@ -208,21 +214,15 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-fn client_ip(parts: &axum::http::request::Parts, trust_proxy: bool) -> String {
-    if trust_proxy
-        && let Some(forwarded) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-    {
-        return forwarded.trim().to_owned();
-    }
-    parts
+/// Login, registration, token refresh and the dashboard's login form: where a bearer token must
+/// never choose the budget, or every account an attacker registers would be a fresh budget of
+/// guesses from the same address.
+fn is_authentication_route(parts: &axum::http::request::Parts) -> bool {
+    let path = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .get::<MatchedPath>()
+        .map_or(parts.uri.path(), MatchedPath::as_str);
+    path.starts_with("/api/v1/auth/") || path == "/admin/login"
 }
 
 /// The response to a panicking handler: 500 with the generic message; the panic is logged.

@@ -56,7 +56,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
         ("DATABASE_URL", database_url.as_str()),
         ("REDIS_URL", options.redis_url.as_str()),
         ("REDIS_PREFIX", redis_prefix.as_str()),
-        ("JWT_SECRET", &Uuid::new_v4().simple().to_string().repeat(2)),
+        (
+            "JWT_SECRET",
+            &format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+        ),
         ("HOST", "127.0.0.1"),
         ("PORT", &port.to_string()),
         ("PUBLIC_BASE_URL", base_url.as_str()),
@@ -64,6 +67,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
         ("LOG_FORMAT", "json"),
         // The benchmark is one client: per-client limits would measure the limiter.
         ("RATE_LIMIT_PER_MINUTE", "0"),
+        // One login serves the whole run, which outlasts the default access-token life.
+        ("JWT_TTL_SECS", "86400"),
         ("SMTP_URL", smtp_url.as_str()),
         ("MAIL_FROM", "Orderly <orders@bench.example>"),
         ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
@@ -467,7 +472,72 @@ async fn http_phase(
         emit(summary.clone());
         results.insert(name.to_owned(), summary);
     }
+    let during_orders = reads_during_orders(options, work_dir, base_url, seeded).await?;
+    results.insert("product_by_id_during_orders".to_owned(), during_orders);
     Ok(Value::Object(results))
+}
+
+/// Cached reads of one product at saturation while orders for that same product arrive at a
+/// fixed 200 per second: every order replaces the product's cached copy (its stock changed), so
+/// this is what reads cost when the cache must stay current under writes.
+async fn reads_during_orders(
+    options: &Options,
+    work_dir: &std::path::Path,
+    base_url: &str,
+    seeded: &Seeded,
+) -> anyhow::Result<Value> {
+    const ORDERS_PER_S: f64 = 200.0;
+    let product = seeded.product_ids[0].clone();
+    let reads = Load::Get {
+        path: format!("/api/v1/products/{product}"),
+    };
+    let orders = Load::PlaceOrder {
+        token: seeded.customer_token.clone(),
+        product_ids: vec![product],
+    };
+    let pause_ms = 20u64;
+    let order_shape = Shape {
+        connections: ((ORDERS_PER_S * pause_ms as f64 / 1000.0).round() as usize).max(1),
+        threads: 1,
+        duration: options.duration,
+        pause_ms: Some(pause_ms),
+    };
+    let read_shape = Shape {
+        connections: 64,
+        threads: options.wrk_threads,
+        duration: options.duration,
+        pause_ms: None,
+    };
+    crate::vacuum(options, DATABASE).await?;
+    let (read_result, order_result) = tokio::try_join!(
+        wrk::run(
+            work_dir,
+            "product_reads_during_orders",
+            base_url,
+            &reads,
+            &read_shape
+        ),
+        wrk::run(
+            work_dir,
+            "orders_during_reads",
+            base_url,
+            &orders,
+            &order_shape
+        ),
+    )?;
+    let summary = json!({
+        "bench": "http",
+        "endpoint": "product_by_id_during_orders",
+        "reads_rps": read_result.requests_per_s,
+        "reads_p50_ms": read_result.latency_p50_ms,
+        "reads_p99_ms": read_result.latency_p99_ms,
+        "orders_rps": order_result.requests_per_s,
+        "orders_p99_ms": order_result.latency_p99_ms,
+        "non_2xx_or_errors": read_result.non_2xx + read_result.socket_errors
+            + order_result.non_2xx + order_result.socket_errors,
+    });
+    emit(summary.clone());
+    Ok(summary)
 }
 
 /// Email and webhook jobs not finished yet, plus outbox rows not relayed, read from the api's

@@ -4,6 +4,11 @@
 //! see the cache. Values are JSON with a TTL. A cache that fails (Redis down, bad entry) is
 //! treated as a miss and logged, never as an error: the database is the truth and stays reachable.
 //!
+//! Entries of rows that change often under concurrent readers (a product's stock) are written
+//! with a *version* ([`Cache::set_versioned`]): a write lands only if the cached copy is older,
+//! so a reader that fetched a row before a change committed cannot overwrite the fresh copy the
+//! change stored after its commit.
+//!
 //! Lists that cannot be invalidated key by key (catalogue pages) use a *generation*: the page key
 //! includes a counter that every write bumps, so old pages are never read again and expire alone.
 //!
@@ -23,6 +28,23 @@ use self::near::NearCache;
 /// Longest life of a near entry whose Redis key has no TTL (page generations). Invalidations
 /// drop it much sooner when it changes; this only bounds what an undetected outage could cost.
 const NEAR_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Sets `KEYS[1]` to `ARGV[2]` for `ARGV[3]` ms unless it holds a JSON object whose `version` is
+/// at least `ARGV[1]`. Returns 1 when written.
+const SET_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' then
+    local held = tonumber(decoded['version'])
+    if held and held >= tonumber(ARGV[1]) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
 
 /// A JSON cache in Redis under `<prefix>:cache:`, optionally with a near cache in front.
 #[derive(Clone)]
@@ -174,6 +196,41 @@ impl Cache {
             .await;
         if let Err(error) = result {
             tracing::warn!(%error, key, "cache write failed");
+        }
+    }
+
+    /// Stores `value`, whose JSON has a `version` field equal to `version`, for `ttl`, unless the
+    /// cache holds that version or a newer one. This process's near copy goes at once (it reads
+    /// its own writes); other processes drop theirs when Redis reports the change. Failures are
+    /// logged and ignored.
+    pub async fn set_versioned<T: Serialize>(
+        &self,
+        key: &str,
+        version: i64,
+        value: &T,
+        ttl: Duration,
+    ) {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(SET_IF_NEWER));
+        let Ok(bytes) = serde_json::to_vec(value) else {
+            return;
+        };
+        let full_key = self.key(key);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let result: redis::RedisResult<i64> = SCRIPT
+            .key(&full_key)
+            .arg(version)
+            .arg(bytes)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match result {
+            Ok(_) => {
+                if let Some(near) = &self.near {
+                    near.evict(&full_key);
+                }
+            }
+            Err(error) => tracing::warn!(%error, key, "cache write failed"),
         }
     }
 

@@ -93,8 +93,31 @@ pub struct HttpConfig {
     pub cors_allowed_origins: Vec<String>,
     /// How long in-flight requests may run after SIGTERM (`SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
-    /// Trust `X-Forwarded-For` for the client address (`TRUST_PROXY`), true only behind a proxy you run.
-    pub trust_proxy: bool,
+    /// Longest a client may take to send a request's head, counted from the connection's accept
+    /// for its first request and from the head's first byte for later ones
+    /// (`HTTP_HEADER_READ_TIMEOUT_MS`, default 10 s): a client trickling header bytes cannot
+    /// hold a connection.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a whole request body, counted from the end of its head
+    /// (`HTTP_BODY_READ_TIMEOUT_MS`, default 20 s, under the request timeout so a slow body is a
+    /// 408 rather than a 503). The upload route has its own.
+    pub body_read_timeout: Duration,
+    /// [`Self::body_read_timeout`] of the upload route, whose files are large
+    /// (`HTTP_UPLOAD_BODY_READ_TIMEOUT_MS`, default 5 min).
+    pub upload_body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request
+    /// (`HTTP_KEEPALIVE_IDLE_SECS`, default 75; 0 closes every connection after one response).
+    /// Longer than the idle timeout of a load balancer in front, so the balancer never sends a
+    /// request on a connection the api is closing.
+    pub keepalive_idle: Duration,
+    /// Connections served at once (`HTTP_MAX_CONNECTIONS`, default 1024); past it, new
+    /// connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// The proxies in front of the api (`TRUSTED_PROXIES`, comma-separated CIDRs; empty: none,
+    /// the client is the connection's peer). Only when the peer is one of them is
+    /// `X-Forwarded-For` read, from the right, and the client is the first address that is not
+    /// one of them (left of it, anything could have been written by the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// PostgreSQL pool settings.
@@ -125,14 +148,17 @@ pub struct RedisConfig {
 /// Token signing and lifetimes.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// HS256 signing secret, at least 32 bytes (`JWT_SECRET`, required).
+    /// HS256 signing secret (`JWT_SECRET`, required), checked by [`check_secret`].
     pub jwt_secret: SecretString,
     /// `iss` claim written and required (`JWT_ISSUER`).
     pub jwt_issuer: String,
     /// `aud` claim written and required (`JWT_AUDIENCE`).
     pub jwt_audience: String,
-    /// Access-token lifetime (`JWT_TTL_SECS`).
+    /// Access-token lifetime (`JWT_TTL_SECS`, at most [`MAX_ACCESS_TOKEN_TTL`]).
     pub jwt_ttl: Duration,
+    /// Refresh-token lifetime (`JWT_REFRESH_TTL_SECS`): how long a client may stay logged in
+    /// without presenting its password again, as long as it keeps rotating its refresh token.
+    pub refresh_ttl: Duration,
 }
 
 /// Log level and format.
@@ -165,6 +191,13 @@ pub struct RateLimitConfig {
     pub per_minute: u32,
     /// Requests a client may send at once above the sustained rate (`RATE_LIMIT_BURST`).
     pub burst: u32,
+    /// Login attempts per account and window, from any address, before logins of that account
+    /// are refused until the window ends (`LOGIN_MAX_FAILURES`, default 5; 0 disables). A
+    /// successful login gives them back.
+    pub login_max_failures: u32,
+    /// The window of `login_max_failures`, counted from the first failure
+    /// (`LOGIN_FAILURE_WINDOW_SECS`, default 900).
+    pub login_failure_window: Duration,
 }
 
 /// Queue engine and worker settings.
@@ -268,6 +301,20 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         }
     }
 
+    /// Refuses a variable that is no longer read, unless it is set to a false value (which
+    /// meant, and still means, the feature's default).
+    fn retired(&self, name: &'static str, instead: &str) -> Result<(), ConfigError> {
+        match self.raw(name).map(|v| v.to_ascii_lowercase()) {
+            Some(v) if !matches!(v.as_str(), "0" | "false" | "no" | "off") => {
+                Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("is no longer supported: {instead}"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn list(&self, name: &str) -> Vec<String> {
         self.raw(name)
             .map(|v| {
@@ -288,6 +335,17 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// Refuses 0 for a limit where 0 would make the server refuse everything.
+fn nonzero<T: Default + PartialEq>(name: &'static str, value: T) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be more than 0".into(),
+        });
+    }
+    Ok(value)
+}
+
 /// Parses a list of CIDRs (`10.0.0.0/8`, `::1/128`); a bare address stands for itself alone.
 fn parse_networks(name: &'static str, listed: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     listed
@@ -302,6 +360,72 @@ fn parse_networks(name: &'static str, listed: &[String]) -> Result<Vec<ipnet::Ip
                 })
         })
         .collect()
+}
+
+/// Longest an access token may live (`JWT_TTL_SECS`): a revoked token is refused through Redis,
+/// and this bounds how long one could outlive its revocation if Redis lost that state.
+pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(86_400);
+
+/// Longest a refresh token may live (`JWT_REFRESH_TTL_SECS`).
+pub const MAX_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 86_400);
+
+/// Secrets this repository has published as examples or defaults, refused by value: anyone who
+/// read the repository could sign tokens with them.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "dev-only-secret-change-me-dev-only-secret-change-me",
+    "change-me-to-a-long-random-string-of-32-bytes",
+    "0123456789abcdef0123456789abcdef",
+];
+
+/// Words that mark a value a person typed as a placeholder rather than a generated secret.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "change",
+    "secret",
+    "example",
+    "password",
+    "default",
+    "placeholder",
+    "sample",
+    "dummy",
+    "test",
+    "demo",
+    "xxxx",
+    "todo",
+];
+
+/// Refuses a signing secret that is short, published by this repository, a placeholder, or of
+/// obviously low entropy (few distinct characters, or one short run repeated). The reason names
+/// the rule, never the value.
+pub fn check_secret(name: &'static str, secret: &str) -> Result<(), ConfigError> {
+    let refuse = |reason: &str| {
+        Err(ConfigError::Invalid {
+            name,
+            reason: format!("{reason}; generate one with `openssl rand -hex 32`"),
+        })
+    };
+    if secret.len() < 32 {
+        return refuse("must be at least 32 bytes long");
+    }
+    if PUBLISHED_SECRETS.contains(&secret) {
+        return refuse("is an example value published in this repository");
+    }
+    let lowered = secret.to_ascii_lowercase();
+    if let Some(word) = PLACEHOLDER_WORDS.iter().find(|w| lowered.contains(*w)) {
+        return refuse(&format!(
+            "contains {word:?}: it looks like a placeholder, not a random secret"
+        ));
+    }
+    let bytes = secret.as_bytes();
+    let distinct = bytes.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < 10 {
+        return refuse("has too few distinct characters to be random");
+    }
+    let repeats_a_shorter_run =
+        (1..=bytes.len() / 2).any(|period| bytes.iter().zip(&bytes[period..]).all(|(a, b)| a == b));
+    if repeats_a_shorter_run {
+        return refuse("is one short run of characters repeated");
+    }
+    Ok(())
 }
 
 fn url_with_scheme(
@@ -362,10 +486,26 @@ impl Config {
             "JWT_SECRET",
             "a random string of at least 32 bytes (e.g. `openssl rand -hex 32`)",
         )?);
-        if jwt_secret.expose_secret().len() < 32 {
+        check_secret("JWT_SECRET", jwt_secret.expose_secret())?;
+        let jwt_ttl = secs(env.parse_or("JWT_TTL_SECS", 900)?);
+        if jwt_ttl.is_zero() || jwt_ttl > MAX_ACCESS_TOKEN_TTL {
             return Err(ConfigError::Invalid {
-                name: "JWT_SECRET",
-                reason: "must be at least 32 bytes long".into(),
+                name: "JWT_TTL_SECS",
+                reason: format!(
+                    "must be between 1 and {} seconds (access tokens are short-lived; clients \
+                     renew them with the refresh token)",
+                    MAX_ACCESS_TOKEN_TTL.as_secs()
+                ),
+            });
+        }
+        let refresh_ttl = secs(env.parse_or("JWT_REFRESH_TTL_SECS", 30 * 86_400)?);
+        if refresh_ttl < jwt_ttl || refresh_ttl > MAX_REFRESH_TOKEN_TTL {
+            return Err(ConfigError::Invalid {
+                name: "JWT_REFRESH_TTL_SECS",
+                reason: format!(
+                    "must be at least JWT_TTL_SECS and at most {} seconds",
+                    MAX_REFRESH_TOKEN_TTL.as_secs()
+                ),
             });
         }
 
@@ -454,6 +594,20 @@ impl Config {
             .map(|v| url_with_scheme("SMTP_URL", v, &["smtp", "smtps"]))
             .transpose()?;
 
+        // TRUST_PROXY=true believed whatever a client wrote first in X-Forwarded-For.
+        env.retired(
+            "TRUST_PROXY",
+            "set TRUSTED_PROXIES to the CIDRs of your proxies (e.g. TRUSTED_PROXIES=10.0.0.0/8) \
+             and remove TRUST_PROXY",
+        )?;
+        let login_failure_window = secs(env.parse_or("LOGIN_FAILURE_WINDOW_SECS", 900)?);
+        if login_failure_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "LOGIN_FAILURE_WINDOW_SECS",
+                reason: "must be at least 1 second".into(),
+            });
+        }
+
         let port: u16 = env.parse_or("PORT", 8080)?;
         Ok(Config {
             http: HttpConfig {
@@ -463,7 +617,24 @@ impl Config {
                 body_limit_bytes: env.parse_or("HTTP_BODY_LIMIT_BYTES", 1024 * 1024)?,
                 cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
                 shutdown_grace: secs(env.parse_or("SHUTDOWN_GRACE_SECS", 30)?),
-                trust_proxy: env.bool_or("TRUST_PROXY", false)?,
+                header_read_timeout: millis(nonzero(
+                    "HTTP_HEADER_READ_TIMEOUT_MS",
+                    env.parse_or("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
+                )?),
+                body_read_timeout: millis(nonzero(
+                    "HTTP_BODY_READ_TIMEOUT_MS",
+                    env.parse_or("HTTP_BODY_READ_TIMEOUT_MS", 20_000)?,
+                )?),
+                upload_body_read_timeout: millis(nonzero(
+                    "HTTP_UPLOAD_BODY_READ_TIMEOUT_MS",
+                    env.parse_or("HTTP_UPLOAD_BODY_READ_TIMEOUT_MS", 300_000)?,
+                )?),
+                keepalive_idle: secs(env.parse_or("HTTP_KEEPALIVE_IDLE_SECS", 75)?),
+                max_connections: nonzero(
+                    "HTTP_MAX_CONNECTIONS",
+                    env.parse_or("HTTP_MAX_CONNECTIONS", 1024)?,
+                )?,
+                trusted_proxies: parse_networks("TRUSTED_PROXIES", &env.list("TRUSTED_PROXIES"))?,
             },
             database: DatabaseConfig {
                 url: database_url,
@@ -482,7 +653,8 @@ impl Config {
                 jwt_audience: env
                     .raw("JWT_AUDIENCE")
                     .unwrap_or_else(|| "orderly-api".into()),
-                jwt_ttl: secs(env.parse_or("JWT_TTL_SECS", 3_600)?),
+                jwt_ttl,
+                refresh_ttl,
             },
             log: LogConfig {
                 filter: env.raw("RUST_LOG").unwrap_or_else(|| "info".into()),
@@ -497,6 +669,8 @@ impl Config {
                 store,
                 per_minute: env.parse_or("RATE_LIMIT_PER_MINUTE", 600)?,
                 burst: env.parse_or("RATE_LIMIT_BURST", 60)?,
+                login_max_failures: env.parse_or("LOGIN_MAX_FAILURES", 5)?,
+                login_failure_window,
             },
             worker: WorkerConfig {
                 queues,
@@ -550,7 +724,7 @@ mod tests {
         [
             ("DATABASE_URL", "postgres://postgres@127.0.0.1/orderly"),
             ("REDIS_URL", "redis://127.0.0.1:6379"),
-            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("JWT_SECRET", "q7Vf2LxN9cRb4KdWm8ZtHs3YpJg6QeAu"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -602,6 +776,45 @@ mod tests {
     }
 
     #[test]
+    fn published_placeholder_and_low_entropy_secrets_are_refused() {
+        for (secret, why) in [
+            (
+                "dev-only-secret-change-me-dev-only-secret-change-me",
+                "published",
+            ),
+            ("change-me-to-a-long-random-string-of-32-bytes", "published"),
+            ("0123456789abcdef0123456789abcdef", "published"),
+            ("my-very-own-secret-value-for-the-shop-api", "placeholder"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
+            ("abcdefghijkl".repeat(3).as_str(), "repeated"),
+        ] {
+            let mut vars = base();
+            vars.insert("JWT_SECRET".into(), secret.into());
+            let err = Config::from_map(&vars).unwrap_err().to_string();
+            assert!(err.starts_with("JWT_SECRET is invalid"), "{why}: {err}");
+            assert!(!err.contains(secret), "the secret is echoed: {err}");
+        }
+        for generated in [
+            "3f9c1e7a52b84d06a9e3c2f1b7d54e80c6a1f3e9d2b7c4a5",
+            "Yh3kP9wQ2mZ7vB4nL8xR1tC6sD5fG0jA",
+        ] {
+            let mut vars = base();
+            vars.insert("JWT_SECRET".into(), generated.into());
+            assert!(Config::from_map(&vars).is_ok(), "{generated} refused");
+        }
+    }
+
+    #[test]
+    fn access_token_lifetime_is_bounded() {
+        let mut vars = base();
+        vars.insert("JWT_TTL_SECS".into(), "2592000".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("JWT_TTL_SECS is invalid"), "{err}");
+        vars.insert("JWT_TTL_SECS".into(), "0".into());
+        assert!(Config::from_map(&vars).is_err());
+    }
+
+    #[test]
     fn wrong_url_scheme_is_refused() {
         let mut vars = base();
         vars.insert("DATABASE_URL".into(), "mysql://localhost/db".into());
@@ -650,6 +863,81 @@ mod tests {
         let err = Config::from_map(&vars).unwrap_err().to_string();
         assert!(err.starts_with("WEBHOOK_ALLOWLIST is invalid"), "{err}");
         assert!(err.contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_trust_proxy_true_is_refused() {
+        let mut vars = base();
+        assert!(
+            Config::from_map(&vars)
+                .unwrap()
+                .http
+                .trusted_proxies
+                .is_empty()
+        );
+        vars.insert("TRUSTED_PROXIES".into(), "10.0.0.0/8, 2001:db8::/32".into());
+        let listed: Vec<String> = Config::from_map(&vars)
+            .unwrap()
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(listed, ["10.0.0.0/8", "2001:db8::/32"]);
+
+        // `false` (what .env files copied from an older .env.example hold) means no proxy.
+        vars.insert("TRUST_PROXY".into(), "false".into());
+        assert!(Config::from_map(&vars).is_ok());
+        vars.insert("TRUST_PROXY".into(), "true".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("TRUST_PROXY is invalid"), "{err}");
+        assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+    }
+
+    #[test]
+    fn login_throttle_settings_have_defaults() {
+        let mut vars = base();
+        let config = Config::from_map(&vars).unwrap();
+        assert_eq!(config.rate_limit.login_max_failures, 5);
+        assert_eq!(config.rate_limit.login_failure_window, secs(900));
+        vars.insert("LOGIN_FAILURE_WINDOW_SECS".into(), "0".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with("LOGIN_FAILURE_WINDOW_SECS is invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn slow_client_limits_have_defaults_and_refuse_zero() {
+        let mut vars = base();
+        let http = Config::from_map(&vars).unwrap().http;
+        assert_eq!(http.header_read_timeout, millis(10_000));
+        assert_eq!(http.body_read_timeout, millis(20_000));
+        assert_eq!(http.upload_body_read_timeout, millis(300_000));
+        assert_eq!(http.keepalive_idle, secs(75));
+        assert_eq!(http.max_connections, 1024);
+
+        vars.insert("HTTP_KEEPALIVE_IDLE_SECS".into(), "0".into());
+        assert_eq!(
+            Config::from_map(&vars).unwrap().http.keepalive_idle,
+            Duration::ZERO,
+            "0 turns keep-alive off"
+        );
+        for name in [
+            "HTTP_HEADER_READ_TIMEOUT_MS",
+            "HTTP_BODY_READ_TIMEOUT_MS",
+            "HTTP_UPLOAD_BODY_READ_TIMEOUT_MS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            let mut vars = base();
+            vars.insert(name.into(), "0".into());
+            let err = Config::from_map(&vars).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{name} is invalid")), "{err}");
+            vars.insert(name.into(), "soon".into());
+            let err = Config::from_map(&vars).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{name} is invalid")), "{err}");
+        }
     }
 
     #[test]

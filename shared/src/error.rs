@@ -308,6 +308,15 @@ impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut => Self::Unavailable("database is busy, try again".into()),
+            // `text` cannot hold NUL (22021) or what the server encoding cannot represent
+            // (22P05). The extractors refuse such input naming the field; this is the net under
+            // any path that reaches the database without them, so the client hears it was its
+            // input rather than a 500.
+            sqlx::Error::Database(ref db)
+                if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
+            {
+                Self::bad_request("text must not contain NUL characters and must be UTF-8")
+            }
             other => Self::Internal(anyhow::Error::new(other).context("database error")),
         }
     }

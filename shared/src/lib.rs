@@ -32,6 +32,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod csv_cell;
 pub mod db;
 pub mod emails;
 pub mod error;

@@ -6,6 +6,9 @@
 //! forward by one emission interval (`60 s / per_minute`); a request is refused while the TAT is
 //! more than `burst` intervals ahead of now. This allows `burst` requests at once and
 //! `per_minute` sustained, with no counters to reset and exact `Retry-After` values.
+//!
+//! [`AttemptLimiter`] is the other kind of budget: a fixed number of attempts per key and window,
+//! in Redis, spent before costly work and given back on success (failed logins per account).
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -190,6 +193,99 @@ impl RateLimiter for RedisRateLimiter {
                     retry_after: Duration::ZERO,
                 }
             }
+        }
+    }
+}
+
+/// A budget of attempts per key and window, shared by every process through Redis: each
+/// attempt spends one before the work it guards starts, [`AttemptLimiter::clear`] gives the whole
+/// budget back (after a success), and the budget refills when the window that began with the
+/// first spent attempt ends. Spending first, in one atomic script, means concurrent attempts
+/// cannot all slip through a check made before any of them was counted.
+///
+/// For guarding costly work that should only rarely fail (a password check): unlike the GCRA
+/// budgets above, it refills all at once, not one request at a time.
+#[derive(Clone)]
+pub struct AttemptLimiter {
+    redis: ConnectionManager,
+    prefix: String,
+    max: u32,
+    window: Duration,
+    script: std::sync::Arc<Script>,
+}
+
+impl std::fmt::Debug for AttemptLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptLimiter")
+            .field("prefix", &self.prefix)
+            .field("max", &self.max)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+/// Returns 0 when an attempt was spent, else the milliseconds until the budget refills.
+const ATTEMPT_LUA: &str = r"
+local max, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= max then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl <= 0 then
+    redis.call('PEXPIRE', KEYS[1], window)
+    ttl = window
+  end
+  return ttl
+end
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return 0
+";
+
+impl AttemptLimiter {
+    /// `max` attempts per key and `window`, stored under `<prefix>:attempts:`.
+    pub fn new(redis: ConnectionManager, prefix: &str, max: u32, window: Duration) -> Self {
+        Self {
+            redis,
+            prefix: format!("{prefix}:attempts:"),
+            max,
+            window,
+            script: std::sync::Arc::new(Script::new(ATTEMPT_LUA)),
+        }
+    }
+
+    /// Spends one attempt of `key`'s budget; `Err(retry_after)` when none is left.
+    pub async fn attempt(&self, key: &str) -> Result<(), Duration> {
+        let window_ms = u64::try_from(self.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let result: redis::RedisResult<i64> = self
+            .script
+            .key(format!("{}{key}", self.prefix))
+            .arg(self.max)
+            .arg(window_ms)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match result {
+            Ok(0) => Ok(()),
+            Ok(wait_ms) => Err(ms(wait_ms)),
+            Err(error) => {
+                // Failing open, as the request limiter does: an unreachable Redis must not lock
+                // everyone out. The work the budget guards is still bounded by its own limits.
+                tracing::warn!(%error, "attempt limiter unavailable; allowing the attempt");
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives `key` its whole budget back.
+    pub async fn clear(&self, key: &str) {
+        let result: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(format!("{}{key}", self.prefix))
+            .query_async(&mut self.redis.clone())
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "attempt limiter unavailable; budget not cleared");
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     reports::ReportService,
     storage::Storage,
     uploads::UploadService,
-    users::{TokenIssuer, UserService, repository::CachedUserRepository},
+    users::{TokenIssuer, UserService, repository::CachedUserRepository, revocation::Revocations},
     webhooks::{WebhookService, WebhookSubscriber},
 };
 
@@ -114,9 +114,18 @@ impl Services {
             db.clone(),
             CachedUserRepository::new(cache.clone(), config.cache.ttl),
             tokens,
+            Revocations::new(redis.clone(), &prefix),
+            config.auth.refresh_ttl,
             events.clone(),
             outbox.clone(),
-        );
+        )
+        .with_login_throttle(crate::users::login_throttle::LoginThrottle::new(
+            redis.clone(),
+            &prefix,
+            config.rate_limit.login_max_failures,
+            config.rate_limit.login_failure_window,
+            &config.auth.jwt_secret,
+        ));
         let orders =
             OrderService::new(db.clone(), products.clone(), events.clone(), outbox.clone());
         let reports =

@@ -13,6 +13,16 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A signing secret for one test run: random, as `JWT_SECRET` must be (the config refuses
+/// secrets published in the repository, placeholders and low-entropy values).
+pub fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// A key prefix no other test uses.
 pub fn unique_prefix(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4().simple())

@@ -65,11 +65,17 @@ const PREFIX: &str = "orderly-bench";
 /// A config for benchmark processes: only Redis is used; the database is never contacted.
 pub fn bench_config() -> anyhow::Result<Config> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // Tokens are never issued here; the config still insists on a random signing secret.
+    let jwt_secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     Ok(Config::from_lookup(|name| match name {
         "REDIS_URL" => Some(redis_url.clone()),
         "REDIS_PREFIX" => Some(std::env::var("REDIS_PREFIX").unwrap_or_else(|_| PREFIX.into())),
         "DATABASE_URL" => Some("postgres://unused@127.0.0.1:1/unused".into()),
-        "JWT_SECRET" => Some("benchmark-only-secret-benchmark-only-secret".into()),
+        "JWT_SECRET" => Some(jwt_secret.clone()),
         "RUST_LOG" => Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
         "MAIL_DIR" => Some(
             std::env::temp_dir()

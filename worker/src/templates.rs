@@ -40,7 +40,9 @@ const SUBJECTS: &[(&str, &str)] = &[
         "Your order {{ order.id }} ({{ total }})",
     ),
     ("order_cancelled", "Your order {{ order.id }} was cancelled"),
-    ("welcome", "Welcome to Orderly, {{ name }}"),
+    // No name in the subject: it is chosen by whoever registered the address, which is not yet
+    // verified, so the first line a stranger's inbox shows must be ours alone.
+    ("welcome", "Welcome to Orderly"),
     ("report_ready", "Your {{ report.kind }} report is ready"),
 ];
 
@@ -97,7 +99,7 @@ mod tests {
                 &serde_json::json!({"name": "<b>Ann</b>", "email": "ann@example.com"}),
             )
             .unwrap();
-        assert_eq!(rendered.subject, "Welcome to Orderly, <b>Ann</b>");
+        assert_eq!(rendered.subject, "Welcome to Orderly");
         assert!(rendered.text.contains("Hello <b>Ann</b>"));
         // minijinja escapes `/` too (`&#x2f;`), which is harmless in HTML text.
         assert!(

@@ -659,11 +659,8 @@ pub async fn login_form(
 ) -> Response {
     let next = safe_return_path(query.next.as_deref());
     if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && state
-            .services
-            .users
-            .claims(cookie.value())
-            .is_ok_and(|c| c.role == orderly::users::Role::Admin)
+        && let Ok(claims) = state.services.users.claims(cookie.value()).await
+        && claims.role == orderly::users::Role::Admin
     {
         return Redirect::to(&next).into_response();
     }
@@ -705,8 +702,8 @@ pub async fn login(
             &next,
         );
     }
-    let token = match state.services.users.login(&form.email, form.password).await {
-        Ok(token) => token,
+    let tokens = match state.services.users.login(&form.email, form.password).await {
+        Ok(tokens) => tokens,
         Err(AppError::Unauthorized(_)) => {
             return login_page(
                 jar,
@@ -718,20 +715,45 @@ pub async fn login(
                 &next,
             );
         }
+        Err(AppError::TooManyRequests { retry_after, .. }) => {
+            let wait = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut page = login_page(
+                jar,
+                &headers,
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many failed sign-ins for this account. Try again in {} min.",
+                    wait.div_ceil(60).max(1)
+                )),
+                &form.email,
+                &next,
+            );
+            page.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait.max(1)),
+            );
+            return page;
+        }
         Err(error) => return app_error_page(error),
     };
-    match state.services.users.claims(&token.token) {
+    // The browser keeps only the access token: the dashboard session ends when it expires.
+    match state.services.users.claims(&tokens.access.token).await {
         Ok(claims) if claims.role == orderly::users::Role::Admin => {
             tracing::info!(admin = %claims.sub, "dashboard login");
             let jar = jar.remove(removal(LOGIN_CSRF_COOKIE)).add(session_cookie(
-                token.token,
-                token.expires_in,
+                tokens.access.token,
+                tokens.access.expires_in,
                 is_https(&headers, &state),
             ));
             (jar, Redirect::to(&next)).into_response()
         }
         Ok(claims) => {
             tracing::warn!(user_id = %claims.sub, "dashboard login refused: not an admin");
+            // The session the login just started is of no use to anyone.
+            if let Err(error) = state.services.users.logout(&claims).await {
+                tracing::warn!(%error, "could not end the refused dashboard session");
+            }
             login_page(
                 jar,
                 &headers,
@@ -748,10 +770,12 @@ pub async fn login(
     }
 }
 
-/// `POST /admin/logout`: clears the session cookie. An admin's logout needs the CSRF token, so
-/// another site cannot sign an operator out; anyone else (a customer who reached the 403 page)
-/// just has the cookie cleared.
+/// `POST /admin/logout`: ends the session everywhere (its token is refused from now on, as a
+/// cookie and as a bearer token) and clears the cookie. An admin's logout needs the CSRF token,
+/// so another site cannot sign an operator out; anyone else (a customer who reached the 403
+/// page) just has the cookie cleared.
 pub async fn logout(
+    State(state): State<AppState>,
     session: Result<PageAdmin, Response>,
     headers: HeaderMap,
     jar: CookieJar,
@@ -766,6 +790,9 @@ pub async fn logout(
                 &error.body().message,
                 false,
             );
+        }
+        if let Err(error) = state.services.users.logout(&session.claims).await {
+            return app_error_page(error);
         }
     }
     (

@@ -4,7 +4,8 @@
 //! JWT (from the existing `UserService::login`) in a cookie: `HttpOnly` (page scripts cannot read
 //! it), `SameSite=Strict` (no other site can make the browser send it), `Path=/admin` (the rest
 //! of the api never sees it), `Secure` when the request came over https. The token's own expiry
-//! ends the session; logout clears the cookie.
+//! ends the session; logout revokes the token's session everywhere (it is no longer accepted as
+//! a bearer token either) and clears the cookie.
 //!
 //! CSRF: every action is a POST carrying a token that is the HMAC-SHA256, keyed with the JWT
 //! secret, of the session token's `jti`. Only a page rendered for this session knows it, it dies
@@ -43,6 +44,8 @@ pub struct AdminSession {
     pub actor: Actor,
     /// The CSRF token pages embed in their forms.
     pub csrf: String,
+    /// The session token's claims (logout ends its session).
+    pub claims: orderly::users::Claims,
 }
 
 /// Why a request has no admin session.
@@ -75,8 +78,8 @@ fn csrf_mac(state: &AppState) -> Hmac<Sha256> {
     mac
 }
 
-/// Reads the session from the cookie (or a bearer header), checking role and expiry.
-fn session_of(parts: &Parts, state: &AppState) -> Result<AdminSession, Refusal> {
+/// Reads the session from the cookie (or a bearer header), checking role, expiry and revocation.
+async fn session_of(parts: &Parts, state: &AppState) -> Result<AdminSession, Refusal> {
     let jar = CookieJar::from_headers(&parts.headers);
     let token = match jar.get(SESSION_COOKIE) {
         Some(cookie) => cookie.value().to_owned(),
@@ -86,6 +89,7 @@ fn session_of(parts: &Parts, state: &AppState) -> Result<AdminSession, Refusal> 
         .services
         .users
         .claims(&token)
+        .await
         .map_err(|_| Refusal::Anonymous)?;
     let actor = Actor {
         user_id: claims.sub,
@@ -97,6 +101,7 @@ fn session_of(parts: &Parts, state: &AppState) -> Result<AdminSession, Refusal> 
     Ok(AdminSession {
         actor,
         csrf: csrf_for(state, &claims.jti.to_string()),
+        claims,
     })
 }
 
@@ -148,7 +153,7 @@ impl FromRequestParts<AppState> for PageAdmin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match session_of(parts, state) {
+        match session_of(parts, state).await {
             Ok(session) => Ok(Self(session)),
             Err(Refusal::Anonymous) => {
                 // Only a page load comes back to where it was; an action's URL is not a page.
@@ -191,7 +196,7 @@ impl FromRequestParts<AppState> for ApiAdmin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match session_of(parts, state) {
+        match session_of(parts, state).await {
             Ok(session) => Ok(Self(session)),
             Err(Refusal::Anonymous) => Err(AppError::unauthorized(
                 "admin session or bearer token required",
@@ -201,9 +206,11 @@ impl FromRequestParts<AppState> for ApiAdmin {
     }
 }
 
-/// Whether the browser reached us over https (directly, or through a trusted proxy).
+/// Whether the browser reached us over https, as the TLS-terminating proxy says in
+/// `X-Forwarded-Proto` (read when `TRUSTED_PROXIES` lists any). It only decides whether the
+/// cookies are `Secure`: a client that forges it only changes its own cookies.
 pub fn is_https(headers: &HeaderMap, state: &AppState) -> bool {
-    state.services.config.http.trust_proxy
+    !state.services.config.http.trusted_proxies.is_empty()
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())

@@ -26,7 +26,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// List the catalogue (active products; admins see inactive ones too).
 #[utoipa::path(get, path = "/products", tag = "products", params(ListProductsQuery),
-    responses((status = 200, body = ProductPage), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ProductPage), (status = 400, body = ErrorBody),
+        (status = 401, description = "An Authorization header with an invalid token (it is optional)", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn list_products(
     State(state): State<AppState>,
     MaybeUser(actor): MaybeUser,
@@ -51,7 +53,9 @@ pub async fn list_products(
 
 /// One product.
 #[utoipa::path(get, path = "/products/{id}", tag = "products", params(("id" = Uuid, Path)),
-    responses((status = 200, body = ProductResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ProductResponse),
+        (status = 401, description = "An Authorization header with an invalid token (it is optional)", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn get_product(
     State(state): State<AppState>,
     MaybeUser(actor): MaybeUser,

@@ -14,8 +14,9 @@ use validator::Validate;
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReportRequest {
-    /// Report kind; only `sales` exists.
-    #[schema(example = "sales")]
+    /// `sales`: every customer's orders with their emails (admins only, 403 otherwise);
+    /// `my_orders`: your own orders, in the same columns.
+    #[schema(example = "my_orders")]
     pub kind: String,
     /// First day included (UTC), `YYYY-MM-DD`.
     #[schema(value_type = String, example = "2026-01-01")]

@@ -32,7 +32,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Request a report; a worker builds it (at `run_at` if given) and emails you when it is ready.
 #[utoipa::path(post, path = "/reports", tag = "reports", request_body = CreateReportRequest, security(("bearer" = [])),
-    responses((status = 202, body = ReportAccepted), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 202, body = ReportAccepted), (status = 401, body = ErrorBody),
+        (status = 403, description = "A customer asked for the shop-wide sales report", body = ErrorBody),
+        (status = 409, description = "Too many of your reports are queued or running", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn create_report(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -54,7 +57,8 @@ pub async fn create_report(
 
 /// A report you requested (admins: any report); others' reports are 404.
 #[utoipa::path(get, path = "/reports/{id}", tag = "reports", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = ReportResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ReportResponse), (status = 401, body = ErrorBody),
+        (status = 403, description = "A shop-wide report, for admins", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_report(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -66,6 +70,7 @@ pub async fn get_report(
 /// Download a ready report (streamed; CSV).
 #[utoipa::path(get, path = "/reports/{id}/download", tag = "reports", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, description = "The CSV file", content_type = "text/csv"), (status = 401, body = ErrorBody),
+        (status = 403, description = "A shop-wide report, for admins", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not ready yet", body = ErrorBody)))]
 pub async fn download_report(
     State(state): State<AppState>,

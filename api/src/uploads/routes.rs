@@ -173,5 +173,13 @@ async fn small_text(mut field: Field<'_>, name: &str) -> Result<String, AppError
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| AppError::invalid_field(name, "must be UTF-8 text"))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| AppError::invalid_field(name, "must be UTF-8 text"))?;
+    if text.contains('\0') {
+        return Err(AppError::invalid_field(
+            name,
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(text)
 }

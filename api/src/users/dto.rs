@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use orderly::{
     error::AppError,
-    users::{DisplayName, Email, Password, Role, User},
+    users::{DisplayName, Email, Password, Role, SessionTokens, User},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,7 +63,7 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// An issued access token.
+/// An access token and the refresh token that renews it (a login or a refresh).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     /// The JWT to send as `Authorization: Bearer <token>`.
@@ -71,9 +71,72 @@ pub struct TokenResponse {
     /// Always `Bearer`.
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
-    /// Seconds until it expires.
-    #[schema(example = 3600)]
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
     pub expires_in: u64,
+    /// Exchange it at `POST /auth/refresh` for new tokens before the access token expires. It
+    /// works once: each refresh returns a new one, and presenting a used one again ends the
+    /// session.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    #[schema(example = 2592000)]
+    pub refresh_expires_in: u64,
+}
+
+impl From<SessionTokens> for TokenResponse {
+    fn from(tokens: SessionTokens) -> Self {
+        Self {
+            access_token: tokens.access.token,
+            token_type: "Bearer",
+            expires_in: tokens.access.expires_in,
+            refresh_token: tokens.refresh.token,
+            refresh_expires_in: tokens.refresh.expires_in,
+        }
+    }
+}
+
+/// `POST /auth/refresh` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    pub refresh_token: String,
+}
+
+/// `POST /users/me/password` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The password in use now.
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    pub current_password: String,
+    /// The new password, 8 to 128 characters.
+    #[validate(length(min = 8, max = 128, message = "must be 8 to 128 characters"))]
+    pub new_password: String,
+}
+
+/// `PATCH /users/{id}/role` body.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRoleRequest {
+    /// `customer` or `admin`.
+    #[schema(example = "admin")]
+    pub role: String,
+}
+
+impl ChangeRoleRequest {
+    /// The role asked for.
+    pub fn role(&self) -> Result<Role, AppError> {
+        match self.role.as_str() {
+            "customer" => Ok(Role::Customer),
+            "admin" => Ok(Role::Admin),
+            _ => Err(AppError::invalid_field(
+                "role",
+                "must be \"customer\" or \"admin\"",
+            )),
+        }
+    }
 }
 
 /// A user as clients see it (never the password hash).

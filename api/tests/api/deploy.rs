@@ -125,12 +125,17 @@ fn the_compose_environment_is_a_valid_config() {
                 Value::String(s) => s.clone(),
                 other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
             };
-            // `${JWT_SECRET:-default}`: compose's variable substitution, resolved to its default.
+            // `${JWT_SECRET:?message}`: compose refuses to start unless the operator sets it
+            // (no default to publish); here it gets a value as an operator would give it.
             let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-                Some(expr) => expr
-                    .split_once(":-")
-                    .map(|(_, d)| d.to_owned())
-                    .unwrap_or_default(),
+                Some(expr) => {
+                    let (variable, rule) = expr.split_once(":?").unwrap_or_else(|| {
+                        panic!("{expr}: compose variables must be required (`:?`), not defaulted")
+                    });
+                    assert_eq!(variable, "JWT_SECRET", "only the secret is substituted");
+                    assert!(!rule.is_empty(), "the refusal says what to set");
+                    orderly::testing::random_secret()
+                }
                 None => value,
             };
             (k.as_str().unwrap().to_owned(), value)
@@ -227,10 +232,19 @@ fn env_example_documents_every_variable_and_is_a_valid_config() {
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     // Read the way the binaries read `.env` (dotenvy: quotes removed).
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env.example");
-    let vars: HashMap<String, String> = dotenvy::from_path_iter(&path)
+    let mut vars: HashMap<String, String> = dotenvy::from_path_iter(&path)
         .expect(".env.example")
         .collect::<Result<_, _>>()
         .expect(".env.example parses as a dotenv file");
+    // The one value it must not ship: as is, the config refuses it, naming the variable.
+    assert_eq!(
+        vars["JWT_SECRET"], "",
+        ".env.example ships a signing secret"
+    );
+    let refusal = orderly::Config::from_map(&vars).expect_err("no secret, no start");
+    assert!(refusal.to_string().starts_with("JWT_SECRET"), "{refusal}");
+    // With the random secret scripts/run.sh writes into .env, everything else is valid.
+    vars.insert("JWT_SECRET".into(), orderly::testing::random_secret());
     orderly::Config::from_map(&vars).expect(".env.example is a valid configuration");
     assert_eq!(vars["MAIL_FROM"], "Orderly <orders@orderly.invalid>");
 }

@@ -29,7 +29,7 @@ pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused"),
         ("REDIS_URL", redis_url().as_str()),
         ("REDIS_PREFIX", prefix),
-        ("JWT_SECRET", "test-secret-test-secret-test-secret-0123"),
+        ("JWT_SECRET", test_secret()),
         ("PORT", "0"),
         ("HOST", "127.0.0.1"),
         ("RUST_LOG", "warn"),
@@ -49,6 +49,13 @@ pub fn test_vars(prefix: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     vars
+}
+
+/// The signing secret of every app this test process starts (one per process, so two apps of
+/// one test accept each other's tokens, as instances of one deployment do).
+pub fn test_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(orderly::testing::random_secret)
 }
 
 /// A unique Redis prefix for one test.
@@ -265,7 +272,10 @@ impl TestApp {
             .fetch_one(&self.services.db)
             .await
             .expect("customer inserted");
-            let token = issuer.issue(&user).expect("token issued").token;
+            let token = issuer
+                .issue(&user, Uuid::new_v4(), 0)
+                .expect("token issued")
+                .token;
             users.push(TestUser {
                 id: user.id,
                 email,

@@ -300,10 +300,16 @@ async fn cache_reads_are_counted_by_where_they_were_answered(pool: PgPool) {
         )
         .await;
     let path = format!("/api/v1/products/{}", created["id"].as_str().unwrap());
-    // PostgreSQL, then Redis, then the near cache, twice.
-    for _ in 0..4 {
+    // Creating it stored it in Redis: Redis, then the near cache, twice.
+    for _ in 0..3 {
         assert_eq!(app.get(&path, None).await.status(), StatusCode::OK);
     }
+    // A product nobody created: a miss, then PostgreSQL.
+    let unknown = format!("/api/v1/products/{}", uuid::Uuid::now_v7());
+    assert_eq!(
+        app.get(&unknown, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let samples = scrape(&app.client, &app.url("/metrics")).await;
     assert_eq!(value(&samples, "orderly_cache_near_live"), 1.0);
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="miss"}"#) >= 1.0);

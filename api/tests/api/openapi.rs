@@ -15,7 +15,12 @@ use crate::helpers::spawn_app;
 const API_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
+    ("GET", "/api/v1/auth/me"),
     ("GET", "/api/v1/users/me"),
+    ("POST", "/api/v1/users/me/password"),
+    ("PATCH", "/api/v1/users/{id}/role"),
     ("GET", "/api/v1/products"),
     ("POST", "/api/v1/products"),
     ("GET", "/api/v1/products/{id}"),

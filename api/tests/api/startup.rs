@@ -16,7 +16,6 @@ use tokio::process::Command;
 use crate::helpers::{redis_url, unique_prefix};
 
 const API_BIN: &str = env!("CARGO_BIN_EXE_orderly-api");
-const VALID_SECRET: &str = "startup-test-secret-startup-test-secret";
 
 /// Runs `orderly-api` with exactly `vars` and returns (exit status, stderr).
 async fn run_api_with(vars: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
@@ -59,7 +58,7 @@ async fn malformed_port_stops_the_api_naming_the_variable() {
     let (status, stderr) = run_api_with(&[
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orderly"),
         ("REDIS_URL", "redis://127.0.0.1:6379"),
-        ("JWT_SECRET", VALID_SECRET),
+        ("JWT_SECRET", crate::helpers::test_secret()),
         ("PORT", "eighty"),
     ])
     .await;
@@ -82,6 +81,29 @@ async fn short_jwt_secret_stops_the_api_without_echoing_it() {
     );
 }
 
+#[tokio::test]
+async fn published_and_low_entropy_secrets_stop_the_api_naming_the_variable() {
+    for refused in [
+        // Once the defaults of .env.example and docker-compose.yml: anyone could sign with them.
+        "dev-only-secret-change-me-dev-only-secret-change-me",
+        "change-me-to-a-long-random-string-of-32-bytes",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "abcd1234abcd1234abcd1234abcd1234",
+    ] {
+        let (status, stderr) = run_api_with(&[
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orderly"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("JWT_SECRET", refused),
+        ])
+        .await;
+        assert_one_line_naming(status, &stderr, "JWT_SECRET");
+        assert!(
+            !stderr.contains(refused),
+            "the secret was echoed: {stderr:?}"
+        );
+    }
+}
+
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn api_exits_with_status_zero_on_sigterm(pool: PgPool) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -95,7 +117,7 @@ async fn api_exits_with_status_zero_on_sigterm(pool: PgPool) {
             ("DATABASE_URL", database_url.as_str()),
             ("REDIS_URL", redis_url().as_str()),
             ("REDIS_PREFIX", prefix.as_str()),
-            ("JWT_SECRET", VALID_SECRET),
+            ("JWT_SECRET", crate::helpers::test_secret()),
             ("HOST", "127.0.0.1"),
             ("PORT", port.as_str()),
             ("RUST_LOG", "warn"),

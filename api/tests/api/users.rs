@@ -127,7 +127,14 @@ async fn login_issues_a_bearer_token_that_opens_users_me(pool: PgPool) {
     assert_eq!(response.status(), StatusCode::OK);
     let login: Value = response.json().await.unwrap();
     assert_eq!(login["token_type"], "Bearer");
-    assert_eq!(login["expires_in"], 3600);
+    // Short-lived access (JWT_TTL_SECS's default) and a long-lived refresh token.
+    assert_eq!(login["expires_in"], 900);
+    assert_eq!(login["refresh_expires_in"], 30 * 86_400);
+    assert!(
+        login["refresh_token"]
+            .as_str()
+            .is_some_and(|t| t.len() > 60)
+    );
     let token = login["access_token"].as_str().expect("access_token");
 
     let response = app.get(ME, Some(token)).await;
@@ -186,7 +193,7 @@ async fn forged_and_foreign_tokens_are_401(pool: PgPool) {
     // Same database, other token settings: each app signs tokens the first one must refuse.
     let other_secret = spawn_app_with(
         pool.clone(),
-        &[("JWT_SECRET", "another-secret-another-secret-another-00")],
+        &[("JWT_SECRET", &orderly::testing::random_secret())],
     )
     .await;
     let other_issuer = spawn_app_with(pool.clone(), &[("JWT_ISSUER", "someone-else")]).await;

@@ -650,7 +650,7 @@ async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
         .reports
         .request(
             &actor,
-            ReportRequest::parse("sales", "csv", day, day, None).expect("request"),
+            ReportRequest::parse("my_orders", "csv", day, day, None).expect("request"),
         )
         .await
         .expect("report requested");

@@ -13,7 +13,7 @@ use crate::{
         repository::{NewOrderRow, OrderRepository},
     },
     pagination::{Page, PageRequest},
-    products::{ProductService, StockRequest},
+    products::{ProductService, StockChange, StockRequest},
     queue::Outbox,
     users::model::Actor,
 };
@@ -63,7 +63,7 @@ impl OrderService {
             })
             .collect();
         let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let priced = self.products.reserve(uow.conn(), &requests).await?;
+        let (priced, stock_change) = self.products.reserve(uow.conn(), &requests).await?;
 
         let currency = priced
             .first()
@@ -115,6 +115,8 @@ impl OrderService {
             )
             .await?;
         self.outbox.commit(uow).await?;
+        // Before answering, so the customer (and everyone else) reads the stock it left.
+        self.products.committed(stock_change).await;
         tracing::info!(order_id = %order.id, total_cents, "order placed");
         Ok(order)
     }
@@ -202,6 +204,7 @@ impl OrderService {
                 next.as_str()
             )));
         }
+        let mut stock_change = StockChange::default();
         if next == OrderStatus::Cancelled {
             let lines: Vec<StockRequest> = order
                 .items
@@ -211,7 +214,7 @@ impl OrderService {
                     quantity: i.quantity,
                 })
                 .collect();
-            self.products.release(uow.conn(), &lines).await?;
+            stock_change = self.products.release(uow.conn(), &lines).await?;
         }
         order.updated_at = self.orders.set_status(uow.conn(), id, next).await?;
         order.status = next;
@@ -229,6 +232,7 @@ impl OrderService {
             .publish(&mut uow, DomainEvent::Order(event))
             .await?;
         self.outbox.commit(uow).await?;
+        self.products.committed(stock_change).await;
         tracing::info!(order_id = %id, from = previous.as_str(), to = next.as_str(), "order status changed");
         Ok(order)
     }

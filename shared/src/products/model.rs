@@ -29,6 +29,9 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// Moves on with every change (stock included): a cached copy is only ever replaced by a
+    /// newer one.
+    pub version: i64,
 }
 
 /// Largest stock a product may hold.
@@ -65,8 +68,14 @@ pub fn parse_name(raw: &str) -> Result<String, AppError> {
     Ok(name.to_owned())
 }
 
-/// Checks a description: at most 5000 characters.
+/// Checks a description: at most 5000 characters, no NUL (which PostgreSQL's text cannot hold).
 pub fn parse_description(raw: &str) -> Result<String, AppError> {
+    if raw.contains('\0') {
+        return Err(AppError::invalid_field(
+            "description",
+            "must not contain NUL characters",
+        ));
+    }
     if raw.chars().count() > 5000 {
         return Err(AppError::invalid_field(
             "description",

@@ -12,8 +12,8 @@ use crate::{
     products::model::{NewProduct, Product, ProductPatch, ProductQuery},
 };
 
-const COLUMNS: &str =
-    "id, sku, name, description, price_cents, currency, stock, active, created_at, updated_at";
+const COLUMNS: &str = "id, sku, name, description, price_cents, currency, stock, active, \
+                       created_at, updated_at, version";
 
 /// One line of stock to take or give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,19 +24,12 @@ pub struct StockLine {
     pub quantity: i32,
 }
 
-/// A line whose stock was taken, with the product's data at that moment.
+/// A line whose stock was taken, with the product as the taking left it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReservedRow {
-    /// Product.
-    pub product_id: Uuid,
-    /// SKU at the time.
-    pub sku: String,
-    /// Name at the time.
-    pub name: String,
-    /// Unit price at the time.
-    pub price_cents: i64,
-    /// Currency.
-    pub currency: String,
+    /// The product, its stock already reduced (what the cache is told after commit).
+    #[sqlx(flatten)]
+    pub product: Product,
     /// Units taken.
     pub quantity: i32,
 }
@@ -150,15 +143,15 @@ impl ProductRepository {
         .on_constraint("products_sku_key", sku_taken)
     }
 
-    /// Inserts or updates products by SKU (imports); returns how many rows were written.
+    /// Inserts or updates products by SKU (imports); returns the rows as written.
     #[tracing::instrument(skip_all, fields(rows = products.len()))]
     pub async fn upsert_by_sku(
         &self,
         conn: &mut PgConnection,
         products: &[NewProduct],
-    ) -> Result<u64, AppError> {
+    ) -> Result<Vec<Product>, AppError> {
         if products.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut sql = QueryBuilder::new(
             "insert into products (id, sku, name, description, price_cents, currency, stock, active) ",
@@ -177,7 +170,8 @@ impl ProductRepository {
             " on conflict (sku) do update set name = excluded.name, price_cents = excluded.price_cents, \
              currency = excluded.currency, stock = excluded.stock",
         );
-        Ok(sql.build().execute(conn).await?.rows_affected())
+        sql.push(format_args!(" returning {COLUMNS}"));
+        Ok(sql.build_query_as::<Product>().fetch_all(conn).await?)
     }
 
     /// Takes stock for every line, or for none: returns the lines it could take. Rows are locked
@@ -198,7 +192,8 @@ impl ProductRepository {
              from wanted w \
              where p.id = w.product_id and p.active and p.stock >= w.quantity \
                and p.id in (select id from locked) \
-             returning w.product_id, p.sku, p.name, p.price_cents, p.currency, w.quantity",
+             returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, \
+                       p.active, p.created_at, p.updated_at, p.version, w.quantity",
         )
         .bind(&ids)
         .bind(&quantities)
@@ -206,24 +201,25 @@ impl ProductRepository {
         .await?)
     }
 
-    /// Gives stock back (cancelled orders).
+    /// Gives stock back (cancelled orders); returns the products as they are now.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn return_stock(
         &self,
         conn: &mut PgConnection,
         lines: &[StockLine],
-    ) -> Result<(), AppError> {
+    ) -> Result<Vec<Product>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        sqlx::query(
+        Ok(sqlx::query_as::<_, Product>(
             "update products p set stock = p.stock + w.quantity \
-             from unnest($1::uuid[], $2::int[]) as w(product_id, quantity) where p.id = w.product_id",
+             from unnest($1::uuid[], $2::int[]) as w(product_id, quantity) where p.id = w.product_id \
+             returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, \
+                       p.active, p.created_at, p.updated_at, p.version",
         )
         .bind(&ids)
         .bind(&quantities)
-        .execute(conn)
-        .await?;
-        Ok(())
+        .fetch_all(conn)
+        .await?)
     }
 
     /// Which of `ids` exist and are active.
@@ -243,9 +239,13 @@ impl ProductRepository {
 
 /// [`ProductRepository`] with product and catalogue-page reads served from Redis.
 ///
-/// Stock taken by orders does not invalidate the cache: a cached product may show stock up to
-/// the TTL old (60 s by default), which is what a catalogue cache is for; orders always check
-/// stock in PostgreSQL. Catalogue edits invalidate at once.
+/// A product read shows committed stock within milliseconds on every api instance: whatever
+/// changes a product (an order taking stock, a cancellation, an edit, an import) hands the rows
+/// it wrote to [`CachedProductRepository::store`] after its commit, which replaces the cached
+/// copy only with a newer version (`products.version`), so a slower reader can never put an
+/// older copy back; Redis then tells every instance's near cache to drop its copy. Catalogue
+/// pages (lists) are cached whole and refreshed by edits and imports, not by orders: the stock a
+/// list shows may be up to `CACHE_TTL_SECS` old, while the product itself is current.
 #[derive(Debug, Clone)]
 pub struct CachedProductRepository {
     inner: ProductRepository,
@@ -288,7 +288,7 @@ impl CachedProductRepository {
         }
         let product = self.inner.find_by_id(db, id).await?;
         if let Some(p) = &product {
-            self.cache.set(&key, p, self.ttl).await;
+            self.cache.set_versioned(&key, p.version, p, self.ttl).await;
         }
         Ok(product)
     }
@@ -314,10 +314,20 @@ impl CachedProductRepository {
         Ok(page)
     }
 
-    /// Forgets what a catalogue edit made stale: the product and every cached page.
-    pub async fn invalidate(&self, ids: &[Uuid]) {
-        let keys: Vec<String> = ids.iter().map(|id| Self::key(*id)).collect();
-        self.cache.invalidate(&keys).await;
+    /// Puts products that a committed change wrote into the cache (unless it already holds a
+    /// newer version of one).
+    pub async fn store(&self, products: &[Product]) {
+        for product in products {
+            self.cache
+                .set_versioned(&Self::key(product.id), product.version, product, self.ttl)
+                .await;
+        }
+    }
+
+    /// After a catalogue edit committed: stores the products it wrote and retires every cached
+    /// page.
+    pub async fn edited(&self, products: &[Product]) {
+        self.store(products).await;
         self.cache.bump_generation(PAGES).await;
     }
 }

@@ -47,6 +47,29 @@ pub struct ProductService {
     products: CachedProductRepository,
 }
 
+/// Products as a transaction left them, to be announced to the cache once it commits (and
+/// dropped unannounced if it rolls back).
+#[derive(Debug, Default)]
+#[must_use = "hand it to ProductService::committed after the commit"]
+pub struct StockChange(Vec<Product>);
+
+impl StockChange {
+    /// Adds another change of the same transaction.
+    pub fn extend(&mut self, other: StockChange) {
+        self.0.extend(other.0);
+    }
+
+    /// How many product rows it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl ProductService {
     /// A service over `pool`, reading through `products`.
     pub fn new(pool: PgPool, products: CachedProductRepository) -> Self {
@@ -61,7 +84,7 @@ impl ProductService {
             .uncached()
             .insert(&self.pool, &product)
             .await?;
-        self.products.invalidate(&[created.id]).await;
+        self.products.edited(std::slice::from_ref(&created)).await;
         Ok(created)
     }
 
@@ -93,7 +116,7 @@ impl ProductService {
             .update(&self.pool, id, &patch)
             .await?
             .ok_or_else(|| AppError::not_found("product not found"))?;
-        self.products.invalidate(&[id]).await;
+        self.products.edited(std::slice::from_ref(&updated)).await;
         Ok(updated)
     }
 
@@ -112,13 +135,14 @@ impl ProductService {
     }
 
     /// Reserves stock for every line inside the caller's transaction, or fails without taking
-    /// any: 422 for unknown or inactive products, 409 when there is not enough stock.
+    /// any: 422 for unknown or inactive products, 409 when there is not enough stock. The caller
+    /// hands the returned [`StockChange`] to [`Self::committed`] once its transaction commits.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn reserve(
         &self,
         conn: &mut PgConnection,
         lines: &[StockRequest],
-    ) -> Result<Vec<PricedLine>, AppError> {
+    ) -> Result<(Vec<PricedLine>, StockChange), AppError> {
         let stock_lines: Vec<StockLine> = lines
             .iter()
             .map(|l| StockLine {
@@ -162,27 +186,29 @@ impl ProductService {
             .filter_map(|line| {
                 reserved
                     .iter()
-                    .find(|r| r.product_id == line.product_id)
+                    .find(|r| r.product.id == line.product_id)
                     .map(|r| PricedLine {
-                        product_id: r.product_id,
-                        sku: r.sku.clone(),
-                        name: r.name.clone(),
+                        product_id: r.product.id,
+                        sku: r.product.sku.clone(),
+                        name: r.product.name.clone(),
                         quantity: r.quantity,
-                        unit_price_cents: r.price_cents,
-                        currency: r.currency.clone(),
+                        unit_price_cents: r.product.price_cents,
+                        currency: r.product.currency.clone(),
                     })
             })
             .collect();
-        Ok(priced)
+        let change = StockChange(reserved.into_iter().map(|r| r.product).collect());
+        Ok((priced, change))
     }
 
-    /// Gives reserved stock back inside the caller's transaction (cancellations).
+    /// Gives reserved stock back inside the caller's transaction (cancellations); the caller
+    /// hands the returned [`StockChange`] to [`Self::committed`] once it commits.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn release(
         &self,
         conn: &mut PgConnection,
         lines: &[StockRequest],
-    ) -> Result<(), AppError> {
+    ) -> Result<StockChange, AppError> {
         let stock_lines: Vec<StockLine> = lines
             .iter()
             .map(|l| StockLine {
@@ -190,25 +216,40 @@ impl ProductService {
                 quantity: l.quantity,
             })
             .collect();
-        self.products
+        let products = self
+            .products
             .uncached()
             .return_stock(conn, &stock_lines)
-            .await
+            .await?;
+        Ok(StockChange(products))
+    }
+
+    /// After the transaction that made `change` committed: every api instance shows the new
+    /// stock from now on (never called for a rolled-back change, whose rows never existed).
+    pub async fn committed(&self, change: StockChange) {
+        self.products.store(&change.0).await;
     }
 
     /// Inserts or updates products by SKU in one statement inside the caller's transaction
-    /// (imports); the caller commits or rolls back the whole batch.
+    /// (imports); the caller commits or rolls back the whole batch, then hands the returned
+    /// change to [`Self::catalogue_edited`].
     #[tracing::instrument(skip_all, fields(rows = products.len()))]
     pub async fn upsert_batch(
         &self,
         conn: &mut PgConnection,
         products: &[NewProduct],
-    ) -> Result<u64, AppError> {
-        self.products.uncached().upsert_by_sku(conn, products).await
+    ) -> Result<StockChange, AppError> {
+        Ok(StockChange(
+            self.products
+                .uncached()
+                .upsert_by_sku(conn, products)
+                .await?,
+        ))
     }
 
-    /// Drops cached catalogue data after a batch edit committed.
-    pub async fn invalidate_catalogue(&self) {
-        self.products.invalidate(&[]).await;
+    /// After a batch edit committed: its products are current in every cache, and cached
+    /// catalogue pages are retired.
+    pub async fn catalogue_edited(&self, change: StockChange) {
+        self.products.edited(&change.0).await;
     }
 }

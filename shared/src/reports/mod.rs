@@ -6,5 +6,5 @@ pub mod model;
 pub mod repository;
 pub mod service;
 
-pub use model::{Report, ReportRequest, ReportStatus, SalesRow};
+pub use model::{Report, ReportKind, ReportRequest, ReportStatus, SalesRow};
 pub use service::ReportService;

@@ -40,7 +40,7 @@ pub struct Report {
     pub id: Uuid,
     /// Who asked for it.
     pub user_id: Uuid,
-    /// `sales`.
+    /// `sales` or `my_orders` ([`ReportKind`]).
     pub kind: String,
     /// `csv`.
     pub format: String,
@@ -68,11 +68,42 @@ pub struct Report {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Every order of the shop in the range, with each customer's email: admins only.
+    Sales,
+    /// The requesting customer's own orders in the range, in the same columns.
+    MyOrders,
+}
+
+impl ReportKind {
+    /// The kind's name, as clients send it and as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sales => "sales",
+            Self::MyOrders => "my_orders",
+        }
+    }
+
+    /// Parses a stored or requested kind.
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        match raw {
+            "sales" => Ok(Self::Sales),
+            "my_orders" => Ok(Self::MyOrders),
+            _ => Err(AppError::invalid_field(
+                "kind",
+                "must be \"sales\" (admins) or \"my_orders\"",
+            )),
+        }
+    }
+}
+
 /// A checked report request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportRequest {
-    /// `sales`.
-    pub kind: String,
+    /// What the report covers.
+    pub kind: ReportKind,
     /// `csv`.
     pub format: String,
     /// First day.
@@ -95,9 +126,7 @@ impl ReportRequest {
         to: NaiveDate,
         run_at: Option<DateTime<Utc>>,
     ) -> Result<Self, AppError> {
-        if kind != "sales" {
-            return Err(AppError::invalid_field("kind", "must be \"sales\""));
-        }
+        let kind = ReportKind::parse(kind)?;
         if format != "csv" {
             return Err(AppError::invalid_field("format", "must be \"csv\""));
         }
@@ -119,12 +148,51 @@ impl ReportRequest {
             ));
         }
         Ok(Self {
-            kind: kind.to_owned(),
+            kind,
             format: format.to_owned(),
             from,
             to,
             run_at,
         })
+    }
+}
+
+impl SalesRow {
+    /// The CSV header, in the order of [`SalesRow::csv_record`].
+    pub const CSV_HEADER: [&'static str; 10] = [
+        "order_id",
+        "placed_at",
+        "status",
+        "customer_email",
+        "sku",
+        "product_name",
+        "quantity",
+        "unit_price_cents",
+        "line_total_cents",
+        "currency",
+    ];
+
+    /// The row as CSV cells. Text that people or other systems chose (the email, the product
+    /// name and SKU) goes through [`crate::csv_cell::neutralise`]; numbers stay numbers.
+    pub fn csv_record(&self) -> [std::borrow::Cow<'_, str>; 10] {
+        use std::borrow::Cow;
+
+        use crate::csv_cell::neutralise;
+        [
+            Cow::Owned(self.order_id.to_string()),
+            Cow::Owned(
+                self.placed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
+            neutralise(&self.status),
+            neutralise(&self.customer_email),
+            neutralise(&self.sku),
+            neutralise(&self.product_name),
+            Cow::Owned(self.quantity.to_string()),
+            Cow::Owned(self.unit_price_cents.to_string()),
+            Cow::Owned(self.line_total_cents.to_string()),
+            neutralise(&self.currency),
+        ]
     }
 }
 

@@ -31,7 +31,7 @@ impl ReportRepository {
         ))
         .bind(Uuid::now_v7())
         .bind(user_id)
-        .bind(&request.kind)
+        .bind(request.kind.as_str())
         .bind(&request.format)
         .bind(request.from)
         .bind(request.to)
@@ -52,6 +52,30 @@ impl ReportRepository {
                 .fetch_optional(db)
                 .await?,
         )
+    }
+
+    /// How many of `user_id`'s reports are queued or running (a partial index keeps this cheap
+    /// however many finished reports the user has).
+    pub async fn count_open<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        user_id: Uuid,
+    ) -> Result<i64, AppError> {
+        Ok(sqlx::query_scalar(
+            "select count(*) from reports where user_id = $1 and status in ('queued', 'running')",
+        )
+        .bind(user_id)
+        .fetch_one(db)
+        .await?)
+    }
+
+    /// Holds a transaction-scoped lock on `user_id`'s report requests until commit or rollback.
+    pub async fn lock_user(&self, conn: &mut PgConnection, user_id: Uuid) -> Result<(), AppError> {
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended('reports:' || $1::text, 0))")
+            .bind(user_id)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// Sets a report running.
@@ -105,13 +129,15 @@ impl ReportRepository {
         Ok(())
     }
 
-    /// Sales lines of orders placed in `[from, to]` (UTC days), in order: streamed row by row
-    /// from a server-side cursor, so memory stays flat however many orders there are.
+    /// Sales lines of orders placed in `[from, to]` (UTC days), of every customer or only of
+    /// `customer`, in order: streamed row by row from a server-side cursor, so memory stays flat
+    /// however many orders there are.
     pub fn sales_rows<'a>(
         &self,
         pool: &'a PgPool,
         from: NaiveDate,
         to: NaiveDate,
+        customer: Option<Uuid>,
     ) -> BoxStream<'a, Result<SalesRow, sqlx::Error>> {
         let start: DateTime<Utc> = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         let end: DateTime<Utc> = (to + chrono::Duration::days(1))
@@ -123,11 +149,12 @@ impl ReportRepository {
                     i.sku, i.name as product_name, i.quantity, i.unit_price_cents, \
                     i.unit_price_cents * i.quantity as line_total_cents, o.currency \
              from orders o join order_items i on i.order_id = o.id join users u on u.id = o.user_id \
-             where o.created_at >= $1 and o.created_at < $2 \
+             where o.created_at >= $1 and o.created_at < $2 and ($3::uuid is null or o.user_id = $3) \
              order by o.created_at, o.id, i.line_no",
         )
         .bind(start)
         .bind(end)
+        .bind(customer)
         .fetch(pool)
     }
 }

@@ -1,4 +1,10 @@
-//! Report rules: who may request and read which report, and the build's bookkeeping.
+//! Report rules: who may request and read which report, how many a user may have in the works,
+//! and the build's bookkeeping.
+//!
+//! The shop-wide `sales` report lists every customer's orders and email address, so only admins
+//! may request it; `my_orders` gives anyone their own orders. A user may have at most
+//! [`MAX_OPEN_REPORTS_PER_USER`] reports queued or running: each one is a scan of up to five
+//! years of orders, and the count is checked before anything is written.
 
 use futures::stream::BoxStream;
 use sqlx::PgPool;
@@ -12,11 +18,14 @@ use crate::{
     queue::{Outbox, outbox},
     reports::{
         events::ReportEvent,
-        model::{Report, ReportRequest, ReportStatus, SalesRow},
+        model::{Report, ReportKind, ReportRequest, ReportStatus, SalesRow},
         repository::ReportRepository,
     },
     users::Actor,
 };
+
+/// How many reports one user may have queued or running at once.
+pub const MAX_OPEN_REPORTS_PER_USER: i64 = 3;
 
 /// Reports.
 #[derive(Debug, Clone)]
@@ -41,9 +50,27 @@ impl ReportService {
     }
 
     /// Records a report request and stages its build job (delayed to `run_at` if given).
+    /// A customer asking for the shop-wide `sales` report is refused (403), and so is anyone
+    /// with [`MAX_OPEN_REPORTS_PER_USER`] reports already queued or running (409).
     #[tracing::instrument(skip(self, request), fields(user_id = %actor.user_id))]
     pub async fn request(&self, actor: &Actor, request: ReportRequest) -> Result<Report, AppError> {
+        if request.kind == ReportKind::Sales && !actor.is_admin() {
+            return Err(AppError::forbidden(
+                "the sales report covers every customer and is for admins; \
+                 ask for \"my_orders\" to export your own orders",
+            ));
+        }
         let mut uow = UnitOfWork::begin(&self.pool).await?;
+        // Requests of one user are serialised for the count and the insert, so two concurrent
+        // requests cannot both pass a cap that only one of them fits under.
+        self.reports.lock_user(uow.conn(), actor.user_id).await?;
+        let open = self.reports.count_open(uow.conn(), actor.user_id).await?;
+        if open >= MAX_OPEN_REPORTS_PER_USER {
+            return Err(AppError::conflict(format!(
+                "you already have {open} reports queued or running (at most \
+                 {MAX_OPEN_REPORTS_PER_USER}); wait until one is ready"
+            )));
+        }
         let report = self
             .reports
             .insert(uow.conn(), actor.user_id, &request)
@@ -58,13 +85,20 @@ impl ReportService {
         Ok(report)
     }
 
-    /// A report the actor may see (own, or any for admins); others are 404.
+    /// A report the actor may see (own, or any for admins); others are 404. A shop-wide
+    /// report is 403 to a customer even if they once requested it (before the rule existed, or
+    /// as an admin since demoted).
     pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<Report, AppError> {
-        self.reports
+        let report = self
+            .reports
             .find(&self.pool, id)
             .await?
             .filter(|r| actor.may_access(r.user_id))
-            .ok_or_else(|| AppError::not_found("report not found"))
+            .ok_or_else(|| AppError::not_found("report not found"))?;
+        if report.kind == ReportKind::Sales.as_str() && !actor.is_admin() {
+            return Err(AppError::forbidden("the sales report is for admins"));
+        }
+        Ok(report)
     }
 
     /// A report by id, for the build job.
@@ -114,9 +148,14 @@ impl ReportService {
             .await
     }
 
-    /// The sales lines of a report's range, streamed.
+    /// The lines of a report's range, streamed: every customer's for `sales`, the requester's
+    /// own for `my_orders` (and for any kind this build does not know, nothing but theirs).
     pub fn sales_rows(&self, report: &Report) -> BoxStream<'_, Result<SalesRow, sqlx::Error>> {
+        let customer = match ReportKind::parse(&report.kind) {
+            Ok(ReportKind::Sales) => None,
+            _ => Some(report.user_id),
+        };
         self.reports
-            .sales_rows(&self.pool, report.from_date, report.to_date)
+            .sales_rows(&self.pool, report.from_date, report.to_date, customer)
     }
 }

@@ -272,7 +272,8 @@ impl UploadService {
                 "another processing attempt took this upload over",
             ));
         }
-        self.products
+        let written = self
+            .products
             .upsert_batch(uow.conn(), &batch.products)
             .await?;
         if !batch.errors.is_empty() {
@@ -282,11 +283,13 @@ impl UploadService {
             self.uploads.insert_errors(uow.conn(), id, kept).await?;
         }
         uow.commit().await?;
+        // Each batch's products show their new price and stock as soon as it commits.
+        self.products.catalogue_edited(written).await;
         Ok(())
     }
 
-    /// Finishes an import: the totals, whether the error list was cut, and the catalogue cache
-    /// dropped so the new prices show.
+    /// Finishes an import: the totals and whether the error list was cut (each batch already
+    /// refreshed the cached catalogue when it committed).
     #[tracing::instrument(skip(self))]
     pub async fn complete_import(
         &self,
@@ -308,7 +311,6 @@ impl UploadService {
                 }),
             )
             .await?;
-        self.products.invalidate_catalogue().await;
         Ok(upload)
     }
 

@@ -47,25 +47,55 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A syntactically valid, lowercased email address.
+/// A lowercased RFC 5321 `addr-spec` (`local@domain`), exactly the mailbox mail is sent to.
+///
+/// Only the plain form is accepted: a dot-atom local part and a dotted host name of letters,
+/// digits and hyphens. Display names (`Ann <ann@example.com>`), angle brackets, quoted local
+/// parts, comments, commas, spaces, control and non-ASCII characters are refused, so what is
+/// stored is the address a mail server delivers to and nothing a mail client or a spreadsheet
+/// could read as something else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
+/// `atext` of RFC 5322: the characters a dot-atom local part is made of, besides letters and digits.
+const LOCAL_PART_SYMBOLS: &str = "!#$%&'*+/=?^_`{|}~-";
+
 impl Email {
-    /// Parses an address: trimmed, lowercased, one `@`, a dotted domain, no spaces, ≤ 254 bytes.
+    /// Parses an address: trimmed, lowercased, at most 254 bytes, local part at most 64.
     pub fn parse(raw: &str) -> Result<Self, AppError> {
-        let email = raw.trim().to_lowercase();
-        let invalid = || AppError::invalid_field("email", "must be a valid email address");
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let email = raw.trim().to_ascii_lowercase();
+        let invalid = || {
+            AppError::invalid_field(
+                "email",
+                "must be a plain email address such as ann@example.com (no name, brackets, \
+                 quotes, spaces or commas)",
+            )
+        };
+        if email.len() > 254 || !email.is_ascii() {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        let domain_ok = domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains("..")
-            && !domain.contains('@');
-        if local.is_empty() || local.len() > 64 || !domain_ok {
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && local.split('.').all(|atom| {
+                !atom.is_empty()
+                    && atom
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || LOCAL_PART_SYMBOLS.contains(c))
+            });
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            && labels
+                .last()
+                .is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()));
+        if !local_ok || !domain_ok {
             return Err(invalid());
         }
         Ok(Self(email))
@@ -179,8 +209,41 @@ mod tests {
             "a da@example.com",
             "ada@.com",
             "ada@example..com",
+            // Display names and brackets: lettre would deliver to the address inside.
+            "a1<victim@example.com>",
+            "Ann <ann@example.com>",
+            "<ann@example.com>",
+            "\"ann\"@example.com",
+            "ann,bob@example.com",
+            "ann@example.com,bob@example.com",
+            "=HYPERLINK(\"http://x.io\")@x.io",
+            "ann(comment)@example.com",
+            "ann\u{0}@example.com",
+            "ann\r\n@example.com",
+            ".ann@example.com",
+            "ann.@example.com",
+            "ann..b@example.com",
+            "ann@-example.com",
+            "ann@example-.com",
+            "ann@exa_mple.com",
+            "ann@127.0.0.1",
+            "ann@[127.0.0.1]",
+            "ännchen@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn plain_addresses_with_every_atext_character_are_accepted() {
+        for good in [
+            "ann@example.com",
+            "ann.lee+shop@mail.example.co.uk",
+            "o'brien@example.ie",
+            "x!#$%&'*+/=?^_`{|}~-y@example.com",
+            "a@b-c.io",
+        ] {
+            assert_eq!(Email::parse(good).unwrap().as_str(), good);
         }
     }
 

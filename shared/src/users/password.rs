@@ -10,7 +10,11 @@
 //!
 //! At most one hash per CPU core runs at a time; the rest wait their turn. Without the bound, a
 //! burst of logins would start a blocking thread and 46 MiB per request (hundreds of threads,
-//! gigabytes) and finish no sooner: the cores are the limit either way.
+//! gigabytes) and finish no sooner: the cores are the limit either way. The queue is bounded too
+//! ([`MAX_WAITING_PER_SLOT`] per core): past it the server is saturated with password work and a
+//! new hash is refused at once (503) rather than queued behind the flood, so the wait of those
+//! admitted stays short. Floods against one account are stopped earlier, before any hashing, by
+//! the per-account login budget (`login_throttle`).
 
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
@@ -29,17 +33,75 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Hashes that may wait for a slot, per slot, before new ones are refused.
+pub const MAX_WAITING_PER_SLOT: usize = 16;
+
+/// Hashing slots with a bounded queue in front of them.
+#[derive(Debug)]
+struct Slots {
+    running: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+}
+
+/// Counts one waiter for as long as it waits (also when its future is dropped).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Slots {
+    fn new(slots: usize, max_waiting: usize) -> Self {
+        Self {
+            running: tokio::sync::Semaphore::new(slots),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free; 503 if the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let _slot = match self.running.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let queued = self
+                    .waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _waiting = Waiting(&self.waiting);
+                if queued >= self.max_waiting {
+                    tracing::warn!(queued, "password hashing saturated; refusing");
+                    return Err(AppError::Unavailable(
+                        "too many password checks in progress; try again in a moment".into(),
+                    ));
+                }
+                self.running
+                    .acquire()
+                    .await
+                    .map_err(|e| AppError::internal(format!("hashing slots closed: {e}")))?
+            }
+        };
+        Ok(tokio::task::spawn_blocking(work).await?)
+    }
+}
+
 /// Runs `work` on the blocking pool once one of the per-core hashing slots is free.
 async fn run_bounded<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
-    });
-    // The semaphore is never closed, so acquiring cannot fail.
-    let _slot = slots.acquire().await.ok();
-    tokio::task::spawn_blocking(work).await
+) -> Result<T, AppError> {
+    static SLOTS: std::sync::OnceLock<Slots> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            Slots::new(cores, cores * MAX_WAITING_PER_SLOT)
+        })
+        .run(work)
+        .await
 }
 
 /// Hashes a password into a PHC string (`$argon2id$v=19$...`).
@@ -65,7 +127,6 @@ pub async fn verify(candidate: String, stored_hash: String) -> Result<bool, AppE
             .is_ok()
     })
     .await
-    .map_err(AppError::from)
 }
 
 /// A valid hash of a random password, checked against when the email is unknown so a failed
@@ -79,4 +140,38 @@ pub fn dummy_hash() -> &'static str {
             .map(|h| h.to_string())
             .unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_new_work_at_once() {
+        let slots = std::sync::Arc::new(Slots::new(1, 1));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.run(move || released.recv().is_ok()).await }
+        });
+        while slots.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.run(|| 2).await }
+        });
+        while slots.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+
+        let refused = slots.run(|| 3).await.unwrap_err();
+        assert!(matches!(refused, AppError::Unavailable(_)), "{refused:?}");
+
+        release.send(()).unwrap();
+        assert!(running.await.unwrap().unwrap());
+        assert_eq!(waiting.await.unwrap().unwrap(), 2);
+        assert_eq!(slots.waiting.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(slots.run(|| 4).await.unwrap(), 4);
+    }
 }

@@ -11,6 +11,18 @@ use crate::{
 
 const USER_COLUMNS: &str = "id, email, name, role, created_at, updated_at";
 
+/// A user as a login sees it: with the password hash and the token generation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Credentials {
+    /// The account.
+    #[sqlx(flatten)]
+    pub user: User,
+    /// Its argon2 hash.
+    pub password_hash: String,
+    /// Stamped into every token issued now (see `Claims::generation`).
+    pub token_generation: i32,
+}
+
 /// Users and their password hashes in PostgreSQL.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserRepository;
@@ -57,26 +69,102 @@ impl UserRepository {
         )
     }
 
-    /// A user and their password hash by (lowercased) email.
+    /// A user with their password hash and token generation, by (lowercased) email: what a
+    /// login needs, in one statement.
     #[tracing::instrument(skip_all)]
-    pub async fn find_with_hash_by_email<'e>(
+    pub async fn find_credentials_by_email<'e>(
         &self,
         db: impl PgExecutor<'e>,
         email: &str,
-    ) -> Result<Option<(User, String)>, AppError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            user: User,
-            password_hash: String,
-        }
-        let row = sqlx::query_as::<_, Row>(&format!(
-            "select {USER_COLUMNS}, password_hash from users where lower(email) = lower($1)"
+    ) -> Result<Option<Credentials>, AppError> {
+        Ok(sqlx::query_as::<_, Credentials>(&format!(
+            "select {USER_COLUMNS}, password_hash, token_generation from users \
+             where lower(email) = lower($1)"
         ))
         .bind(email)
         .fetch_optional(db)
-        .await?;
-        Ok(row.map(|r| (r.user, r.password_hash)))
+        .await?)
+    }
+
+    /// The same by id (a password change checks the current password).
+    #[tracing::instrument(skip_all)]
+    pub async fn find_credentials_by_id<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Credentials>, AppError> {
+        Ok(sqlx::query_as::<_, Credentials>(&format!(
+            "select {USER_COLUMNS}, password_hash, token_generation from users where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+    }
+
+    /// A user's current token generation (`None` if the user is gone).
+    #[tracing::instrument(skip_all)]
+    pub async fn token_generation<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<i32>, AppError> {
+        Ok(
+            sqlx::query_scalar("select token_generation from users where id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await?,
+        )
+    }
+
+    /// Moves a user's token generation on (every token issued before is refused from now on)
+    /// and returns the new one.
+    #[tracing::instrument(skip_all)]
+    pub async fn next_token_generation<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<i32, AppError> {
+        sqlx::query_scalar(
+            "update users set token_generation = token_generation + 1 where id = $1 \
+             returning token_generation",
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| AppError::not_found("user not found"))
+    }
+
+    /// Sets a user's password hash.
+    #[tracing::instrument(skip_all)]
+    pub async fn update_password<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        password_hash: &str,
+    ) -> Result<(), AppError> {
+        sqlx::query("update users set password_hash = $2 where id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a user's role; `None` if there is no such user or the role is already `role`.
+    #[tracing::instrument(skip_all)]
+    pub async fn update_role<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        role: Role,
+    ) -> Result<Option<User>, AppError> {
+        Ok(sqlx::query_as::<_, User>(&format!(
+            "update users set role = $2 where id = $1 and role <> $2 returning {USER_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(role)
+        .fetch_optional(db)
+        .await?)
     }
 
     /// Sets role and password of an existing user (admin promotion).

@@ -1,7 +1,10 @@
-//! Access tokens: HS256 JWTs with `sub`, `role`, `iss`, `aud`, `iat`, `exp` and a unique `jti`.
+//! Access tokens: HS256 JWTs with `sub`, `role`, `iss`, `aud`, `iat`, `exp`, a unique `jti`, the
+//! login session they belong to (`sid`) and the user's token generation (`gen`).
 //!
 //! Verification pins the algorithm to HS256 (so `alg: none` and algorithm swaps fail), checks the
 //! signature, expiry (no leeway), issuer and audience. Any failure is the same 401 for the client.
+//! A token that verifies may still have been revoked (logout, password or role change): that is
+//! `revocation`'s question, asked by `UserService::authenticate`.
 
 use std::time::Duration;
 
@@ -33,6 +36,12 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id.
     pub jti: Uuid,
+    /// The login session (refresh-token family) the token was issued in: logging out revokes
+    /// every token of the session at once.
+    pub sid: Uuid,
+    /// The user's token generation when the token was issued; a password or role change moves
+    /// the generation on, which revokes every earlier token of the user.
+    pub generation: i32,
 }
 
 /// An issued token.
@@ -88,8 +97,18 @@ impl TokenIssuer {
         }
     }
 
-    /// Issues a token for `user`.
-    pub fn issue(&self, user: &User) -> Result<AccessToken, AppError> {
+    /// How long the tokens it issues live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Issues a token for `user` in login session `session`, at token generation `generation`.
+    pub fn issue(
+        &self,
+        user: &User,
+        session: Uuid,
+        generation: i32,
+    ) -> Result<AccessToken, AppError> {
         let iat = now_secs();
         let claims = Claims {
             sub: user.id,
@@ -99,6 +118,8 @@ impl TokenIssuer {
             iat,
             exp: iat + self.ttl.as_secs(),
             jti: Uuid::new_v4(),
+            sid: session,
+            generation,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::internal(format!("signing token: {e}")))?;
@@ -135,6 +156,7 @@ mod tests {
             jwt_issuer: "orderly".into(),
             jwt_audience: "orderly-api".into(),
             jwt_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(600),
         }
     }
 
@@ -149,13 +171,13 @@ mod tests {
         }
     }
 
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "q7Vf2LxN9cRb4KdWm8ZtHs3YpJg6QeAu";
 
     #[test]
     fn round_trip() {
         let issuer = TokenIssuer::new(&config(SECRET));
         let u = user();
-        let token = issuer.issue(&u).unwrap();
+        let token = issuer.issue(&u, Uuid::new_v4(), 0).unwrap();
         let claims = issuer.verify(&token.token).unwrap();
         assert_eq!(claims.sub, u.id);
         assert_eq!(claims.role, Role::Customer);
@@ -163,7 +185,9 @@ mod tests {
 
     #[test]
     fn wrong_secret_is_refused() {
-        let token = TokenIssuer::new(&config(SECRET)).issue(&user()).unwrap();
+        let token = TokenIssuer::new(&config(SECRET))
+            .issue(&user(), Uuid::new_v4(), 0)
+            .unwrap();
         let other = TokenIssuer::new(&config("another-secret-of-32-bytes-length!!"));
         assert!(other.verify(&token.token).is_err());
     }
@@ -175,9 +199,10 @@ mod tests {
         let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
         let claims = b64url(
             format!(
-                r#"{{"sub":"{}","role":"admin","iss":"orderly","aud":"orderly-api","iat":{now},"exp":{},"jti":"{}"}}"#,
+                r#"{{"sub":"{}","role":"admin","iss":"orderly","aud":"orderly-api","iat":{now},"exp":{},"jti":"{}","sid":"{}","generation":0}}"#,
                 Uuid::now_v7(),
                 now + 60,
+                Uuid::new_v4(),
                 Uuid::new_v4()
             )
             .as_bytes(),
@@ -187,7 +212,9 @@ mod tests {
 
     #[test]
     fn wrong_audience_and_issuer_are_refused() {
-        let token = TokenIssuer::new(&config(SECRET)).issue(&user()).unwrap();
+        let token = TokenIssuer::new(&config(SECRET))
+            .issue(&user(), Uuid::new_v4(), 0)
+            .unwrap();
         let mut other_aud = config(SECRET);
         other_aud.jwt_audience = "someone-else".into();
         assert!(TokenIssuer::new(&other_aud).verify(&token.token).is_err());
@@ -201,7 +228,7 @@ mod tests {
         let mut c = config(SECRET);
         c.jwt_ttl = Duration::ZERO;
         let issuer = TokenIssuer::new(&c);
-        let token = issuer.issue(&user()).unwrap();
+        let token = issuer.issue(&user(), Uuid::new_v4(), 0).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert!(issuer.verify(&token.token).is_err());
     }

@@ -1,4 +1,5 @@
-//! Report jobs: stream the sales lines of a date range out of PostgreSQL, write them as CSV into
+//! Report jobs: stream the sales lines of a date range (the whole shop's for a `sales` report,
+//! the requester's own for `my_orders`) out of PostgreSQL, write them as CSV into
 //! storage in 64 KiB parts, record the result, and announce `report.ready` (which emails the
 //! requester). Memory stays flat however many orders the range holds: rows are read from the
 //! database as they arrive and written out in small parts, never collected.
@@ -11,7 +12,7 @@ use futures::TryStreamExt;
 use orderly::{
     jobs::ReportJob,
     queue::{JobError, JobInfo},
-    reports::ReportStatus,
+    reports::{ReportStatus, SalesRow},
 };
 use tokio::io::AsyncWriteExt;
 
@@ -70,10 +71,8 @@ pub async fn handle(
 }
 
 /// A CSV writer into an in-memory part.
-fn part_writer(with_header: bool) -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new()
-        .has_headers(with_header)
-        .from_writer(Vec::with_capacity(PART + PART / 4))
+fn part_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().from_writer(Vec::with_capacity(PART + PART / 4))
 }
 
 /// Streams the rows into storage; returns (rows, bytes, file key).
@@ -86,7 +85,9 @@ async fn build(
         report.id, report.kind, report.from_date, report.to_date
     );
     let mut out = ctx.services.storage.writer(&key);
-    let mut csv = part_writer(true);
+    let mut csv = part_writer();
+    csv.write_record(SalesRow::CSV_HEADER)
+        .map_err(|e| retry("writing CSV", e))?;
     let mut rows = ctx.services.reports.sales_rows(report);
     let mut count: i64 = 0;
     let mut bytes: i64 = 0;
@@ -95,11 +96,13 @@ async fn build(
         .await
         .map_err(|e| retry("reading sales rows", e))?
     {
-        csv.serialize(&row).map_err(|e| retry("writing CSV", e))?;
+        // Text cells are neutralised against spreadsheet formulas (see `orderly::csv_cell`).
+        csv.write_record(row.csv_record().iter().map(|cell| cell.as_bytes()))
+            .map_err(|e| retry("writing CSV", e))?;
         count += 1;
         if csv.get_ref().len() >= PART {
             // The part is full: hand it to storage and continue in a new one (no header again).
-            let part = std::mem::replace(&mut csv, part_writer(false))
+            let part = std::mem::replace(&mut csv, part_writer())
                 .into_inner()
                 .map_err(|e| retry("writing CSV", e.error()))?;
             bytes += part.len() as i64;
@@ -107,22 +110,6 @@ async fn build(
                 .await
                 .map_err(|e| retry("writing to storage", e))?;
         }
-    }
-    if count == 0 {
-        // No rows: still a valid file, with its header line.
-        csv.write_record([
-            "order_id",
-            "placed_at",
-            "status",
-            "customer_email",
-            "sku",
-            "product_name",
-            "quantity",
-            "unit_price_cents",
-            "line_total_cents",
-            "currency",
-        ])
-        .map_err(|e| retry("writing CSV", e))?;
     }
     let rest = csv
         .into_inner()

@@ -30,7 +30,7 @@ async fn sigterm_stops_the_worker_cleanly(pool: PgPool) {
         .env("DATABASE_URL", url)
         .env("REDIS_URL", redis_url())
         .env("REDIS_PREFIX", &prefix)
-        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("JWT_SECRET", orderly::testing::random_secret())
         .env(
             "MAIL_DIR",
             std::env::temp_dir().join(format!("{prefix}-mail")),

@@ -313,7 +313,7 @@ fn spawn_shop_worker(
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", redis)
         .env("REDIS_PREFIX", prefix)
-        .env("JWT_SECRET", "worker-test-secret-worker-test-secret")
+        .env("JWT_SECRET", orderly::testing::random_secret())
         .env("MAIL_DIR", mail_dir)
         .env("STORAGE_DIR", mail_dir.join("storage"))
         .env("RUST_LOG", "info")

@@ -35,10 +35,7 @@ pub fn vars(prefix: &str, overrides: &[(&str, String)]) -> HashMap<String, Strin
         ),
         ("REDIS_URL", redis_url()),
         ("REDIS_PREFIX", prefix.to_owned()),
-        (
-            "JWT_SECRET",
-            "worker-test-secret-worker-test-secret".to_owned(),
-        ),
+        ("JWT_SECRET", orderly::testing::random_secret()),
         (
             "RUST_LOG",
             std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),

@@ -42,7 +42,7 @@ async fn a_sales_report_has_the_right_rows_and_totals(pool: PgPool) {
         .unwrap();
 
     let request = ReportRequest::parse(
-        "sales",
+        "my_orders",
         "csv",
         today() - chrono::Duration::days(7),
         today(),
@@ -92,7 +92,7 @@ async fn a_report_requested_with_run_at_waits_for_its_time(pool: PgPool) {
     let s = services(pool, &[]);
     let fixture = shop(&s, 10).await;
     let run_at = Utc::now() + chrono::Duration::milliseconds(1500);
-    let request = ReportRequest::parse("sales", "csv", today(), today(), Some(run_at)).unwrap();
+    let request = ReportRequest::parse("my_orders", "csv", today(), today(), Some(run_at)).unwrap();
     let report = s.reports.request(&fixture.actor, request).await.unwrap();
     let worker = start_shop_worker(&s, &["reports"]);
     assert!(

@@ -36,7 +36,6 @@ fn assert_one_line_naming(status: ExitStatus, stderr: &str, name: &str) {
 
 const DATABASE_URL: (&str, &str) = ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orderly");
 const REDIS_URL: (&str, &str) = ("REDIS_URL", "redis://127.0.0.1:6379");
-const JWT_SECRET: (&str, &str) = ("JWT_SECRET", "worker-test-secret-worker-test-secret-00");
 
 #[test]
 fn missing_database_url_stops_the_worker_naming_the_variable() {
@@ -51,7 +50,7 @@ fn malformed_concurrency_stops_the_worker_naming_the_variable() {
         &[
             DATABASE_URL,
             REDIS_URL,
-            JWT_SECRET,
+            ("JWT_SECRET", &orderly::testing::random_secret()),
             ("WORKER_CONCURRENCY", "lots"),
         ],
     );
@@ -76,7 +75,27 @@ fn short_jwt_secret_stops_the_worker_without_echoing_it() {
 fn unknown_queue_flag_stops_the_worker_naming_the_queue() {
     let (status, stderr) = run_worker_with(
         &["--queues", "emails,bananas"],
-        &[DATABASE_URL, REDIS_URL, JWT_SECRET],
+        &[
+            DATABASE_URL,
+            REDIS_URL,
+            ("JWT_SECRET", &orderly::testing::random_secret()),
+        ],
     );
     assert_one_line_naming(status, &stderr, "bananas");
+}
+
+#[test]
+fn secrets_published_in_the_repository_stop_the_worker() {
+    for published in [
+        "dev-only-secret-change-me-dev-only-secret-change-me",
+        "change-me-to-a-long-random-string-of-32-bytes",
+    ] {
+        let (status, stderr) =
+            run_worker_with(&[], &[DATABASE_URL, REDIS_URL, ("JWT_SECRET", published)]);
+        assert_one_line_naming(status, &stderr, "JWT_SECRET");
+        assert!(
+            !stderr.contains(published),
+            "the secret was echoed: {stderr:?}"
+        );
+    }
 }

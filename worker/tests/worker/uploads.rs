@@ -70,7 +70,7 @@ async fn start_shop(pool: PgPool, with_worker: bool) -> Shop {
         .await
         .unwrap();
     let token = TokenIssuer::new(&services.config.auth)
-        .issue(&admin)
+        .issue(&admin, Uuid::new_v4(), 0)
         .unwrap()
         .token;
     Shop {
