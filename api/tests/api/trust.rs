@@ -651,3 +651,28 @@ async fn a_product_read_shows_the_stock_an_order_left_on_every_instance(pool: Pg
     assert_eq!(cancelled.status(), StatusCode::OK);
     assert_eq!(stock(&app, &path).await, Some(3));
 }
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn password_change_guesses_spend_the_accounts_login_budget(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("LOGIN_MAX_FAILURES", "3")]).await;
+    let customer = app.customer().await;
+    let guess = |password: &'static str| {
+        let body = json!({"current_password": password, "new_password": "a brand new one"});
+        let request = app
+            .client
+            .post(app.url("/api/v1/users/me/password"))
+            .bearer_auth(&customer.token)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // The login spent one attempt and gave it back; three wrong guesses spend the budget.
+    for _ in 0..3 {
+        assert_eq!(
+            guess("wrong guess").await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let response = guess("customer-password").await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS).await;
+}

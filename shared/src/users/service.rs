@@ -212,8 +212,9 @@ impl UserService {
         Ok(())
     }
 
-    /// Changes the caller's password after checking the current one. Every token the user holds,
-    /// in every session, is revoked: the client logs in again with the new password.
+    /// Changes the caller's password after checking the current one (each check spends one of
+    /// the account's login attempts). Every token the user holds, in every session, is revoked:
+    /// the client logs in again with the new password.
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     pub async fn change_password(
         &self,
@@ -227,12 +228,16 @@ impl UserService {
             .find_credentials_by_id(&self.pool, user_id)
             .await?
             .ok_or_else(|| AppError::unauthorized("account no longer exists"))?;
+        // The same attempt budget as logins: a stolen access token must not become a way to
+        // guess the password at the general request rate.
+        let account = self.login_throttle.attempt(&credentials.user.email).await?;
         if !password::verify(current, credentials.password_hash).await? {
             return Err(AppError::invalid_field(
                 "current_password",
                 "is not your current password",
             ));
         }
+        self.login_throttle.succeeded(&account).await;
         let hash = password::hash(new).await?;
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         self.users
