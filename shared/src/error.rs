@@ -387,3 +387,102 @@ mod tests {
         assert_eq!(json["statusCode"], 422);
     }
 }
+
+// The one way a domain error becomes a job outcome, so job handlers write `?` instead of
+// mapping by hand. It lives here, beside `AppError`, and not in `queue/`: the queue engine
+// knows nothing of the shop (it is becoming its own crate), while the domain error knows every
+// way it is reported (a response above, a job outcome here). Once the engine is its own crate,
+// this impl stays legal where it is, since it is written in the crate that owns `AppError`.
+impl From<AppError> for crate::queue::JobError {
+    /// Problems with the input itself (what a 4xx says) are permanent: running the same job
+    /// again reads the same ids and meets the same answer. A busy dependency (503), a rate
+    /// limit (429, after the wait it names) and everything unexpected (500) are retried.
+    fn from(error: AppError) -> Self {
+        use crate::queue::JobError;
+        // `{:#}` keeps the whole cause chain of an internal error for the dashboard.
+        let message = format!("{error:#}");
+        match error {
+            AppError::BadRequest { .. }
+            | AppError::Unauthorized(_)
+            | AppError::Forbidden(_)
+            | AppError::NotFound(_)
+            | AppError::MethodNotAllowed(_)
+            | AppError::Conflict(_)
+            | AppError::PayloadTooLarge(_)
+            | AppError::UnsupportedMediaType(_)
+            | AppError::Unprocessable { .. } => JobError::permanent(message),
+            AppError::TooManyRequests { retry_after, .. } => {
+                JobError::retry_after(message, retry_after)
+            }
+            AppError::Unavailable(_) | AppError::Internal(_) => JobError::retry(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod job_error_tests {
+    use std::time::Duration;
+
+    use super::AppError;
+    use crate::queue::{JobError, job::JobResultExt};
+
+    fn job(error: AppError) -> JobError {
+        error.into()
+    }
+
+    #[test]
+    fn input_errors_are_permanent() {
+        let cases = [
+            AppError::bad_request("bad"),
+            AppError::unauthorized("who"),
+            AppError::forbidden("no"),
+            AppError::not_found("gone"),
+            AppError::MethodNotAllowed("method".into()),
+            AppError::conflict("taken"),
+            AppError::PayloadTooLarge("big".into()),
+            AppError::UnsupportedMediaType("type".into()),
+            AppError::unprocessable("rule"),
+        ];
+        for error in cases {
+            let message = error.to_string();
+            assert_eq!(job(error), JobError::permanent(message));
+        }
+    }
+
+    #[test]
+    fn passing_errors_are_retried() {
+        assert_eq!(
+            job(AppError::Unavailable("database is busy".into())),
+            JobError::retry("database is busy")
+        );
+        assert_eq!(
+            job(AppError::TooManyRequests {
+                message: "slow down".into(),
+                retry_after: Duration::from_secs(3),
+            }),
+            JobError::retry_after("slow down", Duration::from_secs(3))
+        );
+        let internal =
+            AppError::Internal(anyhow::anyhow!("connection reset").context("redis error"));
+        assert_eq!(
+            job(internal),
+            JobError::retry("redis error: connection reset")
+        );
+    }
+
+    #[test]
+    fn context_is_kept_with_the_classification() {
+        let missing: Result<(), AppError> = Err(AppError::not_found("the file is missing"));
+        assert_eq!(
+            missing.context("opening the upload"),
+            Err(JobError::permanent(
+                "opening the upload: the file is missing"
+            ))
+        );
+        let internal: Result<(), AppError> = Err(AppError::internal("timeout"));
+        assert_eq!(
+            internal.context("loading report"),
+            Err(JobError::retry("loading report: timeout"))
+        );
+    }
+}

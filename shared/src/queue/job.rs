@@ -322,6 +322,35 @@ impl JobError {
             Self::Retry { message, .. } | Self::Permanent(message) => message,
         }
     }
+
+    /// The same failure with what was being done put in front of its message
+    /// (`loading report: database error: ...`); whether and when it is retried do not change.
+    pub fn context(self, context: impl fmt::Display) -> Self {
+        match self {
+            Self::Retry { message, after } => Self::Retry {
+                message: format!("{context}: {message}"),
+                after,
+            },
+            Self::Permanent(message) => Self::Permanent(format!("{context}: {message}")),
+        }
+    }
+}
+
+/// Says what a handler was doing when a step failed, so the dashboard reads
+/// `loading report: ...` instead of a bare cause:
+/// `reports.find(id).await.context("loading report")?`.
+///
+/// Works on any error that converts into a [`JobError`]; the conversion decides whether the
+/// failure is retried, the context only adds words.
+pub trait JobResultExt<T> {
+    /// Converts the error into a [`JobError`] and prefixes its message with `context`.
+    fn context(self, context: impl fmt::Display) -> Result<T, JobError>;
+}
+
+impl<T, E: Into<JobError>> JobResultExt<T> for Result<T, E> {
+    fn context(self, context: impl fmt::Display) -> Result<T, JobError> {
+        self.map_err(|error| error.into().context(context))
+    }
 }
 
 impl fmt::Display for JobError {
@@ -341,6 +370,21 @@ impl From<anyhow::Error> for JobError {
             Ok(job_error) => job_error,
             Err(other) => Self::retry(format!("{other:#}")),
         }
+    }
+}
+
+/// An I/O failure (storage, network, a file) is taken as passing: retried.
+impl From<std::io::Error> for JobError {
+    fn from(e: std::io::Error) -> Self {
+        Self::retry(e.to_string())
+    }
+}
+
+/// A blocking task that panicked or was cancelled: retried (the engine dead-letters it after the
+/// last attempt).
+impl From<tokio::task::JoinError> for JobError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::retry(e.to_string())
     }
 }
 
@@ -416,5 +460,28 @@ mod tests {
         );
         job.attempt = 2;
         assert_eq!(job.next_retry(&JobError::retry("later"), 0.5), None);
+    }
+
+    #[test]
+    fn context_prefixes_the_message_and_keeps_the_kind() {
+        let permanent: Result<(), JobError> = Err(JobError::permanent("bad input"));
+        assert_eq!(
+            permanent.context("parsing"),
+            Err(JobError::permanent("parsing: bad input"))
+        );
+        let later = JobError::retry_after("busy", Duration::from_secs(7));
+        assert_eq!(
+            later.context("calling"),
+            JobError::retry_after("calling: busy", Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn io_errors_retry_with_context() {
+        let io: Result<(), std::io::Error> = Err(std::io::Error::other("disk unplugged"));
+        assert_eq!(
+            io.context("writing to storage"),
+            Err(JobError::retry("writing to storage: disk unplugged"))
+        );
     }
 }

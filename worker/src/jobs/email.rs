@@ -10,7 +10,7 @@ use orderly::{
     emails::SentEmail,
     jobs::EmailJob,
     orders::Order,
-    queue::{JobError, JobInfo},
+    queue::{JobError, JobInfo, job::JobResultExt},
 };
 use serde_json::json;
 
@@ -41,20 +41,26 @@ fn order_context(order: &Order, name: &str) -> serde_json::Value {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> JobError {
-    JobError::retry(e.to_string())
-}
-
 /// Renders the message for `job`, or `None` when what it is about no longer exists.
 async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobError> {
     let services = &ctx.services;
     let (template, to, context) = match job {
         EmailJob::OrderConfirmation { order_id } | EmailJob::OrderCancelled { order_id } => {
-            let Some(order) = services.orders.find(*order_id).await.map_err(internal)? else {
+            let Some(order) = services
+                .orders
+                .find(*order_id)
+                .await
+                .context("loading the order")?
+            else {
                 tracing::warn!(%order_id, "order no longer exists; nothing to send");
                 return Ok(None);
             };
-            let Some(user) = services.users.find(order.user_id).await.map_err(internal)? else {
+            let Some(user) = services
+                .users
+                .find(order.user_id)
+                .await
+                .context("loading the customer")?
+            else {
                 tracing::warn!(user_id = %order.user_id, "customer no longer exists; nothing to send");
                 return Ok(None);
             };
@@ -70,7 +76,12 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
             )
         }
         EmailJob::Welcome { user_id } => {
-            let Some(user) = services.users.find(*user_id).await.map_err(internal)? else {
+            let Some(user) = services
+                .users
+                .find(*user_id)
+                .await
+                .context("loading the user")?
+            else {
                 tracing::warn!(%user_id, "user no longer exists; nothing to send");
                 return Ok(None);
             };
@@ -81,7 +92,12 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
             )
         }
         EmailJob::ReportReady { report_id } => {
-            let Some(report) = services.reports.find(*report_id).await.map_err(internal)? else {
+            let Some(report) = services
+                .reports
+                .find(*report_id)
+                .await
+                .context("loading the report")?
+            else {
                 tracing::warn!(%report_id, "report no longer exists; nothing to send");
                 return Ok(None);
             };
@@ -89,7 +105,7 @@ async fn render(job: &EmailJob, ctx: &JobContext) -> Result<Option<Email>, JobEr
                 .users
                 .find(report.user_id)
                 .await
-                .map_err(internal)?
+                .context("loading the requester")?
             else {
                 return Ok(None);
             };
@@ -138,7 +154,7 @@ pub async fn handle(
     // retry of a message already sent wastes the render.
     let (already_sent, rendered) =
         tokio::join!(services.sent_emails.was_sent(&info.id), render(&job, &ctx));
-    if already_sent.map_err(internal)? {
+    if already_sent.context("checking the sent-mail log")? {
         tracing::info!("already sent by an earlier attempt; skipping");
         return Ok(());
     }
@@ -162,7 +178,7 @@ pub async fn handle(
             subject: email.subject.clone(),
         })
         .await
-        .map_err(internal)?;
+        .context("recording the sent email")?;
     tracing::info!(to = %email.to, subject = %email.subject, "email sent");
     Ok(())
 }

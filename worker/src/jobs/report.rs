@@ -10,8 +10,9 @@
 use apalis_core::task::data::Data;
 use futures::TryStreamExt;
 use orderly::{
+    error::AppError,
     jobs::ReportJob,
-    queue::{JobError, JobInfo},
+    queue::{JobError, JobInfo, job::JobResultExt},
     reports::{ReportStatus, SalesRow},
 };
 use tokio::io::AsyncWriteExt;
@@ -20,10 +21,6 @@ use crate::jobs::JobContext;
 
 /// Bytes buffered before a part is written to storage.
 const PART: usize = 64 * 1024;
-
-fn retry(context: &str, e: impl std::fmt::Display) -> JobError {
-    JobError::retry(format!("{context}: {e}"))
-}
 
 /// Builds one report.
 pub async fn handle(
@@ -35,7 +32,7 @@ pub async fn handle(
     let Some(report) = reports
         .find(job.report_id)
         .await
-        .map_err(|e| retry("loading report", e))?
+        .context("loading report")?
     else {
         tracing::warn!(report_id = %job.report_id, "report no longer exists; nothing to build");
         return Ok(());
@@ -47,13 +44,13 @@ pub async fn handle(
     reports
         .mark_running(report.id)
         .await
-        .map_err(|e| retry("marking report running", e))?;
+        .context("marking report running")?;
     match build(&ctx, &report).await {
         Ok((rows, bytes, key)) => {
             reports
                 .mark_ready(report.id, rows, bytes, &key)
                 .await
-                .map_err(|e| retry("recording report", e))?;
+                .context("recording report")?;
             tracing::info!(report_id = %report.id, rows, bytes, "report ready");
             Ok(())
         }
@@ -75,6 +72,21 @@ fn part_writer() -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new().from_writer(Vec::with_capacity(PART + PART / 4))
 }
 
+/// Writes one record into the part. Writing into memory can only fail as I/O does, so the
+/// error is an `io::Error` (which the queue retries).
+fn write_record<I, T>(csv: &mut csv::Writer<Vec<u8>>, record: I) -> std::io::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    Ok(csv.write_record(record)?)
+}
+
+/// Ends a part: its bytes, flushed out of the writer.
+fn into_part(csv: csv::Writer<Vec<u8>>) -> std::io::Result<Vec<u8>> {
+    csv.into_inner().map_err(csv::IntoInnerError::into_error)
+}
+
 /// Streams the rows into storage; returns (rows, bytes, file key).
 async fn build(
     ctx: &JobContext,
@@ -86,40 +98,36 @@ async fn build(
     );
     let mut out = ctx.services.storage.writer(&key);
     let mut csv = part_writer();
-    csv.write_record(SalesRow::CSV_HEADER)
-        .map_err(|e| retry("writing CSV", e))?;
-    let mut rows = ctx.services.reports.sales_rows(report);
+    write_record(&mut csv, SalesRow::CSV_HEADER).context("writing CSV")?;
+    // Database errors arrive as domain errors, classified like every other.
+    let mut rows = ctx
+        .services
+        .reports
+        .sales_rows(report)
+        .err_into::<AppError>();
     let mut count: i64 = 0;
     let mut bytes: i64 = 0;
-    while let Some(row) = rows
-        .try_next()
-        .await
-        .map_err(|e| retry("reading sales rows", e))?
-    {
+    while let Some(row) = rows.try_next().await.context("reading sales rows")? {
         // Text cells are neutralised against spreadsheet formulas (see `orderly::csv_cell`).
-        csv.write_record(row.csv_record().iter().map(|cell| cell.as_bytes()))
-            .map_err(|e| retry("writing CSV", e))?;
+        write_record(
+            &mut csv,
+            row.csv_record().iter().map(|cell| cell.as_bytes()),
+        )
+        .context("writing CSV")?;
         count += 1;
         if csv.get_ref().len() >= PART {
             // The part is full: hand it to storage and continue in a new one (no header again).
-            let part = std::mem::replace(&mut csv, part_writer())
-                .into_inner()
-                .map_err(|e| retry("writing CSV", e.error()))?;
+            let part =
+                into_part(std::mem::replace(&mut csv, part_writer())).context("writing CSV")?;
             bytes += part.len() as i64;
-            out.write_all(&part)
-                .await
-                .map_err(|e| retry("writing to storage", e))?;
+            out.write_all(&part).await.context("writing to storage")?;
         }
     }
-    let rest = csv
-        .into_inner()
-        .map_err(|e| retry("writing CSV", e.error()))?;
+    let rest = into_part(csv).context("writing CSV")?;
     bytes += rest.len() as i64;
-    out.write_all(&rest)
-        .await
-        .map_err(|e| retry("writing to storage", e))?;
+    out.write_all(&rest).await.context("writing to storage")?;
     out.shutdown()
         .await
-        .map_err(|e| retry("finishing the upload to storage", e))?;
+        .context("finishing the upload to storage")?;
     Ok((count, bytes, key))
 }

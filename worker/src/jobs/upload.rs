@@ -19,7 +19,7 @@ use apalis_core::task::data::Data;
 use orderly::{
     error::AppError,
     jobs::UploadJob,
-    queue::{JobError, JobInfo},
+    queue::{JobError, JobInfo, job::JobResultExt},
     uploads::{
         ImageSummary, Upload, UploadPurpose,
         import::{IMPORT_BATCH_ROWS, ImportBatch, ImportHeader, RowValidator},
@@ -46,16 +46,15 @@ impl From<JobError> for Stop {
     }
 }
 
-/// Sorts a service error: problems with the file itself are permanent, a lost upload means
-/// another attempt took over, anything else (database, storage) may pass.
-fn stop(error: AppError) -> Stop {
-    match error {
-        AppError::Conflict(_) => Stop::Superseded,
-        AppError::NotFound(message) | AppError::PayloadTooLarge(message) => {
-            Stop::Failed(JobError::permanent(message))
+/// Sorts a service error: a conflict means another attempt took the upload over; anything else
+/// is classified as every domain error is for the queue (the file missing, too large or
+/// unreadable is permanent; database and storage trouble may pass).
+impl From<AppError> for Stop {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Conflict(_) => Self::Superseded,
+            other => Self::Failed(other.into()),
         }
-        AppError::Unprocessable { message, .. } => Stop::Failed(JobError::permanent(message)),
-        other => Stop::Failed(JobError::retry(format!("{other:#}"))),
     }
 }
 
@@ -115,7 +114,7 @@ type Parsed = Result<ImportBatch, JobError>;
 
 async fn import_products(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Result<(), Stop> {
     let uploads = &ctx.services.uploads;
-    let (size, stream) = uploads.open(upload).await.map_err(stop)?;
+    let (size, stream) = uploads.open(upload).await?;
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     // Two batches in flight at most: the parser stays just ahead of the database.
     let (batches, mut received) = mpsc::channel::<Parsed>(2);
@@ -125,17 +124,13 @@ async fn import_products(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Res
         let batch = parsed?;
         uploads
             .apply_import_batch(upload.id, run_id, &batch)
-            .await
-            .map_err(stop)?;
+            .await?;
         tracing::debug!(progress = batch.progress, "import batch applied");
     }
-    let rows_total = parser
-        .await
-        .map_err(|e| JobError::retry(format!("the import parser stopped: {e}")))??;
+    let rows_total = parser.await.context("the import parser stopped")??;
     let completed = uploads
         .complete_import(upload.id, run_id, rows_total)
-        .await
-        .map_err(stop)?;
+        .await?;
     if completed.is_none() {
         return Err(Stop::Superseded);
     }
@@ -150,39 +145,38 @@ fn parse_import(
     size: u64,
     batches: &mpsc::Sender<Parsed>,
 ) -> Result<u64, JobError> {
-    let fail = |error: JobError| {
+    let parsed = read_import(reader, size, batches);
+    if let Err(error) = &parsed {
         let _ = batches.blocking_send(Err(error.clone()));
-        error
-    };
+    }
+    parsed
+}
+
+/// The reading of [`parse_import`]; its error is also sent to the receiving side.
+fn read_import(
+    reader: impl std::io::Read,
+    size: u64,
+    batches: &mpsc::Sender<Parsed>,
+) -> Result<u64, JobError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         // Rows of the wrong width are reported per row, not as a failure of the whole file.
         .flexible(true)
         .from_reader(reader);
     let mut record = csv::ByteRecord::new();
-    if !csv
-        .read_byte_record(&mut record)
-        .map_err(csv_error)
-        .map_err(fail)?
-    {
-        return Err(fail(JobError::permanent(
+    if !csv.read_byte_record(&mut record).map_err(csv_error)? {
+        return Err(JobError::permanent(
             "the file is empty: expected a header row sku,name,price_cents,currency,stock",
-        )));
+        ));
     }
     let fields: Vec<&[u8]> = record.iter().collect();
-    let header = ImportHeader::parse(&fields)
-        .map_err(JobError::permanent)
-        .map_err(fail)?;
+    let header = ImportHeader::parse(&fields).map_err(JobError::permanent)?;
     let mut rows = RowValidator::new(header);
     let mut batch = ImportBatch::default();
     let mut rows_in_batch = 0usize;
     let mut rows_total = 0u64;
     loop {
-        if !csv
-            .read_byte_record(&mut record)
-            .map_err(csv_error)
-            .map_err(fail)?
-        {
+        if !csv.read_byte_record(&mut record).map_err(csv_error)? {
             break;
         }
         rows_total += 1;
@@ -231,10 +225,10 @@ fn percent(done: u64, total: u64) -> u8 {
 
 async fn process_image(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Result<(), Stop> {
     let uploads = &ctx.services.uploads;
-    let bytes = uploads.read_whole(upload).await.map_err(stop)?;
+    let bytes = uploads.read_whole(upload).await?;
     let thumbnail = tokio::task::spawn_blocking(move || imaging::make_thumbnail(&bytes))
         .await
-        .map_err(|e| JobError::retry(format!("the image task stopped: {e}")))?
+        .context("the image task stopped")?
         .map_err(|rejection| {
             let declared = upload
                 .content_type
@@ -244,10 +238,7 @@ async fn process_image(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Resul
             JobError::permanent(format!("{rejection}{declared}"))
         })?;
     // The key is derived from the upload id, so a repeated attempt overwrites, never adds.
-    let thumbnail_key = uploads
-        .store_thumbnail(upload.id, thumbnail.png)
-        .await
-        .map_err(stop)?;
+    let thumbnail_key = uploads.store_thumbnail(upload.id, thumbnail.png).await?;
     let summary = ImageSummary {
         format: thumbnail.format.to_owned(),
         width: thumbnail.width,
@@ -256,10 +247,7 @@ async fn process_image(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Resul
         thumbnail_width: thumbnail.thumbnail_width,
         thumbnail_height: thumbnail.thumbnail_height,
     };
-    let completed = uploads
-        .complete_image(upload.id, run_id, &summary)
-        .await
-        .map_err(stop)?;
+    let completed = uploads.complete_image(upload.id, run_id, &summary).await?;
     if completed.is_none() {
         return Err(Stop::Superseded);
     }

@@ -21,7 +21,7 @@ use apalis_core::task::data::Data;
 use chrono::{DateTime, Utc};
 use orderly::{
     jobs::{Job, WebhookJob},
-    queue::{JobError, JobInfo, RetryPolicy},
+    queue::{JobError, JobInfo, RetryPolicy, job::JobResultExt},
     webhooks::{AttemptOutcome, AttemptRecord, DeliveryStatus, WebhookDelivery, WebhookEndpoint},
 };
 use reqwest::{
@@ -36,10 +36,6 @@ use crate::{
 
 /// Longest wait a receiver's `Retry-After` can impose; anything longer is cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
-
-fn internal(e: impl std::fmt::Display) -> JobError {
-    JobError::retry(e.to_string())
-}
 
 /// Reads a `Retry-After` value: delay-seconds or an HTTP date (a date in the past means now).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -225,7 +221,7 @@ pub async fn handle(
         .webhooks
         .delivery_to_send(job.delivery_id)
         .await
-        .map_err(internal)?
+        .context("loading the delivery")?
     else {
         tracing::warn!("delivery or its endpoint no longer exists; nothing to send");
         return Ok(());
@@ -250,7 +246,7 @@ pub async fn handle(
             .webhooks
             .record_attempt(delivery.id, &record)
             .await
-            .map_err(internal)?;
+            .context("recording the attempt")?;
         tracing::info!(endpoint_id = %endpoint.id, "endpoint disabled; delivery dropped");
         return Ok(());
     }
@@ -274,13 +270,13 @@ pub async fn handle(
         .webhooks
         .record_attempt(delivery.id, &verdict.record)
         .await
-        .map_err(internal)?;
+        .context("recording the attempt")?;
     if verdict.disable_endpoint {
         services
             .webhooks
             .disable_endpoint(endpoint.id, "the receiver answered 410 Gone")
             .await
-            .map_err(internal)?;
+            .context("disabling the endpoint")?;
     }
     match &verdict.job {
         Ok(()) => tracing::info!(
