@@ -295,6 +295,15 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_are_reported_per_field() {
+        let row: Vec<&[u8]> = vec![b"MUG\0-1", b"M\0g", b"1299", b"EUR", b"1\0"];
+        let errors = validator().check(4, &row).unwrap_err();
+        let fields: Vec<&str> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(fields, ["sku", "name", "stock"], "{errors:?}");
+        assert!(errors.iter().all(|e| e.line == 4));
+    }
+
+    #[test]
     fn a_repeated_sku_is_an_error_for_the_later_line_only() {
         let mut rows = validator();
         assert!(rows.check(2, &fields("MUG-1,Mug,1299,EUR,1")).is_ok());
