@@ -29,9 +29,9 @@ pub struct CheckStatus {
 /// Status of every dependency.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Checks {
-    /// PostgreSQL.
+    /// The pool's answer to `select 1`.
     pub postgres: CheckStatus,
-    /// Redis.
+    /// The shared connection's answer to `PING`.
     pub redis: CheckStatus,
 }
 

@@ -105,9 +105,10 @@ pub struct UnitOfWork {
 /// (`unnest($1::uuid[])`: the order's lines, the outbox rows, the stock taken). PostgreSQL's
 /// default plan cache keeps re-planning such a prepared statement at every execution, because
 /// the generic plan's estimate for an array of unknown length looks costlier than a custom
-/// plan for the actual short one; the orders benchmark's profile had planning at 8% of the
-/// whole machine's CPU. `set local` confines this to the transaction (it goes in the same
-/// round trip as the `begin`); queries elsewhere keep the default.
+/// plan for the actual short one, so under the orders load planning becomes a visible share of
+/// PostgreSQL's CPU (measured in docs/performance.md). `set local` confines this to the
+/// transaction (it goes in the same round trip as the `begin`); queries elsewhere keep the
+/// default.
 const BEGIN_UNIT_OF_WORK: &str = "begin; set local plan_cache_mode = force_generic_plan";
 
 impl UnitOfWork {

@@ -43,7 +43,7 @@ enum Command {
     Run(RunArgs),
     /// Queue benchmark: enqueue N jobs from P producers, drain at concurrency C (reads REDIS_URL).
     Bench {
-        /// Jobs.
+        /// Jobs to enqueue and then drain (N), all on a benchmark queue of their own.
         #[arg(long, default_value_t = 20_000)]
         jobs: usize,
         /// Concurrent producers, each awaiting each push.

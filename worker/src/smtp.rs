@@ -3,8 +3,8 @@
 //!
 //! Why not lettre's own pool: lettre writes a message and its final `.` in two writes on a
 //! socket with Nagle's algorithm on, so the `.` waits until the server acknowledges the message,
-//! and servers delay that acknowledgement (40 ms on Linux): every email took 40 ms longer than
-//! its SMTP dialogue (measured by the benchmark: email p50 46 ms against 2.5 ms for a webhook).
+//! and servers delay that acknowledgement (at least 40 ms on Linux): every email waited out that
+//! delay on top of its SMTP dialogue (docs/performance.md has the before and after).
 //! Here lettre still speaks SMTP ([`AsyncSmtpConnection`]) over a socket we open ourselves with
 //! `TCP_NODELAY`. `smtps://` (implicit TLS) keeps lettre's transport, which opens its own sockets.
 //!

@@ -210,11 +210,11 @@ pub struct QueueRow {
     pub by_priority: Vec<PriorityCount>,
     /// Scheduled (delayed, backing off).
     pub scheduled: u64,
-    /// Running.
+    /// Leased by a worker now (the engine's `active` state).
     pub running: u64,
     /// Completed, within retention.
     pub completed: u64,
-    /// Dead.
+    /// Failed for good; kept until an operator retries or purges them.
     pub dead: u64,
     /// Age of the oldest waiting job, readable (`—` when none waits).
     pub oldest_waiting: String,
@@ -341,13 +341,13 @@ pub struct AttemptError {
 pub struct JobView {
     /// Id, queue, kind, state (`ready` shown as waiting).
     pub id: String,
-    /// Queue.
+    /// The queue it was found in; with `id` it names the job in every action URL.
     pub queue: String,
-    /// Kind.
+    /// What the job is (`email.order_confirmation`): which handler runs it.
     pub kind: String,
     /// State as operators name it.
     pub state: &'static str,
-    /// Priority.
+    /// 0 (runs first) to 9 (runs last).
     pub priority: u8,
     /// Attempts so far.
     pub attempts: u32,
@@ -429,11 +429,11 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
 pub struct Tab {
     /// URL key.
     pub key: &'static str,
-    /// Label.
+    /// The state as operators name it (`Waiting` for the engine's `ready`).
     pub label: &'static str,
     /// Jobs in that state.
     pub count: u64,
-    /// Link.
+    /// The queue page with this state selected (`?state=<key>`).
     pub url: String,
     /// The tab shown.
     pub current: bool,
@@ -497,7 +497,7 @@ pub fn pager(queue: &str, key: &str, page: u64, shown: usize, total: u64) -> Pag
 /// One worker process on the overview.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerRow {
-    /// Host.
+    /// Host name the worker reported in its heartbeat; with `pid` it finds the process.
     pub host: String,
     /// Process id.
     pub pid: u32,
@@ -529,9 +529,9 @@ pub fn worker_row(worker: &orderly::queue::WorkerInfo, now_ms: i64) -> WorkerRow
 /// One minute of the chart.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bar {
-    /// Left edge.
+    /// Left edge, in view box units.
     pub x: f64,
-    /// Width.
+    /// In view box units: the minute's slot less a gap, never under one unit.
     pub width: f64,
     /// Top of the processed part.
     pub processed_y: f64,

@@ -76,13 +76,13 @@ impl ListOrdersQuery {
 /// One line of an order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItemResponse {
-    /// Product.
+    /// The catalogue product; it may since have changed or been deactivated.
     pub product_id: Uuid,
     /// SKU when ordered.
     pub sku: String,
     /// Name when ordered.
     pub name: String,
-    /// Units.
+    /// Units ordered, 1 to 1000.
     pub quantity: i32,
     /// Unit price when ordered, minor units.
     pub unit_price_cents: i64,
@@ -106,20 +106,20 @@ impl From<OrderItem> for OrderItemResponse {
 /// An order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderResponse {
-    /// Id.
+    /// UUIDv7, so ids sort by placement time; the order is at `/orders/{id}`.
     pub id: Uuid,
     /// `placed`, `paid`, `shipped`, `delivered` or `cancelled`.
     #[schema(example = "placed")]
     pub status: &'static str,
-    /// Lines.
+    /// The lines, in the order they were requested.
     pub items: Vec<OrderItemResponse>,
     /// Total, minor units.
     pub total_cents: i64,
-    /// Currency.
+    /// ISO 4217 code of the total and of every line.
     pub currency: String,
     /// Placed (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last status change (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
 }
 

@@ -24,11 +24,11 @@ pub struct CreateProductRequest {
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
     #[schema(example = "MUG-001")]
     pub sku: String,
-    /// Name.
+    /// What customers see and search; trimmed, 1 to 200 characters, no control characters.
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     #[schema(example = "Coffee mug")]
     pub name: String,
-    /// Description.
+    /// Free text, empty by default; no NUL characters.
     #[serde(default)]
     #[validate(length(max = 5000, message = "must be at most 5000 characters"))]
     pub description: String,
@@ -154,25 +154,25 @@ impl ListProductsQuery {
 /// A product.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductResponse {
-    /// Id.
+    /// UUIDv7; what orders and image uploads refer to.
     pub id: Uuid,
-    /// SKU.
+    /// Unique stock-keeping unit; imports match existing products by it.
     pub sku: String,
-    /// Name.
+    /// Current name; orders keep the name they were placed with.
     pub name: String,
-    /// Description.
+    /// Free text, possibly empty.
     pub description: String,
     /// Price in minor units.
     pub price_cents: i64,
-    /// Currency.
+    /// ISO 4217 code of `price_cents`.
     pub currency: String,
     /// Units in stock (may be up to a minute old when served from the cache).
     pub stock: i32,
     /// Visible and orderable.
     pub active: bool,
-    /// Created.
+    /// When the product was added (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last edit, stock change included (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
 }
 

@@ -97,7 +97,7 @@ impl From<StoredRowError> for RowErrorResponse {
 /// An upload and where its processing stands.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadResponse {
-    /// Id.
+    /// Poll `GET /uploads/{id}` with it until `status` is `completed` or `failed`.
     pub id: Uuid,
     /// `product_import` or `product_image`.
     #[schema(example = "product_import")]
@@ -111,7 +111,7 @@ pub struct UploadResponse {
     pub filename: String,
     /// Content type the client declared.
     pub content_type: Option<String>,
-    /// File size.
+    /// Bytes received and stored.
     pub byte_size: i64,
     /// Percent of the file processed, 0 to 100.
     #[schema(example = 40)]
@@ -120,9 +120,9 @@ pub struct UploadResponse {
     pub rows_total: Option<i64>,
     /// Rows handled so far (applied plus refused).
     pub rows_processed: i64,
-    /// Rows applied.
+    /// Rows that created or updated a product.
     pub rows_ok: i64,
-    /// Rows refused.
+    /// Rows refused; their reasons are in `errors`, up to the stored cap.
     pub rows_failed: i64,
     /// Why processing failed (or, while `queued` again, why the last attempt failed).
     pub error: Option<String>,
@@ -137,9 +137,9 @@ pub struct UploadResponse {
     pub errors_total: i64,
     /// Pass as `errors_cursor` for the next page of errors; absent on the last page.
     pub errors_next_cursor: Option<String>,
-    /// Uploaded.
+    /// When the file was accepted (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last change of status or progress (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
     /// When processing finished.
     pub completed_at: Option<DateTime<Utc>>,

@@ -29,11 +29,11 @@ pub struct RegisterRequest {
 
 /// A registration, parsed into domain types.
 pub struct Registration {
-    /// Email.
+    /// Trimmed and lowercased; unique among users.
     pub email: Email,
-    /// Password.
+    /// The plaintext, length-checked; the service stores only its hash.
     pub password: Password,
-    /// Name.
+    /// Trimmed, without control characters.
     pub name: DisplayName,
 }
 
@@ -57,7 +57,7 @@ pub struct LoginRequest {
     #[validate(length(min = 1, max = 254, message = "must be 1 to 254 characters"))]
     #[schema(example = "ada@example.com")]
     pub email: String,
-    /// Password.
+    /// Checked against the stored hash; a wrong password and an unknown email get the same 401.
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     #[schema(example = "correct horse battery staple")]
     pub password: String,
@@ -142,11 +142,11 @@ impl ChangeRoleRequest {
 /// A user as clients see it (never the password hash).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
-    /// Id.
+    /// The id admin routes take (`PATCH /users/{id}/role`).
     pub id: uuid::Uuid,
-    /// Email.
+    /// The login name, lowercased when stored.
     pub email: String,
-    /// Name.
+    /// Display name, as given at registration (trimmed).
     pub name: String,
     /// `customer` or `admin`.
     #[schema(example = "customer")]

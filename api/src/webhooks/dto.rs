@@ -56,7 +56,7 @@ impl PageQuery {
 /// A webhook endpoint (never with its secret).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookResponse {
-    /// Id.
+    /// Its deliveries are listed at `/webhooks/{id}/deliveries`.
     pub id: Uuid,
     /// Where deliveries go.
     pub url: String,
@@ -71,7 +71,7 @@ pub struct WebhookResponse {
     pub disabled_at: Option<DateTime<Utc>>,
     /// Registered (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last change, such as being disabled (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
 }
 

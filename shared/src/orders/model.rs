@@ -15,11 +15,11 @@ use crate::error::{AppError, FieldError};
 pub enum OrderStatus {
     /// Placed, stock reserved, awaiting payment.
     Placed,
-    /// Paid.
+    /// Marked paid by an admin; can still be cancelled until it ships.
     Paid,
     /// Handed to the carrier.
     Shipped,
-    /// Arrived.
+    /// Marked delivered by an admin; final, no transition leaves it.
     Delivered,
     /// Cancelled; stock returned.
     Cancelled,
@@ -61,13 +61,14 @@ impl OrderStatus {
 /// One line of an order, as it was when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OrderItem {
-    /// Product.
+    /// The catalogue product; the line's SKU, name and price below are copies, so later
+    /// catalogue edits never change what the order says.
     pub product_id: Uuid,
     /// SKU at the time.
     pub sku: String,
     /// Name at the time.
     pub name: String,
-    /// Units.
+    /// Units ordered, 1..=[`MAX_QUANTITY`]; reserved from stock when the order was placed.
     pub quantity: i32,
     /// Unit price at the time, minor units.
     pub unit_price_cents: i64,
@@ -85,9 +86,9 @@ impl OrderItem {
 pub struct Order {
     /// Id (UUIDv7).
     pub id: Uuid,
-    /// Owner.
+    /// The customer who placed it: the only non-admin who may see or cancel it.
     pub user_id: Uuid,
-    /// State.
+    /// Changes only along [`OrderStatus::can_become`].
     pub status: OrderStatus,
     /// Sum of the lines, minor units.
     pub total_cents: i64,
@@ -95,9 +96,9 @@ pub struct Order {
     pub currency: String,
     /// Lines, in the order the customer gave them.
     pub items: Vec<OrderItem>,
-    /// Placed.
+    /// When the order was placed (set by the database, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last status change (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -109,7 +110,7 @@ pub const MAX_QUANTITY: i64 = 1000;
 /// A requested line: a product and a quantity, both checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewOrderLine {
-    /// Product.
+    /// Appears in at most one line of the order.
     pub product_id: Uuid,
     /// Units, 1..=1000.
     pub quantity: i32,

@@ -41,15 +41,16 @@ const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, currency, created
 /// The fields of a new order row.
 #[derive(Debug, Clone)]
 pub struct NewOrderRow<'a> {
-    /// Id.
+    /// Chosen by the caller (the idempotency claim's resource id), so a second insert under
+    /// the same key hits the primary key.
     pub id: Uuid,
-    /// Owner.
+    /// The customer placing the order.
     pub user_id: Uuid,
-    /// Total.
+    /// Sum of the lines' totals, minor units; the caller computes it with overflow checks.
     pub total_cents: i64,
-    /// Currency.
+    /// ISO 4217 code shared by every line (an order never mixes currencies).
     pub currency: &'a str,
-    /// Lines.
+    /// Stored with line numbers in this order, so the order reads back as the customer gave it.
     pub items: &'a [OrderItem],
 }
 

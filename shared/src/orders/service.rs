@@ -18,7 +18,8 @@ use crate::{
     users::model::Actor,
 };
 
-/// Orders.
+/// The only way in to orders: placing one with its stock and events in one transaction, and
+/// every read or status change behind the caller's access check.
 #[derive(Debug, Clone)]
 pub struct OrderService {
     pool: PgPool,

@@ -48,9 +48,10 @@ use crate::queue::{
 pub struct JobInfo {
     /// Job id (the outbox id for jobs staged by the api).
     pub id: String,
-    /// Queue.
+    /// The queue the job was claimed from (one queue may carry several kinds).
     pub queue: String,
-    /// Kind.
+    /// What the job is (`email.order_confirmation`), as given when it was enqueued; a handler
+    /// serving several kinds can record or branch on it.
     pub kind: String,
     /// This attempt's number, from 1.
     pub attempt: u32,
@@ -531,9 +532,9 @@ async fn run_lease_keeper(shared: Arc<BackendShared>, worker: WorkerContext) {
 
 /// How many ack (and claim) script calls one worker keeps in flight. With one, the worker and
 /// Redis take turns: Redis idles while the worker decodes a claim and runs its jobs, and the
-/// worker idles while Redis runs the script (the queue benchmark showed Redis at 63% and the
-/// worker at 39% of a core, the rest idle). With two, the next batch is on its way while the
-/// last one is being handled.
+/// worker idles while Redis runs the script, so each side leaves much of its core unused (the
+/// measurement is in docs/performance.md, "Where the limits are"). With two, the next batch is
+/// on its way while the last one is being handled.
 const ACK_CALLS_IN_FLIGHT: usize = 2;
 
 /// What an ack call returns: the batch it carried, the worker slots that went with it, and the

@@ -25,7 +25,8 @@ pub struct QueueCounts {
     pub active: u64,
     /// Completed jobs still kept by retention.
     pub completed: u64,
-    /// Dead jobs.
+    /// Jobs that failed for good; no retention trims them, they stay until an operator retries
+    /// or purges them.
     pub dead: u64,
     /// Claiming is paused by an operator.
     pub paused: bool,
@@ -38,9 +39,9 @@ pub struct QueueCounts {
 pub struct MinuteStats {
     /// Minute start, ms since the epoch.
     pub minute_ms: i64,
-    /// Jobs enqueued.
+    /// New jobs accepted (a push whose id already existed is not counted).
     pub enqueued: u64,
-    /// Jobs completed.
+    /// Jobs that succeeded in this minute, whatever their attempt.
     pub completed: u64,
     /// Failed attempts (retried or not).
     pub failed: u64,
@@ -55,15 +56,15 @@ pub struct MinuteStats {
 pub struct JobDetail {
     /// Job id.
     pub id: String,
-    /// Queue.
+    /// The queue it was read from (an id is unique only within its queue).
     pub queue: String,
     /// Current state.
     pub state: String,
-    /// Job kind.
+    /// What the job is (`email.order_confirmation`): which handler runs it.
     pub kind: String,
     /// Payload (parsed when it is JSON).
     pub payload: serde_json::Value,
-    /// Priority level.
+    /// 0 (runs first) to 9 (runs last).
     pub priority: u8,
     /// Attempts so far.
     pub attempts: u32,

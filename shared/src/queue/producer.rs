@@ -2,10 +2,9 @@
 //! flight are sent together in the next one, so fifty producers cost a handful of round trips,
 //! not fifty, and nobody waits for a timer.
 //!
-//! One call at a time, on purpose. Two in flight (as the worker's acker does) was measured: it
-//! did not raise the queue benchmark's enqueue rate, and it doubled the order-to-email latency at
-//! 200 orders/s (p50 15–20 ms became 37–99 ms in back-to-back runs). The cause was not pinned
-//! down; the api's pushes after commit then go out in more, smaller groups.
+//! One call at a time, on purpose. Two in flight (as the worker's acker does) bought no enqueue
+//! throughput and made order-to-email latency worse (the runs are in docs/performance.md). The
+//! cause was not pinned down; the api's pushes after commit then go out in more, smaller groups.
 
 use tokio::sync::{mpsc, oneshot};
 

@@ -17,11 +17,11 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 pub struct WorkerInfo {
     /// Unique id of this process (`host:pid:random`).
     pub id: String,
-    /// Host name.
+    /// The machine's host name, so an operator can find the process.
     pub host: String,
-    /// Process id.
+    /// The operating system's process id on `host`.
     pub pid: u32,
-    /// Queues served.
+    /// Every queue this process claims from, one backend each.
     pub queues: Vec<String>,
     /// Jobs run at once per queue.
     pub concurrency: usize,

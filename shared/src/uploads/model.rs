@@ -83,15 +83,16 @@ pub struct Upload {
     pub content_type: Option<String>,
     /// Where the file is in storage.
     pub storage_key: String,
-    /// Size of the file.
+    /// Size of the stored file, in bytes.
     pub byte_size: i64,
-    /// Processing status.
+    /// Where processing stands; the job moves it, the client polls it.
     pub status: UploadStatus,
     /// The processing attempt that owns the counters (see the migration).
     pub run_id: Option<Uuid>,
     /// Data rows in the file, known once an import finished reading it.
     pub rows_total: Option<i64>,
-    /// Rows applied.
+    /// Rows the current attempt has applied (created or updated a product); reset when a new
+    /// attempt starts, so a retried job never counts a row twice.
     pub rows_ok: i64,
     /// Rows refused (their reasons are in the upload's errors, up to a cap).
     pub rows_failed: i64,
@@ -103,9 +104,9 @@ pub struct Upload {
     pub result: Option<serde_json::Value>,
     /// When processing finished.
     pub completed_at: Option<DateTime<Utc>>,
-    /// Uploaded.
+    /// When the file was accepted and its job staged (set by the database, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last change of status or counters (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
 }
 

@@ -20,7 +20,7 @@ const COLUMNS: &str = "id, user_id, purpose, product_id, filename, content_type,
 pub struct NewUpload<'a> {
     /// Id chosen when the file started arriving (it names the file's keys).
     pub id: Uuid,
-    /// Uploader.
+    /// The admin whose request brought the file (deleting that user deletes the row).
     pub user_id: Uuid,
     /// Purpose and product.
     pub request: &'a UploadRequest,
@@ -28,16 +28,16 @@ pub struct NewUpload<'a> {
     pub file: &'a FileDescription,
     /// Where the file is.
     pub storage_key: &'a str,
-    /// Its size.
+    /// Bytes actually stored (counted while streaming, not the client's declared length).
     pub byte_size: u64,
 }
 
 /// Counters one committed import batch adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchCounts {
-    /// Rows applied.
+    /// Rows this batch applied; added to the upload's total only if the run still owns it.
     pub rows_ok: i64,
-    /// Rows refused.
+    /// Rows this batch refused, including those past the cap on stored row errors.
     pub rows_failed: i64,
     /// Percent of the file processed after this batch.
     pub progress: i16,

@@ -48,7 +48,8 @@ pub struct ImageSummary {
     pub thumbnail_height: u32,
 }
 
-/// Uploads.
+/// Uploaded files from the request that brings them to the job that processes them: storage,
+/// the upload rows, and an import's batches and progress.
 #[derive(Debug, Clone)]
 pub struct UploadService {
     pool: PgPool,

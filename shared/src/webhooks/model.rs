@@ -186,9 +186,9 @@ pub struct WebhookEndpoint {
     pub disabled_at: Option<DateTime<Utc>>,
     /// The admin who registered it (gone if that account was deleted).
     pub created_by: Option<Uuid>,
-    /// Registered.
+    /// When it was registered (set by the database, UTC).
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last change, such as being disabled (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -245,7 +245,7 @@ pub struct WebhookDelivery {
     pub delivered_at: Option<DateTime<Utc>>,
     /// When the event happened.
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// Last change of status or attempts (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
 }
 

@@ -37,7 +37,8 @@ struct Envelope<'a> {
     data: &'a Value,
 }
 
-/// Webhooks.
+/// Webhook endpoints (admin only), the deliveries an event fans out to, and what the delivery
+/// job reads and records.
 #[derive(Debug, Clone)]
 pub struct WebhookService {
     pool: PgPool,
