@@ -5,6 +5,7 @@
 //! jobs from Redis through apalis workers over Orderly's queue engine.
 //!
 //! - [`runner`]: the process: one apalis worker per queue, heartbeat, outbox relay, shutdown.
+//! - [`options`]: what a worker process is asked to do, and the backends it started.
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`smtp`], [`templates`]: outgoing mail (pooled `TCP_NODELAY` SMTP connections).
 //! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
@@ -17,6 +18,7 @@ pub mod imaging;
 pub mod jobs;
 pub mod mailer;
 pub mod metrics;
+pub mod options;
 pub mod runner;
 pub mod smtp;
 pub mod templates;

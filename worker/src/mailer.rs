@@ -14,7 +14,7 @@ use lettre::{
 };
 use orderly::{config::MailConfig, queue::JobError};
 
-use crate::smtp::SmtpPool;
+use crate::smtp::{SmtpPool, classify};
 use secrecy::ExposeSecret;
 
 /// A rendered email.
@@ -53,16 +53,6 @@ impl std::fmt::Debug for Mailer {
 
 /// Time limit for connecting to the SMTP server and for each send.
 const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// An SMTP failure for the queue: 5xx replies are permanent (dead at once, with the server's
-/// reason), everything else (4xx, network) is retried.
-pub fn classify(error: lettre::transport::smtp::Error) -> JobError {
-    if error.is_permanent() {
-        JobError::permanent(format!("mail server refused the message: {error}"))
-    } else {
-        JobError::retry(format!("mail not sent (will retry): {error}"))
-    }
-}
 
 /// The sender address.
 #[derive(Debug, Clone)]

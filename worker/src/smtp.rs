@@ -29,8 +29,6 @@ use lettre::{
 use orderly::queue::JobError;
 use tokio::sync::Mutex;
 
-use crate::mailer::classify;
-
 /// Idle connections kept per worker process.
 const MAX_IDLE: usize = 16;
 /// A connection idle longer than this is checked with `NOOP` before use.
@@ -219,6 +217,16 @@ impl SmtpPool {
                 "mail not sent (will retry): the SMTP server did not answer in time",
             )),
         }
+    }
+}
+
+/// An SMTP failure for the queue: 5xx replies are permanent (dead at once, with the server's
+/// reason), everything else (4xx, network) is retried.
+pub fn classify(error: lettre::transport::smtp::Error) -> JobError {
+    if error.is_permanent() {
+        JobError::permanent(format!("mail server refused the message: {error}"))
+    } else {
+        JobError::retry(format!("mail not sent (will retry): {error}"))
     }
 }
 

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     mailer::Mailer,
-    runner::{Backends, WorkerOptions},
+    options::{Backends, WorkerOptions},
     templates::Templates,
     webhook_client::WebhookClient,
 };

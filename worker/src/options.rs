@@ -1,0 +1,94 @@
+//! What one worker process is asked to do ([`WorkerOptions`]: queues, concurrency, leases,
+//! grace) and the queue backends it started ([`Backends`]). Kept apart from the runner so the
+//! job registry, which the runner calls, can take both without depending on the runner back.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use orderly::queue::{BackendSettings, BackendShared};
+
+/// What one worker process does.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Jobs at once per queue.
+    pub concurrency: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// Time running jobs get after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Run the outbox relay in this process.
+    pub relay: bool,
+    /// Longest an idle worker waits before looking at the queue again without a wake-up.
+    pub idle_poll: Duration,
+    /// Port of the `/metrics` endpoint (`None`: no endpoint).
+    pub metrics_port: Option<u16>,
+}
+
+impl Default for WorkerOptions {
+    /// Every queue, 16 jobs at once, 30 s leases and grace, the relay on, no metrics endpoint.
+    fn default() -> Self {
+        Self {
+            queues: orderly::jobs::QUEUES
+                .iter()
+                .map(|q| q.to_string())
+                .collect(),
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            relay: true,
+            idle_poll: Duration::from_secs(5),
+            metrics_port: None,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Options from config.
+    pub fn from_config(config: &orderly::Config) -> Self {
+        Self {
+            queues: config.worker.queues.clone(),
+            concurrency: config.worker.concurrency,
+            lease: config.worker.lease,
+            shutdown_grace: config.worker.shutdown_grace,
+            relay: true,
+            idle_poll: Duration::from_secs(5),
+            metrics_port: config.worker.metrics_port,
+        }
+    }
+
+    /// Settings for each queue's backend.
+    pub fn backend_settings(&self) -> BackendSettings {
+        BackendSettings {
+            concurrency: self.concurrency,
+            lease: self.lease,
+            idle_poll: self.idle_poll,
+        }
+    }
+}
+
+/// The backends started by this process, for heartbeats and shutdown.
+#[derive(Clone, Default)]
+pub struct Backends(Arc<Mutex<Vec<Arc<BackendShared>>>>);
+
+impl Backends {
+    /// Remembers a backend.
+    pub fn add(&self, shared: Arc<BackendShared>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push(shared);
+        }
+    }
+
+    /// Every backend so far.
+    pub fn all(&self) -> Vec<Arc<BackendShared>> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Jobs held across all backends.
+    pub fn running(&self) -> usize {
+        self.all().iter().map(|b| b.running()).sum()
+    }
+}
