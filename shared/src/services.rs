@@ -128,9 +128,14 @@ impl Services {
         ));
         let orders =
             OrderService::new(db.clone(), products.clone(), events.clone(), outbox.clone());
-        let reports =
-            ReportService::new(db.clone(), events.clone(), outbox.clone(), policies.clone());
         let storage = Storage::from_config(&config.storage)?;
+        let reports = ReportService::new(
+            db.clone(),
+            storage.clone(),
+            events.clone(),
+            outbox.clone(),
+            policies.clone(),
+        );
         let uploads = UploadService::new(
             db.clone(),
             products.clone(),

@@ -7,10 +7,9 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::Response,
 };
-use futures::TryStreamExt;
 use orderly::{
     error::{AppError, ErrorBody},
-    reports::{ReportRequest, ReportStatus},
+    reports::ReportRequest,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -77,33 +76,17 @@ pub async fn download_report(
     AuthUser(actor): AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let report = state.services.reports.get(&actor, id).await?;
-    let key = match (report.status, report.file_key.as_deref()) {
-        (ReportStatus::Ready, Some(key)) => key.to_owned(),
-        _ => {
-            return Err(AppError::conflict(format!(
-                "report is {}, not ready",
-                report.status.as_str()
-            )));
-        }
-    };
-    let (file, stream) = state
-        .services
-        .storage
-        .read(&key)
-        .await
-        .map_err(|e| AppError::internal(format!("reading report file: {e}")))?;
-    let mut response = Response::new(Body::from_stream(stream.map_err(std::io::Error::other)));
+    let download = state.services.reports.download(&actor, id).await?;
+    let mut response = Response::new(Body::from_stream(download.body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
-    if let Ok(disposition) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}-{}-{}.csv\"",
-        report.kind, report.from_date, report.to_date
-    )) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(download.size));
+    if let Ok(disposition) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", download.file_name))
+    {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
     Ok(response)

@@ -109,6 +109,29 @@ async fn customers_get_403_for_the_shop_wide_sales_report(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_report_not_built_yet_cannot_be_downloaded(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let customer = app.customer().await;
+    let response = request_report(&app, &customer, "my_orders").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // No worker runs: the report stays queued.
+    let body = assert_error(
+        app.get(
+            &format!("/api/v1/reports/{id}/download"),
+            Some(&customer.token),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(body["message"], "report is queued, not ready");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn a_customer_export_holds_only_their_own_orders(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;

@@ -1,6 +1,9 @@
 //! Emails sent: one record per message handed to the mail server, keyed by the job that sent
 //! it, so a job retried after a successful send does not send twice.
 
+mod repository;
+
+use repository::SentEmailRepository;
 use sqlx::PgPool;
 
 use crate::error::AppError;
@@ -22,22 +25,22 @@ pub struct SentEmail {
 #[derive(Debug, Clone)]
 pub struct SentEmailService {
     pool: PgPool,
+    /// Its SQL.
+    repository: SentEmailRepository,
 }
 
 impl SentEmailService {
     /// A log in `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            repository: SentEmailRepository,
+        }
     }
 
     /// Whether the job already sent its message.
     pub async fn was_sent(&self, job_id: &str) -> Result<bool, AppError> {
-        Ok(sqlx::query_scalar::<_, bool>(
-            "select exists(select 1 from sent_emails where job_id = $1)",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?)
+        self.repository.exists(&self.pool, job_id).await
     }
 
     /// Records a sent message (a second record for the same job is ignored).
@@ -45,30 +48,14 @@ impl SentEmailService {
     /// Asynchronous commit (`crate::db::async_commit_source`): the row is visible to a retry at
     /// once, and a retry happens only if the worker dies before acking the job; losing the row
     /// needs PostgreSQL to crash within the same fraction of a second as well. Every email then
-    /// frees its worker slot without waiting for a WAL flush.
+    /// frees its worker slot without waiting for a WAL flush. That is why the record is its own
+    /// statement on the pool, never part of a caller's transaction.
     pub async fn record(&self, email: &SentEmail) -> Result<(), AppError> {
-        sqlx::query(concat!(
-            "insert into sent_emails (job_id, kind, recipient, subject) \
-             select $1, $2, $3, $4 from ",
-            crate::db::async_commit_source!(),
-            " as async_commit on conflict (job_id) do nothing"
-        ))
-        .bind(&email.job_id)
-        .bind(&email.kind)
-        .bind(&email.recipient)
-        .bind(&email.subject)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.repository.insert_async_commit(&self.pool, email).await
     }
 
     /// Messages sent for a recipient, newest first (tests and support).
     pub async fn for_recipient(&self, recipient: &str) -> Result<Vec<SentEmail>, AppError> {
-        Ok(sqlx::query_as::<_, SentEmail>(
-            "select job_id, kind, recipient, subject from sent_emails where recipient = $1 order by sent_at desc",
-        )
-        .bind(recipient)
-        .fetch_all(&self.pool)
-        .await?)
+        self.repository.for_recipient(&self.pool, recipient).await
     }
 }

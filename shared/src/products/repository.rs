@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgExecutor, QueryBuilder};
+use sqlx::{PgConnection, PgExecutor, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use crate::{
@@ -237,7 +237,14 @@ impl ProductRepository {
     }
 }
 
-/// [`ProductRepository`] with product and catalogue-page reads served from Redis.
+/// [`ProductRepository`] with product and catalogue-page reads served from Redis, and the only
+/// way services reach products: it owns every cache update.
+///
+/// Writes come in two kinds. Those that commit on their own (`create`, `update`, on the pool)
+/// update the cache themselves before they return. Those that run inside the caller's
+/// transaction (`take_stock`, `return_stock`, `upsert_by_sku`) cannot: the rows they return are
+/// not committed yet, so the caller hands them to [`Self::store`] or [`Self::edited`] once its
+/// commit succeeded (and drops them on a rollback).
 ///
 /// A product read shows committed stock within milliseconds on every api instance: whatever
 /// changes a product (an order taking stock, a cancellation, an edit, an import) hands the rows
@@ -264,11 +271,6 @@ impl CachedProductRepository {
             cache,
             ttl,
         }
-    }
-
-    /// The SQL repository underneath.
-    pub fn uncached(&self) -> &ProductRepository {
-        &self.inner
     }
 
     /// Cache key of one product.
@@ -312,6 +314,69 @@ impl CachedProductRepository {
         let page = self.inner.list(db, query).await?;
         self.cache.set(&key, &page, self.ttl).await;
         Ok(page)
+    }
+
+    /// Inserts a product in its own (autocommit) statement; a taken SKU is a 409. The new
+    /// product is cached and cached pages are retired.
+    pub async fn create(&self, pool: &PgPool, p: &NewProduct) -> Result<Product, AppError> {
+        let created = self.inner.insert(pool, p).await?;
+        self.edited(std::slice::from_ref(&created)).await;
+        Ok(created)
+    }
+
+    /// Applies a patch in its own (autocommit) statement; `None` if there is no such product.
+    /// The product as written is cached and cached pages are retired.
+    pub async fn update(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        patch: &ProductPatch,
+    ) -> Result<Option<Product>, AppError> {
+        let updated = self.inner.update(pool, id, patch).await?;
+        if let Some(product) = &updated {
+            self.edited(std::slice::from_ref(product)).await;
+        }
+        Ok(updated)
+    }
+
+    /// Takes stock inside the caller's transaction (see [`ProductRepository::take_stock`]); the
+    /// caller hands the products to [`Self::store`] after its commit.
+    pub async fn take_stock(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockLine],
+    ) -> Result<Vec<ReservedRow>, AppError> {
+        self.inner.take_stock(conn, lines).await
+    }
+
+    /// Gives stock back inside the caller's transaction; the caller hands the products to
+    /// [`Self::store`] after its commit.
+    pub async fn return_stock(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockLine],
+    ) -> Result<Vec<Product>, AppError> {
+        self.inner.return_stock(conn, lines).await
+    }
+
+    /// Inserts or updates products by SKU inside the caller's transaction (imports); the caller
+    /// hands the products to [`Self::edited`] after its commit.
+    pub async fn upsert_by_sku(
+        &self,
+        conn: &mut PgConnection,
+        products: &[NewProduct],
+    ) -> Result<Vec<Product>, AppError> {
+        self.inner.upsert_by_sku(conn, products).await
+    }
+
+    /// Which of `ids` exist and are active, read from PostgreSQL (inside a transaction that
+    /// holds their rows, the cache may be behind).
+    pub async fn active_ids<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        ids: &[Uuid],
+    ) -> Result<Vec<Uuid>, AppError> {
+        self.inner.active_ids(db, ids).await
     }
 
     /// Puts products that a committed change wrote into the cache (unless it already holds a

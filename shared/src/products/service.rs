@@ -79,13 +79,7 @@ impl ProductService {
     /// Creates a product (admin).
     #[tracing::instrument(skip_all, fields(sku = %product.sku))]
     pub async fn create(&self, product: NewProduct) -> Result<Product, AppError> {
-        let created = self
-            .products
-            .uncached()
-            .insert(&self.pool, &product)
-            .await?;
-        self.products.edited(std::slice::from_ref(&created)).await;
-        Ok(created)
+        self.products.create(&self.pool, &product).await
     }
 
     /// A product. Inactive products exist only for admins; others get 404.
@@ -110,14 +104,10 @@ impl ProductService {
         if patch.is_empty() {
             return Err(AppError::unprocessable("nothing to update"));
         }
-        let updated = self
-            .products
-            .uncached()
+        self.products
             .update(&self.pool, id, &patch)
             .await?
-            .ok_or_else(|| AppError::not_found("product not found"))?;
-        self.products.edited(std::slice::from_ref(&updated)).await;
-        Ok(updated)
+            .ok_or_else(|| AppError::not_found("product not found"))
     }
 
     /// Hides a product from the catalogue and stops it being ordered (admin). Orders keep
@@ -150,17 +140,12 @@ impl ProductService {
                 quantity: l.quantity,
             })
             .collect();
-        let reserved = self
-            .products
-            .uncached()
-            .take_stock(&mut *conn, &stock_lines)
-            .await?;
+        let reserved = self.products.take_stock(&mut *conn, &stock_lines).await?;
         if reserved.len() != lines.len() {
             // Find out why, so the client gets the right error. The caller rolls back.
             let wanted: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
             let active: HashSet<Uuid> = self
                 .products
-                .uncached()
                 .active_ids(&mut *conn, &wanted)
                 .await?
                 .into_iter()
@@ -216,11 +201,7 @@ impl ProductService {
                 quantity: l.quantity,
             })
             .collect();
-        let products = self
-            .products
-            .uncached()
-            .return_stock(conn, &stock_lines)
-            .await?;
+        let products = self.products.return_stock(conn, &stock_lines).await?;
         Ok(StockChange(products))
     }
 
@@ -240,10 +221,7 @@ impl ProductService {
         products: &[NewProduct],
     ) -> Result<StockChange, AppError> {
         Ok(StockChange(
-            self.products
-                .uncached()
-                .upsert_by_sku(conn, products)
-                .await?,
+            self.products.upsert_by_sku(conn, products).await?,
         ))
     }
 

@@ -7,4 +7,4 @@ pub mod repository;
 pub mod service;
 
 pub use model::{Report, ReportKind, ReportRequest, ReportStatus, SalesRow};
-pub use service::ReportService;
+pub use service::{ReportDownload, ReportService};

@@ -6,32 +6,47 @@
 //! [`MAX_OPEN_REPORTS_PER_USER`] reports queued or running: each one is a scan of up to five
 //! years of orders, and the count is checked before anything is written.
 
-use futures::stream::BoxStream;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     events::{DomainEvent, EventBus},
     jobs::{Job, JobPolicies, ReportJob},
-    queue::{Outbox, outbox},
+    queue::{Outbox, UnitOfWork, outbox},
     reports::{
         events::ReportEvent,
         model::{Report, ReportKind, ReportRequest, ReportStatus, SalesRow},
         repository::ReportRepository,
     },
+    storage::Storage,
     users::Actor,
 };
 
 /// How many reports one user may have queued or running at once.
 pub const MAX_OPEN_REPORTS_PER_USER: i64 = 3;
 
+/// A ready report's file, opened for download.
+pub struct ReportDownload {
+    /// The report.
+    pub report: Report,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// The name to offer the file under: `{kind}-{from}-{to}.csv`.
+    pub file_name: String,
+    /// The file's contents, streamed from storage.
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
 /// Reports.
 #[derive(Debug, Clone)]
 pub struct ReportService {
     pool: PgPool,
     reports: ReportRepository,
+    /// Where built report files are, for downloads.
+    storage: Storage,
     events: EventBus,
     outbox: Outbox,
     policies: JobPolicies,
@@ -39,10 +54,17 @@ pub struct ReportService {
 
 impl ReportService {
     /// Wires the service.
-    pub fn new(pool: PgPool, events: EventBus, outbox: Outbox, policies: JobPolicies) -> Self {
+    pub fn new(
+        pool: PgPool,
+        storage: Storage,
+        events: EventBus,
+        outbox: Outbox,
+        policies: JobPolicies,
+    ) -> Self {
         Self {
             pool,
             reports: ReportRepository,
+            storage,
             events,
             outbox,
             policies,
@@ -99,6 +121,37 @@ impl ReportService {
             return Err(AppError::forbidden("the sales report is for admins"));
         }
         Ok(report)
+    }
+
+    /// A ready report's file, for the actor to download. The access rules are those of
+    /// [`Self::get`] (404, 403); a report not built yet (or whose build failed) is 409.
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn download(&self, actor: &Actor, id: Uuid) -> Result<ReportDownload, AppError> {
+        let report = self.get(actor, id).await?;
+        let key = match (report.status, report.file_key.as_deref()) {
+            (ReportStatus::Ready, Some(key)) => key,
+            _ => {
+                return Err(AppError::conflict(format!(
+                    "report is {}, not ready",
+                    report.status.as_str()
+                )));
+            }
+        };
+        let (file, stream) = self
+            .storage
+            .read(key)
+            .await
+            .map_err(|e| AppError::internal(format!("reading report file: {e}")))?;
+        let file_name = format!(
+            "{}-{}-{}.csv",
+            report.kind, report.from_date, report.to_date
+        );
+        Ok(ReportDownload {
+            report,
+            size: file.size,
+            file_name,
+            body: stream.map_err(std::io::Error::other).boxed(),
+        })
     }
 
     /// A report by id, for the build job.

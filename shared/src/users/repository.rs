@@ -1,6 +1,6 @@
 //! SQL for users, and the cached profile read.
 
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -187,7 +187,21 @@ impl UserRepository {
     }
 }
 
-/// [`UserRepository`] with profile reads served from Redis and invalidated on change.
+/// A write to a user's profile made inside a transaction: hand it to
+/// [`CachedUserRepository::committed`] once the transaction commits (dropping it after a
+/// rollback is right: nothing changed).
+#[derive(Debug)]
+#[must_use = "hand it to CachedUserRepository::committed after the commit"]
+pub struct ProfileChange(Uuid);
+
+/// [`UserRepository`] with profile reads served from Redis and invalidated on change, and the
+/// only way services reach users: it owns every cache update.
+///
+/// Writes that commit on their own (on the pool) invalidate the cached profile before they
+/// return. Writes inside the caller's transaction cannot (a reader could cache the old row again
+/// before the commit), so those that change the profile return a [`ProfileChange`] for the
+/// caller to hand to [`Self::committed`] after its commit. Credentials and token generations
+/// are never cached: logins and revocation checks read them from PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct CachedUserRepository {
     inner: UserRepository,
@@ -203,11 +217,6 @@ impl CachedUserRepository {
             cache,
             ttl,
         }
-    }
-
-    /// The SQL repository underneath, for writes and uncached reads.
-    pub fn uncached(&self) -> &UserRepository {
-        &self.inner
     }
 
     /// Cache key of a user's profile.
@@ -231,8 +240,135 @@ impl CachedUserRepository {
         Ok(user)
     }
 
-    /// Drops a cached profile after a change has committed.
-    pub async fn invalidate(&self, id: Uuid) {
+    /// A user by id, read from PostgreSQL (never the cache).
+    pub async fn find_by_id_uncached<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<User>, AppError> {
+        self.inner.find_by_id(db, id).await
+    }
+
+    /// See [`UserRepository::find_credentials_by_email`] (uncached).
+    pub async fn find_credentials_by_email<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        email: &str,
+    ) -> Result<Option<Credentials>, AppError> {
+        self.inner.find_credentials_by_email(db, email).await
+    }
+
+    /// See [`UserRepository::find_credentials_by_id`] (uncached).
+    pub async fn find_credentials_by_id<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Credentials>, AppError> {
+        self.inner.find_credentials_by_id(db, id).await
+    }
+
+    /// See [`UserRepository::token_generation`] (uncached).
+    pub async fn token_generation<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<i32>, AppError> {
+        self.inner.token_generation(db, id).await
+    }
+
+    /// Inserts a user inside the caller's transaction; a taken email is a 409. A new user has
+    /// no cached profile, so there is nothing to hand back.
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<User, AppError> {
+        self.inner
+            .insert(conn, email, name, password_hash, role)
+            .await
+    }
+
+    /// Inserts a user in its own (autocommit) statement; a taken email is a 409. Then drops
+    /// any cached profile under its id.
+    pub async fn create(
+        &self,
+        pool: &PgPool,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<User, AppError> {
+        let user = self
+            .inner
+            .insert(pool, email, name, password_hash, role)
+            .await?;
+        self.invalidate(user.id).await;
+        Ok(user)
+    }
+
+    /// See [`UserRepository::next_token_generation`], inside the caller's transaction (the
+    /// generation is not part of the cached profile).
+    pub async fn next_token_generation(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<i32, AppError> {
+        self.inner.next_token_generation(conn, id).await
+    }
+
+    /// Sets a user's password hash inside the caller's transaction (the hash is not part of
+    /// the cached profile).
+    pub async fn update_password(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        password_hash: &str,
+    ) -> Result<(), AppError> {
+        self.inner.update_password(conn, id, password_hash).await
+    }
+
+    /// Sets a user's role inside the caller's transaction; `None` if there is no such user or
+    /// the role is already `role`.
+    pub async fn update_role(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        role: Role,
+    ) -> Result<Option<(User, ProfileChange)>, AppError> {
+        Ok(self
+            .inner
+            .update_role(conn, id, role)
+            .await?
+            .map(|user| (user, ProfileChange(id))))
+    }
+
+    /// Sets role and password of an existing user inside the caller's transaction (admin
+    /// promotion).
+    pub async fn update_role_and_password(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        role: Role,
+        password_hash: &str,
+    ) -> Result<(User, ProfileChange), AppError> {
+        let user = self
+            .inner
+            .update_role_and_password(conn, id, role, password_hash)
+            .await?;
+        Ok((user, ProfileChange(id)))
+    }
+
+    /// After the transaction that made `change` committed: drops the cached profile, so the
+    /// next read loads the committed row.
+    pub async fn committed(&self, change: ProfileChange) {
+        self.invalidate(change.0).await;
+    }
+
+    /// Drops a cached profile.
+    async fn invalidate(&self, id: Uuid) {
         self.cache.invalidate(&[Self::key(id)]).await;
     }
 }

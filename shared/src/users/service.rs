@@ -12,10 +12,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     events::{DomainEvent, EventBus},
     queue::Outbox,
+    queue::UnitOfWork,
     users::{
         events::UserEvent,
         model::{Actor, DisplayName, Email, Password, Role, User},
@@ -100,7 +100,6 @@ impl UserService {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         let user = self
             .users
-            .uncached()
             .insert(
                 uow.conn(),
                 email.as_str(),
@@ -131,7 +130,6 @@ impl UserService {
         let found = match Email::parse(email) {
             Ok(email) => {
                 self.users
-                    .uncached()
                     .find_credentials_by_email(&self.pool, email.as_str())
                     .await?
             }
@@ -184,7 +182,6 @@ impl UserService {
             Rotation::Rotated { user_id, session } => {
                 let credentials = self
                     .users
-                    .uncached()
                     .find_credentials_by_id(uow.conn(), user_id)
                     .await?
                     .ok_or_else(refused)?;
@@ -224,7 +221,6 @@ impl UserService {
     ) -> Result<(), AppError> {
         let credentials = self
             .users
-            .uncached()
             .find_credentials_by_id(&self.pool, user_id)
             .await?
             .ok_or_else(|| AppError::unauthorized("account no longer exists"))?;
@@ -241,7 +237,6 @@ impl UserService {
         let hash = password::hash(new).await?;
         let mut uow = UnitOfWork::begin(&self.pool).await?;
         self.users
-            .uncached()
             .update_password(uow.conn(), user_id, &hash)
             .await?;
         let generation = self.revoke_all_in(&mut uow, user_id).await?;
@@ -269,24 +264,18 @@ impl UserService {
             ));
         }
         let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let Some(user) = self
-            .users
-            .uncached()
-            .update_role(uow.conn(), user_id, role)
-            .await?
-        else {
+        let Some((user, change)) = self.users.update_role(uow.conn(), user_id, role).await? else {
             // Nothing changed (or there is no such user): no token needs to go.
             drop(uow);
             return self
                 .users
-                .uncached()
-                .find_by_id(&self.pool, user_id)
+                .find_by_id_uncached(&self.pool, user_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("user not found"));
         };
         let generation = self.revoke_all_in(&mut uow, user_id).await?;
         uow.commit().await?;
-        self.users.invalidate(user_id).await;
+        self.users.committed(change).await;
         self.announce_generation(user_id, generation).await;
         tracing::info!("role changed; every earlier token revoked");
         Ok(user)
@@ -297,7 +286,6 @@ impl UserService {
     async fn revoke_all_in(&self, uow: &mut UnitOfWork, user_id: Uuid) -> Result<i32, AppError> {
         let generation = self
             .users
-            .uncached()
             .next_token_generation(uow.conn(), user_id)
             .await?;
         self.sessions
@@ -393,12 +381,7 @@ impl UserService {
 
     /// Whether PostgreSQL says `claims` are revoked; copies what it finds into Redis.
     async fn revocation_from_database(&self, claims: &Claims) -> Result<bool, AppError> {
-        let Some(generation) = self
-            .users
-            .uncached()
-            .token_generation(&self.pool, claims.sub)
-            .await?
-        else {
+        let Some(generation) = self.users.token_generation(&self.pool, claims.sub).await? else {
             return Ok(true);
         };
         let since = chrono::Utc::now()
@@ -438,28 +421,27 @@ impl UserService {
         let hash = password::hash(password).await?;
         let existing = self
             .users
-            .uncached()
             .find_credentials_by_email(&self.pool, email.as_str())
             .await?;
         let result = match existing {
             Some(credentials) => {
                 // A new password and maybe a new role: every earlier token goes.
                 let mut uow = UnitOfWork::begin(&self.pool).await?;
-                let user = self
+                let (user, change) = self
                     .users
-                    .uncached()
                     .update_role_and_password(uow.conn(), credentials.user.id, Role::Admin, &hash)
                     .await?;
                 let generation = self.revoke_all_in(&mut uow, user.id).await?;
                 uow.commit().await?;
                 self.announce_generation(user.id, generation).await;
+                self.users.committed(change).await;
                 (user, false)
             }
             None => {
+                // Commits on its own and leaves the cache clean.
                 let user = self
                     .users
-                    .uncached()
-                    .insert(
+                    .create(
                         &self.pool,
                         email.as_str(),
                         name.as_str(),
@@ -470,7 +452,6 @@ impl UserService {
                 (user, true)
             }
         };
-        self.users.invalidate(result.0.id).await;
         Ok(result)
     }
 }

@@ -1,0 +1,62 @@
+//! SQL for the sent-mail log.
+
+use sqlx::PgExecutor;
+
+use crate::{db::async_commit_source, emails::SentEmail, error::AppError};
+
+/// The `sent_emails` table.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SentEmailRepository;
+
+impl SentEmailRepository {
+    /// Whether a row exists for the job.
+    pub async fn exists<'e, E: PgExecutor<'e>>(
+        &self,
+        db: E,
+        job_id: &str,
+    ) -> Result<bool, AppError> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "select exists(select 1 from sent_emails where job_id = $1)",
+        )
+        .bind(job_id)
+        .fetch_one(db)
+        .await?)
+    }
+
+    /// Inserts the row unless the job already has one, committing asynchronously (see
+    /// `async_commit_source`): run it as its own autocommit statement, never inside a
+    /// business transaction.
+    pub async fn insert_async_commit<'e, E: PgExecutor<'e>>(
+        &self,
+        db: E,
+        email: &SentEmail,
+    ) -> Result<(), AppError> {
+        sqlx::query(concat!(
+            "insert into sent_emails (job_id, kind, recipient, subject) \
+             select $1, $2, $3, $4 from ",
+            async_commit_source!(),
+            " as async_commit on conflict (job_id) do nothing"
+        ))
+        .bind(&email.job_id)
+        .bind(&email.kind)
+        .bind(&email.recipient)
+        .bind(&email.subject)
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
+    /// Rows for a recipient, newest first.
+    pub async fn for_recipient<'e, E: PgExecutor<'e>>(
+        &self,
+        db: E,
+        recipient: &str,
+    ) -> Result<Vec<SentEmail>, AppError> {
+        Ok(sqlx::query_as::<_, SentEmail>(
+            "select job_id, kind, recipient, subject from sent_emails where recipient = $1 order by sent_at desc",
+        )
+        .bind(recipient)
+        .fetch_all(db)
+        .await?)
+    }
+}
