@@ -1,19 +1,20 @@
-//! The PostgreSQL pool, the embedded migrations, and the unit of work that domain operations run in.
+//! The PostgreSQL pool and the embedded migrations.
 //!
 //! Repositories take `&mut PgConnection`, so a service can run several of them (and the event
-//! subscribers, and the outbox) inside one [`UnitOfWork`]. The pool is created lazily: the api
-//! starts, and `/health` reports PostgreSQL down, instead of refusing to start during an outage.
+//! subscribers, and the outbox) inside one unit of work (`queue::UnitOfWork`: a transaction plus
+//! the jobs it stages). The pool is created lazily: the api starts, and `/health` reports
+//! PostgreSQL down, instead of refusing to start during an outage.
 
 use std::str::FromStr;
 
 use secrecy::ExposeSecret;
 use sqlx::{
-    PgConnection, PgPool, Postgres, Transaction,
+    PgPool,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use crate::{config::DatabaseConfig, queue::outbox::StagedJob};
+use crate::config::DatabaseConfig;
 
 /// A one-row `FROM` item (a string literal, for `concat!`) that switches the current transaction
 /// to asynchronous commit (`synchronous_commit = off`: the commit does not wait for its WAL
@@ -87,55 +88,4 @@ pub async fn revert_last(pool: &PgPool) -> Result<Option<i64>, sqlx::migrate::Mi
     let target = applied.get(1).copied().unwrap_or(0);
     MIGRATOR.undo(pool, target).await?;
     Ok(Some(last))
-}
-
-/// One database transaction plus the jobs it staged in the outbox.
-///
-/// Commit through [`UnitOfWork::commit`], which hands the staged jobs back so the caller can
-/// push them to the queue right after the commit (and never after a rollback: dropping the
-/// unit of work rolls back and forgets them).
-pub struct UnitOfWork {
-    tx: Transaction<'static, Postgres>,
-    staged: Vec<StagedJob>,
-}
-
-/// How a unit of work begins: a transaction whose statements run on generic plans.
-///
-/// A unit of work is short writes keyed by ids, and several of its statements take arrays
-/// (`unnest($1::uuid[])`: the order's lines, the outbox rows, the stock taken). PostgreSQL's
-/// default plan cache keeps re-planning such a prepared statement at every execution, because
-/// the generic plan's estimate for an array of unknown length looks costlier than a custom
-/// plan for the actual short one, so under the orders load planning becomes a visible share of
-/// PostgreSQL's CPU (measured in docs/performance.md). `set local` confines this to the
-/// transaction (it goes in the same round trip as the `begin`); queries elsewhere keep the
-/// default.
-const BEGIN_UNIT_OF_WORK: &str = "begin; set local plan_cache_mode = force_generic_plan";
-
-impl UnitOfWork {
-    /// Begins a transaction (see [`BEGIN_UNIT_OF_WORK`]).
-    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
-            staged: Vec::new(),
-        })
-    }
-
-    /// The connection to run repository calls on.
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
-    /// Records a job staged in this transaction (called by the outbox).
-    pub(crate) fn record_staged(&mut self, job: StagedJob) {
-        self.staged.push(job);
-    }
-
-    /// Writes the staged jobs to the outbox (one statement), commits, and returns them.
-    pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
-        if !self.staged.is_empty() {
-            crate::queue::outbox::write_staged(&mut self.tx, &self.staged).await?;
-        }
-        self.tx.commit().await?;
-        Ok(self.staged)
-    }
 }

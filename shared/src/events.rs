@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::{
-    db::UnitOfWork, error::Result, orders::events::OrderEvent, reports::events::ReportEvent,
+    error::Result, orders::events::OrderEvent, queue::UnitOfWork, reports::events::ReportEvent,
     users::events::UserEvent,
 };
 

@@ -23,18 +23,15 @@ use tracing_subscriber::{
 
 use crate::config::{LogConfig, LogFormat};
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// Runs `fut` with `request_id` as the current request id.
+/// Runs `fut` with `request_id` as the current request id. It is the queue's correlation id:
+/// jobs staged under it carry it, and run under it again in the workers.
 pub async fn with_request_id<F: Future>(request_id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(request_id, fut).await
+    crate::queue::correlation::scope(request_id, fut).await
 }
 
 /// The request id of the request (or job) this task is working for, if any.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    crate::queue::correlation::current()
 }
 
 /// Installs the global log subscriber. Safe to call more than once (tests do): later calls are no-ops.

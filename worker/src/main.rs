@@ -181,17 +181,16 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(queues) = args.queues {
-        for queue in &queues {
-            if !orderly::jobs::QUEUES.contains(&queue.as_str()) {
-                eprintln!(
-                    "configuration error: --queues: unknown queue {queue:?} (known: {})",
-                    orderly::jobs::QUEUES.join(", ")
-                );
-                return ExitCode::from(2);
-            }
+    let (listed, source) = match args.queues {
+        Some(flag) => (flag, "--queues"),
+        None => (std::mem::take(&mut config.worker.queues), "WORKER_QUEUES"),
+    };
+    match orderly::jobs::queues_to_serve(&listed) {
+        Ok(queues) => config.worker.queues = queues,
+        Err(reason) => {
+            eprintln!("configuration error: {source} is invalid: {reason}");
+            return ExitCode::from(2);
         }
-        config.worker.queues = queues;
     }
     if let Some(concurrency) = args.concurrency {
         if concurrency == 0 {

@@ -50,7 +50,9 @@ impl WorkerOptions {
     /// Options from config.
     pub fn from_config(config: &orderly::Config) -> Self {
         Self {
-            queues: config.worker.queues.clone(),
+            // As listed; `orderly-worker` has already refused unknown names.
+            queues: orderly::jobs::queues_to_serve(&config.worker.queues)
+                .unwrap_or_else(|_| config.worker.queues.clone()),
             concurrency: config.worker.concurrency,
             lease: config.worker.lease,
             shutdown_grace: config.worker.shutdown_grace,

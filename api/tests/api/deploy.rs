@@ -271,3 +271,18 @@ fn env_example_is_valid_shell() {
         "Orderly <orders@orderly.invalid>"
     );
 }
+
+/// No module of any crate imports a module that imports it back, directly or around a loop
+/// (`scripts/module-cycles.py`, which anyone can run): the layering holds in code.
+#[test]
+fn no_crate_has_an_import_cycle() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/module-cycles.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .output()
+        .expect("python3 runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "import cycles:\n{report}");
+    assert!(report.contains("shared: no cycle"), "{report}");
+}

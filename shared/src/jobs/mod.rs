@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
-    queue::{JobSpec, Priority, RetryPolicy, outbox},
+    queue::{JobSpec, Priority, RetryPolicy, UnitOfWork, outbox},
 };
 
 /// Order, welcome and report emails.
@@ -28,6 +27,21 @@ pub const REPORTS: &str = "reports";
 pub const UPLOADS: &str = "uploads";
 /// Every queue, in the order the dashboard lists them.
 pub const QUEUES: [&str; 4] = [EMAILS, WEBHOOKS, REPORTS, UPLOADS];
+
+/// The queues a worker serves: `listed` (from `WORKER_QUEUES` or `--queues`), or every queue
+/// when none is listed. An unknown name is refused with a message naming it and the known ones.
+pub fn queues_to_serve(listed: &[String]) -> Result<Vec<String>, String> {
+    if listed.is_empty() {
+        return Ok(QUEUES.iter().map(|q| (*q).to_owned()).collect());
+    }
+    match listed.iter().find(|q| !QUEUES.contains(&q.as_str())) {
+        Some(unknown) => Err(format!(
+            "unknown queue {unknown:?} (known: {})",
+            QUEUES.join(", ")
+        )),
+        None => Ok(listed.to_vec()),
+    }
+}
 
 /// Retry settings that come from configuration.
 #[derive(Debug, Clone)]
@@ -197,5 +211,22 @@ impl Job for UploadJob {
 
     fn retry_policy(&self, _: &JobPolicies) -> RetryPolicy {
         RetryPolicy::exponential(3, Duration::from_secs(10), Duration::from_secs(300))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_to_serve_defaults_to_all_and_refuses_unknown_names() {
+        assert_eq!(queues_to_serve(&[]).unwrap().len(), QUEUES.len());
+        let listed = vec!["emails".to_owned(), "reports".to_owned()];
+        assert_eq!(queues_to_serve(&listed).unwrap(), listed);
+        let error = queues_to_serve(&["emails".into(), "bananas".into()]).unwrap_err();
+        assert!(
+            error.contains("\"bananas\"") && error.contains("webhooks"),
+            "{error}"
+        );
     }
 }

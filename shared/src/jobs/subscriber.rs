@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 
 use crate::{
-    db::UnitOfWork,
     error::Result,
     events::{DomainEvent, Subscriber},
     jobs::{EmailJob, JobPolicies, stage},
     orders::events::OrderEvent,
+    queue::UnitOfWork,
     reports::events::ReportEvent,
     users::events::UserEvent,
 };

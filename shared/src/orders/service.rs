@@ -4,7 +4,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     events::{DomainEvent, EventBus},
     orders::{
@@ -15,6 +14,7 @@ use crate::{
     pagination::{Page, PageRequest},
     products::{ProductService, StockChange, StockRequest},
     queue::Outbox,
+    queue::UnitOfWork,
     users::model::Actor,
 };
 

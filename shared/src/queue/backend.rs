@@ -757,7 +757,7 @@ where
             let started = std::time::Instant::now();
             let run = future.instrument(span.clone());
             let result = match job.request_id.clone() {
-                Some(request_id) => crate::telemetry::with_request_id(request_id, run).await,
+                Some(request_id) => super::correlation::scope(request_id, run).await,
                 None => run.await,
             };
             let result = result.map_err(Into::into);

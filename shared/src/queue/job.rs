@@ -186,7 +186,7 @@ impl JobSpec {
             priority: Priority::NORMAL,
             retry: RetryPolicy::default(),
             run_at: None,
-            request_id: crate::telemetry::current_request_id(),
+            request_id: super::correlation::current(),
         }
     }
 

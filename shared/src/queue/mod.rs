@@ -12,9 +12,11 @@
 //! - `backend`: the apalis `Backend` (fetcher, lease keeper, acker, job middleware).
 //! - `inspect`: counts, throughput, listings and operator actions (dashboard, metrics).
 //! - `registry`: worker heartbeats.
+//! - `correlation`: the opaque id a job carries from whatever staged it.
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 
 pub mod backend;
+pub mod correlation;
 pub mod engine;
 pub mod inspect;
 pub mod job;
@@ -26,6 +28,7 @@ pub mod registry;
 pub use backend::{BackendSettings, BackendShared, JobInfo, RedisBackend};
 pub use engine::{JobState, QueueEngine, Retention};
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
+pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
 pub use producer::Producer;
 pub use registry::WorkerInfo;

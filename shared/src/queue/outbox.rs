@@ -16,13 +16,12 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     queue::{job::JobSpec, producer::Producer},
 };
@@ -38,7 +37,7 @@ pub struct StagedJob {
 
 /// Writes `staged` to the outbox in one statement, inside the transaction about to commit.
 pub(crate) async fn write_staged(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     staged: &[StagedJob],
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = staged.iter().map(|job| job.id).collect();
@@ -62,6 +61,57 @@ pub(crate) async fn write_staged(
     Ok(())
 }
 
+/// One database transaction plus the jobs it staged in the outbox.
+///
+/// Commit through [`UnitOfWork::commit`], which hands the staged jobs back so the caller can
+/// push them to the queue right after the commit (and never after a rollback: dropping the
+/// unit of work rolls back and forgets them).
+pub struct UnitOfWork {
+    tx: Transaction<'static, Postgres>,
+    staged: Vec<StagedJob>,
+}
+
+/// How a unit of work begins: a transaction whose statements run on generic plans.
+///
+/// A unit of work is short writes keyed by ids, and several of its statements take arrays
+/// (`unnest($1::uuid[])`: the order's lines, the outbox rows, the stock taken). PostgreSQL's
+/// default plan cache keeps re-planning such a prepared statement at every execution, because
+/// the generic plan's estimate for an array of unknown length looks costlier than a custom
+/// plan for the actual short one, so under the orders load planning becomes a visible share of
+/// PostgreSQL's CPU (measured in docs/performance.md). `set local` confines this to the
+/// transaction (it goes in the same round trip as the `begin`); queries elsewhere keep the
+/// default.
+const BEGIN_UNIT_OF_WORK: &str = "begin; set local plan_cache_mode = force_generic_plan";
+
+impl UnitOfWork {
+    /// Begins a transaction (see [`BEGIN_UNIT_OF_WORK`]).
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
+            staged: Vec::new(),
+        })
+    }
+
+    /// The connection to run repository calls on.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Records a job staged in this transaction (called by the outbox).
+    pub(crate) fn record_staged(&mut self, job: StagedJob) {
+        self.staged.push(job);
+    }
+
+    /// Writes the staged jobs to the outbox (one statement), commits, and returns them.
+    pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
+        if !self.staged.is_empty() {
+            write_staged(&mut self.tx, &self.staged).await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.staged)
+    }
+}
+
 /// Stages `spec` in `uow`'s outbox; returns the job id (a fresh UUIDv7). The row is written
 /// by [`UnitOfWork::commit`], with every other job of the transaction in one statement, just
 /// before the commit: an order with an email and a webhook pays one round trip, not two.
@@ -70,7 +120,7 @@ pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, AppE
     let id = Uuid::now_v7();
     spec.id = id.to_string();
     if spec.request_id.is_none() {
-        spec.request_id = crate::telemetry::current_request_id();
+        spec.request_id = super::correlation::current();
     }
     uow.record_staged(StagedJob { id, spec });
     Ok(id)

@@ -11,11 +11,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     jobs::{self, JobPolicies, UploadJob},
     products::ProductService,
     queue::Outbox,
+    queue::UnitOfWork,
     storage::Storage,
     uploads::{
         import::ImportBatch,

@@ -11,10 +11,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    db::UnitOfWork,
     error::AppError,
     jobs::{self, JobPolicies, WebhookJob},
     pagination::{Page, PageRequest},
+    queue::UnitOfWork,
     users::Actor,
     webhooks::{
         model::{

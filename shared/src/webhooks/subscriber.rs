@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::{
-    db::UnitOfWork,
     error::Result,
     events::{DomainEvent, Subscriber},
     orders::{Order, events::OrderEvent},
+    queue::UnitOfWork,
     reports::{Report, events::ReportEvent},
     webhooks::{model::WebhookEventType, service::WebhookService},
 };

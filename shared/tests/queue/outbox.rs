@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use orderly::{
-    db::UnitOfWork,
-    queue::{JobSpec, Outbox, Producer, outbox},
-};
+use orderly::queue::{JobSpec, Outbox, Producer, UnitOfWork, outbox};
 use sqlx::PgPool;
 
 use crate::helpers::{TestEngine, engine, eventually};

@@ -99,3 +99,18 @@ fn secrets_published_in_the_repository_stop_the_worker() {
         );
     }
 }
+
+#[test]
+fn unknown_queue_in_the_environment_stops_the_worker_naming_the_variable() {
+    let (status, stderr) = run_worker_with(
+        &[],
+        &[
+            DATABASE_URL,
+            REDIS_URL,
+            ("JWT_SECRET", &orderly::testing::random_secret()),
+            ("WORKER_QUEUES", "emails,bananas"),
+        ],
+    );
+    assert_one_line_naming(status, &stderr, "WORKER_QUEUES");
+    assert!(stderr.contains("bananas"), "{stderr}");
+}
