@@ -298,20 +298,13 @@ async fn nul_characters_and_broken_utf8_are_refused_naming_the_field(pool: PgPoo
     assert_eq!(body["details"][0]["field"], "email", "{body}");
 
     // A multipart text field.
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "product_import\u{0}")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"sku,name\n".to_vec()).file_name("x.csv"),
-        );
     let response = app
-        .client
-        .post(app.url("/api/v1/uploads"))
-        .bearer_auth(&admin.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .upload(
+            Some(&admin.token),
+            &[("purpose", "product_import\u{0}")],
+            Some(("x.csv", "text/csv", b"sku,name\n".to_vec())),
+        )
+        .await;
     let body = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(body["details"][0]["field"], "purpose", "{body}");
 }
