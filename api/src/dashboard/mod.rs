@@ -9,17 +9,39 @@
 //! confirmation dialogs and keyboard shortcuts; everything works without it, only less live.
 //! No CDN, nothing fetched at build or run time.
 //!
-//! - [`routes`]: handlers. [`session`]: cookie login, admin check, CSRF. [`views`]: display
-//!   models. [`pages`]: templates, static files, security headers.
+//! HTTP only: reads and actions are the queue engine's (`orderly::queue`). One module per page,
+//! each with its handlers and the display models its templates need:
+//!
+//! - [`overview`]: every queue, the throughput chart, live workers, the outbox backlog.
+//! - [`queue`]: one queue's jobs per state, and the actions on the whole queue.
+//! - [`job`]: one job, and the actions on it.
+//! - [`search`]: find a job by id.
+//! - [`login`]: sign in and out.
+//! - [`api`]: the JSON read API for scripts.
+//!
+//! And what they share: [`frame`] (navigation, CSRF token, notice, live URL), [`actions`] (the
+//! action buttons, the CSRF check and confirmation in front of every action), [`chart`] (the
+//! throughput chart), [`format`] (durations, times, ids), [`render`] (templates, security
+//! headers, the error page), [`assets`] (the stylesheet and script), [`session`] (cookie login,
+//! admin check, CSRF).
 //!
 //! JSON for scripts: `/admin/api/overview`, `/admin/api/queues/{queue}/jobs?state=…`,
 //! `/admin/api/queues/{queue}/jobs/{id}` (cookie or admin bearer token; errors in the one error
 //! shape).
 
-pub mod pages;
-pub mod routes;
+pub mod actions;
+pub mod api;
+pub mod assets;
+pub mod chart;
+pub mod format;
+pub mod frame;
+pub mod job;
+pub mod login;
+pub mod overview;
+pub mod queue;
+pub mod render;
+pub mod search;
 pub mod session;
-pub mod views;
 
 use std::time::Instant;
 
@@ -38,29 +60,29 @@ use crate::state::AppState;
 pub fn router(state: &AppState) -> Router<AppState> {
     // Password guessing is slowed by the same per-client budget as the rest of the api.
     let login = Router::new()
-        .route("/admin/login", get(routes::login_form).post(routes::login))
+        .route("/admin/login", get(login::login_form).post(login::login))
         .layer(from_fn_with_state(
             state.clone(),
             crate::middleware::rate_limit,
         ));
     Router::new()
-        .route("/admin", get(routes::index))
-        .route("/admin/", get(routes::index))
-        .route("/admin/logout", post(routes::logout))
-        .route("/admin/queues", get(routes::overview))
-        .route("/admin/search", get(routes::search))
-        .route("/admin/queues/{queue}", get(routes::queue_page))
-        .route("/admin/queues/{queue}/{action}", post(routes::queue_action))
-        .route("/admin/queues/{queue}/jobs/{id}", get(routes::job_page))
+        .route("/admin", get(overview::index))
+        .route("/admin/", get(overview::index))
+        .route("/admin/logout", post(login::logout))
+        .route("/admin/queues", get(overview::overview))
+        .route("/admin/search", get(search::search))
+        .route("/admin/queues/{queue}", get(queue::queue_page))
+        .route("/admin/queues/{queue}/{action}", post(queue::queue_action))
+        .route("/admin/queues/{queue}/jobs/{id}", get(job::job_page))
         .route(
             "/admin/queues/{queue}/jobs/{id}/{action}",
-            post(routes::job_action),
+            post(job::job_action),
         )
-        .route("/admin/api/overview", get(routes::api_overview))
-        .route("/admin/api/queues/{queue}/jobs", get(routes::api_jobs))
-        .route("/admin/api/queues/{queue}/jobs/{id}", get(routes::api_job))
-        .route("/admin/static/dashboard.css", get(routes::stylesheet))
-        .route("/admin/static/dashboard.js", get(routes::script))
+        .route("/admin/api/overview", get(api::api_overview))
+        .route("/admin/api/queues/{queue}/jobs", get(api::api_jobs))
+        .route("/admin/api/queues/{queue}/jobs/{id}", get(api::api_job))
+        .route("/admin/static/dashboard.css", get(assets::stylesheet))
+        .route("/admin/static/dashboard.js", get(assets::script))
         .merge(login)
         .layer(from_fn(server_timing))
 }

@@ -28,7 +28,7 @@ use orderly::{error::AppError, users::Actor};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::{auth::bearer_token, dashboard::pages, state::AppState};
+use crate::{auth::bearer_token, dashboard::render, state::AppState};
 
 /// The cookie holding the admin's token.
 pub const SESSION_COOKIE: &str = "orderly_admin";
@@ -175,7 +175,7 @@ impl FromRequestParts<AppState> for PageAdmin {
                 };
                 Err((jar, Redirect::to(&target)).into_response())
             }
-            Err(Refusal::NotAdmin) => Err(pages::error_page(
+            Err(Refusal::NotAdmin) => Err(render::error_page(
                 axum::http::StatusCode::FORBIDDEN,
                 "Administrators only",
                 "You are signed in, but this dashboard is for administrators. Sign out and sign in with an admin account.",

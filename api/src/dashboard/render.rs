@@ -1,5 +1,5 @@
-//! Rendering: the minijinja templates and static files compiled into the binary, the security
-//! headers every dashboard page carries, and the HTML error page.
+//! Rendering: the minijinja templates compiled into the binary, the security headers every
+//! dashboard page carries, and the HTML error page.
 //!
 //! Templates are auto-escaped (every `.html` name), so job payloads and error texts, which come
 //! from outside, cannot inject markup. The CSP allows scripts and styles from this origin only:
@@ -14,10 +14,7 @@ use axum::{
 use minijinja::{AutoEscape, Environment};
 use serde::Serialize;
 
-/// The stylesheet.
-pub const CSS: &str = include_str!("static/dashboard.css");
-/// The script (live updates, confirmations, keyboard shortcuts); the pages work without it.
-pub const JS: &str = include_str!("static/dashboard.js");
+use crate::dashboard::assets::asset_version;
 
 macro_rules! templates {
     ($env:ident, $($name:literal),+ $(,)?) => {
@@ -52,17 +49,6 @@ fn environment() -> &'static Environment<'static> {
             "action.html",
         );
         env
-    })
-}
-
-/// A short hash of the static files, appended to their URLs so browsers may cache them for a
-/// long time and still fetch a new version after a deploy.
-pub fn asset_version() -> &'static str {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    VERSION.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::new().chain_update(CSS).chain_update(JS).finalize();
-        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     })
 }
 
@@ -161,17 +147,4 @@ pub fn with_headers(mut response: Response) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     response
-}
-
-/// A static file, cacheable for a year (its URL changes with its content).
-pub fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
 }

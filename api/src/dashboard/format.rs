@@ -1,0 +1,101 @@
+//! How times, durations, ids and job states read on every page: short human durations, points
+//! in time for `<time>` elements (absolute and relative), shortened ids for buttons and
+//! questions, and the names job states go by in URLs and tabs.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use orderly::queue::JobState;
+use serde::Serialize;
+
+/// `3m 12s`, `1h 04m`, `2d 3h`: short enough for a table cell, precise enough to act on.
+pub fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0 if ms == 0 => "0s".into(),
+        0 => "<1s".into(),
+        1..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+pub(super) fn datetime(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// A point in time for a `<time>` element: machine form, readable form, and relative to `now`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Moment {
+    /// RFC 3339, for the `datetime` attribute.
+    pub iso: String,
+    /// `2026-08-05 12:03:04 UTC`.
+    pub text: String,
+    /// `3m 12s ago` or `in 5m 00s`.
+    pub relative: String,
+}
+
+/// `ms` since the epoch as a [`Moment`] seen from `now_ms`.
+pub fn moment(ms: i64, now_ms: i64) -> Option<Moment> {
+    let at = datetime(ms)?;
+    let delta = now_ms - ms;
+    Some(Moment {
+        iso: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        text: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        relative: if delta >= 0 {
+            format!("{} ago", human_duration(delta.unsigned_abs()))
+        } else {
+            format!("in {}", human_duration(delta.unsigned_abs()))
+        },
+    })
+}
+
+/// The first 8 characters of a long id (UUIDs), for buttons and questions.
+pub fn short_id(id: &str) -> String {
+    if id.chars().count() > 12 {
+        format!("{}…", id.chars().take(8).collect::<String>())
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The job-list tabs of a queue page: URL key, engine state, label.
+pub const STATE_TABS: [(&str, JobState, &str); 5] = [
+    ("waiting", JobState::Ready, "Waiting"),
+    ("scheduled", JobState::Scheduled, "Scheduled"),
+    ("running", JobState::Active, "Running"),
+    ("completed", JobState::Completed, "Completed"),
+    ("dead", JobState::Dead, "Dead"),
+];
+
+/// The URL key of a state (`ready` is "waiting" to operators, `active` is "running").
+pub fn state_key(state: JobState) -> &'static str {
+    STATE_TABS
+        .iter()
+        .find(|(_, s, _)| *s == state)
+        .map(|(k, _, _)| *k)
+        .unwrap_or("waiting")
+}
+
+/// The state of a URL key, accepting the engine's names too.
+pub fn parse_state_key(key: &str) -> Option<JobState> {
+    STATE_TABS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, s, _)| *s)
+        .or_else(|| JobState::parse(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(400), "<1s");
+        assert_eq!(human_duration(59_000), "59s");
+        assert_eq!(human_duration(192_000), "3m 12s");
+        assert_eq!(human_duration(3_840_000), "1h 04m");
+        assert_eq!(human_duration(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+    }
+}

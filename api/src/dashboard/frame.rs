@@ -1,0 +1,107 @@
+//! What every dashboard page shares around its content: the frame `layout.html` draws
+//! (navigation, the CSRF token for its forms, where live updates come from, the notice after an
+//! action), the query parameters every page takes, and the check that a queue named in the URL
+//! is one of ours.
+
+use axum::{http::StatusCode, response::Response};
+use orderly::jobs::QUEUES;
+use serde::{Deserialize, Serialize};
+
+use crate::dashboard::{assets::asset_version, render::error_page, session::AdminSession};
+
+/// What every page's frame needs: navigation, the CSRF token, where live updates come from.
+#[derive(Debug, Serialize)]
+pub(super) struct Frame {
+    title: String,
+    asset_version: &'static str,
+    csrf: String,
+    queues: &'static [&'static str],
+    current_queue: Option<String>,
+    /// This page's path and query: forms come back here after an action.
+    return_to: String,
+    live_url: String,
+    pub(super) notice: Option<String>,
+}
+
+impl Frame {
+    pub(super) fn new(
+        session: &AdminSession,
+        title: impl Into<String>,
+        return_to: String,
+        current_queue: Option<&str>,
+    ) -> Self {
+        let live_url = format!(
+            "{return_to}{}live=1",
+            if return_to.contains('?') { '&' } else { '?' }
+        );
+        Self {
+            title: title.into(),
+            asset_version: asset_version(),
+            csrf: session.csrf.clone(),
+            queues: &QUEUES,
+            current_queue: current_queue.map(str::to_owned),
+            return_to,
+            live_url,
+            notice: None,
+        }
+    }
+}
+
+/// Query parameters every page takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    /// `1`: render only the live part (polled by the page's script).
+    live: Option<u8>,
+    /// The action just done, for the notice line.
+    done: Option<String>,
+    /// How many jobs that action touched.
+    n: Option<u64>,
+    /// Queue page: the state listed.
+    pub(super) state: Option<String>,
+    /// Queue page: 1-based page number.
+    pub(super) page: Option<u64>,
+}
+
+impl PageQuery {
+    pub(super) fn is_live(&self) -> bool {
+        self.live == Some(1)
+    }
+
+    /// The notice for `?done=…`: fixed sentences, never text from the URL.
+    pub(super) fn notice(&self) -> Option<String> {
+        let n = self.n.unwrap_or(0);
+        let plural = |word: &str| {
+            if n == 1 {
+                word.to_owned()
+            } else {
+                format!("{word}s")
+            }
+        };
+        Some(match self.done.as_deref()? {
+            "retry" => "Job queued for another run.".to_owned(),
+            "promote" => "Job moved to the front of its priority: it runs now.".to_owned(),
+            "delete" => "Job deleted.".to_owned(),
+            "pause" => "Queue paused: no worker claims its jobs until it is resumed.".to_owned(),
+            "resume" => "Queue resumed.".to_owned(),
+            "retry-dead" => format!("{n} dead {} queued again.", plural("job")),
+            "purge-dead" => format!("{n} dead {} deleted.", plural("job")),
+            "purge-completed" => format!("{n} completed {} deleted.", plural("job")),
+            "unchanged" => "Nothing changed: the job was no longer in that state.".to_owned(),
+            _ => return None,
+        })
+    }
+}
+
+/// The queue named `queue`, if it is one of ours.
+pub(super) fn known_queue(queue: &str) -> Option<&'static str> {
+    QUEUES.iter().copied().find(|q| *q == queue)
+}
+
+pub(super) fn no_such_queue() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "No such queue",
+        "That queue does not exist.",
+        false,
+    )
+}

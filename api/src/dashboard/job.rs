@@ -1,0 +1,297 @@
+//! A job's page, `/admin/queues/{queue}/jobs/{id}`: its state, timestamps, payload, retry policy
+//! and every failed attempt, and the operator actions on it (retry a dead job, run a scheduled
+//! one now, delete), each offered only in the states where it applies.
+
+use axum::{
+    extract::{Query, State, rejection::FormRejection},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use orderly::queue::{JobState, inspect::JobDetail};
+use serde::Serialize;
+
+use crate::{
+    dashboard::{
+        actions::{Action, ActionForm, Gate, after_action, authorize_action},
+        format::state_key,
+        format::{Moment, moment, short_id},
+        frame::{Frame, PageQuery, known_queue, no_such_queue},
+        render::{app_error_page, error_page, render},
+        session::{PageAdmin, safe_return_path, urlencode},
+    },
+    extract::Path,
+    state::AppState,
+};
+
+/// `GET /admin/queues/{queue}/jobs/{id}`: one job with its payload and every failed attempt.
+pub async fn job_page(
+    State(state): State<AppState>,
+    PageAdmin(session): PageAdmin,
+    Path((queue, id)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
+    };
+    let job = match state.services.queue.job(queue, &id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "No such job",
+                "No job with that id is in this queue: it may have been deleted or trimmed by retention.",
+                false,
+            );
+        }
+        Err(error) => return app_error_page(error.into()),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let job = job_view(&job, now);
+    let return_to = format!("/admin/queues/{queue}/jobs/{}", urlencode(&id));
+    let mut frame = Frame::new(
+        &session,
+        format!("Job {}", short_id(&id)),
+        return_to,
+        Some(queue),
+    );
+    frame.notice = query.notice();
+    let list_url = format!("/admin/queues/{queue}?state={}", job.state);
+    let read_at = moment(now, now);
+    render(
+        StatusCode::OK,
+        if query.is_live() {
+            "job_live.html"
+        } else {
+            "job.html"
+        },
+        minijinja::context! { frame, job, list_url, read_at },
+    )
+}
+
+/// The operator actions on one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobAction {
+    Retry,
+    Promote,
+    Delete,
+}
+
+impl JobAction {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "retry" => Self::Retry,
+            "promote" => Self::Promote,
+            "delete" => Self::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// `POST /admin/queues/{queue}/jobs/{id}/{action}`: retry, promote, delete.
+pub async fn job_action(
+    State(state): State<AppState>,
+    PageAdmin(session): PageAdmin,
+    Path((queue, id, action_name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    form: Result<axum::Form<ActionForm>, FormRejection>,
+) -> Response {
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
+    };
+    let Some(action) = JobAction::parse(&action_name) else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such action",
+            "That action does not exist.",
+            false,
+        );
+    };
+    let state_name = match state.services.queue.job(queue, &id).await {
+        Ok(job) => job.map(|j| j.state).unwrap_or_default(),
+        Err(error) => return app_error_page(error.into()),
+    };
+    let question = job_actions(queue, &id, &state_name)
+        .into_iter()
+        .find(|a| a.url.ends_with(&format!("/{action_name}")))
+        .map(|a| a.confirm)
+        .unwrap_or_else(|| format!("{action_name} job {}?", short_id(&id)));
+    let action_url = format!(
+        "/admin/queues/{queue}/jobs/{}/{action_name}",
+        urlencode(&id)
+    );
+    let form = match authorize_action(&session, &headers, form, &question, &action_url) {
+        Gate::Proceed(form) => form,
+        Gate::Respond(response) => return response,
+    };
+    let engine = &state.services.queue;
+    let result = match action {
+        JobAction::Retry => engine.retry_dead(queue, &id).await,
+        JobAction::Promote => engine.promote(queue, &id).await,
+        JobAction::Delete => engine.delete(queue, &id).await,
+    };
+    match result {
+        Ok(changed) => {
+            tracing::info!(admin = %session.actor.user_id, queue, job_id = %id, action = action_name, changed, "dashboard job action");
+            let mut return_to = safe_return_path(form.return_to.as_deref());
+            // The page of a deleted job is gone: go back to its list instead.
+            if changed && action == JobAction::Delete && return_to.contains("/jobs/") {
+                return_to = format!("/admin/queues/{queue}");
+            }
+            after_action(
+                &return_to,
+                if changed { &action_name } else { "unchanged" },
+                None,
+            )
+        }
+        Err(error) => app_error_page(error.into()),
+    }
+}
+
+/// Actions on one job, by the state it is in.
+pub fn job_actions(queue: &str, id: &str, state: &str) -> Vec<Action> {
+    let url = |action: &str| format!("/admin/queues/{queue}/jobs/{}/{action}", urlencode(id));
+    let short = short_id(id);
+    let mut actions = Vec::new();
+    match state {
+        "dead" => actions.push(Action {
+            url: url("retry"),
+            label: "Retry",
+            confirm: format!("Retry dead job {short} now? Its attempts start again from zero."),
+            danger: false,
+        }),
+        "scheduled" => actions.push(Action {
+            url: url("promote"),
+            label: "Run now",
+            confirm: format!("Run scheduled job {short} now instead of at its due time?"),
+            danger: false,
+        }),
+        _ => {}
+    }
+    if state != "active" {
+        actions.push(Action {
+            url: url("delete"),
+            label: "Delete",
+            confirm: format!("Delete job {short} for good? It will not run again."),
+            danger: true,
+        });
+    }
+    actions
+}
+
+/// One failed attempt on the job page.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptError {
+    /// Attempt number.
+    pub attempt: String,
+    /// When it failed.
+    pub at: Option<Moment>,
+    /// What the handler said.
+    pub error: String,
+}
+
+/// The job page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Id, queue, kind, state (`ready` shown as waiting).
+    pub id: String,
+    /// The queue it was found in; with `id` it names the job in every action URL.
+    pub queue: String,
+    /// What the job is (`email.order_confirmation`): which handler runs it.
+    pub kind: String,
+    /// State as operators name it.
+    pub state: &'static str,
+    /// 0 (runs first) to 9 (runs last).
+    pub priority: u8,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// Lease holder (or last holder).
+    pub worker: Option<String>,
+    /// Label and time of each timestamp the job has.
+    pub timestamps: Vec<(&'static str, Moment)>,
+    /// Every recorded failed attempt, newest first.
+    pub errors: Vec<AttemptError>,
+    /// The payload, pretty JSON.
+    pub payload: String,
+    /// The retry policy, pretty JSON.
+    pub retry: Option<String>,
+    /// Allowed actions.
+    pub actions: Vec<Action>,
+}
+
+/// The job page of `job` seen at `now_ms`.
+pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
+    let state = JobState::parse(&job.state);
+    let timestamps = [
+        ("Created", job.created_at_ms),
+        ("Enqueued", job.enqueued_at_ms),
+        ("Due", job.run_at_ms),
+        ("Started", job.started_at_ms),
+        ("Finished", job.finished_at_ms),
+    ]
+    .into_iter()
+    .filter_map(|(label, ms)| ms.and_then(|ms| moment(ms, now_ms)).map(|m| (label, m)))
+    .collect();
+    let mut errors: Vec<AttemptError> = job
+        .errors
+        .iter()
+        .map(|entry| AttemptError {
+            attempt: entry
+                .get("attempt")
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "?".into()),
+            at: entry
+                .get("at")
+                .and_then(|v| v.as_i64())
+                .and_then(|ms| moment(ms, now_ms)),
+            error: entry
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| entry.to_string()),
+        })
+        .collect();
+    errors.reverse();
+    JobView {
+        id: job.id.clone(),
+        queue: job.queue.clone(),
+        kind: job.kind.clone(),
+        state: state.map(state_key).unwrap_or("unknown"),
+        priority: job.priority,
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        request_id: job.request_id.clone(),
+        worker: job.worker.clone(),
+        timestamps,
+        errors,
+        payload: serde_json::to_string_pretty(&job.payload).unwrap_or_default(),
+        retry: job
+            .retry
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .and_then(|v| serde_json::to_string_pretty(&v).ok()),
+        actions: job_actions(&job.queue, &job.id, &job.state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_follow_the_state() {
+        let labels = |state| {
+            job_actions("emails", "id", state)
+                .into_iter()
+                .map(|a| a.label)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels("dead"), ["Retry", "Delete"]);
+        assert_eq!(labels("scheduled"), ["Run now", "Delete"]);
+        assert_eq!(labels("ready"), ["Delete"]);
+        assert!(labels("active").is_empty());
+    }
+}

@@ -1,0 +1,113 @@
+//! The overview page, `/admin/queues` (where `/admin` leads): every queue's row (counts per state
+//! and priority, oldest waiting age, the last hour, workers serving it, its actions), the
+//! throughput chart of all queues together, the live workers, the outbox backlog.
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::{Redirect, Response},
+};
+use orderly::{jobs::QUEUES, queue::inspect};
+use serde::Serialize;
+
+use crate::{
+    dashboard::{
+        chart::{CHART_MINUTES, chart, sum_minutes},
+        format::{Moment, human_duration, moment},
+        frame::{Frame, PageQuery},
+        queue::{QueueRow, queue_row},
+        render::{app_error_page, render},
+        session::PageAdmin,
+    },
+    state::AppState,
+};
+
+/// `GET /admin`: the overview.
+pub async fn index() -> Redirect {
+    Redirect::to("/admin/queues")
+}
+
+/// `GET /admin/queues`: every queue, the throughput chart, live workers, the outbox backlog.
+pub async fn overview(
+    State(state): State<AppState>,
+    PageAdmin(session): PageAdmin,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let services = &state.services;
+    let overview =
+        match inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await {
+            Ok(overview) => overview,
+            Err(error) => return app_error_page(error.into()),
+        };
+    let now = overview.read_at_ms;
+    let rows: Vec<QueueRow> = overview
+        .queues
+        .iter()
+        .map(|q| {
+            let serving = overview
+                .workers
+                .iter()
+                .filter(|w| w.queues.contains(&q.counts.queue))
+                .count();
+            queue_row(&q.counts, &q.throughput, serving)
+        })
+        .collect();
+    let chart = chart(&sum_minutes(
+        overview.queues.iter().map(|q| q.throughput.as_slice()),
+    ));
+    let workers: Vec<WorkerRow> = overview
+        .workers
+        .iter()
+        .map(|w| worker_row(w, now))
+        .collect();
+    let outbox = overview.outbox.map(|b| {
+        serde_json::json!({
+            "pending": b.pending,
+            "oldest": if b.pending == 0 { "—".to_owned() } else { human_duration(b.oldest_ms) },
+        })
+    });
+    let mut frame = Frame::new(&session, "Queues", "/admin/queues".into(), None);
+    frame.notice = query.notice();
+    let read_at = moment(now, now);
+    render(
+        StatusCode::OK,
+        if query.is_live() {
+            "overview_live.html"
+        } else {
+            "overview.html"
+        },
+        minijinja::context! { frame, rows, chart, workers, outbox, read_at },
+    )
+}
+
+/// One worker process on the overview.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRow {
+    /// Host name the worker reported in its heartbeat; with `pid` it finds the process.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues served.
+    pub queues: String,
+    /// Jobs at once per queue.
+    pub concurrency: usize,
+    /// Jobs running now.
+    pub running: usize,
+    /// Last heartbeat.
+    pub last_heartbeat: Option<Moment>,
+    /// Time since start.
+    pub uptime: String,
+}
+
+/// The row of `worker` seen at `now_ms`.
+pub fn worker_row(worker: &orderly::queue::WorkerInfo, now_ms: i64) -> WorkerRow {
+    WorkerRow {
+        host: worker.host.clone(),
+        pid: worker.pid,
+        queues: worker.queues.join(", "),
+        concurrency: worker.concurrency,
+        running: worker.running,
+        last_heartbeat: moment(worker.last_heartbeat_ms, now_ms),
+        uptime: human_duration(u64::try_from(now_ms - worker.started_at_ms).unwrap_or(0)),
+    }
+}
