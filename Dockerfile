@@ -12,15 +12,18 @@ COPY Cargo.toml Cargo.lock ./
 COPY api/Cargo.toml api/Cargo.toml
 COPY worker/Cargo.toml worker/Cargo.toml
 COPY shared/Cargo.toml shared/Cargo.toml
-RUN mkdir -p api/src worker/src shared/src \
+COPY queue/Cargo.toml queue/Cargo.toml
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p api/src worker/src shared/src queue/src bench/src \
  && echo 'fn main() {}' > api/src/main.rs && touch api/src/lib.rs \
  && echo 'fn main() {}' > worker/src/main.rs && touch worker/src/lib.rs \
- && touch shared/src/lib.rs \
+ && touch shared/src/lib.rs queue/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --locked -p orderly-api -p orderly-worker || true
 
 # 2. The real sources (migrations are embedded into the binaries at compile time).
 COPY . .
-RUN touch api/src/main.rs api/src/lib.rs worker/src/main.rs worker/src/lib.rs shared/src/lib.rs \
+RUN touch api/src/main.rs api/src/lib.rs worker/src/main.rs worker/src/lib.rs shared/src/lib.rs queue/src/lib.rs \
  && cargo build --release --locked -p orderly-api -p orderly-worker \
  && install -Dm755 target/release/orderly-api /out/orderly-api \
  && install -Dm755 target/release/orderly-worker /out/orderly-worker

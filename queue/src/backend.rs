@@ -38,7 +38,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::queue::{
+use crate::{
     engine::{Claim, QueueEngine},
     job::{ClaimedJob, JobError},
 };
@@ -469,7 +469,7 @@ async fn deliver<Args>(
                     .engine
                     .fail(&job, &format!("undecodable payload: {error}"), None)
                     .await;
-                crate::queue::metrics::job_finished(&job.queue, &job.kind, "dead", 0.0);
+                crate::metrics::job_finished(&job.queue, &job.kind, "dead", 0.0);
                 shared.unhold(&job.id);
             }
         }
@@ -765,12 +765,7 @@ where
             match &result {
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
-                    crate::queue::metrics::job_finished(
-                        &job.queue,
-                        &job.kind,
-                        "completed",
-                        elapsed_ms,
-                    );
+                    crate::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
                     let slot = shared.unhold(&job.id);
                     let _ = shared
                         .acks
@@ -787,7 +782,7 @@ where
                     span.in_scope(|| {
                         tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = retry_in.map(|d| d.as_millis() as u64), outcome, "job failed")
                     });
-                    crate::queue::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
+                    crate::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
                     record_failure(&shared, &job, job_error.message(), retry_in).await;
                     shared.unhold(&job.id);
                 }

@@ -17,7 +17,7 @@ use redis::{
 };
 use serde::Serialize;
 
-use crate::queue::job::{ClaimedJob, JobSpec, Priority, RetryPolicy};
+use crate::job::{ClaimedJob, JobSpec, Priority, RetryPolicy};
 
 /// Largest number of jobs one script call claims, acks or enqueues.
 pub const MAX_BATCH: usize = 1000;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::queue::engine::{JobState, QueueEngine};
+use crate::engine::{JobState, QueueEngine};
 
 /// Sizes of one queue.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -118,9 +118,9 @@ pub struct Overview {
     /// Every queue asked for, in the order asked.
     pub queues: Vec<QueueSummary>,
     /// Live worker processes.
-    pub workers: Vec<crate::queue::WorkerInfo>,
+    pub workers: Vec<crate::WorkerInfo>,
     /// Undispatched outbox rows (`None` when PostgreSQL could not be read).
-    pub outbox: Option<crate::queue::outbox::OutboxBacklog>,
+    pub outbox: Option<crate::outbox::OutboxBacklog>,
     /// When this was read, ms since the epoch.
     pub read_at_ms: i64,
 }
@@ -179,7 +179,7 @@ fn detail_from_hash(
 /// backlog out rather than failing the page: the queues are what an operator came for.
 pub async fn overview(
     engine: &QueueEngine,
-    outbox: &crate::queue::Outbox,
+    outbox: &crate::Outbox,
     queues: &[&str],
     minutes: u32,
 ) -> redis::RedisResult<Overview> {
@@ -360,7 +360,7 @@ impl QueueEngine {
         &self,
         queues: &[&str],
         minutes: u32,
-    ) -> redis::RedisResult<(Vec<QueueSummary>, Vec<crate::queue::WorkerInfo>)> {
+    ) -> redis::RedisResult<(Vec<QueueSummary>, Vec<crate::WorkerInfo>)> {
         let reads = queues.iter().map(|queue| async move {
             let (counts, throughput) =
                 tokio::try_join!(self.counts(queue), self.throughput(queue, minutes))?;

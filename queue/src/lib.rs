@@ -1,11 +1,34 @@
-//! The job queue: a Redis engine of our own, an apalis 1.0 backend over it, and the
-//! transactional outbox that feeds it. Nothing here knows about the shop.
+//! # orderly-queue
+//!
+//! A job queue on Redis with a transactional outbox in PostgreSQL, and an apalis 1.0 backend so
+//! apalis workers (`WorkerBuilder`, tower layers, `Monitor`) run its jobs. It knows nothing of the
+//! application that uses it: queues, kinds and payloads are the caller's names and JSON.
 //!
 //! Why not `apalis-redis`: its fetch script unpacks every due task at once (a backlog of 8,000
 //! makes every worker exit), it stores no priority, ignores `max_attempts`, polls instead of
-//! blocking, and ends the worker on a Redis restart. This engine keeps apalis's worker model
-//! (`WorkerBuilder`, tower layers, `Monitor`) and replaces the storage.
+//! blocking, and ends the worker on a Redis restart. This engine keeps apalis's worker model and
+//! replaces the storage.
 //!
+//! ## Using it
+//! 1. Build a [`QueueEngine`] over a Redis `ConnectionManager` and a key prefix; every key of a
+//!    queue shares the hash tag `{queue}`, so it also runs on Redis Cluster.
+//! 2. Describe a job with [`JobSpec`] (queue, kind, JSON payload, [`Priority`], [`RetryPolicy`],
+//!    optional `run_at`) and enqueue it through a [`Producer`] (group-commits concurrent
+//!    enqueues into one script call), or, to tie it to a database change, stage it in a
+//!    [`UnitOfWork`] with [`outbox::stage`] and commit through [`Outbox::commit`]: the job exists
+//!    if and only if the transaction committed, and [`Outbox::run_relay`] re-pushes what a
+//!    crash left behind (the outbox table is created by the application's migrations; see
+//!    `migrations/0005_outbox.up.sql` in this repository for its shape).
+//! 3. Run workers: a [`RedisBackend`] per queue under apalis; handlers return `Result<_,
+//!    JobError>` ([`JobError::retry`], [`JobError::permanent`]); leases are renewed while a job
+//!    runs, acks and failures carry the lease token, and a job whose worker died comes back.
+//! 4. Watch it: [`inspect`] (counts, throughput, listings, retry/delete/promote/pause),
+//!    [`registry`] (live workers), [`metrics`] (Prometheus).
+//!
+//! Errors of the outbox and the engine are [`QueueError`]; a job carries an opaque
+//! [`correlation`] id from whatever staged it.
+//!
+//! ## Modules
 //! - `job`: specs, priorities, retry policies, the errors handlers return.
 //! - `engine`: the Lua scripts and typed calls (enqueue, claim, ack, fail, renew, release).
 //! - `producer`: group-committed enqueue.
@@ -14,19 +37,40 @@
 //! - `registry`: worker heartbeats.
 //! - `correlation`: the opaque id a job carries from whatever staged it.
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
+//! - `error`: [`QueueError`].
+
+/// A one-row `FROM` item (a string literal, for `concat!`) that switches the current
+/// transaction to asynchronous commit (`synchronous_commit = off`: the commit does not wait for
+/// its WAL flush).
+///
+/// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
+/// runs outside any business transaction: the outbox's `dispatched_at` mark (a lost one costs one
+/// idempotent re-push by the relay), and whatever the application decides is of that kind. Used
+/// as `concat!("... from ", async_commit_source!(), " as async_commit ...")` in an autocommit
+/// statement.
+#[macro_export]
+macro_rules! async_commit_source {
+    () => {
+        "(select set_config('synchronous_commit', 'off', true))"
+    };
+}
 
 pub mod backend;
 pub mod correlation;
 pub mod engine;
+pub mod error;
 pub mod inspect;
 pub mod job;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod registry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use backend::{BackendSettings, BackendShared, JobInfo, RedisBackend};
 pub use engine::{JobState, QueueEngine, Retention};
+pub use error::QueueError;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};

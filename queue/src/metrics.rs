@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::queue::{Outbox, QueueEngine, WorkerInfo};
+use crate::{Outbox, QueueEngine, WorkerInfo};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -21,10 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{
-    error::AppError,
-    queue::{job::JobSpec, producer::Producer},
-};
+use crate::{error::QueueError, job::JobSpec, producer::Producer};
 
 /// A job written to the outbox by the current transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +113,7 @@ impl UnitOfWork {
 /// by [`UnitOfWork::commit`], with every other job of the transaction in one statement, just
 /// before the commit: an order with an email and a webhook pays one round trip, not two.
 #[tracing::instrument(skip_all, fields(queue = %spec.queue, kind = %spec.kind))]
-pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, AppError> {
+pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, QueueError> {
     let id = Uuid::now_v7();
     spec.id = id.to_string();
     if spec.request_id.is_none() {
@@ -156,11 +153,11 @@ const RELAY_BATCH: i64 = 500;
 /// the dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not
 /// hide its own wait.
 ///
-/// Asynchronous commit (`crate::db::async_commit_source`): a mark lost in a crash costs one
+/// Asynchronous commit ([`crate::async_commit_source`]): a mark lost in a crash costs one
 /// idempotent re-push by the relay.
 const MARK_DISPATCHED: &str = concat!(
     "update outbox set dispatched_at = now() from ",
-    crate::db::async_commit_source!(),
+    crate::async_commit_source!(),
     " as async_commit where id = any($1) \
      returning extract(epoch from (clock_timestamp() - created_at))::float8"
 );
@@ -184,7 +181,7 @@ impl Outbox {
     }
 
     /// Commits `uow`, then schedules its staged jobs for an immediate push.
-    pub async fn commit(&self, uow: UnitOfWork) -> Result<(), AppError> {
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<(), QueueError> {
         let staged = uow.commit().await?;
         if !staged.is_empty() {
             // If the dispatcher is gone (shutdown), the relay picks these rows up.
@@ -205,7 +202,7 @@ impl Outbox {
     /// Pushes rows left undispatched for longer than `grace`, oldest first, at most
     /// `RELAY_BATCH` per transaction; returns how many were pushed.
     #[tracing::instrument(skip(self))]
-    pub async fn relay_once(&self, grace: Duration) -> Result<usize, AppError> {
+    pub async fn relay_once(&self, grace: Duration) -> Result<usize, QueueError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, sqlx::types::Json<JobSpec>)> = sqlx::query_as(
             "select id, spec from outbox \
@@ -234,13 +231,13 @@ impl Outbox {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        crate::queue::metrics::outbox_dispatched("relay", &lags);
+        crate::metrics::outbox_dispatched("relay", &lags);
         tracing::info!(relayed = ids.len(), "relayed undispatched outbox rows");
         Ok(ids.len())
     }
 
     /// Deletes dispatched rows older than `retention`, in bounded batches; returns how many.
-    pub async fn prune(&self, retention: Duration) -> Result<u64, AppError> {
+    pub async fn prune(&self, retention: Duration) -> Result<u64, QueueError> {
         let mut total = 0;
         loop {
             let deleted = sqlx::query(
@@ -259,7 +256,7 @@ impl Outbox {
     }
 
     /// Undispatched rows and the age of the oldest.
-    pub async fn backlog(&self) -> Result<OutboxBacklog, AppError> {
+    pub async fn backlog(&self) -> Result<OutboxBacklog, QueueError> {
         let (pending, oldest_ms): (i64, Option<f64>) = sqlx::query_as(
             "select count(*), (extract(epoch from (now() - min(created_at))) * 1000)::float8 \
              from outbox where dispatched_at is null",
@@ -388,7 +385,7 @@ async fn run_marker(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>
                 .fetch_all(&pool)
                 .await
             {
-                Ok(lags) => crate::queue::metrics::outbox_dispatched("commit", &lags),
+                Ok(lags) => crate::metrics::outbox_dispatched("commit", &lags),
                 Err(error) => {
                     tracing::warn!(%error, rows = ids.len(), "marking outbox rows dispatched failed")
                 }

@@ -8,7 +8,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queue::{engine::QueueEngine, job::JobSpec};
+use crate::{engine::QueueEngine, job::JobSpec};
 
 /// Jobs sent in one script call at most.
 const MAX_GROUP: usize = 1000;

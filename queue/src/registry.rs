@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::queue::engine::QueueEngine;
+use crate::engine::QueueEngine;
 
 /// How often a worker writes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);

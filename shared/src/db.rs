@@ -16,24 +16,10 @@ use sqlx::{
 
 use crate::config::DatabaseConfig;
 
-/// A one-row `FROM` item (a string literal, for `concat!`) that switches the current transaction
-/// to asynchronous commit (`synchronous_commit = off`: the commit does not wait for its WAL
-/// flush).
-///
-/// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
-/// runs outside any business transaction: the idempotency claim and stored response (a lost one
-/// is re-created by the recovery path, and the order's own synchronous commit flushes every WAL
-/// record written before it anyway), the outbox `dispatched_at` mark (a lost one means one
-/// idempotent re-push by the relay) and the sent-mail log (see `SentEmailService::record`). An
-/// order then waits for one WAL flush, not three.
-/// Used as `concat!("... from ", async_commit_source!(), " as async_commit ...")` in an
-/// autocommit statement.
-macro_rules! async_commit_source {
-    () => {
-        "(select set_config('synchronous_commit', 'off', true))"
-    };
-}
-pub(crate) use async_commit_source;
+/// Switches one autocommit statement to asynchronous commit (the queue crate's macro, see its
+/// docs). Used by the idempotency keys and the sent-mail log, whose loss in a PostgreSQL crash
+/// is harmless (a lost one is re-created by the recovery path, or the mail checked again).
+pub(crate) use orderly_queue::async_commit_source;
 
 /// Every migration of `migrations/`, compiled into the binaries.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

@@ -322,6 +322,15 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::queue::QueueError> for AppError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        match e {
+            crate::queue::QueueError::Database(e) => e.into(),
+            crate::queue::QueueError::Redis(e) => e.into(),
+        }
+    }
+}
+
 impl From<redis::RedisError> for AppError {
     fn from(e: redis::RedisError) -> Self {
         Self::Internal(anyhow::Error::new(e).context("redis error"))

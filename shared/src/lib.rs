@@ -42,7 +42,6 @@ pub mod jobs;
 pub mod orders;
 pub mod pagination;
 pub mod products;
-pub mod queue;
 pub mod ratelimit;
 pub mod redis;
 pub mod reports;
@@ -55,6 +54,9 @@ pub mod testing;
 pub mod uploads;
 pub mod users;
 pub mod webhooks;
+
+/// The queue engine (its own crate, `orderly-queue`), under the name the shop has always used.
+pub use orderly_queue as queue;
 
 pub use config::Config;
 pub use error::{AppError, Result};

@@ -20,7 +20,7 @@ pub fn client(config: &RedisConfig) -> redis::RedisResult<Client> {
 }
 
 /// Settings for the shared connection: short timeouts (a stuck Redis must not hang requests)
-/// and reconnection with capped exponential backoff.
+/// and reconnection with capped exponential backoff. (The queue crate's tests use the same.)
 pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))

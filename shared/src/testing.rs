@@ -1,17 +1,11 @@
-//! Test support shared by the test suites of all three crates (enabled by the `test-support`
-//! feature, never in release builds): unique Redis prefixes and their cleanup, a private
-//! redis-server for tests that stop and restart Redis, bounded polling, and a decompression-bomb
-//! image for the upload tests.
+//! Test support shared by the test suites of the shop's crates (enabled by the `test-support`
+//! feature, never in release builds): the queue crate's helpers (Redis, prefixes, polling, ports,
+//! a private redis-server), plus what only the shop needs: random signing secrets, the URL of a
+//! test database, and a decompression-bomb image for the upload tests.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
+pub use orderly_queue::testing::{
+    PrivateRedis, delete_prefix, eventually, free_port, redis_url, unique_prefix,
 };
-
-/// The Redis the tests use (`REDIS_URL`, default `redis://127.0.0.1:6379`).
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// A signing secret for one test run: random, as `JWT_SECRET` must be (the config refuses
 /// secrets published in the repository, placeholders and low-entropy values).
@@ -21,46 +15,6 @@ pub fn random_secret() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
-}
-
-/// A key prefix no other test uses.
-pub fn unique_prefix(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Deletes every key under `prefix` on the Redis at `url` (synchronous, so it can run in `Drop`).
-pub fn delete_prefix(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_connection() else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(1000) {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-    }
-}
-
-/// Polls `check` every 10 ms until it returns true or `limit` passes; returns the last answer.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The URL of the database `pool` points at (for processes a test starts): the test database
@@ -78,98 +32,6 @@ pub fn database_url(pool: &sqlx::PgPool) -> String {
         .map(|(server, _)| server)
         .unwrap_or(&base);
     format!("{server}/{database}")
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A private redis-server on a free port, killed when dropped. With `persistent`, it keeps an
-/// append-only file (fsync on every write) in a temporary folder, like a production Redis that
-/// must not lose queued jobs across a restart.
-pub struct PrivateRedis {
-    /// Its port.
-    pub port: u16,
-    dir: Option<tempfile::TempDir>,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// A server that keeps nothing on disk.
-    pub fn start() -> Self {
-        Self::launch(false)
-    }
-
-    /// A server with an append-only file.
-    pub fn start_persistent() -> Self {
-        Self::launch(true)
-    }
-
-    fn launch(persistent: bool) -> Self {
-        let dir = persistent.then(|| tempfile::tempdir().expect("temp dir"));
-        let mut redis = Self {
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and waits until it answers.
-    pub fn restart(&mut self) {
-        let port = self.port.to_string();
-        let mut command = Command::new("redis-server");
-        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""]);
-        match &self.dir {
-            Some(dir) => {
-                command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]);
-                command.arg(dir.path());
-            }
-            None => {
-                command.args(["--appendonly", "no"]);
-            }
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        for _ in 0..400 {
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("private redis-server did not start on port {}", self.port);
-    }
-
-    /// Kills the server at once (SIGKILL: no goodbye, like a crash).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A PNG of a few dozen bytes whose header declares `width`x`height` (RGBA, 8 bits): decoded, it

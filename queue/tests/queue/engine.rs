@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orderly::queue::{JobError, JobState, Retention, RetryPolicy, WorkerInfo};
+use orderly_queue::{JobError, JobState, Retention, RetryPolicy, WorkerInfo};
 
 use crate::helpers::{PrivateRedis, engine, engine_at, engine_with, eventually, job};
 
@@ -12,9 +12,9 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// Claims one job of queue "q", polling for up to five seconds.
 async fn claim_one_eventually(
-    e: &orderly::queue::QueueEngine,
+    e: &orderly_queue::QueueEngine,
     worker: &str,
-) -> Option<orderly::queue::ClaimedJob> {
+) -> Option<orderly_queue::ClaimedJob> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
         if let Some(job) = e
@@ -32,7 +32,7 @@ async fn claim_one_eventually(
     None
 }
 
-fn ids(claim: &orderly::queue::engine::Claim) -> Vec<String> {
+fn ids(claim: &orderly_queue::engine::Claim) -> Vec<String> {
     claim.jobs.iter().map(|j| j.id.clone()).collect()
 }
 

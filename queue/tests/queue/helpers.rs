@@ -1,16 +1,29 @@
 //! Engine fixtures: a `QueueEngine` under a unique prefix whose keys are deleted on drop, and a
-//! job spec maker. Private Redis servers and polling come from `orderly::testing`.
+//! job spec maker. Private Redis servers and polling come from `orderly_queue::testing`.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-pub use orderly::testing::{PrivateRedis, eventually};
-use orderly::{
-    queue::{JobSpec, Priority, QueueEngine, Retention, RetryPolicy},
+pub use orderly_queue::testing::{PrivateRedis, eventually};
+use orderly_queue::{
+    JobSpec, Priority, QueueEngine, Retention, RetryPolicy,
     testing::{delete_prefix, redis_url, unique_prefix},
 };
-use redis::{Client, aio::ConnectionManager};
+use redis::{
+    Client,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+/// Reconnection with short timeouts and capped backoff, as an application would configure it
+/// (the tests restart private Redis servers under a running engine).
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2))
+}
 
 /// An engine under its own prefix; its keys are deleted when it is dropped.
 pub struct TestEngine {
@@ -38,8 +51,7 @@ pub async fn engine_at(url: &str, retention: Retention) -> TestEngine {
     let prefix = unique_prefix("qtest");
     let client = Client::open(url).unwrap();
     let manager =
-        ConnectionManager::new_lazy_with_config(client.clone(), orderly::redis::manager_config())
-            .unwrap();
+        ConnectionManager::new_lazy_with_config(client.clone(), connection_config()).unwrap();
     TestEngine {
         engine: QueueEngine::new(manager, client, &prefix, retention),
         prefix,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use orderly::queue::{ClaimedJob, JobSpec, Priority, QueueEngine, Retention, RetryPolicy};
+use orderly_queue::{ClaimedJob, JobSpec, Priority, QueueEngine, Retention, RetryPolicy};
 use proptest::prelude::*;
 
 use crate::helpers::{TestEngine, engine_with};
@@ -311,7 +311,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .await
                         .unwrap();
                     let _: () = redis::cmd("ZADD")
-                        .arg(engine.state_key("m", orderly::queue::JobState::Active))
+                        .arg(engine.state_key("m", orderly_queue::JobState::Active))
                         .arg("XX")
                         .arg(0)
                         .arg(&id)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orderly::queue::{JobSpec, Outbox, Producer, UnitOfWork, outbox};
+use orderly_queue::{JobSpec, Outbox, Producer, UnitOfWork, outbox};
 use sqlx::PgPool;
 
 use crate::helpers::{TestEngine, engine, eventually};
@@ -26,7 +26,7 @@ async fn undispatched(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+#[sqlx::test(migrations = "../migrations")]
 async fn committed_jobs_are_queued_and_marked_dispatched(pool: PgPool) {
     let (e, outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
@@ -46,7 +46,7 @@ async fn committed_jobs_are_queued_and_marked_dispatched(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+#[sqlx::test(migrations = "../migrations")]
 async fn rolled_back_jobs_never_exist(pool: PgPool) {
     let (e, _outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
@@ -60,7 +60,7 @@ async fn rolled_back_jobs_never_exist(pool: PgPool) {
     assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
 }
 
-#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+#[sqlx::test(migrations = "../migrations")]
 async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool) {
     let (e, outbox) = setup(&pool).await;
     // The api commits and dies before pushing: commit the unit of work without dispatching.
@@ -95,7 +95,7 @@ async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool)
     assert_eq!(e.counts("outbox-test").await.unwrap().waiting, 25);
 }
 
-#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+#[sqlx::test(migrations = "../migrations")]
 async fn the_relay_leaves_fresh_rows_to_the_api(pool: PgPool) {
     let (_e, outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
@@ -107,7 +107,7 @@ async fn the_relay_leaves_fresh_rows_to_the_api(pool: PgPool) {
     assert_eq!(backlog.pending, 1);
 }
 
-#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+#[sqlx::test(migrations = "../migrations")]
 async fn dispatched_rows_are_pruned_after_the_retention(pool: PgPool) {
     let (_e, outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use futures::future::join_all;
-use orderly::queue::Producer;
+use orderly_queue::Producer;
 
 use crate::helpers::{engine, job};
 

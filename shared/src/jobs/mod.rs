@@ -90,7 +90,7 @@ pub async fn stage<J: Job>(
     job: &J,
     policies: &JobPolicies,
 ) -> Result<Uuid, AppError> {
-    outbox::stage(uow, job.spec(policies)).await
+    Ok(outbox::stage(uow, job.spec(policies)).await?)
 }
 
 /// Emails. Transient SMTP failures retry with exponential backoff (5 s, 10 s, ... up to 30 min;
