@@ -1,4 +1,4 @@
-//! The two measurements that need no api: the queue benchmark (`orderly-worker bench`, the
+//! The two measurements that need no api: the queue benchmark (`orderly-bench queue`, the
 //! BullMQ-comparable protocol) at 1, 2 and 4 worker processes, and `pgbench`, the ceiling this
 //! machine's PostgreSQL sets for one-transaction requests such as placing an order.
 
@@ -12,7 +12,8 @@ use crate::{
     stats::{median, round},
 };
 
-/// Runs the queue benchmark `options.runs` times per process count; returns the medians per
+/// Runs the queue benchmark `options.runs` times per process count, each run a fresh
+/// `orderly-bench queue` process (so its peak RSS is that run's alone); returns the medians per
 /// process count.
 pub async fn queue(options: &Options) -> anyhow::Result<Vec<Value>> {
     let mut medians = Vec::new();
@@ -23,8 +24,8 @@ pub async fn queue(options: &Options) -> anyhow::Result<Vec<Value>> {
         let mut wake_p99 = Vec::new();
         let mut peak_rss: f64 = 0.0;
         for run in 1..=options.runs {
-            let output = tokio::process::Command::new(options.bin_dir.join("orderly-worker"))
-                .args(["bench", "--jobs", "20000", "--producers", "50"])
+            let output = tokio::process::Command::new(std::env::current_exe()?)
+                .args(["queue", "--jobs", "20000", "--producers", "50"])
                 .args(["--concurrency", "50", "--processes", &processes.to_string()])
                 .args([
                     "--wakeup-samples",
@@ -34,10 +35,10 @@ pub async fn queue(options: &Options) -> anyhow::Result<Vec<Value>> {
                 .env("RUST_LOG", "warn")
                 .output()
                 .await
-                .context("running orderly-worker bench")?;
+                .context("running orderly-bench queue")?;
             anyhow::ensure!(
                 output.status.success(),
-                "orderly-worker bench failed: {}",
+                "orderly-bench queue failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
             let stdout = String::from_utf8_lossy(&output.stdout);

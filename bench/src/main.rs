@@ -2,8 +2,8 @@
 //!
 //! Phases (each prints JSON lines; a human summary comes last and the whole result is written
 //! to `--out`):
-//! - `queue`: the queue benchmark (`orderly-worker bench`, BullMQ's protocol) at 1, 2 and 4
-//!   worker processes: the scaling curve;
+//! - `queue`: the queue benchmark (`orderly-bench queue`, BullMQ's protocol, in [`queue`]) at
+//!   1, 2 and 4 worker processes: the scaling curve;
 //! - `pgbench`: PostgreSQL's own TPC-B-like benchmark, the ceiling for one-transaction requests;
 //! - `system`: the release api and workers on a fresh database: cold start, idle and loaded
 //!   memory, HTTP at saturation and at half of it (wrk), the workers draining real email and
@@ -11,12 +11,17 @@
 //!
 //! `bench/run.sh` builds the release binaries, makes sure PostgreSQL, Redis, wrk and pgbench are
 //! there and runs this with the right arguments.
+//!
+//! `orderly-bench queue [--jobs N --producers P --concurrency C --processes K]` runs the queue
+//! benchmark once and prints its JSON line (the `queue` phase runs it as a child process, so
+//! each run's peak RSS is its own); `bench-drain` is its hidden drain child.
 
 // Standard output is this program's report.
 #![allow(clippy::print_stdout)]
 
 mod baseline;
 mod procs;
+mod queue;
 mod sinks;
 mod stats;
 mod system;
@@ -25,21 +30,28 @@ mod wrk;
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
-#[command(name = "orderly-bench", about = "Orderly's system benchmark")]
+#[command(
+    name = "orderly-bench",
+    about = "Orderly's system benchmark",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// PostgreSQL server URL without a database (`postgres://user@127.0.0.1:5432`).
-    #[arg(long, env = "BENCH_PG_SERVER_URL")]
-    pg_server_url: String,
+    #[arg(long, env = "BENCH_PG_SERVER_URL", required = true)]
+    pg_server_url: Option<String>,
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Folder holding the release `orderly-api` and `orderly-worker`.
-    #[arg(long)]
-    bin_dir: PathBuf,
+    #[arg(long, required = true)]
+    bin_dir: Option<PathBuf>,
     /// Phases to run, comma-separated: queue, pgbench, system.
     #[arg(long, value_delimiter = ',', default_value = "queue,pgbench,system")]
     only: Vec<String>,
@@ -64,6 +76,24 @@ struct Cli {
     /// Where the full result (JSON) is written.
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
+}
+
+/// Single measurements, instead of the phases.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The queue benchmark once: enqueue N jobs from P producers, drain at concurrency C with K
+    /// processes, idle wake-up latency (reads REDIS_URL); the last line is one JSON object.
+    Queue(queue::BenchArgs),
+    /// A drain process of the queue benchmark (started by `queue --processes K`).
+    #[command(hide = true)]
+    BenchDrain {
+        /// Queue to drain.
+        #[arg(long)]
+        queue: String,
+        /// Worker concurrency.
+        #[arg(long)]
+        concurrency: usize,
+    },
 }
 
 /// Settings every phase reads.
@@ -168,10 +198,25 @@ fn machine(options: &Options) -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Queue(args)) => {
+            emit(queue::run(args).await?);
+            return Ok(());
+        }
+        Some(Command::BenchDrain {
+            queue: name,
+            concurrency,
+        }) => return queue::drain_child(name, concurrency).await,
+        None => {}
+    }
+    // Required by clap unless a subcommand is given.
+    let (Some(pg_server_url), Some(bin_dir)) = (cli.pg_server_url, cli.bin_dir) else {
+        anyhow::bail!("--pg-server-url and --bin-dir are required");
+    };
     let options = Options {
-        pg_server_url: cli.pg_server_url.trim_end_matches('/').to_owned(),
+        pg_server_url: pg_server_url.trim_end_matches('/').to_owned(),
         redis_url: cli.redis_url,
-        bin_dir: cli.bin_dir,
+        bin_dir,
         runs: cli.runs.max(1),
         duration: Duration::from_secs(cli.duration.max(1)),
         wrk_threads: cli.wrk_threads.max(1),

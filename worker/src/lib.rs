@@ -9,11 +9,13 @@
 //! - [`jobs`]: the handlers, one file per job family, and the registry.
 //! - [`mailer`], [`smtp`], [`templates`]: outgoing mail (pooled `TCP_NODELAY` SMTP connections).
 //! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
-//! - [`bench`]: the queue benchmark (`orderly-worker bench`).
 //! - [`metrics`]: the process's `/metrics` endpoint.
 //! - [`webhook_client`]: outgoing webhook HTTP behind the SSRF guard.
+//!
+//! The queue benchmark lives in `bench/` (`orderly-bench queue`) and drives [`runner::run_with`]
+//! with a handler of its own; the reliability drills' worker is `src/bin/orderly-drill-worker.rs`,
+//! a separate test binary. The production `orderly-worker` binary carries neither.
 
-pub mod bench;
 pub mod imaging;
 pub mod jobs;
 pub mod mailer;

@@ -1,6 +1,7 @@
 //! What one worker process is asked to do ([`WorkerOptions`]: queues, concurrency, leases,
-//! grace) and the queue backends it started ([`Backends`]). Kept apart from the runner so the
-//! job registry, which the runner calls, can take both without depending on the runner back.
+//! grace; [`Flags`]: what `orderly-worker`'s command line changes) and the queue backends it
+//! started ([`Backends`]). Kept apart from the runner so the job registry, which the runner
+//! calls, can take both without depending on the runner back.
 
 use std::{
     sync::{Arc, Mutex},
@@ -62,6 +63,27 @@ impl WorkerOptions {
         }
     }
 
+    /// The options of an `orderly-worker` process: `flags` over `config`. The flags are written
+    /// into `config.worker` too, so the services built from it agree. The error names the flag or
+    /// variable at fault (`--queues is invalid: ...`).
+    pub fn from_flags(config: &mut orderly::Config, flags: Flags) -> Result<Self, String> {
+        let (listed, source) = match flags.queues {
+            Some(flag) => (flag, "--queues"),
+            None => (std::mem::take(&mut config.worker.queues), "WORKER_QUEUES"),
+        };
+        config.worker.queues = orderly::jobs::queues_to_serve(&listed)
+            .map_err(|reason| format!("{source} is invalid: {reason}"))?;
+        if let Some(concurrency) = flags.concurrency {
+            if concurrency == 0 {
+                return Err("--concurrency must be at least 1".to_owned());
+            }
+            config.worker.concurrency = concurrency;
+        }
+        let mut options = Self::from_config(config);
+        options.relay = !flags.no_relay;
+        Ok(options)
+    }
+
     /// Settings for each queue's backend.
     pub fn backend_settings(&self) -> BackendSettings {
         BackendSettings {
@@ -70,6 +92,17 @@ impl WorkerOptions {
             idle_poll: self.idle_poll,
         }
     }
+}
+
+/// What `orderly-worker`'s command line asks for; each flag given wins over its variable.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--queues` (else `WORKER_QUEUES`).
+    pub queues: Option<Vec<String>>,
+    /// `--concurrency` (else `WORKER_CONCURRENCY`).
+    pub concurrency: Option<usize>,
+    /// `--no-relay`: the outbox relay runs in other processes.
+    pub no_relay: bool,
 }
 
 /// The backends started by this process, for heartbeats and shutdown.

@@ -9,13 +9,13 @@ use std::{future::Future, time::Duration};
 
 use apalis::prelude::Monitor;
 use orderly::{
-    Services,
+    Config, Services,
     queue::{WorkerInfo, registry::HEARTBEAT_EVERY},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobContext;
-pub use crate::options::{Backends, WorkerOptions};
+pub use crate::options::{Backends, Flags, WorkerOptions};
 
 /// A unique id for this process: `host:pid:random`.
 pub fn worker_id() -> String {
@@ -35,6 +35,15 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// The `orderly-worker` process once its command line is read: builds the services from `config`
+/// and runs every shop job handler with `options` until SIGTERM or SIGINT.
+pub async fn run_until_signal(config: Config, options: WorkerOptions) -> anyhow::Result<()> {
+    // Installed before anything else, so an early SIGTERM is a graceful stop, not a kill.
+    let signal = shutdown_signal();
+    let services = Services::build(config)?;
+    run(services, options, signal).await
 }
 
 /// Runs the worker process with every shop job handler until `shutdown` resolves, then shuts

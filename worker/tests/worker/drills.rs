@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_orderly-worker");
+/// The drills' worker: the real runner with a handler that records each execution.
+const DRILL_WORKER: &str = env!("CARGO_BIN_EXE_orderly-drill-worker");
 
 /// Waits for a child process to print `needle` on stdout (draining the rest in a thread).
 fn wait_for_line(child: &mut Child, needle: &'static str) {
@@ -60,9 +62,16 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 }
 
 fn spawn_drill_worker(prefix: &str, queue: &str, record_to: &str) -> Child {
-    let mut child = Command::new(WORKER)
+    let vars = crate::helpers::vars(
+        prefix,
+        &[
+            ("RUST_LOG", "error".to_owned()),
+            // Completed jobs are trimmed as in production.
+            ("QUEUE_COMPLETED_KEEP", "1000".to_owned()),
+        ],
+    );
+    let mut child = Command::new(DRILL_WORKER)
         .args([
-            "drill-worker",
             "--queue",
             queue,
             "--concurrency",
@@ -73,13 +82,11 @@ fn spawn_drill_worker(prefix: &str, queue: &str, record_to: &str) -> Child {
             "1000",
         ])
         .args(["--record-to", record_to])
-        .env("REDIS_URL", redis_url())
-        .env("REDIS_PREFIX", prefix)
-        .env("RUST_LOG", "error")
+        .envs(vars)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("worker binary runs");
+        .expect("drill worker binary runs");
     wait_for_line(&mut child, "ready");
     child
 }

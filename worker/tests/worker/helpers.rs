@@ -243,3 +243,17 @@ pub fn start_shop_worker(services: &Services, queues: &[&str]) -> RunningWorker 
     ));
     RunningWorker { stop, handle }
 }
+
+/// Peak resident memory of this process in MB (`VmHWM`), 0 where `/proc` has no answer.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -13,7 +13,7 @@ use orderly::{
 };
 use sqlx::PgPool;
 
-use crate::helpers::{services, shop, start_shop_worker};
+use crate::helpers::{peak_rss_mb, services, shop, start_shop_worker};
 
 fn today() -> NaiveDate {
     Utc::now().date_naive()
@@ -148,7 +148,7 @@ async fn a_report_over_100_000_orders_streams_with_flat_memory(pool: PgPool) {
     };
     let request = ReportRequest::parse("sales", "csv", today(), today(), None).unwrap();
     let report = s.reports.request(&admin, request).await.unwrap();
-    let before_mb = orderly_worker::bench::peak_rss_mb();
+    let before_mb = peak_rss_mb();
     let started = Instant::now();
     let worker = start_shop_worker(&s, &["reports"]);
     assert!(
@@ -158,7 +158,7 @@ async fn a_report_over_100_000_orders_streams_with_flat_memory(pool: PgPool) {
         .await
     );
     let elapsed = started.elapsed();
-    let grown_mb = orderly_worker::bench::peak_rss_mb() - before_mb;
+    let grown_mb = peak_rss_mb() - before_mb;
     worker.stop().await.unwrap();
     let built = s.reports.find(report.id).await.unwrap().unwrap();
     assert_eq!(built.row_count, Some(100_000));

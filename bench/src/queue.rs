@@ -1,4 +1,4 @@
-//! `orderly-worker bench`: the queue benchmark, with the same protocol as the BullMQ peer
+//! `orderly-bench queue`: the queue benchmark, with the same protocol as the BullMQ peer
 //! benchmark so the figures compare: enqueue N jobs from P concurrent producers (each awaiting
 //! each push), then drain them with worker processes at concurrency C running a no-op handler
 //! through the real engine and the real apalis worker path. Also measures idle wake-up latency
@@ -7,6 +7,9 @@
 //! Only `REDIS_URL` is read (default `redis://127.0.0.1:6379`); the benchmark uses a queue of
 //! its own under the `orderly-bench` prefix and deletes it afterwards. The last line of output
 //! is one JSON object.
+//!
+//! It runs the worker library's real runner (`orderly_worker::runner::run_with`) with a no-op
+//! handler; with `--processes K` it starts K `orderly-bench bench-drain` children of its own.
 
 // Standard output is this module's protocol: child processes say `ready` and report their peak
 // memory on it, and the benchmark's result is a JSON line on it.
@@ -27,26 +30,30 @@ use orderly::{
     Config, Services,
     queue::{JobError, JobInfo, JobSpec, Priority, RetryPolicy},
 };
-use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
-
-use crate::{
+use orderly_worker::{
     jobs::{JobContext, add_worker},
     runner::{Backends, WorkerOptions, run_with},
 };
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
-/// The benchmark's parameters.
-#[derive(Debug, Clone)]
+/// The benchmark's parameters (`orderly-bench queue --help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Jobs to enqueue and process.
+    /// Jobs to enqueue and then drain (N), all on a benchmark queue of their own.
+    #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Concurrent producers.
+    /// Concurrent producers, each awaiting each push.
+    #[arg(long, default_value_t = 50)]
     pub producers: usize,
     /// Worker concurrency per process.
+    #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
     /// Worker processes draining the queue.
+    #[arg(long, default_value_t = 1)]
     pub processes: usize,
-    /// Idle wake-up samples.
+    /// Idle wake-up latency samples.
+    #[arg(long, default_value_t = 200)]
     pub wakeup_samples: usize,
 }
 
@@ -63,7 +70,7 @@ pub struct BenchJob {
 const PREFIX: &str = "orderly-bench";
 
 /// A config for benchmark processes: only Redis is used; the database is never contacted.
-pub fn bench_config() -> anyhow::Result<Config> {
+fn bench_config() -> anyhow::Result<Config> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // Tokens are never issued here; the config still insists on a random signing secret.
     let jwt_secret = format!(
@@ -112,7 +119,7 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Current resident memory of this process in MB (VmRSS).
-pub fn rss_mb() -> f64 {
+fn rss_mb() -> f64 {
     proc_status_kb("VmRSS:") / 1024.0
 }
 
@@ -155,15 +162,6 @@ async fn completed_total(services: &Services, queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// What the benchmark handler does besides counting.
-#[derive(Debug, Clone, Default)]
-pub struct Behaviour {
-    /// Simulated work per job.
-    pub work: Duration,
-    /// Redis list that receives `<pid> <job id>` for every execution (the drills count repeats).
-    pub record_to: Option<String>,
-}
-
 /// Runs a worker process on `queue` with the benchmark handler until `stop` is notified; `done`
 /// counts handled jobs, `latencies` receives wake-up samples (µs) when jobs carry a send time.
 async fn run_noop_worker(
@@ -174,28 +172,6 @@ async fn run_noop_worker(
     latencies: Arc<std::sync::Mutex<Vec<i64>>>,
     stop: Arc<Notify>,
 ) -> anyhow::Result<()> {
-    run_bench_worker(
-        services,
-        options(&queue, concurrency),
-        Behaviour::default(),
-        done,
-        latencies,
-        stop,
-    )
-    .await
-}
-
-async fn run_bench_worker(
-    services: Services,
-    options: WorkerOptions,
-    behaviour: Behaviour,
-    done: Arc<AtomicUsize>,
-    latencies: Arc<std::sync::Mutex<Vec<i64>>>,
-    stop: Arc<Notify>,
-) -> anyhow::Result<()> {
-    let queue = options.queues.first().cloned().unwrap_or_default();
-    let redis = services.redis.clone();
-    let pid = std::process::id();
     let register = {
         let queue = queue.clone();
         move |monitor,
@@ -203,27 +179,14 @@ async fn run_bench_worker(
               options: &WorkerOptions,
               id: &str,
               backends: &Backends| {
-            let handler = move |job: BenchJob, _ctx: Data<JobContext>, info: Data<JobInfo>| {
+            let handler = move |job: BenchJob, _ctx: Data<JobContext>, _info: Data<JobInfo>| {
                 let done = done.clone();
                 let latencies = latencies.clone();
-                let behaviour = behaviour.clone();
-                let mut redis = redis.clone();
                 async move {
                     if job.sent_at_us > 0
                         && let Ok(mut samples) = latencies.lock()
                     {
                         samples.push(now_us() - job.sent_at_us);
-                    }
-                    if let Some(list) = &behaviour.record_to {
-                        redis::cmd("RPUSH")
-                            .arg(list)
-                            .arg(format!("{pid} {}", info.id))
-                            .query_async::<()>(&mut redis)
-                            .await
-                            .map_err(|e| JobError::retry(e.to_string()))?;
-                    }
-                    if !behaviour.work.is_zero() {
-                        tokio::time::sleep(behaviour.work).await;
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                     Ok::<(), JobError>(())
@@ -243,7 +206,7 @@ async fn run_bench_worker(
     };
     run_with(
         services,
-        options,
+        options(&queue, concurrency),
         async move { stop.notified().await },
         register,
     )
@@ -495,36 +458,4 @@ async fn wakeup_latency(
         values[idx] as f64 / 1000.0
     };
     Ok((pick(0.5), pick(0.99)))
-}
-
-/// A drill worker process: serves `queue` with the benchmark handler doing `work` per job and
-/// recording every execution as `<pid> <job id>` in the Redis list `record_to`, until SIGTERM
-/// (or SIGKILL, which is the point of the drills). Prints `ready` once it serves.
-pub async fn drill_worker(
-    queue: String,
-    concurrency: usize,
-    lease: Duration,
-    behaviour: Behaviour,
-) -> anyhow::Result<()> {
-    let services = Services::build(bench_config()?)?;
-    let stop = Arc::new(Notify::new());
-    let signal = stop.clone();
-    let terminated = crate::runner::shutdown_signal();
-    tokio::spawn(async move {
-        terminated.await;
-        signal.notify_one();
-    });
-    let mut options = options(&queue, concurrency);
-    options.lease = lease;
-    println!("ready");
-    std::io::stdout().flush()?;
-    run_bench_worker(
-        services,
-        options,
-        behaviour,
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(std::sync::Mutex::new(Vec::new())),
-        stop,
-    )
-    .await
 }
