@@ -208,8 +208,23 @@ fn env_example_documents_every_variable_and_is_a_valid_config() {
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
         .filter(|k| !k.is_empty())
         .collect();
-    // Every variable name the config module reads, found in its source.
-    let source = repo_file("shared/src/config.rs");
+    // Every variable name the config module reads, found in the source of its files.
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/src/config");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", folder.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|path| path.ends_with("mod.rs")),
+        "{} holds the config module",
+        folder.display()
+    );
+    let source: String = files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
     let mut read = BTreeSet::new();
     for call in [
         "raw(\"",

@@ -1,0 +1,229 @@
+//! `Config::from_map` end to end: defaults, and refusals that name the variable.
+
+use super::*;
+
+fn base() -> HashMap<String, String> {
+    [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1/orderly"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("JWT_SECRET", "q7Vf2LxN9cRb4KdWm8ZtHs3YpJg6QeAu"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[test]
+fn defaults_apply_when_only_required_variables_are_set() {
+    let config = Config::from_map(&base()).expect("valid config");
+    assert_eq!(config.http.port, 8080);
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.cache.ttl, Duration::from_secs(60));
+    assert_eq!(config.cache.static_ttl, Duration::from_secs(86_400));
+    assert_eq!(config.cache.near_max_bytes, 16 * 1024 * 1024);
+    assert!(
+        config.worker.queues.is_empty(),
+        "no WORKER_QUEUES: every queue"
+    );
+}
+
+#[test]
+fn missing_database_url_names_the_variable() {
+    let mut vars = base();
+    vars.remove("DATABASE_URL");
+    let err = Config::from_map(&vars).unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::Missing {
+            name: "DATABASE_URL",
+            ..
+        }
+    ));
+    assert!(err.to_string().starts_with("DATABASE_URL is not set"));
+}
+
+#[test]
+fn malformed_port_names_the_variable_and_value() {
+    let mut vars = base();
+    vars.insert("PORT".into(), "eighty".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("PORT is invalid"), "{err}");
+    assert!(err.contains("eighty"), "{err}");
+}
+
+#[test]
+fn short_jwt_secret_is_refused_without_echoing_it() {
+    let mut vars = base();
+    vars.insert("JWT_SECRET".into(), "hunter2".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("JWT_SECRET is invalid"), "{err}");
+    assert!(!err.contains("hunter2"));
+}
+
+#[test]
+fn published_placeholder_and_low_entropy_secrets_are_refused() {
+    for (secret, why) in [
+        (
+            "dev-only-secret-change-me-dev-only-secret-change-me",
+            "published",
+        ),
+        ("change-me-to-a-long-random-string-of-32-bytes", "published"),
+        ("0123456789abcdef0123456789abcdef", "published"),
+        ("my-very-own-secret-value-for-the-shop-api", "placeholder"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
+        ("abcdefghijkl".repeat(3).as_str(), "repeated"),
+    ] {
+        let mut vars = base();
+        vars.insert("JWT_SECRET".into(), secret.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("JWT_SECRET is invalid"), "{why}: {err}");
+        assert!(!err.contains(secret), "the secret is echoed: {err}");
+    }
+    for generated in [
+        "3f9c1e7a52b84d06a9e3c2f1b7d54e80c6a1f3e9d2b7c4a5",
+        "Yh3kP9wQ2mZ7vB4nL8xR1tC6sD5fG0jA",
+    ] {
+        let mut vars = base();
+        vars.insert("JWT_SECRET".into(), generated.into());
+        assert!(Config::from_map(&vars).is_ok(), "{generated} refused");
+    }
+}
+
+#[test]
+fn access_token_lifetime_is_bounded() {
+    let mut vars = base();
+    vars.insert("JWT_TTL_SECS".into(), "2592000".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("JWT_TTL_SECS is invalid"), "{err}");
+    vars.insert("JWT_TTL_SECS".into(), "0".into());
+    assert!(Config::from_map(&vars).is_err());
+}
+
+#[test]
+fn wrong_url_scheme_is_refused() {
+    let mut vars = base();
+    vars.insert("DATABASE_URL".into(), "mysql://localhost/db".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("DATABASE_URL is invalid"), "{err}");
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let mut vars = base();
+    vars.insert(
+        "DATABASE_URL".into(),
+        "postgres://app:s3cr3t-pw@db/orderly".into(),
+    );
+    let config = Config::from_map(&vars).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cr3t-pw"));
+    assert!(!debug.contains("0123456789abcdef"));
+}
+
+#[test]
+fn webhook_allowlist_parses_cidrs_and_addresses() {
+    let mut vars = base();
+    vars.insert(
+        "WEBHOOK_ALLOWLIST".into(),
+        "127.0.0.0/8, ::1, 10.1.2.3/16".into(),
+    );
+    let config = Config::from_map(&vars).unwrap();
+    let listed: Vec<String> = config
+        .webhooks
+        .allowlist
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(listed, ["127.0.0.0/8", "::1/128", "10.1.0.0/16"]);
+
+    vars.insert("WEBHOOK_ALLOWLIST".into(), "127.0.0.0/8,localhost".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("WEBHOOK_ALLOWLIST is invalid"), "{err}");
+    assert!(err.contains("localhost"), "{err}");
+}
+
+#[test]
+fn trusted_proxies_parse_and_trust_proxy_true_is_refused() {
+    let mut vars = base();
+    assert!(
+        Config::from_map(&vars)
+            .unwrap()
+            .http
+            .trusted_proxies
+            .is_empty()
+    );
+    vars.insert("TRUSTED_PROXIES".into(), "10.0.0.0/8, 2001:db8::/32".into());
+    let listed: Vec<String> = Config::from_map(&vars)
+        .unwrap()
+        .http
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(listed, ["10.0.0.0/8", "2001:db8::/32"]);
+
+    // `false` (what .env files copied from an older .env.example hold) means no proxy.
+    vars.insert("TRUST_PROXY".into(), "false".into());
+    assert!(Config::from_map(&vars).is_ok());
+    vars.insert("TRUST_PROXY".into(), "true".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(err.starts_with("TRUST_PROXY is invalid"), "{err}");
+    assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+}
+
+#[test]
+fn login_throttle_settings_have_defaults() {
+    let mut vars = base();
+    let config = Config::from_map(&vars).unwrap();
+    assert_eq!(config.rate_limit.login_max_failures, 5);
+    assert_eq!(config.rate_limit.login_failure_window, secs(900));
+    vars.insert("LOGIN_FAILURE_WINDOW_SECS".into(), "0".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(
+        err.starts_with("LOGIN_FAILURE_WINDOW_SECS is invalid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn slow_client_limits_have_defaults_and_refuse_zero() {
+    let mut vars = base();
+    let http = Config::from_map(&vars).unwrap().http;
+    assert_eq!(http.header_read_timeout, millis(10_000));
+    assert_eq!(http.body_read_timeout, millis(20_000));
+    assert_eq!(http.upload_body_read_timeout, millis(300_000));
+    assert_eq!(http.keepalive_idle, secs(75));
+    assert_eq!(http.max_connections, 1024);
+
+    vars.insert("HTTP_KEEPALIVE_IDLE_SECS".into(), "0".into());
+    assert_eq!(
+        Config::from_map(&vars).unwrap().http.keepalive_idle,
+        Duration::ZERO,
+        "0 turns keep-alive off"
+    );
+    for name in [
+        "HTTP_HEADER_READ_TIMEOUT_MS",
+        "HTTP_BODY_READ_TIMEOUT_MS",
+        "HTTP_UPLOAD_BODY_READ_TIMEOUT_MS",
+        "HTTP_MAX_CONNECTIONS",
+    ] {
+        let mut vars = base();
+        vars.insert(name.into(), "0".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{name} is invalid")), "{err}");
+        vars.insert(name.into(), "soon".into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{name} is invalid")), "{err}");
+    }
+}
+
+#[test]
+fn webhook_schedule_parses_seconds() {
+    let mut vars = base();
+    vars.insert("WEBHOOK_RETRY_SCHEDULE".into(), "0.1, 0.2,1".into());
+    let config = Config::from_map(&vars).unwrap();
+    assert_eq!(
+        config.webhooks.retry_schedule,
+        vec![millis(100), millis(200), secs(1)]
+    );
+}

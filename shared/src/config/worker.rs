@@ -1,0 +1,61 @@
+//! The queue engine and the worker process (`WorkerConfig`).
+
+use std::time::Duration;
+
+use super::{ConfigError, Source, millis, secs};
+
+/// Queue engine and worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues this worker process serves, as listed in `WORKER_QUEUES` (comma-separated; empty:
+    /// every queue). Configuration does not know which queues exist: the worker checks the
+    /// names against the shop's job declarations (`jobs::queues_to_serve`) before it starts.
+    pub queues: Vec<String>,
+    /// Jobs run at once per queue in one process (`WORKER_CONCURRENCY`).
+    pub concurrency: usize,
+    /// How long a claimed job stays leased without renewal (`JOB_LEASE_MS`).
+    pub lease: Duration,
+    /// How long running jobs may finish after SIGTERM before they are put back (`WORKER_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
+    /// Port of the worker's `/metrics` endpoint (`WORKER_METRICS_PORT`; unset disables it).
+    pub metrics_port: Option<u16>,
+    /// Completed jobs kept per queue for the dashboard (`QUEUE_COMPLETED_KEEP`).
+    pub completed_keep: u64,
+    /// Longest a completed job is kept (`QUEUE_COMPLETED_MAX_AGE_SECS`).
+    pub completed_max_age: Duration,
+    /// Dispatched outbox rows older than this are deleted (`OUTBOX_RETENTION_SECS`).
+    pub outbox_retention: Duration,
+}
+
+impl WorkerConfig {
+    pub(super) fn read(env: &Source<'_>) -> Result<Self, ConfigError> {
+        let queues = env.list("WORKER_QUEUES");
+        let concurrency: usize = env.parse_or("WORKER_CONCURRENCY", 16)?;
+        if concurrency == 0 || concurrency > 10_000 {
+            return Err(ConfigError::Invalid {
+                name: "WORKER_CONCURRENCY",
+                reason: "must be between 1 and 10000".into(),
+            });
+        }
+        let lease = millis(env.parse_or("JOB_LEASE_MS", 30_000)?);
+        if lease < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid {
+                name: "JOB_LEASE_MS",
+                reason: "must be at least 300 ms (leases are renewed every third of it)".into(),
+            });
+        }
+        Ok(Self {
+            queues,
+            concurrency,
+            lease,
+            shutdown_grace: secs(env.parse_or("WORKER_SHUTDOWN_GRACE_SECS", 30)?),
+            metrics_port: env
+                .raw("WORKER_METRICS_PORT")
+                .map(|_| env.parse_or("WORKER_METRICS_PORT", 0u16))
+                .transpose()?,
+            completed_keep: env.parse_or("QUEUE_COMPLETED_KEEP", 1_000)?,
+            completed_max_age: secs(env.parse_or("QUEUE_COMPLETED_MAX_AGE_SECS", 3_600)?),
+            outbox_retention: secs(env.parse_or("OUTBOX_RETENTION_SECS", 86_400)?),
+        })
+    }
+}
