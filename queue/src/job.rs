@@ -236,7 +236,7 @@ pub struct ClaimedJob {
     pub kind: String,
     /// JSON payload text.
     pub payload: String,
-    /// Priority.
+    /// 0 (most urgent) to 9 (least); lower levels run first, FIFO within one level.
     pub priority: Priority,
     /// Attempts allowed in total.
     pub max_attempts: u32,

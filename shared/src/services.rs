@@ -45,17 +45,17 @@ pub struct Services {
     pub events: EventBus,
     /// Job retry settings from config.
     pub policies: JobPolicies,
-    /// Accounts.
+    /// Accounts, logins, sessions and token checks.
     pub users: UserService,
-    /// Catalogue.
+    /// The catalogue and its stock (cached reads).
     pub products: ProductService,
-    /// Orders.
+    /// Placing, listing and changing orders.
     pub orders: OrderService,
     /// Idempotency keys.
     pub idempotency: IdempotencyService,
     /// The sent-mail log.
     pub sent_emails: SentEmailService,
-    /// Reports.
+    /// Report requests, downloads and the build bookkeeping.
     pub reports: ReportService,
     /// Webhook endpoints and deliveries.
     pub webhooks: WebhookService,

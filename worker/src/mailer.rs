@@ -20,9 +20,9 @@ use secrecy::ExposeSecret;
 /// A rendered email.
 #[derive(Debug, Clone)]
 pub struct Email {
-    /// Recipient.
+    /// The one mailbox the message goes to (a plain address, already checked at registration).
     pub to: String,
-    /// Subject.
+    /// The subject line, rendered from the template.
     pub subject: String,
     /// Plain-text body.
     pub text: String,

@@ -57,7 +57,7 @@ pub struct ReportAccepted {
 /// A report.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportResponse {
-    /// Id.
+    /// The report's id, for `GET /reports/{id}` and the download.
     pub id: Uuid,
     /// `sales`.
     pub kind: String,
@@ -80,9 +80,9 @@ pub struct ReportResponse {
     pub error: Option<String>,
     /// Where to download it, once ready.
     pub download_url: Option<String>,
-    /// Requested.
+    /// When it was requested (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-    /// Finished.
+    /// When the build finished, successfully or not (RFC 3339, UTC).
     pub completed_at: Option<DateTime<Utc>>,
 }
 

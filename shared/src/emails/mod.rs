@@ -15,9 +15,9 @@ pub struct SentEmail {
     pub job_id: String,
     /// Job kind.
     pub kind: String,
-    /// To.
+    /// The address it went to (the `To` mailbox, exactly as stored on the user).
     pub recipient: String,
-    /// Subject.
+    /// The subject line as sent (rendered from the template).
     pub subject: String,
 }
 

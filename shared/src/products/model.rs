@@ -13,9 +13,9 @@ pub struct Product {
     pub id: Uuid,
     /// Stock-keeping unit, unique.
     pub sku: String,
-    /// Name.
+    /// Shown to customers; 1 to 200 characters without control characters.
     pub name: String,
-    /// Description.
+    /// Free text, at most 5,000 characters (may be empty).
     pub description: String,
     /// Price in minor units (cents).
     pub price_cents: i64,
@@ -25,7 +25,7 @@ pub struct Product {
     pub stock: i32,
     /// Inactive products are hidden from customers and cannot be ordered.
     pub active: bool,
-    /// Created.
+    /// When the product was created (UTC); never changes.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
@@ -123,13 +123,13 @@ pub fn parse_stock(stock: i64) -> Result<i32, AppError> {
 pub struct NewProduct {
     /// SKU.
     pub sku: String,
-    /// Name.
+    /// Shown to customers; 1 to 200 characters without control characters.
     pub name: String,
-    /// Description.
+    /// Free text, at most 5,000 characters (may be empty).
     pub description: String,
     /// Price in minor units.
     pub price_cents: i64,
-    /// Currency.
+    /// ISO 4217 code of `price_cents`, e.g. `EUR`.
     pub currency: String,
     /// Initial stock.
     pub stock: i32,
@@ -170,6 +170,6 @@ pub struct ProductQuery {
     pub search: Option<String>,
     /// Include inactive products (admins only).
     pub include_inactive: bool,
-    /// Page.
+    /// Limit and cursor of the page asked for.
     pub page: PageRequest,
 }

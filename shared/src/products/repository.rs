@@ -18,9 +18,9 @@ const COLUMNS: &str = "id, sku, name, description, price_cents, currency, stock,
 /// One line of stock to take or give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockLine {
-    /// Product.
+    /// The product whose stock changes.
     pub product_id: Uuid,
-    /// Units.
+    /// Units to take or give back; at least 1.
     pub quantity: i32,
 }
 

@@ -17,7 +17,7 @@ use crate::{
 /// A line an order wants: which product, how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockRequest {
-    /// Product.
+    /// The product to reserve from.
     pub product_id: Uuid,
     /// Units, at least 1.
     pub quantity: i32,
@@ -26,17 +26,17 @@ pub struct StockRequest {
 /// A reserved line, priced at the moment of reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
-    /// Product.
+    /// The product reserved from.
     pub product_id: Uuid,
     /// SKU at the time.
     pub sku: String,
     /// Name at the time.
     pub name: String,
-    /// Units.
+    /// Units reserved.
     pub quantity: i32,
     /// Unit price at the time, minor units.
     pub unit_price_cents: i64,
-    /// Currency.
+    /// ISO 4217 code of the unit price; an order takes one currency only.
     pub currency: String,
 }
 

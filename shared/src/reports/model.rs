@@ -36,7 +36,7 @@ impl ReportStatus {
 /// A report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Report {
-    /// Id.
+    /// UUIDv7, so reports sort by request time.
     pub id: Uuid,
     /// Who asked for it.
     pub user_id: Uuid,
@@ -62,7 +62,7 @@ pub struct Report {
     pub error: Option<String>,
     /// When the build finished.
     pub completed_at: Option<DateTime<Utc>>,
-    /// Requested.
+    /// When the report was requested (UTC).
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
@@ -211,12 +211,12 @@ pub struct SalesRow {
     pub sku: String,
     /// Product name at the time.
     pub product_name: String,
-    /// Units.
+    /// Units ordered on the line.
     pub quantity: i32,
     /// Unit price, minor units.
     pub unit_price_cents: i64,
     /// Line total, minor units.
     pub line_total_cents: i64,
-    /// Currency.
+    /// ISO 4217 code of the prices on the line.
     pub currency: String,
 }

@@ -40,7 +40,7 @@ pub struct ReportDownload {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-/// Reports.
+/// Reports: who may request and read which, the per-user cap, downloads, and the build bookkeeping.
 #[derive(Debug, Clone)]
 pub struct ReportService {
     pool: PgPool,

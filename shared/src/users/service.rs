@@ -40,7 +40,7 @@ pub struct SessionTokens {
 /// The one message for every failed login, whether or not the account exists.
 const BAD_CREDENTIALS: &str = "invalid email or password";
 
-/// Accounts.
+/// Accounts: registration, logins and sessions, password and role changes, and the check of every bearer token.
 #[derive(Debug, Clone)]
 pub struct UserService {
     pool: PgPool,

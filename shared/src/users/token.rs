@@ -26,9 +26,9 @@ pub struct Claims {
     pub sub: Uuid,
     /// The user's role when the token was issued.
     pub role: Role,
-    /// Issuer.
+    /// Issuer (`JWT_ISSUER`); a token from another issuer is refused.
     pub iss: String,
-    /// Audience.
+    /// Audience (`JWT_AUDIENCE`); a token meant for another service is refused.
     pub aud: String,
     /// Issued at (seconds since the epoch).
     pub iat: u64,
