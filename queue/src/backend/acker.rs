@@ -1,0 +1,185 @@
+//! The acker: acknowledges finished jobs in batches, and claims their replacements in the same
+//! script call.
+//!
+//! Jobs finish one by one but Redis is cheapest per batch: every completion the middleware sends
+//! while a call is in flight goes into the next one. While the backend is claiming, the slots
+//! the finished jobs held travel with the batch (`ack_and_claim`), so a busy worker makes one
+//! round trip per batch and the fetcher only steps in when the worker runs dry. A failed call
+//! puts its batch back and frees its slots, so an outage of acks does not starve the fetcher.
+
+use std::sync::Arc;
+
+use apalis_core::task::Task;
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use super::{AckCommand, BackendShared, ErrorBackoff, fetcher::deliver};
+use crate::engine::Claim;
+
+/// How many ack (and claim) script calls one worker keeps in flight. With one, the worker and
+/// Redis take turns: Redis idles while the worker decodes a claim and runs its jobs, and the
+/// worker idles while Redis runs the script, so each side leaves much of its core unused (the
+/// measurement is in docs/performance.md, "Where the limits are"). With two, the next batch is
+/// on its way while the last one is being handled.
+const ACK_CALLS_IN_FLIGHT: usize = 2;
+
+/// What an ack call returns: the batch it carried, the worker slots that went with it, and the
+/// engine's answer (which leases were acked, and the replacement jobs claimed, if any).
+type AckOutcome = (
+    Vec<(String, u64)>,
+    Option<OwnedSemaphorePermit>,
+    redis::RedisResult<(Vec<bool>, Option<Claim>)>,
+);
+
+/// One ack call: acks `batch` and, while the backend is claiming, uses `slots` to claim
+/// replacements in the same script call.
+fn ack_call(
+    shared: Arc<BackendShared>,
+    batch: Vec<(String, u64)>,
+    slots: Option<OwnedSemaphorePermit>,
+) -> BoxFuture<'static, AckOutcome> {
+    async move {
+        let wanted = slots.as_ref().map(|s| s.num_permits()).unwrap_or(0);
+        let result = if !shared.stop.is_cancelled() && wanted > 0 {
+            shared
+                .engine
+                .ack_and_claim(
+                    &shared.queue,
+                    &batch,
+                    &shared.worker_id,
+                    wanted,
+                    shared.settings.lease,
+                )
+                .await
+                .map(|(acked, claim)| (acked, Some(claim)))
+        } else {
+            shared
+                .engine
+                .ack(&shared.queue, &batch)
+                .await
+                .map(|acked| (acked, None))
+        };
+        (batch, slots, result)
+    }
+    .boxed()
+}
+
+/// Acks finished jobs in batches. While the backend is claiming, the slots the finished jobs
+/// held are used to claim their replacements in the same script call, so a busy worker makes
+/// one round trip per batch; the fetcher only steps in when the worker runs dry. Up to
+/// [`ACK_CALLS_IN_FLIGHT`] calls run at once, each with at most an equal share of the worker's
+/// slots; what finishes meanwhile waits for the next one.
+pub(super) async fn run_acker<Args>(
+    shared: Arc<BackendShared>,
+    mut commands: mpsc::UnboundedReceiver<AckCommand>,
+    sender: mpsc::Sender<Task<Args>>,
+) where
+    Args: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut pending: Vec<(String, u64)> = Vec::new();
+    let mut slots: Option<OwnedSemaphorePermit> = None;
+    let mut waiting_flush: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut in_flight: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
+    let mut closed = false;
+    let mut backoff = ErrorBackoff::new();
+    let batch_limit = shared
+        .settings
+        .concurrency
+        .div_ceil(ACK_CALLS_IN_FLIGHT)
+        .max(1);
+    let take = |command: AckCommand,
+                pending: &mut Vec<(String, u64)>,
+                slots: &mut Option<OwnedSemaphorePermit>,
+                waiting_flush: &mut Vec<oneshot::Sender<()>>| match command {
+        AckCommand::Ack(id, lease, slot) => {
+            pending.push((id, lease));
+            if let Some(slot) = slot {
+                match slots {
+                    Some(all) => all.merge(slot),
+                    None => *slots = Some(slot),
+                }
+            }
+        }
+        AckCommand::Flush(done) => waiting_flush.push(done),
+    };
+    loop {
+        if pending.is_empty() && in_flight.is_empty() {
+            // Everything handed over so far is acked.
+            for waiter in waiting_flush.drain(..) {
+                let _ = waiter.send(());
+            }
+            if closed {
+                return;
+            }
+            match commands.recv().await {
+                Some(command) => take(command, &mut pending, &mut slots, &mut waiting_flush),
+                None => return,
+            }
+        }
+        // Everything that queued up meanwhile goes in one script call.
+        while let Ok(command) = commands.try_recv() {
+            take(command, &mut pending, &mut slots, &mut waiting_flush);
+        }
+        if pending.is_empty() && in_flight.is_empty() {
+            // Nothing to ack (a flush request alone): answer it at the top.
+            continue;
+        }
+        if !pending.is_empty() && in_flight.len() < ACK_CALLS_IN_FLIGHT {
+            // At most a share of the worker's slots per call: when every job of a claim
+            // finishes at once, two half batches keep one call in Redis while the worker runs
+            // the jobs the other brought back.
+            let batch: Vec<(String, u64)> = if pending.len() > batch_limit {
+                pending.drain(..batch_limit).collect()
+            } else {
+                std::mem::take(&mut pending)
+            };
+            let batch_slots = match slots.take() {
+                Some(mut all) if !pending.is_empty() && all.num_permits() > batch.len() => {
+                    let part = all.split(batch.len());
+                    slots = Some(all);
+                    part
+                }
+                all => all,
+            };
+            in_flight.push(ack_call(shared.clone(), batch, batch_slots));
+            continue;
+        }
+        tokio::select! {
+            Some((batch, batch_slots, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                match result {
+                    Ok((acked, claim)) => {
+                        backoff.reset();
+                        for ((id, _), ok) in batch.iter().zip(acked) {
+                            if !ok {
+                                tracing::warn!(queue = %shared.queue, job_id = %id, "ack refused: lease was lost, the job will run again");
+                            }
+                        }
+                        match (claim, batch_slots) {
+                            (Some(claim), Some(permits)) if !claim.jobs.is_empty() => {
+                                deliver(&shared, &sender, claim.jobs, permits).await;
+                            }
+                            // No replacement: the slots go back to the fetcher.
+                            _ => {}
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(queue = %shared.queue, %error, pending = batch.len(), "ack failed; retrying");
+                        // The batch goes back in front of what came meanwhile; its slots are
+                        // freed, so the fetcher is not starved by an outage of acks.
+                        let mut retry = batch;
+                        retry.append(&mut pending);
+                        pending = retry;
+                        drop(batch_slots);
+                        backoff.wait().await;
+                    }
+                }
+            }
+            command = commands.recv(), if !closed => match command {
+                Some(command) => take(command, &mut pending, &mut slots, &mut waiting_flush),
+                None => closed = true,
+            },
+            else => {}
+        }
+    }
+}

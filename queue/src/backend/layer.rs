@@ -1,0 +1,145 @@
+//! The backend's tower middleware ([`JobLayer`]), which apalis puts around every job's handler.
+//!
+//! It runs the handler inside a `job` span (queue, id, kind, attempt, request id) and the job's
+//! correlation scope, records the job's duration and outcome in the metrics, and then settles the
+//! job: on success it frees the job's hold and sends the ack (with the job's worker slot) to the
+//! acker; on failure it applies the job's retry policy and records the failed attempt in Redis.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis_core::{error::BoxDynError, task::Task};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::{AckCommand, BackendShared, ClaimedLease, ErrorBackoff};
+use crate::job::{ClaimedJob, JobError};
+
+/// The backend's middleware: job span, request id, ack on success, retry policy on failure.
+#[derive(Clone)]
+pub struct JobLayer {
+    pub(super) shared: Arc<BackendShared>,
+}
+
+impl<S> Layer<S> for JobLayer {
+    type Service = JobService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JobService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See [`JobLayer`].
+#[derive(Clone)]
+pub struct JobService<S> {
+    inner: S,
+    shared: Arc<BackendShared>,
+}
+
+impl<S, Args> Service<Task<Args>> for JobService<S>
+where
+    S: Service<Task<Args>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxDynError;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxDynError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Args>) -> Self::Future {
+        let lease = task.ctx().data().get::<ClaimedLease>().map(|l| l.0.clone());
+        let future = self.inner.call(task);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let Some(job) = lease else {
+                // Not one of ours (cannot happen with this backend): run it without bookkeeping.
+                return future.await.map_err(Into::into);
+            };
+            let span = tracing::info_span!(
+                "job",
+                queue = %job.queue,
+                job_id = %job.id,
+                kind = %job.kind,
+                attempt = job.attempt,
+                request_id = job.request_id.as_deref().unwrap_or(""),
+            );
+            let started = std::time::Instant::now();
+            let run = future.instrument(span.clone());
+            let result = match job.request_id.clone() {
+                Some(request_id) => crate::correlation::scope(request_id, run).await,
+                None => run.await,
+            };
+            let result = result.map_err(Into::into);
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &result {
+                Ok(_) => {
+                    span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
+                    crate::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
+                    let slot = shared.unhold(&job.id);
+                    let _ = shared
+                        .acks
+                        .send(AckCommand::Ack(job.id.clone(), job.lease, slot));
+                }
+                Err(error) => {
+                    let job_error = JobError::classify(error.as_ref());
+                    let retry_in = job.next_retry(&job_error, rand::random::<f64>());
+                    let outcome = if retry_in.is_some() {
+                        "retried"
+                    } else {
+                        "dead"
+                    };
+                    span.in_scope(|| {
+                        tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = retry_in.map(|d| d.as_millis() as u64), outcome, "job failed")
+                    });
+                    crate::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
+                    record_failure(&shared, &job, job_error.message(), retry_in).await;
+                    shared.unhold(&job.id);
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Writes a failed attempt to Redis, retrying through short outages. If Redis stays away the
+/// lease expires and the engine itself counts the attempt, so nothing is lost either way.
+async fn record_failure(
+    shared: &BackendShared,
+    job: &ClaimedJob,
+    error: &str,
+    retry_in: Option<Duration>,
+) {
+    let mut backoff = ErrorBackoff::new();
+    let give_up = tokio::time::Instant::now() + shared.settings.lease;
+    loop {
+        match shared.engine.fail(job, error, retry_in).await {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, "failure not recorded: lease was lost");
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(job_id = %job.id, error = %e, "could not record failure; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "could not record failure; the lease will expire instead");
+                return;
+            }
+        }
+    }
+}

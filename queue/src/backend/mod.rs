@@ -1,0 +1,373 @@
+//! The apalis 1.0 backend over our engine: what turns `WorkerBuilder::new(..).backend(..)` into a
+//! worker that claims, leases, acks, retries and releases jobs in Redis.
+//!
+//! Per worker (one queue in one process):
+//! - a **fetcher** task claims jobs only when the worker has a free slot (a semaphore of
+//!   `concurrency` permits, held by each job until its handler returns), so a process never
+//!   hoards jobs another process could run, and claims in batches when many slots are free;
+//!   when the queue is empty it blocks on the queue's wake-up list (new work starts within
+//!   milliseconds) or until the next scheduled job or lease deadline is due;
+//! - a **lease keeper** renews every held lease each third of the lease time, in one call;
+//! - an **acker** batches completions into one script call per round trip;
+//! - the backend's middleware ([`JobLayer`]) runs each job inside a span carrying its id, kind,
+//!   attempt and request id, acks on success and, on failure, applies the job's retry policy.
+//!
+//! No Redis error ever reaches apalis (which would stop the worker): every loop logs, backs off
+//! and tries again, so a worker outlives a Redis restart.
+//!
+//! ## Layout
+//! - this file: the apalis `Backend` ([`RedisBackend`]), its settings, the state its parts share
+//!   ([`BackendShared`]: held leases, worker slots, the acker's channel, the stop token), what a
+//!   handler reads about its job ([`JobInfo`]), and the small types the parts pass between them;
+//! - `fetcher`: claiming jobs when slots are free and handing them to apalis;
+//! - `lease`: the lease keeper;
+//! - `acker`: batched acks, and the replacement claims that ride on them;
+//! - `layer`: the tower middleware around each job.
+
+use std::{
+    collections::HashMap,
+    marker::PhantomData,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis_core::{
+    backend::{Backend, BackendConfig, finalize::Ephemeral},
+    task::Task,
+    worker::context::WorkerContext,
+};
+use futures::{FutureExt, future::BoxFuture};
+use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{engine::QueueEngine, job::ClaimedJob};
+
+mod acker;
+mod fetcher;
+mod layer;
+mod lease;
+
+pub use layer::{JobLayer, JobService};
+
+/// What a handler can read about the job it runs (`Data<JobInfo>` in a handler's arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    /// Job id (the outbox id for jobs staged by the api).
+    pub id: String,
+    /// The queue the job was claimed from (one queue may carry several kinds).
+    pub queue: String,
+    /// What the job is (`email.order_confirmation`), as given when it was enqueued; a handler
+    /// serving several kinds can record or branch on it.
+    pub kind: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The request that caused the job.
+    pub request_id: Option<String>,
+}
+
+/// Settings of one backend.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// Jobs run at once (the slots the fetcher fills).
+    pub concurrency: usize,
+    /// Lease length; renewed every third of it.
+    pub lease: Duration,
+    /// Longest idle wait before looking again even without a wake-up.
+    pub idle_poll: Duration,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            idle_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Held {
+    lease: u64,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// State shared by a backend's fetcher, lease keeper, acker and middleware.
+pub struct BackendShared {
+    engine: QueueEngine,
+    queue: String,
+    worker_id: String,
+    settings: BackendSettings,
+    slots: Arc<Semaphore>,
+    held: Mutex<HashMap<String, Held>>,
+    acks: mpsc::UnboundedSender<AckCommand>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for BackendShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendShared")
+            .field("queue", &self.queue)
+            .field("worker_id", &self.worker_id)
+            .field("held", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+enum AckCommand {
+    /// A finished job, with the worker slot it occupied: the acker reuses the slot to claim a
+    /// replacement in the same call (or frees it).
+    Ack(String, u64, Option<OwnedSemaphorePermit>),
+    Flush(oneshot::Sender<()>),
+}
+
+impl BackendShared {
+    /// The queue this backend serves.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Jobs leased by this backend right now (running or about to start).
+    pub fn running(&self) -> usize {
+        self.held.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    fn hold(&self, id: &str, lease: u64, slot: Option<OwnedSemaphorePermit>) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(id.to_owned(), Held { lease, slot });
+        }
+    }
+
+    fn unhold(&self, id: &str) -> Option<OwnedSemaphorePermit> {
+        self.held
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(id))
+            .and_then(|h| h.slot)
+    }
+
+    fn leases(&self) -> Vec<(String, u64)> {
+        self.held
+            .lock()
+            .map(|h| {
+                h.iter()
+                    .map(|(id, held)| (id.clone(), held.lease))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops claiming new jobs at once (jobs already running continue).
+    pub fn stop_claiming(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until every queued ack has reached Redis (or Redis stayed unreachable for `timeout`).
+    pub async fn flush_acks(&self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.acks.send(AckCommand::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
+    }
+
+    /// Gives every job still held back to the queue with its attempt refunded. Called at the end
+    /// of a graceful shutdown for jobs that did not finish within the grace period (and jobs
+    /// claimed but never started). Returns how many were released.
+    pub async fn release_held(&self) -> usize {
+        let leases = self.leases();
+        if leases.is_empty() {
+            return 0;
+        }
+        match self.engine.release(&self.queue, &leases).await {
+            Ok(n) => {
+                for (id, _) in &leases {
+                    self.unhold(id);
+                }
+                tracing::info!(queue = %self.queue, released = n, "released unfinished jobs back to the queue");
+                n
+            }
+            Err(error) => {
+                tracing::warn!(queue = %self.queue, %error, "could not release jobs; their leases will expire and they will run again");
+                0
+            }
+        }
+    }
+}
+
+/// An apalis backend reading jobs of one queue, decoded as `Args`.
+pub struct RedisBackend<Args> {
+    shared: Arc<BackendShared>,
+    receiver: mpsc::Receiver<Task<Args>>,
+    /// Taken at the first poll, when the fetcher and the acker start.
+    start: Option<(
+        mpsc::Sender<Task<Args>>,
+        mpsc::UnboundedReceiver<AckCommand>,
+    )>,
+    closing: Option<BoxFuture<'static, ()>>,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<Args> std::fmt::Debug for RedisBackend<Args> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Args> RedisBackend<Args>
+where
+    Args: DeserializeOwned + Send + Sync + 'static,
+{
+    /// A backend for `queue`, claiming as `worker_id`. Must be created inside a tokio runtime
+    /// (it starts its acker task).
+    pub fn new(
+        engine: QueueEngine,
+        queue: &str,
+        worker_id: &str,
+        settings: BackendSettings,
+    ) -> Self {
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let concurrency = settings.concurrency.max(1);
+        let shared = Arc::new(BackendShared {
+            engine,
+            queue: queue.to_owned(),
+            worker_id: worker_id.to_owned(),
+            settings,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            held: Mutex::new(HashMap::new()),
+            acks,
+            stop: CancellationToken::new(),
+        });
+        let (sender, receiver) = mpsc::channel(concurrency);
+        Self {
+            shared,
+            receiver,
+            start: Some((sender, ack_rx)),
+            closing: None,
+            _args: PhantomData,
+        }
+    }
+
+    /// The shared state, for the process to stop claiming, flush and release at shutdown, and
+    /// to report running jobs in its heartbeat.
+    pub fn shared(&self) -> Arc<BackendShared> {
+        self.shared.clone()
+    }
+}
+
+impl<Args> Backend for RedisBackend<Args>
+where
+    Args: DeserializeOwned + Send + Sync + 'static,
+{
+    type Task = Task<Args>;
+    type Error = std::io::Error;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        // The first poll starts the fetcher, the acker and the lease keeper (they need the
+        // worker context).
+        if let Some((sender, acks)) = self.start.take() {
+            tokio::spawn(acker::run_acker(self.shared.clone(), acks, sender.clone()));
+            tokio::spawn(fetcher::run_fetcher(
+                self.shared.clone(),
+                sender,
+                worker.clone(),
+            ));
+            tokio::spawn(lease::run_lease_keeper(self.shared.clone(), worker.clone()));
+        }
+        self.receiver.poll_recv(cx).map(|task| task.map(Ok))
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        if self.closing.is_none() {
+            self.shared.stop_claiming();
+            self.receiver.close();
+            // Jobs claimed but never handed to the worker go back to the queue.
+            let mut unstarted = Vec::new();
+            while let Ok(task) = self.receiver.try_recv() {
+                if let Some(info) = task.ctx().data().get::<JobInfo>() {
+                    unstarted.push(info.id.clone());
+                }
+            }
+            let shared = self.shared.clone();
+            self.closing = Some(
+                async move {
+                    let leases: Vec<_> = shared
+                        .leases()
+                        .into_iter()
+                        .filter(|(id, _)| unstarted.contains(id))
+                        .collect();
+                    if !leases.is_empty() {
+                        let _ = shared.engine.release(&shared.queue, &leases).await;
+                        for (id, _) in &leases {
+                            shared.unhold(id);
+                        }
+                    }
+                    shared.flush_acks(Duration::from_secs(10)).await;
+                }
+                .boxed(),
+            );
+        }
+        self.closing
+            .as_mut()
+            .map(|f| f.poll_unpin(cx).map(Ok))
+            .unwrap_or(Poll::Ready(Ok(())))
+    }
+}
+
+impl<Args> BackendConfig for RedisBackend<Args> {
+    type Args = Args;
+    type Id = String;
+    type Kind = Ephemeral;
+    type Config = BackendSettings;
+    type Layer = JobLayer;
+
+    fn config(&self) -> &Self::Config {
+        &self.shared.settings
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        JobLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Capped exponential backoff for Redis errors inside the background loops.
+struct ErrorBackoff(Duration);
+
+impl ErrorBackoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(50);
+    }
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The claimed job behind a task, for the middleware's ack/fail.
+#[derive(Clone)]
+struct ClaimedLease(Arc<ClaimedJob>);
