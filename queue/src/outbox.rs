@@ -81,7 +81,7 @@ pub struct UnitOfWork {
 const BEGIN_UNIT_OF_WORK: &str = "begin; set local plan_cache_mode = force_generic_plan";
 
 impl UnitOfWork {
-    /// Begins a transaction (see [`BEGIN_UNIT_OF_WORK`]).
+    /// Begins a transaction (see `BEGIN_UNIT_OF_WORK`).
     pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
