@@ -203,13 +203,14 @@ fn check_query_text(query: &str) -> Result<(), AppError> {
                 .map(|text| text.into_owned())
                 .map_err(|_| ())
         };
-        let name = decode(raw_name).unwrap_or_else(|_| raw_name.to_owned());
-        let problem = match (decode(raw_name), decode(raw_value)) {
+        let name = decode(raw_name);
+        let problem = match (&name, decode(raw_value)) {
             (Err(_), _) | (_, Err(_)) => Some("must be UTF-8 text"),
             (Ok(n), Ok(v)) if n.contains('\0') || v.contains('\0') => Some(NO_NUL),
             _ => None,
         };
         if let Some(problem) = problem {
+            let name = name.unwrap_or_else(|_| raw_name.to_owned());
             let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
             return Err(bad_parameter("query string", &name, problem));
         }

@@ -200,7 +200,8 @@ impl Proc {
     }
 }
 
-fn proc_status_kb(pid: u32, field: &str) -> f64 {
+/// A field of `/proc/<pid>/status` in kB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
+pub fn proc_status_kb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

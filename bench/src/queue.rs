@@ -115,24 +115,12 @@ fn options(queue: &str, concurrency: usize) -> WorkerOptions {
 
 /// Peak resident memory of this process in MB (VmHWM).
 pub fn peak_rss_mb() -> f64 {
-    proc_status_kb("VmHWM:") / 1024.0
+    crate::procs::proc_status_kb(std::process::id(), "VmHWM:") / 1024.0
 }
 
 /// Current resident memory of this process in MB (VmRSS).
 fn rss_mb() -> f64 {
-    proc_status_kb("VmRSS:") / 1024.0
-}
-
-fn proc_status_kb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0.0)
+    crate::procs::proc_status_kb(std::process::id(), "VmRSS:") / 1024.0
 }
 
 fn spec(queue: &str, i: u64, sent_at_us: i64) -> JobSpec {

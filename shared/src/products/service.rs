@@ -53,23 +53,6 @@ pub struct ProductService {
 #[must_use = "hand it to ProductService::committed after the commit"]
 pub struct StockChange(Vec<Product>);
 
-impl StockChange {
-    /// Adds another change of the same transaction.
-    pub fn extend(&mut self, other: StockChange) {
-        self.0.extend(other.0);
-    }
-
-    /// How many product rows it holds.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 impl ProductService {
     /// A service over `pool`, reading through `products`.
     pub fn new(pool: PgPool, products: CachedProductRepository) -> Self {
