@@ -51,7 +51,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     orderly::queue::metrics::record_queue_gauges(
         &state.services.queue,
         &state.services.outbox,
-        &orderly::jobs::QUEUES,
+        &orderly::jobs::QUEUE_NAMES,
     )
     .await;
     (

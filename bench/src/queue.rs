@@ -31,8 +31,9 @@ use orderly::{
     queue::{JobError, JobInfo, JobSpec, Priority, RetryPolicy},
 };
 use orderly_worker::{
-    jobs::{JobContext, add_worker},
-    runner::{Backends, WorkerOptions, run_with},
+    jobs::JobContext,
+    registrar::Registrar,
+    runner::{WorkerOptions, run_with},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -162,11 +163,7 @@ async fn run_noop_worker(
 ) -> anyhow::Result<()> {
     let register = {
         let queue = queue.clone();
-        move |monitor,
-              context: &JobContext,
-              options: &WorkerOptions,
-              id: &str,
-              backends: &Backends| {
+        move |workers: Registrar| {
             let handler = move |job: BenchJob, _ctx: Data<JobContext>, _info: Data<JobInfo>| {
                 let done = done.clone();
                 let latencies = latencies.clone();
@@ -180,16 +177,7 @@ async fn run_noop_worker(
                     Ok::<(), JobError>(())
                 }
             };
-            Ok(add_worker::<BenchJob, _, _>(
-                monitor,
-                &queue,
-                context,
-                options,
-                id,
-                backends,
-                Duration::from_secs(30),
-                handler,
-            ))
+            workers.serve_queue::<BenchJob, _, _>(&queue, Duration::from_secs(30), handler)
         }
     };
     run_with(

@@ -1,6 +1,6 @@
-//! The queue's own error: what can fail inside it is PostgreSQL (the outbox) or Redis (the
-//! engine). The application converts it into its own error type (`From<QueueError>`), deciding
-//! there what a caller is told.
+//! The queue's own error: what can fail inside it is PostgreSQL (the outbox), Redis (the
+//! engine) or a payload that is not JSON. The application converts it into its own error type
+//! (`From<QueueError>`), deciding there what a caller is told.
 
 /// A failure of the outbox or the engine.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +11,10 @@ pub enum QueueError {
     /// Redis refused or lost a call of the engine.
     #[error("queue redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A job's payload could not be written as JSON (a map with non-string keys, a failing
+    /// `Serialize` impl).
+    #[error("job payload cannot be serialised: {0}")]
+    Payload(#[from] serde_json::Error),
 }
 
 /// `Result` with [`QueueError`].

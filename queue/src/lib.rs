@@ -12,10 +12,13 @@
 //! ## Using it
 //! 1. Build a [`QueueEngine`] over a Redis `ConnectionManager` and a key prefix; every key of a
 //!    queue shares the hash tag `{queue}`, so it also runs on Redis Cluster.
-//! 2. Describe a job with [`JobSpec`] (queue, kind, JSON payload, [`Priority`], [`RetryPolicy`],
-//!    optional `run_at`) and enqueue it through a [`Producer`] (group-commits concurrent
-//!    enqueues into one script call), or, to tie it to a database change, stage it in a
-//!    [`UnitOfWork`] with [`outbox::stage`] and commit through [`Outbox::commit`]: the job exists
+//! 2. Declare each job type once with [`Job`] (its [`QueueName`], kinds, [`Priority`],
+//!    [`RetryPolicy`], time limit); its [`Job::spec`] is the [`JobSpec`] the engine stores (a
+//!    `JobSpec` can also be built by hand for queues named at run time). Enqueue it through a
+//!    [`Producer`] (group-commits concurrent enqueues into one script call), or, to tie it to a
+//!    database change, stage it in a [`UnitOfWork`] with [`outbox::stage_job`] (or
+//!    [`outbox::stage`] for a hand-built spec), choosing when it may run with [`RunAt`], and
+//!    commit through [`Outbox::commit`]: the job exists
 //!    if and only if the transaction committed, and [`Outbox::run_relay`] re-pushes what a
 //!    crash left behind (the outbox table is created by the application's migrations; see
 //!    `migrations/0005_outbox.up.sql` in this repository for its shape).
@@ -29,6 +32,7 @@
 //! [`correlation`] id from whatever staged it.
 //!
 //! ## Modules
+//! - `declaration`: the [`Job`] trait, [`QueueName`] and [`RunAt`].
 //! - `job`: specs, priorities, retry policies, the errors handlers return.
 //! - `engine`: the Lua scripts and typed calls (enqueue, claim, ack, fail, renew, release).
 //! - `producer`: group-committed enqueue.
@@ -57,6 +61,7 @@ macro_rules! async_commit_source {
 
 pub mod backend;
 pub mod correlation;
+pub mod declaration;
 pub mod engine;
 pub mod error;
 pub mod inspect;
@@ -69,6 +74,7 @@ pub mod registry;
 pub mod testing;
 
 pub use backend::{BackendSettings, BackendShared, JobInfo, RedisBackend};
+pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{JobState, QueueEngine, Retention};
 pub use error::QueueError;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};

@@ -21,7 +21,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{error::QueueError, job::JobSpec, producer::Producer};
+use crate::{
+    declaration::{Job, RunAt},
+    error::QueueError,
+    job::JobSpec,
+    producer::Producer,
+};
 
 /// A job written to the outbox by the current transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +126,17 @@ pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, Queu
     }
     uow.record_staged(StagedJob { id, spec });
     Ok(id)
+}
+
+/// Stages `job` in `uow`'s outbox as its [`Job`] declaration says, to run as `run_at` says;
+/// returns the job id. See [`stage`].
+pub async fn stage_job<J: Job>(
+    uow: &mut UnitOfWork,
+    job: &J,
+    settings: &J::Settings,
+    run_at: RunAt,
+) -> Result<Uuid, QueueError> {
+    stage(uow, job.spec_at(settings, run_at)?).await
 }
 
 /// Outbox backlog, for the dashboard and metrics.

@@ -327,6 +327,9 @@ impl From<crate::queue::QueueError> for AppError {
         match e {
             crate::queue::QueueError::Database(e) => e.into(),
             crate::queue::QueueError::Redis(e) => e.into(),
+            crate::queue::QueueError::Payload(e) => {
+                Self::Internal(anyhow::Error::new(e).context("job payload"))
+            }
         }
     }
 }

@@ -19,12 +19,13 @@
 //! - [`pagination`]: keyset pages.
 //! - [`storage`]: report files and uploads (local folder or S3-compatible).
 //!
-//! The shop, one folder per domain (model, repository, service, events):
-//! - [`users`], [`products`], [`orders`], [`reports`], [`uploads`], [`emails`] (the sent-mail
-//!   log).
+//! The shop, one folder per domain (model, repository, service, events, its job type):
+//! - [`users`], [`products`], [`orders`], [`reports`], [`uploads`], [`emails`] (which events
+//!   send which mail, and the sent-mail log).
 //! - [`webhooks`]: endpoints, signed deliveries and the address rules that keep them off our
 //!   own network.
-//! - [`jobs`]: the shop's queues and job payloads, and the subscriber that stages them.
+//! - [`jobs`]: the shop's queues (derived from each domain's job declaration), the settings the
+//!   declarations read, and [`jobs::JobStager`], the one way to stage a job.
 //!
 //! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
 //! through their services (orders reserve stock through `ProductService`, imports upsert

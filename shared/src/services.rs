@@ -10,10 +10,10 @@ use sqlx::PgPool;
 use crate::{
     cache::Cache,
     config::Config,
-    emails::SentEmailService,
+    emails::{SentEmailService, subscriber::EmailSubscriber},
     events::EventBus,
     idempotency::IdempotencyService,
-    jobs::{JobPolicies, subscriber::EmailSubscriber},
+    jobs::{JobSettings, JobStager},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
     queue::{Outbox, Producer, QueueEngine, Retention},
@@ -43,8 +43,8 @@ pub struct Services {
     pub outbox: Outbox,
     /// Domain events.
     pub events: EventBus,
-    /// Job retry settings from config.
-    pub policies: JobPolicies,
+    /// Stages the shop's jobs with the retry delays and time limits from config.
+    pub jobs: JobStager,
     /// Accounts, logins, sessions and token checks.
     pub users: UserService,
     /// The catalogue and its stock (cached reads).
@@ -89,10 +89,7 @@ impl Services {
         );
         let producer = Producer::new(queue.clone());
         let outbox = Outbox::new(db.clone(), producer.clone());
-        let policies = JobPolicies {
-            webhook_schedule: config.webhooks.retry_schedule.clone(),
-            email_retry_base: config.mail.retry_base,
-        };
+        let jobs = JobStager::new(JobSettings::from_config(&config));
         let products = ProductService::new(
             db.clone(),
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
@@ -102,10 +99,10 @@ impl Services {
             db.clone(),
             config.http.request_timeout + Duration::from_secs(30),
         );
-        let webhooks = WebhookService::new(db.clone(), policies.clone());
+        let webhooks = WebhookService::new(db.clone(), jobs.clone());
         let webhook_subscriber = WebhookSubscriber::new(webhooks.clone());
         let events = EventBus::builder()
-            .subscribe(Arc::new(EmailSubscriber::new(policies.clone())))
+            .subscribe(Arc::new(EmailSubscriber::new(jobs.clone())))
             .subscribe(Arc::new(webhook_subscriber))
             .build();
 
@@ -134,14 +131,14 @@ impl Services {
             storage.clone(),
             events.clone(),
             outbox.clone(),
-            policies.clone(),
+            jobs.clone(),
         );
         let uploads = UploadService::new(
             db.clone(),
             products.clone(),
             storage.clone(),
             outbox.clone(),
-            policies.clone(),
+            jobs.clone(),
             config.storage.upload_max_bytes as u64,
         );
         Ok(Self {
@@ -158,7 +155,7 @@ impl Services {
             producer,
             outbox,
             events,
-            policies,
+            jobs,
             users,
             products,
             orders,

@@ -27,7 +27,7 @@ async fn render(State(services): State<Services>) -> impl IntoResponse {
     orderly::queue::metrics::record_queue_gauges(
         &services.queue,
         &services.outbox,
-        &orderly::jobs::QUEUES,
+        &orderly::jobs::QUEUE_NAMES,
     )
     .await;
     (

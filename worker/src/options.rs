@@ -1,6 +1,6 @@
 //! What one worker process is asked to do ([`WorkerOptions`]: queues, concurrency, leases,
 //! grace; [`Flags`]: what `orderly-worker`'s command line changes) and the queue backends it
-//! started ([`Backends`]). Kept apart from the runner so the job registry, which the runner
+//! started ([`Backends`]). Kept apart from the runner so the registrar, which the runner
 //! calls, can take both without depending on the runner back.
 
 use std::{
@@ -35,7 +35,7 @@ impl Default for WorkerOptions {
         Self {
             queues: orderly::jobs::QUEUES
                 .iter()
-                .map(|q| q.to_string())
+                .map(|q| q.as_str().to_owned())
                 .collect(),
             concurrency: 16,
             lease: Duration::from_secs(30),

@@ -7,15 +7,14 @@
 
 use std::{future::Future, time::Duration};
 
-use apalis::prelude::Monitor;
 use orderly::{
     Config, Services,
     queue::{WorkerInfo, registry::HEARTBEAT_EVERY},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::JobContext;
 pub use crate::options::{Backends, Flags, WorkerOptions};
+use crate::{context::JobContext, registrar::Registrar};
 
 /// A unique id for this process: `host:pid:random`.
 pub fn worker_id() -> String {
@@ -86,16 +85,10 @@ pub async fn run_with_metrics_listener(
     .await
 }
 
-/// How a process registers its apalis workers (the shop's handlers, or a benchmark's).
-pub trait Register:
-    FnOnce(Monitor, &JobContext, &WorkerOptions, &str, &Backends) -> anyhow::Result<Monitor>
-{
-}
+/// How a process registers its handlers (the shop's, or a benchmark's) on its [`Registrar`].
+pub trait Register: FnOnce(Registrar) -> Registrar {}
 
-impl<F> Register for F where
-    F: FnOnce(Monitor, &JobContext, &WorkerOptions, &str, &Backends) -> anyhow::Result<Monitor>
-{
-}
+impl<F> Register for F where F: FnOnce(Registrar) -> Registrar {}
 
 /// Runs a worker process whose workers `register` sets up: the same heartbeat, relay and
 /// graceful shutdown whatever the handlers are (the benchmark and the drills use this).
@@ -122,7 +115,7 @@ async fn run_process(
     let stop = CancellationToken::new();
     let context = JobContext::new(services.clone()).await?;
 
-    let monitor = register(Monitor::new(), &context, &options, &id, &backends)?;
+    let monitor = register(Registrar::new(&context, &options, &id, &backends)).finish()?;
 
     let started_at_ms = chrono::Utc::now().timestamp_millis();
     let heartbeat = tokio::spawn(run_heartbeat(

@@ -5,7 +5,7 @@
 use axum::{Json, extract::State};
 use orderly::{
     error::AppError,
-    jobs::QUEUES,
+    jobs::{QUEUE_NAMES, queue_named},
     queue::inspect::{self, JobDetail, JobPage, Overview},
 };
 use serde::Deserialize;
@@ -25,7 +25,13 @@ pub async fn api_overview(
 ) -> Result<Json<Overview>, AppError> {
     let services = &state.services;
     Ok(Json(
-        inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await?,
+        inspect::overview(
+            &services.queue,
+            &services.outbox,
+            &QUEUE_NAMES,
+            CHART_MINUTES,
+        )
+        .await?,
     ))
 }
 
@@ -42,10 +48,8 @@ pub struct JobListQuery {
 }
 
 fn api_queue(queue: &str) -> Result<&'static str, AppError> {
-    QUEUES
-        .iter()
-        .copied()
-        .find(|q| *q == queue)
+    queue_named(queue)
+        .map(|q| q.as_str())
         .ok_or_else(|| AppError::not_found("no such queue"))
 }
 

@@ -4,7 +4,7 @@
 //! is one of ours.
 
 use axum::{http::StatusCode, response::Response};
-use orderly::jobs::QUEUES;
+use orderly::jobs::{QUEUE_NAMES, queue_named};
 use serde::{Deserialize, Serialize};
 
 use crate::dashboard::{assets::asset_version, render::error_page, session::AdminSession};
@@ -38,7 +38,7 @@ impl Frame {
             title: title.into(),
             asset_version: asset_version(),
             csrf: session.csrf.clone(),
-            queues: &QUEUES,
+            queues: &QUEUE_NAMES,
             current_queue: current_queue.map(str::to_owned),
             return_to,
             live_url,
@@ -94,7 +94,7 @@ impl PageQuery {
 
 /// The queue named `queue`, if it is one of ours.
 pub(super) fn known_queue(queue: &str) -> Option<&'static str> {
-    QUEUES.iter().copied().find(|q| *q == queue)
+    queue_named(queue).map(|q| q.as_str())
 }
 
 pub(super) fn no_such_queue() -> Response {

@@ -7,7 +7,7 @@ use axum::{
     http::StatusCode,
     response::{Redirect, Response},
 };
-use orderly::{jobs::QUEUES, queue::inspect};
+use orderly::{jobs::QUEUE_NAMES, queue::inspect};
 use serde::Serialize;
 
 use crate::{
@@ -34,11 +34,17 @@ pub async fn overview(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let services = &state.services;
-    let overview =
-        match inspect::overview(&services.queue, &services.outbox, &QUEUES, CHART_MINUTES).await {
-            Ok(overview) => overview,
-            Err(error) => return app_error_page(error.into()),
-        };
+    let overview = match inspect::overview(
+        &services.queue,
+        &services.outbox,
+        &QUEUE_NAMES,
+        CHART_MINUTES,
+    )
+    .await
+    {
+        Ok(overview) => overview,
+        Err(error) => return app_error_page(error.into()),
+    };
     let now = overview.read_at_ms;
     let rows: Vec<QueueRow> = overview
         .queues

@@ -6,7 +6,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
 };
-use orderly::jobs::QUEUES;
+use orderly::jobs::QUEUE_NAMES;
 use serde::Deserialize;
 
 use crate::{
@@ -47,7 +47,7 @@ pub async fn search(
             Some(queue) => vec![queue],
             None => return no_such_queue(),
         },
-        None => QUEUES.to_vec(),
+        None => QUEUE_NAMES.to_vec(),
     };
     for queue in queues {
         match state.services.queue.exists(queue, id).await {

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use orderly::{
     Config, Services,
+    jobs::EmailJob,
+    queue::Job,
     users::{DisplayName, Email, Password, Role, TokenIssuer, User},
 };
 use orderly_api::{AppState, app};
@@ -533,7 +535,7 @@ impl TestApp {
     pub async fn enqueue_welcome_email(&self, user_id: Uuid, priority: u8) -> String {
         let id = Uuid::now_v7().to_string();
         let spec = orderly::queue::JobSpec::new(
-            orderly::jobs::EMAILS,
+            EmailJob::QUEUE.as_str(),
             "email.welcome",
             json!({"type": "welcome", "user_id": user_id}),
         )
@@ -553,7 +555,7 @@ impl TestApp {
         let engine = &self.services.queue;
         let id = Uuid::now_v7().to_string();
         let mut spec = orderly::queue::JobSpec::new(
-            orderly::jobs::EMAILS,
+            EmailJob::QUEUE.as_str(),
             "email.welcome",
             json!({"type": "welcome", "user_id": user_id}),
         )
@@ -570,7 +572,7 @@ impl TestApp {
             ("SMTP 554 5.7.1 message rejected as spam", None),
         ] {
             let claim = engine
-                .claim(orderly::jobs::EMAILS, "test-claimer", 1, lease)
+                .claim(EmailJob::QUEUE.as_str(), "test-claimer", 1, lease)
                 .await
                 .expect("claim");
             let job = claim
@@ -582,7 +584,7 @@ impl TestApp {
             assert!(engine.fail(&job, error, retry_in).await.expect("fail"));
         }
         let job = engine
-            .job(orderly::jobs::EMAILS, &id)
+            .job(EmailJob::QUEUE.as_str(), &id)
             .await
             .expect("read")
             .expect("job");

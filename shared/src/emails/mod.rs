@@ -1,7 +1,11 @@
-//! Emails sent: one record per message handed to the mail server, keyed by the job that sent
-//! it, so a job retried after a successful send does not send twice.
+//! Emails: which domain events send which message ([`subscriber`]), the email job
+//! ([`job::EmailJob`]), and the sent-mail log: one record per message handed to the mail
+//! server, keyed by the job that sent it, so a job retried after a successful send does not
+//! send twice.
 
+pub mod job;
 mod repository;
+pub mod subscriber;
 
 use repository::SentEmailRepository;
 use sqlx::PgPool;

@@ -1,216 +1,69 @@
-//! The shop's jobs: which queues exist, what each job carries (ids, never entities), its
-//! priority and its retry policy, and the subscriber that turns domain events into jobs.
+//! The shop's job types and the queues they make. Each job type is declared once, in its
+//! domain, as an implementation of [`Job`](crate::queue::Job) (queue, kinds, priority, retry
+//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`], [`UploadJob`]. [`QUEUES`]
+//! lists their queues, and everything that names queues derives from it: the worker's
+//! `--queues`/`WORKER_QUEUES` check ([`queues_to_serve`]), the handlers a worker must have, the
+//! dashboard and the metrics. Jobs are staged one way, [`JobStager::stage`].
 //!
-//! One queue per job family so operators scale and pause them separately
+//! One queue per job type, so operators scale and pause them separately
 //! (`orderly-worker --queues emails,webhooks`); priorities inside a queue put customer-facing
 //! work (order confirmations) before bulk work.
+//!
+//! Adding a job type: declare it in its domain's `job.rs`, list its queue here, stage it with
+//! [`JobStager::stage`] from a service, and give the worker a handler (one file and one
+//! `.handle(...)` line in `worker/src/jobs/mod.rs`; a worker refuses to start with a listed
+//! queue that has no handler).
 
-pub mod subscriber;
+pub mod settings;
+pub mod stager;
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use uuid::Uuid;
-
-use crate::{
-    error::AppError,
-    queue::{JobSpec, Priority, RetryPolicy, UnitOfWork, outbox},
+pub use crate::{
+    emails::job::EmailJob, reports::job::ReportJob, uploads::job::UploadJob,
+    webhooks::job::WebhookJob,
 };
+pub use settings::JobSettings;
+pub use stager::JobStager;
 
-/// Order, welcome and report emails.
-pub const EMAILS: &str = "emails";
-/// Signed webhook deliveries.
-pub const WEBHOOKS: &str = "webhooks";
-/// Report builds.
-pub const REPORTS: &str = "reports";
-/// Upload processing (imports, images).
-pub const UPLOADS: &str = "uploads";
-/// Every queue, in the order the dashboard lists them.
-pub const QUEUES: [&str; 4] = [EMAILS, WEBHOOKS, REPORTS, UPLOADS];
+use crate::queue::{Job, QueueName};
+
+/// Every queue, in the order the dashboard lists them: one per job type.
+pub const QUEUES: [QueueName; 4] = [
+    EmailJob::QUEUE,
+    WebhookJob::QUEUE,
+    ReportJob::QUEUE,
+    UploadJob::QUEUE,
+];
+
+/// [`QUEUES`] as the engine's calls take them (`&str`), in the same order.
+pub const QUEUE_NAMES: [&str; QUEUES.len()] = names(QUEUES);
+
+const fn names<const N: usize>(queues: [QueueName; N]) -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = queues[i].as_str();
+        i += 1;
+    }
+    names
+}
+
+/// The queue of that name, if the shop has one.
+pub fn queue_named(name: &str) -> Option<QueueName> {
+    QUEUES.into_iter().find(|queue| *queue == name)
+}
 
 /// The queues a worker serves: `listed` (from `WORKER_QUEUES` or `--queues`), or every queue
 /// when none is listed. An unknown name is refused with a message naming it and the known ones.
 pub fn queues_to_serve(listed: &[String]) -> Result<Vec<String>, String> {
     if listed.is_empty() {
-        return Ok(QUEUES.iter().map(|q| (*q).to_owned()).collect());
+        return Ok(QUEUES.iter().map(|q| q.as_str().to_owned()).collect());
     }
-    match listed.iter().find(|q| !QUEUES.contains(&q.as_str())) {
+    match listed.iter().find(|q| queue_named(q).is_none()) {
         Some(unknown) => Err(format!(
             "unknown queue {unknown:?} (known: {})",
-            QUEUES.join(", ")
+            QUEUES.map(QueueName::as_str).join(", ")
         )),
         None => Ok(listed.to_vec()),
-    }
-}
-
-/// Retry settings that come from configuration.
-#[derive(Debug, Clone)]
-pub struct JobPolicies {
-    /// Delays between webhook delivery attempts.
-    pub webhook_schedule: Vec<Duration>,
-    /// First email retry delay (doubling after each failure, capped at 30 minutes).
-    pub email_retry_base: Duration,
-}
-
-impl Default for JobPolicies {
-    fn default() -> Self {
-        Self {
-            webhook_schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
-            email_retry_base: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A job the shop stages: its queue, kind, priority and retry policy.
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The queue it runs on.
-    const QUEUE: &'static str;
-    /// Its kind (`email.order_confirmation`), shown on the dashboard and in logs.
-    fn kind(&self) -> &'static str;
-    /// Its priority.
-    fn priority(&self) -> Priority;
-    /// Attempts and backoff.
-    fn retry_policy(&self, policies: &JobPolicies) -> RetryPolicy;
-
-    /// The engine's spec for this job.
-    fn spec(&self, policies: &JobPolicies) -> JobSpec {
-        JobSpec::new(
-            Self::QUEUE,
-            self.kind(),
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
-        )
-        .with_priority(self.priority())
-        .with_retry(self.retry_policy(policies))
-    }
-}
-
-/// Stages `job` in the outbox of `uow`.
-pub async fn stage<J: Job>(
-    uow: &mut UnitOfWork,
-    job: &J,
-    policies: &JobPolicies,
-) -> Result<Uuid, AppError> {
-    Ok(outbox::stage(uow, job.spec(policies)).await?)
-}
-
-/// Emails. Transient SMTP failures retry with exponential backoff (5 s, 10 s, ... up to 30 min;
-/// eight attempts span about an hour by default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EmailJob {
-    /// "Thanks for your order", with its lines and total.
-    OrderConfirmation {
-        /// The order.
-        order_id: Uuid,
-    },
-    /// "Your order was cancelled".
-    OrderCancelled {
-        /// The order.
-        order_id: Uuid,
-    },
-    /// Welcome to a new account.
-    Welcome {
-        /// The new user.
-        user_id: Uuid,
-    },
-    /// "Your report is ready", with the download link.
-    ReportReady {
-        /// The report.
-        report_id: Uuid,
-    },
-}
-
-impl Job for EmailJob {
-    const QUEUE: &'static str = EMAILS;
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::OrderConfirmation { .. } => "email.order_confirmation",
-            Self::OrderCancelled { .. } => "email.order_cancelled",
-            Self::Welcome { .. } => "email.welcome",
-            Self::ReportReady { .. } => "email.report_ready",
-        }
-    }
-
-    fn priority(&self) -> Priority {
-        match self {
-            Self::OrderConfirmation { .. } | Self::OrderCancelled { .. } => Priority::HIGH,
-            Self::Welcome { .. } | Self::ReportReady { .. } => Priority::NORMAL,
-        }
-    }
-
-    fn retry_policy(&self, policies: &JobPolicies) -> RetryPolicy {
-        RetryPolicy::exponential(8, policies.email_retry_base, Duration::from_secs(1800))
-    }
-}
-
-/// One delivery of one event to one webhook endpoint. Retries follow the configured schedule
-/// (Standard Webhooks style: seconds, then minutes, then hours).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookJob {
-    /// The delivery row holding the event body and the endpoint.
-    pub delivery_id: Uuid,
-}
-
-impl Job for WebhookJob {
-    const QUEUE: &'static str = WEBHOOKS;
-
-    fn kind(&self) -> &'static str {
-        "webhook.deliver"
-    }
-
-    fn priority(&self) -> Priority {
-        Priority::HIGH
-    }
-
-    fn retry_policy(&self, policies: &JobPolicies) -> RetryPolicy {
-        RetryPolicy::schedule(&policies.webhook_schedule)
-    }
-}
-
-/// Build a report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportJob {
-    /// The report row.
-    pub report_id: Uuid,
-}
-
-impl Job for ReportJob {
-    const QUEUE: &'static str = REPORTS;
-
-    fn kind(&self) -> &'static str {
-        "report.build"
-    }
-
-    fn priority(&self) -> Priority {
-        Priority::LOW
-    }
-
-    fn retry_policy(&self, _: &JobPolicies) -> RetryPolicy {
-        RetryPolicy::exponential(3, Duration::from_secs(10), Duration::from_secs(300))
-    }
-}
-
-/// Process an upload (product import or product image).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadJob {
-    /// The upload row.
-    pub upload_id: Uuid,
-}
-
-impl Job for UploadJob {
-    const QUEUE: &'static str = UPLOADS;
-
-    fn kind(&self) -> &'static str {
-        "upload.process"
-    }
-
-    fn priority(&self) -> Priority {
-        Priority::LOW
-    }
-
-    fn retry_policy(&self, _: &JobPolicies) -> RetryPolicy {
-        RetryPolicy::exponential(3, Duration::from_secs(10), Duration::from_secs(300))
     }
 }
 
@@ -227,6 +80,39 @@ mod tests {
         assert!(
             error.contains("\"bananas\"") && error.contains("webhooks"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn every_job_type_has_a_queue_of_its_own() {
+        let mut names = QUEUES.map(QueueName::as_str).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), QUEUES.len(), "two job types share a queue");
+    }
+
+    #[test]
+    fn a_declaration_gives_the_spec_the_engine_stores() {
+        let settings = JobSettings::default();
+        let spec = EmailJob::OrderConfirmation {
+            order_id: uuid::Uuid::nil(),
+        }
+        .spec(&settings)
+        .unwrap();
+        assert_eq!(spec.queue, "emails");
+        assert_eq!(spec.kind, "email.order_confirmation");
+        assert_eq!(spec.priority, crate::queue::Priority::HIGH);
+        assert_eq!(spec.retry.max_attempts, 8);
+        assert_eq!(spec.payload["type"], "order_confirmation");
+        let webhook = WebhookJob {
+            delivery_id: uuid::Uuid::nil(),
+        }
+        .spec(&settings)
+        .unwrap();
+        assert_eq!(webhook.retry.max_attempts, 3, "one attempt and two retries");
+        assert_eq!(
+            WebhookJob::timeout(&settings),
+            std::time::Duration::from_secs(40)
         );
     }
 }

@@ -14,10 +14,11 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     events::{DomainEvent, EventBus},
-    jobs::{Job, JobPolicies, ReportJob},
-    queue::{Outbox, UnitOfWork, outbox},
+    jobs::JobStager,
+    queue::{Outbox, RunAt, UnitOfWork},
     reports::{
         events::ReportEvent,
+        job::ReportJob,
         model::{Report, ReportKind, ReportRequest, ReportStatus, SalesRow},
         repository::ReportRepository,
     },
@@ -49,7 +50,7 @@ pub struct ReportService {
     storage: Storage,
     events: EventBus,
     outbox: Outbox,
-    policies: JobPolicies,
+    jobs: JobStager,
 }
 
 impl ReportService {
@@ -59,7 +60,7 @@ impl ReportService {
         storage: Storage,
         events: EventBus,
         outbox: Outbox,
-        policies: JobPolicies,
+        jobs: JobStager,
     ) -> Self {
         Self {
             pool,
@@ -67,7 +68,7 @@ impl ReportService {
             storage,
             events,
             outbox,
-            policies,
+            jobs,
         }
     }
 
@@ -97,12 +98,12 @@ impl ReportService {
             .reports
             .insert(uow.conn(), actor.user_id, &request)
             .await?;
-        let mut spec = ReportJob {
+        let job = ReportJob {
             report_id: report.id,
-        }
-        .spec(&self.policies);
-        spec.run_at = request.run_at;
-        outbox::stage(&mut uow, spec).await?;
+        };
+        self.jobs
+            .stage(&mut uow, &job, RunAt::time_or_now(request.run_at))
+            .await?;
         self.outbox.commit(uow).await?;
         Ok(report)
     }

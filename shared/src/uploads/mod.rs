@@ -8,10 +8,11 @@
 //! The api streams the file to storage ([`incoming`]) and calls [`UploadService::accept`], which
 //! records the upload and stages its `UploadJob` in one transaction; the worker reloads the
 //! upload by id and reports progress on its row, which `GET /api/v1/uploads/{id}` reads.
-//! Uploads use the catalogue only through `ProductService`.
+//! Uploads use the catalogue only through `ProductService`; `job` declares the processing job.
 
 pub mod import;
 pub mod incoming;
+pub mod job;
 pub mod model;
 pub mod repository;
 pub mod service;

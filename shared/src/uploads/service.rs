@@ -12,14 +12,14 @@ use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    jobs::{self, JobPolicies, UploadJob},
+    jobs::JobStager,
     products::ProductService,
-    queue::Outbox,
-    queue::UnitOfWork,
+    queue::{Outbox, RunAt, UnitOfWork},
     storage::Storage,
     uploads::{
         import::ImportBatch,
         incoming::{self, ReceivedFile, original_key, thumbnail_key},
+        job::UploadJob,
         model::{
             ErrorPageRequest, FileDescription, Upload, UploadReport, UploadRequest, UploadStatus,
         },
@@ -57,7 +57,7 @@ pub struct UploadService {
     products: ProductService,
     storage: Storage,
     outbox: Outbox,
-    policies: JobPolicies,
+    jobs: JobStager,
     max_bytes: u64,
 }
 
@@ -68,7 +68,7 @@ impl UploadService {
         products: ProductService,
         storage: Storage,
         outbox: Outbox,
-        policies: JobPolicies,
+        jobs: JobStager,
         max_bytes: u64,
     ) -> Self {
         Self {
@@ -77,7 +77,7 @@ impl UploadService {
             products,
             storage,
             outbox,
-            policies,
+            jobs,
             max_bytes,
         }
     }
@@ -141,14 +141,10 @@ impl UploadService {
                     },
                 )
                 .await?;
-            jobs::stage(
-                &mut uow,
-                &UploadJob {
-                    upload_id: upload.id,
-                },
-                &self.policies,
-            )
-            .await?;
+            let job = UploadJob {
+                upload_id: upload.id,
+            };
+            self.jobs.stage(&mut uow, &job, RunAt::Now).await?;
             self.outbox.commit(uow).await?;
             Ok::<_, AppError>(upload)
         }

@@ -7,6 +7,7 @@
 //! delivery, signed per the Standard Webhooks spec, and records every attempt on its row.
 //!
 //! - `model`: endpoints, deliveries, event types, the parsed registration input.
+//! - `job`: the delivery job's declaration (queue, priority, retry schedule, time limit).
 //! - `signature`: `whsec_` secrets and the `webhook-signature` header.
 //! - `address`: which IP addresses a delivery may reach (SSRF protection, allow-list).
 //! - `repository`: SQL only.
@@ -14,6 +15,7 @@
 //! - `subscriber`: domain events in, deliveries out.
 
 pub mod address;
+pub mod job;
 pub mod model;
 pub mod repository;
 pub mod service;

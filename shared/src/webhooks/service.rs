@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    jobs::{self, JobPolicies, WebhookJob},
+    jobs::JobStager,
     pagination::{Page, PageRequest},
-    queue::UnitOfWork,
+    queue::{RunAt, UnitOfWork},
     users::Actor,
     webhooks::{
+        job::WebhookJob,
         model::{
             AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType,
         },
@@ -43,7 +44,7 @@ struct Envelope<'a> {
 pub struct WebhookService {
     pool: PgPool,
     webhooks: WebhookRepository,
-    policies: JobPolicies,
+    jobs: JobStager,
 }
 
 fn require_admin(actor: &Actor) -> Result<(), AppError> {
@@ -55,12 +56,12 @@ fn require_admin(actor: &Actor) -> Result<(), AppError> {
 }
 
 impl WebhookService {
-    /// Wires the service; `policies` gives the delivery jobs their retry schedule.
-    pub fn new(pool: PgPool, policies: JobPolicies) -> Self {
+    /// Wires the service; `jobs` stages the delivery jobs.
+    pub fn new(pool: PgPool, jobs: JobStager) -> Self {
         Self {
             pool,
             webhooks: WebhookRepository,
-            policies,
+            jobs,
         }
     }
 
@@ -162,7 +163,9 @@ impl WebhookService {
             .insert_deliveries_to_subscribers(uow.conn(), event, &body)
             .await?;
         for &delivery_id in &ids {
-            jobs::stage(uow, &WebhookJob { delivery_id }, &self.policies).await?;
+            self.jobs
+                .stage(uow, &WebhookJob { delivery_id }, RunAt::Now)
+                .await?;
         }
         Ok(ids)
     }

@@ -19,8 +19,9 @@ use orderly::{
     queue::{JobError, JobInfo},
 };
 use orderly_worker::{
-    jobs::{JobContext, add_worker},
-    runner::{self, Backends, WorkerOptions},
+    context::JobContext,
+    registrar::Registrar,
+    runner::{self, WorkerOptions},
 };
 
 #[derive(Parser)]
@@ -65,11 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = cli.queue;
     let redis = services.redis.clone();
     let pid = std::process::id();
-    let register = move |monitor,
-                         context: &JobContext,
-                         options: &WorkerOptions,
-                         id: &str,
-                         backends: &Backends| {
+    let register = move |workers: Registrar| {
         // The payload is not read: only executions are counted.
         let handler =
             move |_job: serde_json::Value, _ctx: Data<JobContext>, info: Data<JobInfo>| {
@@ -89,16 +86,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok::<(), JobError>(())
                 }
             };
-        Ok(add_worker::<serde_json::Value, _, _>(
-            monitor,
-            &queue,
-            context,
-            options,
-            id,
-            backends,
-            Duration::from_secs(30),
-            handler,
-        ))
+        workers.serve_queue::<serde_json::Value, _, _>(&queue, Duration::from_secs(30), handler)
     };
     println!("ready");
     std::io::stdout().flush()?;

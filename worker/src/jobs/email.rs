@@ -15,7 +15,7 @@ use orderly::{
 use serde_json::json;
 
 use crate::{
-    jobs::JobContext,
+    context::JobContext,
     mailer::{Email, Mailer},
 };
 

@@ -17,7 +17,7 @@ use orderly::{
 };
 use tokio::io::AsyncWriteExt;
 
-use crate::jobs::JobContext;
+use crate::context::JobContext;
 
 /// Bytes buffered before a part is written to storage.
 const PART: usize = 64 * 1024;

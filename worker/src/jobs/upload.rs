@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use uuid::Uuid;
 
-use crate::{imaging, jobs::JobContext};
+use crate::{context::JobContext, imaging};
 
 /// Why an attempt stopped early.
 #[derive(Debug)]

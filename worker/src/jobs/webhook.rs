@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use apalis_core::task::data::Data;
 use chrono::{DateTime, Utc};
 use orderly::{
-    jobs::{Job, WebhookJob},
-    queue::{JobError, JobInfo, RetryPolicy, job::JobResultExt},
+    jobs::WebhookJob,
+    queue::{Job, JobError, JobInfo, RetryPolicy, job::JobResultExt},
     webhooks::{AttemptOutcome, AttemptRecord, DeliveryStatus, WebhookDelivery, WebhookEndpoint},
 };
 use reqwest::{
@@ -30,7 +30,7 @@ use reqwest::{
 };
 
 use crate::{
-    jobs::JobContext,
+    context::JobContext,
     webhook_client::{Answer, SendError},
 };
 
@@ -256,7 +256,7 @@ pub async fn handle(
         .webhooks
         .post(&endpoint.url, headers, delivery.payload.clone())
         .await;
-    let policy = job.retry_policy(&services.policies);
+    let policy = job.retry_policy(services.jobs.settings());
     let verdict = judge(
         sent,
         &AttemptContext {

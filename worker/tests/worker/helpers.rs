@@ -12,7 +12,8 @@ use orderly::{
     testing::{delete_prefix, redis_url, unique_prefix},
 };
 use orderly_worker::{
-    jobs::{JobContext, add_worker},
+    jobs::JobContext,
+    registrar::Registrar,
     runner::{WorkerOptions, run_with},
 };
 use serde::{Deserialize, Serialize};
@@ -149,21 +150,8 @@ where
         services.clone(),
         options,
         async move { signal.notified().await },
-        move |monitor,
-              context: &JobContext,
-              options: &WorkerOptions,
-              id: &str,
-              backends: &orderly_worker::runner::Backends| {
-            Ok(add_worker::<TestJob, _, _>(
-                monitor,
-                &queue,
-                context,
-                options,
-                id,
-                backends,
-                Duration::from_secs(60),
-                handler,
-            ))
+        move |workers: Registrar| {
+            workers.serve_queue::<TestJob, _, _>(&queue, Duration::from_secs(60), handler)
         },
     ));
     RunningWorker { stop, handle }

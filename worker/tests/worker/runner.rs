@@ -15,7 +15,7 @@ use orderly::{
     queue::{JobError, JobInfo, JobState, RetryPolicy},
     testing::{PrivateRedis, eventually},
 };
-use orderly_worker::jobs::JobContext;
+use orderly_worker::{jobs::JobContext, registrar::Registrar, runner::run_with};
 use sqlx::PgPool;
 
 use crate::helpers::{TestJob, options, services, start_worker, test_job};
@@ -382,4 +382,58 @@ async fn the_worker_survives_a_redis_restart(pool: PgPool) {
         "the worker did not pick up work after the restart"
     );
     worker.stop().await.unwrap();
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_worker_refuses_to_start_with_a_served_queue_nobody_handles(pool: PgPool) {
+    let s = services(pool, &[]);
+    let mut opts = options("emails", 2);
+    opts.queues = orderly::jobs::QUEUE_NAMES.map(str::to_owned).to_vec();
+    // Every shop handler but the upload one.
+    let missing_one = |workers: Registrar| {
+        workers
+            .handle(orderly_worker::jobs::email::handle)
+            .handle(orderly_worker::jobs::webhook::handle)
+            .handle(orderly_worker::jobs::report::handle)
+    };
+    let error = run_with(
+        s.services.clone(),
+        opts.clone(),
+        std::future::ready(()),
+        missing_one,
+    )
+    .await
+    .expect_err("a served queue without a handler must stop the worker");
+    assert!(
+        error
+            .to_string()
+            .contains("\"uploads\" is served but has no handler"),
+        "{error}"
+    );
+
+    let twice = |workers: Registrar| {
+        orderly_worker::jobs::register_all(workers).handle(orderly_worker::jobs::email::handle)
+    };
+    let error = run_with(
+        s.services.clone(),
+        opts.clone(),
+        std::future::ready(()),
+        twice,
+    )
+    .await
+    .expect_err("two handlers for one queue must stop the worker");
+    assert!(
+        error.to_string().contains("\"emails\" has two handlers"),
+        "{error}"
+    );
+
+    // The shop's own registration covers every queue: the worker starts and stops cleanly.
+    run_with(
+        s.services.clone(),
+        opts,
+        std::future::ready(()),
+        orderly_worker::jobs::register_all,
+    )
+    .await
+    .expect("every shop queue has its handler");
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use orderly::{
-    jobs::{Job, JobPolicies, ReportJob},
+    jobs::{JobSettings, ReportJob},
+    queue::Job,
     reports::{ReportRequest, ReportStatus},
     testing::eventually,
     users::{Actor, Role},
@@ -181,14 +182,15 @@ async fn a_report_over_100_000_orders_streams_with_flat_memory(pool: PgPool) {
 async fn a_flood_of_low_priority_work_does_not_delay_a_confirmation(pool: PgPool) {
     let s = services(pool, &[]);
     let fixture = shop(&s, 10).await;
-    let policies = JobPolicies::default();
+    let settings = JobSettings::default();
     // 2,000 report builds waiting.
     let floods: Vec<_> = (0..2000)
         .map(|_| {
             ReportJob {
                 report_id: uuid::Uuid::now_v7(),
             }
-            .spec(&policies)
+            .spec(&settings)
+            .unwrap()
         })
         .collect();
     s.producer.enqueue_many(floods).await.unwrap();
@@ -198,7 +200,8 @@ async fn a_flood_of_low_priority_work_does_not_delay_a_confirmation(pool: PgPool
             orderly::jobs::EmailJob::Welcome {
                 user_id: fixture.customer.id,
             }
-            .spec(&policies)
+            .spec(&settings)
+            .unwrap()
         })
         .collect();
     s.producer.enqueue_many(welcomes).await.unwrap();

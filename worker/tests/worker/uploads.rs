@@ -12,7 +12,8 @@ use std::{
 use apalis_core::task::data::Data;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use orderly::{
-    jobs::{UPLOADS, UploadJob},
+    jobs::UploadJob,
+    queue::Job,
     queue::JobInfo,
     testing::png_bomb,
     uploads::{UploadReport, import::ImportBatch},
@@ -55,7 +56,7 @@ async fn start_shop(pool: PgPool, with_worker: bool) -> Shop {
         let signal = stop.clone();
         let handle = tokio::spawn(orderly_worker::runner::run(
             services.services.clone(),
-            options(UPLOADS, 2),
+            options(UploadJob::QUEUE.as_str(), 2),
             async move { signal.notified().await },
         ));
         (stop, handle)
@@ -431,7 +432,7 @@ async fn a_retried_import_counts_each_row_once(pool: PgPool) {
             Data::new(context.clone()),
             Data::new(JobInfo {
                 id: Uuid::now_v7().to_string(),
-                queue: UPLOADS.into(),
+                queue: UploadJob::QUEUE.to_string(),
                 kind: "upload.process".into(),
                 attempt,
                 max_attempts: 3,

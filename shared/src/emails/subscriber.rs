@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 
 use crate::{
+    emails::job::EmailJob,
     error::Result,
     events::{DomainEvent, Subscriber},
-    jobs::{EmailJob, JobPolicies, stage},
+    jobs::stager::JobStager,
     orders::events::OrderEvent,
-    queue::UnitOfWork,
+    queue::{RunAt, UnitOfWork},
     reports::events::ReportEvent,
     users::events::UserEvent,
 };
@@ -15,13 +16,13 @@ use crate::{
 /// Stages the email that goes with each event.
 #[derive(Debug, Clone, Default)]
 pub struct EmailSubscriber {
-    policies: JobPolicies,
+    jobs: JobStager,
 }
 
 impl EmailSubscriber {
-    /// A subscriber using `policies` for the jobs it stages.
-    pub fn new(policies: JobPolicies) -> Self {
-        Self { policies }
+    /// A subscriber staging its jobs through `jobs`.
+    pub fn new(jobs: JobStager) -> Self {
+        Self { jobs }
     }
 }
 
@@ -47,7 +48,7 @@ impl Subscriber for EmailSubscriber {
             },
             DomainEvent::Order(OrderEvent::StatusChanged { .. }) => return Ok(()),
         };
-        stage(uow, &job, &self.policies).await?;
+        self.jobs.stage(uow, &job, RunAt::Now).await?;
         Ok(())
     }
 }
