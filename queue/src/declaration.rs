@@ -29,7 +29,7 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::job::{JobSpec, Priority, RetryPolicy};
+use crate::job::{JobSpec, Priority, RetryPolicy, Uniqueness};
 
 /// The name of a queue, checked when it is declared (a `const`): 1 to 64 characters of
 /// `a-z`, `0-9`, `_`, `-` and `.`, so it is safe inside Redis keys and their `{queue}` hash
@@ -126,15 +126,28 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// handler; the lease keeps a long job that is still working alive until then).
     fn timeout(settings: &Self::Settings) -> Duration;
 
+    /// A key that keeps a second job of this type with the same key off its queue for a
+    /// window (one report per customer and day, one reminder per cart), or `None` (the
+    /// default) for no such rule. The window is counted from enqueue and is independent of how
+    /// long finished jobs are kept; while it runs, a job with the held key is dropped at
+    /// enqueue (see [`crate::job::Uniqueness`]). Jobs staged through the outbox keep this key
+    /// instead of the outbox's own (a job has one key), so the key's window then also bounds how
+    /// long a re-push of the same row is refused once the job itself is trimmed.
+    fn unique(&self, settings: &Self::Settings) -> Option<Uniqueness> {
+        let _ = settings;
+        None
+    }
+
     /// The engine's spec for this job, to run as `run_at` says.
     fn spec_at(&self, settings: &Self::Settings, run_at: RunAt) -> serde_json::Result<JobSpec> {
-        let spec = JobSpec::new(
+        let mut spec = JobSpec::new(
             Self::QUEUE.as_str(),
             self.kind(),
             serde_json::to_value(self)?,
         )
         .with_priority(self.priority())
         .with_retry(self.retry_policy(settings));
+        spec.unique = self.unique(settings);
         Ok(run_at.apply(spec))
     }
 
@@ -200,6 +213,46 @@ mod tests {
     #[should_panic(expected = "queue name")]
     fn an_invalid_queue_name_is_refused() {
         let _ = QueueName::new("no spaces");
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Reminder {
+        cart_id: u64,
+    }
+
+    impl Job for Reminder {
+        type Settings = Duration;
+        const QUEUE: QueueName = QueueName::new("reminders");
+        fn kind(&self) -> &'static str {
+            "cart.reminder"
+        }
+        fn retry_policy(&self, _: &Duration) -> RetryPolicy {
+            RetryPolicy::once()
+        }
+        fn timeout(_: &Duration) -> Duration {
+            Duration::from_secs(5)
+        }
+        fn unique(&self, window: &Duration) -> Option<Uniqueness> {
+            Some(Uniqueness::new(format!("cart:{}", self.cart_id), *window))
+        }
+    }
+
+    #[test]
+    fn a_declared_uniqueness_key_goes_into_the_spec() {
+        let spec = Reminder { cart_id: 7 }
+            .spec_at(
+                &Duration::from_secs(3600),
+                RunAt::After(Duration::from_secs(60)),
+            )
+            .unwrap();
+        assert_eq!(
+            spec.unique,
+            Some(Uniqueness {
+                key: "cart:7".into(),
+                window_ms: 3_600_000
+            })
+        );
+        assert!(spec.run_at.is_some());
     }
 
     #[test]

@@ -242,12 +242,19 @@ impl QueueEngine {
         format!("{}j:{id}", self.base(queue))
     }
 
+    /// The key that holds uniqueness key `key` of `queue` for its window; its value is the id
+    /// of the job that took it.
+    pub fn unique_key(&self, queue: &str, key: &str) -> String {
+        format!("{}u:{key}", self.base(queue))
+    }
+
     fn routing_key(&self, queue: &str) -> String {
         self.state_key(queue, JobState::Ready)
     }
 
     /// Enqueues jobs (any mix of queues). Returns, per job, whether it was added (`false`: a
-    /// job with that id already exists and was left as it is).
+    /// job with that id already exists and was left as it is, or the job's uniqueness key is
+    /// held by another job, see [`crate::job::Uniqueness`]).
     pub async fn enqueue(&self, jobs: &[JobSpec]) -> redis::RedisResult<Vec<bool>> {
         let mut added = vec![false; jobs.len()];
         // Group by queue, keeping each job's position so results line up with the input.
@@ -267,6 +274,11 @@ impl QueueEngine {
                 for &i in chunk {
                     let job = &jobs[i];
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
+                    // An empty key is no key. PX refuses 0 and a deadline past i64 (which
+                    // would fail the whole batch), so the window is clamped between the two.
+                    let (unique_key, window_ms) = job.unique.as_ref().map_or(("", 0), |u| {
+                        (u.key.as_str(), u.window_ms.clamp(1, i64::MAX as u64 / 2))
+                    });
                     invocation
                         .arg(&job.id)
                         .arg(&job.kind)
@@ -275,7 +287,9 @@ impl QueueEngine {
                         .arg(job.retry.max_attempts)
                         .arg(run_at)
                         .arg(job.request_id.as_deref().unwrap_or(""))
-                        .arg(job.retry.encode());
+                        .arg(job.retry.encode())
+                        .arg(unique_key)
+                        .arg(window_ms);
                 }
                 let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
                 for (&i, result) in chunk.iter().zip(results) {
@@ -490,6 +504,16 @@ impl QueueEngine {
 
     /// Runs a bulk action in bounded steps until nothing is left; returns how many jobs it touched.
     pub(crate) async fn bulk(&self, queue: &str, action: &str) -> redis::RedisResult<u64> {
+        self.bulk_before(queue, action, 0).await
+    }
+
+    /// [`Self::bulk`] with a cutoff time (ms since the epoch) for actions that take one.
+    pub(crate) async fn bulk_before(
+        &self,
+        queue: &str,
+        action: &str,
+        cutoff_ms: i64,
+    ) -> redis::RedisResult<u64> {
         let mut total = 0;
         loop {
             let n: u64 = self
@@ -499,6 +523,7 @@ impl QueueEngine {
                 .arg(self.base(queue))
                 .arg(action)
                 .arg(MAX_BATCH)
+                .arg(cutoff_ms)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             total += n;

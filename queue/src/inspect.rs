@@ -3,7 +3,7 @@
 //! Every read is bounded (counts are O(log n) per priority band, lists are paginated), so the
 //! dashboard can be left open on a queue with a million jobs.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -90,6 +90,8 @@ pub struct JobDetail {
     pub errors: Vec<serde_json::Value>,
     /// The retry policy text.
     pub retry: Option<String>,
+    /// The uniqueness key it was enqueued with, if any (the key may have expired since).
+    pub unique_key: Option<String>,
 }
 
 /// A page of jobs in one state.
@@ -171,6 +173,7 @@ fn detail_from_hash(
             .map(|e| serde_json::from_str(&e).unwrap_or(serde_json::Value::String(e)))
             .collect(),
         retry: map.get("retry").cloned(),
+        unique_key: map.get("unique").cloned(),
     }
 }
 
@@ -409,6 +412,14 @@ impl QueueEngine {
     /// Deletes all dead jobs of a queue; returns how many.
     pub async fn purge_dead(&self, queue: &str) -> redis::RedisResult<u64> {
         self.bulk(queue, "purge_dead").await
+    }
+
+    /// Deletes the dead jobs of a queue that died more than `older_than` ago, a thousand per
+    /// script call; returns how many (the retention of dead jobs, run by maintenance).
+    pub async fn trim_dead(&self, queue: &str, older_than: Duration) -> redis::RedisResult<u64> {
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        self.bulk_before(queue, "trim_dead", cutoff).await
     }
 
     /// Finds which state a job id is in (search by id), if it exists.

@@ -22,6 +22,8 @@
 //!    if and only if the transaction committed, and [`Outbox::run_relay`] re-pushes what a
 //!    crash left behind (the outbox table is created by the application's migrations; see
 //!    `migrations/0005_outbox.up.sql` in this repository for its shape).
+//!    A job may carry a uniqueness key with a window of its own ([`Uniqueness`], from
+//!    [`Job::unique`] or [`JobSpec::unique_for`]); the outbox keys each push by its row id.
 //! 3. Run workers: a [`RedisBackend`] per queue under apalis; handlers return `Result<_,
 //!    JobError>` ([`JobError::retry`], [`JobError::permanent`]); leases are renewed while a job
 //!    runs, acks and failures carry the lease token, and a job whose worker died comes back.
@@ -39,6 +41,8 @@
 //! - `backend`: the apalis `Backend` (fetcher, lease keeper, acker, job middleware).
 //! - `inspect`: counts, throughput, listings and operator actions (dashboard, metrics).
 //! - `registry`: worker heartbeats.
+//! - `schedule`: recurring jobs (cron with seconds and time zones, intervals), one job per tick
+//!   however many processes run the loop.
 //! - `correlation`: the opaque id a job carries from whatever staged it.
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `error`: [`QueueError`].
@@ -70,6 +74,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod registry;
+pub mod schedule;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -77,6 +82,7 @@ pub use backend::{BackendSettings, BackendShared, JobInfo, RedisBackend};
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{JobState, QueueEngine, Retention};
 pub use error::QueueError;
+pub use job::Uniqueness;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};

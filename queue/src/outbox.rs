@@ -11,8 +11,10 @@
 //! - [`Outbox::run_relay`] runs in every worker process: it re-pushes rows left undispatched for
 //!   longer than a grace period (the api died between commit and push, or Redis was down),
 //!   claiming them with `FOR UPDATE SKIP LOCKED` so several relays share the work. The outbox id
-//!   is the job id, and enqueue is idempotent by id, so a re-push never makes a second job.
-//!   It also prunes dispatched rows after the retention period.
+//!   is the job id and, for the unique window ([`Outbox::with_unique_window`]), its uniqueness
+//!   key, so a re-push never makes a second job: not while the job exists (enqueue is idempotent
+//!   by id), nor after retention trimmed it (the key still holds). It also prunes dispatched
+//!   rows after the retention period.
 
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use uuid::Uuid;
 use crate::{
     declaration::{Job, RunAt},
     error::QueueError,
-    job::JobSpec,
+    job::{JobSpec, Uniqueness},
     producer::Producer,
 };
 
@@ -154,7 +156,13 @@ pub struct Outbox {
     pool: PgPool,
     producer: Producer,
     dispatch: mpsc::UnboundedSender<Message<StagedJob>>,
+    /// How long each pushed job's outbox id stays its uniqueness key.
+    unique_window: Duration,
 }
+
+/// The unique window an [`Outbox`] starts with: far longer than the relay's grace period and
+/// than a crash between a push and its mark, without keeping many keys.
+pub const DEFAULT_UNIQUE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,12 +201,41 @@ impl Outbox {
             pool,
             producer,
             dispatch,
+            unique_window: DEFAULT_UNIQUE_WINDOW,
+        }
+    }
+
+    /// Sets how long a pushed job's outbox id stays its uniqueness key in Redis
+    /// ([`DEFAULT_UNIQUE_WINDOW`] unless set).
+    ///
+    /// Every push (after commit, and the relay's re-push) carries the outbox id as the job's
+    /// uniqueness key, so a row pushed twice makes one job even once retention has trimmed the
+    /// first: the guard by id lasts only as long as the finished job is kept, the key lasts the
+    /// window. The window bounds what the guard costs: one small key per job pushed within the
+    /// last window, each expiring on its own (so about push rate × window keys, whatever the
+    /// backlog or retention). Past the window, a row pushed again after its job was also
+    /// trimmed would make a second job, so the window must outlast the longest a pushed row can
+    /// stay unmarked (the relay's grace period, or a PostgreSQL outage that keeps the marks from
+    /// being written). A job that declares its own key ([`Job::unique`]) keeps that one.
+    pub fn with_unique_window(mut self, window: Duration) -> Self {
+        self.unique_window = window;
+        self
+    }
+
+    /// Gives `spec` outbox id `id` as its uniqueness key for the unique window, unless it has a
+    /// key of its own.
+    fn guard(&self, id: Uuid, spec: &mut JobSpec) {
+        if spec.unique.is_none() {
+            spec.unique = Some(Uniqueness::new(id.to_string(), self.unique_window));
         }
     }
 
     /// Commits `uow`, then schedules its staged jobs for an immediate push.
     pub async fn commit(&self, uow: UnitOfWork) -> Result<(), QueueError> {
-        let staged = uow.commit().await?;
+        let mut staged = uow.commit().await?;
+        for job in &mut staged {
+            self.guard(job.id, &mut job.spec);
+        }
         if !staged.is_empty() {
             // If the dispatcher is gone (shutdown), the relay picks these rows up.
             let _ = self.dispatch.send(Message::Work(staged));
@@ -238,6 +275,7 @@ impl Outbox {
             .map(|(id, spec)| {
                 let mut spec = spec.0;
                 spec.id = id.to_string();
+                self.guard(id, &mut spec);
                 spec
             })
             .collect();

@@ -208,6 +208,8 @@ pub struct JobView {
     pub max_attempts: u32,
     /// The request that caused it.
     pub request_id: Option<String>,
+    /// The uniqueness key it was enqueued with (for outbox jobs, the outbox row id).
+    pub unique_key: Option<String>,
     /// Lease holder (or last holder).
     pub worker: Option<String>,
     /// Label and time of each timestamp the job has.
@@ -264,6 +266,7 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         attempts: job.attempts,
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
+        unique_key: job.unique_key.clone(),
         worker: job.worker.clone(),
         timestamps,
         errors,

@@ -1,6 +1,7 @@
 -- Bulk operator actions, bounded: each call handles at most ARGV[3] jobs and returns how many it
 -- handled, so the caller loops until 0 and no single call blocks Redis for long.
--- ARGV: base, action ('retry_dead' | 'purge_completed' | 'purge_dead'), limit
+-- ARGV: base, action ('retry_dead' | 'purge_completed' | 'purge_dead' | 'trim_dead'), limit,
+--       cutoff (ms; 'trim_dead' removes dead jobs that died before it)
 local base, action, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 if action == 'retry_dead' then
@@ -18,6 +19,13 @@ elseif action == 'purge_completed' or action == 'purge_dead' then
   local ids = redis.call('ZRANGE', set, 0, limit - 1)
   if #ids > 0 then
     redis.call('ZREM', set, unpack(ids))
+    drop_job(base, ids)
+  end
+  return #ids
+elseif action == 'trim_dead' then
+  local ids = redis.call('ZRANGEBYSCORE', base .. 'dead', '-inf', '(' .. ARGV[4], 'LIMIT', 0, limit)
+  if #ids > 0 then
+    redis.call('ZREM', base .. 'dead', unpack(ids))
     drop_job(base, ids)
   end
   return #ids

@@ -6,6 +6,8 @@
 --   <base>scheduled zset score = due time (ms)   <base>active zset score = lease deadline (ms)
 --   <base>completed / <base>dead  zset score = finish time (ms)
 --   <base>seq counter   <base>marker wake-up list   <base>paused flag   <base>stats:<minute> hash
+--   <base>u:<key>  uniqueness key: the id of the job that took it, expiring after its window
+--                  (not tied to the job: retention trimming the job leaves it in place)
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 local function now_ms()

@@ -1,20 +1,34 @@
--- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id).
--- ARGV: base, then 7 values per job: id, kind, payload, priority, max_attempts, run_at_ms (0 = now),
---       request_id, retry (policy text)  -> 8 values per job
--- Returns one integer per job: 1 added, 0 already present.
+-- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id), or the
+-- job has a uniqueness key that another job holds.
+-- ARGV: base, then 10 values per job: id, kind, payload, priority, max_attempts, run_at_ms
+--       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms)
+-- Returns one integer per job: 1 added, 0 already present (by id or by key).
 local base = ARGV[1]
 local now = now_ms()
+-- Only what is needed: attempts and lease start absent (0), the state is the set the id is in,
+-- and the enqueue time doubles as the ready time until the job is re-queued. Extra field/value
+-- pairs go at the end.
+local function store(jk, o, priority, run_at, ...)
+  redis.call('HSET', jk, 'kind', ARGV[o + 1], 'payload', ARGV[o + 2], 'priority', priority,
+    'max_attempts', ARGV[o + 4], 'created_at', now, 'run_at', run_at, 'request_id', ARGV[o + 6],
+    'retry', ARGV[o + 7], ...)
+end
 local results = {}
 local added, ready_count = 0, 0
 local ready_args, scheduled_args = {}, {}
-local n = (#ARGV - 1) / 8
+local n = (#ARGV - 1) / 10
 local seq = 0
 if n > 0 then seq = redis.call('INCRBY', base .. 'seq', n) - n end
 for i = 0, n - 1 do
-  local o = 2 + i * 8
+  local o = 2 + i * 10
   local id = ARGV[o]
   local jk = base .. 'j:' .. id
-  if redis.call('EXISTS', jk) == 1 then
+  local ukey = ARGV[o + 8]
+  -- The id first, so a job refused for its id never takes a key. A key is taken with its
+  -- expiry in one call: it holds for its window whatever happens to the job (retention may trim
+  -- the job long before). A duplicate key later in the same batch finds it taken.
+  if redis.call('EXISTS', jk) == 1
+    or (ukey ~= '' and not redis.call('SET', base .. 'u:' .. ukey, id, 'NX', 'PX', ARGV[o + 9])) then
     results[#results + 1] = 0
   else
     local priority = tonumber(ARGV[o + 3])
@@ -27,11 +41,12 @@ for i = 0, n - 1 do
       ready_args[#ready_args + 1] = id
       ready_count = ready_count + 1
     end
-    -- Only what is needed: attempts and lease start absent (0), the state is the set the id is
-    -- in, and the enqueue time doubles as the ready time until the job is re-queued.
-    redis.call('HSET', jk, 'kind', ARGV[o + 1], 'payload', ARGV[o + 2], 'priority', priority,
-      'max_attempts', ARGV[o + 4], 'created_at', now, 'run_at', run_at, 'request_id', ARGV[o + 6],
-      'retry', ARGV[o + 7])
+    -- A unique job also keeps its key (for the dashboard), in the same call.
+    if ukey == '' then
+      store(jk, o, priority, run_at)
+    else
+      store(jk, o, priority, run_at, 'unique', ukey)
+    end
     added = added + 1
     results[#results + 1] = 1
   end

@@ -319,6 +319,51 @@ async fn dead_jobs_can_be_retried_and_deleted() {
 }
 
 #[tokio::test]
+async fn dead_jobs_past_their_retention_are_trimmed_and_no_others() {
+    let e = engine().await;
+    e.enqueue(&[
+        job("q", "old", 5),
+        job("q", "recent", 5),
+        job("q", "new", 5),
+    ])
+    .await
+    .unwrap();
+    for claimed in e.claim("q", "w", 3, LEASE).await.unwrap().jobs {
+        e.fail(&claimed, "nope", None).await.unwrap();
+    }
+    // Backdate two deaths: 40 days and 10 days ago.
+    let mut redis = redis::Client::open(e.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let day_ms = 86_400_000_i64;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (id, days) in [("old", 40), ("recent", 10)] {
+        let _: () = redis::cmd("ZADD")
+            .arg(e.state_key("q", JobState::Dead))
+            .arg("XX")
+            .arg(now_ms - days * day_ms)
+            .arg(id)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let trimmed = e
+        .trim_dead("q", Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(trimmed, 1);
+    assert!(
+        e.job("q", "old").await.unwrap().is_none(),
+        "hash and errors gone"
+    );
+    assert!(e.job("q", "recent").await.unwrap().is_some());
+    assert!(e.job("q", "new").await.unwrap().is_some());
+    assert_eq!(e.counts("q").await.unwrap().dead, 2);
+}
+
+#[tokio::test]
 async fn scheduled_jobs_can_be_promoted_to_now() {
     let e = engine().await;
     e.enqueue(&[job("q", "tomorrow", 5).delay(Duration::from_secs(86_400))])

@@ -8,3 +8,5 @@ mod engine;
 mod model;
 mod outbox;
 mod producer;
+mod schedule;
+mod unique;

@@ -1,13 +1,15 @@
 //! The transactional outbox against real PostgreSQL and Redis: staged jobs follow the
 //! transaction (commit → queued, rollback → nothing), the relay delivers what the api never
-//! pushed, re-pushes never duplicate, and dispatched rows are pruned.
+//! pushed, re-pushes never duplicate (not even once retention has trimmed the job, for the unique
+//! window), and dispatched rows are pruned.
 
 use std::time::Duration;
 
-use orderly_queue::{JobSpec, Outbox, Producer, UnitOfWork, outbox};
+use orderly_queue::{JobSpec, Outbox, Producer, QueueEngine, Retention, UnitOfWork, outbox};
 use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::helpers::{TestEngine, engine, eventually};
+use crate::helpers::{TestEngine, engine, engine_with, eventually};
 
 fn spec(n: u32) -> JobSpec {
     JobSpec::new("outbox-test", "test.outbox", serde_json::json!({ "n": n }))
@@ -126,4 +128,92 @@ async fn dispatched_rows_are_pruned_after_the_retention(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(left, 1);
+}
+
+/// An outbox over an engine that keeps no completed job, with `window` as its unique window.
+async fn setup_trimming(pool: &PgPool, window: Duration) -> (TestEngine, Outbox) {
+    let e = engine_with(Retention {
+        completed_keep: 0,
+        completed_max_age: Duration::from_secs(3600),
+    })
+    .await;
+    let outbox =
+        Outbox::new(pool.clone(), Producer::new(e.engine.clone())).with_unique_window(window);
+    (e, outbox)
+}
+
+/// Runs every waiting job of the outbox test queue to completion (and so out of Redis).
+async fn complete_all(e: &QueueEngine) -> usize {
+    let claim = e
+        .claim("outbox-test", "w", 100, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let leases: Vec<_> = claim.jobs.iter().map(|j| (j.id.clone(), j.lease)).collect();
+    e.ack("outbox-test", &leases).await.unwrap();
+    leases.len()
+}
+
+/// The relay finds the row again: its "dispatched" mark was lost.
+async fn lose_the_mark(pool: &PgPool, id: Uuid) {
+    sqlx::query("update outbox set dispatched_at = null where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_relayed_row_makes_no_second_job_after_retention_trimmed_the_first(pool: PgPool) {
+    let (e, outbox) = setup_trimming(&pool, Duration::from_secs(60)).await;
+    // One row pushed right after its commit, one the api never pushed (the relay's first push).
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let dispatched = outbox::stage(&mut uow, spec(1)).await.unwrap();
+    outbox.commit(uow).await.unwrap();
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let relayed = outbox::stage(&mut uow, spec(2)).await.unwrap();
+    uow.commit().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            undispatched(&pool).await == 1
+        })
+        .await
+    );
+    assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 1);
+
+    // Both run and are trimmed at once: the guard by id is gone.
+    assert_eq!(complete_all(&e).await, 2);
+    for id in [dispatched, relayed] {
+        assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
+    }
+
+    // Both marks are lost and the relay pushes the rows again: no job comes back.
+    for id in [dispatched, relayed] {
+        lose_the_mark(&pool, id).await;
+    }
+    assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(undispatched(&pool).await, 0);
+    let counts = e.counts("outbox-test").await.unwrap();
+    assert_eq!((counts.waiting, counts.scheduled), (0, 0));
+    for id in [dispatched, relayed] {
+        assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn past_the_unique_window_a_trimmed_row_relayed_again_is_queued_again(pool: PgPool) {
+    // What the window bounds: once it is over (and the job trimmed) nothing remembers the row.
+    let (e, outbox) = setup_trimming(&pool, Duration::from_millis(200)).await;
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(complete_all(&e).await, 1);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            lose_the_mark(&pool, id).await;
+            outbox.relay_once(Duration::ZERO).await.unwrap();
+            e.exists("outbox-test", &id.to_string()).await.unwrap()
+        })
+        .await
+    );
 }
