@@ -110,6 +110,7 @@ fn options(queue: &str, concurrency: usize) -> WorkerOptions {
         lease: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(10),
         relay: false,
+        schedules: false,
         ..WorkerOptions::default()
     }
 }

@@ -26,6 +26,8 @@
 //!   own network.
 //! - [`jobs`]: the shop's queues (derived from each domain's job declaration), the settings the
 //!   declarations read, and [`jobs::JobStager`], the one way to stage a job.
+//! - [`maintenance`]: housekeeping on built-in schedules (expired idempotency keys, old dead
+//!   jobs).
 //!
 //! Layering: repositories hold SQL only; services hold the rules and talk to other domains only
 //! through their services (orders reserve stock through `ProductService`, imports upsert
@@ -40,6 +42,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod jobs;
+pub mod maintenance;
 pub mod orders;
 pub mod pagination;
 pub mod products;

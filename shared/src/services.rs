@@ -14,9 +14,10 @@ use crate::{
     events::EventBus,
     idempotency::IdempotencyService,
     jobs::{JobSettings, JobStager},
+    maintenance::MaintenanceService,
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
-    queue::{Outbox, Producer, QueueEngine, Retention},
+    queue::{Outbox, Producer, QueueEngine, Retention, schedule::Schedules},
     reports::ReportService,
     storage::Storage,
     uploads::UploadService,
@@ -53,6 +54,10 @@ pub struct Services {
     pub orders: OrderService,
     /// Idempotency keys.
     pub idempotency: IdempotencyService,
+    /// Housekeeping tasks (run by the maintenance job).
+    pub maintenance: MaintenanceService,
+    /// Recurring jobs (the built-in maintenance schedules and whatever is defined at run time).
+    pub schedules: Schedules,
     /// The sent-mail log.
     pub sent_emails: SentEmailService,
     /// Report requests, downloads and the build bookkeeping.
@@ -88,7 +93,8 @@ impl Services {
             },
         );
         let producer = Producer::new(queue.clone());
-        let outbox = Outbox::new(db.clone(), producer.clone());
+        let outbox = Outbox::new(db.clone(), producer.clone())
+            .with_unique_window(config.worker.outbox_unique_window);
         let jobs = JobStager::new(JobSettings::from_config(&config));
         let products = ProductService::new(
             db.clone(),
@@ -141,7 +147,15 @@ impl Services {
             jobs.clone(),
             config.storage.upload_max_bytes as u64,
         );
+        let maintenance = MaintenanceService::new(
+            idempotency.clone(),
+            queue.clone(),
+            crate::jobs::QUEUE_NAMES.to_vec(),
+            config.maintenance.dead_job_retention,
+        );
         Ok(Self {
+            maintenance,
+            schedules: Schedules::new(queue.clone()),
             uploads,
             sent_emails: SentEmailService::new(db.clone()),
             reports,

@@ -23,6 +23,9 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Run the outbox relay in this process.
     pub relay: bool,
+    /// Run the schedule loop (recurring jobs) in this process, after defining the built-in
+    /// maintenance schedules.
+    pub schedules: bool,
     /// Longest an idle worker waits before looking at the queue again without a wake-up.
     pub idle_poll: Duration,
     /// Port of the `/metrics` endpoint (`None`: no endpoint).
@@ -30,7 +33,8 @@ pub struct WorkerOptions {
 }
 
 impl Default for WorkerOptions {
-    /// Every queue, 16 jobs at once, 30 s leases and grace, the relay on, no metrics endpoint.
+    /// Every queue, 16 jobs at once, 30 s leases and grace, the relay and the schedule loop on,
+    /// no metrics endpoint.
     fn default() -> Self {
         Self {
             queues: orderly::jobs::QUEUES
@@ -41,6 +45,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             relay: true,
+            schedules: true,
             idle_poll: Duration::from_secs(5),
             metrics_port: None,
         }
@@ -58,6 +63,7 @@ impl WorkerOptions {
             lease: config.worker.lease,
             shutdown_grace: config.worker.shutdown_grace,
             relay: true,
+            schedules: true,
             idle_poll: Duration::from_secs(5),
             metrics_port: config.worker.metrics_port,
         }

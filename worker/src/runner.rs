@@ -1,5 +1,6 @@
 //! The worker process: one apalis worker per queue it serves, under one `Monitor`, plus the
-//! heartbeat that shows the process on the dashboard and the outbox relay.
+//! heartbeat that shows the process on the dashboard, the outbox relay and the schedule loop
+//! (recurring jobs: every process runs it, each tick still makes one job).
 //!
 //! Shutdown (SIGTERM/SIGINT, or the future given to [`run`]): claiming stops at once, running
 //! jobs get `WORKER_SHUTDOWN_GRACE_SECS` to finish, whatever is left is released back to the
@@ -142,6 +143,17 @@ async fn run_process(
             stop.clone(),
         ))
     });
+    let scheduler = if options.schedules {
+        define_builtin_schedules(&services).await;
+        Some(tokio::spawn(
+            services
+                .schedules
+                .clone()
+                .run(SCHEDULE_REFRESH, stop.clone()),
+        ))
+    } else {
+        None
+    };
     let metrics_server = metrics_listener.map(|listener| {
         tokio::spawn(crate::metrics::serve(
             listener,
@@ -181,6 +193,9 @@ async fn run_process(
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
@@ -189,6 +204,21 @@ async fn run_process(
     }
     tracing::info!(worker_id = %id, "worker stopped");
     Ok(())
+}
+
+/// The longest a schedule change (new, paused, resumed) waits to be seen by a running loop.
+const SCHEDULE_REFRESH: Duration = Duration::from_secs(1);
+
+/// Defines the built-in maintenance schedules (again: their state is kept). A failure is
+/// logged, not fatal: the loop still runs whatever is defined, and the next start retries.
+async fn define_builtin_schedules(services: &Services) {
+    let builtin =
+        orderly::maintenance::schedules(&services.config.maintenance, services.jobs.settings());
+    for def in builtin {
+        if let Err(error) = services.schedules.define(&def).await {
+            tracing::warn!(schedule = %def.name, %error, "could not define a built-in schedule");
+        }
+    }
 }
 
 async fn run_heartbeat(

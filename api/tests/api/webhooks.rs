@@ -206,6 +206,7 @@ impl Worker {
             shutdown_grace: Duration::from_secs(5),
             // The api pushes staged jobs right after commit; no relay needed.
             relay: false,
+            schedules: false,
             ..WorkerOptions::default()
         };
         let services = app.services.clone();

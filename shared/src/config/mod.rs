@@ -19,6 +19,7 @@ use secrecy::SecretString;
 mod auth;
 mod http;
 mod logging;
+mod maintenance;
 mod outputs;
 mod stores;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use self::{
     auth::{AuthConfig, MAX_ACCESS_TOKEN_TTL, MAX_REFRESH_TOKEN_TTL, check_secret},
     http::{HttpConfig, RateLimitConfig, RateLimitStore},
     logging::{LogConfig, LogFormat},
+    maintenance::MaintenanceConfig,
     outputs::{MailConfig, StorageConfig, WebhookConfig},
     stores::{CacheConfig, DatabaseConfig, RedisConfig},
     worker::WorkerConfig,
@@ -74,6 +76,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Queue engine and worker process settings.
     pub worker: WorkerConfig,
+    /// Housekeeping schedules and retention.
+    pub maintenance: MaintenanceConfig,
     /// Outgoing email.
     pub mail: MailConfig,
     /// Outgoing webhooks.
@@ -119,6 +123,7 @@ impl Config {
             cache: CacheConfig::read(&env)?,
             rate_limit: RateLimitConfig::read(&env)?,
             worker: WorkerConfig::read(&env)?,
+            maintenance: MaintenanceConfig::read(&env)?,
             mail: MailConfig::read(&env, http.port)?,
             webhooks: WebhookConfig::read(&env)?,
             storage: StorageConfig::read(&env)?,

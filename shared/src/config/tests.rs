@@ -227,3 +227,69 @@ fn webhook_schedule_parses_seconds() {
         vec![millis(100), millis(200), secs(1)]
     );
 }
+
+#[test]
+fn outbox_unique_window_defaults_to_fifteen_minutes_and_refuses_under_a_minute() {
+    let mut vars = base();
+    assert_eq!(
+        Config::from_map(&vars).unwrap().worker.outbox_unique_window,
+        secs(900)
+    );
+    vars.insert("OUTBOX_UNIQUE_WINDOW_SECS".into(), "60".into());
+    assert_eq!(
+        Config::from_map(&vars).unwrap().worker.outbox_unique_window,
+        secs(60)
+    );
+    for refused in ["59", "0", "a while"] {
+        vars.insert("OUTBOX_UNIQUE_WINDOW_SECS".into(), refused.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with("OUTBOX_UNIQUE_WINDOW_SECS is invalid"),
+            "{refused}: {err}"
+        );
+    }
+}
+
+#[test]
+fn maintenance_schedules_are_checked_and_can_be_turned_off() {
+    let mut vars = base();
+    let config = Config::from_map(&vars).unwrap().maintenance;
+    assert!(config.purge_idempotency_keys.is_some() && config.trim_dead_jobs.is_some());
+    assert_eq!(config.dead_job_retention, secs(30 * 86_400));
+
+    vars.insert("MAINTENANCE_TRIM_DEAD_JOBS_CRON".into(), "off".into());
+    vars.insert("MAINTENANCE_TIME_ZONE".into(), "Europe/Berlin".into());
+    vars.insert(
+        "MAINTENANCE_PURGE_IDEMPOTENCY_KEYS_CRON".into(),
+        "0 0 4 * * MON".into(),
+    );
+    let config = Config::from_map(&vars).unwrap().maintenance;
+    assert!(config.trim_dead_jobs.is_none());
+    assert_eq!(
+        config.purge_idempotency_keys,
+        Some(crate::queue::schedule::Recurrence::cron("0 0 4 * * MON", "Europe/Berlin").unwrap())
+    );
+
+    for (name, value, says) in [
+        (
+            "MAINTENANCE_TRIM_DEAD_JOBS_CRON",
+            "every night",
+            "5 or 6 fields",
+        ),
+        (
+            "MAINTENANCE_PURGE_IDEMPOTENCY_KEYS_CRON",
+            "0 61 * * * *",
+            "minute",
+        ),
+        ("MAINTENANCE_TIME_ZONE", "Berlin", "time zone"),
+        ("DEAD_JOB_RETENTION_DAYS", "0", "between 1 and 3650"),
+    ] {
+        let mut vars = base();
+        vars.insert(name.into(), value.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with(name) && err.contains(says),
+            "{name}={value}: {err}"
+        );
+    }
+}

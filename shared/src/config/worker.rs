@@ -25,7 +25,15 @@ pub struct WorkerConfig {
     pub completed_max_age: Duration,
     /// Dispatched outbox rows older than this are deleted (`OUTBOX_RETENTION_SECS`).
     pub outbox_retention: Duration,
+    /// How long a pushed outbox row's id keeps a second job with that id off the queue once the
+    /// job itself is trimmed (`OUTBOX_UNIQUE_WINDOW_SECS`); one small Redis key per job pushed
+    /// within the window.
+    pub outbox_unique_window: Duration,
 }
+
+/// The shortest unique window accepted: the relay re-pushes a row unmarked for a few seconds,
+/// so a window shorter than a minute would guard little beyond what the job's own id does.
+const MIN_OUTBOX_UNIQUE_WINDOW_SECS: u64 = 60;
 
 impl WorkerConfig {
     pub(super) fn read(env: &Source<'_>) -> Result<Self, ConfigError> {
@@ -44,6 +52,13 @@ impl WorkerConfig {
                 reason: "must be at least 300 ms (leases are renewed every third of it)".into(),
             });
         }
+        let outbox_unique_window: u64 = env.parse_or("OUTBOX_UNIQUE_WINDOW_SECS", 900)?;
+        if outbox_unique_window < MIN_OUTBOX_UNIQUE_WINDOW_SECS {
+            return Err(ConfigError::Invalid {
+                name: "OUTBOX_UNIQUE_WINDOW_SECS",
+                reason: format!("must be at least {MIN_OUTBOX_UNIQUE_WINDOW_SECS} seconds"),
+            });
+        }
         Ok(Self {
             queues,
             concurrency,
@@ -56,6 +71,7 @@ impl WorkerConfig {
             completed_keep: env.parse_or("QUEUE_COMPLETED_KEEP", 1_000)?,
             completed_max_age: secs(env.parse_or("QUEUE_COMPLETED_MAX_AGE_SECS", 3_600)?),
             outbox_retention: secs(env.parse_or("OUTBOX_RETENTION_SECS", 86_400)?),
+            outbox_unique_window: secs(outbox_unique_window),
         })
     }
 }

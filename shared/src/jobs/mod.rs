@@ -1,9 +1,9 @@
 //! The shop's job types and the queues they make. Each job type is declared once, in its
 //! domain, as an implementation of [`Job`](crate::queue::Job) (queue, kinds, priority, retry
-//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`], [`UploadJob`]. [`QUEUES`]
-//! lists their queues, and everything that names queues derives from it: the worker's
-//! `--queues`/`WORKER_QUEUES` check ([`queues_to_serve`]), the handlers a worker must have, the
-//! dashboard and the metrics. Jobs are staged one way, [`JobStager::stage`].
+//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`], [`UploadJob`],
+//! [`MaintenanceJob`]. [`QUEUES`] lists their queues, and everything that names queues derives
+//! from it: the worker's `--queues`/`WORKER_QUEUES` check ([`queues_to_serve`]), the handlers a
+//! worker must have, the dashboard and the metrics. Jobs are staged one way, [`JobStager::stage`].
 //!
 //! One queue per job type, so operators scale and pause them separately
 //! (`orderly-worker --queues emails,webhooks`); priorities inside a queue put customer-facing
@@ -18,8 +18,8 @@ pub mod settings;
 pub mod stager;
 
 pub use crate::{
-    emails::job::EmailJob, reports::job::ReportJob, uploads::job::UploadJob,
-    webhooks::job::WebhookJob,
+    emails::job::EmailJob, maintenance::job::MaintenanceJob, reports::job::ReportJob,
+    uploads::job::UploadJob, webhooks::job::WebhookJob,
 };
 pub use settings::JobSettings;
 pub use stager::JobStager;
@@ -27,11 +27,12 @@ pub use stager::JobStager;
 use crate::queue::{Job, QueueName};
 
 /// Every queue, in the order the dashboard lists them: one per job type.
-pub const QUEUES: [QueueName; 4] = [
+pub const QUEUES: [QueueName; 5] = [
     EmailJob::QUEUE,
     WebhookJob::QUEUE,
     ReportJob::QUEUE,
     UploadJob::QUEUE,
+    MaintenanceJob::QUEUE,
 ];
 
 /// [`QUEUES`] as the engine's calls take them (`&str`), in the same order.

@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         lease: Duration::from_millis(cli.lease_ms),
         shutdown_grace: Duration::from_secs(10),
         relay: false,
+        schedules: false,
         ..WorkerOptions::default()
     };
     let work = Duration::from_millis(cli.work_ms);

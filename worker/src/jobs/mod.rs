@@ -6,6 +6,7 @@
 //! (at-least-once delivery) does no harm, and a row that is gone is treated as done.
 
 pub mod email;
+pub mod maintenance;
 pub mod report;
 pub mod upload;
 pub mod webhook;
@@ -21,4 +22,5 @@ pub fn register_all(workers: Registrar) -> Registrar {
         .handle(webhook::handle)
         .handle(report::handle)
         .handle(upload::handle)
+        .handle(maintenance::handle)
 }

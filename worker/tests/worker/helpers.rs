@@ -94,6 +94,7 @@ pub fn options(queue: &str, concurrency: usize) -> WorkerOptions {
         lease: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(10),
         relay: false,
+        schedules: false,
         ..WorkerOptions::default()
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod drills;
+mod maintenance;
 mod runner;
 mod shop;
 mod smtp;

@@ -1,0 +1,140 @@
+//! Maintenance that runs itself: a worker defines the built-in schedules when it starts, and
+//! the maintenance job removes exactly what is past its retention (expired idempotency keys,
+//! dead jobs older than `DEAD_JOB_RETENTION_DAYS`).
+
+use std::time::Duration;
+
+use orderly::{
+    queue::{JobSpec, JobState, RetryPolicy},
+    testing::eventually,
+};
+use sqlx::PgPool;
+
+use crate::helpers::{options, services, shop};
+
+/// Keys of the fixture's customer: `(key, expired)`.
+async fn insert_keys(pool: &PgPool, user_id: uuid::Uuid, keys: &[(&str, bool)]) {
+    for (key, expired) in keys {
+        let expires_at = if *expired {
+            "now() - interval '1 hour'"
+        } else {
+            "now() + interval '1 day'"
+        };
+        sqlx::query(&format!(
+            "insert into idempotency_keys \
+             (user_id, scope, key, request_hash, resource_id, locked_until, expires_at) \
+             values ($1, 'orders', $2, 'h', gen_random_uuid(), now(), {expires_at})"
+        ))
+        .bind(user_id)
+        .bind(key)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_what_is_old(
+    pool: PgPool,
+) {
+    let s = services(pool.clone(), &[("DEAD_JOB_RETENTION_DAYS", "1".into())]);
+    let fixture = shop(&s, 1).await;
+    insert_keys(
+        &pool,
+        fixture.customer.id,
+        &[("old-1", true), ("old-2", true), ("fresh", false)],
+    )
+    .await;
+    // Two dead jobs on the email queue; one died three days ago.
+    let once = RetryPolicy::once();
+    s.producer
+        .enqueue_many(vec![
+            JobSpec::new("emails", "test.dead", serde_json::json!({}))
+                .with_id("ancient")
+                .with_retry(once.clone()),
+            JobSpec::new("emails", "test.dead", serde_json::json!({}))
+                .with_id("recent")
+                .with_retry(once),
+        ])
+        .await
+        .unwrap();
+    for claimed in s
+        .queue
+        .claim("emails", "t", 2, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .jobs
+    {
+        s.queue.fail(&claimed, "gave up", None).await.unwrap();
+    }
+    let mut redis = s.redis.clone();
+    let three_days_ago = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(s.queue.state_key("emails", JobState::Dead))
+        .arg("XX")
+        .arg(three_days_ago)
+        .arg("ancient")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let mut opts = options("maintenance", 2);
+    opts.schedules = true;
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = stop.clone();
+    let worker = tokio::spawn(orderly_worker::runner::run(
+        s.services.clone(),
+        opts,
+        async move { signal.notified().await },
+    ));
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.schedules.list().await.map(|l| l.len()).unwrap_or(0) == 2
+        })
+        .await,
+        "the worker defines both built-in schedules"
+    );
+    let names: Vec<String> = s
+        .schedules
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.def.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "maintenance:purge_idempotency_keys",
+            "maintenance:trim_dead_jobs"
+        ]
+    );
+
+    s.schedules
+        .run_now("maintenance:purge_idempotency_keys")
+        .await
+        .unwrap();
+    s.schedules
+        .run_now("maintenance:trim_dead_jobs")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            s.queue.counts("maintenance").await.unwrap().completed == 2
+        })
+        .await,
+        "both maintenance jobs complete: {:?}",
+        s.queue.counts("maintenance").await.unwrap()
+    );
+    let keys: Vec<String> = sqlx::query_scalar("select key from idempotency_keys order by key")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["fresh"], "only the expired keys are purged");
+    assert!(s.queue.job("emails", "ancient").await.unwrap().is_none());
+    assert!(s.queue.job("emails", "recent").await.unwrap().is_some());
+
+    stop.notify_one();
+    worker.await.unwrap().unwrap();
+}
