@@ -9,6 +9,9 @@ ensure_postgres
 ensure_redis
 ensure_browser
 ensure_schemathesis
+# .sqlx/ must match the queries and the migrations (builds check the SQL against it, offline).
+# Before the tests, so their summary stays the last thing printed.
+bash scripts/sqlx-check.sh
 
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://$(pg_user)@127.0.0.1:5432/postgres}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"

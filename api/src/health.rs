@@ -85,7 +85,12 @@ pub async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.services.db.clone();
     let mut redis = state.services.redis.clone();
     let (postgres, redis) = tokio::join!(
-        check(async move { sqlx::query("select 1").execute(&db).await.map(|_| ()) }),
+        check(async move {
+            sqlx::query_scalar!("select 1")
+                .fetch_one(&db)
+                .await
+                .map(|_| ())
+        }),
         check(async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut redis)

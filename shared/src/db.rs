@@ -4,6 +4,13 @@
 //! subscribers, and the outbox) inside one unit of work (`queue::UnitOfWork`: a transaction plus
 //! the jobs it stages). The pool is created lazily: the api starts, and `/health` reports
 //! PostgreSQL down, instead of refusing to start during an outage.
+//!
+//! Statements are checked at compile time (`sqlx::query!` and friends) against the prepared
+//! data in `.sqlx/`; the few whose text is built at run time say why. Statements that switch themselves to asynchronous commit (the
+//! idempotency keys and the sent-mail log, whose loss in a PostgreSQL crash is harmless: a lost
+//! one is re-created by the recovery path, or the mail checked again) write out the `from` item
+//! of `orderly_queue::async_commit_source!()`, since a checked macro takes only literals; the
+//! test below keeps the copies in step with the macro.
 
 use std::str::FromStr;
 
@@ -15,11 +22,6 @@ use sqlx::{
 };
 
 use crate::config::DatabaseConfig;
-
-/// Switches one autocommit statement to asynchronous commit (the queue crate's macro, see its
-/// docs). Used by the idempotency keys and the sent-mail log, whose loss in a PostgreSQL crash
-/// is harmless (a lost one is re-created by the recovery path, or the mail checked again).
-pub(crate) use orderly_queue::async_commit_source;
 
 /// Every migration of `migrations/`, compiled into the binaries.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -57,7 +59,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Reverts the most recently applied migration; returns its version, or `None` if none is applied.
 pub async fn revert_last(pool: &PgPool) -> Result<Option<i64>, sqlx::migrate::MigrateError> {
     let mut conn = pool.acquire().await?;
-    let applied: Vec<i64> = sqlx::query_scalar(
+    let applied: Vec<i64> = sqlx::query_scalar!(
         "select version from _sqlx_migrations where success order by version desc limit 2",
     )
     .fetch_all(&mut *conn)
@@ -74,4 +76,21 @@ pub async fn revert_last(pool: &PgPool) -> Result<Option<i64>, sqlx::migrate::Mi
     let target = applied.get(1).copied().unwrap_or(0);
     MIGRATOR.undo(pool, target).await?;
     Ok(Some(last))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn async_commit_statements_use_the_queue_crates_fragment() {
+        let fragment = orderly_queue::async_commit_source!();
+        for (file, source) in [
+            ("emails/repository.rs", include_str!("emails/repository.rs")),
+            (
+                "idempotency/repository.rs",
+                include_str!("idempotency/repository.rs"),
+            ),
+        ] {
+            assert!(source.contains(fragment), "{file} lost {fragment}");
+        }
+    }
 }

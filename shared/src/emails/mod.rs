@@ -49,7 +49,7 @@ impl SentEmailService {
 
     /// Records a sent message (a second record for the same job is ignored).
     ///
-    /// Asynchronous commit (`crate::db::async_commit_source`): the row is visible to a retry at
+    /// Asynchronous commit (`orderly_queue::async_commit_source`): the row is visible to a retry at
     /// once, and a retry happens only if the worker dies before acking the job; losing the row
     /// needs PostgreSQL to crash within the same fraction of a second as well. Every email then
     /// frees its worker slot without waiting for a WAL flush. That is why the record is its own

@@ -198,9 +198,17 @@ impl IdempotencyService {
         self.repository.delete(&self.pool, claim).await
     }
 
-    /// Deletes expired keys; returns how many.
+    /// Deletes expired keys, a few thousand per statement; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
-        self.repository.purge_expired(&self.pool).await
+        const BATCH: i64 = 5_000;
+        let mut total = 0;
+        loop {
+            let deleted = self.repository.purge_expired(&self.pool, BATCH).await?;
+            total += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 }
 

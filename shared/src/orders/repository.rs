@@ -10,7 +10,7 @@ use crate::{
     pagination::{Page, PageRequest},
 };
 
-#[derive(sqlx::FromRow)]
+/// An `orders` row, without its lines.
 struct OrderRow {
     id: Uuid,
     user_id: Uuid,
@@ -35,8 +35,6 @@ impl OrderRow {
         }
     }
 }
-
-const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, currency, created_at, updated_at";
 
 /// The fields of a new order row.
 #[derive(Debug, Clone)]
@@ -76,25 +74,32 @@ impl OrderRepository {
         let prices: Vec<i64> = new.items.iter().map(|i| i.unit_price_cents).collect();
         // Both inserts in one round trip; the lines' foreign key to the order is checked at the
         // end of the statement, when the order row exists.
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "with new_order as (\
-               insert into orders (id, user_id, status, total_cents, currency) \
-               values ($1, $2, 'placed', $3, $4) returning {ORDER_COLUMNS}\
-             ), new_items as (\
-               insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents) \
-               select $1, * from unnest($5::int[], $6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[])\
-             ) select * from new_order"
-        ))
-        .bind(new.id)
-        .bind(new.user_id)
-        .bind(new.total_cents)
-        .bind(new.currency)
-        .bind(&line_nos)
-        .bind(&product_ids)
-        .bind(&skus)
-        .bind(&names)
-        .bind(&quantities)
-        .bind(&prices)
+        // The `!` overrides: columns read through a CTE carry no NOT NULL for the macro to see.
+        let row = sqlx::query_as!(
+            OrderRow,
+            r#"with new_order as (
+                 insert into orders (id, user_id, status, total_cents, currency)
+                 values ($1, $2, 'placed', $3, $4)
+                 returning id, user_id, status, total_cents, currency, created_at, updated_at
+               ), new_items as (
+                 insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents)
+                 select $1, * from unnest($5::int[], $6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[])
+               )
+               select id as "id!", user_id as "user_id!", status as "status!: OrderStatus",
+                      total_cents as "total_cents!", currency as "currency!",
+                      created_at as "created_at!", updated_at as "updated_at!"
+               from new_order"#,
+            new.id,
+            new.user_id,
+            new.total_cents,
+            new.currency,
+            &line_nos,
+            &product_ids,
+            &skus as &[&str],
+            &names as &[&str],
+            &quantities,
+            &prices,
+        )
         .fetch_one(&mut *conn)
         .await
         .on_constraint("orders_pkey", |_| {
@@ -111,14 +116,30 @@ impl OrderRepository {
         id: Uuid,
         for_update: bool,
     ) -> Result<Option<Order>, AppError> {
-        let lock = if for_update { " for update" } else { "" };
-        let Some(row) = sqlx::query_as::<_, OrderRow>(&format!(
-            "select {ORDER_COLUMNS} from orders where id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
+        // Two statements rather than one with a spliced lock clause: a checked macro takes a
+        // literal.
+        let row = if for_update {
+            sqlx::query_as!(
+                OrderRow,
+                r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
+                          created_at, updated_at
+                   from orders where id = $1 for update"#,
+                id,
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        } else {
+            sqlx::query_as!(
+                OrderRow,
+                r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
+                          created_at, updated_at
+                   from orders where id = $1"#,
+                id,
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
         let items = self.items(&mut *conn, &[id]).await?;
@@ -132,20 +153,26 @@ impl OrderRepository {
         db: impl PgExecutor<'e>,
         order_ids: &[Uuid],
     ) -> Result<Vec<(Uuid, OrderItem)>, AppError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            order_id: Uuid,
-            #[sqlx(flatten)]
-            item: OrderItem,
-        }
-        let rows = sqlx::query_as::<_, Row>(
+        let rows = sqlx::query!(
             "select order_id, product_id, sku, name, quantity, unit_price_cents from order_items \
              where order_id = any($1) order by order_id, line_no",
+            order_ids,
         )
-        .bind(order_ids)
         .fetch_all(db)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.order_id, r.item)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let item = OrderItem {
+                    product_id: r.product_id,
+                    sku: r.sku,
+                    name: r.name,
+                    quantity: r.quantity,
+                    unit_price_cents: r.unit_price_cents,
+                };
+                (r.order_id, item)
+            })
+            .collect())
     }
 
     /// A page of a user's orders, newest first.
@@ -156,13 +183,16 @@ impl OrderRepository {
         user_id: Uuid,
         page: &PageRequest,
     ) -> Result<Page<Order>, AppError> {
-        let rows = sqlx::query_as::<_, OrderRow>(&format!(
-            "select {ORDER_COLUMNS} from orders where user_id = $1 and ($2::uuid is null or id < $2) \
-             order by id desc limit $3"
-        ))
-        .bind(user_id)
-        .bind(page.cursor)
-        .bind(page.fetch_limit())
+        let rows = sqlx::query_as!(
+            OrderRow,
+            r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
+                      created_at, updated_at
+               from orders where user_id = $1 and ($2::uuid is null or id < $2)
+               order by id desc limit $3"#,
+            user_id,
+            page.cursor,
+            page.fetch_limit(),
+        )
         .fetch_all(&mut *conn)
         .await?;
         let page = Page::from_rows(rows, page, |r| r.id);
@@ -187,12 +217,12 @@ impl OrderRepository {
         id: Uuid,
         status: OrderStatus,
     ) -> Result<DateTime<Utc>, AppError> {
-        Ok(
-            sqlx::query_scalar("update orders set status = $2 where id = $1 returning updated_at")
-                .bind(id)
-                .bind(status)
-                .fetch_one(conn)
-                .await?,
+        Ok(sqlx::query_scalar!(
+            "update orders set status = $2 where id = $1 returning updated_at",
+            id,
+            status.as_str(),
         )
+        .fetch_one(conn)
+        .await?)
     }
 }

@@ -12,9 +12,6 @@ use crate::{
     products::model::{NewProduct, Product, ProductPatch, ProductQuery},
 };
 
-const COLUMNS: &str = "id, sku, name, description, price_cents, currency, stock, active, \
-                       created_at, updated_at, version";
-
 /// One line of stock to take or give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockLine {
@@ -25,10 +22,9 @@ pub struct StockLine {
 }
 
 /// A line whose stock was taken, with the product as the taking left it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservedRow {
     /// The product, its stock already reduced (what the cache is told after commit).
-    #[sqlx(flatten)]
     pub product: Product,
     /// Units taken.
     pub quantity: i32,
@@ -50,18 +46,21 @@ impl ProductRepository {
         db: impl PgExecutor<'e>,
         p: &NewProduct,
     ) -> Result<Product, AppError> {
-        sqlx::query_as::<_, Product>(&format!(
+        sqlx::query_as!(
+            Product,
             "insert into products (id, sku, name, description, price_cents, currency, stock, active) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(&p.sku)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(p.price_cents)
-        .bind(&p.currency)
-        .bind(p.stock)
-        .bind(p.active)
+             values ($1, $2, $3, $4, $5, $6, $7, $8) \
+             returning id, sku, name, description, price_cents, currency, stock, active, \
+                       created_at, updated_at, version",
+            Uuid::now_v7(),
+            p.sku,
+            p.name,
+            p.description,
+            p.price_cents,
+            p.currency,
+            p.stock,
+            p.active,
+        )
         .fetch_one(db)
         .await
         .on_constraint("products_sku_key", sku_taken)
@@ -74,12 +73,15 @@ impl ProductRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<Product>, AppError> {
-        Ok(
-            sqlx::query_as::<_, Product>(&format!("select {COLUMNS} from products where id = $1"))
-                .bind(id)
-                .fetch_optional(db)
-                .await?,
+        Ok(sqlx::query_as!(
+            Product,
+            "select id, sku, name, description, price_cents, currency, stock, active, \
+                    created_at, updated_at, version \
+             from products where id = $1",
+            id,
         )
+        .fetch_optional(db)
+        .await?)
     }
 
     /// A page of the catalogue, in id (creation) order.
@@ -89,7 +91,13 @@ impl ProductRepository {
         db: impl PgExecutor<'e>,
         query: &ProductQuery,
     ) -> Result<Page<Product>, AppError> {
-        let mut sql = QueryBuilder::new(format!("select {COLUMNS} from products where true"));
+        // Checked at run time: each optional filter adds its own condition, so the cursor stays
+        // an index bound (`($n::uuid is null or id > $n)` would not be one in a generic plan).
+        let mut sql = QueryBuilder::new(
+            "select id, sku, name, description, price_cents, currency, stock, active, \
+                    created_at, updated_at, version \
+             from products where true",
+        );
         if !query.include_inactive {
             sql.push(" and active");
         }
@@ -124,20 +132,23 @@ impl ProductRepository {
         id: Uuid,
         patch: &ProductPatch,
     ) -> Result<Option<Product>, AppError> {
-        sqlx::query_as::<_, Product>(&format!(
+        sqlx::query_as!(
+            Product,
             "update products set sku = coalesce($2, sku), name = coalesce($3, name), \
              description = coalesce($4, description), price_cents = coalesce($5, price_cents), \
              currency = coalesce($6, currency), stock = coalesce($7, stock), active = coalesce($8, active) \
-             where id = $1 returning {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&patch.sku)
-        .bind(&patch.name)
-        .bind(&patch.description)
-        .bind(patch.price_cents)
-        .bind(&patch.currency)
-        .bind(patch.stock)
-        .bind(patch.active)
+             where id = $1 \
+             returning id, sku, name, description, price_cents, currency, stock, active, \
+                       created_at, updated_at, version",
+            id,
+            patch.sku,
+            patch.name,
+            patch.description,
+            patch.price_cents,
+            patch.currency,
+            patch.stock,
+            patch.active,
+        )
         .fetch_optional(db)
         .await
         .on_constraint("products_sku_key", sku_taken)
@@ -153,25 +164,36 @@ impl ProductRepository {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = QueryBuilder::new(
-            "insert into products (id, sku, name, description, price_cents, currency, stock, active) ",
-        );
-        sql.push_values(products, |mut row, p| {
-            row.push_bind(Uuid::now_v7())
-                .push_bind(&p.sku)
-                .push_bind(&p.name)
-                .push_bind(&p.description)
-                .push_bind(p.price_cents)
-                .push_bind(&p.currency)
-                .push_bind(p.stock)
-                .push_bind(p.active);
-        });
-        sql.push(
-            " on conflict (sku) do update set name = excluded.name, price_cents = excluded.price_cents, \
-             currency = excluded.currency, stock = excluded.stock",
-        );
-        sql.push(format_args!(" returning {COLUMNS}"));
-        Ok(sql.build_query_as::<Product>().fetch_all(conn).await?)
+        // One row per product through arrays (as the order path does), so every batch size is
+        // the same prepared statement.
+        let ids: Vec<Uuid> = products.iter().map(|_| Uuid::now_v7()).collect();
+        let skus: Vec<&str> = products.iter().map(|p| p.sku.as_str()).collect();
+        let names: Vec<&str> = products.iter().map(|p| p.name.as_str()).collect();
+        let descriptions: Vec<&str> = products.iter().map(|p| p.description.as_str()).collect();
+        let prices: Vec<i64> = products.iter().map(|p| p.price_cents).collect();
+        let currencies: Vec<&str> = products.iter().map(|p| p.currency.as_str()).collect();
+        let stocks: Vec<i32> = products.iter().map(|p| p.stock).collect();
+        let actives: Vec<bool> = products.iter().map(|p| p.active).collect();
+        Ok(sqlx::query_as!(
+            Product,
+            "insert into products (id, sku, name, description, price_cents, currency, stock, active) \
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                                  $6::text[], $7::int[], $8::bool[]) \
+             on conflict (sku) do update set name = excluded.name, price_cents = excluded.price_cents, \
+             currency = excluded.currency, stock = excluded.stock \
+             returning id, sku, name, description, price_cents, currency, stock, active, \
+                       created_at, updated_at, version",
+            &ids,
+            &skus as &[&str],
+            &names as &[&str],
+            &descriptions as &[&str],
+            &prices,
+            &currencies as &[&str],
+            &stocks,
+            &actives,
+        )
+        .fetch_all(conn)
+        .await?)
     }
 
     /// Takes stock for every line, or for none: returns the lines it could take. Rows are locked
@@ -185,20 +207,39 @@ impl ProductRepository {
     ) -> Result<Vec<ReservedRow>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        Ok(sqlx::query_as::<_, ReservedRow>(
-            "with wanted as (select * from unnest($1::uuid[], $2::int[]) as w(product_id, quantity)), \
-             locked as (select p.id from products p where p.id = any($1) order by p.id for update) \
-             update products p set stock = p.stock - w.quantity \
-             from wanted w \
-             where p.id = w.product_id and p.active and p.stock >= w.quantity \
-               and p.id in (select id from locked) \
-             returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, \
-                       p.active, p.created_at, p.updated_at, p.version, w.quantity",
+        let rows = sqlx::query!(
+            r#"with wanted as (select * from unnest($1::uuid[], $2::int[]) as w(product_id, quantity)),
+               locked as (select p.id from products p where p.id = any($1) order by p.id for update)
+               update products p set stock = p.stock - w.quantity
+               from wanted w
+               where p.id = w.product_id and p.active and p.stock >= w.quantity
+                 and p.id in (select id from locked)
+               returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock,
+                         p.active, p.created_at, p.updated_at, p.version, w.quantity as "quantity!""#,
+            &ids,
+            &quantities,
         )
-        .bind(&ids)
-        .bind(&quantities)
         .fetch_all(conn)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ReservedRow {
+                product: Product {
+                    id: r.id,
+                    sku: r.sku,
+                    name: r.name,
+                    description: r.description,
+                    price_cents: r.price_cents,
+                    currency: r.currency,
+                    stock: r.stock,
+                    active: r.active,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    version: r.version,
+                },
+                quantity: r.quantity,
+            })
+            .collect())
     }
 
     /// Gives stock back (cancelled orders); returns the products as they are now.
@@ -210,14 +251,15 @@ impl ProductRepository {
     ) -> Result<Vec<Product>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        Ok(sqlx::query_as::<_, Product>(
+        Ok(sqlx::query_as!(
+            Product,
             "update products p set stock = p.stock + w.quantity \
              from unnest($1::uuid[], $2::int[]) as w(product_id, quantity) where p.id = w.product_id \
              returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, \
                        p.active, p.created_at, p.updated_at, p.version",
+            &ids,
+            &quantities,
         )
-        .bind(&ids)
-        .bind(&quantities)
         .fetch_all(conn)
         .await?)
     }
@@ -229,8 +271,7 @@ impl ProductRepository {
         ids: &[Uuid],
     ) -> Result<Vec<Uuid>, AppError> {
         Ok(
-            sqlx::query_scalar("select id from products where id = any($1) and active")
-                .bind(ids)
+            sqlx::query_scalar!("select id from products where id = any($1) and active", ids,)
                 .fetch_all(db)
                 .await?,
         )

@@ -10,9 +10,6 @@ use crate::{
     reports::model::{Report, ReportRequest, ReportStatus, SalesRow},
 };
 
-const COLUMNS: &str = "id, user_id, kind, format, from_date, to_date, status, run_at, row_count, byte_size, \
-                       file_key, error, completed_at, created_at, updated_at";
-
 /// Reports in PostgreSQL.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReportRepository;
@@ -25,17 +22,21 @@ impl ReportRepository {
         user_id: Uuid,
         request: &ReportRequest,
     ) -> Result<Report, AppError> {
-        Ok(sqlx::query_as::<_, Report>(&format!(
-            "insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at) \
-             values ($1, $2, $3, $4, $5, $6, 'queued', $7) returning {COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(user_id)
-        .bind(request.kind.as_str())
-        .bind(&request.format)
-        .bind(request.from)
-        .bind(request.to)
-        .bind(request.run_at)
+        Ok(sqlx::query_as!(
+            Report,
+            r#"insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at)
+               values ($1, $2, $3, $4, $5, $6, 'queued', $7)
+               returning id, user_id, kind, format, from_date, to_date,
+                         status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                         error, completed_at, created_at, updated_at"#,
+            Uuid::now_v7(),
+            user_id,
+            request.kind.as_str(),
+            request.format,
+            request.from,
+            request.to,
+            request.run_at,
+        )
         .fetch_one(conn)
         .await?)
     }
@@ -46,12 +47,16 @@ impl ReportRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<Report>, AppError> {
-        Ok(
-            sqlx::query_as::<_, Report>(&format!("select {COLUMNS} from reports where id = $1"))
-                .bind(id)
-                .fetch_optional(db)
-                .await?,
+        Ok(sqlx::query_as!(
+            Report,
+            r#"select id, user_id, kind, format, from_date, to_date,
+                      status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                      error, completed_at, created_at, updated_at
+               from reports where id = $1"#,
+            id,
         )
+        .fetch_optional(db)
+        .await?)
     }
 
     /// How many of `user_id`'s reports are queued or running (a partial index keeps this cheap
@@ -61,20 +66,25 @@ impl ReportRepository {
         db: impl PgExecutor<'e>,
         user_id: Uuid,
     ) -> Result<i64, AppError> {
-        Ok(sqlx::query_scalar(
-            "select count(*) from reports where user_id = $1 and status in ('queued', 'running')",
+        Ok(sqlx::query_scalar!(
+            r#"select count(*) as "count!" from reports
+               where user_id = $1 and status in ('queued', 'running')"#,
+            user_id,
         )
-        .bind(user_id)
         .fetch_one(db)
         .await?)
     }
 
     /// Holds a transaction-scoped lock on `user_id`'s report requests until commit or rollback.
     pub async fn lock_user(&self, conn: &mut PgConnection, user_id: Uuid) -> Result<(), AppError> {
-        sqlx::query("select pg_advisory_xact_lock(hashtextextended('reports:' || $1::text, 0))")
-            .bind(user_id)
-            .execute(conn)
-            .await?;
+        // `$1::uuid::text`: the macro types `$1` from its first cast, and the key must be the id's
+        // text form, as it was when the id was bound to a bare `$1::text`.
+        sqlx::query!(
+            "select pg_advisory_xact_lock(hashtextextended('reports:' || $1::uuid::text, 0))",
+            user_id,
+        )
+        .execute(conn)
+        .await?;
         Ok(())
     }
 
@@ -84,10 +94,12 @@ impl ReportRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<(), AppError> {
-        sqlx::query("update reports set status = 'running', error = null where id = $1")
-            .bind(id)
-            .execute(db)
-            .await?;
+        sqlx::query!(
+            "update reports set status = 'running', error = null where id = $1",
+            id,
+        )
+        .execute(db)
+        .await?;
         Ok(())
     }
 
@@ -100,14 +112,19 @@ impl ReportRepository {
         byte_size: i64,
         file_key: &str,
     ) -> Result<Report, AppError> {
-        Ok(sqlx::query_as::<_, Report>(&format!(
-            "update reports set status = 'ready', row_count = $2, byte_size = $3, file_key = $4, error = null, \
-             completed_at = now() where id = $1 returning {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(row_count)
-        .bind(byte_size)
-        .bind(file_key)
+        Ok(sqlx::query_as!(
+            Report,
+            r#"update reports set status = 'ready', row_count = $2, byte_size = $3, file_key = $4,
+                      error = null, completed_at = now()
+               where id = $1
+               returning id, user_id, kind, format, from_date, to_date,
+                         status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                         error, completed_at, created_at, updated_at"#,
+            id,
+            row_count,
+            byte_size,
+            file_key,
+        )
         .fetch_one(conn)
         .await?)
     }
@@ -120,12 +137,14 @@ impl ReportRepository {
         error: &str,
         status: ReportStatus,
     ) -> Result<(), AppError> {
-        sqlx::query("update reports set status = $3, error = $2 where id = $1")
-            .bind(id)
-            .bind(error)
-            .bind(status)
-            .execute(db)
-            .await?;
+        sqlx::query!(
+            "update reports set status = $3, error = $2 where id = $1",
+            id,
+            error,
+            status.as_str(),
+        )
+        .execute(db)
+        .await?;
         Ok(())
     }
 
@@ -144,17 +163,18 @@ impl ReportRepository {
             .and_hms_opt(0, 0, 0)
             .unwrap_or_default()
             .and_utc();
-        sqlx::query_as::<_, SalesRow>(
-            "select o.id as order_id, o.created_at as placed_at, o.status, u.email as customer_email, \
-                    i.sku, i.name as product_name, i.quantity, i.unit_price_cents, \
-                    i.unit_price_cents * i.quantity as line_total_cents, o.currency \
-             from orders o join order_items i on i.order_id = o.id join users u on u.id = o.user_id \
-             where o.created_at >= $1 and o.created_at < $2 and ($3::uuid is null or o.user_id = $3) \
-             order by o.created_at, o.id, i.line_no",
+        sqlx::query_as!(
+            SalesRow,
+            r#"select o.id as order_id, o.created_at as placed_at, o.status, u.email as customer_email,
+                      i.sku, i.name as product_name, i.quantity, i.unit_price_cents,
+                      i.unit_price_cents * i.quantity as "line_total_cents!", o.currency
+               from orders o join order_items i on i.order_id = o.id join users u on u.id = o.user_id
+               where o.created_at >= $1 and o.created_at < $2 and ($3::uuid is null or o.user_id = $3)
+               order by o.created_at, o.id, i.line_no"#,
+            start,
+            end,
+            customer,
         )
-        .bind(start)
-        .bind(end)
-        .bind(customer)
         .fetch(pool)
     }
 }

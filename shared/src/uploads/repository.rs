@@ -1,19 +1,15 @@
 //! SQL for uploads and their row errors.
 
-use sqlx::{PgConnection, PgExecutor, QueryBuilder};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
     error::AppError,
     uploads::model::{
         ErrorPage, ErrorPageRequest, FileDescription, RowError, StoredRowError, Upload,
-        UploadRequest, UploadStatus,
+        UploadPurpose, UploadRequest, UploadStatus,
     },
 };
-
-const COLUMNS: &str = "id, user_id, purpose, product_id, filename, content_type, storage_key, byte_size, \
-                       status, run_id, rows_total, rows_ok, rows_failed, progress, error, result, \
-                       completed_at, created_at, updated_at";
 
 /// A new upload row.
 #[derive(Debug, Clone, Copy)]
@@ -55,18 +51,24 @@ impl UploadRepository {
         conn: &mut PgConnection,
         upload: NewUpload<'_>,
     ) -> Result<Upload, AppError> {
-        Ok(sqlx::query_as::<_, Upload>(&format!(
-            "insert into uploads (id, user_id, purpose, product_id, filename, content_type, storage_key, \
-             byte_size, status) values ($1, $2, $3, $4, $5, $6, $7, $8, 'queued') returning {COLUMNS}"
-        ))
-        .bind(upload.id)
-        .bind(upload.user_id)
-        .bind(upload.request.purpose)
-        .bind(upload.request.product_id)
-        .bind(&upload.file.filename)
-        .bind(&upload.file.content_type)
-        .bind(upload.storage_key)
-        .bind(i64::try_from(upload.byte_size).unwrap_or(i64::MAX))
+        Ok(sqlx::query_as!(
+            Upload,
+            r#"insert into uploads (id, user_id, purpose, product_id, filename, content_type,
+                                   storage_key, byte_size, status)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
+               returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
+                         content_type, storage_key, byte_size, status as "status: UploadStatus",
+                         run_id, rows_total, rows_ok, rows_failed, progress, error, result,
+                         completed_at, created_at, updated_at"#,
+            upload.id,
+            upload.user_id,
+            upload.request.purpose.as_str(),
+            upload.request.product_id,
+            upload.file.filename,
+            upload.file.content_type,
+            upload.storage_key,
+            i64::try_from(upload.byte_size).unwrap_or(i64::MAX),
+        )
         .fetch_one(conn)
         .await?)
     }
@@ -78,12 +80,17 @@ impl UploadRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<Upload>, AppError> {
-        Ok(
-            sqlx::query_as::<_, Upload>(&format!("select {COLUMNS} from uploads where id = $1"))
-                .bind(id)
-                .fetch_optional(db)
-                .await?,
+        Ok(sqlx::query_as!(
+            Upload,
+            r#"select id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
+                      content_type, storage_key, byte_size, status as "status: UploadStatus",
+                      run_id, rows_total, rows_ok, rows_failed, progress, error, result,
+                      completed_at, created_at, updated_at
+               from uploads where id = $1"#,
+            id,
         )
+        .fetch_optional(db)
+        .await?)
     }
 
     /// Hands the upload to a new processing attempt `run_id` with its counters at zero; `None`
@@ -95,13 +102,18 @@ impl UploadRepository {
         id: Uuid,
         run_id: Uuid,
     ) -> Result<Option<Upload>, AppError> {
-        Ok(sqlx::query_as::<_, Upload>(&format!(
-            "update uploads set status = 'processing', run_id = $2, rows_total = null, rows_ok = 0, \
-             rows_failed = 0, progress = 0, error = null, result = null, completed_at = null \
-             where id = $1 and status <> 'completed' returning {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(run_id)
+        Ok(sqlx::query_as!(
+            Upload,
+            r#"update uploads set status = 'processing', run_id = $2, rows_total = null, rows_ok = 0,
+                      rows_failed = 0, progress = 0, error = null, result = null, completed_at = null
+               where id = $1 and status <> 'completed'
+               returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
+                         content_type, storage_key, byte_size, status as "status: UploadStatus",
+                         run_id, rows_total, rows_ok, rows_failed, progress, error, result,
+                         completed_at, created_at, updated_at"#,
+            id,
+            run_id,
+        )
         .fetch_optional(conn)
         .await?)
     }
@@ -109,8 +121,7 @@ impl UploadRepository {
     /// Deletes every row error of an upload.
     #[tracing::instrument(skip_all)]
     pub async fn delete_errors(&self, conn: &mut PgConnection, id: Uuid) -> Result<(), AppError> {
-        sqlx::query("delete from upload_errors where upload_id = $1")
-            .bind(id)
+        sqlx::query!("delete from upload_errors where upload_id = $1", id)
             .execute(conn)
             .await?;
         Ok(())
@@ -127,15 +138,15 @@ impl UploadRepository {
         run_id: Uuid,
         counts: BatchCounts,
     ) -> Result<bool, AppError> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "update uploads set rows_ok = rows_ok + $3, rows_failed = rows_failed + $4, progress = $5 \
              where id = $1 and run_id = $2 and status = 'processing'",
+            id,
+            run_id,
+            counts.rows_ok,
+            counts.rows_failed,
+            counts.progress,
         )
-        .bind(id)
-        .bind(run_id)
-        .bind(counts.rows_ok)
-        .bind(counts.rows_failed)
-        .bind(counts.progress)
         .execute(conn)
         .await?
         .rows_affected();
@@ -148,12 +159,12 @@ impl UploadRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<i64, AppError> {
-        Ok(
-            sqlx::query_scalar("select count(*) from upload_errors where upload_id = $1")
-                .bind(id)
-                .fetch_one(db)
-                .await?,
+        Ok(sqlx::query_scalar!(
+            r#"select count(*) as "count!" from upload_errors where upload_id = $1"#,
+            id,
         )
+        .fetch_one(db)
+        .await?)
     }
 
     /// Stores row errors, in the order given.
@@ -167,15 +178,25 @@ impl UploadRepository {
         if errors.is_empty() {
             return Ok(());
         }
-        let mut sql =
-            QueryBuilder::new("insert into upload_errors (upload_id, line, field, message) ");
-        sql.push_values(errors, |mut row, e| {
-            row.push_bind(id)
-                .push_bind(i64::try_from(e.line).unwrap_or(i64::MAX))
-                .push_bind(&e.field)
-                .push_bind(&e.message);
-        });
-        sql.build().execute(conn).await?;
+        // One statement for the whole batch through arrays, so every batch size is the same
+        // prepared statement; `unnest` yields the rows in array order, so the identity ids
+        // follow the order given.
+        let lines: Vec<i64> = errors
+            .iter()
+            .map(|e| i64::try_from(e.line).unwrap_or(i64::MAX))
+            .collect();
+        let fields: Vec<Option<&str>> = errors.iter().map(|e| e.field.as_deref()).collect();
+        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        sqlx::query!(
+            "insert into upload_errors (upload_id, line, field, message) \
+             select $1, * from unnest($2::bigint[], $3::text[], $4::text[])",
+            id,
+            &lines,
+            &fields as &[Option<&str>],
+            &messages as &[&str],
+        )
+        .execute(conn)
+        .await?;
         Ok(())
     }
 
@@ -187,13 +208,14 @@ impl UploadRepository {
         id: Uuid,
         page: ErrorPageRequest,
     ) -> Result<ErrorPage, AppError> {
-        let mut items = sqlx::query_as::<_, StoredRowError>(
+        let mut items = sqlx::query_as!(
+            StoredRowError,
             "select id, line, field, message from upload_errors \
              where upload_id = $1 and id > $2 order by id limit $3",
+            id,
+            page.cursor.unwrap_or(0),
+            i64::from(page.limit) + 1,
         )
-        .bind(id)
-        .bind(page.cursor.unwrap_or(0))
-        .bind(i64::from(page.limit) + 1)
         .fetch_all(db)
         .await?;
         let next_cursor = if items.len() > page.limit as usize {
@@ -220,14 +242,20 @@ impl UploadRepository {
         rows_total: Option<i64>,
         result: &serde_json::Value,
     ) -> Result<Option<Upload>, AppError> {
-        Ok(sqlx::query_as::<_, Upload>(&format!(
-            "update uploads set status = 'completed', progress = 100, rows_total = $3, result = $4, \
-             error = null, completed_at = now() where id = $1 and run_id = $2 returning {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(run_id)
-        .bind(rows_total)
-        .bind(result)
+        Ok(sqlx::query_as!(
+            Upload,
+            r#"update uploads set status = 'completed', progress = 100, rows_total = $3, result = $4,
+                      error = null, completed_at = now()
+               where id = $1 and run_id = $2
+               returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
+                         content_type, storage_key, byte_size, status as "status: UploadStatus",
+                         run_id, rows_total, rows_ok, rows_failed, progress, error, result,
+                         completed_at, created_at, updated_at"#,
+            id,
+            run_id,
+            rows_total,
+            result,
+        )
         .fetch_optional(db)
         .await?)
     }
@@ -243,14 +271,14 @@ impl UploadRepository {
         error: &str,
         status: UploadStatus,
     ) -> Result<(), AppError> {
-        sqlx::query(
+        sqlx::query!(
             "update uploads set status = $4, error = $3 \
              where id = $1 and ($2::uuid is null or run_id = $2) and status <> 'completed'",
+            id,
+            run_id,
+            error,
+            status.as_str(),
         )
-        .bind(id)
-        .bind(run_id)
-        .bind(error)
-        .bind(status)
         .execute(db)
         .await?;
         Ok(())

@@ -1,5 +1,6 @@
 //! SQL for users, and the cached profile read.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -9,18 +10,44 @@ use crate::{
     users::model::{Role, User},
 };
 
-const USER_COLUMNS: &str = "id, email, name, role, created_at, updated_at";
-
 /// A user as a login sees it: with the password hash and the token generation.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     /// The account.
-    #[sqlx(flatten)]
     pub user: User,
     /// Its argon2 hash.
     pub password_hash: String,
     /// Stamped into every token issued now (see `Claims::generation`).
     pub token_generation: i32,
+}
+
+/// A `users` row as the credential reads select it, flat for `query_as!`.
+struct CredentialsRow {
+    id: Uuid,
+    email: String,
+    name: String,
+    role: Role,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    password_hash: String,
+    token_generation: i32,
+}
+
+impl From<CredentialsRow> for Credentials {
+    fn from(r: CredentialsRow) -> Self {
+        Self {
+            user: User {
+                id: r.id,
+                email: r.email,
+                name: r.name,
+                role: r.role,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            },
+            password_hash: r.password_hash,
+            token_generation: r.token_generation,
+        }
+    }
 }
 
 /// Users and their password hashes in PostgreSQL.
@@ -38,15 +65,16 @@ impl UserRepository {
         password_hash: &str,
         role: Role,
     ) -> Result<User, AppError> {
-        sqlx::query_as::<_, User>(&format!(
-            "insert into users (id, email, name, password_hash, role) values ($1, $2, $3, $4, $5) \
-             returning {USER_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(email)
-        .bind(name)
-        .bind(password_hash)
-        .bind(role)
+        sqlx::query_as!(
+            User,
+            r#"insert into users (id, email, name, password_hash, role) values ($1, $2, $3, $4, $5)
+               returning id, email, name, role as "role: Role", created_at, updated_at"#,
+            Uuid::now_v7(),
+            email,
+            name,
+            password_hash,
+            role.as_str(),
+        )
         .fetch_one(db)
         .await
         .on_constraint("users_email_key", |_| {
@@ -61,12 +89,14 @@ impl UserRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<User>, AppError> {
-        Ok(
-            sqlx::query_as::<_, User>(&format!("select {USER_COLUMNS} from users where id = $1"))
-                .bind(id)
-                .fetch_optional(db)
-                .await?,
+        Ok(sqlx::query_as!(
+            User,
+            r#"select id, email, name, role as "role: Role", created_at, updated_at
+               from users where id = $1"#,
+            id,
         )
+        .fetch_optional(db)
+        .await?)
     }
 
     /// A user with their password hash and token generation, by (lowercased) email: what a
@@ -77,13 +107,16 @@ impl UserRepository {
         db: impl PgExecutor<'e>,
         email: &str,
     ) -> Result<Option<Credentials>, AppError> {
-        Ok(sqlx::query_as::<_, Credentials>(&format!(
-            "select {USER_COLUMNS}, password_hash, token_generation from users \
-             where lower(email) = lower($1)"
-        ))
-        .bind(email)
+        let row = sqlx::query_as!(
+            CredentialsRow,
+            r#"select id, email, name, role as "role: Role", created_at, updated_at,
+                      password_hash, token_generation
+               from users where lower(email) = lower($1)"#,
+            email,
+        )
         .fetch_optional(db)
-        .await?)
+        .await?;
+        Ok(row.map(Into::into))
     }
 
     /// The same by id (a password change checks the current password).
@@ -93,12 +126,16 @@ impl UserRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<Option<Credentials>, AppError> {
-        Ok(sqlx::query_as::<_, Credentials>(&format!(
-            "select {USER_COLUMNS}, password_hash, token_generation from users where id = $1"
-        ))
-        .bind(id)
+        let row = sqlx::query_as!(
+            CredentialsRow,
+            r#"select id, email, name, role as "role: Role", created_at, updated_at,
+                      password_hash, token_generation
+               from users where id = $1"#,
+            id,
+        )
         .fetch_optional(db)
-        .await?)
+        .await?;
+        Ok(row.map(Into::into))
     }
 
     /// A user's current token generation (`None` if the user is gone).
@@ -109,8 +146,7 @@ impl UserRepository {
         id: Uuid,
     ) -> Result<Option<i32>, AppError> {
         Ok(
-            sqlx::query_scalar("select token_generation from users where id = $1")
-                .bind(id)
+            sqlx::query_scalar!("select token_generation from users where id = $1", id,)
                 .fetch_optional(db)
                 .await?,
         )
@@ -124,11 +160,11 @@ impl UserRepository {
         db: impl PgExecutor<'e>,
         id: Uuid,
     ) -> Result<i32, AppError> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "update users set token_generation = token_generation + 1 where id = $1 \
              returning token_generation",
+            id,
         )
-        .bind(id)
         .fetch_optional(db)
         .await?
         .ok_or_else(|| AppError::not_found("user not found"))
@@ -142,11 +178,13 @@ impl UserRepository {
         id: Uuid,
         password_hash: &str,
     ) -> Result<(), AppError> {
-        sqlx::query("update users set password_hash = $2 where id = $1")
-            .bind(id)
-            .bind(password_hash)
-            .execute(db)
-            .await?;
+        sqlx::query!(
+            "update users set password_hash = $2 where id = $1",
+            id,
+            password_hash,
+        )
+        .execute(db)
+        .await?;
         Ok(())
     }
 
@@ -158,11 +196,13 @@ impl UserRepository {
         id: Uuid,
         role: Role,
     ) -> Result<Option<User>, AppError> {
-        Ok(sqlx::query_as::<_, User>(&format!(
-            "update users set role = $2 where id = $1 and role <> $2 returning {USER_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(role)
+        Ok(sqlx::query_as!(
+            User,
+            r#"update users set role = $2 where id = $1 and role <> $2
+               returning id, email, name, role as "role: Role", created_at, updated_at"#,
+            id,
+            role.as_str(),
+        )
         .fetch_optional(db)
         .await?)
     }
@@ -176,12 +216,14 @@ impl UserRepository {
         role: Role,
         password_hash: &str,
     ) -> Result<User, AppError> {
-        Ok(sqlx::query_as::<_, User>(&format!(
-            "update users set role = $2, password_hash = $3 where id = $1 returning {USER_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(role)
-        .bind(password_hash)
+        Ok(sqlx::query_as!(
+            User,
+            r#"update users set role = $2, password_hash = $3 where id = $1
+               returning id, email, name, role as "role: Role", created_at, updated_at"#,
+            id,
+            role.as_str(),
+            password_hash,
+        )
         .fetch_one(db)
         .await?)
     }

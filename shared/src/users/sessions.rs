@@ -116,15 +116,15 @@ impl SessionRepository {
         let expires_at = Utc::now()
             + chrono::Duration::from_std(ttl)
                 .map_err(|e| AppError::internal(format!("refresh token lifetime: {e}")))?;
-        sqlx::query(
+        sqlx::query!(
             "insert into refresh_tokens (id, family_id, user_id, secret_hash, expires_at) \
              values ($1, $2, $3, $4, $5)",
+            id,
+            session,
+            user_id,
+            &secret_hash[..],
+            expires_at,
         )
-        .bind(id)
-        .bind(session)
-        .bind(user_id)
-        .bind(&secret_hash[..])
-        .bind(expires_at)
         .execute(db)
         .await?;
         Ok(IssuedRefreshToken {
@@ -143,20 +143,11 @@ impl SessionRepository {
         conn: &mut PgConnection,
         presented: &PresentedRefreshToken,
     ) -> Result<Rotation, AppError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            family_id: Uuid,
-            user_id: Uuid,
-            secret_hash: Vec<u8>,
-            expires_at: DateTime<Utc>,
-            rotated_at: Option<DateTime<Utc>>,
-            revoked_at: Option<DateTime<Utc>>,
-        }
-        let row = sqlx::query_as::<_, Row>(
+        let row = sqlx::query!(
             "select family_id, user_id, secret_hash, expires_at, rotated_at, revoked_at \
              from refresh_tokens where id = $1 for update",
+            presented.id,
         )
-        .bind(presented.id)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row.filter(|r| same_hash(&r.secret_hash, &presented.secret_hash)) else {
@@ -171,10 +162,12 @@ impl SessionRepository {
                 session: row.family_id,
             });
         }
-        sqlx::query("update refresh_tokens set rotated_at = now() where id = $1")
-            .bind(presented.id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "update refresh_tokens set rotated_at = now() where id = $1",
+            presented.id,
+        )
+        .execute(&mut *conn)
+        .await?;
         Ok(Rotation::Rotated {
             user_id: row.user_id,
             session: row.family_id,
@@ -184,19 +177,26 @@ impl SessionRepository {
     /// Revokes every live token of one session, or of every session of a user.
     #[tracing::instrument(skip_all)]
     pub async fn revoke<'e>(&self, db: impl PgExecutor<'e>, scope: Scope) -> Result<(), AppError> {
-        let (statement, id) = match scope {
-            Scope::Session(session) => (
-                "update refresh_tokens set revoked_at = now() \
-                 where family_id = $1 and revoked_at is null",
-                session,
-            ),
-            Scope::User(user_id) => (
-                "update refresh_tokens set revoked_at = now() \
-                 where user_id = $1 and revoked_at is null",
-                user_id,
-            ),
+        match scope {
+            Scope::Session(session) => {
+                sqlx::query!(
+                    "update refresh_tokens set revoked_at = now() \
+                     where family_id = $1 and revoked_at is null",
+                    session,
+                )
+                .execute(db)
+                .await?
+            }
+            Scope::User(user_id) => {
+                sqlx::query!(
+                    "update refresh_tokens set revoked_at = now() \
+                     where user_id = $1 and revoked_at is null",
+                    user_id,
+                )
+                .execute(db)
+                .await?
+            }
         };
-        sqlx::query(statement).bind(id).execute(db).await?;
         Ok(())
     }
 
@@ -209,12 +209,12 @@ impl SessionRepository {
         user_id: Uuid,
         since: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, AppError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "select distinct family_id from refresh_tokens \
              where user_id = $1 and revoked_at >= $2",
+            user_id,
+            since,
         )
-        .bind(user_id)
-        .bind(since)
         .fetch_all(db)
         .await?)
     }

@@ -9,14 +9,14 @@ use crate::{
     pagination::{Page, PageRequest},
     webhooks::{
         model::{
-            AttemptOutcome, AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
-            WebhookEventType,
+            AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
+            WebhookEndpoint, WebhookEventType,
         },
         signature::WebhookSecret,
     },
 };
 
-#[derive(sqlx::FromRow)]
+/// A `webhook_endpoints` row, events and secret as stored.
 struct EndpointRow {
     id: Uuid,
     url: String,
@@ -52,11 +52,6 @@ impl From<EndpointRow> for WebhookEndpoint {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, created_at, updated_at";
-
-const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_type, payload, status, attempts, last_status_code, last_error, \
-                                last_latency_ms, last_attempt_at, next_retry_at, delivered_at, created_at, updated_at";
-
 /// Webhook endpoints and deliveries in PostgreSQL.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WebhookRepository;
@@ -72,15 +67,17 @@ impl WebhookRepository {
         created_by: Uuid,
     ) -> Result<WebhookEndpoint, AppError> {
         let events: Vec<&str> = new.events.iter().map(|e| e.as_str()).collect();
-        let row = sqlx::query_as::<_, EndpointRow>(&format!(
+        let row = sqlx::query_as!(
+            EndpointRow,
             "insert into webhook_endpoints (id, url, events, secret, created_by) values ($1, $2, $3, $4, $5) \
-             returning {ENDPOINT_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(new.url.as_str())
-        .bind(&events)
-        .bind(secret.expose())
-        .bind(created_by)
+             returning id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
+                       created_at, updated_at",
+            Uuid::now_v7(),
+            new.url.as_str(),
+            &events as &[&str],
+            secret.expose(),
+            created_by,
+        )
         .fetch_one(conn)
         .await?;
         Ok(row.into())
@@ -93,10 +90,13 @@ impl WebhookRepository {
         conn: &mut PgConnection,
         id: Uuid,
     ) -> Result<Option<WebhookEndpoint>, AppError> {
-        let row = sqlx::query_as::<_, EndpointRow>(&format!(
-            "select {ENDPOINT_COLUMNS} from webhook_endpoints where id = $1"
-        ))
-        .bind(id)
+        let row = sqlx::query_as!(
+            EndpointRow,
+            "select id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
+                    created_at, updated_at \
+             from webhook_endpoints where id = $1",
+            id,
+        )
         .fetch_optional(conn)
         .await?;
         Ok(row.map(Into::into))
@@ -109,11 +109,14 @@ impl WebhookRepository {
         conn: &mut PgConnection,
         page: &PageRequest,
     ) -> Result<Page<WebhookEndpoint>, AppError> {
-        let rows = sqlx::query_as::<_, EndpointRow>(&format!(
-            "select {ENDPOINT_COLUMNS} from webhook_endpoints where ($1::uuid is null or id < $1) order by id desc limit $2"
-        ))
-        .bind(page.cursor)
-        .bind(page.fetch_limit())
+        let rows = sqlx::query_as!(
+            EndpointRow,
+            "select id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
+                    created_at, updated_at \
+             from webhook_endpoints where ($1::uuid is null or id < $1) order by id desc limit $2",
+            page.cursor,
+            page.fetch_limit(),
+        )
         .fetch_all(conn)
         .await?;
         Ok(Page::from_rows(rows, page, |r| r.id).map(Into::into))
@@ -126,8 +129,7 @@ impl WebhookRepository {
         conn: &mut PgConnection,
         id: Uuid,
     ) -> Result<bool, AppError> {
-        let result = sqlx::query("delete from webhook_endpoints where id = $1")
-            .bind(id)
+        let result = sqlx::query!("delete from webhook_endpoints where id = $1", id)
             .execute(conn)
             .await?;
         Ok(result.rows_affected() > 0)
@@ -144,16 +146,16 @@ impl WebhookRepository {
         event: WebhookEventType,
         payload: &str,
     ) -> Result<Vec<Uuid>, AppError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
              select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
                select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
                order by id for key share \
              ) as subscribed \
              returning id",
+            event.as_str(),
+            payload,
         )
-        .bind(event.as_str())
-        .bind(payload)
         .fetch_all(conn)
         .await?)
     }
@@ -166,12 +168,12 @@ impl WebhookRepository {
         id: Uuid,
         reason: &str,
     ) -> Result<bool, AppError> {
-        let result = sqlx::query(
+        let result = sqlx::query!(
             "update webhook_endpoints set enabled = false, disabled_reason = $2, disabled_at = now() \
              where id = $1 and enabled",
+            id,
+            reason,
         )
-        .bind(id)
-        .bind(reason)
         .execute(conn)
         .await?;
         Ok(result.rows_affected() > 0)
@@ -184,10 +186,14 @@ impl WebhookRepository {
         conn: &mut PgConnection,
         id: Uuid,
     ) -> Result<Option<WebhookDelivery>, AppError> {
-        Ok(sqlx::query_as::<_, WebhookDelivery>(&format!(
-            "select {DELIVERY_COLUMNS} from webhook_deliveries where id = $1"
-        ))
-        .bind(id)
+        Ok(sqlx::query_as!(
+            WebhookDelivery,
+            r#"select id, endpoint_id, event_type, payload, status as "status: DeliveryStatus",
+                      attempts, last_status_code, last_error, last_latency_ms, last_attempt_at,
+                      next_retry_at, delivered_at, created_at, updated_at
+               from webhook_deliveries where id = $1"#,
+            id,
+        )
         .fetch_optional(conn)
         .await?)
     }
@@ -200,13 +206,17 @@ impl WebhookRepository {
         endpoint_id: Uuid,
         page: &PageRequest,
     ) -> Result<Page<WebhookDelivery>, AppError> {
-        let rows = sqlx::query_as::<_, WebhookDelivery>(&format!(
-            "select {DELIVERY_COLUMNS} from webhook_deliveries where endpoint_id = $1 and ($2::uuid is null or id < $2) \
-             order by id desc limit $3"
-        ))
-        .bind(endpoint_id)
-        .bind(page.cursor)
-        .bind(page.fetch_limit())
+        let rows = sqlx::query_as!(
+            WebhookDelivery,
+            r#"select id, endpoint_id, event_type, payload, status as "status: DeliveryStatus",
+                      attempts, last_status_code, last_error, last_latency_ms, last_attempt_at,
+                      next_retry_at, delivered_at, created_at, updated_at
+               from webhook_deliveries where endpoint_id = $1 and ($2::uuid is null or id < $2)
+               order by id desc limit $3"#,
+            endpoint_id,
+            page.cursor,
+            page.fetch_limit(),
+        )
         .fetch_all(conn)
         .await?;
         Ok(Page::from_rows(rows, page, |d| d.id))
@@ -225,20 +235,20 @@ impl WebhookRepository {
             AttemptOutcome::Retrying { next_retry_at, .. } => Some(*next_retry_at),
             _ => None,
         };
-        sqlx::query(
+        sqlx::query!(
             "update webhook_deliveries set \
                  attempts = greatest(attempts + 1, $2), status = $3, last_status_code = $4, last_error = $5, \
                  last_latency_ms = $6, last_attempt_at = now(), next_retry_at = $7, \
                  delivered_at = case when $3 = 'delivered' then now() else delivered_at end \
              where id = $1 and status <> 'delivered'",
+            id,
+            i32::try_from(record.attempt).unwrap_or(i32::MAX),
+            record.status().as_str(),
+            record.status_code.map(|code| code as i16),
+            record.error(),
+            record.latency.map(|l| i32::try_from(l.as_millis()).unwrap_or(i32::MAX)),
+            next_retry_at,
         )
-        .bind(id)
-        .bind(i32::try_from(record.attempt).unwrap_or(i32::MAX))
-        .bind(record.status())
-        .bind(record.status_code.map(|code| code as i16))
-        .bind(record.error())
-        .bind(record.latency.map(|l| i32::try_from(l.as_millis()).unwrap_or(i32::MAX)))
-        .bind(next_retry_at)
         .execute(conn)
         .await?;
         Ok(())
