@@ -49,6 +49,7 @@ pub mod products;
 pub mod ratelimit;
 pub mod redis;
 pub mod reports;
+pub mod retention;
 pub mod services;
 pub mod shutdown;
 pub mod storage;

@@ -147,17 +147,20 @@ impl Services {
             jobs.clone(),
             config.storage.upload_max_bytes as u64,
         );
+        let sent_emails = SentEmailService::new(db.clone());
         let maintenance = MaintenanceService::new(
             idempotency.clone(),
+            sent_emails.clone(),
+            webhooks.clone(),
             queue.clone(),
             crate::jobs::QUEUE_NAMES.to_vec(),
-            config.maintenance.dead_job_retention,
+            &config.maintenance,
         );
         Ok(Self {
             maintenance,
             schedules: Schedules::new(queue.clone()),
             uploads,
-            sent_emails: SentEmailService::new(db.clone()),
+            sent_emails,
             reports,
             webhooks,
             storage,

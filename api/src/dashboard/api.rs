@@ -1,18 +1,23 @@
 //! The JSON read API for scripts, under `/admin/api/`: the overview, a queue's jobs in one state,
-//! one job. The queue engine's read models as they are; admin cookie or bearer token (no CSRF,
-//! nothing here changes anything); errors in the one error shape.
+//! one job, the schedules. The queue engine's read models as they are (a schedule with the state
+//! of its last job beside it); admin cookie or bearer token (no CSRF, nothing here changes
+//! anything); errors in the one error shape.
 
 use axum::{Json, extract::State};
 use orderly::{
     error::AppError,
     jobs::{QUEUE_NAMES, queue_named},
-    queue::inspect::{self, JobDetail, JobPage, Overview},
+    queue::{
+        inspect::{self, JobDetail, JobPage, Overview},
+        schedule::ScheduleView,
+    },
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     dashboard::{
-        chart::CHART_MINUTES, format::parse_state_key, queue::PAGE_SIZE, session::ApiAdmin,
+        chart::CHART_MINUTES, format::parse_state_key, queue::PAGE_SIZE, schedules::read_schedules,
+        session::ApiAdmin,
     },
     extract::Path,
     state::AppState,
@@ -88,4 +93,31 @@ pub async fn api_job(
         .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found("no such job"))
+}
+
+/// A schedule and what became of its last job.
+#[derive(Debug, Serialize)]
+pub struct ScheduleStatus {
+    /// The definition, paused state, last and next tick.
+    #[serde(flatten)]
+    pub schedule: ScheduleView,
+    /// The engine's state of `last_job_id` (`ready`, `scheduled`, `active`, `completed`,
+    /// `dead`); `null` when there is no last job or its queue no longer keeps it.
+    pub last_job_state: Option<String>,
+}
+
+/// `GET /admin/api/schedules`: every schedule, by name.
+pub async fn api_schedules(
+    State(state): State<AppState>,
+    ApiAdmin(_): ApiAdmin,
+) -> Result<Json<Vec<ScheduleStatus>>, AppError> {
+    let read = read_schedules(&state.services).await?;
+    Ok(Json(
+        read.into_iter()
+            .map(|(schedule, job)| ScheduleStatus {
+                schedule,
+                last_job_state: job.map(|j| j.state),
+            })
+            .collect(),
+    ))
 }

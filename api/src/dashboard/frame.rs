@@ -17,6 +17,9 @@ pub(super) struct Frame {
     csrf: String,
     queues: &'static [&'static str],
     current_queue: Option<String>,
+    /// The navigation entry that is not a queue this page belongs to (`schedules`); with no
+    /// queue either, the overview is the current entry.
+    pub(super) section: Option<&'static str>,
     /// This page's path and query: forms come back here after an action.
     return_to: String,
     live_url: String,
@@ -40,6 +43,7 @@ impl Frame {
             csrf: session.csrf.clone(),
             queues: &QUEUE_NAMES,
             current_queue: current_queue.map(str::to_owned),
+            section: None,
             return_to,
             live_url,
             notice: None,
@@ -87,6 +91,13 @@ impl PageQuery {
             "purge-dead" => format!("{n} dead {} deleted.", plural("job")),
             "purge-completed" => format!("{n} completed {} deleted.", plural("job")),
             "unchanged" => "Nothing changed: the job was no longer in that state.".to_owned(),
+            "schedule-run" => {
+                "Schedule's job enqueued: it runs as soon as a worker takes it.".to_owned()
+            }
+            "schedule-pause" => {
+                "Schedule paused: it enqueues nothing until it is resumed.".to_owned()
+            }
+            "schedule-resume" => "Schedule resumed: it runs again from its next tick.".to_owned(),
             _ => return None,
         })
     }

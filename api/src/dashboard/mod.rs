@@ -1,8 +1,8 @@
 //! The job-queue dashboard for operators, under `/admin` (admins only): an overview of every
 //! queue (counts per state and priority, oldest waiting age, an hour of throughput, live
-//! workers, outbox backlog), a page per queue with its jobs per state, a page per job, and the
-//! operator actions (retry, retry all dead, delete, run now, pause/resume, purge), each behind a
-//! confirmation and a CSRF token.
+//! workers, outbox backlog), a page per queue with its jobs per state, a page per job, the
+//! recurring schedules, and the operator actions (retry, retry all dead, delete, run now,
+//! pause/resume, purge), each behind a confirmation and a CSRF token.
 //!
 //! Server-rendered HTML (minijinja templates compiled into the binary) with one small script of
 //! our own for live updates (short polling of the same page's live part every few seconds),
@@ -15,6 +15,7 @@
 //! - [`overview`]: every queue, the throughput chart, live workers, the outbox backlog.
 //! - [`queue`]: one queue's jobs per state, and the actions on the whole queue.
 //! - [`job`]: one job, and the actions on it.
+//! - [`schedules`]: every recurring schedule, its next and last run, run now, pause/resume.
 //! - [`search`]: find a job by id.
 //! - [`login`]: sign in and out.
 //! - [`api`]: the JSON read API for scripts.
@@ -26,8 +27,8 @@
 //! admin check, CSRF).
 //!
 //! JSON for scripts: `/admin/api/overview`, `/admin/api/queues/{queue}/jobs?state=…`,
-//! `/admin/api/queues/{queue}/jobs/{id}` (cookie or admin bearer token; errors in the one error
-//! shape).
+//! `/admin/api/queues/{queue}/jobs/{id}`, `/admin/api/schedules` (cookie or admin bearer token;
+//! errors in the one error shape).
 
 pub mod actions;
 pub mod api;
@@ -40,6 +41,7 @@ pub mod login;
 pub mod overview;
 pub mod queue;
 pub mod render;
+pub mod schedules;
 pub mod search;
 pub mod session;
 
@@ -78,9 +80,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/admin/queues/{queue}/jobs/{id}/{action}",
             post(job::job_action),
         )
+        .route("/admin/schedules", get(schedules::schedules_page))
+        .route(
+            "/admin/schedules/{name}/{action}",
+            post(schedules::schedule_action),
+        )
         .route("/admin/api/overview", get(api::api_overview))
         .route("/admin/api/queues/{queue}/jobs", get(api::api_jobs))
         .route("/admin/api/queues/{queue}/jobs/{id}", get(api::api_job))
+        .route("/admin/api/schedules", get(api::api_schedules))
         .route("/admin/static/dashboard.css", get(assets::stylesheet))
         .route("/admin/static/dashboard.js", get(assets::script))
         .merge(login)

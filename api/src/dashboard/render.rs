@@ -45,6 +45,8 @@ fn environment() -> &'static Environment<'static> {
             "queue_live.html",
             "job.html",
             "job_live.html",
+            "schedules.html",
+            "schedules_live.html",
             "chart.html",
             "action.html",
         );

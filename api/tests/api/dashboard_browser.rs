@@ -1,6 +1,6 @@
 //! The dashboard end to end in headless Chromium: an admin signs in, sees queues with jobs,
-//! opens a dead job, retries it and watches it complete, pauses and resumes a queue; a customer
-//! is refused. Screenshots land in the artifacts folder (see `browser::artifacts_dir`), with the
+//! opens a dead job, retries it and watches it complete, pauses and resumes a queue, pauses a
+//! schedule; a customer is refused. Screenshots land in the artifacts folder (see `browser::artifacts_dir`), with the
 //! measured cost of a page load.
 
 use std::time::Duration;
@@ -52,6 +52,23 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     )
     .delay(Duration::from_secs(3600));
     app.services.producer.enqueue(webhook).await.unwrap();
+    // A nightly schedule (it does not tick during the test).
+    let schedule = "maintenance:nightly_purge";
+    app.services
+        .schedules
+        .define(&orderly::queue::schedule::ScheduleDef {
+            name: schedule.to_owned(),
+            recurrence: orderly::queue::schedule::Recurrence::cron("0 3 * * *", "Europe/Berlin")
+                .unwrap(),
+            job: orderly::queue::Job::spec(
+                &orderly::jobs::MaintenanceJob::PurgeIdempotencyKeys,
+                &orderly::jobs::JobSettings::default(),
+            )
+            .unwrap(),
+            missed: orderly::queue::schedule::Missed::RunOnce,
+        })
+        .await
+        .unwrap();
 
     let browser = Browser::start().await;
 
@@ -256,6 +273,35 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     browser.goto(&app.url("/admin/queues")).await;
     browser.find("tr[data-queue='emails']").await;
     browser.screenshot("09-overview-final").await;
+
+    // Schedules: from the navigation, pause one through the dialog and see it paused.
+    browser.click("nav a[href='/admin/schedules']").await;
+    let row = format!("tr[data-schedule='{schedule}']");
+    assert!(
+        browser
+            .find(&format!("{row} td[data-field='next'] time"))
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("UTC")
+    );
+    browser
+        .click(&format!("{row} form.action[action$='/pause'] button"))
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_for_text("p.notice", "the schedule pause notice", |t| {
+            t.contains("Schedule paused")
+        })
+        .await;
+    browser.find(&format!("{row} .badge.paused")).await;
+    assert!(
+        !browser
+            .has(&format!("{row} td[data-field='next'] time"))
+            .await
+    );
+    browser.screenshot("12-schedules").await;
 
     std::fs::write(
         artifacts_dir().join("page-load.json"),

@@ -19,6 +19,29 @@ pub struct MaintenanceConfig {
     /// How long a dead job stays for operators to look at and retry
     /// (`DEAD_JOB_RETENTION_DAYS`).
     pub dead_job_retention: Duration,
+    /// Deleting sent-mail records older than `sent_email_retention`
+    /// (`MAINTENANCE_PRUNE_SENT_EMAILS_CRON`).
+    pub prune_sent_emails: Option<Recurrence>,
+    /// How long the record of a sent message is kept (`SENT_EMAIL_RETENTION_DAYS`).
+    pub sent_email_retention: Duration,
+    /// Deleting finished webhook deliveries older than `webhook_delivery_retention`
+    /// (`MAINTENANCE_PRUNE_WEBHOOK_DELIVERIES_CRON`).
+    pub prune_webhook_deliveries: Option<Recurrence>,
+    /// How long a delivered or failed webhook delivery stays listed
+    /// (`WEBHOOK_DELIVERY_RETENTION_DAYS`).
+    pub webhook_delivery_retention: Duration,
+}
+
+/// A retention in days, 1 to 3650.
+fn days(env: &Source<'_>, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    let days: u64 = env.parse_or(name, default)?;
+    if days == 0 || days > 3650 {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be between 1 and 3650 days".into(),
+        });
+    }
+    Ok(secs(days * 86_400))
 }
 
 impl MaintenanceConfig {
@@ -47,18 +70,18 @@ impl MaintenanceConfig {
         let purge_idempotency_keys =
             schedule("MAINTENANCE_PURGE_IDEMPOTENCY_KEYS_CRON", "0 */15 * * * *")?;
         let trim_dead_jobs = schedule("MAINTENANCE_TRIM_DEAD_JOBS_CRON", "0 20 3 * * *")?;
-        let days: u64 = env.parse_or("DEAD_JOB_RETENTION_DAYS", 30)?;
-        if days == 0 || days > 3650 {
-            return Err(ConfigError::Invalid {
-                name: "DEAD_JOB_RETENTION_DAYS",
-                reason: "must be between 1 and 3650 days".into(),
-            });
-        }
         Ok(Self {
+            dead_job_retention: days(env, "DEAD_JOB_RETENTION_DAYS", 30)?,
+            prune_sent_emails: schedule("MAINTENANCE_PRUNE_SENT_EMAILS_CRON", "0 40 3 * * *")?,
+            sent_email_retention: days(env, "SENT_EMAIL_RETENTION_DAYS", 90)?,
+            prune_webhook_deliveries: schedule(
+                "MAINTENANCE_PRUNE_WEBHOOK_DELIVERIES_CRON",
+                "0 50 3 * * *",
+            )?,
+            webhook_delivery_retention: days(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 30)?,
             time_zone,
             purge_idempotency_keys,
             trim_dead_jobs,
-            dead_job_retention: secs(days * 86_400),
         })
     }
 }

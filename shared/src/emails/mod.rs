@@ -58,6 +58,24 @@ impl SentEmailService {
         self.repository.insert_async_commit(&self.pool, email).await
     }
 
+    /// Deletes the records of messages sent more than `retention` ago, a few thousand per
+    /// statement; returns how many. Keep `retention` far beyond an email job's retries (about
+    /// an hour): a record is what stops a retried job from sending twice.
+    pub async fn prune(&self, retention: std::time::Duration) -> Result<u64, AppError> {
+        let cutoff = crate::retention::cutoff(retention);
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .repository
+                .delete_sent_before(&self.pool, cutoff, crate::retention::PRUNE_BATCH)
+                .await?;
+            total += deleted;
+            if deleted < crate::retention::PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Messages sent for a recipient, newest first (tests and support).
     pub async fn for_recipient(&self, recipient: &str) -> Result<Vec<SentEmail>, AppError> {
         self.repository.for_recipient(&self.pool, recipient).await

@@ -61,4 +61,22 @@ impl SentEmailRepository {
         .fetch_all(db)
         .await?)
     }
+
+    /// Deletes at most `limit` records of messages sent before `cutoff`.
+    pub async fn delete_sent_before<'e, E: PgExecutor<'e>>(
+        &self,
+        db: E,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<u64, AppError> {
+        Ok(sqlx::query!(
+            "delete from sent_emails where ctid in \
+             (select ctid from sent_emails where sent_at < $1 limit $2)",
+            cutoff,
+            limit,
+        )
+        .execute(db)
+        .await?
+        .rows_affected())
+    }
 }

@@ -200,7 +200,7 @@ impl IdempotencyService {
 
     /// Deletes expired keys, a few thousand per statement; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
-        const BATCH: i64 = 5_000;
+        use crate::retention::PRUNE_BATCH as BATCH;
         let mut total = 0;
         loop {
             let deleted = self.repository.purge_expired(&self.pool, BATCH).await?;

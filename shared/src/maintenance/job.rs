@@ -18,6 +18,11 @@ pub enum MaintenanceJob {
     PurgeIdempotencyKeys,
     /// Delete dead jobs of every queue that died more than `DEAD_JOB_RETENTION_DAYS` ago.
     TrimDeadJobs,
+    /// Delete sent-mail records older than `SENT_EMAIL_RETENTION_DAYS`.
+    PruneSentEmails,
+    /// Delete delivered and failed webhook deliveries older than
+    /// `WEBHOOK_DELIVERY_RETENTION_DAYS`.
+    PruneWebhookDeliveries,
 }
 
 impl MaintenanceJob {
@@ -26,6 +31,8 @@ impl MaintenanceJob {
         match self {
             Self::PurgeIdempotencyKeys => "purge_idempotency_keys",
             Self::TrimDeadJobs => "trim_dead_jobs",
+            Self::PruneSentEmails => "prune_sent_emails",
+            Self::PruneWebhookDeliveries => "prune_webhook_deliveries",
         }
     }
 }
@@ -38,6 +45,8 @@ impl Job for MaintenanceJob {
         match self {
             Self::PurgeIdempotencyKeys => "maintenance.purge_idempotency_keys",
             Self::TrimDeadJobs => "maintenance.trim_dead_jobs",
+            Self::PruneSentEmails => "maintenance.prune_sent_emails",
+            Self::PruneWebhookDeliveries => "maintenance.prune_webhook_deliveries",
         }
     }
 

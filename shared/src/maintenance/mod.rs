@@ -23,12 +23,17 @@ use crate::{
 
 /// The built-in schedules `config` turns on, named `maintenance:<task>`.
 pub fn schedules(config: &MaintenanceConfig, settings: &JobSettings) -> Vec<ScheduleDef> {
-    let tasks: [(MaintenanceJob, &Option<Recurrence>); 2] = [
+    let tasks: [(MaintenanceJob, &Option<Recurrence>); 4] = [
         (
             MaintenanceJob::PurgeIdempotencyKeys,
             &config.purge_idempotency_keys,
         ),
         (MaintenanceJob::TrimDeadJobs, &config.trim_dead_jobs),
+        (MaintenanceJob::PruneSentEmails, &config.prune_sent_emails),
+        (
+            MaintenanceJob::PruneWebhookDeliveries,
+            &config.prune_webhook_deliveries,
+        ),
     ];
     tasks
         .into_iter()

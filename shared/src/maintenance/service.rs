@@ -1,35 +1,56 @@
 //! [`MaintenanceService`]: runs one housekeeping task by asking the domain that owns the data
-//! (idempotency keys through `IdempotencyService`, dead jobs through the queue engine).
+//! (idempotency keys through `IdempotencyService`, dead jobs through the queue engine, the
+//! sent-mail log through `SentEmailService`, webhook deliveries through `WebhookService`).
 
 use std::time::Duration;
 
 use crate::{
-    error::AppError, idempotency::IdempotencyService, maintenance::job::MaintenanceJob,
-    queue::QueueEngine,
+    config::MaintenanceConfig, emails::SentEmailService, error::AppError,
+    idempotency::IdempotencyService, maintenance::job::MaintenanceJob, queue::QueueEngine,
+    webhooks::WebhookService,
 };
 
 /// Runs maintenance tasks; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MaintenanceService {
     idempotency: IdempotencyService,
+    sent_emails: SentEmailService,
+    webhooks: WebhookService,
     queue: QueueEngine,
     queues: Vec<&'static str>,
-    dead_job_retention: Duration,
+    retention: Retentions,
+}
+
+/// How long each kind of record is kept.
+#[derive(Debug, Clone, Copy)]
+struct Retentions {
+    dead_jobs: Duration,
+    sent_emails: Duration,
+    webhook_deliveries: Duration,
 }
 
 impl MaintenanceService {
-    /// A service over the domains it cleans; `queues` are the queues whose dead jobs it trims.
+    /// A service over the domains it cleans; `queues` are the queues whose dead jobs it trims,
+    /// `config` says how long each kind of record is kept.
     pub fn new(
         idempotency: IdempotencyService,
+        sent_emails: SentEmailService,
+        webhooks: WebhookService,
         queue: QueueEngine,
         queues: Vec<&'static str>,
-        dead_job_retention: Duration,
+        config: &MaintenanceConfig,
     ) -> Self {
         Self {
             idempotency,
+            sent_emails,
+            webhooks,
             queue,
             queues,
-            dead_job_retention,
+            retention: Retentions {
+                dead_jobs: config.dead_job_retention,
+                sent_emails: config.sent_email_retention,
+                webhook_deliveries: config.webhook_delivery_retention,
+            },
         }
     }
 
@@ -41,9 +62,20 @@ impl MaintenanceService {
             MaintenanceJob::TrimDeadJobs => {
                 let mut total = 0;
                 for queue in &self.queues {
-                    total += self.queue.trim_dead(queue, self.dead_job_retention).await?;
+                    total += self
+                        .queue
+                        .trim_dead(queue, self.retention.dead_jobs)
+                        .await?;
                 }
                 total
+            }
+            MaintenanceJob::PruneSentEmails => {
+                self.sent_emails.prune(self.retention.sent_emails).await?
+            }
+            MaintenanceJob::PruneWebhookDeliveries => {
+                self.webhooks
+                    .prune_deliveries(self.retention.webhook_deliveries)
+                    .await?
             }
         };
         tracing::info!(removed, "maintenance task done");

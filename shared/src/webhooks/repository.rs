@@ -253,4 +253,23 @@ impl WebhookRepository {
         .await?;
         Ok(())
     }
+
+    /// Deletes at most `limit` finished deliveries (delivered or failed) created before
+    /// `cutoff`; pending ones, which a job still refers to, are never deleted.
+    pub async fn delete_finished_before(
+        &self,
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, AppError> {
+        Ok(sqlx::query!(
+            "delete from webhook_deliveries where ctid in (select ctid from webhook_deliveries \
+             where status <> 'pending' and created_at < $1 limit $2)",
+            cutoff,
+            limit,
+        )
+        .execute(conn)
+        .await?
+        .rows_affected())
+    }
 }

@@ -170,6 +170,25 @@ impl WebhookService {
         Ok(ids)
     }
 
+    /// Deletes finished deliveries (delivered or failed) older than `retention`, a few thousand
+    /// per statement; pending ones are kept whatever their age. Returns how many.
+    pub async fn prune_deliveries(&self, retention: std::time::Duration) -> Result<u64, AppError> {
+        use crate::retention::{PRUNE_BATCH as BATCH, cutoff};
+        let cutoff = cutoff(retention);
+        let mut conn = self.pool.acquire().await?;
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .webhooks
+                .delete_finished_before(&mut conn, cutoff, BATCH)
+                .await?;
+            total += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// A delivery and its endpoint, for the delivery job; `None` if either is gone.
     #[tracing::instrument(skip(self))]
     pub async fn delivery_to_send(

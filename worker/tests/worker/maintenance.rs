@@ -1,6 +1,6 @@
 //! Maintenance that runs itself: a worker defines the built-in schedules when it starts, and
 //! the maintenance job removes exactly what is past its retention (expired idempotency keys,
-//! dead jobs older than `DEAD_JOB_RETENTION_DAYS`).
+//! dead jobs, sent-mail records and finished webhook deliveries older than their retention).
 
 use std::time::Duration;
 
@@ -37,7 +37,14 @@ async fn insert_keys(pool: &PgPool, user_id: uuid::Uuid, keys: &[(&str, bool)]) 
 async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_what_is_old(
     pool: PgPool,
 ) {
-    let s = services(pool.clone(), &[("DEAD_JOB_RETENTION_DAYS", "1".into())]);
+    let s = services(
+        pool.clone(),
+        &[
+            ("DEAD_JOB_RETENTION_DAYS", "1".into()),
+            ("SENT_EMAIL_RETENTION_DAYS", "7".into()),
+            ("WEBHOOK_DELIVERY_RETENTION_DAYS", "7".into()),
+        ],
+    );
     let fixture = shop(&s, 1).await;
     insert_keys(
         &pool,
@@ -78,6 +85,41 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
         .await
         .unwrap();
 
+    // Sent-mail records 10 and 2 days old; deliveries 10 days old (one delivered, one still
+    // pending) and 2 days old.
+    for (job_id, days) in [("mail-old", 10), ("mail-recent", 2)] {
+        sqlx::query(
+            "insert into sent_emails (job_id, kind, recipient, subject, sent_at) \
+             values ($1, 'email.welcome', 'a@example.com', 'Welcome', now() - make_interval(days => $2))",
+        )
+        .bind(job_id)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let endpoint = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into webhook_endpoints (id, url, events, secret) \
+         values ($1, 'https://example.com/hook', array['order.placed'], 'whsec_test')",
+    )
+    .bind(endpoint)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (status, days) in [("delivered", 10), ("pending", 10), ("failed", 2)] {
+        sqlx::query(
+            "insert into webhook_deliveries (id, endpoint_id, event_type, payload, status, created_at) \
+             values (gen_random_uuid(), $1, 'order.placed', '{}', $2, now() - make_interval(days => $3))",
+        )
+        .bind(endpoint)
+        .bind(status)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
     let mut opts = options("maintenance", 2);
     opts.schedules = true;
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -90,10 +132,10 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            s.schedules.list().await.map(|l| l.len()).unwrap_or(0) == 2
+            s.schedules.list().await.map(|l| l.len()).unwrap_or(0) == 4
         })
         .await,
-        "the worker defines both built-in schedules"
+        "the worker defines every built-in schedule"
     );
     let names: Vec<String> = s
         .schedules
@@ -106,22 +148,19 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
     assert_eq!(
         names,
         [
+            "maintenance:prune_sent_emails",
+            "maintenance:prune_webhook_deliveries",
             "maintenance:purge_idempotency_keys",
             "maintenance:trim_dead_jobs"
         ]
     );
 
-    s.schedules
-        .run_now("maintenance:purge_idempotency_keys")
-        .await
-        .unwrap();
-    s.schedules
-        .run_now("maintenance:trim_dead_jobs")
-        .await
-        .unwrap();
+    for name in &names {
+        s.schedules.run_now(name).await.unwrap();
+    }
     assert!(
         eventually(Duration::from_secs(15), || async {
-            s.queue.counts("maintenance").await.unwrap().completed == 2
+            s.queue.counts("maintenance").await.unwrap().completed == 4
         })
         .await,
         "both maintenance jobs complete: {:?}",
@@ -134,6 +173,21 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
     assert_eq!(keys, ["fresh"], "only the expired keys are purged");
     assert!(s.queue.job("emails", "ancient").await.unwrap().is_none());
     assert!(s.queue.job("emails", "recent").await.unwrap().is_some());
+    let mails: Vec<String> = sqlx::query_scalar("select job_id from sent_emails order by job_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mails, ["mail-recent"]);
+    let deliveries: Vec<String> =
+        sqlx::query_scalar("select status from webhook_deliveries order by status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        deliveries,
+        ["failed", "pending"],
+        "the old delivered one goes, the old pending one stays"
+    );
 
     stop.notify_one();
     worker.await.unwrap().unwrap();
