@@ -47,15 +47,16 @@
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `error`: [`QueueError`].
 
-/// A one-row `FROM` item (a string literal, for `concat!`) that switches the current
-/// transaction to asynchronous commit (`synchronous_commit = off`: the commit does not wait for
-/// its WAL flush).
+/// A one-row `FROM` item that switches the current transaction to asynchronous commit
+/// (`synchronous_commit = off`: the commit does not wait for its WAL flush).
 ///
 /// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
 /// runs outside any business transaction: the outbox's `dispatched_at` mark (a lost one costs one
-/// idempotent re-push by the relay), and whatever the application decides is of that kind. Used
-/// as `concat!("... from ", async_commit_source!(), " as async_commit ...")` in an autocommit
-/// statement.
+/// idempotent re-push by the relay), and whatever the application decides is of that kind.
+/// Written into an autocommit statement as `... from <this> as async_commit ...`. A checked
+/// `sqlx::query!` takes only literals, so the statements that use it spell the fragment out; this
+/// macro is the reference that their tests compare them with (`include_str!` of the source
+/// `contains(async_commit_source!())`).
 #[macro_export]
 macro_rules! async_commit_source {
     () => {

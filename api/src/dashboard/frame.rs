@@ -108,6 +108,16 @@ pub(super) fn known_queue(queue: &str) -> Option<&'static str> {
     queue_named(queue).map(|q| q.as_str())
 }
 
+/// The 404 page for an action name no page offers.
+pub(super) fn no_such_action() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "No such action",
+        "That action does not exist.",
+        false,
+    )
+}
+
 pub(super) fn no_such_queue() -> Response {
     error_page(
         StatusCode::NOT_FOUND,

@@ -15,7 +15,7 @@ use crate::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         format::state_key,
         format::{Moment, moment, short_id},
-        frame::{Frame, PageQuery, known_queue, no_such_queue},
+        frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
     },
@@ -99,12 +99,7 @@ pub async fn job_action(
         return no_such_queue();
     };
     let Some(action) = JobAction::parse(&action_name) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such action",
-            "That action does not exist.",
-            false,
-        );
+        return no_such_action();
     };
     let state_name = match state.services.queue.job(queue, &id).await {
         Ok(job) => job.map(|j| j.state).unwrap_or_default(),

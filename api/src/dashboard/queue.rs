@@ -22,7 +22,7 @@ use crate::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         chart::{CHART_MINUTES, chart},
         format::{Moment, STATE_TABS, human_duration, moment, parse_state_key, state_key},
-        frame::{Frame, PageQuery, known_queue, no_such_queue},
+        frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
         job::job_actions,
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
@@ -169,12 +169,7 @@ pub async fn queue_action(
         return no_such_queue();
     };
     let Some(action) = QueueAction::parse(&action_name) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such action",
-            "That action does not exist.",
-            false,
-        );
+        return no_such_action();
     };
     let engine = &state.services.queue;
     let counts = match engine.counts(queue).await {

@@ -27,7 +27,7 @@ use crate::{
     dashboard::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         format::{Moment, moment, state_key},
-        frame::{Frame, PageQuery, known_queue},
+        frame::{Frame, PageQuery, known_queue, no_such_action},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
     },
@@ -144,12 +144,7 @@ pub async fn schedule_action(
     form: Result<axum::Form<ActionForm>, FormRejection>,
 ) -> Response {
     let Some(action) = ScheduleAction::parse(&action_name) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such action",
-            "That action does not exist.",
-            false,
-        );
+        return no_such_action();
     };
     let schedules = &state.services.schedules;
     match schedules.get(&name).await {
