@@ -63,6 +63,9 @@ pub enum AppError {
     /// 409: the request conflicts with the current state (duplicate, insufficient stock, in flight).
     #[error("{0}")]
     Conflict(String),
+    /// 410: the resource existed and is gone for good (an expired report's file).
+    #[error("{0}")]
+    Gone(String),
     /// 413: the body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -117,6 +120,10 @@ impl AppError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict(message.into())
     }
+    /// 410 with a message.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::Gone(message.into())
+    }
     /// 422 with a message and no field details.
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::Unprocessable {
@@ -147,6 +154,7 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -420,6 +428,7 @@ impl From<AppError> for crate::queue::JobError {
             | AppError::NotFound(_)
             | AppError::MethodNotAllowed(_)
             | AppError::Conflict(_)
+            | AppError::Gone(_)
             | AppError::PayloadTooLarge(_)
             | AppError::UnsupportedMediaType(_)
             | AppError::Unprocessable { .. } => JobError::permanent(message),

@@ -152,6 +152,7 @@ impl Services {
             idempotency.clone(),
             sent_emails.clone(),
             webhooks.clone(),
+            reports.clone(),
             queue.clone(),
             crate::jobs::QUEUE_NAMES.to_vec(),
             &config.maintenance,

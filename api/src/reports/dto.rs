@@ -69,7 +69,8 @@ pub struct ReportResponse {
     /// Last day.
     #[schema(value_type = String)]
     pub to: NaiveDate,
-    /// `queued`, `running`, `ready` or `failed`.
+    /// `queued`, `running`, `ready`, `failed`, or `expired` (built, and its file deleted after
+    /// the retention period: download answers 410).
     #[schema(example = "ready")]
     pub status: &'static str,
     /// Data rows in the file, once ready.

@@ -70,7 +70,8 @@ pub async fn get_report(
 #[utoipa::path(get, path = "/reports/{id}/download", tag = "reports", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, description = "The CSV file", content_type = "text/csv"), (status = 401, body = ErrorBody),
         (status = 403, description = "A shop-wide report, for admins", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not ready yet", body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, description = "Not ready yet", body = ErrorBody),
+        (status = 410, description = "Expired: the file was deleted after REPORT_RETENTION_DAYS", body = ErrorBody)))]
 pub async fn download_report(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,

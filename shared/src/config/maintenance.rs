@@ -30,6 +30,11 @@ pub struct MaintenanceConfig {
     /// How long a delivered or failed webhook delivery stays listed
     /// (`WEBHOOK_DELIVERY_RETENTION_DAYS`).
     pub webhook_delivery_retention: Duration,
+    /// Expiring reports built more than `report_retention` ago
+    /// (`MAINTENANCE_EXPIRE_REPORTS_CRON`).
+    pub expire_reports: Option<Recurrence>,
+    /// How long a built report stays downloadable (`REPORT_RETENTION_DAYS`).
+    pub report_retention: Duration,
 }
 
 /// A retention in days, 1 to 3650.
@@ -79,6 +84,8 @@ impl MaintenanceConfig {
                 "0 50 3 * * *",
             )?,
             webhook_delivery_retention: days(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 30)?,
+            expire_reports: schedule("MAINTENANCE_EXPIRE_REPORTS_CRON", "0 0 4 * * *")?,
+            report_retention: days(env, "REPORT_RETENTION_DAYS", 30)?,
             time_zone,
             purge_idempotency_keys,
             trim_dead_jobs,

@@ -23,6 +23,9 @@ pub enum MaintenanceJob {
     /// Delete delivered and failed webhook deliveries older than
     /// `WEBHOOK_DELIVERY_RETENTION_DAYS`.
     PruneWebhookDeliveries,
+    /// Delete the files of reports built more than `REPORT_RETENTION_DAYS` ago; their rows say
+    /// `expired`.
+    ExpireReports,
 }
 
 impl MaintenanceJob {
@@ -33,6 +36,7 @@ impl MaintenanceJob {
             Self::TrimDeadJobs => "trim_dead_jobs",
             Self::PruneSentEmails => "prune_sent_emails",
             Self::PruneWebhookDeliveries => "prune_webhook_deliveries",
+            Self::ExpireReports => "expire_reports",
         }
     }
 }
@@ -47,6 +51,7 @@ impl Job for MaintenanceJob {
             Self::TrimDeadJobs => "maintenance.trim_dead_jobs",
             Self::PruneSentEmails => "maintenance.prune_sent_emails",
             Self::PruneWebhookDeliveries => "maintenance.prune_webhook_deliveries",
+            Self::ExpireReports => "maintenance.expire_reports",
         }
     }
 

@@ -23,7 +23,7 @@ use crate::{
 
 /// The built-in schedules `config` turns on, named `maintenance:<task>`.
 pub fn schedules(config: &MaintenanceConfig, settings: &JobSettings) -> Vec<ScheduleDef> {
-    let tasks: [(MaintenanceJob, &Option<Recurrence>); 4] = [
+    let tasks: [(MaintenanceJob, &Option<Recurrence>); 5] = [
         (
             MaintenanceJob::PurgeIdempotencyKeys,
             &config.purge_idempotency_keys,
@@ -34,6 +34,7 @@ pub fn schedules(config: &MaintenanceConfig, settings: &JobSettings) -> Vec<Sche
             MaintenanceJob::PruneWebhookDeliveries,
             &config.prune_webhook_deliveries,
         ),
+        (MaintenanceJob::ExpireReports, &config.expire_reports),
     ];
     tasks
         .into_iter()

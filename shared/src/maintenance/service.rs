@@ -1,13 +1,14 @@
 //! [`MaintenanceService`]: runs one housekeeping task by asking the domain that owns the data
 //! (idempotency keys through `IdempotencyService`, dead jobs through the queue engine, the
-//! sent-mail log through `SentEmailService`, webhook deliveries through `WebhookService`).
+//! sent-mail log through `SentEmailService`, webhook deliveries through `WebhookService`,
+//! report files through `ReportService`).
 
 use std::time::Duration;
 
 use crate::{
     config::MaintenanceConfig, emails::SentEmailService, error::AppError,
     idempotency::IdempotencyService, maintenance::job::MaintenanceJob, queue::QueueEngine,
-    webhooks::WebhookService,
+    reports::ReportService, webhooks::WebhookService,
 };
 
 /// Runs maintenance tasks; cheap to clone.
@@ -16,6 +17,7 @@ pub struct MaintenanceService {
     idempotency: IdempotencyService,
     sent_emails: SentEmailService,
     webhooks: WebhookService,
+    reports: ReportService,
     queue: QueueEngine,
     queues: Vec<&'static str>,
     retention: Retentions,
@@ -27,6 +29,7 @@ struct Retentions {
     dead_jobs: Duration,
     sent_emails: Duration,
     webhook_deliveries: Duration,
+    reports: Duration,
 }
 
 impl MaintenanceService {
@@ -36,6 +39,7 @@ impl MaintenanceService {
         idempotency: IdempotencyService,
         sent_emails: SentEmailService,
         webhooks: WebhookService,
+        reports: ReportService,
         queue: QueueEngine,
         queues: Vec<&'static str>,
         config: &MaintenanceConfig,
@@ -44,12 +48,14 @@ impl MaintenanceService {
             idempotency,
             sent_emails,
             webhooks,
+            reports,
             queue,
             queues,
             retention: Retentions {
                 dead_jobs: config.dead_job_retention,
                 sent_emails: config.sent_email_retention,
                 webhook_deliveries: config.webhook_delivery_retention,
+                reports: config.report_retention,
             },
         }
     }
@@ -76,6 +82,9 @@ impl MaintenanceService {
                 self.webhooks
                     .prune_deliveries(self.retention.webhook_deliveries)
                     .await?
+            }
+            MaintenanceJob::ExpireReports => {
+                self.reports.expire_old(self.retention.reports).await?
             }
         };
         tracing::info!(removed, "maintenance task done");

@@ -19,6 +19,8 @@ pub enum ReportStatus {
     Ready,
     /// Failed; see `error`.
     Failed,
+    /// Built, and its file deleted after `REPORT_RETENTION_DAYS`: a download is 410.
+    Expired,
 }
 
 impl ReportStatus {
@@ -29,6 +31,7 @@ impl ReportStatus {
             Self::Running => "running",
             Self::Ready => "ready",
             Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 }

@@ -148,6 +148,31 @@ impl ReportRepository {
         Ok(())
     }
 
+    /// Marks at most `limit` ready reports built before `cutoff` expired and forgets their
+    /// files; returns the file keys they had, for the caller to delete from storage once this
+    /// committed (a crash in between leaves an unreferenced file, never a row whose file is gone).
+    pub async fn expire_built_before(
+        &self,
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Option<String>>, AppError> {
+        let rows = sqlx::query!(
+            r#"with doomed as (
+                   select id, file_key from reports
+                   where status = 'ready' and completed_at < $1
+                   order by completed_at limit $2 for update skip locked)
+               update reports r set status = 'expired', expired_at = now(), file_key = null
+               from doomed where r.id = doomed.id
+               returning doomed.file_key"#,
+            cutoff,
+            limit,
+        )
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().map(|row| row.file_key).collect())
+    }
+
     /// Sales lines of orders placed in `[from, to]` (UTC days), of every customer or only of
     /// `customer`, in order: streamed row by row from a server-side cursor, so memory stays flat
     /// however many orders there are.

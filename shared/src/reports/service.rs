@@ -131,6 +131,12 @@ impl ReportService {
         let report = self.get(actor, id).await?;
         let key = match (report.status, report.file_key.as_deref()) {
             (ReportStatus::Ready, Some(key)) => key,
+            (ReportStatus::Expired, _) => {
+                return Err(AppError::gone(
+                    "the report's file was deleted after its retention period; request the \
+                     report again",
+                ));
+            }
             _ => {
                 return Err(AppError::conflict(format!(
                     "report is {}, not ready",
@@ -153,6 +159,32 @@ impl ReportService {
             file_name,
             body: stream.map_err(std::io::Error::other).boxed(),
         })
+    }
+
+    /// Expires ready reports built more than `retention` ago: the row says `expired` (a
+    /// download answers 410) and the file is deleted from storage. In batches; returns how
+    /// many. A file that cannot be deleted is logged and left behind (nothing points to it).
+    pub async fn expire_old(&self, retention: std::time::Duration) -> Result<u64, AppError> {
+        use crate::retention::{PRUNE_BATCH, cutoff};
+        let cutoff = cutoff(retention);
+        let mut total = 0;
+        loop {
+            let mut conn = self.pool.acquire().await?;
+            let keys = self
+                .reports
+                .expire_built_before(&mut conn, cutoff, PRUNE_BATCH)
+                .await?;
+            drop(conn);
+            for key in keys.iter().flatten() {
+                if let Err(error) = self.storage.delete(key).await {
+                    tracing::warn!(%error, key, "could not delete an expired report's file");
+                }
+            }
+            total += keys.len() as u64;
+            if (keys.len() as i64) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// A report by id, for the build job.

@@ -120,6 +120,29 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
         .unwrap();
     }
 
+    // Two built reports of the customer, built 40 and 2 days ago, their files in storage.
+    let mut reports = Vec::new();
+    for days in [40, 2] {
+        let id = uuid::Uuid::now_v7();
+        let key = format!("reports/{id}.csv");
+        s.storage
+            .put(&key, bytes::Bytes::from_static(b"order_id\n"))
+            .await
+            .unwrap();
+        sqlx::query(
+            "insert into reports (id, user_id, kind, format, from_date, to_date, status, file_key, completed_at) \
+             values ($1, $2, 'my_orders', 'csv', current_date, current_date, 'ready', $3, now() - make_interval(days => $4))",
+        )
+        .bind(id)
+        .bind(fixture.customer.id)
+        .bind(&key)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+        reports.push((id, key));
+    }
+
     let mut opts = options("maintenance", 2);
     opts.schedules = true;
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -132,7 +155,7 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            s.schedules.list().await.map(|l| l.len()).unwrap_or(0) == 4
+            s.schedules.list().await.map(|l| l.len()).unwrap_or(0) == 5
         })
         .await,
         "the worker defines every built-in schedule"
@@ -148,6 +171,7 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
     assert_eq!(
         names,
         [
+            "maintenance:expire_reports",
             "maintenance:prune_sent_emails",
             "maintenance:prune_webhook_deliveries",
             "maintenance:purge_idempotency_keys",
@@ -160,7 +184,7 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
     }
     assert!(
         eventually(Duration::from_secs(15), || async {
-            s.queue.counts("maintenance").await.unwrap().completed == 4
+            s.queue.counts("maintenance").await.unwrap().completed == 5
         })
         .await,
         "both maintenance jobs complete: {:?}",
@@ -188,6 +212,26 @@ async fn a_worker_defines_the_built_in_schedules_and_maintenance_removes_only_wh
         ["failed", "pending"],
         "the old delivered one goes, the old pending one stays"
     );
+    // The old report is expired: its row says so, its file is gone, a download is 410.
+    let (old, old_key) = &reports[0];
+    let (recent, recent_key) = &reports[1];
+    let old_report = s.reports.find(*old).await.unwrap().unwrap();
+    assert_eq!(old_report.status, orderly::reports::ReportStatus::Expired);
+    assert_eq!(old_report.file_key, None);
+    assert!(
+        s.storage.read_all(old_key).await.is_err(),
+        "the file is deleted"
+    );
+    let gone = s
+        .reports
+        .download(&fixture.actor, *old)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(gone.status(), axum::http::StatusCode::GONE);
+    let kept = s.reports.find(*recent).await.unwrap().unwrap();
+    assert_eq!(kept.status, orderly::reports::ReportStatus::Ready);
+    assert!(s.storage.read_all(recent_key).await.is_ok());
 
     stop.notify_one();
     worker.await.unwrap().unwrap();
