@@ -6,10 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 source scripts/sqlx-common.sh
-ensure_postgres
-ensure_sqlx_cli
-scratch_database
-copy_workspace
+prepare_sqlx_run
 
 echo "checking .sqlx/ against the queries and the migrations" >&2
 if ! (cd "$SQLX_COPY" && cargo sqlx prepare --workspace --check 2>&1 | tee "$SQLX_WORK/check.log" >&2) \

@@ -58,3 +58,12 @@ copy_workspace() {
   tar -cf - --exclude=./.git --exclude=./target --exclude=./var --exclude=./artifacts \
     --exclude=node_modules --exclude=./.env . | tar -xf - -C "$copy"
 }
+
+# Everything both scripts need before they run `cargo sqlx prepare` in $SQLX_COPY: PostgreSQL
+# up, the pinned sqlx-cli, a migrated scratch database and a fresh copy of the workspace.
+prepare_sqlx_run() {
+  ensure_postgres
+  ensure_sqlx_cli
+  scratch_database
+  copy_workspace
+}

@@ -6,10 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 source scripts/sqlx-common.sh
-ensure_postgres
-ensure_sqlx_cli
-scratch_database
-copy_workspace
+prepare_sqlx_run
 
 (cd "$SQLX_COPY" && cargo sqlx prepare --workspace)
 rm -rf .sqlx

@@ -379,26 +379,23 @@ impl Schedules {
     /// Enqueues the due tick of every schedule, as of `now`; returns the job ids it added
     /// (another process may have added the same tick's job first: then nothing is added).
     pub async fn enqueue_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, ScheduleError> {
-        let defs = self.load_defs().await?;
+        let defs = compile_all(self.load_defs().await?);
         self.enqueue_due_of(&defs, now).await
     }
 
     async fn enqueue_due_of(
         &self,
-        defs: &[ScheduleDef],
+        defs: &[(ScheduleDef, Compiled)],
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, ScheduleError> {
         let states = self
-            .load_states(defs.iter().map(|d| d.name.as_str()))
+            .load_states(defs.iter().map(|(d, _)| d.name.as_str()))
             .await?;
         let mut added = Vec::new();
-        for (def, state) in defs.iter().zip(states) {
+        for ((def, recurrence), state) in defs.iter().zip(states) {
             if state.paused {
                 continue;
             }
-            let Ok(recurrence) = def.recurrence.compile() else {
-                continue;
-            };
             let since = state
                 .last_tick_ms
                 .max(state.since_ms)
@@ -441,19 +438,18 @@ impl Schedules {
     }
 
     /// The earliest next tick among `defs` after `now`.
-    fn next_tick(defs: &[ScheduleDef], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        defs.iter()
-            .filter_map(|d| d.recurrence.compile().ok())
-            .filter_map(|c| c.next_after(now))
-            .min()
+    fn next_tick(defs: &[(ScheduleDef, Compiled)], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        defs.iter().filter_map(|(_, c)| c.next_after(now)).min()
     }
 
     /// Enqueues ticks until `stop` is cancelled: every process that runs this loop does so
     /// safely at once. It wakes at the next tick, and at least every `refresh` to see new,
     /// changed or paused schedules; a Redis failure is logged and retried.
     pub async fn run(self, refresh: Duration, stop: CancellationToken) {
-        let mut defs: Vec<ScheduleDef> = Vec::new();
-        let mut version: Option<i64> = None;
+        // Definitions are parsed once per change of the version counter, not on every pass.
+        let mut defs: Vec<(ScheduleDef, Compiled)> = Vec::new();
+        // The counter the definitions were loaded at (`Some(None)`: before any schedule existed).
+        let mut loaded_at: Option<Option<i64>> = None;
         loop {
             let current: Option<i64> = self
                 .engine
@@ -461,11 +457,11 @@ impl Schedules {
                 .get(self.key("version"))
                 .await
                 .unwrap_or(None);
-            if version.is_none() || current != version {
+            if loaded_at != Some(current) {
                 match self.load_defs().await {
                     Ok(loaded) => {
-                        defs = loaded;
-                        version = current.or(Some(0));
+                        defs = compile_all(loaded);
+                        loaded_at = Some(current);
                     }
                     Err(error) => tracing::warn!(%error, "could not load schedules"),
                 }
@@ -485,6 +481,20 @@ impl Schedules {
             }
         }
     }
+}
+
+/// The definitions whose recurrence parses, each with it parsed (`define` refuses the others;
+/// one written by hand into Redis is logged and skipped).
+fn compile_all(defs: Vec<ScheduleDef>) -> Vec<(ScheduleDef, Compiled)> {
+    defs.into_iter()
+        .filter_map(|def| match def.recurrence.compile() {
+            Ok(compiled) => Some((def, compiled)),
+            Err(error) => {
+                tracing::warn!(schedule = %def.name, %error, "schedule with a bad recurrence skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// What a schedule's state hash holds.

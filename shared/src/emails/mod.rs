@@ -63,17 +63,12 @@ impl SentEmailService {
     /// an hour): a record is what stops a retried job from sending twice.
     pub async fn prune(&self, retention: std::time::Duration) -> Result<u64, AppError> {
         let cutoff = crate::retention::cutoff(retention);
-        let mut total = 0;
-        loop {
-            let deleted = self
-                .repository
-                .delete_sent_before(&self.pool, cutoff, crate::retention::PRUNE_BATCH)
-                .await?;
-            total += deleted;
-            if deleted < crate::retention::PRUNE_BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        crate::retention::in_batches(|limit| async move {
+            self.repository
+                .delete_sent_before(&self.pool, cutoff, limit)
+                .await
+        })
+        .await
     }
 
     /// Messages sent for a recipient, newest first (tests and support).

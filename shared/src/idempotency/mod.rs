@@ -200,15 +200,10 @@ impl IdempotencyService {
 
     /// Deletes expired keys, a few thousand per statement; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
-        use crate::retention::PRUNE_BATCH as BATCH;
-        let mut total = 0;
-        loop {
-            let deleted = self.repository.purge_expired(&self.pool, BATCH).await?;
-            total += deleted;
-            if deleted < BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        crate::retention::in_batches(|limit| async move {
+            self.repository.purge_expired(&self.pool, limit).await
+        })
+        .await
     }
 }
 

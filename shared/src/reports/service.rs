@@ -165,26 +165,22 @@ impl ReportService {
     /// download answers 410) and the file is deleted from storage. In batches; returns how
     /// many. A file that cannot be deleted is logged and left behind (nothing points to it).
     pub async fn expire_old(&self, retention: std::time::Duration) -> Result<u64, AppError> {
-        use crate::retention::{PRUNE_BATCH, cutoff};
-        let cutoff = cutoff(retention);
-        let mut total = 0;
-        loop {
-            let mut conn = self.pool.acquire().await?;
-            let keys = self
-                .reports
-                .expire_built_before(&mut conn, cutoff, PRUNE_BATCH)
-                .await?;
-            drop(conn);
+        let cutoff = crate::retention::cutoff(retention);
+        crate::retention::in_batches(|limit| async move {
+            let keys = {
+                let mut conn = self.pool.acquire().await?;
+                self.reports
+                    .expire_built_before(&mut conn, cutoff, limit)
+                    .await?
+            };
             for key in keys.iter().flatten() {
                 if let Err(error) = self.storage.delete(key).await {
                     tracing::warn!(%error, key, "could not delete an expired report's file");
                 }
             }
-            total += keys.len() as u64;
-            if (keys.len() as i64) < PRUNE_BATCH {
-                return Ok(total);
-            }
-        }
+            Ok(keys.len() as u64)
+        })
+        .await
     }
 
     /// A report by id, for the build job.

@@ -173,20 +173,14 @@ impl WebhookService {
     /// Deletes finished deliveries (delivered or failed) older than `retention`, a few thousand
     /// per statement; pending ones are kept whatever their age. Returns how many.
     pub async fn prune_deliveries(&self, retention: std::time::Duration) -> Result<u64, AppError> {
-        use crate::retention::{PRUNE_BATCH as BATCH, cutoff};
-        let cutoff = cutoff(retention);
-        let mut conn = self.pool.acquire().await?;
-        let mut total = 0;
-        loop {
-            let deleted = self
-                .webhooks
-                .delete_finished_before(&mut conn, cutoff, BATCH)
-                .await?;
-            total += deleted;
-            if deleted < BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        let cutoff = crate::retention::cutoff(retention);
+        crate::retention::in_batches(|limit| async move {
+            let mut conn = self.pool.acquire().await?;
+            self.webhooks
+                .delete_finished_before(&mut conn, cutoff, limit)
+                .await
+        })
+        .await
     }
 
     /// A delivery and its endpoint, for the delivery job; `None` if either is gone.
