@@ -138,6 +138,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
         None
     }
 
+    /// Whether its jobs keep an event stream for clients to follow live (progress, the
+    /// outcome; see [`crate::JobSpec::events`]). Off by default.
+    fn events() -> bool {
+        false
+    }
+
     /// The engine's spec for this job, to run as `run_at` says.
     fn spec_at(&self, settings: &Self::Settings, run_at: RunAt) -> serde_json::Result<JobSpec> {
         let mut spec = JobSpec::new(
@@ -148,6 +154,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
         .with_priority(self.priority())
         .with_retry(self.retry_policy(settings));
         spec.unique = self.unique(settings);
+        spec.events = Self::events();
         Ok(run_at.apply(spec))
     }
 

@@ -9,7 +9,7 @@
 //!
 //! The engine knows nothing of the shop: queues are names, payloads are JSON text.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use redis::{
     AsyncCommands, Client, Script,
@@ -39,16 +39,19 @@ pub enum JobState {
     Completed,
     /// Failed its last attempt, or failed permanently.
     Dead,
+    /// Cancelled while waiting, or stopped on request while running: neither retried nor dead.
+    Cancelled,
 }
 
 impl JobState {
     /// All states, in lifecycle order.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         Self::Ready,
         Self::Scheduled,
         Self::Active,
         Self::Completed,
         Self::Dead,
+        Self::Cancelled,
     ];
 
     /// The name of the state's sorted set.
@@ -59,12 +62,49 @@ impl JobState {
             Self::Active => "active",
             Self::Completed => "completed",
             Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// Parses a state name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.set_name() == name)
+    }
+}
+
+/// What [`QueueEngine::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// No job with that id (never existed, or trimmed by retention).
+    NotFound,
+    /// It was waiting, scheduled or backing off before a retry, and is now cancelled.
+    Cancelled,
+    /// It is running: its worker passes the signal to the handler within a fraction of a second,
+    /// and the job ends cancelled when the handler stops (or its lease expires).
+    Signalled,
+    /// It had already finished (completed, dead or cancelled); nothing changed.
+    AlreadyFinished,
+}
+
+/// One entry of a job's event stream (jobs enqueued with [`JobSpec::events`] on).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobEvent {
+    /// The stream entry id (`<ms>-<seq>`): increasing, and what a reader resumes after.
+    pub id: String,
+    /// `queued`, `started`, `progress`, `retrying`, `failed`, `completed`, `cancelling` or
+    /// `cancelled`.
+    pub kind: String,
+    /// What the event says (progress `{fraction, note}`, a failure's `{attempt, error}`, a
+    /// completion's `{result}`, a cancel's `{reason}`).
+    pub data: serde_json::Value,
+}
+
+impl JobEvent {
+    /// Whether the job's life ended with this event (no more events follow unless an operator
+    /// retries the job).
+    pub fn is_final(&self) -> bool {
+        matches!(self.kind.as_str(), "completed" | "failed" | "cancelled")
     }
 }
 
@@ -106,6 +146,9 @@ struct Scripts {
     admin: Script,
     bulk: Script,
     counts: Script,
+    cancel: Script,
+    cancel_watch: Script,
+    annotate: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -125,6 +168,9 @@ impl Scripts {
             admin: script(include_str!("scripts/admin.lua")),
             bulk: script(include_str!("scripts/bulk.lua")),
             counts: script(include_str!("scripts/counts.lua")),
+            cancel: script(include_str!("scripts/cancel.lua")),
+            cancel_watch: script(include_str!("scripts/cancel_watch.lua")),
+            annotate: script(include_str!("scripts/annotate.lua")),
         }
     }
 }
@@ -289,7 +335,8 @@ impl QueueEngine {
                         .arg(job.request_id.as_deref().unwrap_or(""))
                         .arg(job.retry.encode())
                         .arg(unique_key)
-                        .arg(window_ms);
+                        .arg(window_ms)
+                        .arg(if job.events { "1" } else { "" });
                 }
                 let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
                 for (&i, result) in chunk.iter().zip(results) {
@@ -410,6 +457,118 @@ impl QueueEngine {
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(result == 1)
+    }
+
+    /// Ends a leased job as cancelled (its handler stopped on a cancellation signal, or gave up
+    /// because the work became moot): neither retried nor dead. False if the lease was lost.
+    pub async fn cancelled(&self, job: &ClaimedJob, reason: &str) -> redis::RedisResult<bool> {
+        let result: i64 = self
+            .scripts
+            .fail
+            .key(self.routing_key(&job.queue))
+            .arg(self.base(&job.queue))
+            .arg(&job.id)
+            .arg(job.lease)
+            .arg("{}")
+            .arg(reason)
+            .arg(-2)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(result == 1)
+    }
+
+    /// Cancels a job: at once if it waits (ready, delayed, backing off before a retry); by a
+    /// signal to its handler if it runs (see [`CancelOutcome`]). `reason` is kept on the job
+    /// and shown on the dashboard.
+    pub async fn cancel(
+        &self,
+        queue: &str,
+        id: &str,
+        reason: &str,
+    ) -> redis::RedisResult<CancelOutcome> {
+        let outcome: i64 = self
+            .scripts
+            .cancel
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .arg(id)
+            .arg(reason)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match outcome {
+            1 => CancelOutcome::Cancelled,
+            2 => CancelOutcome::Signalled,
+            3 => CancelOutcome::AlreadyFinished,
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    /// The running jobs of `queue` that were asked to stop (what each worker checks for the jobs
+    /// it holds).
+    pub async fn cancelling(&self, queue: &str) -> redis::RedisResult<Vec<String>> {
+        self.scripts
+            .cancel_watch
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// Writes `field` (`progress` or `result`, JSON text) of a job the caller holds the lease
+    /// of; false if the lease was lost. Handlers use [`crate::JobControl`], which bounds and
+    /// throttles what it writes.
+    pub async fn annotate(
+        &self,
+        queue: &str,
+        id: &str,
+        lease: u64,
+        field: &str,
+        value: &str,
+    ) -> redis::RedisResult<bool> {
+        let written: i64 = self
+            .scripts
+            .annotate
+            .key(self.routing_key(queue))
+            .arg(self.base(queue))
+            .arg(id)
+            .arg(lease)
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Up to `count` events of a job's stream after entry `after` (`None`: from the start),
+    /// oldest first. Empty when the job has no stream (enqueued without events, or its stream
+    /// expired a day after its last event).
+    pub async fn job_events(
+        &self,
+        queue: &str,
+        id: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> redis::RedisResult<Vec<JobEvent>> {
+        let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("{}ev:{id}", self.base(queue)))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, mut fields)| JobEvent {
+                id,
+                kind: fields.remove("type").unwrap_or_default(),
+                data: fields
+                    .remove("data")
+                    .and_then(|data| serde_json::from_str(&data).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
     }
 
     /// Extends leases still held; returns the ids whose lease was lost.

@@ -28,6 +28,8 @@ pub struct QueueCounts {
     /// Jobs that failed for good; no retention trims them, they stay until an operator retries
     /// or purges them.
     pub dead: u64,
+    /// Cancelled jobs (trimmed with dead jobs, past their retention).
+    pub cancelled: u64,
     /// Claiming is paused by an operator.
     pub paused: bool,
     /// How long the oldest waiting job has waited, in ms (0 when none waits).
@@ -49,6 +51,8 @@ pub struct MinuteStats {
     pub retried: u64,
     /// Jobs that went dead.
     pub dead: u64,
+    /// Jobs cancelled (waiting ones at once, running ones when they stopped).
+    pub cancelled: u64,
 }
 
 /// One job as the dashboard shows it.
@@ -92,6 +96,16 @@ pub struct JobDetail {
     pub retry: Option<String>,
     /// The uniqueness key it was enqueued with, if any (the key may have expired since).
     pub unique_key: Option<String>,
+    /// The last progress its handler reported: `{fraction, note, at}`.
+    pub progress: Option<serde_json::Value>,
+    /// The result its handler kept (bounded JSON).
+    pub result: Option<serde_json::Value>,
+    /// When someone asked it to stop while it ran (ms since the epoch).
+    pub cancel_requested_at_ms: Option<i64>,
+    /// Why it was cancelled (who asked, or what the handler said).
+    pub cancel_reason: Option<String>,
+    /// Whether it keeps an event stream for clients following it live.
+    pub events: bool,
 }
 
 /// A page of jobs in one state.
@@ -174,6 +188,13 @@ fn detail_from_hash(
             .collect(),
         retry: map.get("retry").cloned(),
         unique_key: map.get("unique").cloned(),
+        progress: map
+            .get("progress")
+            .and_then(|v| serde_json::from_str(v).ok()),
+        result: map.get("result").and_then(|v| serde_json::from_str(v).ok()),
+        cancel_requested_at_ms: opt_i64(&map, "cancel_requested"),
+        cancel_reason: map.get("cancel_reason").cloned(),
+        events: map.get("events").is_some_and(|v| v == "1"),
     }
 }
 
@@ -223,6 +244,7 @@ impl QueueEngine {
             active: u64::try_from(get(3)).unwrap_or(0),
             completed: u64::try_from(get(4)).unwrap_or(0),
             dead: u64::try_from(get(5)).unwrap_or(0),
+            cancelled: u64::try_from(get(17)).unwrap_or(0),
             oldest_waiting_ms: if oldest >= 0 {
                 u64::try_from(now - oldest).unwrap_or(0)
             } else {
@@ -254,6 +276,7 @@ impl QueueEngine {
                 failed: map.get("failed").copied().unwrap_or(0),
                 retried: map.get("retried").copied().unwrap_or(0),
                 dead: map.get("dead").copied().unwrap_or(0),
+                cancelled: map.get("cancelled").copied().unwrap_or(0),
             })
             .collect())
     }
@@ -297,7 +320,7 @@ impl QueueEngine {
     }
 
     /// A page of jobs in `state`. Ready and scheduled list the next to run first; active lists
-    /// the nearest lease deadline first; completed and dead list the most recent first.
+    /// the nearest lease deadline first; completed, dead and cancelled list the most recent first.
     pub async fn list(
         &self,
         queue: &str,
@@ -311,7 +334,7 @@ impl QueueEngine {
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let mut redis = self.redis();
         let (total, scored): (u64, Vec<(String, f64)>) = match state {
-            JobState::Completed | JobState::Dead => {
+            JobState::Completed | JobState::Dead | JobState::Cancelled => {
                 redis::pipe()
                     .zcard(&key)
                     .zrevrange_withscores(&key, start as isize, stop as isize)
@@ -374,7 +397,7 @@ impl QueueEngine {
         Ok((summaries, workers))
     }
 
-    /// Retries a dead job now, with its attempts reset. False if it is not dead.
+    /// Retries a dead (or cancelled) job now, with its attempts reset. False if it is neither.
     pub async fn retry_dead(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
         self.admin(queue, "retry", id).await
     }
@@ -414,8 +437,19 @@ impl QueueEngine {
         self.bulk(queue, "purge_dead").await
     }
 
-    /// Deletes the dead jobs of a queue that died more than `older_than` ago, a thousand per
-    /// script call; returns how many (the retention of dead jobs, run by maintenance).
+    /// Deletes all cancelled jobs of a queue; returns how many.
+    pub async fn purge_cancelled(&self, queue: &str) -> redis::RedisResult<u64> {
+        self.bulk(queue, "purge_cancelled").await
+    }
+
+    /// Re-queues a cancelled job, with its attempts reset. False if it is not cancelled (or
+    /// dead: [`Self::retry_dead`] and this are one action).
+    pub async fn retry_cancelled(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        self.admin(queue, "retry", id).await
+    }
+
+    /// Deletes the dead and cancelled jobs of a queue that ended more than `older_than` ago, a
+    /// thousand per script call; returns how many (their retention, run by maintenance).
     pub async fn trim_dead(&self, queue: &str, older_than: Duration) -> redis::RedisResult<u64> {
         let cutoff = chrono::Utc::now().timestamp_millis()
             - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);

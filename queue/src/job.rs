@@ -175,6 +175,11 @@ pub struct JobSpec {
     /// were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<Uniqueness>,
+    /// Keep an event stream of the job's life (queued, started, progress, retrying, the
+    /// outcome) for a client to follow live ([`crate::QueueEngine::job_events`]). Off by
+    /// default: it costs a stream write per event, worth it for the few jobs someone watches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub events: bool,
 }
 
 /// A job's uniqueness key and how long it holds.
@@ -219,7 +224,14 @@ impl JobSpec {
             run_at: None,
             request_id: super::correlation::current(),
             unique: None,
+            events: false,
         }
+    }
+
+    /// Keeps an event stream of the job's life (see [`JobSpec::events`]).
+    pub fn with_events(mut self) -> Self {
+        self.events = true;
+        self
     }
 
     /// Sets the id.
@@ -291,7 +303,7 @@ impl ClaimedJob {
     /// What to do after this attempt failed with `error`: wait this long, or `None` for dead.
     pub fn next_retry(&self, error: &JobError, random: f64) -> Option<Duration> {
         match error {
-            JobError::Permanent(_) => None,
+            JobError::Permanent(_) | JobError::Cancelled(_) => None,
             _ if self.attempt >= self.max_attempts => None,
             JobError::Retry {
                 after: Some(after), ..
@@ -316,6 +328,9 @@ pub enum JobError {
     },
     /// Cannot succeed however often it is tried (bad recipient, malformed payload): dead now.
     Permanent(String),
+    /// The handler stopped because it was asked to ([`crate::JobInfo::cancelled`]), or gave up
+    /// because the work became moot: the job ends cancelled, neither retried nor dead.
+    Cancelled(String),
 }
 
 impl JobError {
@@ -340,6 +355,11 @@ impl JobError {
         Self::Permanent(message.into())
     }
 
+    /// The handler stopped on request; the job ends cancelled.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::Cancelled(message.into())
+    }
+
     /// Classifies any handler error: a `JobError` keeps its kind, anything else is retryable.
     pub fn classify(error: &(dyn std::error::Error + 'static)) -> Self {
         if let Some(job_error) = error.downcast_ref::<JobError>() {
@@ -358,7 +378,9 @@ impl JobError {
     /// The message.
     pub fn message(&self) -> &str {
         match self {
-            Self::Retry { message, .. } | Self::Permanent(message) => message,
+            Self::Retry { message, .. } | Self::Permanent(message) | Self::Cancelled(message) => {
+                message
+            }
         }
     }
 
@@ -371,6 +393,7 @@ impl JobError {
                 after,
             },
             Self::Permanent(message) => Self::Permanent(format!("{context}: {message}")),
+            Self::Cancelled(message) => Self::Cancelled(format!("{context}: {message}")),
         }
     }
 }
@@ -397,6 +420,7 @@ impl fmt::Display for JobError {
         match self {
             Self::Retry { message, .. } => write!(f, "{message}"),
             Self::Permanent(message) => write!(f, "permanent failure: {message}"),
+            Self::Cancelled(message) => write!(f, "cancelled: {message}"),
         }
     }
 }

@@ -27,6 +27,10 @@
 //! 3. Run workers: a [`RedisBackend`] per queue under apalis; handlers return `Result<_,
 //!    JobError>` ([`JobError::retry`], [`JobError::permanent`]); leases are renewed while a job
 //!    runs, acks and failures carry the lease token, and a job whose worker died comes back.
+//!    A running handler can see that its job was asked to stop, report progress and keep a small
+//!    result through its [`JobInfo`]'s [`JobControl`]; [`QueueEngine::cancel`] cancels a
+//!    waiting job at once and signals a running one. A job enqueued with events on keeps a
+//!    stream of its life ([`QueueEngine::job_events`]) that clients follow live.
 //! 4. Watch it: [`inspect`] (counts, throughput, listings, retry/delete/promote/pause),
 //!    [`registry`] (live workers), [`metrics`] (Prometheus).
 //!
@@ -79,9 +83,9 @@ pub mod schedule;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use backend::{BackendSettings, BackendShared, JobInfo, RedisBackend};
+pub use backend::{BackendSettings, BackendShared, JobControl, JobInfo, RedisBackend};
 pub use declaration::{Job, QueueName, RunAt};
-pub use engine::{JobState, QueueEngine, Retention};
+pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
 pub use job::Uniqueness;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};

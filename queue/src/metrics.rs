@@ -63,7 +63,8 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 /// Counts a finished attempt and records its duration. `outcome` is `completed`, `retried`
-/// (failed, another attempt is scheduled) or `dead` (failed for good).
+/// (failed, another attempt is scheduled), `dead` (failed for good) or `cancelled` (stopped on
+/// request).
 pub fn job_finished(queue: &str, kind: &str, outcome: &'static str, elapsed_ms: f64) {
     let labels = [
         ("queue", queue.to_owned()),
@@ -120,6 +121,7 @@ pub async fn record_queue_gauges(engine: &QueueEngine, outbox: &Outbox, queues: 
             ("active", counts.active),
             ("completed", counts.completed),
             ("dead", counts.dead),
+            ("cancelled", counts.cancelled),
         ] {
             metrics::gauge!("orderly_queue_jobs", "queue" => queue.to_owned(), "state" => state, "priority" => "all")
                 .set(value as f64);

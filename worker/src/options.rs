@@ -96,6 +96,7 @@ impl WorkerOptions {
             concurrency: self.concurrency,
             lease: self.lease,
             idle_poll: self.idle_poll,
+            ..BackendSettings::default()
         }
     }
 }

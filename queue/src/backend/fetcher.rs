@@ -16,7 +16,7 @@ use apalis_core::{
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::{BackendShared, ClaimedLease, ErrorBackoff, JobInfo};
+use super::{BackendShared, ClaimedLease, ErrorBackoff, JobControl, JobInfo};
 use crate::job::ClaimedJob;
 
 pub(super) async fn run_fetcher<Args>(
@@ -115,8 +115,15 @@ pub(super) async fn deliver<Args>(
 {
     for job in jobs {
         let slot = slots.split(1);
-        shared.hold(&job.id, job.lease, slot);
-        match decode_task::<Args>(&job) {
+        let cancel = shared.hold(&job.id, job.lease, slot);
+        let control = JobControl::attached(
+            shared.engine.clone(),
+            &shared.queue,
+            &job.id,
+            job.lease,
+            cancel,
+        );
+        match decode_task::<Args>(&job, control) {
             Ok(task) => {
                 if sender.send(task).await.is_err() {
                     let _ = shared
@@ -139,7 +146,10 @@ pub(super) async fn deliver<Args>(
     }
 }
 
-fn decode_task<Args: DeserializeOwned>(job: &ClaimedJob) -> Result<Task<Args>, serde_json::Error> {
+fn decode_task<Args: DeserializeOwned>(
+    job: &ClaimedJob,
+    control: JobControl,
+) -> Result<Task<Args>, serde_json::Error> {
     let args: Args = serde_json::from_str(&job.payload)?;
     let info = JobInfo {
         id: job.id.clone(),
@@ -148,6 +158,7 @@ fn decode_task<Args: DeserializeOwned>(job: &ClaimedJob) -> Result<Task<Args>, s
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
+        control,
     };
     Ok(TaskBuilder::new(args)
         .task_id(TaskId::from_string(job.id.clone()))

@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::{AckCommand, BackendShared, ClaimedLease, ErrorBackoff};
+use super::{AckCommand, BackendShared, ClaimedLease, ErrorBackoff, JobInfo};
 use crate::job::{ClaimedJob, JobError};
 
 /// The backend's middleware: job span, request id, ack on success, retry policy on failure.
@@ -62,6 +62,12 @@ where
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.ctx().data().get::<ClaimedLease>().map(|l| l.0.clone());
+        let control = task
+            .ctx()
+            .data()
+            .get::<JobInfo>()
+            .map(|info| info.control.clone())
+            .unwrap_or_default();
         let future = self.inner.call(task);
         let shared = self.shared.clone();
         Box::pin(async move {
@@ -96,17 +102,27 @@ where
                 }
                 Err(error) => {
                     let job_error = JobError::classify(error.as_ref());
-                    let retry_in = job.next_retry(&job_error, rand::random::<f64>());
-                    let outcome = if retry_in.is_some() {
-                        "retried"
-                    } else {
-                        "dead"
-                    };
+                    // Asked to stop: whatever the handler returned (a cancelled error, or the
+                    // error its interrupted work ran into), the job ends cancelled.
+                    let settle =
+                        if control.is_cancelled() || matches!(job_error, JobError::Cancelled(_)) {
+                            Settle::Cancelled
+                        } else {
+                            match job.next_retry(&job_error, rand::random::<f64>()) {
+                                Some(after) => Settle::RetryIn(after),
+                                None => Settle::Dead,
+                            }
+                        };
+                    let outcome = settle.outcome();
                     span.in_scope(|| {
-                        tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = retry_in.map(|d| d.as_millis() as u64), outcome, "job failed")
+                        if settle == Settle::Cancelled {
+                            tracing::info!(elapsed_ms, reason = %job_error.message(), "job cancelled")
+                        } else {
+                            tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = settle.retry_in().map(|d| d.as_millis() as u64), outcome, "job failed")
+                        }
                     });
                     crate::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
-                    record_failure(&shared, &job, job_error.message(), retry_in).await;
+                    record_failure(&shared, &job, job_error.message(), settle).await;
                     shared.unhold(&job.id);
                 }
             }
@@ -115,18 +131,47 @@ where
     }
 }
 
-/// Writes a failed attempt to Redis, retrying through short outages. If Redis stays away the
-/// lease expires and the engine itself counts the attempt, so nothing is lost either way.
-async fn record_failure(
-    shared: &BackendShared,
-    job: &ClaimedJob,
-    error: &str,
-    retry_in: Option<Duration>,
-) {
+/// How a failed attempt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Another attempt after this long.
+    RetryIn(Duration),
+    /// No more attempts.
+    Dead,
+    /// Stopped on request: neither retried nor dead.
+    Cancelled,
+}
+
+impl Settle {
+    /// The metrics' outcome label.
+    fn outcome(self) -> &'static str {
+        match self {
+            Self::RetryIn(_) => "retried",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn retry_in(self) -> Option<Duration> {
+        match self {
+            Self::RetryIn(after) => Some(after),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a failed (or cancelled) attempt to Redis, retrying through short outages. If Redis
+/// stays away the lease expires and the engine itself counts the attempt (or, for a job asked
+/// to stop, ends it cancelled), so nothing is lost either way.
+async fn record_failure(shared: &BackendShared, job: &ClaimedJob, error: &str, settle: Settle) {
     let mut backoff = ErrorBackoff::new();
     let give_up = tokio::time::Instant::now() + shared.settings.lease;
     loop {
-        match shared.engine.fail(job, error, retry_in).await {
+        let recorded = match settle {
+            Settle::Cancelled => shared.engine.cancelled(job, error).await,
+            _ => shared.engine.fail(job, error, settle.retry_in()).await,
+        };
+        match recorded {
             Ok(true) => return,
             Ok(false) => {
                 tracing::warn!(job_id = %job.id, "failure not recorded: lease was lost");

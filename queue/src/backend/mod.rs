@@ -8,6 +8,8 @@
 //!   when the queue is empty it blocks on the queue's wake-up list (new work starts within
 //!   milliseconds) or until the next scheduled job or lease deadline is due;
 //! - a **lease keeper** renews every held lease each third of the lease time, in one call;
+//! - a **cancel watcher** checks, while the worker holds jobs, which of them were asked to stop,
+//!   and cancels their [`JobControl`] tokens;
 //! - an **acker** batches completions into one script call per round trip;
 //! - the backend's middleware ([`JobLayer`]) runs each job inside a span carrying its id, kind,
 //!   attempt and request id, acks on success and, on failure, applies the job's retry policy.
@@ -21,6 +23,9 @@
 //!   handler reads about its job ([`JobInfo`]), and the small types the parts pass between them;
 //! - `fetcher`: claiming jobs when slots are free and handing them to apalis;
 //! - `lease`: the lease keeper;
+//! - `cancel`: the cancel watcher;
+//! - `control`: [`JobControl`], a running handler's handle on its own job (cancellation,
+//!   progress, result);
 //! - `acker`: batched acks, and the replacement claims that ride on them;
 //! - `layer`: the tower middleware around each job.
 
@@ -45,10 +50,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{engine::QueueEngine, job::ClaimedJob};
 
 mod acker;
+mod cancel;
+mod control;
 mod fetcher;
 mod layer;
 mod lease;
 
+pub use control::{JobControl, MAX_NOTE_CHARS, MAX_RESULT_BYTES, PROGRESS_INTERVAL};
 pub use layer::{JobLayer, JobService};
 
 /// What a handler can read about the job it runs (`Data<JobInfo>` in a handler's arguments).
@@ -67,6 +75,30 @@ pub struct JobInfo {
     pub max_attempts: u32,
     /// The request that caused the job.
     pub request_id: Option<String>,
+    /// Cancellation, progress and result of this run (detached outside a worker).
+    pub control: JobControl,
+}
+
+impl JobInfo {
+    /// Whether someone asked this job to stop (see [`JobControl`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.control.is_cancelled()
+    }
+
+    /// Completes when someone asks this job to stop.
+    pub async fn cancelled(&self) {
+        self.control.cancelled().await
+    }
+
+    /// Reports progress (see [`JobControl::progress`]).
+    pub async fn progress(&self, fraction: f64, note: &str) {
+        self.control.progress(fraction, note).await
+    }
+
+    /// Keeps a small result on the job (see [`JobControl::set_result`]).
+    pub async fn set_result(&self, result: &serde_json::Value) -> Result<(), crate::JobError> {
+        self.control.set_result(result).await
+    }
 }
 
 /// Settings of one backend.
@@ -78,6 +110,9 @@ pub struct BackendSettings {
     pub lease: Duration,
     /// Longest idle wait before looking again even without a wake-up.
     pub idle_poll: Duration,
+    /// How often, while it holds jobs, the worker checks whether any was asked to stop: the
+    /// bound on how late a running job sees its cancel request.
+    pub cancel_poll: Duration,
 }
 
 impl Default for BackendSettings {
@@ -86,6 +121,7 @@ impl Default for BackendSettings {
             concurrency: 16,
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_secs(5),
+            cancel_poll: Duration::from_millis(250),
         }
     }
 }
@@ -93,6 +129,8 @@ impl Default for BackendSettings {
 struct Held {
     lease: u64,
     slot: Option<OwnedSemaphorePermit>,
+    /// Cancelled when someone asks the job to stop (the handler's [`JobControl`] holds it).
+    cancel: CancellationToken,
 }
 
 /// State shared by a backend's fetcher, lease keeper, acker and middleware.
@@ -135,10 +173,32 @@ impl BackendShared {
         self.held.lock().map(|h| h.len()).unwrap_or(0)
     }
 
-    fn hold(&self, id: &str, lease: u64, slot: Option<OwnedSemaphorePermit>) {
+    /// Records a job as held; returns the token that cancels it.
+    fn hold(&self, id: &str, lease: u64, slot: Option<OwnedSemaphorePermit>) -> CancellationToken {
+        let cancel = CancellationToken::new();
         if let Ok(mut held) = self.held.lock() {
-            held.insert(id.to_owned(), Held { lease, slot });
+            held.insert(
+                id.to_owned(),
+                Held {
+                    lease,
+                    slot,
+                    cancel: cancel.clone(),
+                },
+            );
         }
+        cancel
+    }
+
+    /// Cancels the tokens of the held jobs among `ids`; returns how many.
+    fn signal_cancel(&self, ids: &[String]) -> usize {
+        let Ok(held) = self.held.lock() else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|id| held.get(id))
+            .filter(|h| !h.cancel.is_cancelled())
+            .inspect(|h| h.cancel.cancel())
+            .count()
     }
 
     fn unhold(&self, id: &str) -> Option<OwnedSemaphorePermit> {
@@ -289,6 +349,10 @@ where
                 worker.clone(),
             ));
             tokio::spawn(lease::run_lease_keeper(self.shared.clone(), worker.clone()));
+            tokio::spawn(cancel::run_cancel_watch(
+                self.shared.clone(),
+                worker.clone(),
+            ));
         }
         self.receiver.poll_recv(cx).map(|task| task.map(Ok))
     }

@@ -179,6 +179,19 @@ pub fn tick_of(job_id: &str) -> Option<(&str, DateTime<Utc>)> {
     Some((name, tick))
 }
 
+/// The schedule name and time a "run now" job id stands for (`sched:<name>:now:<UUIDv7>`, see
+/// [`Schedules::run_now`]). The time is the one the id's UUIDv7 carries, so every attempt of
+/// that job reads the same time, as every attempt of a tick's job reads its tick.
+pub fn run_now_of(job_id: &str) -> Option<(&str, DateTime<Utc>)> {
+    let rest = job_id.strip_prefix("sched:")?;
+    let (name, id) = rest.rsplit_once(":now:")?;
+    let (secs, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    let at = Utc
+        .timestamp_opt(i64::try_from(secs).ok()?, nanos)
+        .single()?;
+    (!name.is_empty()).then_some((name, at))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -533,6 +546,21 @@ mod tests {
         assert_eq!(id, "sched:maintenance:purge:1767225600000");
         assert_eq!(tick_of(&id), Some(("maintenance:purge", tick)));
         assert_eq!(tick_of("0193-not-a-tick"), None);
+    }
+
+    #[test]
+    fn a_run_now_job_id_names_its_schedule_and_the_time_it_was_asked_for() {
+        let before = Utc::now();
+        let id = format!("sched:report:abc:now:{}", uuid::Uuid::now_v7());
+        let (name, at) = run_now_of(&id).unwrap();
+        assert_eq!(name, "report:abc");
+        assert!(
+            (at - before).num_milliseconds().abs() < 1000,
+            "{at} is about {before}"
+        );
+        assert_eq!(tick_of(&id), None, "not a tick");
+        assert_eq!(run_now_of("sched:report:abc:1767225600000"), None);
+        assert_eq!(run_now_of("sched:report:abc:now:not-a-uuid"), None);
     }
 
     #[test]

@@ -1,15 +1,19 @@
 -- Operator actions on one job or one queue, chosen by ARGV[2].
 -- ARGV: base, action, id
---   retry   : dead job -> ready, attempts reset          promote : scheduled job -> ready now
---   delete  : remove a job in any state but active       pause / resume : stop or restart claiming
+--   retry   : dead or cancelled job -> ready, attempts reset
+--   promote : scheduled job -> ready now
+--   delete  : remove a job in any state but active
+--   pause / resume : stop or restart claiming
 -- Returns 1 if something changed, 0 otherwise.
 local base, action, id = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local jk = base .. 'j:' .. (id or '')
 if action == 'retry' then
-  if redis.call('ZREM', base .. 'dead', id) == 0 then return 0 end
+  if redis.call('ZREM', base .. 'dead', id) + redis.call('ZREM', base .. 'cancelled', id) == 0 then
+    return 0
+  end
   redis.call('HSET', jk, 'attempts', 0)
-  redis.call('HDEL', jk, 'finished_at')
+  redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'cancel_reason')
   make_ready(base, id, now)
   wake(base, 1)
   return 1
@@ -22,6 +26,7 @@ elseif action == 'delete' then
   if redis.call('ZSCORE', base .. 'active', id) then return 0 end
   local removed = redis.call('ZREM', base .. 'ready', id) + redis.call('ZREM', base .. 'scheduled', id)
     + redis.call('ZREM', base .. 'completed', id) + redis.call('ZREM', base .. 'dead', id)
+    + redis.call('ZREM', base .. 'cancelled', id)
   removed = removed + redis.call('DEL', jk, base .. 'e:' .. id)
   if removed > 0 then return 1 end
   return 0

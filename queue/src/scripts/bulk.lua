@@ -1,7 +1,8 @@
 -- Bulk operator actions, bounded: each call handles at most ARGV[3] jobs and returns how many it
 -- handled, so the caller loops until 0 and no single call blocks Redis for long.
--- ARGV: base, action ('retry_dead' | 'purge_completed' | 'purge_dead' | 'trim_dead'), limit,
---       cutoff (ms; 'trim_dead' removes dead jobs that died before it)
+-- ARGV: base, action ('retry_dead' | 'purge_completed' | 'purge_dead' | 'purge_cancelled' |
+--       'trim_dead'), limit, cutoff (ms; 'trim_dead' removes dead and cancelled jobs that ended
+--       before it)
 local base, action, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 if action == 'retry_dead' then
@@ -14,8 +15,8 @@ if action == 'retry_dead' then
   if #ids > 0 then redis.call('ZREM', base .. 'dead', unpack(ids)) end
   wake(base, #ids)
   return #ids
-elseif action == 'purge_completed' or action == 'purge_dead' then
-  local set = base .. (action == 'purge_completed' and 'completed' or 'dead')
+elseif action == 'purge_completed' or action == 'purge_dead' or action == 'purge_cancelled' then
+  local set = base .. string.sub(action, 7)
   local ids = redis.call('ZRANGE', set, 0, limit - 1)
   if #ids > 0 then
     redis.call('ZREM', set, unpack(ids))
@@ -23,11 +24,16 @@ elseif action == 'purge_completed' or action == 'purge_dead' then
   end
   return #ids
 elseif action == 'trim_dead' then
-  local ids = redis.call('ZRANGEBYSCORE', base .. 'dead', '-inf', '(' .. ARGV[4], 'LIMIT', 0, limit)
-  if #ids > 0 then
-    redis.call('ZREM', base .. 'dead', unpack(ids))
-    drop_job(base, ids)
+  local total = 0
+  for _, state in ipairs({'dead', 'cancelled'}) do
+    local ids = redis.call('ZRANGEBYSCORE', base .. state, '-inf', '(' .. ARGV[4], 'LIMIT', 0, limit - total)
+    if #ids > 0 then
+      redis.call('ZREM', base .. state, unpack(ids))
+      drop_job(base, ids)
+    end
+    total = total + #ids
+    if total >= limit then break end
   end
-  return #ids
+  return total
 end
 return redis.error_reply('unknown action ' .. tostring(action))

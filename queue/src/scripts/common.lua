@@ -8,6 +8,10 @@
 --   <base>seq counter   <base>marker wake-up list   <base>paused flag   <base>stats:<minute> hash
 --   <base>u:<key>  uniqueness key: the id of the job that took it, expiring after its window
 --                  (not tied to the job: retention trimming the job leaves it in place)
+--   <base>cancelled zset score = cancel time (ms)   <base>cancelling set: running jobs asked to stop
+--   <base>ev:<id>  event stream of a job enqueued with events on (capped, expires a day after
+--                  its last event): started, progress, retrying, failed, completed, cancelling,
+--                  cancelled; what a client's live status reads, resumable by stream entry id
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 local function now_ms()
@@ -43,6 +47,26 @@ local function drop_job(base, ids)
   redis.call('DEL', unpack(keys))
 end
 
+local EVENT_TTL_SECONDS = 86400
+
+-- Appends an event to a job's stream. Only jobs enqueued with events on have one (their hash
+-- says `events` = '1'), so the cost falls on the few jobs someone watches, not on every ack.
+local function emit(base, id, kind, data)
+  local key = base .. 'ev:' .. id
+  redis.call('XADD', key, 'MAXLEN', '~', 100, '*', 'type', kind, 'data', data)
+  redis.call('EXPIRE', key, EVENT_TTL_SECONDS)
+end
+
+-- Ends a job as cancelled: neither retried nor dead. The caller has taken it out of the set it
+-- was in.
+local function settle_cancelled(base, id, now, reason, events)
+  redis.call('HSET', base .. 'j:' .. id, 'finished_at', now, 'cancel_reason', reason)
+  redis.call('ZADD', base .. 'cancelled', now, id)
+  redis.call('SREM', base .. 'cancelling', id)
+  count_stat(base, now, 'cancelled', 1)
+  if events == '1' then emit(base, id, 'cancelled', cjson.encode({reason = reason})) end
+end
+
 local function wake(base, n)
   if n > 0 then
     local markers = {}
@@ -61,10 +85,16 @@ local function finish_jobs(base, now, keep, max_age, argv, from)
     local jk = base .. 'j:' .. id
     -- The hash is not rewritten: membership of the completed set is the state, its score the
     -- finish time (two calls per job keep acks cheap at tens of thousands per second).
-    if redis.call('HGET', jk, 'lease') == lease and redis.call('ZREM', base .. 'active', id) == 1 then
+    local f = redis.call('HMGET', jk, 'lease', 'events')
+    if f[1] == lease and redis.call('ZREM', base .. 'active', id) == 1 then
       done_args[#done_args + 1] = now
       done_args[#done_args + 1] = id
       results[#results + 1] = 1
+      if f[2] == '1' then
+        -- The result is stored as JSON text, so it is spliced in as it is.
+        local result = redis.call('HGET', jk, 'result') or 'null'
+        emit(base, id, 'completed', '{"result":' .. result .. '}')
+      end
     else
       results[#results + 1] = 0
     end
@@ -110,18 +140,25 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
   for _, id in ipairs(expired) do
     local jk = base .. 'j:' .. id
     redis.call('ZREM', base .. 'active', id)
-    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'worker')
+    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'worker', 'cancel_requested', 'events')
     local attempts, max_attempts = tonumber(f[1] or '0'), tonumber(f[2] or '1')
     local message = 'lease expired: worker ' .. (f[3] or '?') .. ' stopped renewing it (killed or hung)'
     redis.call('RPUSH', base .. 'e:' .. id, cjson.encode({attempt = attempts, at = now, error = message}))
     redis.call('LTRIM', base .. 'e:' .. id, -25, -1)
     redis.call('HSET', jk, 'last_error', message)
-    if attempts >= max_attempts then
+    if f[4] then
+      -- Asked to stop while it ran: the stop is what was wanted, not another attempt.
+      settle_cancelled(base, id, now, 'cancelled while running; ' .. message, f[5])
+    elseif attempts >= max_attempts then
       redis.call('HSET', jk, 'finished_at', now)
       redis.call('ZADD', base .. 'dead', now, id)
       died = died + 1
+      if f[5] == '1' then emit(base, id, 'failed', cjson.encode({attempt = attempts, error = message})) end
     else
       make_ready(base, id, now)
+      if f[5] == '1' then
+        emit(base, id, 'retrying', cjson.encode({attempt = attempts, error = message, retry_at = now}))
+      end
     end
   end
   count_stat(base, now, 'failed', #expired)
@@ -138,11 +175,12 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
       local jk = base .. 'j:' .. id
       -- Two calls per job: read everything, then write the new lease in one HSET.
       local f = redis.call('HMGET', jk, 'kind', 'payload', 'priority', 'max_attempts', 'request_id', 'retry',
-        'created_at', 'attempts', 'lease')
+        'created_at', 'attempts', 'lease', 'events')
       if f[1] then
         local attempts = tonumber(f[8] or '0') + 1
         local lease = tonumber(f[9] or '0') + 1
         redis.call('HSET', jk, 'attempts', attempts, 'lease', lease, 'worker', worker, 'started_at', now)
+        if f[10] == '1' then emit(base, id, 'started', cjson.encode({attempt = attempts})) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = id
         jobs[#jobs + 1] = {id, lease, attempts, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}

@@ -1,7 +1,8 @@
 -- A consistent snapshot of one queue's sizes: waiting per priority (0..9), scheduled, active,
--- completed, dead, paused, and the enqueue time of the oldest waiting job. Bounded: 10 range reads.
+-- completed, dead, cancelled, paused, and the enqueue time of the oldest waiting job. Bounded:
+-- 10 range reads.
 -- ARGV: base. Returns {now, paused, scheduled, active, completed, dead, oldest_enqueued_ms_or_-1,
---                      waiting_p0, ..., waiting_p9}
+--                      waiting_p0, ..., waiting_p9, cancelled}
 local base = ARGV[1]
 local now = now_ms()
 local ready = base .. 'ready'
@@ -21,4 +22,5 @@ for p = 0, 9 do
   end
 end
 out[7] = oldest
+out[#out + 1] = redis.call('ZCARD', base .. 'cancelled')
 return out

@@ -1,18 +1,19 @@
 -- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id), or the
 -- job has a uniqueness key that another job holds.
--- ARGV: base, then 10 values per job: id, kind, payload, priority, max_attempts, run_at_ms
---       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms)
+-- ARGV: base, then 11 values per job: id, kind, payload, priority, max_attempts, run_at_ms
+--       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms),
+--       events ('1': keep an event stream of the job's life, see common.lua; '' = none)
 -- Returns one integer per job: 1 added, 0 already present (by id or by key).
 local base = ARGV[1]
 local now = now_ms()
 local results = {}
 local added, ready_count = 0, 0
 local ready_args, scheduled_args = {}, {}
-local n = (#ARGV - 1) / 10
+local n = (#ARGV - 1) / 11
 local seq = 0
 if n > 0 then seq = redis.call('INCRBY', base .. 'seq', n) - n end
 for i = 0, n - 1 do
-  local o = 2 + i * 10
+  local o = 2 + i * 11
   local id = ARGV[o]
   local jk = base .. 'j:' .. id
   local ukey = ARGV[o + 8]
@@ -45,6 +46,10 @@ for i = 0, n - 1 do
       redis.call('HSET', jk, 'kind', ARGV[o + 1], 'payload', ARGV[o + 2], 'priority', priority,
         'max_attempts', ARGV[o + 4], 'created_at', now, 'run_at', run_at,
         'request_id', ARGV[o + 6], 'retry', ARGV[o + 7], 'unique', ukey)
+    end
+    if ARGV[o + 10] == '1' then
+      redis.call('HSET', jk, 'events', '1')
+      emit(base, id, 'queued', cjson.encode({run_at = run_at}))
     end
     added = added + 1
     results[#results + 1] = 1

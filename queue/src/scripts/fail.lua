@@ -1,12 +1,20 @@
--- Records a failed attempt of a leased job: retry after a delay, or dead.
--- ARGV: base, id, lease, error_json, error_text, retry_delay_ms (-1 = dead)
+-- Records a failed attempt of a leased job: retry after a delay, dead, or cancelled.
+-- ARGV: base, id, lease, error_json, error_text, retry_delay_ms (-1 = dead, -2 = cancelled: the
+--       handler stopped because it was asked to)
+-- A job asked to stop while it ran ends cancelled whatever the handler returned: retrying or
+-- burying what an operator or its owner cancelled would undo the cancel.
 -- Returns 1 if recorded, 0 if the lease was lost (the failure is then ignored).
 local base, id, lease = ARGV[1], ARGV[2], ARGV[3]
 local delay = tonumber(ARGV[6])
 local now = now_ms()
 local jk = base .. 'j:' .. id
-if redis.call('HGET', jk, 'lease') ~= lease or redis.call('ZREM', base .. 'active', id) == 0 then
+local f = redis.call('HMGET', jk, 'lease', 'cancel_requested', 'events', 'cancel_reason')
+if f[1] ~= lease or redis.call('ZREM', base .. 'active', id) == 0 then
   return 0
+end
+if f[2] or delay == -2 then
+  settle_cancelled(base, id, now, f[4] or ARGV[5], f[3])
+  return 1
 end
 redis.call('RPUSH', base .. 'e:' .. id, ARGV[4])
 redis.call('LTRIM', base .. 'e:' .. id, -25, -1)
@@ -16,17 +24,24 @@ if delay < 0 then
   redis.call('HSET', jk, 'finished_at', now)
   redis.call('ZADD', base .. 'dead', now, id)
   count_stat(base, now, 'dead', 1)
-elseif delay == 0 then
+  if f[3] == '1' then emit(base, id, 'failed', ARGV[4]) end
+  return 1
+end
+-- now_ms() rounds the failure's moment down, so now + delay could come up to a millisecond
+-- before the backoff has fully passed; one millisecond more makes it never early.
+local due = now
+if delay == 0 then
   make_ready(base, id, now)
-  count_stat(base, now, 'retried', 1)
-  wake(base, 1)
 else
-  -- now_ms() rounds the failure's moment down, so now + delay could come up to a millisecond
-  -- before the backoff has fully passed; one millisecond more makes it never early.
-  local due = now + delay + 1
+  due = now + delay + 1
   redis.call('HSET', jk, 'run_at', due)
   redis.call('ZADD', base .. 'scheduled', due, id)
-  count_stat(base, now, 'retried', 1)
-  wake(base, 1)
+end
+count_stat(base, now, 'retried', 1)
+wake(base, 1)
+if f[3] == '1' then
+  local entry = cjson.decode(ARGV[4])
+  entry.retry_at = due
+  emit(base, id, 'retrying', cjson.encode(entry))
 end
 return 1

@@ -7,11 +7,17 @@ local released = 0
 for i = 2, #ARGV, 2 do
   local id, lease = ARGV[i], ARGV[i + 1]
   local jk = base .. 'j:' .. id
-  if redis.call('HGET', jk, 'lease') == lease and redis.call('ZREM', base .. 'active', id) == 1 then
-    redis.call('HINCRBY', jk, 'attempts', -1)
-    redis.call('HDEL', jk, 'worker')
-    make_ready(base, id, now)
-    released = released + 1
+  local f = redis.call('HMGET', jk, 'lease', 'cancel_requested', 'cancel_reason', 'events')
+  if f[1] == lease and redis.call('ZREM', base .. 'active', id) == 1 then
+    if f[2] then
+      -- Asked to stop: it is not put back to run again.
+      settle_cancelled(base, id, now, f[3] or 'cancelled', f[4])
+    else
+      redis.call('HINCRBY', jk, 'attempts', -1)
+      redis.call('HDEL', jk, 'worker')
+      make_ready(base, id, now)
+      released = released + 1
+    end
   end
 end
 wake(base, released)

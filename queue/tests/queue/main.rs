@@ -5,6 +5,7 @@
 mod helpers;
 
 mod engine;
+mod lifecycle;
 mod model;
 mod outbox;
 mod producer;

@@ -1,12 +1,15 @@
 //! Model-based test: random sequences of enqueue / claim / ack / fail / expire / release /
-//! retry / promote / delete run against the real engine and against a small in-memory model of
-//! what the engine promises; after every step the results and the counts per state must agree.
+//! retry / promote / delete / cancel run against the real engine and against a small in-memory
+//! model of what the engine promises; after every step the results and the counts per state
+//! must agree.
 //!
 //! The model is deliberately naive (vectors and linear scans) so that it is obviously right.
 
 use std::time::Duration;
 
-use orderly_queue::{ClaimedJob, JobSpec, Priority, QueueEngine, Retention, RetryPolicy};
+use orderly_queue::{
+    CancelOutcome, ClaimedJob, JobSpec, Priority, QueueEngine, Retention, RetryPolicy,
+};
 use proptest::prelude::*;
 
 use crate::helpers::{TestEngine, engine_with};
@@ -16,15 +19,41 @@ const LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { id: u8, priority: u8, delayed: bool },
-    Claim { n: usize },
-    Ack { pick: usize },
-    Fail { pick: usize, retry: bool },
-    Expire { pick: usize },
-    Release { pick: usize },
-    RetryDead { pick: usize },
-    Promote { pick: usize },
-    Delete { pick: usize },
+    Enqueue {
+        id: u8,
+        priority: u8,
+        delayed: bool,
+    },
+    Claim {
+        n: usize,
+    },
+    Ack {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+        retry: bool,
+    },
+    Expire {
+        pick: usize,
+    },
+    Release {
+        pick: usize,
+    },
+    RetryDead {
+        pick: usize,
+    },
+    Promote {
+        pick: usize,
+    },
+    Delete {
+        pick: usize,
+    },
+    /// Cancels the picked job (any state), or a job that does not exist when `missing`.
+    Cancel {
+        pick: usize,
+        missing: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::RetryDead { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Promote { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+        2 => (any::<usize>(), prop::bool::weighted(0.1)).prop_map(|(pick, missing)| Op::Cancel { pick, missing }),
     ]
 }
 
@@ -48,6 +78,7 @@ enum State {
     Active { expired: bool },
     Completed,
     Dead,
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +90,8 @@ struct Job {
     state: State,
     attempts: u32,
     lease: u64,
+    /// Asked to stop while it ran: however its attempt ends (but a success), it ends cancelled.
+    cancel_requested: bool,
 }
 
 #[derive(Debug, Default)]
@@ -98,8 +131,38 @@ impl Model {
             },
             attempts: 0,
             lease: 0,
+            cancel_requested: false,
         });
         true
+    }
+
+    fn cancel(&mut self, id: &str) -> CancelOutcome {
+        let Some(job) = self.get(id) else {
+            return CancelOutcome::NotFound;
+        };
+        match job.state {
+            State::Ready | State::Scheduled => {
+                job.state = State::Cancelled;
+                CancelOutcome::Cancelled
+            }
+            State::Active { .. } => {
+                job.cancel_requested = true;
+                CancelOutcome::Signalled
+            }
+            State::Completed | State::Dead | State::Cancelled => CancelOutcome::AlreadyFinished,
+        }
+    }
+
+    /// Ends an attempt of a job asked to stop; true if it was.
+    fn settle_cancel_request(&mut self, id: &str) -> bool {
+        let job = self.get(id).unwrap();
+        if job.cancel_requested {
+            job.cancel_requested = false;
+            job.state = State::Cancelled;
+            true
+        } else {
+            false
+        }
     }
 
     fn claim(&mut self, n: usize) -> Vec<(String, u32)> {
@@ -113,6 +176,9 @@ impl Model {
         expired.sort();
         for id in expired {
             let attempts = self.get(&id).unwrap().attempts;
+            if self.settle_cancel_request(&id) {
+                continue;
+            }
             if attempts >= MAX_ATTEMPTS {
                 self.get(&id).unwrap().state = State::Dead;
             } else {
@@ -148,7 +214,10 @@ impl Model {
         if !self.holds(id, lease) {
             return false;
         }
-        self.get(id).unwrap().state = State::Completed;
+        // A job that finished its work before it saw the request completes.
+        let job = self.get(id).unwrap();
+        job.state = State::Completed;
+        job.cancel_requested = false;
         true
     }
 
@@ -156,6 +225,9 @@ impl Model {
     fn fail(&mut self, id: &str, lease: u64, retry: bool) -> bool {
         if !self.holds(id, lease) {
             return false;
+        }
+        if self.settle_cancel_request(id) {
+            return true;
         }
         let attempts = self.get(id).unwrap().attempts;
         if retry && attempts < MAX_ATTEMPTS {
@@ -166,8 +238,9 @@ impl Model {
         true
     }
 
+    /// True if the job went back to ready (a job asked to stop ends cancelled instead).
     fn release(&mut self, id: &str, lease: u64) -> bool {
-        if !self.holds(id, lease) {
+        if !self.holds(id, lease) || self.settle_cancel_request(id) {
             return false;
         }
         self.get(id).unwrap().attempts -= 1;
@@ -175,8 +248,8 @@ impl Model {
         true
     }
 
-    fn counts(&self) -> [u64; 5] {
-        let mut c = [0u64; 5];
+    fn counts(&self) -> [u64; 6] {
+        let mut c = [0u64; 6];
         for job in &self.jobs {
             let i = match job.state {
                 State::Ready => 0,
@@ -184,6 +257,7 @@ impl Model {
                 State::Active { .. } => 2,
                 State::Completed => 3,
                 State::Dead => 4,
+                State::Cancelled => 5,
             };
             c[i] += 1;
         }
@@ -224,9 +298,16 @@ fn claimed_stub(id: &str, lease: u64, attempt: u32) -> ClaimedJob {
     }
 }
 
-async fn real_counts(engine: &QueueEngine) -> [u64; 5] {
+async fn real_counts(engine: &QueueEngine) -> [u64; 6] {
     let c = engine.counts("m").await.unwrap();
-    [c.waiting, c.scheduled, c.active, c.completed, c.dead]
+    [
+        c.waiting,
+        c.scheduled,
+        c.active,
+        c.completed,
+        c.dead,
+        c.cancelled,
+    ]
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -321,7 +402,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::RetryDead { pick } => {
-                if let Some(id) = model.pick_in(*pick, |s| *s == State::Dead) {
+                // The same operator action retries dead and cancelled jobs.
+                if let Some(id) =
+                    model.pick_in(*pick, |s| matches!(s, State::Dead | State::Cancelled))
+                {
                     model.get(&id).unwrap().attempts = 0;
                     model.make_ready(&id);
                     prop_assert!(engine.retry_dead("m", &id).await.unwrap());
@@ -331,6 +415,18 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(id) = model.pick_in(*pick, |s| *s == State::Scheduled) {
                     model.make_ready(&id);
                     prop_assert!(engine.promote("m", &id).await.unwrap());
+                }
+            }
+            Op::Cancel { pick, missing } => {
+                let id = if *missing {
+                    Some("never-enqueued".to_owned())
+                } else {
+                    model.pick_in(*pick, |_| true)
+                };
+                if let Some(id) = id {
+                    let expected = model.cancel(&id);
+                    let got = engine.cancel("m", &id, "model cancel").await.unwrap();
+                    prop_assert_eq!(got, expected, "step {} {:?}", step, op);
                 }
             }
             Op::Delete { pick } => {
