@@ -362,6 +362,7 @@ pub async fn serve(
 }
 
 /// [`serve`] for an already built `app` (from [`build`] or [`build_with_extra`]).
+/// The dashboard's live streams end as soon as `shutdown` resolves.
 pub async fn serve_app(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -369,6 +370,13 @@ pub async fn serve_app(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let outbox = state.services.outbox.clone();
+    // Open dashboard streams never end by themselves: they end as the shutdown starts, so the
+    // grace period is spent on real requests, not waiting for them.
+    let live_hub = state.live_hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live_hub.shut_down();
+    };
     let result = server::run(listener, app, &state.services.config.http, shutdown).await;
     // Jobs committed by the last requests are pushed before the process exits (the relay
     // would pick them up anyway, a few seconds later).

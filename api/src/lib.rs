@@ -15,6 +15,7 @@
 //! - [`server`]: the accept loop, and the limits on slow and idle clients (head, body and
 //!   keep-alive deadlines, connection cap).
 //! - [`dashboard`]: the job-queue dashboard for operators under `/admin`.
+//! - [`live`]: Server-Sent Events for clients following a report or an upload.
 
 pub mod app;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod dashboard;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod orders;

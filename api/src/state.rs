@@ -7,7 +7,10 @@ use orderly::{
     ratelimit::{MemoryRateLimiter, Quota, RateLimiter, RedisRateLimiter},
 };
 
-/// The api's shared state: the services plus the HTTP-only pieces (rate limiter).
+use crate::dashboard::hub::LiveHub;
+
+/// The api's shared state: the services plus the HTTP-only pieces (rate limiter, the
+/// dashboard's live-update hub).
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
 
@@ -19,6 +22,9 @@ pub struct AppInner {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// The budget each client gets.
     pub quota: Option<Quota>,
+    /// Wakes the dashboard's open live streams when the queues change: one watcher per process
+    /// however many pages are open, ended by [`crate::app::serve_app`] on shutdown.
+    pub live_hub: LiveHub,
 }
 
 impl Deref for AppState {
@@ -44,10 +50,12 @@ impl AppState {
             per_minute: limits.per_minute,
             burst: limits.burst.max(1),
         });
+        let live_hub = LiveHub::new(services.queue.clone());
         Self(Arc::new(AppInner {
             services,
             rate_limiter,
             quota,
+            live_hub,
         }))
     }
 }

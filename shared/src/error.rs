@@ -342,6 +342,20 @@ impl From<crate::queue::QueueError> for AppError {
     }
 }
 
+impl From<crate::queue::schedule::ScheduleError> for AppError {
+    fn from(e: crate::queue::schedule::ScheduleError) -> Self {
+        use crate::queue::schedule::ScheduleError;
+        match e {
+            ScheduleError::NotFound(_) => Self::not_found("no such schedule"),
+            ScheduleError::Redis(e) => e.into(),
+            // The shop defines its schedules from checked input: a refused one is a bug.
+            invalid @ ScheduleError::Invalid(_) => {
+                Self::Internal(anyhow::Error::new(invalid).context("schedule definition"))
+            }
+        }
+    }
+}
+
 impl From<redis::RedisError> for AppError {
     fn from(e: redis::RedisError) -> Self {
         Self::Internal(anyhow::Error::new(e).context("redis error"))

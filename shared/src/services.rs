@@ -11,14 +11,15 @@ use crate::{
     cache::Cache,
     config::Config,
     emails::{SentEmailService, subscriber::EmailSubscriber},
+    error::AppError,
     events::EventBus,
     idempotency::IdempotencyService,
-    jobs::{JobSettings, JobStager},
-    maintenance::MaintenanceService,
+    jobs::{JobLifecycle, JobSettings, JobStager, ReportJob, UploadJob},
+    maintenance::{MaintainedDomains, MaintenanceService},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
-    queue::{Outbox, Producer, QueueEngine, Retention, schedule::Schedules},
-    reports::ReportService,
+    queue::{Job, Outbox, Producer, QueueEngine, Retention, schedule::Schedules},
+    reports::{ReportScheduleService, ReportService},
     storage::Storage,
     uploads::UploadService,
     users::{TokenIssuer, UserService, repository::CachedUserRepository, revocation::Revocations},
@@ -62,6 +63,8 @@ pub struct Services {
     pub sent_emails: SentEmailService,
     /// Report requests, downloads and the build bookkeeping.
     pub reports: ReportService,
+    /// Admins' report schedules (rows mirrored as engine schedules) and their runs.
+    pub report_schedules: ReportScheduleService,
     /// Webhook endpoints and deliveries.
     pub webhooks: WebhookService,
     /// Report files and uploads.
@@ -132,12 +135,22 @@ impl Services {
         let orders =
             OrderService::new(db.clone(), products.clone(), events.clone(), outbox.clone());
         let storage = Storage::from_config(&config.storage)?;
+        let lifecycle = JobLifecycle::new(queue.clone());
+        let schedules = Schedules::new(queue.clone());
+        let report_schedules = ReportScheduleService::new(
+            db.clone(),
+            schedules.clone(),
+            users.clone(),
+            jobs.clone(),
+            outbox.clone(),
+        );
         let reports = ReportService::new(
             db.clone(),
             storage.clone(),
             events.clone(),
             outbox.clone(),
             jobs.clone(),
+            lifecycle.clone(),
         );
         let uploads = UploadService::new(
             db.clone(),
@@ -145,21 +158,26 @@ impl Services {
             storage.clone(),
             outbox.clone(),
             jobs.clone(),
+            lifecycle,
             config.storage.upload_max_bytes as u64,
         );
         let sent_emails = SentEmailService::new(db.clone());
         let maintenance = MaintenanceService::new(
-            idempotency.clone(),
-            sent_emails.clone(),
-            webhooks.clone(),
-            reports.clone(),
+            MaintainedDomains {
+                idempotency: idempotency.clone(),
+                sent_emails: sent_emails.clone(),
+                webhooks: webhooks.clone(),
+                reports: reports.clone(),
+                uploads: uploads.clone(),
+            },
             queue.clone(),
             crate::jobs::QUEUE_NAMES.to_vec(),
             &config.maintenance,
         );
         Ok(Self {
             maintenance,
-            schedules: Schedules::new(queue.clone()),
+            schedules,
+            report_schedules,
             uploads,
             sent_emails,
             reports,
@@ -179,5 +197,26 @@ impl Services {
             orders,
             idempotency,
         })
+    }
+}
+
+impl Services {
+    /// Tells the domain that the job `id` of `queue` was cancelled before it ran (an operator
+    /// cancelled it on the dashboard): the report or upload it would have built says
+    /// `cancelled` too, instead of `queued` for ever. Jobs of other queues have no row.
+    pub async fn job_cancelled_before_run(&self, queue: &str, id: &str) -> Result<(), AppError> {
+        let Some(job) = self.queue.job(queue, id).await? else {
+            return Ok(());
+        };
+        if queue == ReportJob::QUEUE.as_str()
+            && let Ok(ReportJob { report_id }) = serde_json::from_value(job.payload.clone())
+        {
+            self.reports.mark_cancelled(report_id).await?;
+        } else if queue == UploadJob::QUEUE.as_str()
+            && let Ok(UploadJob { upload_id }) = serde_json::from_value(job.payload)
+        {
+            self.uploads.mark_cancelled(upload_id).await?;
+        }
+        Ok(())
     }
 }

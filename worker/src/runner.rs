@@ -1,6 +1,7 @@
 //! The worker process: one apalis worker per queue it serves, under one `Monitor`, plus the
 //! heartbeat that shows the process on the dashboard, the outbox relay and the schedule loop
-//! (recurring jobs: every process runs it, each tick still makes one job).
+//! (recurring jobs: every process runs it, each tick still makes one job), beside which the
+//! report schedules stored in PostgreSQL are mirrored into the engine at start and every minute.
 //!
 //! Shutdown (SIGTERM/SIGINT, or the future given to [`run`]): claiming stops at once, running
 //! jobs get `WORKER_SHUTDOWN_GRACE_SECS` to finish, whatever is left is released back to the
@@ -145,12 +146,15 @@ async fn run_process(
     });
     let scheduler = if options.schedules {
         define_builtin_schedules(&services).await;
-        Some(tokio::spawn(
-            services
-                .schedules
-                .clone()
-                .run(SCHEDULE_REFRESH, stop.clone()),
-        ))
+        reconcile_report_schedules(&services).await;
+        let ticks = services
+            .schedules
+            .clone()
+            .run(SCHEDULE_REFRESH, stop.clone());
+        let reconciler = keep_report_schedules_reconciled(services.clone(), stop.clone());
+        Some(tokio::spawn(async move {
+            tokio::join!(ticks, reconciler);
+        }))
     } else {
         None
     };
@@ -218,6 +222,29 @@ async fn define_builtin_schedules(services: &Services) {
         if let Err(error) = services.schedules.define(&def).await {
             tracing::warn!(schedule = %def.name, %error, "could not define a built-in schedule");
         }
+    }
+}
+
+/// How often a worker process brings the engine's report schedules in line with their rows.
+const REPORT_SCHEDULE_RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
+/// Mirrors the report schedules stored in PostgreSQL into the engine (see
+/// `ReportScheduleService::reconcile`): a row whose engine schedule a crash or a Redis failure
+/// left behind is defined, one deleted is removed. A failure is logged, not fatal.
+async fn reconcile_report_schedules(services: &Services) {
+    if let Err(error) = services.report_schedules.reconcile().await {
+        tracing::warn!(%error, "could not reconcile the report schedules");
+    }
+}
+
+/// [`reconcile_report_schedules`] every [`REPORT_SCHEDULE_RECONCILE_EVERY`] until `stop`.
+async fn keep_report_schedules_reconciled(services: Services, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REPORT_SCHEDULE_RECONCILE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        reconcile_report_schedules(&services).await;
     }
 }
 

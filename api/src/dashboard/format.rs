@@ -59,12 +59,13 @@ pub fn short_id(id: &str) -> String {
 }
 
 /// The job-list tabs of a queue page: URL key, engine state, label.
-pub const STATE_TABS: [(&str, JobState, &str); 5] = [
+pub const STATE_TABS: [(&str, JobState, &str); 6] = [
     ("waiting", JobState::Ready, "Waiting"),
     ("scheduled", JobState::Scheduled, "Scheduled"),
     ("running", JobState::Active, "Running"),
     ("completed", JobState::Completed, "Completed"),
     ("dead", JobState::Dead, "Dead"),
+    ("cancelled", JobState::Cancelled, "Cancelled"),
 ];
 
 /// The URL key of a state (`ready` is "waiting" to operators, `active` is "running").

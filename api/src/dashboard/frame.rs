@@ -22,6 +22,8 @@ pub(super) struct Frame {
     pub(super) section: Option<&'static str>,
     /// This page's path and query: forms come back here after an action.
     return_to: String,
+    /// This page's live part (`?live=1`): the page the script asks the live stream for (and
+    /// polls in a browser without `EventSource`).
     live_url: String,
     pub(super) notice: Option<String>,
 }
@@ -54,7 +56,8 @@ impl Frame {
 /// Query parameters every page takes.
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
-    /// `1`: render only the live part (polled by the page's script).
+    /// `1`: render only the live part (what the live stream sends; the page's script polls it
+    /// only in a browser without `EventSource`).
     live: Option<u8>,
     /// The action just done, for the notice line.
     done: Option<String>,
@@ -67,6 +70,17 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    /// The query that renders a page's live part (what the live stream sends): `state` and
+    /// `page` are the queue page's list, `None` elsewhere.
+    pub(super) fn live_part(state: Option<String>, page: Option<u64>) -> Self {
+        Self {
+            live: Some(1),
+            state,
+            page,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn is_live(&self) -> bool {
         self.live == Some(1)
     }

@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use orderly::queue::{JobState, inspect::JobDetail};
+use orderly::queue::{CancelOutcome, JobState, inspect::JobDetail};
 use serde::Serialize;
 
 use crate::{
@@ -74,6 +74,7 @@ enum JobAction {
     Retry,
     Promote,
     Delete,
+    Cancel,
 }
 
 impl JobAction {
@@ -82,12 +83,13 @@ impl JobAction {
             "retry" => Self::Retry,
             "promote" => Self::Promote,
             "delete" => Self::Delete,
+            "cancel" => Self::Cancel,
             _ => return None,
         })
     }
 }
 
-/// `POST /admin/queues/{queue}/jobs/{id}/{action}`: retry, promote, delete.
+/// `POST /admin/queues/{queue}/jobs/{id}/{action}`: retry, promote, delete, cancel.
 pub async fn job_action(
     State(state): State<AppState>,
     PageAdmin(session): PageAdmin,
@@ -123,6 +125,21 @@ pub async fn job_action(
         JobAction::Retry => engine.retry_dead(queue, &id).await,
         JobAction::Promote => engine.promote(queue, &id).await,
         JobAction::Delete => engine.delete(queue, &id).await,
+        JobAction::Cancel => {
+            let reason = format!("cancelled on the dashboard by {}", session.actor.user_id);
+            match engine.cancel(queue, &id, &reason).await {
+                // A job that never ran: the row behind it (a report, an upload) says so too.
+                // A running one is stopped by its handler, which updates its row itself.
+                Ok(CancelOutcome::Cancelled) => {
+                    if let Err(error) = state.services.job_cancelled_before_run(queue, &id).await {
+                        return app_error_page(error);
+                    }
+                    Ok(true)
+                }
+                Ok(outcome) => Ok(outcome == CancelOutcome::Signalled),
+                Err(error) => Err(error),
+            }
+        }
     };
     match result {
         Ok(changed) => {
@@ -148,10 +165,10 @@ pub fn job_actions(queue: &str, id: &str, state: &str) -> Vec<Action> {
     let short = short_id(id);
     let mut actions = Vec::new();
     match state {
-        "dead" => actions.push(Action {
+        "dead" | "cancelled" => actions.push(Action {
             url: url("retry"),
             label: "Retry",
-            confirm: format!("Retry dead job {short} now? Its attempts start again from zero."),
+            confirm: format!("Retry {state} job {short} now? Its attempts start again from zero."),
             danger: false,
         }),
         "scheduled" => actions.push(Action {
@@ -161,6 +178,20 @@ pub fn job_actions(queue: &str, id: &str, state: &str) -> Vec<Action> {
             danger: false,
         }),
         _ => {}
+    }
+    if matches!(state, "ready" | "scheduled" | "active") {
+        actions.push(Action {
+            url: url("cancel"),
+            label: "Cancel",
+            confirm: if state == "active" {
+                format!(
+                    "Cancel running job {short}? Its handler is asked to stop; it ends cancelled, neither retried nor dead."
+                )
+            } else {
+                format!("Cancel job {short}? It will not run; it ends cancelled.")
+            },
+            danger: true,
+        });
     }
     if state != "active" {
         actions.push(Action {
@@ -215,8 +246,23 @@ pub struct JobView {
     pub payload: String,
     /// The retry policy, pretty JSON.
     pub retry: Option<String>,
+    /// The last progress its handler reported: percent done and its note.
+    pub progress: Option<ProgressView>,
+    /// The result its handler kept, pretty JSON.
+    pub result: Option<String>,
+    /// Why it was cancelled, or that it was asked to stop while it runs.
+    pub cancel_note: Option<String>,
     /// Allowed actions.
     pub actions: Vec<Action>,
+}
+
+/// A job's last reported progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    /// 0 to 100.
+    pub percent: u8,
+    /// What the handler said (`4200 rows`).
+    pub note: String,
 }
 
 /// The job page of `job` seen at `now_ms`.
@@ -271,6 +317,28 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
             .as_deref()
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
             .and_then(|v| serde_json::to_string_pretty(&v).ok()),
+        progress: job.progress.as_ref().map(|p| ProgressView {
+            percent: (p.get("fraction").and_then(|f| f.as_f64()).unwrap_or(0.0) * 100.0)
+                .clamp(0.0, 100.0)
+                .round() as u8,
+            note: p
+                .get("note")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        }),
+        result: job
+            .result
+            .as_ref()
+            .and_then(|r| serde_json::to_string_pretty(r).ok()),
+        cancel_note: match (&job.cancel_reason, job.cancel_requested_at_ms) {
+            (Some(reason), _) if state == Some(JobState::Cancelled) => Some(reason.clone()),
+            (reason, Some(_)) => Some(format!(
+                "asked to stop ({}); waiting for its handler",
+                reason.as_deref().unwrap_or("cancel requested")
+            )),
+            _ => None,
+        },
         actions: job_actions(&job.queue, &job.id, &job.state),
     }
 }
@@ -288,8 +356,9 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(labels("dead"), ["Retry", "Delete"]);
-        assert_eq!(labels("scheduled"), ["Run now", "Delete"]);
-        assert_eq!(labels("ready"), ["Delete"]);
-        assert!(labels("active").is_empty());
+        assert_eq!(labels("cancelled"), ["Retry", "Delete"]);
+        assert_eq!(labels("scheduled"), ["Run now", "Cancel", "Delete"]);
+        assert_eq!(labels("ready"), ["Cancel", "Delete"]);
+        assert_eq!(labels("active"), ["Cancel"]);
     }
 }

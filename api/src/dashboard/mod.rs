@@ -5,9 +5,9 @@
 //! pause/resume, purge), each behind a confirmation and a CSRF token.
 //!
 //! Server-rendered HTML (minijinja templates compiled into the binary) with one small script of
-//! our own for live updates (short polling of the same page's live part every few seconds),
-//! confirmation dialogs and keyboard shortcuts; everything works without it, only less live.
-//! No CDN, nothing fetched at build or run time.
+//! our own for live updates (one Server-Sent Events stream per open page, sending the page's
+//! live part when it changes), confirmation dialogs and keyboard shortcuts; everything works
+//! without it, only less live. No CDN, nothing fetched at build or run time.
 //!
 //! HTTP only: reads and actions are the queue engine's (`orderly::queue`). One module per page,
 //! each with its handlers and the display models its templates need:
@@ -20,7 +20,8 @@
 //! - [`login`]: sign in and out.
 //! - [`api`]: the JSON read API for scripts.
 //!
-//! And what they share: [`frame`] (navigation, CSRF token, notice, live URL), [`actions`] (the
+//! And what they share: [`live`] (the live-update stream of every page, and the one watcher per
+//! process that wakes it), [`frame`] (navigation, CSRF token, notice, live URL), [`actions`] (the
 //! action buttons, the CSRF check and confirmation in front of every action), [`chart`] (the
 //! throughput chart), [`format`] (durations, times, ids), [`render`] (templates, security
 //! headers, the error page), [`assets`] (the stylesheet and script), [`session`] (cookie login,
@@ -36,7 +37,9 @@ pub mod assets;
 pub mod chart;
 pub mod format;
 pub mod frame;
+pub mod hub;
 pub mod job;
+pub mod live;
 pub mod login;
 pub mod overview;
 pub mod queue;
@@ -73,6 +76,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/logout", post(login::logout))
         .route("/admin/queues", get(overview::overview))
         .route("/admin/search", get(search::search))
+        .route("/admin/live", get(live::live_stream))
         .route("/admin/queues/{queue}", get(queue::queue_page))
         .route("/admin/queues/{queue}/{action}", post(queue::queue_action))
         .route("/admin/queues/{queue}/jobs/{id}", get(job::job_page))

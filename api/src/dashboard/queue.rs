@@ -119,6 +119,7 @@ fn state_total(counts: &QueueCounts, state: JobState) -> u64 {
         JobState::Active => counts.active,
         JobState::Completed => counts.completed,
         JobState::Dead => counts.dead,
+        JobState::Cancelled => counts.cancelled,
     }
 }
 
@@ -142,6 +143,7 @@ enum QueueAction {
     RetryDead,
     PurgeDead,
     PurgeCompleted,
+    PurgeCancelled,
 }
 
 impl QueueAction {
@@ -152,12 +154,14 @@ impl QueueAction {
             "retry-dead" => Self::RetryDead,
             "purge-dead" => Self::PurgeDead,
             "purge-completed" => Self::PurgeCompleted,
+            "purge-cancelled" => Self::PurgeCancelled,
             _ => return None,
         })
     }
 }
 
-/// `POST /admin/queues/{queue}/{action}`: pause, resume, retry-dead, purge-dead, purge-completed.
+/// `POST /admin/queues/{queue}/{action}`: pause, resume, retry-dead, purge-dead, purge-completed,
+/// purge-cancelled.
 pub async fn queue_action(
     State(state): State<AppState>,
     PageAdmin(session): PageAdmin,
@@ -197,6 +201,7 @@ pub async fn queue_action(
         QueueAction::RetryDead => engine.retry_all_dead(queue).await.map(Some),
         QueueAction::PurgeDead => engine.purge_dead(queue).await.map(Some),
         QueueAction::PurgeCompleted => engine.purge_completed(queue).await.map(Some),
+        QueueAction::PurgeCancelled => engine.purge_cancelled(queue).await.map(Some),
     };
     match result {
         Ok(touched) => {
@@ -328,7 +333,9 @@ pub fn job_row(job: &JobDetail, state: JobState, now_ms: i64) -> JobRow {
         JobState::Ready => ("enqueued", job.enqueued_at_ms.or(job.created_at_ms)),
         JobState::Scheduled => ("due", job.run_at_ms),
         JobState::Active => ("started", job.started_at_ms),
-        JobState::Completed | JobState::Dead => ("finished", job.finished_at_ms),
+        JobState::Completed | JobState::Dead | JobState::Cancelled => {
+            ("finished", job.finished_at_ms)
+        }
     };
     JobRow {
         url: format!("/admin/queues/{}/jobs/{}", job.queue, urlencode(&job.id)),
@@ -338,11 +345,14 @@ pub fn job_row(job: &JobDetail, state: JobState, now_ms: i64) -> JobRow {
         attempts: format!("{}/{}", job.attempts, job.max_attempts),
         when_label,
         when: when_ms.and_then(|ms| moment(ms, now_ms)),
-        error: job
-            .last_error
-            .as_deref()
-            .filter(|_| state != JobState::Completed)
-            .map(|e| shorten(e, 160)),
+        error: if state == JobState::Cancelled {
+            job.cancel_reason.as_deref().map(|r| shorten(r, 160))
+        } else {
+            job.last_error
+                .as_deref()
+                .filter(|_| state != JobState::Completed)
+                .map(|e| shorten(e, 160))
+        },
         worker: (state == JobState::Active)
             .then(|| job.worker.clone())
             .flatten(),
@@ -396,6 +406,17 @@ pub fn queue_actions(counts: &QueueCounts) -> Vec<Action> {
             danger: true,
         });
     }
+    if counts.cancelled > 0 {
+        actions.push(Action {
+            url: url("purge-cancelled"),
+            label: "Purge cancelled",
+            confirm: format!(
+                "Delete the {} cancelled jobs kept for {queue}?",
+                counts.cancelled
+            ),
+            danger: true,
+        });
+    }
     actions
 }
 
@@ -427,6 +448,7 @@ pub fn tabs(counts: &QueueCounts, current: JobState) -> Vec<Tab> {
                 JobState::Active => counts.active,
                 JobState::Completed => counts.completed,
                 JobState::Dead => counts.dead,
+                JobState::Cancelled => counts.cancelled,
             },
             url: format!("/admin/queues/{}?state={key}", counts.queue),
             current: *state == current,

@@ -20,6 +20,7 @@ use orderly::{
         inspect::JobDetail,
         schedule::{Recurrence, ScheduleError, ScheduleView},
     },
+    reports::{ReportSchedule, ReportScheduleChanges},
 };
 use serde::Serialize;
 
@@ -162,10 +163,37 @@ pub async fn schedule_action(
         Gate::Proceed(form) => form,
         Gate::Respond(response) => return response,
     };
-    let result = match action {
-        ScheduleAction::RunNow => schedules.run_now(&name).await.map(Some),
-        ScheduleAction::Pause => schedules.set_paused(&name, true).await.map(|()| None),
-        ScheduleAction::Resume => schedules.set_paused(&name, false).await.map(|()| None),
+    let paused = match action {
+        ScheduleAction::RunNow => None,
+        ScheduleAction::Pause => Some(true),
+        ScheduleAction::Resume => Some(false),
+    };
+    let result = match (paused, ReportSchedule::id_of_engine_name(&name)) {
+        (None, _) => schedules
+            .run_now(&name)
+            .await
+            .map(Some)
+            .map_err(schedule_app_error),
+        // A report schedule's row is the truth (the engine mirrors it, and reconciliation would
+        // undo a pause made in the engine alone): pausing and resuming go through the row.
+        (Some(paused), Some(id)) => state
+            .services
+            .report_schedules
+            .update(
+                &session.actor,
+                id,
+                ReportScheduleChanges {
+                    paused: Some(paused),
+                    ..ReportScheduleChanges::default()
+                },
+            )
+            .await
+            .map(|_| None),
+        (Some(paused), None) => schedules
+            .set_paused(&name, paused)
+            .await
+            .map(|()| None)
+            .map_err(schedule_app_error),
     };
     match result {
         Ok(job_id) => {
@@ -174,8 +202,8 @@ pub async fn schedule_action(
             after_action(&return_to, action.done(), None)
         }
         // Removed between the check above and the action.
-        Err(ScheduleError::NotFound(_)) => no_such_schedule(),
-        Err(error) => app_error_page(schedule_app_error(error)),
+        Err(AppError::NotFound(_)) => no_such_schedule(),
+        Err(error) => app_error_page(error),
     }
 }
 

@@ -3,10 +3,11 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use orderly::{
     error::AppError,
+    pagination::{Page, PageRequest},
     reports::{Report, ReportRequest},
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -69,11 +70,11 @@ pub struct ReportResponse {
     /// Last day.
     #[schema(value_type = String)]
     pub to: NaiveDate,
-    /// `queued`, `running`, `ready`, `failed`, or `expired` (built, and its file deleted after
-    /// the retention period: download answers 410).
+    /// `queued`, `running`, `ready`, `failed`, `cancelled`, or `expired` (built, and its file
+    /// deleted after the retention period: download answers 410).
     #[schema(example = "ready")]
     pub status: &'static str,
-    /// Data rows in the file, once ready.
+    /// Data rows in the file, once ready; while it is built, the rows written so far.
     pub row_count: Option<i64>,
     /// File size in bytes, once ready.
     pub byte_size: Option<i64>,
@@ -85,6 +86,11 @@ pub struct ReportResponse {
     pub created_at: DateTime<Utc>,
     /// When the build finished, successfully or not (RFC 3339, UTC).
     pub completed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled (RFC 3339, UTC).
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// The report schedule that made it (absent: requested over HTTP, or the schedule was
+    /// deleted since).
+    pub schedule_id: Option<Uuid>,
 }
 
 impl From<Report> for ReportResponse {
@@ -103,6 +109,45 @@ impl From<Report> for ReportResponse {
             error: r.error,
             created_at: r.created_at,
             completed_at: r.completed_at,
+            cancelled_at: r.cancelled_at,
+            schedule_id: r.schedule_id,
+        }
+    }
+}
+
+/// `GET /reports` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListReportsQuery {
+    /// Only the reports this report schedule made.
+    pub schedule_id: Option<Uuid>,
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListReportsQuery {
+    /// The page request.
+    pub fn page(&self) -> Result<PageRequest, AppError> {
+        PageRequest::parse(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// A page of reports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportPage {
+    /// Reports, newest first.
+    pub items: Vec<ReportResponse>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<Uuid>,
+}
+
+impl From<Page<Report>> for ReportPage {
+    fn from(page: Page<Report>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
         }
     }
 }

@@ -1,6 +1,16 @@
-//! HTTP side of reports: request one, follow it, download it.
+//! HTTP side of reports: request one, list them, follow it, download it; and the admins'
+//! report schedules (`/reports/schedules`).
 
 pub mod dto;
 pub mod routes;
+pub mod schedule_dto;
+pub mod schedule_routes;
 
-pub use routes::router;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// The reports routes and the report schedule routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    routes::router().merge(schedule_routes::router())
+}

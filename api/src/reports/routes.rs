@@ -1,32 +1,38 @@
-//! `/reports`: request a sales report (built by a worker), follow it, download the file.
+//! `/reports`: request a sales report (built by a worker), follow it live, cancel it, download
+//! the file.
 
 use axum::{
     Json,
     body::Body,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
-    response::Response,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use orderly::{
     error::{AppError, ErrorBody},
-    reports::ReportRequest,
+    reports::{ReportCancel, ReportRequest},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
-    extract::{Path, ValidatedJson},
-    reports::dto::{CreateReportRequest, ReportAccepted, ReportResponse},
+    extract::{Path, Query, ValidatedJson},
+    live,
+    reports::dto::{
+        CreateReportRequest, ListReportsQuery, ReportAccepted, ReportPage, ReportResponse,
+    },
     state::AppState,
 };
 
 /// The reports routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create_report))
+        .routes(routes!(create_report, list_reports))
         .routes(routes!(get_report))
         .routes(routes!(download_report))
+        .routes(routes!(cancel_report))
+        .routes(routes!(report_events))
 }
 
 /// Request a report; a worker builds it (at `run_at` if given) and emails you when it is ready.
@@ -54,6 +60,23 @@ pub async fn create_report(
     ))
 }
 
+/// Your reports, newest first (admins: everyone's); `schedule_id` keeps those a report schedule
+/// made.
+#[utoipa::path(get, path = "/reports", tag = "reports", params(ListReportsQuery), security(("bearer" = [])),
+    responses((status = 200, body = ReportPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_reports(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Query(query): Query<ListReportsQuery>,
+) -> Result<Json<ReportPage>, AppError> {
+    let page = state
+        .services
+        .reports
+        .list(&actor, query.schedule_id, query.page()?)
+        .await?;
+    Ok(Json(page.into()))
+}
+
 /// A report you requested (admins: any report); others' reports are 404.
 #[utoipa::path(get, path = "/reports/{id}", tag = "reports", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = ReportResponse), (status = 401, body = ErrorBody),
@@ -64,6 +87,50 @@ pub async fn get_report(
     Path(id): Path<Uuid>,
 ) -> Result<Json<ReportResponse>, AppError> {
     Ok(Json(state.services.reports.get(&actor, id).await?.into()))
+}
+
+/// Cancel a report that is not built yet: a queued one is cancelled at once (200); one being
+/// built is stopped by its worker, which deletes what it wrote (202: follow
+/// `GET /reports/{id}/events` or read the report for the `cancelled` status).
+#[utoipa::path(post, path = "/reports/{id}/cancel", tag = "reports", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Cancelled", body = ReportResponse),
+        (status = 202, description = "Being built: its worker was asked to stop", body = ReportResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "A shop-wide report, for admins", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already ready, failed, expired or cancelled", body = ErrorBody)))]
+pub async fn cancel_report(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<ReportResponse>), AppError> {
+    Ok(match state.services.reports.cancel(&actor, id).await? {
+        ReportCancel::Cancelled(report) => (StatusCode::OK, Json(report.into())),
+        ReportCancel::Stopping(report) => (StatusCode::ACCEPTED, Json(report.into())),
+    })
+}
+
+/// Follow a report's build live (Server-Sent Events): `progress` events
+/// (`{"fraction":0.42,"note":"4200 rows","at":...}`) while it is built, then one final
+/// `completed`, `failed` or `cancelled` event carrying the report, and the stream ends.
+/// Reconnect with `Last-Event-ID` to resume after the last event seen.
+#[utoipa::path(get, path = "/reports/{id}/events", tag = "reports", params(("id" = Uuid, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "A shop-wide report, for admins", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn report_events(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let updates = state
+        .services
+        .reports
+        .follow(&actor, id, live::last_event_id(&headers))
+        .await?;
+    Ok(live::events(updates, ReportResponse::from).into_response())
 }
 
 /// Download a ready report (streamed; CSV).

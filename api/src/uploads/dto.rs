@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use orderly::{
     error::AppError,
-    uploads::{ErrorPageRequest, StoredRowError, Upload, UploadReport},
+    uploads::{ErrorPage, ErrorPageRequest, StoredRowError, Upload, UploadReport},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -102,7 +102,7 @@ pub struct UploadResponse {
     /// `product_import` or `product_image`.
     #[schema(example = "product_import")]
     pub purpose: String,
-    /// `queued`, `processing`, `completed` or `failed`.
+    /// `queued`, `processing`, `completed`, `failed` or `cancelled`.
     #[schema(example = "processing")]
     pub status: String,
     /// The product of an image.
@@ -143,6 +143,29 @@ pub struct UploadResponse {
     pub updated_at: DateTime<Utc>,
     /// When processing finished.
     pub completed_at: Option<DateTime<Utc>>,
+    /// When the original file was deleted, `UPLOAD_RETENTION_DAYS` after processing finished
+    /// (RFC 3339, UTC); null while it is kept. `status`, the counts and `result` still say
+    /// what processing did, and an image's thumbnail is kept.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// When it was cancelled (RFC 3339, UTC); an import keeps the rows it applied before.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl UploadResponse {
+    /// The upload without a page of its row errors (`errors` empty, `errors_total` what is
+    /// stored): the final event of `GET /uploads/{id}/events`, whose client reads the errors
+    /// with `GET /uploads/{id}` if it wants them.
+    pub fn without_errors(upload: Upload) -> Self {
+        let stored = upload.rows_failed.min(orderly::uploads::MAX_STORED_ERRORS);
+        Self::from(UploadReport {
+            upload,
+            errors: ErrorPage {
+                items: Vec::new(),
+                total: stored,
+                next_cursor: None,
+            },
+        })
+    }
 }
 
 impl From<UploadReport> for UploadResponse {
@@ -168,6 +191,8 @@ impl From<UploadReport> for UploadResponse {
             created_at: upload.created_at,
             updated_at: upload.updated_at,
             completed_at: upload.completed_at,
+            expired_at: upload.expired_at,
+            cancelled_at: upload.cancelled_at,
         }
     }
 }

@@ -1,15 +1,16 @@
-//! `/uploads`: admins upload product imports and product images; processing is a worker job.
+//! `/uploads`: admins upload product imports and product images; processing is a worker job,
+//! followed live and cancellable.
 
 use axum::{
     Json,
     extract::{State, multipart::Field},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use futures::TryStreamExt;
 use orderly::{
     error::{AppError, ErrorBody},
-    uploads::{FileDescription, ReceivedFile, UploadPurpose, UploadRequest},
+    uploads::{FileDescription, ReceivedFile, UploadCancel, UploadPurpose, UploadRequest},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     auth::AdminUser,
     extract::{Multipart, Path, Query},
+    live,
     state::AppState,
     uploads::dto::{UploadAccepted, UploadFields, UploadForm, UploadQuery, UploadResponse},
 };
@@ -28,7 +30,10 @@ pub fn upload_router() -> OpenApiRouter<AppState> {
 
 /// The other uploads routes (small bodies).
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_upload))
+    OpenApiRouter::new()
+        .routes(routes!(get_upload))
+        .routes(routes!(cancel_upload))
+        .routes(routes!(upload_events))
 }
 
 /// Longest value of a text field of the form (`purpose`, `product_id`).
@@ -93,6 +98,54 @@ pub async fn get_upload(
         .report(id, query.errors_page()?)
         .await?;
     Ok(Json(report.into()))
+}
+
+/// Cancel an upload's processing (admin): a queued one is cancelled at once (200); one being
+/// processed is stopped by its worker (202): an import stops between batches and keeps the rows
+/// it applied (the counts say how many).
+#[utoipa::path(post, path = "/uploads/{id}/cancel", tag = "uploads", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Cancelled", body = UploadResponse),
+        (status = 202, description = "Being processed: its worker was asked to stop", body = UploadResponse),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already completed, failed or cancelled", body = ErrorBody)))]
+pub async fn cancel_upload(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<UploadResponse>), AppError> {
+    Ok(match state.services.uploads.cancel(&admin, id).await? {
+        UploadCancel::Cancelled(upload) => {
+            (StatusCode::OK, Json(UploadResponse::without_errors(upload)))
+        }
+        UploadCancel::Stopping(upload) => (
+            StatusCode::ACCEPTED,
+            Json(UploadResponse::without_errors(upload)),
+        ),
+    })
+}
+
+/// Follow an upload's processing live (Server-Sent Events, admin): `progress` events
+/// (`{"fraction":0.4,"note":"4000 rows applied","at":...}`) while it runs, then one final
+/// `completed`, `failed` or `cancelled` event carrying the upload (without its page of row
+/// errors), and the stream ends. Reconnect with `Last-Event-ID` to resume.
+#[utoipa::path(get, path = "/uploads/{id}/events", tag = "uploads", security(("bearer" = [])),
+    params(("id" = Uuid, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn upload_events(
+    State(state): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let updates = state
+        .services
+        .uploads
+        .follow(id, live::last_event_id(&headers))
+        .await?;
+    Ok(live::events(updates, UploadResponse::without_errors).into_response())
 }
 
 /// A received file and what the client said about it.

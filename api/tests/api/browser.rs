@@ -169,13 +169,29 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
-    /// Clicks `css`.
+    /// The text of `css` now (waiting for it to appear).
+    pub async fn text(&self, css: &str) -> String {
+        self.wait_for_text(css, &format!("text of {css}"), |_| true)
+            .await
+    }
+
+    /// Clicks `css`. An element that a live update replaced between finding and clicking it
+    /// (stale) is found again.
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let client = &self.client;
+        eventually(
+            &format!("click {css}"),
+            Duration::from_secs(30),
+            || async move {
+                let element = client.find(Locator::Css(css)).await.ok()?;
+                match element.click().await {
+                    Ok(()) => Some(()),
+                    Err(error) if error.is_stale_element_reference() => None,
+                    Err(error) => panic!("click {css}: {error}"),
+                }
+            },
+        )
+        .await
     }
 
     /// Presses and releases `key` on the keyboard (wherever the focus is).

@@ -1,7 +1,8 @@
 //! The dashboard end to end in headless Chromium: an admin signs in, sees queues with jobs,
 //! opens a dead job, retries it and watches it complete, pauses and resumes a queue, pauses a
-//! schedule; a customer is refused. Screenshots land in the artifacts folder (see `browser::artifacts_dir`), with the
-//! measured cost of a page load.
+//! schedule; the overview follows the queues over one Server-Sent Events stream (no polling),
+//! closed while live updates are off; a customer is refused. Screenshots land in the artifacts
+//! folder (see `browser::artifacts_dir`), with the measured cost of a page load.
 
 use std::time::Duration;
 
@@ -93,29 +94,20 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     assert_eq!(waiting, "4");
     assert_eq!(
         browser
-            .find("tr[data-queue='emails'] td[data-field='dead']")
-            .await
-            .text()
-            .await
-            .unwrap(),
+            .text("tr[data-queue='emails'] td[data-field='dead']")
+            .await,
         "1"
     );
     assert!(
         browser
-            .find("tr[data-queue='emails'] td.prio")
+            .text("tr[data-queue='emails'] td.prio")
             .await
-            .text()
-            .await
-            .unwrap()
             .contains("p2 1")
     );
     assert_eq!(
         browser
-            .find("tr[data-queue='webhooks'] td[data-field='scheduled']")
-            .await
-            .text()
-            .await
-            .unwrap(),
+            .text("tr[data-queue='webhooks'] td[data-field='scheduled']")
+            .await,
         "1"
     );
     let cost = browser.run(PAGE_COST).await;
@@ -149,15 +141,9 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
         browser.path().await,
         format!("/admin/queues/emails/jobs/{dead}")
     );
-    assert_eq!(
-        browser.find("#job-state").await.text().await.unwrap(),
-        "dead"
-    );
-    assert_eq!(
-        browser.find("#job-attempts").await.text().await.unwrap(),
-        "2 / 5"
-    );
-    let page = browser.find("main").await.text().await.unwrap();
+    assert_eq!(browser.text("#job-state").await, "dead");
+    assert_eq!(browser.text("#job-attempts").await, "2 / 5");
+    let page = browser.text("main").await;
     assert!(
         page.contains("SMTP 554 5.7.1 message rejected as spam"),
         "last error shown"
@@ -279,11 +265,8 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     let row = format!("tr[data-schedule='{schedule}']");
     assert!(
         browser
-            .find(&format!("{row} td[data-field='next'] time"))
+            .text(&format!("{row} td[data-field='next'] time"))
             .await
-            .text()
-            .await
-            .unwrap()
             .contains("UTC")
     );
     browser
@@ -313,6 +296,122 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     worker.stop().await;
 }
 
+/// The requests this page made for its live part directly (`?live=1`: the polling fallback);
+/// the stream's URL carries the page only as a parameter.
+const LIVE_REQUESTS: &str = r#"
+const urls = performance.getEntriesByType('resource').map(r => new URL(r.name));
+return { polled: urls.filter(u => u.searchParams.get('live') === '1').map(u => u.pathname + u.search) };
+"#;
+
+/// Waits, if need be, until the current minute has at least `room` left.
+async fn minute_with_room(room: Duration) {
+    let into_minute = Duration::from_millis(
+        u64::try_from(chrono::Utc::now().timestamp_millis().rem_euclid(60_000)).unwrap_or(0),
+    );
+    let left = Duration::from_secs(60).saturating_sub(into_minute);
+    if left < room {
+        tokio::time::sleep(left + Duration::from_millis(500)).await;
+    }
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn the_overview_updates_over_one_stream_in_the_browser(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/admin/queues")).await;
+    browser.fill("#email", &admin.email).await;
+    browser.fill("#password", &admin.password).await;
+    browser.click("#sign-in").await;
+    browser.find("tr[data-queue='emails']").await;
+    // The throughput chart moves on every minute, a change the stream sends: the next steps
+    // compare the page with what the stream sends, within one minute.
+    minute_with_room(Duration::from_secs(15)).await;
+    browser.goto(&app.url("/admin/queues")).await;
+    // (Texts are read with `wait_for_text`: a live update can replace an element between
+    // finding it and reading it.)
+    let scheduled = "tr[data-queue='webhooks'] td[data-field='scheduled']";
+    browser
+        .wait_for_text(scheduled, "the overview", |t| t == "0")
+        .await;
+    browser
+        .wait_for_text("#live-status", "the stream open", |t| t == "live")
+        .await;
+    // A mark on this document: it is gone if the page reloads.
+    browser
+        .run("window.orderlyMark = 'still here'; return null")
+        .await;
+    // A stream that opens on a page already showing its content leaves the live part alone:
+    // paused, the live part's element marked, resumed (a new stream): the mark stays.
+    browser.click("#live-toggle").await;
+    browser
+        .wait_for_text("#live-status", "live updates paused", |t| t == "paused")
+        .await;
+    let mark = format!("document.querySelector(\"{scheduled}\").orderlyMark");
+    browser.run(&format!("{mark} = 1; return null")).await;
+    browser.click("#live-toggle").await;
+    browser
+        .wait_for_text("#live-status", "the stream open again", |t| t == "live")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        browser.run(&format!("return {mark} === 1")).await,
+        true,
+        "the first fragment, unchanged, was not swapped in"
+    );
+
+    // A job enqueued elsewhere: the open page shows it, pushed by the server.
+    let webhook = orderly::queue::JobSpec::new(
+        "webhooks",
+        "webhook.deliver",
+        serde_json::json!({"delivery_id": uuid::Uuid::now_v7()}),
+    )
+    .delay(Duration::from_secs(3600));
+    app.services.producer.enqueue(webhook).await.unwrap();
+    browser
+        .wait_for_text(scheduled, "the new job counted live", |t| t == "1")
+        .await;
+    assert_eq!(browser.run("return window.orderlyMark").await, "still here");
+    browser
+        .wait_for_text("#live-status", "the stream still open", |t| t == "live")
+        .await;
+    // Well past the old polling period: not one request for a live part, only the stream.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let requests = browser.run(LIVE_REQUESTS).await;
+    assert_eq!(requests["polled"], serde_json::json!([]), "{requests}");
+    browser.screenshot("13-overview-streamed").await;
+
+    // Live updates off: the stream closes and the page stays as it is.
+    browser.click("#live-toggle").await;
+    browser
+        .wait_for_text("#live-status", "live updates paused", |t| t == "paused")
+        .await;
+    app.services
+        .producer
+        .enqueue(
+            orderly::queue::JobSpec::new(
+                "webhooks",
+                "webhook.deliver",
+                serde_json::json!({"delivery_id": uuid::Uuid::now_v7()}),
+            )
+            .delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    browser
+        .wait_for_text(scheduled, "the paused page unchanged", |t| t == "1")
+        .await;
+    // On again: the stream reopens and brings the page up to date.
+    browser.click("#live-toggle").await;
+    browser
+        .wait_for_text(scheduled, "the page caught up", |t| t == "2")
+        .await;
+    let requests = browser.run(LIVE_REQUESTS).await;
+    assert_eq!(requests["polled"], serde_json::json!([]), "{requests}");
+    browser.close().await;
+}
+
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn customers_are_refused_in_the_browser(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -339,10 +438,7 @@ async fn customers_are_refused_in_the_browser(pool: PgPool) {
         ))
         .await;
     browser.goto(&app.url("/admin/queues")).await;
-    assert_eq!(
-        browser.find("#error-title").await.text().await.unwrap(),
-        "Administrators only"
-    );
+    assert_eq!(browser.text("#error-title").await, "Administrators only");
     assert!(!browser.has("tr[data-queue]").await);
     browser.screenshot("11-customer-forbidden").await;
     // Signing out from there clears the cookie.

@@ -6,6 +6,7 @@ mod helpers;
 
 mod dashboard_auth;
 mod dashboard_browser;
+mod dashboard_live;
 mod dashboard_schedules;
 mod deploy;
 mod errors;
@@ -19,6 +20,8 @@ mod openapi;
 mod orders;
 mod products;
 mod rate_limit;
+mod report_lifecycle;
+mod report_schedules;
 mod request_id;
 mod schemathesis;
 mod slow_clients;

@@ -87,6 +87,7 @@ async fn an_admin_import_is_stored_recorded_and_queued(pool: PgPool) {
     assert_eq!(upload["errors"], serde_json::json!([]));
     assert_eq!(upload["errors_total"], 0);
     assert_eq!(upload["completed_at"], Value::Null);
+    assert_eq!(upload["expired_at"], Value::Null, "the original is kept");
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

@@ -35,6 +35,12 @@ pub struct MaintenanceConfig {
     pub expire_reports: Option<Recurrence>,
     /// How long a built report stays downloadable (`REPORT_RETENTION_DAYS`).
     pub report_retention: Duration,
+    /// Deleting the original files of uploads that finished more than `upload_retention` ago
+    /// (`MAINTENANCE_EXPIRE_UPLOADS_CRON`).
+    pub expire_uploads: Option<Recurrence>,
+    /// How long an upload's original file is kept after its processing finished
+    /// (`UPLOAD_RETENTION_DAYS`).
+    pub upload_retention: Duration,
 }
 
 /// A retention in days, 1 to 3650.
@@ -86,6 +92,8 @@ impl MaintenanceConfig {
             webhook_delivery_retention: days(env, "WEBHOOK_DELIVERY_RETENTION_DAYS", 30)?,
             expire_reports: schedule("MAINTENANCE_EXPIRE_REPORTS_CRON", "0 0 4 * * *")?,
             report_retention: days(env, "REPORT_RETENTION_DAYS", 30)?,
+            expire_uploads: schedule("MAINTENANCE_EXPIRE_UPLOADS_CRON", "0 10 4 * * *")?,
+            upload_retention: days(env, "UPLOAD_RETENTION_DAYS", 30)?,
             time_zone,
             purge_idempotency_keys,
             trim_dead_jobs,

@@ -251,6 +251,54 @@ fn outbox_unique_window_defaults_to_fifteen_minutes_and_refuses_under_a_minute()
 }
 
 #[test]
+fn upload_retention_and_its_schedule_are_configurable() {
+    use crate::queue::schedule::Recurrence;
+    let mut vars = base();
+    let config = Config::from_map(&vars).unwrap().maintenance;
+    assert_eq!(config.upload_retention, secs(30 * 86_400));
+    assert_eq!(
+        config.expire_uploads,
+        Some(Recurrence::cron("0 10 4 * * *", "UTC").unwrap()),
+        "daily at 04:10 by default"
+    );
+
+    vars.insert("UPLOAD_RETENTION_DAYS".into(), "7".into());
+    vars.insert(
+        "MAINTENANCE_EXPIRE_UPLOADS_CRON".into(),
+        "0 30 2 * * SUN".into(),
+    );
+    let config = Config::from_map(&vars).unwrap().maintenance;
+    assert_eq!(config.upload_retention, secs(7 * 86_400));
+    assert_eq!(
+        config.expire_uploads,
+        Some(Recurrence::cron("0 30 2 * * SUN", "UTC").unwrap())
+    );
+    vars.insert("MAINTENANCE_EXPIRE_UPLOADS_CRON".into(), "OFF".into());
+    assert!(
+        Config::from_map(&vars)
+            .unwrap()
+            .maintenance
+            .expire_uploads
+            .is_none()
+    );
+
+    for (name, value, says) in [
+        ("UPLOAD_RETENTION_DAYS", "0", "between 1 and 3650"),
+        ("UPLOAD_RETENTION_DAYS", "3651", "between 1 and 3650"),
+        ("UPLOAD_RETENTION_DAYS", "a month", "UPLOAD_RETENTION_DAYS"),
+        ("MAINTENANCE_EXPIRE_UPLOADS_CRON", "nightly", "or \"off\""),
+    ] {
+        let mut vars = base();
+        vars.insert(name.into(), value.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with(name) && err.contains(says),
+            "{name}={value}: {err}"
+        );
+    }
+}
+
+#[test]
 fn maintenance_schedules_are_checked_and_can_be_turned_off() {
     let mut vars = base();
     let config = Config::from_map(&vars).unwrap().maintenance;

@@ -1,9 +1,11 @@
 //! The shop's job types and the queues they make. Each job type is declared once, in its
 //! domain, as an implementation of [`Job`](crate::queue::Job) (queue, kinds, priority, retry
-//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`], [`UploadJob`],
+//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`] and [`ScheduledReportJob`]
+//! (both on the `reports` queue, which carries [`ReportsQueueJob`]), [`UploadJob`],
 //! [`MaintenanceJob`]. [`QUEUES`] lists their queues, and everything that names queues derives
 //! from it: the worker's `--queues`/`WORKER_QUEUES` check ([`queues_to_serve`]), the handlers a
-//! worker must have, the dashboard and the metrics. Jobs are staged one way, [`JobStager::stage`].
+//! worker must have, the dashboard and the metrics. Jobs are staged one way, [`JobStager::stage`];
+//! the job behind a report or an upload is cancelled and followed live through [`JobLifecycle`].
 //!
 //! One queue per job type, so operators scale and pause them separately
 //! (`orderly-worker --queues emails,webhooks`); priorities inside a queue put customer-facing
@@ -14,13 +16,18 @@
 //! `.handle(...)` line in `worker/src/jobs/mod.rs`; a worker refuses to start with a listed
 //! queue that has no handler).
 
+pub mod lifecycle;
 pub mod settings;
 pub mod stager;
 
 pub use crate::{
-    emails::job::EmailJob, maintenance::job::MaintenanceJob, reports::job::ReportJob,
-    uploads::job::UploadJob, webhooks::job::WebhookJob,
+    emails::job::EmailJob,
+    maintenance::job::MaintenanceJob,
+    reports::job::{ReportJob, ReportsQueueJob, ScheduledReportJob},
+    uploads::job::UploadJob,
+    webhooks::job::WebhookJob,
 };
+pub use lifecycle::{JobLifecycle, LiveUpdate};
 pub use settings::JobSettings;
 pub use stager::JobStager;
 

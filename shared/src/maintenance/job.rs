@@ -26,6 +26,9 @@ pub enum MaintenanceJob {
     /// Delete the files of reports built more than `REPORT_RETENTION_DAYS` ago; their rows say
     /// `expired`.
     ExpireReports,
+    /// Delete the original files of uploads that finished (completed, failed or cancelled) more
+    /// than `UPLOAD_RETENTION_DAYS` ago; their rows keep their outcome and say `expired_at`.
+    ExpireUploads,
 }
 
 impl MaintenanceJob {
@@ -37,6 +40,7 @@ impl MaintenanceJob {
             Self::PruneSentEmails => "prune_sent_emails",
             Self::PruneWebhookDeliveries => "prune_webhook_deliveries",
             Self::ExpireReports => "expire_reports",
+            Self::ExpireUploads => "expire_uploads",
         }
     }
 }
@@ -52,6 +56,7 @@ impl Job for MaintenanceJob {
             Self::PruneSentEmails => "maintenance.prune_sent_emails",
             Self::PruneWebhookDeliveries => "maintenance.prune_webhook_deliveries",
             Self::ExpireReports => "maintenance.expire_reports",
+            Self::ExpireUploads => "maintenance.expire_uploads",
         }
     }
 

@@ -10,7 +10,7 @@ pub mod job;
 pub mod service;
 
 pub use job::MaintenanceJob;
-pub use service::MaintenanceService;
+pub use service::{MaintainedDomains, MaintenanceService};
 
 use crate::{
     config::MaintenanceConfig,
@@ -23,7 +23,7 @@ use crate::{
 
 /// The built-in schedules `config` turns on, named `maintenance:<task>`.
 pub fn schedules(config: &MaintenanceConfig, settings: &JobSettings) -> Vec<ScheduleDef> {
-    let tasks: [(MaintenanceJob, &Option<Recurrence>); 5] = [
+    let tasks: [(MaintenanceJob, &Option<Recurrence>); 6] = [
         (
             MaintenanceJob::PurgeIdempotencyKeys,
             &config.purge_idempotency_keys,
@@ -35,6 +35,7 @@ pub fn schedules(config: &MaintenanceConfig, settings: &JobSettings) -> Vec<Sche
             &config.prune_webhook_deliveries,
         ),
         (MaintenanceJob::ExpireReports, &config.expire_reports),
+        (MaintenanceJob::ExpireUploads, &config.expire_uploads),
     ];
     tasks
         .into_iter()

@@ -21,6 +21,8 @@ pub enum ReportStatus {
     Failed,
     /// Built, and its file deleted after `REPORT_RETENTION_DAYS`: a download is 410.
     Expired,
+    /// Cancelled before it was built (or while it was: the partial file is deleted).
+    Cancelled,
 }
 
 impl ReportStatus {
@@ -32,7 +34,13 @@ impl ReportStatus {
             Self::Ready => "ready",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the build is over (nothing changes any more but expiry).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
     }
 }
 
@@ -55,7 +63,7 @@ pub struct Report {
     pub status: ReportStatus,
     /// Not built before this time.
     pub run_at: Option<DateTime<Utc>>,
-    /// Data rows in the file.
+    /// Data rows in the file; while it is built, the rows written so far.
     pub row_count: Option<i64>,
     /// File size.
     pub byte_size: Option<i64>,
@@ -69,6 +77,12 @@ pub struct Report {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The queue job that builds it (absent on reports older than cancellation).
+    pub job_id: Option<Uuid>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// The schedule that made it (`None`: requested over HTTP, or its schedule was deleted).
+    pub schedule_id: Option<Uuid>,
 }
 
 /// What a report covers.

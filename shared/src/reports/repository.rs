@@ -7,7 +7,11 @@ use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    reports::model::{Report, ReportRequest, ReportStatus, SalesRow},
+    pagination::{Page, PageRequest},
+    reports::{
+        model::{Report, ReportRequest, ReportStatus, SalesRow},
+        schedule::ReportSchedule,
+    },
 };
 
 /// Reports in PostgreSQL.
@@ -15,27 +19,32 @@ use crate::{
 pub struct ReportRepository;
 
 impl ReportRepository {
-    /// Inserts a queued report.
+    /// Inserts a queued report, built by job `job_id`.
     pub async fn insert(
         &self,
         conn: &mut PgConnection,
+        id: Uuid,
         user_id: Uuid,
         request: &ReportRequest,
+        job_id: Uuid,
     ) -> Result<Report, AppError> {
         Ok(sqlx::query_as!(
             Report,
-            r#"insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at)
-               values ($1, $2, $3, $4, $5, $6, 'queued', $7)
+            r#"insert into reports (id, user_id, kind, format, from_date, to_date, status, run_at,
+                                   job_id)
+               values ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)
                returning id, user_id, kind, format, from_date, to_date,
                          status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
-                         error, completed_at, created_at, updated_at"#,
-            Uuid::now_v7(),
+                         error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                         schedule_id"#,
+            id,
             user_id,
             request.kind.as_str(),
             request.format,
             request.from,
             request.to,
             request.run_at,
+            job_id,
         )
         .fetch_one(conn)
         .await?)
@@ -51,7 +60,8 @@ impl ReportRepository {
             Report,
             r#"select id, user_id, kind, format, from_date, to_date,
                       status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
-                      error, completed_at, created_at, updated_at
+                      error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                      schedule_id
                from reports where id = $1"#,
             id,
         )
@@ -95,7 +105,8 @@ impl ReportRepository {
         id: Uuid,
     ) -> Result<(), AppError> {
         sqlx::query!(
-            "update reports set status = 'running', error = null where id = $1",
+            "update reports set status = 'running', error = null
+             where id = $1 and status in ('queued', 'running')",
             id,
         )
         .execute(db)
@@ -103,7 +114,7 @@ impl ReportRepository {
         Ok(())
     }
 
-    /// Records a finished build.
+    /// Records a finished build; `None` if the report was cancelled meanwhile.
     pub async fn mark_ready(
         &self,
         conn: &mut PgConnection,
@@ -111,21 +122,59 @@ impl ReportRepository {
         row_count: i64,
         byte_size: i64,
         file_key: &str,
-    ) -> Result<Report, AppError> {
+    ) -> Result<Option<Report>, AppError> {
         Ok(sqlx::query_as!(
             Report,
             r#"update reports set status = 'ready', row_count = $2, byte_size = $3, file_key = $4,
                       error = null, completed_at = now()
-               where id = $1
+               where id = $1 and status <> 'cancelled'
                returning id, user_id, kind, format, from_date, to_date,
                          status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
-                         error, completed_at, created_at, updated_at"#,
+                         error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                         schedule_id"#,
             id,
             row_count,
             byte_size,
             file_key,
         )
-        .fetch_one(conn)
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// Records how many rows a running build has written so far.
+    pub async fn record_progress<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+        rows_written: i64,
+    ) -> Result<(), AppError> {
+        sqlx::query!(
+            "update reports set row_count = $2 where id = $1 and status = 'running'",
+            id,
+            rows_written,
+        )
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a report cancelled unless it already finished; returns it if it changed.
+    pub async fn mark_cancelled<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Report>, AppError> {
+        Ok(sqlx::query_as!(
+            Report,
+            r#"update reports set status = 'cancelled', cancelled_at = now(), file_key = null
+               where id = $1 and status in ('queued', 'running')
+               returning id, user_id, kind, format, from_date, to_date,
+                         status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                         error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                         schedule_id"#,
+            id,
+        )
+        .fetch_optional(db)
         .await?)
     }
 
@@ -138,7 +187,7 @@ impl ReportRepository {
         status: ReportStatus,
     ) -> Result<(), AppError> {
         sqlx::query!(
-            "update reports set status = $3, error = $2 where id = $1",
+            "update reports set status = $3, error = $2 where id = $1 and status <> 'cancelled'",
             id,
             error,
             status.as_str(),
@@ -171,6 +220,91 @@ impl ReportRepository {
         .fetch_all(conn)
         .await?;
         Ok(rows.into_iter().map(|row| row.file_key).collect())
+    }
+
+    /// Inserts the queued report of one run of a schedule (owned by the schedule's owner, built
+    /// by job `job_id`); `None`, inserting nothing, if that run already made its report.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_scheduled(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        schedule: &ReportSchedule,
+        from: NaiveDate,
+        to: NaiveDate,
+        tick: DateTime<Utc>,
+        job_id: Uuid,
+    ) -> Result<Option<Report>, AppError> {
+        Ok(sqlx::query_as!(
+            Report,
+            r#"insert into reports (id, user_id, kind, format, from_date, to_date, status, job_id,
+                                   schedule_id, schedule_tick)
+               values ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)
+               on conflict (schedule_id, schedule_tick) do nothing
+               returning id, user_id, kind, format, from_date, to_date,
+                         status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                         error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                         schedule_id"#,
+            id,
+            schedule.user_id,
+            schedule.kind,
+            schedule.format,
+            from,
+            to,
+            job_id,
+            schedule.id,
+            tick,
+        )
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// The last day covered by a report of `schedule_id` that was not failed or cancelled.
+    pub async fn last_covered_day<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        schedule_id: Uuid,
+    ) -> Result<Option<NaiveDate>, AppError> {
+        Ok(sqlx::query_scalar!(
+            "select max(to_date) from reports
+             where schedule_id = $1 and status not in ('failed', 'cancelled')",
+            schedule_id,
+        )
+        .fetch_one(db)
+        .await?)
+    }
+
+    /// A page of reports, newest first: of `owner` only (`None`: everyone's), of `schedule_id`
+    /// only if given, and without shop-wide `sales` reports unless `with_sales`.
+    pub async fn list<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        owner: Option<Uuid>,
+        schedule_id: Option<Uuid>,
+        with_sales: bool,
+        page: &PageRequest,
+    ) -> Result<Page<Report>, AppError> {
+        let rows = sqlx::query_as!(
+            Report,
+            r#"select id, user_id, kind, format, from_date, to_date,
+                      status as "status: ReportStatus", run_at, row_count, byte_size, file_key,
+                      error, completed_at, created_at, updated_at, job_id, cancelled_at,
+                      schedule_id
+               from reports
+               where ($1::uuid is null or user_id = $1)
+                 and ($2::uuid is null or schedule_id = $2)
+                 and ($3 or kind <> 'sales')
+                 and ($4::uuid is null or id < $4)
+               order by id desc limit $5"#,
+            owner,
+            schedule_id,
+            with_sales,
+            page.cursor,
+            page.fetch_limit(),
+        )
+        .fetch_all(db)
+        .await?;
+        Ok(Page::from_rows(rows, page, |r| r.id))
     }
 
     /// Sales lines of orders placed in `[from, to]` (UTC days), of every customer or only of

@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     events::{DomainEvent, EventBus},
-    jobs::JobStager,
-    queue::{Outbox, RunAt, UnitOfWork},
+    jobs::{JobLifecycle, JobStager, LiveUpdate},
+    pagination::{Page, PageRequest},
+    queue::{CancelOutcome, Job, Outbox, RunAt, UnitOfWork},
     reports::{
         events::ReportEvent,
         job::ReportJob,
@@ -51,6 +52,27 @@ pub struct ReportService {
     events: EventBus,
     outbox: Outbox,
     jobs: JobStager,
+    lifecycle: JobLifecycle,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportCancel {
+    /// The report had not started: it is cancelled now.
+    Cancelled(Report),
+    /// It is being built: the worker was asked to stop, deletes what it wrote and marks the row
+    /// cancelled within a second or so (follow it with [`ReportService::follow`]).
+    Stopping(Report),
+}
+
+/// How a report's build ended, for a client following it: `None` while it is in the works.
+fn report_ending(report: &Report) -> Option<&'static str> {
+    match report.status {
+        ReportStatus::Queued | ReportStatus::Running => None,
+        ReportStatus::Ready | ReportStatus::Expired => Some("completed"),
+        ReportStatus::Failed => Some("failed"),
+        ReportStatus::Cancelled => Some("cancelled"),
+    }
 }
 
 impl ReportService {
@@ -61,6 +83,7 @@ impl ReportService {
         events: EventBus,
         outbox: Outbox,
         jobs: JobStager,
+        lifecycle: JobLifecycle,
     ) -> Self {
         Self {
             pool,
@@ -69,6 +92,7 @@ impl ReportService {
             events,
             outbox,
             jobs,
+            lifecycle,
         }
     }
 
@@ -94,18 +118,102 @@ impl ReportService {
                  {MAX_OPEN_REPORTS_PER_USER}); wait until one is ready"
             )));
         }
+        // The row names its job (to cancel and follow it) and the job its row: the id comes
+        // first, then the job, then the row, all in one transaction.
+        let id = Uuid::now_v7();
+        let job_id = self
+            .jobs
+            .stage(
+                &mut uow,
+                &ReportJob { report_id: id },
+                RunAt::time_or_now(request.run_at),
+            )
+            .await?;
         let report = self
             .reports
-            .insert(uow.conn(), actor.user_id, &request)
-            .await?;
-        let job = ReportJob {
-            report_id: report.id,
-        };
-        self.jobs
-            .stage(&mut uow, &job, RunAt::time_or_now(request.run_at))
+            .insert(uow.conn(), id, actor.user_id, &request, job_id)
             .await?;
         self.outbox.commit(uow).await?;
         Ok(report)
+    }
+
+    /// Cancels a report the actor may see ([`Self::get`]'s rules) that is not built yet: one
+    /// still waiting is cancelled at once; one being built is stopped by its worker, which
+    /// deletes what it wrote. A report already finished is 409.
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<ReportCancel, AppError> {
+        let report = self.get(actor, id).await?;
+        if report.status.is_final() {
+            return Err(AppError::conflict(format!(
+                "report is {}; only a queued or running report can be cancelled",
+                report.status.as_str()
+            )));
+        }
+        let outcome = match report.job_id {
+            Some(job_id) => {
+                self.lifecycle
+                    .cancel(
+                        ReportJob::QUEUE,
+                        &job_id.to_string(),
+                        &format!("cancelled by user {}", actor.user_id),
+                    )
+                    .await?
+            }
+            None => CancelOutcome::NotFound,
+        };
+        match outcome {
+            CancelOutcome::Signalled => Ok(ReportCancel::Stopping(report)),
+            // Cancelled in the queue, or not there (yet): its outbox push may still be on the
+            // way, so the row says cancelled and the job, when it comes, ends at once.
+            CancelOutcome::Cancelled | CancelOutcome::NotFound => {
+                match self.reports.mark_cancelled(&self.pool, id).await? {
+                    Some(report) => Ok(ReportCancel::Cancelled(report)),
+                    None => Err(self.finished_meanwhile(id).await),
+                }
+            }
+            // The job ended between the read and the cancel; the row says how.
+            CancelOutcome::AlreadyFinished => Err(self.finished_meanwhile(id).await),
+        }
+    }
+
+    async fn finished_meanwhile(&self, id: Uuid) -> AppError {
+        match self.reports.find(&self.pool, id).await {
+            Ok(Some(report)) => AppError::conflict(format!(
+                "report is {}; only a queued or running report can be cancelled",
+                report.status.as_str()
+            )),
+            Ok(None) => AppError::not_found("report not found"),
+            Err(error) => error,
+        }
+    }
+
+    /// Follows a report the actor may see ([`Self::get`]'s rules) while it is built: progress
+    /// steps, then the report as it ended (see [`crate::jobs::lifecycle`]). `after` is the last
+    /// update the client saw (`Last-Event-ID`).
+    pub async fn follow(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        after: Option<String>,
+    ) -> Result<BoxStream<'static, Result<LiveUpdate<Report>, AppError>>, AppError> {
+        let report = self.get(actor, id).await?;
+        let (pool, reports) = (self.pool.clone(), self.reports);
+        let load = move || {
+            let pool = pool.clone();
+            async move {
+                reports
+                    .find(&pool, id)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("report not found"))
+            }
+        };
+        Ok(self.lifecycle.follow(
+            ReportJob::QUEUE,
+            report.job_id.map(|job_id| job_id.to_string()),
+            after,
+            load,
+            report_ending,
+        ))
     }
 
     /// A report the actor may see (own, or any for admins); others are 404. A shop-wide
@@ -122,6 +230,21 @@ impl ReportService {
             return Err(AppError::forbidden("the sales report is for admins"));
         }
         Ok(report)
+    }
+
+    /// The reports the actor may see, newest first: their own (admins: everyone's), only those
+    /// of report schedule `schedule_id` if given. A customer's list leaves out shop-wide `sales`
+    /// reports (which [`Self::get`] refuses them).
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        schedule_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> Result<Page<Report>, AppError> {
+        let owner = (!actor.is_admin()).then_some(actor.user_id);
+        self.reports
+            .list(&self.pool, owner, schedule_id, actor.is_admin(), &page)
+            .await
     }
 
     /// A ready report's file, for the actor to download. The access rules are those of
@@ -194,18 +317,22 @@ impl ReportService {
     }
 
     /// Records a finished build and publishes `report.ready` (the email and webhooks follow).
+    /// `None` when the report was cancelled meanwhile (nothing is recorded or published).
     pub async fn mark_ready(
         &self,
         id: Uuid,
         row_count: i64,
         byte_size: i64,
         file_key: &str,
-    ) -> Result<Report, AppError> {
+    ) -> Result<Option<Report>, AppError> {
         let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let report = self
+        let Some(report) = self
             .reports
             .mark_ready(uow.conn(), id, row_count, byte_size, file_key)
-            .await?;
+            .await?
+        else {
+            return Ok(None);
+        };
         self.events
             .publish(
                 &mut uow,
@@ -215,7 +342,27 @@ impl ReportService {
             )
             .await?;
         self.outbox.commit(uow).await?;
-        Ok(report)
+        Ok(Some(report))
+    }
+
+    /// Records how many rows a running build has written (the row's `row_count` while it runs).
+    pub async fn record_progress(&self, id: Uuid, rows_written: i64) -> Result<(), AppError> {
+        self.reports
+            .record_progress(&self.pool, id, rows_written)
+            .await
+    }
+
+    /// Marks a report cancelled (its build stopped on request); `None` if it had finished.
+    pub async fn mark_cancelled(&self, id: Uuid) -> Result<Option<Report>, AppError> {
+        self.reports.mark_cancelled(&self.pool, id).await
+    }
+
+    /// Deletes a file the build wrote (a cancelled or superseded build's partial file); a file
+    /// that is not there is fine.
+    pub async fn delete_file(&self, key: &str) {
+        if let Err(error) = self.storage.delete(key).await {
+            tracing::warn!(%error, key, "could not delete a report file");
+        }
     }
 
     /// Records a failed build: `retrying` keeps it queued for the next attempt.

@@ -38,4 +38,9 @@ impl Job for UploadJob {
     fn timeout(_: &JobSettings) -> Duration {
         Duration::from_secs(15 * 60)
     }
+
+    /// Clients follow an upload's processing live (`GET /api/v1/uploads/{id}/events`).
+    fn events() -> bool {
+        true
+    }
 }

@@ -22,4 +22,4 @@ pub use model::{
     ErrorPage, ErrorPageRequest, FileDescription, RowError, StoredRowError, Upload, UploadPurpose,
     UploadReport, UploadRequest, UploadStatus,
 };
-pub use service::{ImageSummary, MAX_STORED_ERRORS, UploadService};
+pub use service::{ImageSummary, MAX_STORED_ERRORS, UploadCancel, UploadService};

@@ -52,6 +52,8 @@ pub enum UploadStatus {
     Completed,
     /// Gave up; see `error`.
     Failed,
+    /// Stopped on request (before or while it was processed).
+    Cancelled,
 }
 
 impl UploadStatus {
@@ -62,7 +64,13 @@ impl UploadStatus {
             Self::Processing => "processing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether processing is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Processing)
     }
 }
 
@@ -108,6 +116,14 @@ pub struct Upload {
     pub created_at: DateTime<Utc>,
     /// Last change of status or counters (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
+    /// When the original file was deleted, `UPLOAD_RETENTION_DAYS` after processing finished;
+    /// the status, counters and result stay what processing made them (an image's thumbnail is
+    /// not an original and is kept). `None` while the original is kept.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// The queue job that processes it (absent on uploads older than cancellation).
+    pub job_id: Option<Uuid>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 /// A checked upload request: the form fields that come with the file.

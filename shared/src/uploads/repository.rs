@@ -1,5 +1,6 @@
 //! SQL for uploads and their row errors.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -26,6 +27,8 @@ pub struct NewUpload<'a> {
     pub storage_key: &'a str,
     /// Bytes actually stored (counted while streaming, not the client's declared length).
     pub byte_size: u64,
+    /// The job that processes it.
+    pub job_id: Uuid,
 }
 
 /// Counters one committed import batch adds.
@@ -54,12 +57,12 @@ impl UploadRepository {
         Ok(sqlx::query_as!(
             Upload,
             r#"insert into uploads (id, user_id, purpose, product_id, filename, content_type,
-                                   storage_key, byte_size, status)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
+                                   storage_key, byte_size, status, job_id)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9)
                returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
                          content_type, storage_key, byte_size, status as "status: UploadStatus",
                          run_id, rows_total, rows_ok, rows_failed, progress, error, result,
-                         completed_at, created_at, updated_at"#,
+                         completed_at, created_at, updated_at, expired_at, job_id, cancelled_at"#,
             upload.id,
             upload.user_id,
             upload.request.purpose.as_str(),
@@ -68,6 +71,7 @@ impl UploadRepository {
             upload.file.content_type,
             upload.storage_key,
             i64::try_from(upload.byte_size).unwrap_or(i64::MAX),
+            upload.job_id,
         )
         .fetch_one(conn)
         .await?)
@@ -85,7 +89,8 @@ impl UploadRepository {
             r#"select id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
                       content_type, storage_key, byte_size, status as "status: UploadStatus",
                       run_id, rows_total, rows_ok, rows_failed, progress, error, result,
-                      completed_at, created_at, updated_at
+                      completed_at, created_at, updated_at, expired_at, job_id,
+                      cancelled_at
                from uploads where id = $1"#,
             id,
         )
@@ -94,7 +99,7 @@ impl UploadRepository {
     }
 
     /// Hands the upload to a new processing attempt `run_id` with its counters at zero; `None`
-    /// when it is already completed (or gone).
+    /// when it is already completed, its original expired, or it is gone.
     #[tracing::instrument(skip_all)]
     pub async fn start_run(
         &self,
@@ -106,11 +111,11 @@ impl UploadRepository {
             Upload,
             r#"update uploads set status = 'processing', run_id = $2, rows_total = null, rows_ok = 0,
                       rows_failed = 0, progress = 0, error = null, result = null, completed_at = null
-               where id = $1 and status <> 'completed'
+               where id = $1 and status not in ('completed', 'cancelled') and expired_at is null
                returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
                          content_type, storage_key, byte_size, status as "status: UploadStatus",
                          run_id, rows_total, rows_ok, rows_failed, progress, error, result,
-                         completed_at, created_at, updated_at"#,
+                         completed_at, created_at, updated_at, expired_at, job_id, cancelled_at"#,
             id,
             run_id,
         )
@@ -246,17 +251,47 @@ impl UploadRepository {
             Upload,
             r#"update uploads set status = 'completed', progress = 100, rows_total = $3, result = $4,
                       error = null, completed_at = now()
-               where id = $1 and run_id = $2
+               where id = $1 and run_id = $2 and status <> 'cancelled'
                returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
                          content_type, storage_key, byte_size, status as "status: UploadStatus",
                          run_id, rows_total, rows_ok, rows_failed, progress, error, result,
-                         completed_at, created_at, updated_at"#,
+                         completed_at, created_at, updated_at, expired_at, job_id, cancelled_at"#,
             id,
             run_id,
             rows_total,
             result,
         )
         .fetch_optional(db)
+        .await?)
+    }
+
+    /// Marks at most `limit` uploads that finished (completed, failed or cancelled) before
+    /// `cutoff` and still have their original as expired, keeping their status, counters and
+    /// result; returns the originals' keys, for the caller to delete from storage once this
+    /// committed (a crash in between leaves a file behind, never a row whose file is gone while
+    /// it says the file is there).
+    #[tracing::instrument(skip_all)]
+    pub async fn expire_finished_before(
+        &self,
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>, AppError> {
+        // When an upload finished: the expression of `uploads_expiry_candidates_idx`.
+        Ok(sqlx::query_scalar!(
+            r#"with doomed as (
+                   select id from uploads
+                   where expired_at is null and status in ('completed', 'failed', 'cancelled')
+                     and coalesce(completed_at, cancelled_at, updated_at) < $1
+                   order by coalesce(completed_at, cancelled_at, updated_at)
+                   limit $2 for update skip locked)
+               update uploads u set expired_at = now()
+               from doomed where u.id = doomed.id
+               returning u.storage_key"#,
+            cutoff,
+            limit,
+        )
+        .fetch_all(conn)
         .await?)
     }
 
@@ -273,7 +308,8 @@ impl UploadRepository {
     ) -> Result<(), AppError> {
         sqlx::query!(
             "update uploads set status = $4, error = $3 \
-             where id = $1 and ($2::uuid is null or run_id = $2) and status <> 'completed'",
+             where id = $1 and ($2::uuid is null or run_id = $2) \
+               and status not in ('completed', 'cancelled')",
             id,
             run_id,
             error,
@@ -282,5 +318,28 @@ impl UploadRepository {
         .execute(db)
         .await?;
         Ok(())
+    }
+
+    /// Marks an upload cancelled unless its processing already finished; returns it if it
+    /// changed. Rows an import applied before the stop stay applied (each batch committed on
+    /// its own); the counters say how many.
+    #[tracing::instrument(skip_all)]
+    pub async fn mark_cancelled<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        id: Uuid,
+    ) -> Result<Option<Upload>, AppError> {
+        Ok(sqlx::query_as!(
+            Upload,
+            r#"update uploads set status = 'cancelled', cancelled_at = now()
+               where id = $1 and status in ('queued', 'processing')
+               returning id, user_id, purpose as "purpose: UploadPurpose", product_id, filename,
+                         content_type, storage_key, byte_size, status as "status: UploadStatus",
+                         run_id, rows_total, rows_ok, rows_failed, progress, error, result,
+                         completed_at, created_at, updated_at, expired_at, job_id, cancelled_at"#,
+            id,
+        )
+        .fetch_optional(db)
+        .await?)
     }
 }

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    jobs::JobStager,
+    jobs::{JobLifecycle, JobStager, LiveUpdate},
     products::ProductService,
-    queue::{Outbox, RunAt, UnitOfWork},
+    queue::{CancelOutcome, Job, Outbox, RunAt, UnitOfWork},
     storage::Storage,
     uploads::{
         import::ImportBatch,
@@ -58,7 +58,28 @@ pub struct UploadService {
     storage: Storage,
     outbox: Outbox,
     jobs: JobStager,
+    lifecycle: JobLifecycle,
     max_bytes: u64,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UploadCancel {
+    /// Processing had not started: the upload is cancelled now.
+    Cancelled(Upload),
+    /// It is being processed: the worker was asked to stop and marks it cancelled within a
+    /// second or so (follow it with [`UploadService::follow`]).
+    Stopping(Upload),
+}
+
+/// How an upload's processing ended, for a client following it: `None` while in the works.
+fn upload_ending(upload: &Upload) -> Option<&'static str> {
+    match upload.status {
+        UploadStatus::Queued | UploadStatus::Processing => None,
+        UploadStatus::Completed => Some("completed"),
+        UploadStatus::Failed => Some("failed"),
+        UploadStatus::Cancelled => Some("cancelled"),
+    }
 }
 
 impl UploadService {
@@ -69,6 +90,7 @@ impl UploadService {
         storage: Storage,
         outbox: Outbox,
         jobs: JobStager,
+        lifecycle: JobLifecycle,
         max_bytes: u64,
     ) -> Self {
         Self {
@@ -78,6 +100,7 @@ impl UploadService {
             storage,
             outbox,
             jobs,
+            lifecycle,
             max_bytes,
         }
     }
@@ -127,6 +150,11 @@ impl UploadService {
             self.check(&request).await?;
             file.promote(original_key(file.id())).await?;
             let mut uow = UnitOfWork::begin(&self.pool).await?;
+            // The row names its job (to cancel and follow it), so the job is staged first.
+            let job = UploadJob {
+                upload_id: file.id(),
+            };
+            let job_id = self.jobs.stage(&mut uow, &job, RunAt::Now).await?;
             let upload = self
                 .uploads
                 .insert(
@@ -138,13 +166,10 @@ impl UploadService {
                         file: &description,
                         storage_key: file.key(),
                         byte_size: file.size(),
+                        job_id,
                     },
                 )
                 .await?;
-            let job = UploadJob {
-                upload_id: upload.id,
-            };
-            self.jobs.stage(&mut uow, &job, RunAt::Now).await?;
             self.outbox.commit(uow).await?;
             Ok::<_, AppError>(upload)
         }
@@ -179,6 +204,88 @@ impl UploadService {
         self.uploads.find(&self.pool, id).await
     }
 
+    /// An upload by id; 404 if there is none.
+    async fn get(&self, id: Uuid) -> Result<Upload, AppError> {
+        self.uploads
+            .find(&self.pool, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("upload not found"))
+    }
+
+    /// Cancels an upload's processing: at once if it has not started; by asking its worker to
+    /// stop if it runs (an import stops between batches, keeping the rows applied so far). An
+    /// upload already processed is 409.
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<UploadCancel, AppError> {
+        let upload = self.get(id).await?;
+        let refused = |upload: &Upload| {
+            AppError::conflict(format!(
+                "upload is {}; only a queued or processing upload can be cancelled",
+                upload.status.as_str()
+            ))
+        };
+        if upload.status.is_final() {
+            return Err(refused(&upload));
+        }
+        let outcome = match upload.job_id {
+            Some(job_id) => {
+                self.lifecycle
+                    .cancel(
+                        UploadJob::QUEUE,
+                        &job_id.to_string(),
+                        &format!("cancelled by user {}", actor.user_id),
+                    )
+                    .await?
+            }
+            None => CancelOutcome::NotFound,
+        };
+        match outcome {
+            CancelOutcome::Signalled => Ok(UploadCancel::Stopping(upload)),
+            // Cancelled in the queue, or not there (yet: its outbox push may be on the way),
+            // so the row says cancelled and the job, when it comes, ends at once.
+            CancelOutcome::Cancelled | CancelOutcome::NotFound => {
+                match self.uploads.mark_cancelled(&self.pool, id).await? {
+                    Some(upload) => Ok(UploadCancel::Cancelled(upload)),
+                    None => Err(refused(&self.get(id).await?)),
+                }
+            }
+            CancelOutcome::AlreadyFinished => Err(refused(&self.get(id).await?)),
+        }
+    }
+
+    /// Follows an upload while it is processed: progress steps, then the upload as it ended
+    /// (see [`crate::jobs::lifecycle`]). `after` is the last update the client saw.
+    pub async fn follow(
+        &self,
+        id: Uuid,
+        after: Option<String>,
+    ) -> Result<BoxStream<'static, Result<LiveUpdate<Upload>, AppError>>, AppError> {
+        let upload = self.get(id).await?;
+        let (pool, uploads) = (self.pool.clone(), self.uploads);
+        let load = move || {
+            let pool = pool.clone();
+            async move {
+                uploads
+                    .find(&pool, id)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("upload not found"))
+            }
+        };
+        Ok(self.lifecycle.follow(
+            UploadJob::QUEUE,
+            upload.job_id.map(|job_id| job_id.to_string()),
+            after,
+            load,
+            upload_ending,
+        ))
+    }
+
+    /// Marks an upload cancelled (its processing stopped on request); `None` if it had
+    /// finished.
+    pub async fn mark_cancelled(&self, id: Uuid) -> Result<Option<Upload>, AppError> {
+        self.uploads.mark_cancelled(&self.pool, id).await
+    }
+
     /// Starts a processing attempt: counters, progress and row errors start again from zero, so
     /// a retried job never counts a row twice. Returns the upload and the attempt's run id, or
     /// `None` when the upload is already completed (a job delivered twice) or gone.
@@ -194,11 +301,17 @@ impl UploadService {
         Ok(Some((upload, run_id)))
     }
 
-    /// The uploaded file as a byte stream, with its size; 404 if it is missing from storage.
+    /// The uploaded file as a byte stream, with its size; 410 if it expired (deleted after its
+    /// retention), 404 if it is missing from storage.
     pub async fn open(
         &self,
         upload: &Upload,
     ) -> Result<(u64, BoxStream<'static, std::io::Result<Bytes>>), AppError> {
+        if upload.expired_at.is_some() {
+            return Err(AppError::gone(
+                "the uploaded file was deleted after its retention period; upload it again",
+            ));
+        }
         let (file, stream) = self
             .storage
             .read(&upload.storage_key)
@@ -309,6 +422,29 @@ impl UploadService {
             )
             .await?;
         Ok(upload)
+    }
+
+    /// Expires uploads that finished (completed, failed or cancelled) more than `retention` ago:
+    /// the row keeps its outcome and says `expired_at`, and the original file is deleted from
+    /// storage (an image's thumbnail stays: products show it). In batches; returns how many. A
+    /// file that cannot be deleted is logged and left behind.
+    pub async fn expire_old(&self, retention: std::time::Duration) -> Result<u64, AppError> {
+        let cutoff = crate::retention::cutoff(retention);
+        crate::retention::in_batches(|limit| async move {
+            let keys = {
+                let mut conn = self.pool.acquire().await?;
+                self.uploads
+                    .expire_finished_before(&mut conn, cutoff, limit)
+                    .await?
+            };
+            for key in &keys {
+                if let Err(error) = self.storage.delete(key).await {
+                    tracing::warn!(%error, key, "could not delete an expired upload's original");
+                }
+            }
+            Ok(keys.len() as u64)
+        })
+        .await
     }
 
     /// Stores an image upload's thumbnail; returns its key.

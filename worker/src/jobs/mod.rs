@@ -8,8 +8,15 @@
 pub mod email;
 pub mod maintenance;
 pub mod report;
+pub mod scheduled_report;
 pub mod upload;
 pub mod webhook;
+
+use apalis_core::task::data::Data;
+use orderly::{
+    jobs::ReportsQueueJob,
+    queue::{JobError, JobInfo},
+};
 
 pub use crate::context::JobContext;
 use crate::registrar::Registrar;
@@ -20,7 +27,20 @@ pub fn register_all(workers: Registrar) -> Registrar {
     workers
         .handle(email::handle)
         .handle(webhook::handle)
-        .handle(report::handle)
+        .handle(reports_queue)
         .handle(upload::handle)
         .handle(maintenance::handle)
+}
+
+/// The `reports` queue carries two job types (one queue, one handler): a build goes to
+/// [`report::handle`], a schedule's run to [`scheduled_report::handle`].
+async fn reports_queue(
+    job: ReportsQueueJob,
+    ctx: Data<JobContext>,
+    info: Data<JobInfo>,
+) -> Result<(), JobError> {
+    match job {
+        ReportsQueueJob::Build(job) => report::handle(job, ctx, info).await,
+        ReportsQueueJob::Scheduled(job) => scheduled_report::handle(job, ctx, info).await,
+    }
 }

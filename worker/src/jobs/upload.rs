@@ -14,6 +14,12 @@
 //! Idempotent: every attempt starts the upload's counters and errors from zero (upserts by SKU
 //! and the thumbnail's fixed key make repeating harmless), a completed upload is not processed
 //! again, and an attempt that lost the upload to a newer one writes nothing more.
+//!
+//! Followed and stoppable: an import reports its progress (the share of the file read, rows
+//! applied) to the job after every batch, and watches for a cancel request while it waits for
+//! the next batch; on one it stops the parser, keeps the batches already committed (the counts
+//! say how many rows were applied), marks the upload cancelled and ends the job cancelled. An
+//! image checks before it stores its thumbnail.
 
 use apalis_core::task::data::Data;
 use orderly::{
@@ -21,7 +27,7 @@ use orderly::{
     jobs::UploadJob,
     queue::{JobError, JobInfo, job::JobResultExt},
     uploads::{
-        ImageSummary, Upload, UploadPurpose,
+        ImageSummary, Upload, UploadPurpose, UploadStatus,
         import::{IMPORT_BATCH_ROWS, ImportBatch, ImportHeader, RowValidator},
     },
 };
@@ -38,11 +44,16 @@ enum Stop {
     Failed(JobError),
     /// A newer attempt owns the upload now; this one leaves it alone.
     Superseded,
+    /// Someone asked the job to stop.
+    Cancelled,
 }
 
 impl From<JobError> for Stop {
     fn from(error: JobError) -> Self {
-        Self::Failed(error)
+        match error {
+            JobError::Cancelled(_) => Self::Cancelled,
+            other => Self::Failed(other),
+        }
     }
 }
 
@@ -70,8 +81,19 @@ pub async fn handle(
     let (upload, run_id) = match uploads.start_run(job.upload_id).await {
         Ok(Some(started)) => started,
         Ok(None) => {
-            tracing::warn!("upload already completed or gone; nothing to do");
-            return Ok(());
+            return match uploads
+                .find(job.upload_id)
+                .await
+                .context("loading upload")?
+            {
+                Some(upload) if upload.status == UploadStatus::Cancelled => Err(
+                    JobError::cancelled("the upload was cancelled before it was processed"),
+                ),
+                _ => {
+                    tracing::warn!("upload already completed, expired or gone; nothing to do");
+                    Ok(())
+                }
+            };
         }
         Err(error) => {
             let message = format!("could not start processing: {error:#}");
@@ -82,14 +104,22 @@ pub async fn handle(
         }
     };
     let outcome = match upload.purpose {
-        UploadPurpose::ProductImport => import_products(&ctx, &upload, run_id).await,
-        UploadPurpose::ProductImage => process_image(&ctx, &upload, run_id).await,
+        UploadPurpose::ProductImport => import_products(&ctx, &upload, run_id, &info).await,
+        UploadPurpose::ProductImage => process_image(&ctx, &upload, run_id, &info).await,
     };
     match outcome {
         Ok(()) => Ok(()),
         Err(Stop::Superseded) => {
             tracing::warn!("another attempt took this upload over; stopping");
             Ok(())
+        }
+        Err(Stop::Cancelled) => {
+            uploads
+                .mark_cancelled(upload.id)
+                .await
+                .context("marking upload cancelled")?;
+            tracing::info!("upload processing stopped on request");
+            Err(JobError::cancelled("stopped on request"))
         }
         Err(Stop::Failed(error)) => {
             let retrying = matches!(error, JobError::Retry { .. }) && !last_attempt;
@@ -112,7 +142,12 @@ pub async fn handle(
 /// What the parsing thread sends: a batch to apply, or why it stopped.
 type Parsed = Result<ImportBatch, JobError>;
 
-async fn import_products(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Result<(), Stop> {
+async fn import_products(
+    ctx: &JobContext,
+    upload: &Upload,
+    run_id: Uuid,
+    info: &JobInfo,
+) -> Result<(), Stop> {
     let uploads = &ctx.services.uploads;
     let (size, stream) = uploads.open(upload).await?;
     let reader = SyncIoBridge::new(StreamReader::new(stream));
@@ -120,12 +155,25 @@ async fn import_products(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Res
     let (batches, mut received) = mpsc::channel::<Parsed>(2);
     let parser = tokio::task::spawn_blocking(move || parse_import(reader, size, &batches));
 
-    while let Some(parsed) = received.recv().await {
+    let mut rows_applied = 0usize;
+    loop {
+        // Dropping the receiver on a cancel stops the parser at its next batch.
+        let parsed = tokio::select! {
+            parsed = received.recv() => parsed,
+            _ = info.cancelled() => return Err(Stop::Cancelled),
+        };
+        let Some(parsed) = parsed else { break };
         let batch = parsed?;
         uploads
             .apply_import_batch(upload.id, run_id, &batch)
             .await?;
+        rows_applied += batch.products.len();
         tracing::debug!(progress = batch.progress, "import batch applied");
+        info.progress(
+            f64::from(batch.progress) / 100.0,
+            &format!("{rows_applied} rows applied"),
+        )
+        .await;
     }
     let rows_total = parser.await.context("the import parser stopped")??;
     let completed = uploads
@@ -134,6 +182,7 @@ async fn import_products(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Res
     if completed.is_none() {
         return Err(Stop::Superseded);
     }
+    info.progress(1.0, &format!("{rows_total} rows read")).await;
     tracing::info!(rows_total, "import completed");
     Ok(())
 }
@@ -223,7 +272,12 @@ fn percent(done: u64, total: u64) -> u8 {
     u8::try_from(done.saturating_mul(100) / total).unwrap_or(100)
 }
 
-async fn process_image(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Result<(), Stop> {
+async fn process_image(
+    ctx: &JobContext,
+    upload: &Upload,
+    run_id: Uuid,
+    info: &JobInfo,
+) -> Result<(), Stop> {
     let uploads = &ctx.services.uploads;
     let bytes = uploads.read_whole(upload).await?;
     let thumbnail = tokio::task::spawn_blocking(move || imaging::make_thumbnail(&bytes))
@@ -237,6 +291,7 @@ async fn process_image(ctx: &JobContext, upload: &Upload, run_id: Uuid) -> Resul
                 .unwrap_or_default();
             JobError::permanent(format!("{rejection}{declared}"))
         })?;
+    info.control.check()?;
     // The key is derived from the upload id, so a repeated attempt overwrites, never adds.
     let thumbnail_key = uploads.store_thumbnail(upload.id, thumbnail.png).await?;
     let summary = ImageSummary {

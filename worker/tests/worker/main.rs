@@ -1,13 +1,16 @@
 //! Integration tests of the worker: apalis workers over the real engine (real Redis, real
-//! PostgreSQL), the process's shutdown, the binary's start-up checks, and the reliability
-//! drills that kill processes and restart Redis.
+//! PostgreSQL), the process's shutdown, the binary's start-up checks, schedules across worker
+//! processes, and the reliability drills that kill processes and restart Redis.
 
 mod helpers;
 
 mod binary;
 mod drills;
+mod lifecycle;
 mod maintenance;
+mod report_schedules;
 mod runner;
+mod schedules;
 mod shop;
 mod smtp;
 mod startup;

@@ -12,7 +12,7 @@ use apalis_core::task::data::Data;
 use mailin_embedded::{Handler, Response, Server, response};
 use orderly::{
     jobs::EmailJob,
-    queue::{JobInfo, JobState},
+    queue::{JobControl, JobInfo, JobState},
     testing::eventually,
 };
 use orderly_worker::jobs::{JobContext, email};
@@ -236,6 +236,7 @@ async fn a_job_run_again_after_a_successful_send_does_not_send_twice(pool: PgPoo
         attempt: 1,
         max_attempts: 3,
         request_id: None,
+        control: JobControl::detached(),
     };
     let job = EmailJob::Welcome {
         user_id: fixture.customer.id,

@@ -14,7 +14,7 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use orderly::{
     jobs::UploadJob,
     queue::Job,
-    queue::JobInfo,
+    queue::{JobControl, JobInfo},
     testing::png_bomb,
     uploads::{UploadReport, import::ImportBatch},
     users::{DisplayName, Email, Password, TokenIssuer},
@@ -419,6 +419,205 @@ async fn a_50000_row_import_applies_every_row(pool: PgPool) {
     shop.stop().await;
 }
 
+/// A CSV import of `rows` valid rows.
+fn big_import(rows: usize) -> String {
+    let mut csv = String::with_capacity(rows * 40);
+    csv.push_str("sku,name,price_cents,currency,stock\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "SKU-{i:06},Product {i},{},EUR,1\n",
+            100 + i % 10_000
+        ));
+    }
+    csv
+}
+
+/// One server-sent event: `(event, id, data)`.
+type SseEvent = (String, Option<String>, Value);
+
+/// Reads events from an open SSE response until `stop` says so or the stream ends; returns
+/// them and whether the stream ended.
+async fn read_events(
+    response: &mut reqwest::Response,
+    mut stop: impl FnMut(&SseEvent) -> bool,
+) -> (Vec<SseEvent>, bool) {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let event = (name, id, serde_json::from_str(&data).unwrap());
+            let done = stop(&event);
+            events.push(event);
+            if done {
+                return (events, false);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(120), response.chunk())
+            .await
+            .expect("the stream stays alive")
+            .unwrap()
+        {
+            Some(chunk) => buffer.push_str(std::str::from_utf8(&chunk).unwrap()),
+            None => return (events, true),
+        }
+    }
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_import_streams_progress_then_its_final_state_and_resumes_after_a_reconnect(
+    pool: PgPool,
+) {
+    let shop = start_shop(pool, true).await;
+    let id = shop.import(&big_import(30_000)).await;
+    let url = format!("{}/api/v1/uploads/{id}/events", shop.address);
+    let mut first = shop
+        .http
+        .get(&url)
+        .bearer_auth(&shop.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let (events, _) = read_events(&mut first, |(name, _, _)| name == "progress").await;
+    let (_, resume_after, progress) = events.last().unwrap().clone();
+    assert!(progress["fraction"].as_f64().unwrap() < 1.0, "{progress}");
+    drop(first);
+
+    // The browser's EventSource sends the last id it saw when it reconnects.
+    let mut resumed = shop
+        .http
+        .get(&url)
+        .bearer_auth(&shop.token)
+        .header("last-event-id", resume_after.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (events, ended) = read_events(&mut resumed, |_| false).await;
+    assert!(ended, "the stream ends after the final event");
+    let (name, _, upload) = events.last().unwrap();
+    assert_eq!(name, "completed", "{events:?}");
+    assert_eq!(upload["status"], "completed");
+    assert_eq!(upload["rows_ok"], 30_000);
+    let position = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    let after = position(resume_after.as_deref().unwrap());
+    for (_, id, _) in &events {
+        if let Some(id) = id {
+            assert!(position(id) > after, "{id} came before the resume point");
+        }
+    }
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|(name, _, _)| name == "progress" || name == "started"),
+        "{events:?}"
+    );
+    shop.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_running_import_stops_on_cancel_and_keeps_the_rows_it_applied(pool: PgPool) {
+    let shop = start_shop(pool, true).await;
+    let id = shop.import(&big_import(50_000)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let upload = shop.get(&format!("/api/v1/uploads/{id}")).await;
+        if upload["status"] == "processing" && upload["rows_ok"].as_i64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import never started: {upload}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = Instant::now();
+    let response = shop
+        .http
+        .post(format!("{}/api/v1/uploads/{id}/cancel", shop.address))
+        .bearer_auth(&shop.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let upload = loop {
+        let upload = shop.get(&format!("/api/v1/uploads/{id}")).await;
+        if upload["status"] != "processing" {
+            break upload;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still processing: {upload}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "import: cancel to cancelled {} ms",
+        asked.elapsed().as_millis()
+    );
+    assert_eq!(upload["status"], "cancelled", "{upload}");
+    assert!(upload["cancelled_at"].is_string());
+    let applied = upload["rows_ok"].as_i64().unwrap();
+    assert!(applied > 0 && applied < 50_000, "{upload}");
+    assert_eq!(
+        shop.product_count().await,
+        applied,
+        "what was applied stays"
+    );
+    // The job ended cancelled, and a second cancel is refused.
+    let job_id: Uuid = sqlx::query_scalar("select job_id from uploads where id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&shop.services.db)
+        .await
+        .unwrap();
+    let state = |job_id: String| {
+        let queue = shop.services.queue.clone();
+        async move {
+            queue
+                .job("uploads", &job_id)
+                .await
+                .unwrap()
+                .map(|j| j.state)
+        }
+    };
+    assert!(
+        orderly::testing::eventually(Duration::from_secs(10), || {
+            let state = state(job_id.to_string());
+            async move { state.await.as_deref() == Some("cancelled") }
+        })
+        .await
+    );
+    let again = shop
+        .http
+        .post(format!("{}/api/v1/uploads/{id}/cancel", shop.address))
+        .bearer_auth(&shop.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    shop.stop().await;
+}
+
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn a_retried_import_counts_each_row_once(pool: PgPool) {
     let shop = start_shop(pool, false).await;
@@ -437,6 +636,7 @@ async fn a_retried_import_counts_each_row_once(pool: PgPool) {
                 attempt,
                 max_attempts: 3,
                 request_id: None,
+                control: JobControl::detached(),
             }),
         )
     };
