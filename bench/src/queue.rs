@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Idle wake-up latency samples.
     #[arg(long, default_value_t = 200)]
     pub wakeup_samples: usize,
+    /// A rate limit on the benchmark queue (`1000/s`): the drain then measures how close the
+    /// claimed rate comes to the limit (one worker process only).
+    #[arg(long)]
+    pub rate: Option<String>,
 }
 
 /// The no-op job.
@@ -192,9 +196,25 @@ async fn run_noop_worker(
 
 /// The benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
-    let services = Services::build(bench_config()?)?;
+    let mut services = Services::build(bench_config()?)?;
     let queue = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let n = args.jobs;
+    let rate = args
+        .rate
+        .as_deref()
+        .map(orderly::queue::RateLimit::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--rate: {e}"))?;
+    if let Some(rate) = rate {
+        anyhow::ensure!(args.processes <= 1, "--rate runs with one worker process");
+        services.queue = services.queue.clone().with_limits([(
+            queue.clone(),
+            orderly::queue::QueueLimits {
+                rate: Some(rate),
+                concurrency: None,
+            },
+        )]);
+    }
 
     // Phase 1: enqueue from P producers, each awaiting each push.
     let next = Arc::new(AtomicUsize::new(0));
@@ -239,6 +259,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
         args.processes.max(1),
         args.concurrency
     );
+
+    if let Some(rate) = rate {
+        // The bucket starts full: the burst is not the rate.
+        let claimed_per_s = (n as f64 - f64::from(rate.burst())) / process_secs;
+        eprintln!(
+            "rate limit {rate}: claimed {claimed_per_s:.0}/s ({:+.2}% of the limit)",
+            (claimed_per_s / rate.per_second() - 1.0) * 100.0
+        );
+        services.queue.obliterate(&queue).await?;
+        return Ok(serde_json::json!({
+            "bench": "orderly-queue-rate-limit",
+            "N": n,
+            "C": args.concurrency,
+            "limit_per_s": rate.per_second(),
+            "claimed_per_s": claimed_per_s.round(),
+            "deviation_pct": ((claimed_per_s / rate.per_second() - 1.0) * 10_000.0).round() / 100.0,
+        }));
+    }
 
     // Phase 3: idle wake-up latency on a fresh queue.
     let wake_queue = format!("{queue}-wake");

@@ -17,7 +17,10 @@ use redis::{
 };
 use serde::Serialize;
 
-use crate::job::{ClaimedJob, JobSpec, Priority, RetryPolicy};
+use crate::{
+    job::{ClaimedJob, JobSpec, Priority, RetryPolicy},
+    limits::QueueLimits,
+};
 
 /// Largest number of jobs one script call claims, acks or enqueues.
 pub const MAX_BATCH: usize = 1000;
@@ -113,8 +116,12 @@ impl JobEvent {
 pub struct Claim {
     /// The jobs now leased to the caller.
     pub jobs: Vec<ClaimedJob>,
-    /// When something may become claimable (next due scheduled job or lease deadline), if known.
+    /// When something may become claimable (next due scheduled job or lease deadline, or the
+    /// rate limit's next token), if known.
     pub next_wake_in: Option<Duration>,
+    /// Jobs are waiting for the queue's rate limit: nothing can be claimed before
+    /// `next_wake_in`, whatever is enqueued meanwhile.
+    pub rate_limited: bool,
 }
 
 /// Retention limits for finished jobs.
@@ -183,6 +190,8 @@ pub struct QueueEngine {
     prefix: String,
     retention: Retention,
     scripts: std::sync::Arc<Scripts>,
+    /// Flow control per queue (none for queues not listed).
+    limits: std::sync::Arc<HashMap<String, QueueLimits>>,
 }
 
 impl std::fmt::Debug for QueueEngine {
@@ -207,9 +216,9 @@ type RawJob = (
     i64,
 );
 
-type RawClaim = (i64, i64, Vec<RawJob>);
+type RawClaim = (i64, i64, Vec<RawJob>, i64);
 
-fn claim_from_raw(queue: &str, (next_wake, now, raw): RawClaim) -> Claim {
+fn claim_from_raw(queue: &str, (next_wake, now, raw, rate_limited): RawClaim) -> Claim {
     let jobs = raw
         .into_iter()
         .map(
@@ -241,7 +250,11 @@ fn claim_from_raw(queue: &str, (next_wake, now, raw): RawClaim) -> Claim {
         .collect();
     let next_wake_in = (next_wake >= 0)
         .then(|| Duration::from_millis(u64::try_from(next_wake - now).unwrap_or(0)));
-    Claim { jobs, next_wake_in }
+    Claim {
+        jobs,
+        next_wake_in,
+        rate_limited: rate_limited == 1,
+    }
 }
 
 impl QueueEngine {
@@ -259,7 +272,20 @@ impl QueueEngine {
             prefix: prefix.to_owned(),
             retention,
             scripts: std::sync::Arc::new(Scripts::load()),
+            limits: std::sync::Arc::new(HashMap::new()),
         }
+    }
+
+    /// The same engine enforcing `limits` on the queues they name (see [`crate::limits`]).
+    pub fn with_limits(mut self, limits: impl IntoIterator<Item = (String, QueueLimits)>) -> Self {
+        self.limits =
+            std::sync::Arc::new(limits.into_iter().filter(|(_, l)| l.is_limited()).collect());
+        self
+    }
+
+    /// The flow control of `queue` (the default, none, when it has no limits).
+    pub fn limits(&self, queue: &str) -> QueueLimits {
+        self.limits.get(queue).copied().unwrap_or_default()
     }
 
     /// The key prefix.
@@ -364,6 +390,7 @@ impl QueueEngine {
             .arg(lease.as_millis() as u64)
             .arg(worker)
             .arg(PROMOTE_LIMIT)
+            .arg(&self.limits(queue).script_args()[..])
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(claim_from_raw(queue, raw))
@@ -394,7 +421,8 @@ impl QueueEngine {
             .arg(max.min(MAX_BATCH))
             .arg(lease.as_millis() as u64)
             .arg(worker)
-            .arg(PROMOTE_LIMIT);
+            .arg(PROMOTE_LIMIT)
+            .arg(&self.limits(queue).script_args()[..]);
         for (id, token) in leases {
             invocation.arg(id).arg(*token);
         }
@@ -420,7 +448,8 @@ impl QueueEngine {
                 .key(self.routing_key(queue))
                 .arg(self.base(queue))
                 .arg(self.retention.completed_keep)
-                .arg(self.retention.completed_max_age.as_millis() as u64);
+                .arg(self.retention.completed_max_age.as_millis() as u64)
+                .arg(self.limits(queue).concurrency.unwrap_or(0));
             for (id, lease) in chunk {
                 invocation.arg(id).arg(*lease);
             }

@@ -44,6 +44,7 @@
 //! - `producer`: group-committed enqueue.
 //! - `backend`: the apalis `Backend` (fetcher, lease keeper, acker, job middleware).
 //! - `inspect`: counts, throughput, listings and operator actions (dashboard, metrics).
+//! - `limits`: fleet-wide rate limits and concurrency caps per queue, enforced at claim time.
 //! - `registry`: worker heartbeats.
 //! - `schedule`: recurring jobs (cron with seconds and time zones, intervals), one job per tick
 //!   however many processes run the loop.
@@ -75,6 +76,7 @@ pub mod engine;
 pub mod error;
 pub mod inspect;
 pub mod job;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;
@@ -89,6 +91,7 @@ pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
 pub use job::Uniqueness;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
+pub use limits::{QueueLimits, RateLimit};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
 pub use producer::Producer;

@@ -130,6 +130,15 @@ pub async fn record_queue_gauges(engine: &QueueEngine, outbox: &Outbox, queues: 
             .set(counts.oldest_waiting_ms as f64 / 1000.0);
         metrics::gauge!("orderly_queue_paused", "queue" => queue.to_owned())
             .set(if counts.paused { 1.0 } else { 0.0 });
+        let limits = engine.limits(queue);
+        if let Some(rate) = limits.rate {
+            metrics::gauge!("orderly_queue_rate_limit_per_second", "queue" => queue.to_owned())
+                .set(rate.per_second());
+        }
+        if let Some(cap) = limits.concurrency {
+            metrics::gauge!("orderly_queue_concurrency_limit", "queue" => queue.to_owned())
+                .set(f64::from(cap));
+        }
     }
     if let Ok(workers) = engine.workers().await {
         for &queue in queues {

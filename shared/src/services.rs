@@ -86,6 +86,18 @@ impl Services {
         let client = crate::redis::client(&config.redis)?;
         let prefix = config.redis.prefix.clone();
         let cache = Cache::with_near(redis.clone(), &client, &prefix, config.cache.near_max_bytes);
+        if let Some((unknown, _)) = config
+            .worker
+            .queue_limits
+            .iter()
+            .find(|(queue, _)| crate::jobs::queue_named(queue).is_none())
+        {
+            anyhow::bail!(
+                "QUEUE_RATE_LIMITS or QUEUE_CONCURRENCY_LIMITS names queue {unknown:?}, which does \
+                 not exist (queues: {})",
+                crate::jobs::QUEUE_NAMES.join(", ")
+            );
+        }
         let queue = QueueEngine::new(
             redis.clone(),
             client,
@@ -94,7 +106,8 @@ impl Services {
                 completed_keep: config.worker.completed_keep,
                 completed_max_age: config.worker.completed_max_age,
             },
-        );
+        )
+        .with_limits(config.worker.queue_limits.clone());
         let producer = Producer::new(queue.clone());
         let outbox = Outbox::new(db.clone(), producer.clone())
             .with_unique_window(config.worker.outbox_unique_window);

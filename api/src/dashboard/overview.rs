@@ -55,7 +55,12 @@ pub async fn overview(
                 .iter()
                 .filter(|w| w.queues.contains(&q.counts.queue))
                 .count();
-            queue_row(&q.counts, &q.throughput, serving)
+            queue_row(
+                &q.counts,
+                &q.throughput,
+                serving,
+                state.services.queue.limits(&q.counts.queue),
+            )
         })
         .collect();
     let chart = chart(&sum_minutes(

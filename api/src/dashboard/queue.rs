@@ -11,7 +11,7 @@ use axum::{
 use orderly::{
     error::AppError,
     queue::{
-        JobState,
+        JobState, QueueLimits,
         inspect::{JobDetail, MinuteStats, QueueCounts},
     },
 };
@@ -79,7 +79,12 @@ pub async fn queue_page(
         .iter()
         .filter(|w| w.queues.iter().any(|q| q == queue))
         .count();
-    let row = queue_row(&summary.counts, &summary.throughput, serving);
+    let row = queue_row(
+        &summary.counts,
+        &summary.throughput,
+        serving,
+        state.services.queue.limits(queue),
+    );
     let chart = chart(&summary.throughput);
     let tabs = tabs(&summary.counts, job_state);
     let jobs: Vec<JobRow> = list
@@ -256,12 +261,19 @@ pub struct QueueRow {
     pub failed_hour: u64,
     /// Live workers serving it.
     pub workers: usize,
+    /// Its fleet-wide flow control, readable (`at most 40/s, 2 running`); `None` without.
+    pub limits: Option<String>,
     /// Pause/resume, retry all dead, purge.
     pub actions: Vec<Action>,
 }
 
-/// The row of `counts` with an hour of `throughput` and `workers` serving it.
-pub fn queue_row(counts: &QueueCounts, throughput: &[MinuteStats], workers: usize) -> QueueRow {
+/// The row of `counts` with an hour of `throughput`, `workers` serving it and its `limits`.
+pub fn queue_row(
+    counts: &QueueCounts,
+    throughput: &[MinuteStats],
+    workers: usize,
+    limits: QueueLimits,
+) -> QueueRow {
     QueueRow {
         name: counts.queue.clone(),
         url: format!("/admin/queues/{}", counts.queue),
@@ -290,8 +302,20 @@ pub fn queue_row(counts: &QueueCounts, throughput: &[MinuteStats], workers: usiz
         processed_hour: throughput.iter().map(|m| m.completed).sum(),
         failed_hour: throughput.iter().map(|m| m.failed).sum(),
         workers,
+        limits: limits_text(limits),
         actions: queue_actions(counts),
     }
+}
+
+/// `at most 40/s, 2 running`, or `None` without limits.
+fn limits_text(limits: QueueLimits) -> Option<String> {
+    let parts: Vec<String> = limits
+        .rate
+        .map(|rate| rate.to_string())
+        .into_iter()
+        .chain(limits.concurrency.map(|cap| format!("{cap} running")))
+        .collect();
+    (!parts.is_empty()).then(|| format!("at most {}", parts.join(", ")))
 }
 
 /// One job in a list.

@@ -316,3 +316,51 @@ async fn cache_reads_are_counted_by_where_they_were_answered(pool: PgPool) {
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="redis"}"#) >= 1.0);
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="near"}"#) >= 2.0);
 }
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn queue_limits_show_in_metrics_and_on_the_dashboard(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("QUEUE_RATE_LIMITS", "emails=40/s,webhooks=600/m"),
+            ("QUEUE_CONCURRENCY_LIMITS", "reports=2"),
+        ],
+    )
+    .await;
+    let samples = scrape(&app.client, &app.url("/metrics")).await;
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_rate_limit_per_second{queue="emails"}"#
+        ),
+        40.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_rate_limit_per_second{queue="webhooks"}"#
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_concurrency_limit{queue="reports"}"#
+        ),
+        2.0
+    );
+    assert!(!samples.contains_key(r#"orderly_queue_concurrency_limit{queue="emails"}"#));
+
+    let admin = app.admin().await;
+    let cookie = app.dashboard_session(&admin).await;
+    let overview = app
+        .get_with_cookie("/admin/queues", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .replace("&#x2f;", "/");
+    assert!(overview.contains("at most 40/s"), "{overview}");
+    assert!(overview.contains("at most 2 running"));
+    app.stop().await;
+}

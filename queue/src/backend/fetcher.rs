@@ -4,7 +4,8 @@
 //! It waits for one free slot, takes every other free slot too, and claims that many jobs in one
 //! script call, so a process never hoards jobs another could run and claims batch under load.
 //! When the queue is empty it blocks on the queue's wake-up list (or until the next scheduled job
-//! or lease deadline), so new work starts within milliseconds without polling. [`deliver`] is
+//! or lease deadline), so new work starts within milliseconds without polling; when the queue's
+//! rate limit holds its jobs back it sleeps until the next token is due. [`deliver`] is
 //! also how the acker hands over the replacement jobs it claims together with its acks.
 
 use std::sync::Arc;
@@ -69,6 +70,14 @@ pub(super) async fn run_fetcher<Args>(
                     .min(shared.settings.idle_poll);
                 if wait.is_zero() {
                     continue;
+                }
+                if claim.rate_limited {
+                    // Nothing can start before the rate limit's next token, whatever is
+                    // enqueued meanwhile: sleep until then instead of waking on every enqueue.
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = stop.cancelled() => break,
+                    }
                 }
                 if blocking.is_none() {
                     match shared.engine.blocking_connection().await {

@@ -9,6 +9,7 @@
 --   <base>u:<key>  uniqueness key: the id of the job that took it, expiring after its window
 --                  (not tied to the job: retention trimming the job leaves it in place)
 --   <base>cancelled zset score = cancel time (ms)   <base>cancelling set: running jobs asked to stop
+--   <base>rate    hash: the rate limit's token bucket (tokens, at), see claim_jobs
 --   <base>ev:<id>  event stream of a job enqueued with events on (capped, expires a day after
 --                  its last event): started, progress, retrying, failed, completed, cancelling,
 --                  cancelled; what a client's live status reads, resumable by stream entry id
@@ -78,7 +79,8 @@ end
 
 -- Completes leased jobs given as (id, lease) pairs in argv[from..], then trims finished jobs
 -- beyond the retention limits (at most 1000 per call). Returns one 1/0 per pair (0: lease lost).
-local function finish_jobs(base, now, keep, max_age, argv, from)
+-- With a concurrency cap (cap > 0) every completion frees a slot, so waiting workers are woken.
+local function finish_jobs(base, now, keep, max_age, cap, argv, from)
   local results, done_args = {}, {}
   for i = from, #argv, 2 do
     local id, lease = argv[i], argv[i + 1]
@@ -102,6 +104,7 @@ local function finish_jobs(base, now, keep, max_age, argv, from)
   if #done_args > 0 then
     redis.call('ZADD', base .. 'completed', unpack(done_args))
     count_stat(base, now, 'completed', #done_args / 2)
+    if cap > 0 then wake(base, #done_args / 2) end
   end
 
   -- Retention: keep at most `keep` completed jobs, none older than max_age. At most 1000 per
@@ -124,10 +127,15 @@ local function finish_jobs(base, now, keep, max_age, argv, from)
 end
 
 -- Claims up to max_jobs jobs for a worker: promotes due scheduled jobs and recovers expired
--- leases first (each step bounded), then pops the best-priority, oldest jobs and leases them.
--- Returns { next_wake_ms_or_-1, now, {id, lease, attempts, kind, payload, priority,
---           max_attempts, request_id, retry, created_at}... }
-local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
+-- leases first (each step bounded), then pops the best-priority, oldest jobs and leases them,
+-- within the queue's fleet-wide limits (see limits.rs): at most `cap` running (cap > 0), and one
+-- token of the rate limit's bucket per job (rate_jobs per rate_period ms, at most burst tokens
+-- saved up; rate_jobs = 0: no limit).
+-- Returns { next_wake_ms_or_-1, now, {{id, lease, attempts, kind, payload, priority,
+--           max_attempts, request_id, retry, created_at}...}, rate_limited (1: jobs wait for the
+--           next token, due at next_wake) }
+local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, rate_jobs, rate_period,
+                          burst, cap)
   -- 1. Scheduled jobs (delays, retry backoff) that are due join the ready set.
   local due = redis.call('ZRANGEBYSCORE', base .. 'scheduled', '-inf', now, 'LIMIT', 0, promote_limit)
   for _, id in ipairs(due) do make_ready(base, id, now) end
@@ -164,10 +172,34 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
   count_stat(base, now, 'failed', #expired)
   count_stat(base, now, 'dead', died)
 
-  -- 3. Claim, unless an operator paused the queue.
+  -- 3. Claim, unless an operator paused the queue, within its limits.
   local jobs = {}
+  local token_due = -1
   if max_jobs > 0 and redis.call('EXISTS', base .. 'paused') == 0 then
-    local popped = redis.call('ZPOPMIN', base .. 'ready', max_jobs)
+    local n = max_jobs
+    if cap > 0 then
+      n = math.max(0, math.min(n, cap - redis.call('ZCARD', base .. 'active')))
+    end
+    local tokens, interval
+    if rate_jobs > 0 and n > 0 then
+      interval = rate_period / rate_jobs
+      local bucket = redis.call('HMGET', base .. 'rate', 'tokens', 'at')
+      tokens = tonumber(bucket[1] or burst)
+      local at = tonumber(bucket[2] or now)
+      tokens = math.min(burst, tokens + math.max(0, now - at) / interval)
+      n = math.min(n, math.floor(tokens))
+    end
+    local popped = {}
+    if n > 0 then popped = redis.call('ZPOPMIN', base .. 'ready', n) end
+    if tokens then
+      tokens = tokens - #popped / 2
+      redis.call('HSET', base .. 'rate', 'tokens', tokens, 'at', now)
+      redis.call('PEXPIRE', base .. 'rate', math.ceil(rate_period * 2 + 60000))
+      if #popped / 2 < max_jobs and tokens < 1 and redis.call('ZCARD', base .. 'ready') > 0 then
+        -- Held back by the limit: the next token is due when the bucket reaches one.
+        token_due = now + math.ceil((1 - tokens) * interval)
+      end
+    end
     local deadline = now + lease_ms
     local active_args = {}
     for i = 1, #popped, 2 do
@@ -196,5 +228,8 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit)
   local a = redis.call('ZRANGE', base .. 'active', 0, 0, 'WITHSCORES')
   if #a > 0 and (next_wake < 0 or tonumber(a[2]) < next_wake) then next_wake = tonumber(a[2]) end
   if #due >= promote_limit or #expired >= 100 then next_wake = now end
-  return {next_wake, now, jobs}
+  if token_due >= 0 then
+    return {token_due, now, jobs, 1}
+  end
+  return {next_wake, now, jobs, 0}
 end

@@ -6,6 +6,7 @@ mod helpers;
 
 mod engine;
 mod lifecycle;
+mod limits;
 mod model;
 mod outbox;
 mod producer;

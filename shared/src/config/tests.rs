@@ -251,6 +251,69 @@ fn outbox_unique_window_defaults_to_fifteen_minutes_and_refuses_under_a_minute()
 }
 
 #[test]
+fn queue_limits_combine_rates_and_caps_per_queue_and_refuse_mistakes() {
+    use crate::queue::{QueueLimits, RateLimit};
+    let mut vars = base();
+    assert!(
+        Config::from_map(&vars)
+            .unwrap()
+            .worker
+            .queue_limits
+            .is_empty()
+    );
+    vars.insert(
+        "QUEUE_RATE_LIMITS".into(),
+        "emails=40/s, webhooks=500/m".into(),
+    );
+    vars.insert(
+        "QUEUE_CONCURRENCY_LIMITS".into(),
+        "reports=2,emails=8".into(),
+    );
+    let limits = Config::from_map(&vars).unwrap().worker.queue_limits;
+    assert_eq!(
+        limits,
+        vec![
+            (
+                "emails".to_owned(),
+                QueueLimits {
+                    rate: Some(RateLimit::parse("40/s").unwrap()),
+                    concurrency: Some(8),
+                }
+            ),
+            (
+                "webhooks".to_owned(),
+                QueueLimits {
+                    rate: Some(RateLimit::parse("500/m").unwrap()),
+                    concurrency: None,
+                }
+            ),
+            (
+                "reports".to_owned(),
+                QueueLimits {
+                    rate: None,
+                    concurrency: Some(2),
+                }
+            ),
+        ]
+    );
+    for (name, refused) in [
+        ("QUEUE_RATE_LIMITS", "emails=40"),
+        ("QUEUE_RATE_LIMITS", "emails=0/s"),
+        ("QUEUE_RATE_LIMITS", "emails=1/s,emails=2/s"),
+        ("QUEUE_CONCURRENCY_LIMITS", "reports=0"),
+        ("QUEUE_CONCURRENCY_LIMITS", "Reports=2"),
+    ] {
+        let mut vars = base();
+        vars.insert(name.into(), refused.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{name} is invalid")),
+            "{refused}: {err}"
+        );
+    }
+}
+
+#[test]
 fn upload_retention_and_its_schedule_are_configurable() {
     use crate::queue::schedule::Recurrence;
     let mut vars = base();

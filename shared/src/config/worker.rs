@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+use orderly_queue::{
+    QueueLimits, RateLimit,
+    limits::{parse_cap, parse_per_queue},
+};
+
 use super::{ConfigError, Source, millis, secs};
 
 /// Queue engine and worker settings.
@@ -29,6 +34,10 @@ pub struct WorkerConfig {
     /// job itself is trimmed (`OUTBOX_UNIQUE_WINDOW_SECS`); one small Redis key per job pushed
     /// within the window.
     pub outbox_unique_window: Duration,
+    /// Fleet-wide flow control per queue, from `QUEUE_RATE_LIMITS` (`emails=50/s,webhooks=500/m`)
+    /// and `QUEUE_CONCURRENCY_LIMITS` (`reports=2`); every process must read the same. Queue
+    /// names are checked against the shop's queues when the services are built.
+    pub queue_limits: Vec<(String, QueueLimits)>,
 }
 
 /// The shortest unique window accepted: the relay re-pushes a row unmarked for a few seconds,
@@ -59,7 +68,9 @@ impl WorkerConfig {
                 reason: format!("must be at least {MIN_OUTBOX_UNIQUE_WINDOW_SECS} seconds"),
             });
         }
+        let queue_limits = read_queue_limits(env)?;
         Ok(Self {
+            queue_limits,
             queues,
             concurrency,
             lease,
@@ -74,4 +85,47 @@ impl WorkerConfig {
             outbox_unique_window: secs(outbox_unique_window),
         })
     }
+}
+
+/// Reads `QUEUE_RATE_LIMITS` and `QUEUE_CONCURRENCY_LIMITS` into one entry per limited queue.
+fn read_queue_limits(env: &Source<'_>) -> Result<Vec<(String, QueueLimits)>, ConfigError> {
+    let rates = parse_per_queue(
+        &env.raw("QUEUE_RATE_LIMITS").unwrap_or_default(),
+        RateLimit::parse,
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        name: "QUEUE_RATE_LIMITS",
+        reason,
+    })?;
+    let caps = parse_per_queue(
+        &env.raw("QUEUE_CONCURRENCY_LIMITS").unwrap_or_default(),
+        parse_cap,
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        name: "QUEUE_CONCURRENCY_LIMITS",
+        reason,
+    })?;
+    let mut limits: Vec<(String, QueueLimits)> = Vec::new();
+    for (queue, rate) in rates {
+        limits.push((
+            queue,
+            QueueLimits {
+                rate: Some(rate),
+                concurrency: None,
+            },
+        ));
+    }
+    for (queue, cap) in caps {
+        match limits.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, l)) => l.concurrency = Some(cap),
+            None => limits.push((
+                queue,
+                QueueLimits {
+                    rate: None,
+                    concurrency: Some(cap),
+                },
+            )),
+        }
+    }
+    Ok(limits)
 }

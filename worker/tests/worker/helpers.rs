@@ -3,7 +3,17 @@
 
 #![allow(dead_code)]
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    io::{BufRead, BufReader},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        mpsc::{self, TryRecvError},
+    },
+    time::Duration,
+};
 
 use apalis_core::task::data::Data;
 use orderly::{
@@ -245,4 +255,104 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One `orderly-worker` process; killed if the test ends without stopping it.
+pub struct WorkerProcess {
+    child: Child,
+    ready: mpsc::Receiver<()>,
+}
+
+impl WorkerProcess {
+    /// Starts `orderly-worker` with `args` on `prefix`, with a clean environment (no stray
+    /// `.env` is read) made of the test settings and `overrides`.
+    pub fn start(prefix: &str, args: &[&str], overrides: &[(&str, String)]) -> Self {
+        let mut overrides = overrides.to_vec();
+        overrides.push(("RUST_LOG", "warn,orderly_worker=info".to_owned()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orderly-worker"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars(prefix, &overrides))
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker binary runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (ready_tx, ready) = mpsc::channel();
+        // Drains stdout for the life of the process, so the worker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"worker ready\"") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        Self { child, ready }
+    }
+
+    /// Waits until the worker said it is ready (its workers and schedule loop are running).
+    pub async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.ready.try_recv() {
+                Ok(()) => return,
+                Err(TryRecvError::Disconnected) => {
+                    panic!("worker exited before it was ready: {:?}", self.child.wait())
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits for the process to exit after [`Self::terminate`].
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on the worker") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker ignored SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Stops every worker with SIGTERM (all signalled first, as an operator stopping a fleet) and
+/// checks each exits cleanly.
+pub async fn stop_all(workers: &mut [WorkerProcess]) {
+    for worker in workers.iter() {
+        worker.terminate();
+    }
+    for worker in workers.iter_mut() {
+        let status = worker.wait_exit().await;
+        assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    }
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod drills;
+mod flow_control;
 mod lifecycle;
 mod maintenance;
 mod report_schedules;

@@ -6,12 +6,7 @@
 //! The schedule's jobs go to a queue no worker serves, so every tick's job stays waiting and the
 //! test counts them by their ids (`tick_of`). The built-in maintenance schedules are turned off.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, TryRecvError},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use orderly::{
@@ -24,9 +19,8 @@ use orderly::{
 use sqlx::PgPool;
 use tokio::time::{Instant, sleep};
 
-use crate::helpers::{TestServices, services, vars};
+use crate::helpers::{TestServices, WorkerProcess, services, stop_all};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_orderly-worker");
 /// The queue the ticks' jobs go to: no worker serves it, so they wait to be counted.
 const QUEUE: &str = "schedule-proof";
 const SCHEDULE: &str = "proof:every-second";
@@ -40,107 +34,22 @@ const BUILT_IN_SCHEDULES: [&str; 6] = [
     "MAINTENANCE_EXPIRE_UPLOADS_CRON",
 ];
 
-/// One `orderly-worker` process; killed if the test ends without stopping it.
-struct WorkerProcess {
-    child: Child,
-    ready: mpsc::Receiver<()>,
-}
-
-impl WorkerProcess {
-    /// Starts a worker on `prefix` with a clean environment (no stray `.env` is read) serving
-    /// only the idle maintenance queue; the schedule loop runs in every worker.
-    fn start(prefix: &str, database_url: &str) -> Self {
-        let mut overrides = vec![
-            ("DATABASE_URL", database_url.to_owned()),
-            ("RUST_LOG", "warn,orderly_worker=info".to_owned()),
-        ];
-        overrides.extend(BUILT_IN_SCHEDULES.map(|name| (name, "off".to_owned())));
-        let mut child = Command::new(WORKER)
-            .args([
-                "--queues",
-                "maintenance",
-                "--concurrency",
-                "1",
-                "--no-relay",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(vars(prefix, &overrides))
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the worker binary runs");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (ready_tx, ready) = mpsc::channel();
-        // Drains stdout for the life of the process, so the worker never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"worker ready\"") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        Self { child, ready }
-    }
-
-    /// Waits until the worker said it is ready (its schedule loop is running).
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            match self.ready.try_recv() {
-                Ok(()) => return,
-                Err(TryRecvError::Disconnected) => {
-                    panic!("worker exited before it was ready: {:?}", self.child.wait())
-                }
-                Err(TryRecvError::Empty) => {}
-            }
-            assert!(Instant::now() < deadline, "worker never became ready");
-            sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIGTERM delivered");
-    }
-
-    /// Waits for the process to exit after [`Self::terminate`].
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait on the worker") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "worker ignored SIGTERM");
-            sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Stops every worker with SIGTERM (all signalled first, as an operator stopping a fleet) and
-/// checks each exits cleanly.
-async fn stop_all(workers: &mut [WorkerProcess]) {
-    for worker in workers.iter() {
-        worker.terminate();
-    }
-    for worker in workers.iter_mut() {
-        let status = worker.wait_exit().await;
-        assert!(status.success(), "clean exit after SIGTERM: {status:?}");
-    }
+/// A worker on `prefix` serving only the idle maintenance queue; the schedule loop runs in
+/// every worker.
+fn start_worker(prefix: &str, database_url: &str) -> WorkerProcess {
+    let mut overrides = vec![("DATABASE_URL", database_url.to_owned())];
+    overrides.extend(BUILT_IN_SCHEDULES.map(|name| (name, "off".to_owned())));
+    WorkerProcess::start(
+        prefix,
+        &[
+            "--queues",
+            "maintenance",
+            "--concurrency",
+            "1",
+            "--no-relay",
+        ],
+        &overrides,
+    )
 }
 
 /// The tick times (ms) of the schedule's jobs on the proof queue, in order, after checking
@@ -211,9 +120,7 @@ async fn three_worker_processes_make_one_job_per_tick_and_run_missed_ticks_once(
     let url = database_url(&pool);
 
     // Three workers, then the schedule (each loop sees a new definition within a second).
-    let mut workers: Vec<WorkerProcess> = (0..3)
-        .map(|_| WorkerProcess::start(&s.prefix, &url))
-        .collect();
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|_| start_worker(&s.prefix, &url)).collect();
     for worker in &mut workers {
         worker.wait_ready().await;
     }
@@ -253,7 +160,7 @@ async fn three_worker_processes_make_one_job_per_tick_and_run_missed_ticks_once(
         "no job while every worker is down"
     );
     let restarted_at: DateTime<Utc> = Utc::now();
-    let mut worker = WorkerProcess::start(&s.prefix, &url);
+    let mut worker = start_worker(&s.prefix, &url);
     worker.wait_ready().await;
     wait_for_ticks(&s, Duration::from_secs(60), |t| {
         t.iter().filter(|tick| **tick > last).count() >= 4

@@ -35,6 +35,8 @@ struct State {
     /// Reply to every other RCPT TO (None: 250).
     rcpt_reply: Option<Response>,
     received: Vec<Received>,
+    /// When each message ended (its data was accepted), in order.
+    arrivals: Vec<std::time::Instant>,
     rcpt_attempts: usize,
 }
 
@@ -76,7 +78,9 @@ impl Handler for Recorder {
 
     fn data_end(&mut self) -> Response {
         let message = std::mem::take(&mut self.current);
-        self.state.lock().unwrap().received.push(message);
+        let mut state = self.state.lock().unwrap();
+        state.received.push(message);
+        state.arrivals.push(std::time::Instant::now());
         response::OK
     }
 }
@@ -109,6 +113,11 @@ impl TestSmtp {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
+    }
+
+    /// When each message arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().arrivals.clone()
     }
 
     pub fn rcpt_attempts(&self) -> usize {

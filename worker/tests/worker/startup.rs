@@ -114,3 +114,18 @@ fn unknown_queue_in_the_environment_stops_the_worker_naming_the_variable() {
     assert_one_line_naming(status, &stderr, "WORKER_QUEUES");
     assert!(stderr.contains("bananas"), "{stderr}");
 }
+
+#[test]
+fn a_limit_on_an_unknown_queue_stops_the_worker_naming_the_variable() {
+    let (status, stderr) = run_worker_with(
+        &[],
+        &[
+            DATABASE_URL,
+            REDIS_URL,
+            ("JWT_SECRET", &orderly::testing::random_secret()),
+            ("QUEUE_RATE_LIMITS", "emails=40/s,bananas=1/s"),
+        ],
+    );
+    assert_one_line_naming(status, &stderr, "QUEUE_RATE_LIMITS");
+    assert!(stderr.contains("bananas"), "{stderr}");
+}

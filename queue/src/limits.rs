@@ -1,0 +1,180 @@
+//! Fleet-wide flow control of a queue: a rate limit (jobs started per second, minute or hour)
+//! and a concurrency cap (jobs running at once), enforced by the claim script in Redis, so any
+//! number of worker processes together stay within them.
+//!
+//! - **Rate**: a token bucket per queue in Redis (`<base>rate`: tokens and when they were
+//!   counted), refilled at the limit's rate and holding at most [`RateLimit::burst`] tokens. A
+//!   claim takes one token per job it starts; a job held back by the limit stays waiting with its
+//!   attempts untouched. The claim answers when the next token is due, and an idle worker sleeps
+//!   until then instead of asking again.
+//! - **Concurrency**: the queue's leases are its running jobs, so the cap is checked against the
+//!   size of the `active` set: a killed worker's slots come back when its leases expire and
+//!   never leak. Every ack of a capped queue wakes a waiting worker, since it freed a slot.
+//!
+//! Every process must run with the same limits (they come from the environment every worker
+//! reads); a process with other limits enforces its own on its claims.
+
+use std::{fmt, time::Duration};
+
+/// At most `jobs` started per `per`, across every worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Jobs per period, at least 1.
+    pub jobs: u32,
+    /// The period: a second, a minute or an hour.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// `50/s`, `600/m` or `1000/h`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (jobs, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a rate such as 50/s, 600/m or 1000/h"))?;
+        let jobs: u32 = jobs.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!("{text:?}: the number of jobs must be a whole number above 0")
+        })?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => {
+                return Err(format!("{text:?}: the period {other:?} must be s, m or h"));
+            }
+        };
+        Ok(Self { jobs, per })
+    }
+
+    /// The period in milliseconds.
+    pub fn period_ms(&self) -> u64 {
+        self.per.as_millis() as u64
+    }
+
+    /// Jobs per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.jobs) / self.per.as_secs_f64()
+    }
+
+    /// The most jobs that may start at once after a quiet spell: a tenth of a second's worth,
+    /// at least one. Small, so that no window of a few seconds exceeds the rate by more than a
+    /// few percent, and large enough that a fast limit is not held back by claim round trips.
+    pub fn burst(&self) -> u32 {
+        ((self.per_second() / 10.0).floor() as u32).max(1)
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.jobs)
+    }
+}
+
+/// The flow control of one queue; the default is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Jobs started per period, fleet-wide.
+    pub rate: Option<RateLimit>,
+    /// Jobs running at once, fleet-wide.
+    pub concurrency: Option<u32>,
+}
+
+impl QueueLimits {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.rate.is_some() || self.concurrency.is_some()
+    }
+
+    /// The claim script's arguments: jobs per period, period (ms), burst, concurrency cap (0:
+    /// none for each).
+    pub(crate) fn script_args(&self) -> [u64; 4] {
+        match self.rate {
+            Some(rate) => [
+                u64::from(rate.jobs),
+                rate.period_ms(),
+                u64::from(rate.burst()),
+                u64::from(self.concurrency.unwrap_or(0)),
+            ],
+            None => [0, 0, 0, u64::from(self.concurrency.unwrap_or(0))],
+        }
+    }
+}
+
+/// Parses `queue=value,queue=value` lists (`emails=50/s,webhooks=500/s`), checking each value
+/// with `parse`; every queue once. Empty text is an empty list.
+pub fn parse_per_queue<T>(
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<(String, T)>, String> {
+    let mut out: Vec<(String, T)> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (queue, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?} is not queue=value"))?;
+        let queue = queue.trim();
+        if !crate::QueueName::is_valid(queue) {
+            return Err(format!("{queue:?} is not a queue name"));
+        }
+        if out.iter().any(|(q, _)| q == queue) {
+            return Err(format!("queue {queue:?} is listed twice"));
+        }
+        out.push((queue.to_owned(), parse(value)?));
+    }
+    Ok(out)
+}
+
+/// A concurrency cap: a whole number from 1 to 100,000.
+pub fn parse_cap(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or_else(|| format!("{text:?} is not a concurrency cap from 1 to 100000"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_print() {
+        for (text, jobs, secs) in [
+            ("50/s", 50, 1),
+            (" 600/m ", 600, 60),
+            ("1000/h", 1000, 3600),
+        ] {
+            let rate = RateLimit::parse(text).unwrap();
+            assert_eq!((rate.jobs, rate.per.as_secs()), (jobs, secs), "{text}");
+            assert_eq!(RateLimit::parse(&rate.to_string()).unwrap(), rate);
+        }
+        for bad in ["50", "0/s", "-1/s", "5/d", "x/s", "/s", "50/"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_burst_is_a_tenth_of_a_second_and_at_least_one() {
+        let burst = |text| RateLimit::parse(text).unwrap().burst();
+        assert_eq!(burst("40/s"), 4);
+        assert_eq!(burst("20000/s"), 2000);
+        assert_eq!(burst("5/s"), 1);
+        assert_eq!(burst("600/m"), 1);
+    }
+
+    #[test]
+    fn per_queue_lists_parse_and_refuse_mistakes() {
+        let parsed = parse_per_queue("emails=50/s, webhooks=500/m", RateLimit::parse).unwrap();
+        assert_eq!(parsed[0].0, "emails");
+        assert_eq!(parsed[1].1, RateLimit::parse("500/m").unwrap());
+        assert!(parse_per_queue("", parse_cap).unwrap().is_empty());
+        assert!(parse_per_queue("reports=2", parse_cap).unwrap()[0].1 == 2);
+        for bad in ["emails", "emails=0", "Emails=2", "a=1,a=2", "reports=x"] {
+            assert!(parse_per_queue(bad, parse_cap).is_err(), "{bad}");
+        }
+    }
+}
