@@ -473,3 +473,54 @@ async fn unknown_uploads_are_404_and_bad_error_pages_422(pool: PgPool) {
         assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
 }
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_queued_upload_is_cancelled_at_once_and_its_stream_ends_with_it(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let response = app
+        .upload(
+            Some(&admin.token),
+            &[("purpose", "product_import")],
+            csv_file(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/uploads/{id}/cancel");
+    // Customers cannot; the admin can, at once (no worker runs here).
+    let customer = app.customer().await;
+    assert_error(
+        app.post_json(&path, Some(&customer.token), &serde_json::json!({}))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let response = app
+        .post_json(&path, Some(&admin.token), &serde_json::json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    assert!(body["cancelled_at"].is_string());
+    assert_eq!(upload_status(&app, &id).await.as_deref(), Some("cancelled"));
+    assert_error(
+        app.post_json(&path, Some(&admin.token), &serde_json::json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    // A follower gets the end at once, in the shape `GET` answers.
+    let events = app
+        .get(&format!("/api/v1/uploads/{id}/events"), Some(&admin.token))
+        .await;
+    assert_eq!(events.status(), StatusCode::OK);
+    let text = events.text().await.unwrap();
+    assert!(text.contains("event: cancelled"), "{text}");
+    assert!(text.contains("\"status\":\"cancelled\""), "{text}");
+    app.stop().await;
+}
