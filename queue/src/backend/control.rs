@@ -16,7 +16,8 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{engine::QueueEngine, job::JobError};
+use super::BackendShared;
+use crate::job::JobError;
 
 /// Largest result a job may keep (JSON text): results are for summaries (rows written, a file
 /// key), not for data, which belongs in the application's storage.
@@ -39,8 +40,8 @@ pub struct JobControl {
 }
 
 struct Attached {
-    engine: QueueEngine,
-    queue: String,
+    /// The backend running the job: its engine and queue.
+    shared: Arc<BackendShared>,
     id: String,
     lease: u64,
     cancel: CancellationToken,
@@ -68,18 +69,17 @@ impl PartialEq for JobControl {
 }
 
 impl JobControl {
-    /// A control for the job `id` leased with `lease`, cancelled through `cancel`.
+    /// A control for the job `id` of `shared`'s queue leased with `lease`, cancelled through
+    /// `cancel`.
     pub(crate) fn attached(
-        engine: QueueEngine,
-        queue: &str,
+        shared: Arc<BackendShared>,
         id: &str,
         lease: u64,
         cancel: CancellationToken,
     ) -> Self {
         Self {
             attached: Some(Arc::new(Attached {
-                engine,
-                queue: queue.to_owned(),
+                shared,
                 id: id.to_owned(),
                 lease,
                 cancel,
@@ -107,14 +107,6 @@ impl JobControl {
             Some(attached) => attached.cancel.cancelled().await,
             None => std::future::pending().await,
         }
-    }
-
-    /// The cancellation token itself, for work handed to other tasks or blocking threads.
-    pub fn token(&self) -> CancellationToken {
-        self.attached
-            .as_ref()
-            .map(|a| a.cancel.clone())
-            .unwrap_or_default()
     }
 
     /// `Err(JobError::cancelled(..))` once the job was asked to stop: `control.check()?`
@@ -157,9 +149,10 @@ impl JobControl {
             "at": chrono::Utc::now().timestamp_millis(),
         });
         if let Err(error) = attached
+            .shared
             .engine
             .annotate(
-                &attached.queue,
+                &attached.shared.queue,
                 &attached.id,
                 attached.lease,
                 "progress",
@@ -186,9 +179,10 @@ impl JobControl {
             return Ok(());
         };
         attached
+            .shared
             .engine
             .annotate(
-                &attached.queue,
+                &attached.shared.queue,
                 &attached.id,
                 attached.lease,
                 "result",

@@ -115,7 +115,7 @@ pub(super) async fn run_fetcher<Args>(
 /// Hands claimed jobs to the worker, each with one of `slots`' permits; jobs that cannot be
 /// decoded die at once (no retry can fix a payload), jobs the worker no longer takes go back.
 pub(super) async fn deliver<Args>(
-    shared: &BackendShared,
+    shared: &Arc<BackendShared>,
     sender: &mpsc::Sender<Task<Args>>,
     jobs: Vec<ClaimedJob>,
     mut slots: OwnedSemaphorePermit,
@@ -125,13 +125,7 @@ pub(super) async fn deliver<Args>(
     for job in jobs {
         let slot = slots.split(1);
         let cancel = shared.hold(&job.id, job.lease, slot);
-        let control = JobControl::attached(
-            shared.engine.clone(),
-            &shared.queue,
-            &job.id,
-            job.lease,
-            cancel,
-        );
+        let control = JobControl::attached(shared.clone(), &job.id, job.lease, cancel);
         match decode_task::<Args>(&job, control) {
             Ok(task) => {
                 if sender.send(task).await.is_err() {
