@@ -1,5 +1,6 @@
-//! The life of the job behind a domain row, as the row's owner sees it: cancelling it, and
-//! following it live. Reports and uploads share this; each says what its rows mean.
+//! The life of the job behind a domain row, as the row's owner sees it: cancelling it
+//! ([`JobLifecycle::cancel_row`]), and following it live. Reports and uploads share this; each
+//! says what its rows mean.
 //!
 //! Following reads the job's event stream in the engine (its jobs are declared with events on)
 //! and ends with the row itself: a client gets `progress` steps while the job runs and one
@@ -13,6 +14,7 @@ use std::{future::Future, time::Duration};
 
 use futures::{StreamExt, stream::BoxStream};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::{
     error::AppError,
@@ -50,6 +52,17 @@ pub enum LiveUpdate<T> {
     },
 }
 
+/// What cancelling the job behind a row did ([`JobLifecycle::cancel_row`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowCancel<T> {
+    /// The job had not started: the row is cancelled now, as its marking returned it.
+    Cancelled(T),
+    /// The job is running: its worker was asked to stop and marks the row itself.
+    Stopping,
+    /// The row's work ended before the cancel took; the row says how.
+    Finished,
+}
+
 /// Cancels and follows the jobs behind domain rows; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct JobLifecycle {
@@ -62,17 +75,37 @@ impl JobLifecycle {
         Self { engine }
     }
 
-    /// Cancels job `job_id` of `queue` (see [`CancelOutcome`]).
-    pub async fn cancel(
+    /// Cancels the job `job_id` of `queue` behind a row (`None`: the row names no job) and,
+    /// unless the job is running, marks the row cancelled with `mark_cancelled` (which returns
+    /// the row, or `None` when its work had already ended). A job not in the queue (yet: its
+    /// outbox push may be on the way) counts as not started: the row says cancelled, and the
+    /// job, when it comes, finds that and ends at once.
+    pub async fn cancel_row<T, Fut>(
         &self,
         queue: QueueName,
-        job_id: &str,
+        job_id: Option<Uuid>,
         reason: &str,
-    ) -> Result<CancelOutcome, AppError> {
-        self.engine
-            .cancel(queue.as_str(), job_id, reason)
-            .await
-            .map_err(|e| AppError::Unavailable(format!("the job queue is unreachable: {e}")))
+        mark_cancelled: impl FnOnce() -> Fut,
+    ) -> Result<RowCancel<T>, AppError>
+    where
+        Fut: Future<Output = Result<Option<T>, AppError>>,
+    {
+        let outcome = match job_id {
+            Some(job_id) => self
+                .engine
+                .cancel(queue.as_str(), &job_id.to_string(), reason)
+                .await
+                .map_err(|e| AppError::Unavailable(format!("the job queue is unreachable: {e}")))?,
+            None => CancelOutcome::NotFound,
+        };
+        Ok(match outcome {
+            CancelOutcome::Signalled => RowCancel::Stopping,
+            CancelOutcome::Cancelled | CancelOutcome::NotFound => match mark_cancelled().await? {
+                Some(row) => RowCancel::Cancelled(row),
+                None => RowCancel::Finished,
+            },
+            CancelOutcome::AlreadyFinished => RowCancel::Finished,
+        })
     }
 
     /// Follows the job `job_id` of `queue` behind a row: `load` reads the row, `ending` says how

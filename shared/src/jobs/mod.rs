@@ -27,7 +27,7 @@ pub use crate::{
     uploads::job::UploadJob,
     webhooks::job::WebhookJob,
 };
-pub use lifecycle::{JobLifecycle, LiveUpdate};
+pub use lifecycle::{JobLifecycle, LiveUpdate, RowCancel};
 pub use settings::JobSettings;
 pub use stager::JobStager;
 

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     events::{DomainEvent, EventBus},
-    jobs::{JobLifecycle, JobStager, LiveUpdate},
+    jobs::{JobLifecycle, JobStager, LiveUpdate, RowCancel},
     pagination::{Page, PageRequest},
-    queue::{CancelOutcome, Job, Outbox, RunAt, UnitOfWork},
+    queue::{Job, Outbox, RunAt, UnitOfWork},
     reports::{
         events::ReportEvent,
         job::ReportJob,
@@ -149,30 +149,18 @@ impl ReportService {
                 report.status.as_str()
             )));
         }
-        let outcome = match report.job_id {
-            Some(job_id) => {
-                self.lifecycle
-                    .cancel(
-                        ReportJob::QUEUE,
-                        &job_id.to_string(),
-                        &format!("cancelled by user {}", actor.user_id),
-                    )
-                    .await?
-            }
-            None => CancelOutcome::NotFound,
-        };
-        match outcome {
-            CancelOutcome::Signalled => Ok(ReportCancel::Stopping(report)),
-            // Cancelled in the queue, or not there (yet): its outbox push may still be on the
-            // way, so the row says cancelled and the job, when it comes, ends at once.
-            CancelOutcome::Cancelled | CancelOutcome::NotFound => {
-                match self.reports.mark_cancelled(&self.pool, id).await? {
-                    Some(report) => Ok(ReportCancel::Cancelled(report)),
-                    None => Err(self.finished_meanwhile(id).await),
-                }
-            }
-            // The job ended between the read and the cancel; the row says how.
-            CancelOutcome::AlreadyFinished => Err(self.finished_meanwhile(id).await),
+        let reason = format!("cancelled by user {}", actor.user_id);
+        let cancelled = self
+            .lifecycle
+            .cancel_row(ReportJob::QUEUE, report.job_id, &reason, || {
+                self.reports.mark_cancelled(&self.pool, id)
+            })
+            .await?;
+        match cancelled {
+            RowCancel::Cancelled(report) => Ok(ReportCancel::Cancelled(report)),
+            RowCancel::Stopping => Ok(ReportCancel::Stopping(report)),
+            // The build ended between the read and the cancel; the row says how.
+            RowCancel::Finished => Err(self.finished_meanwhile(id).await),
         }
     }
 

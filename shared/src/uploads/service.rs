@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::{
     error::AppError,
-    jobs::{JobLifecycle, JobStager, LiveUpdate},
+    jobs::{JobLifecycle, JobStager, LiveUpdate, RowCancel},
     products::ProductService,
-    queue::{CancelOutcome, Job, Outbox, RunAt, UnitOfWork},
+    queue::{Job, Outbox, RunAt, UnitOfWork},
     storage::Storage,
     uploads::{
         import::ImportBatch,
@@ -190,11 +190,7 @@ impl UploadService {
     /// An upload with a page of its row errors; 404 if there is no such upload.
     #[tracing::instrument(skip(self))]
     pub async fn report(&self, id: Uuid, page: ErrorPageRequest) -> Result<UploadReport, AppError> {
-        let upload = self
-            .uploads
-            .find(&self.pool, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("upload not found"))?;
+        let upload = self.get(id).await?;
         let errors = self.uploads.errors(&self.pool, id, page).await?;
         Ok(UploadReport { upload, errors })
     }
@@ -227,29 +223,18 @@ impl UploadService {
         if upload.status.is_final() {
             return Err(refused(&upload));
         }
-        let outcome = match upload.job_id {
-            Some(job_id) => {
-                self.lifecycle
-                    .cancel(
-                        UploadJob::QUEUE,
-                        &job_id.to_string(),
-                        &format!("cancelled by user {}", actor.user_id),
-                    )
-                    .await?
-            }
-            None => CancelOutcome::NotFound,
-        };
-        match outcome {
-            CancelOutcome::Signalled => Ok(UploadCancel::Stopping(upload)),
-            // Cancelled in the queue, or not there (yet: its outbox push may be on the way),
-            // so the row says cancelled and the job, when it comes, ends at once.
-            CancelOutcome::Cancelled | CancelOutcome::NotFound => {
-                match self.uploads.mark_cancelled(&self.pool, id).await? {
-                    Some(upload) => Ok(UploadCancel::Cancelled(upload)),
-                    None => Err(refused(&self.get(id).await?)),
-                }
-            }
-            CancelOutcome::AlreadyFinished => Err(refused(&self.get(id).await?)),
+        let reason = format!("cancelled by user {}", actor.user_id);
+        let cancelled = self
+            .lifecycle
+            .cancel_row(UploadJob::QUEUE, upload.job_id, &reason, || {
+                self.uploads.mark_cancelled(&self.pool, id)
+            })
+            .await?;
+        match cancelled {
+            RowCancel::Cancelled(upload) => Ok(UploadCancel::Cancelled(upload)),
+            RowCancel::Stopping => Ok(UploadCancel::Stopping(upload)),
+            // Processing ended between the read and the cancel; the row says how.
+            RowCancel::Finished => Err(refused(&self.get(id).await?)),
         }
     }
 
