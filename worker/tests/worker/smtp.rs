@@ -104,7 +104,13 @@ impl TestSmtp {
             state: state.clone(),
             current: Received::default(),
         });
-        server.with_name("test-smtp").with_tcp_listener(listener);
+        // One thread per connection: mailin's default of 4 would let the pooled, idle
+        // connections of one worker process hold every thread while another process's send
+        // waits unserved (seen with three workers); a real server serves them all.
+        server
+            .with_name("test-smtp")
+            .with_num_threads(64)
+            .with_tcp_listener(listener);
         std::thread::spawn(move || {
             let _ = server.serve();
         });
