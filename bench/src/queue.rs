@@ -211,7 +211,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
             queue.clone(),
             orderly::queue::QueueLimits {
                 rate: Some(rate),
-                concurrency: None,
+                ..Default::default()
             },
         )]);
     }

@@ -29,7 +29,7 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::job::{JobSpec, Priority, RetryPolicy, Uniqueness};
+use crate::job::{JobGroup, JobSpec, Priority, RetryPolicy, Uniqueness};
 
 /// The name of a queue, checked when it is declared (a `const`): 1 to 64 characters of
 /// `a-z`, `0-9`, `_`, `-` and `.`, so it is safe inside Redis keys and their `{queue}` hash
@@ -144,6 +144,14 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
         false
     }
 
+    /// The group this job belongs to in its queue (a webhook delivery's endpoint), for
+    /// per-group limits, fair rotation and ordering (see [`crate::limits`]), or `None` (the
+    /// default).
+    fn group(&self, settings: &Self::Settings) -> Option<JobGroup> {
+        let _ = settings;
+        None
+    }
+
     /// The engine's spec for this job, to run as `run_at` says.
     fn spec_at(&self, settings: &Self::Settings, run_at: RunAt) -> serde_json::Result<JobSpec> {
         let mut spec = JobSpec::new(
@@ -155,6 +163,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
         .with_retry(self.retry_policy(settings));
         spec.unique = self.unique(settings);
         spec.events = Self::events();
+        spec.group = self.group(settings);
         Ok(run_at.apply(spec))
     }
 

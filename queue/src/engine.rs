@@ -328,6 +328,17 @@ impl QueueEngine {
     /// job with that id already exists and was left as it is, or the job's uniqueness key is
     /// held by another job, see [`crate::job::Uniqueness`]).
     pub async fn enqueue(&self, jobs: &[JobSpec]) -> redis::RedisResult<Vec<bool>> {
+        if let Some(job) = jobs.iter().find(|job| {
+            job.group
+                .as_ref()
+                .is_some_and(|g| g.key.is_empty() || g.key.len() > crate::JobGroup::MAX_KEY_BYTES)
+        }) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a job's group key must be 1 to 200 bytes",
+                format!("job {} of queue {}", job.id, job.queue),
+            )));
+        }
         let mut added = vec![false; jobs.len()];
         // Group by queue, keeping each job's position so results line up with the input.
         let mut by_queue: Vec<(&str, Vec<usize>)> = Vec::new();
@@ -362,7 +373,13 @@ impl QueueEngine {
                         .arg(job.retry.encode())
                         .arg(unique_key)
                         .arg(window_ms)
-                        .arg(if job.events { "1" } else { "" });
+                        .arg(if job.events { "1" } else { "" })
+                        .arg(job.group.as_ref().map_or("", |g| g.key.as_str()))
+                        .arg(if job.group.as_ref().is_some_and(|g| g.ordered) {
+                            "1"
+                        } else {
+                            ""
+                        });
                 }
                 let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
                 for (&i, result) in chunk.iter().zip(results) {
@@ -483,6 +500,7 @@ impl QueueEngine {
             .arg(entry.to_string())
             .arg(error)
             .arg(delay)
+            .arg(&crate::limits::Breaker::script_args(self.limits(&job.queue).group.breaker)[..])
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(result == 1)

@@ -15,10 +15,14 @@ use crate::engine::{JobState, QueueEngine};
 pub struct QueueCounts {
     /// Queue name.
     pub queue: String,
-    /// Waiting jobs per priority level 0..=9.
+    /// Waiting jobs without a group per priority level 0..=9.
     pub waiting_by_priority: [u64; 10],
-    /// Waiting jobs in total.
+    /// Waiting jobs in total, grouped or not.
     pub waiting: u64,
+    /// Of the waiting jobs, those in groups (see [`QueueEngine::groups`]).
+    pub waiting_in_groups: u64,
+    /// Groups whose breaker is open or probing.
+    pub open_breakers: u64,
     /// Delayed, scheduled or backing off.
     pub scheduled: u64,
     /// Leased by a worker right now.
@@ -32,7 +36,7 @@ pub struct QueueCounts {
     pub cancelled: u64,
     /// Claiming is paused by an operator.
     pub paused: bool,
-    /// How long the oldest waiting job has waited, in ms (0 when none waits).
+    /// How long the oldest waiting job without a group has waited, in ms (0 when none waits).
     pub oldest_waiting_ms: u64,
 }
 
@@ -106,6 +110,62 @@ pub struct JobDetail {
     pub cancel_reason: Option<String>,
     /// Whether it keeps an event stream for clients following it live.
     pub events: bool,
+    /// Its group key, if it has one.
+    pub group: Option<String>,
+    /// Whether its group is ordered (FIFO, one at a time).
+    pub ordered: bool,
+}
+
+/// One group of a queue: its backlog, its running jobs and why it waits, if it does.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group key.
+    pub key: String,
+    /// Jobs waiting in the group.
+    pub waiting: u64,
+    /// Jobs of the group running now.
+    pub running: u64,
+    /// `ready` (in the rotation), `held` (at its concurrency cap, an ordered group's job or a
+    /// breaker's probe running), `waiting` (until `waiting_until_ms`: a rate token, a breaker's
+    /// cool-down or an ordered group's retry) or `idle` (nothing waits).
+    pub state: String,
+    /// When a waiting group may be claimed from again (ms since the epoch).
+    pub waiting_until_ms: Option<i64>,
+    /// Its breaker, when it counts failures or is open.
+    pub breaker: Option<BreakerStatus>,
+}
+
+/// A group's circuit breaker.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BreakerStatus {
+    /// `closed` (counting failures in a row), `open` (jobs wait) or `probing` (one job decides).
+    pub state: String,
+    /// Failed attempts in a row.
+    pub failures: u64,
+    /// Times it opened in a row (each doubles the cool-down).
+    pub opens: u64,
+    /// When it first opened in this run of failures (ms since the epoch).
+    pub opened_at_ms: Option<i64>,
+    /// When an open breaker lets a probe through (ms since the epoch).
+    pub reopens_at_ms: Option<i64>,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+/// The groups of a queue, bounded: the `top` groups by backlog and every open breaker, with the
+/// rest summed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupsOverview {
+    /// Groups with waiting jobs.
+    pub groups_with_backlog: u64,
+    /// Jobs waiting in groups in total.
+    pub waiting: u64,
+    /// The groups with the largest backlogs, largest first.
+    pub top: Vec<GroupStatus>,
+    /// Jobs waiting in the groups not in `top`.
+    pub others_waiting: u64,
+    /// Groups whose breaker is open or probing (at most 100, the longest open first).
+    pub open_breakers: Vec<GroupStatus>,
 }
 
 /// A page of jobs in one state.
@@ -195,6 +255,8 @@ fn detail_from_hash(
         cancel_requested_at_ms: opt_i64(&map, "cancel_requested"),
         cancel_reason: map.get("cancel_reason").cloned(),
         events: map.get("events").is_some_and(|v| v == "1"),
+        group: map.get("group").cloned(),
+        ordered: map.get("ordered").is_some_and(|v| v == "1"),
     }
 }
 
@@ -235,10 +297,13 @@ impl QueueEngine {
             *slot = u64::try_from(get(7 + p)).unwrap_or(0);
         }
         let oldest = get(6);
+        let waiting_in_groups = u64::try_from(get(18)).unwrap_or(0);
         Ok(QueueCounts {
             queue: queue.to_owned(),
-            waiting: waiting_by_priority.iter().sum(),
+            waiting: waiting_by_priority.iter().sum::<u64>() + waiting_in_groups,
             waiting_by_priority,
+            waiting_in_groups,
+            open_breakers: u64::try_from(get(19)).unwrap_or(0),
             paused: get(1) == 1,
             scheduled: u64::try_from(get(2)).unwrap_or(0),
             active: u64::try_from(get(3)).unwrap_or(0),
@@ -315,6 +380,12 @@ impl QueueEngine {
             if state == JobState::Completed {
                 detail.finished_at_ms = Some(score as i64);
             }
+        } else if let Some(group) = &detail.group {
+            // A grouped job waits in its group's set, not in `ready`.
+            let waiting: Option<f64> = self.redis().zscore(format!("{base}g:{group}"), id).await?;
+            if waiting.is_some() {
+                detail.state = JobState::Ready.set_name().to_owned();
+            }
         }
         Ok(Some(detail))
     }
@@ -329,25 +400,40 @@ impl QueueEngine {
         limit: u64,
     ) -> redis::RedisResult<JobPage> {
         let key = self.state_key(queue, state);
+        let newest_first = matches!(
+            state,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        );
+        self.page_of(queue, &key, state, newest_first, offset, limit)
+            .await
+    }
+
+    /// A page of the sorted set `key`, whose members are jobs in `state`.
+    async fn page_of(
+        &self,
+        queue: &str,
+        key: &str,
+        state: JobState,
+        newest_first: bool,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<JobPage> {
         let limit = limit.clamp(1, 200);
         let stop = i64::try_from(offset + limit).unwrap_or(i64::MAX) - 1;
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let mut redis = self.redis();
-        let (total, scored): (u64, Vec<(String, f64)>) = match state {
-            JobState::Completed | JobState::Dead | JobState::Cancelled => {
-                redis::pipe()
-                    .zcard(&key)
-                    .zrevrange_withscores(&key, start as isize, stop as isize)
-                    .query_async(&mut redis)
-                    .await?
-            }
-            _ => {
-                redis::pipe()
-                    .zcard(&key)
-                    .zrange_withscores(&key, start as isize, stop as isize)
-                    .query_async(&mut redis)
-                    .await?
-            }
+        let (total, scored): (u64, Vec<(String, f64)>) = if newest_first {
+            redis::pipe()
+                .zcard(key)
+                .zrevrange_withscores(key, start as isize, stop as isize)
+                .query_async(&mut redis)
+                .await?
+        } else {
+            redis::pipe()
+                .zcard(key)
+                .zrange_withscores(key, start as isize, stop as isize)
+                .query_async(&mut redis)
+                .await?
         };
         let ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
         let base = self.base(queue);
@@ -410,6 +496,168 @@ impl QueueEngine {
     /// Runs a scheduled job now. False if it is not scheduled.
     pub async fn promote(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
         self.admin(queue, "promote", id).await
+    }
+
+    /// The groups of `queue`: the `top` by backlog and every open breaker (bounded however many
+    /// groups there are: one range read, then a pipelined read of each group shown).
+    pub async fn groups(&self, queue: &str, top: usize) -> redis::RedisResult<GroupsOverview> {
+        let base = self.base(queue);
+        let mut redis = self.redis();
+        let top_stop = isize::try_from(top.clamp(1, 1000)).unwrap_or(1000) - 1;
+        let (backlogs, groups_with_backlog, waiting, breakers): (
+            Vec<(String, u64)>,
+            u64,
+            Option<i64>,
+            Vec<String>,
+        ) = redis::pipe()
+            .zrevrange_withscores(format!("{base}gbacklog"), 0, top_stop)
+            .zcard(format!("{base}gbacklog"))
+            .get(format!("{base}gwaiting"))
+            .zrange(format!("{base}breakers"), 0, 99)
+            .query_async(&mut redis)
+            .await?;
+        let keys: Vec<String> = backlogs.iter().map(|(key, _)| key.clone()).collect();
+        let mut statuses = self.group_statuses(queue, &keys).await?;
+        let top_waiting: u64 = statuses.iter().map(|g| g.waiting).sum();
+        let open_breakers = {
+            let mut open = Vec::with_capacity(breakers.len());
+            for key in &breakers {
+                match statuses.iter().find(|g| &g.key == key) {
+                    Some(status) => open.push(status.clone()),
+                    None => open.extend(
+                        self.group_statuses(queue, std::slice::from_ref(key))
+                            .await?,
+                    ),
+                }
+            }
+            open
+        };
+        statuses.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(a.key.cmp(&b.key)));
+        let waiting = u64::try_from(waiting.unwrap_or(0)).unwrap_or(0);
+        Ok(GroupsOverview {
+            groups_with_backlog,
+            waiting,
+            top: statuses,
+            others_waiting: waiting.saturating_sub(top_waiting),
+            open_breakers,
+        })
+    }
+
+    /// One group's status (an `idle` group with no breaker when nothing of it is known).
+    pub async fn group(&self, queue: &str, key: &str) -> redis::RedisResult<GroupStatus> {
+        let mut statuses = self.group_statuses(queue, &[key.to_owned()]).await?;
+        Ok(statuses.remove(0))
+    }
+
+    async fn group_statuses(
+        &self,
+        queue: &str,
+        keys: &[String],
+    ) -> redis::RedisResult<Vec<GroupStatus>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.zcard(format!("{base}g:{key}"))
+                .scard(format!("{base}gr:{key}"))
+                .zscore(format!("{base}gwait"), key)
+                .sismember(format!("{base}gheld"), key)
+                .zscore(format!("{base}grr"), key)
+                .hgetall(format!("{base}gb:{key}"));
+        }
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            u64,
+            u64,
+            Option<f64>,
+            bool,
+            Option<f64>,
+            HashMap<String, String>,
+        )> = {
+            let values: Vec<redis::Value> = pipe.query_async(&mut self.redis()).await?;
+            let mut values = values.into_iter();
+            let mut rows = Vec::with_capacity(keys.len());
+            for _ in keys {
+                let mut next = || values.next().unwrap_or(redis::Value::Nil);
+                rows.push((
+                    redis::from_redis_value(next())?,
+                    redis::from_redis_value(next())?,
+                    redis::from_redis_value(next())?,
+                    redis::from_redis_value(next())?,
+                    redis::from_redis_value(next())?,
+                    redis::from_redis_value(next())?,
+                ));
+            }
+            rows
+        };
+        Ok(keys
+            .iter()
+            .zip(rows)
+            .map(
+                |(key, (waiting, running, until, held, in_rotation, breaker))| {
+                    let state = if waiting == 0 {
+                        "idle"
+                    } else if until.is_some() {
+                        "waiting"
+                    } else if held {
+                        "held"
+                    } else if in_rotation.is_some() {
+                        "ready"
+                    } else {
+                        // Admitted at the next claim (a job arrived while it was being placed).
+                        "ready"
+                    };
+                    let breaker = (!breaker.is_empty()).then(|| BreakerStatus {
+                        state: match breaker.get("state").map(String::as_str) {
+                            Some("open") => "open",
+                            Some("half") => "probing",
+                            _ => "closed",
+                        }
+                        .to_owned(),
+                        failures: breaker
+                            .get("failures")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                        opens: breaker
+                            .get("opens")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                        opened_at_ms: opt_i64(&breaker, "opened_at"),
+                        reopens_at_ms: opt_i64(&breaker, "until")
+                            .filter(|_| breaker.get("state").is_some_and(|s| s == "open")),
+                        last_error: breaker.get("last_error").cloned(),
+                    });
+                    GroupStatus {
+                        key: key.clone(),
+                        waiting,
+                        running,
+                        state: state.to_owned(),
+                        waiting_until_ms: until.map(|v| v as i64),
+                        breaker,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// A page of the jobs waiting in one group, next to run first.
+    pub async fn group_jobs(
+        &self,
+        queue: &str,
+        key: &str,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<JobPage> {
+        let set = format!("{}g:{key}", self.base(queue));
+        self.page_of(queue, &set, JobState::Ready, false, offset, limit)
+            .await
+    }
+
+    /// Closes a group's breaker by hand: its jobs may run again at once. False if it had none.
+    pub async fn close_breaker(&self, queue: &str, key: &str) -> redis::RedisResult<bool> {
+        self.admin(queue, "close_breaker", key).await
     }
 
     /// Deletes a job in any state but active (a running job must finish or lose its lease first).

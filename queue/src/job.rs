@@ -180,6 +180,43 @@ pub struct JobSpec {
     /// default: it costs a stream write per event, worth it for the few jobs someone watches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events: bool,
+    /// The group the job belongs to within its queue (a webhook's endpoint): the queue's group
+    /// limits hold per group, and claims rotate fairly between groups (see [`crate::limits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<JobGroup>,
+}
+
+/// A job's group key and whether the group is ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobGroup {
+    /// 1 to 200 bytes of any text; groups of different queues never meet.
+    pub key: String,
+    /// First in, first out within the group, one running at a time, and a job waiting to be
+    /// retried keeps the jobs added after it waiting (an endpoint receives one order's events
+    /// in order, across retries).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
+}
+
+impl JobGroup {
+    /// The longest key, in bytes.
+    pub const MAX_KEY_BYTES: usize = 200;
+
+    /// An unordered group (fair rotation and per-group limits only).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ordered: false,
+        }
+    }
+
+    /// An ordered group.
+    pub fn ordered(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ordered: true,
+        }
+    }
 }
 
 /// A job's uniqueness key and how long it holds.
@@ -225,7 +262,14 @@ impl JobSpec {
             request_id: super::correlation::current(),
             unique: None,
             events: false,
+            group: None,
         }
+    }
+
+    /// Puts the job in `group` (see [`JobSpec::group`]).
+    pub fn in_group(mut self, group: JobGroup) -> Self {
+        self.group = Some(group);
+        self
     }
 
     /// Keeps an event stream of the job's life (see [`JobSpec::events`]).

@@ -44,7 +44,8 @@
 //! - `producer`: group-committed enqueue.
 //! - `backend`: the apalis `Backend` (fetcher, lease keeper, acker, job middleware).
 //! - `inspect`: counts, throughput, listings and operator actions (dashboard, metrics).
-//! - `limits`: fleet-wide rate limits and concurrency caps per queue, enforced at claim time.
+//! - `limits`: fleet-wide rate limits and concurrency caps per queue and per group, fair
+//!   rotation between groups, ordered groups and circuit breakers, enforced at claim time.
 //! - `registry`: worker heartbeats.
 //! - `schedule`: recurring jobs (cron with seconds and time zones, intervals), one job per tick
 //!   however many processes run the loop.
@@ -89,9 +90,9 @@ pub use backend::{BackendSettings, BackendShared, JobControl, JobInfo, RedisBack
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
-pub use job::Uniqueness;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
-pub use limits::{QueueLimits, RateLimit};
+pub use job::{JobGroup, Uniqueness};
+pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
 pub use producer::Producer;

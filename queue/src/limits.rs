@@ -11,6 +11,17 @@
 //!   size of the `active` set: a killed worker's slots come back when its leases expire and
 //!   never leak. Every ack of a capped queue wakes a waiting worker, since it freed a slot.
 //!
+//! - **Groups**: a job may carry a group key (a webhook's endpoint); its queue's
+//!   [`GroupLimits`] then hold per group: a rate and a cap of each group's own (a token bucket
+//!   and the set of its running jobs in Redis), and a [`Breaker`] that pauses a group whose jobs
+//!   keep failing. Claims rotate between the groups with waiting jobs (round robin: the group
+//!   served least recently first), so a group with a backlog of thousands delays another
+//!   group's job by one turn, not by its backlog; priorities hold inside a group. A group whose
+//!   limit is reached leaves the rotation (its jobs wait, attempts untouched) and rejoins when a
+//!   token is due, its breaker's cool-down ends or one of its running jobs ends, so no worker
+//!   polls for it. An *ordered* job ([`crate::JobGroup::ordered`]) runs alone in its group, in
+//!   the order it was added, and a retry keeps its place: later jobs of the group wait for it.
+//!
 //! Every process must run with the same limits (they come from the environment every worker
 //! reads); a process with other limits enforces its own on its claims.
 
@@ -82,26 +93,91 @@ pub struct QueueLimits {
     pub rate: Option<RateLimit>,
     /// Jobs running at once, fleet-wide.
     pub concurrency: Option<u32>,
+    /// What holds for each group of the queue (jobs with a group key) on its own.
+    pub group: GroupLimits,
+}
+
+/// Limits that hold for each group of a queue separately, fleet-wide; the default is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Jobs of one group started per period.
+    pub rate: Option<RateLimit>,
+    /// Jobs of one group running at once.
+    pub concurrency: Option<u32>,
+    /// Pause a group whose jobs keep failing.
+    pub breaker: Option<Breaker>,
+}
+
+/// A circuit breaker per group: after `failures` failed attempts in a row the group's jobs wait
+/// (their attempts untouched) for a cool-down; then one job runs as a probe: its success closes
+/// the breaker, its failure opens it again for twice as long, up to `max_cooldown`. Any success
+/// of the group closes it; an operator can close it by hand. A lease lost because a worker died
+/// is not the group's failure and does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    /// Failed attempts in a row that open it, at least 1.
+    pub failures: u32,
+    /// The first cool-down.
+    pub cooldown: Duration,
+    /// The longest cool-down, however long the group keeps failing.
+    pub max_cooldown: Duration,
+}
+
+impl Breaker {
+    /// Opens after `failures` in a row; cool-downs from 30 s doubling up to 30 min.
+    pub fn after(failures: u32) -> Self {
+        Self {
+            failures: failures.max(1),
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(30 * 60),
+        }
+    }
+
+    /// The fail script's arguments: failures, first and longest cool-down in ms.
+    pub(crate) fn script_args(breaker: Option<Self>) -> [u64; 3] {
+        breaker.map_or([0, 0, 0], |b| {
+            [
+                u64::from(b.failures),
+                (b.cooldown.as_millis() as u64).max(1),
+                (b.max_cooldown.as_millis() as u64).max(1),
+            ]
+        })
+    }
+}
+
+impl GroupLimits {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.rate.is_some() || self.concurrency.is_some() || self.breaker.is_some()
+    }
+}
+
+/// A rate and a cap as the claim script takes them: jobs per period, period (ms), burst, cap
+/// (0: none for each).
+fn rate_and_cap_args(rate: Option<RateLimit>, cap: Option<u32>) -> [u64; 4] {
+    let cap = u64::from(cap.unwrap_or(0));
+    match rate {
+        Some(rate) => [
+            u64::from(rate.jobs),
+            rate.period_ms(),
+            u64::from(rate.burst()),
+            cap,
+        ],
+        None => [0, 0, 0, cap],
+    }
 }
 
 impl QueueLimits {
     /// Whether any limit is set.
     pub fn is_limited(&self) -> bool {
-        self.rate.is_some() || self.concurrency.is_some()
+        self.rate.is_some() || self.concurrency.is_some() || self.group.is_limited()
     }
 
-    /// The claim script's arguments: jobs per period, period (ms), burst, concurrency cap (0:
-    /// none for each).
-    pub(crate) fn script_args(&self) -> [u64; 4] {
-        match self.rate {
-            Some(rate) => [
-                u64::from(rate.jobs),
-                rate.period_ms(),
-                u64::from(rate.burst()),
-                u64::from(self.concurrency.unwrap_or(0)),
-            ],
-            None => [0, 0, 0, u64::from(self.concurrency.unwrap_or(0))],
-        }
+    /// The claim script's arguments: the queue's rate and cap, then each group's.
+    pub(crate) fn script_args(&self) -> [u64; 8] {
+        let [a, b, c, d] = rate_and_cap_args(self.rate, self.concurrency);
+        let [e, f, g, h] = rate_and_cap_args(self.group.rate, self.group.concurrency);
+        [a, b, c, d, e, f, g, h]
     }
 }
 

@@ -107,7 +107,7 @@ impl Services {
                 completed_max_age: config.worker.completed_max_age,
             },
         )
-        .with_limits(config.worker.queue_limits.clone());
+        .with_limits(queue_limits(&config));
         let producer = Producer::new(queue.clone());
         let outbox = Outbox::new(db.clone(), producer.clone())
             .with_unique_window(config.worker.outbox_unique_window);
@@ -232,4 +232,22 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// The flow control of every queue: `QUEUE_RATE_LIMITS` and `QUEUE_CONCURRENCY_LIMITS`, with
+/// the webhook queue's per-endpoint limits (its jobs are grouped by endpoint).
+fn queue_limits(config: &Config) -> Vec<(String, orderly_queue::QueueLimits)> {
+    let mut limits = config.worker.queue_limits.clone();
+    let webhooks = crate::jobs::WebhookJob::QUEUE.as_str();
+    match limits.iter_mut().find(|(queue, _)| queue == webhooks) {
+        Some((_, l)) => l.group = config.webhooks.per_endpoint,
+        None => limits.push((
+            webhooks.to_owned(),
+            orderly_queue::QueueLimits {
+                group: config.webhooks.per_endpoint,
+                ..Default::default()
+            },
+        )),
+    }
+    limits
 }

@@ -58,10 +58,14 @@ struct Hit {
     at: Instant,
 }
 
-#[derive(Default)]
 struct ReceiverState {
     hits: Mutex<Vec<Hit>>,
     script: Mutex<VecDeque<Reply>>,
+    /// The answer once the script is used up.
+    otherwise: Mutex<Reply>,
+    /// Requests being answered right now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 /// An HTTP server on 127.0.0.1:0 that records every request and answers from a script
@@ -74,9 +78,17 @@ struct Receiver {
 
 impl Receiver {
     async fn start(script: Vec<Reply>) -> Self {
+        Self::start_answering(script, Reply::Status(200)).await
+    }
+
+    /// A receiver answering `otherwise` once `script` is used up.
+    async fn start_answering(script: Vec<Reply>, otherwise: Reply) -> Self {
         let state = Arc::new(ReceiverState {
             hits: Mutex::new(Vec::new()),
             script: Mutex::new(script.into()),
+            otherwise: Mutex::new(otherwise),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -101,6 +113,14 @@ impl Receiver {
 
     fn hits(&self) -> Vec<Hit> {
         self.state.hits.lock().expect("hits").clone()
+    }
+
+    fn answer_from_now_on(&self, reply: Reply) {
+        *self.state.otherwise.lock().expect("otherwise") = reply;
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
     }
 
     async fn wait_for_hits(&self, count: usize) -> Vec<Hit> {
@@ -133,7 +153,15 @@ async fn receive(
         .lock()
         .expect("script")
         .pop_front()
-        .unwrap_or(Reply::Status(200));
+        .unwrap_or_else(|| state.otherwise.lock().expect("otherwise").clone());
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let response = answer(reply).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn answer(reply: Reply) -> AxumResponse {
     match reply {
         Reply::Status(code) => AxumStatus::from_u16(code).expect("status").into_response(),
         Reply::WithHeaders(code, headers) => {
@@ -198,10 +226,15 @@ struct Worker {
 
 impl Worker {
     async fn start(app: &TestApp) -> Self {
+        Self::start_with(app, 4).await
+    }
+
+    /// A worker running up to `concurrency` deliveries at once.
+    async fn start_with(app: &TestApp, concurrency: usize) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let options = WorkerOptions {
             queues: vec!["webhooks".into()],
-            concurrency: 4,
+            concurrency,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             // The api pushes staged jobs right after commit; no relay needed.
@@ -1088,4 +1121,195 @@ async fn blocked_addresses_are_refused_without_any_connection(pool: PgPool) {
         (v4.accepted() == 1 && v6.accepted() == 1).then_some(())
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Isolation between endpoints: per-endpoint caps, fair turns and the breaker.
+// ---------------------------------------------------------------------------------------------
+
+/// The order id a delivery's body carries.
+fn order_id_of(hit: &Hit) -> String {
+    body_json(hit)["data"]["id"]
+        .as_str()
+        .expect("order id")
+        .to_owned()
+}
+
+/// Places `count` one-unit orders of one product over HTTP, one after the other, and returns
+/// each order's id with the moment its response arrived.
+async fn place_orders(
+    app: &TestApp,
+    admin: &TestUser,
+    count: usize,
+) -> std::collections::HashMap<String, Instant> {
+    let product = app.create_product(admin, 500, count as i64 * 2).await;
+    let customer = app.customer().await;
+    let mut placed = std::collections::HashMap::with_capacity(count);
+    for _ in 0..count {
+        let response = app
+            .place_order(
+                &customer.token,
+                &Uuid::new_v4().to_string(),
+                &json!({"items": [{"product_id": product["id"], "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let at = Instant::now();
+        let order: Value = response.json().await.expect("json");
+        placed.insert(id_of(&order), at);
+    }
+    placed
+}
+
+/// The issue's isolation scenario: one endpoint answers after 5 s, another at once, 500 orders.
+/// The slow endpoint never holds more than its cap of the worker's slots, so the fast one's
+/// deliveries go out as their orders are placed instead of queueing behind the slow backlog
+/// (which would take 500 × 5 s / 4 ≈ 10 minutes to drain).
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_slow_endpoint_does_not_hold_back_a_fast_one(pool: PgPool) {
+    const ORDERS: usize = 500;
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_ENDPOINT_CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let slow = Receiver::start_answering(vec![], Reply::Slow(Duration::from_secs(5))).await;
+    let fast = Receiver::start(vec![]).await;
+    let slow_endpoint = id_of(&create_webhook(&app, &admin, &slow.url(), &["order.placed"]).await);
+    create_webhook(&app, &admin, &fast.url(), &["order.placed"]).await;
+    let worker = Worker::start_with(&app, 16).await;
+
+    let placed = place_orders(&app, &admin, ORDERS).await;
+    let hits = fast.wait_for_hits(ORDERS).await;
+
+    let mut delays: Vec<Duration> = hits
+        .iter()
+        .map(|hit| {
+            let order_placed = placed[&order_id_of(hit)];
+            hit.at.saturating_duration_since(order_placed)
+        })
+        .collect();
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let p99 = delays[delays.len() * 99 / 100];
+    println!(
+        "fast endpoint: {} deliveries, p50 {p50:?}, p99 {p99:?}, max {:?}; slow endpoint: {} \
+         requests so far, at most {} at once",
+        delays.len(),
+        delays[delays.len() - 1],
+        slow.hits().len(),
+        slow.most_in_flight()
+    );
+    // Structural bounds (the 200 ms p99 target is a measurement, quoted in the docs): behind
+    // the slow endpoint's backlog a fast delivery would wait for 5 s answers; isolated, it
+    // waits for no slow answer at all.
+    assert!(
+        p99 < Duration::from_millis(2500),
+        "the fast endpoint waited behind the slow one: p99 {p99:?}"
+    );
+    assert!(
+        slow.most_in_flight() <= 4,
+        "the slow endpoint held {} slots at once, above its cap of 4",
+        slow.most_in_flight()
+    );
+    let group = app
+        .services
+        .queue
+        .group("webhooks", &slow_endpoint)
+        .await
+        .expect("group");
+    assert!(
+        group.running <= 4 && group.waiting >= (ORDERS as u64) - 100,
+        "the slow endpoint's backlog drains at its own cap: {group:?}"
+    );
+    drop(worker);
+}
+
+/// An endpoint answering 503 opens its breaker after `WEBHOOK_BREAKER_FAILURES` failures in a
+/// row: its deliveries then wait without using attempts, one probe per cool-down decides, and
+/// once the endpoint recovers a successful probe lets everything through.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_failing_endpoint_opens_its_breaker_and_stops_using_attempts(pool: PgPool) {
+    const ORDERS: usize = 8;
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            // Without a breaker these would be retried every 50 ms.
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05,0.05,0.05,0.05,0.05,0.05"),
+            ("WEBHOOK_BREAKER_FAILURES", "3"),
+            ("WEBHOOK_BREAKER_COOLDOWN_SECS", "1"),
+            ("WEBHOOK_ENDPOINT_CONCURRENCY", "1"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let failing = Receiver::start_answering(vec![], Reply::Status(503)).await;
+    let endpoint = id_of(&create_webhook(&app, &admin, &failing.url(), &["order.placed"]).await);
+    let healthy = Receiver::start(vec![]).await;
+    create_webhook(&app, &admin, &healthy.url(), &["order.placed"]).await;
+    let worker = Worker::start_with(&app, 8).await;
+    place_orders(&app, &admin, ORDERS).await;
+
+    // Three failures in a row open it; the other endpoint is not affected.
+    let queue = &app.services.queue;
+    let opened = eventually("the breaker to open", || async {
+        let group = queue.group("webhooks", &endpoint).await.expect("group");
+        group
+            .breaker
+            .clone()
+            .filter(|b| b.state == "open")
+            .map(|_| group)
+    })
+    .await;
+    healthy.wait_for_hits(ORDERS).await;
+    let hits_when_opened = failing.hits().len();
+    assert_eq!(hits_when_opened, 3, "one request per failure: {opened:?}");
+
+    // While it is open nothing is sent (50 ms retries would otherwise have sent several), and
+    // the waiting deliveries keep their attempts.
+    let probe = eventually("the probe after the cool-down", || async {
+        (failing.hits().len() > hits_when_opened).then(|| failing.hits().len())
+    })
+    .await;
+    assert_eq!(probe, hits_when_opened + 1, "one probe, not a burst");
+    let reopened = eventually("the failed probe to reopen the breaker", || async {
+        let group = queue.group("webhooks", &endpoint).await.expect("group");
+        group
+            .breaker
+            .clone()
+            .filter(|b| b.state == "open" && b.opens == 2)
+    })
+    .await;
+    let cooldown = reopened.reopens_at_ms.expect("reopens at") - Utc::now().timestamp_millis();
+    assert!(
+        cooldown > 1000,
+        "the second cool-down is longer than the first: {cooldown} ms left"
+    );
+    let attempts: i64 = deliveries(&app, &admin, &endpoint)
+        .await
+        .iter()
+        .map(|d| d["attempts"].as_i64().expect("attempts"))
+        .sum();
+    assert_eq!(
+        attempts as usize,
+        failing.hits().len(),
+        "every attempt made was a request; none was used while the breaker was open"
+    );
+
+    // The endpoint recovers: the next probe succeeds, the breaker closes, all are delivered.
+    failing.answer_from_now_on(Reply::Status(200));
+    eventually("every delivery to be delivered", || async {
+        let all = deliveries(&app, &admin, &endpoint).await;
+        (all.len() == ORDERS && all.iter().all(status_is("delivered"))).then_some(())
+    })
+    .await;
+    let group = queue.group("webhooks", &endpoint).await.expect("group");
+    assert_eq!(group.breaker, None, "a success closes the breaker");
+    assert_eq!(failing.hits().len(), hits_when_opened + 1 + ORDERS);
+    worker.stop().await;
 }

@@ -4,6 +4,7 @@
 --   promote : scheduled job -> ready now
 --   delete  : remove a job in any state but active
 --   pause / resume : stop or restart claiming
+--   close_breaker : ARGV[3] is a group: close its breaker (its jobs may run again at once)
 -- Returns 1 if something changed, 0 otherwise.
 local base, action, id = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
@@ -24,12 +25,18 @@ elseif action == 'promote' then
   return 1
 elseif action == 'delete' then
   if redis.call('ZSCORE', base .. 'active', id) then return 0 end
-  local removed = redis.call('ZREM', base .. 'ready', id) + redis.call('ZREM', base .. 'scheduled', id)
+  local removed = (unready(base, id, redis.call('HGET', jk, 'group')) and 1 or 0)
+    + redis.call('ZREM', base .. 'scheduled', id)
     + redis.call('ZREM', base .. 'completed', id) + redis.call('ZREM', base .. 'dead', id)
     + redis.call('ZREM', base .. 'cancelled', id)
   removed = removed + redis.call('DEL', jk, base .. 'e:' .. id)
   if removed > 0 then return 1 end
   return 0
+elseif action == 'close_breaker' then
+  if redis.call('EXISTS', base .. 'gb:' .. id) == 0 then return 0 end
+  breaker_close(base, id)
+  wake(base, 1)
+  return 1
 elseif action == 'pause' then
   return redis.call('SET', base .. 'paused', '1') and 1 or 0
 elseif action == 'resume' then

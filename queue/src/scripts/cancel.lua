@@ -10,8 +10,9 @@ local base, id, reason = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local jk = base .. 'j:' .. id
 if redis.call('EXISTS', jk) == 0 then return 0 end
-local events = redis.call('HGET', jk, 'events')
-if redis.call('ZREM', base .. 'ready', id) + redis.call('ZREM', base .. 'scheduled', id) > 0 then
+local f = redis.call('HMGET', jk, 'events', 'group')
+local events = f[1]
+if unready(base, id, f[2]) or redis.call('ZREM', base .. 'scheduled', id) > 0 then
   settle_cancelled(base, id, now, reason, events)
   return 1
 end

@@ -13,6 +13,23 @@
 --   <base>ev:<id>  event stream of a job enqueued with events on (capped, expires a day after
 --                  its last event): started, progress, retrying, failed, completed, cancelling,
 --                  cancelled; what a client's live status reads, resumable by stream entry id
+-- Groups (a job may carry a group key, its hash field `group`; see groups in limits.rs). A
+-- grouped job waits in its group's set, not in `ready`, and claims rotate between groups:
+--   <base>g:<group>   zset of the group's waiting jobs (score as `ready`; FIFO only when ordered)
+--   <base>gr:<group>  set of its running job ids (its leases: the per-group concurrency count)
+--   <base>gt:<group>  hash: its rate limit's token bucket      <base>gb:<group> hash: its breaker
+--   <base>grr   zset: groups that may be claimed from now, score = rotation order (the least
+--               recently served first)
+--   <base>gwait zset: groups held until a time (a rate token, a breaker's cool-down, an ordered
+--               group's retry), score = that time
+--   <base>gheld set: groups held until one of their running jobs ends (cap reached, ordered
+--               group busy, breaker probe under way)
+--   <base>gbacklog zset: waiting jobs per group   <base>gwaiting: their total
+--   <base>breakers zset: groups whose breaker is open or probing, score = when it opened
+--   <base>gturn  whose turn the next claim starts with: 'ready' (the ready set) or 'groups'
+-- A group with waiting jobs is in exactly one of grr, gwait and gheld (or has no waiting jobs and
+-- is in none): every place that adds a waiting job admits its group unless held or waiting, and
+-- every end of a running job re-admits a held group.
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 local function now_ms()
@@ -28,13 +45,115 @@ local function count_stat(base, now, field, n)
   end
 end
 
--- Moves a job to the back of its priority band in the ready set.
+-- The group's backlog figures after its waiting set changed (what the dashboard and metrics
+-- read without walking every group).
+local function group_touch(base, group)
+  local waiting = redis.call('ZCARD', base .. 'g:' .. group)
+  local before = tonumber(redis.call('ZSCORE', base .. 'gbacklog', group) or '0')
+  if waiting > 0 then
+    redis.call('ZADD', base .. 'gbacklog', waiting, group)
+  else
+    redis.call('ZREM', base .. 'gbacklog', group)
+  end
+  if waiting ~= before then redis.call('INCRBY', base .. 'gwaiting', waiting - before) end
+end
+
+-- Puts a group with waiting jobs into the rotation, unless it is held or waits for a time.
+local function group_admit(base, group)
+  if redis.call('SISMEMBER', base .. 'gheld', group) == 1 then return end
+  if redis.call('ZSCORE', base .. 'gwait', group) then return end
+  redis.call('ZADD', base .. 'grr', 'NX', redis.call('INCR', base .. 'grseq'), group)
+end
+
+-- A running job of `group` ended (completed, failed, released, lease expired): its slot is free,
+-- so a group held for want of one goes back into the rotation and a worker is woken for it.
+local function group_exit(base, id, group)
+  redis.call('SREM', base .. 'gr:' .. group, id)
+  if redis.call('SREM', base .. 'gheld', group) == 1 then
+    redis.call('ZADD', base .. 'grr', 'NX', redis.call('INCR', base .. 'grseq'), group)
+    redis.call('LPUSH', base .. 'marker', '1')
+    redis.call('LTRIM', base .. 'marker', 0, 63)
+  end
+end
+
+-- Closes a group's breaker (a delivery succeeded, or an operator closed it): its waiting jobs
+-- may be claimed again at once.
+local function breaker_close(base, group)
+  local bk = base .. 'gb:' .. group
+  local state = redis.call('HGET', bk, 'state')
+  if redis.call('DEL', bk) == 0 then return end
+  redis.call('ZREM', base .. 'breakers', group)
+  -- Only an open breaker's wait is lifted: a wait for a rate token or an ordered group's retry
+  -- still holds.
+  if state == 'open' and redis.call('ZREM', base .. 'gwait', group) == 1
+    and redis.call('EXISTS', base .. 'g:' .. group) == 1 then
+    -- The group has one wait, the later of the two: when the breaker opened on an ordered
+    -- group's failed head, that wait also held the head's retry, which is put back (else the
+    -- head would run at once, before its retry is due).
+    local head = redis.call('ZRANGE', base .. 'g:' .. group, 0, 0)[1]
+    local f = redis.call('HMGET', base .. 'j:' .. head, 'ordered', 'attempts', 'run_at')
+    local retry_due = tonumber(f[3] or '0')
+    if f[1] == '1' and tonumber(f[2] or '0') > 0 and retry_due > now_ms() then
+      redis.call('ZADD', base .. 'gwait', retry_due, group)
+    else
+      group_admit(base, group)
+    end
+  elseif state == 'half' and redis.call('SREM', base .. 'gheld', group) == 1 then
+    -- Held because the probe runs alone: without the breaker the group's own cap applies
+    -- again, so it goes back into the rotation now rather than when the probe ends.
+    group_admit(base, group)
+  end
+end
+
+-- Counts a failed attempt against its group's breaker (threshold > 0): after `threshold`
+-- failures in a row, or when the probe after a cool-down fails, the group waits for a cool-down
+-- that doubles with every opening in a row (base_ms, 2 * base_ms, ... up to max_ms).
+local function breaker_failure(base, group, now, threshold, base_ms, max_ms, message)
+  local bk = base .. 'gb:' .. group
+  local failures = redis.call('HINCRBY', bk, 'failures', 1)
+  local state = redis.call('HGET', bk, 'state')
+  redis.call('HSET', bk, 'last_error', message, 'failed_at', now)
+  if state == 'open' or (state ~= 'half' and failures < threshold) then return end
+  local opens = redis.call('HINCRBY', bk, 'opens', 1)
+  local cooldown = math.min(max_ms, base_ms * 2 ^ math.min(opens - 1, 30))
+  local reopen = now + cooldown
+  redis.call('HSET', bk, 'state', 'open', 'until', reopen)
+  if opens == 1 then
+    redis.call('HSET', bk, 'opened_at', now)
+    redis.call('ZADD', base .. 'breakers', now, group)
+  end
+  redis.call('ZREM', base .. 'grr', group)
+  redis.call('SREM', base .. 'gheld', group)
+  redis.call('ZADD', base .. 'gwait', 'GT', reopen, group)
+end
+
+-- Moves a job to the back of its priority band in the ready set, or of its group's waiting set
+-- (an ordered group's job keeps its first place: FIFO across retries).
 local function make_ready(base, id, now)
   local jk = base .. 'j:' .. id
-  local priority = tonumber(redis.call('HGET', jk, 'priority') or '5')
-  local seq = redis.call('INCR', base .. 'seq')
-  redis.call('ZADD', base .. 'ready', priority * PRIORITY_SPAN + seq, id)
+  local f = redis.call('HMGET', jk, 'priority', 'group', 'gscore')
+  local score = tonumber(f[3] or '-1')
+  if score < 0 then
+    score = tonumber(f[1] or '5') * PRIORITY_SPAN + redis.call('INCR', base .. 'seq')
+  end
+  if f[2] then
+    redis.call('ZADD', base .. 'g:' .. f[2], score, id)
+    group_touch(base, f[2])
+    group_admit(base, f[2])
+  else
+    redis.call('ZADD', base .. 'ready', score, id)
+  end
   redis.call('HSET', jk, 'enqueued_at', now)
+end
+
+-- Takes a waiting job out of the ready set or its group's set; false if it was in neither.
+local function unready(base, id, group)
+  if group then
+    if redis.call('ZREM', base .. 'g:' .. group, id) == 0 then return false end
+    group_touch(base, group)
+    return true
+  end
+  return redis.call('ZREM', base .. 'ready', id) == 1
 end
 
 -- Deletes a finished job's hash and error list (retention trimming).
@@ -87,11 +206,16 @@ local function finish_jobs(base, now, keep, max_age, cap, argv, from)
     local jk = base .. 'j:' .. id
     -- The hash is not rewritten: membership of the completed set is the state, its score the
     -- finish time (two calls per job keep acks cheap at tens of thousands per second).
-    local f = redis.call('HMGET', jk, 'lease', 'events')
+    local f = redis.call('HMGET', jk, 'lease', 'events', 'group')
     if f[1] == lease and redis.call('ZREM', base .. 'active', id) == 1 then
       done_args[#done_args + 1] = now
       done_args[#done_args + 1] = id
       results[#results + 1] = 1
+      if f[3] then
+        group_exit(base, id, f[3])
+        -- A success closes the group's breaker and ends its run of failures.
+        if redis.call('EXISTS', base .. 'gb:' .. f[3]) == 1 then breaker_close(base, f[3]) end
+      end
       if f[2] == '1' then
         -- The result is stored as JSON text, so it is spliced in as it is.
         local result = redis.call('HGET', jk, 'result') or 'null'
@@ -126,6 +250,123 @@ local function finish_jobs(base, now, keep, max_age, cap, argv, from)
   return results
 end
 
+-- The token bucket at `key` refilled to now: returns the tokens (fractional) and the ms per token.
+local function bucket_level(key, now, jobs, period, burst)
+  local interval = period / jobs
+  local bucket = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(bucket[1] or burst)
+  local at = tonumber(bucket[2] or now)
+  return math.min(burst, tokens + math.max(0, now - at) / interval), interval
+end
+
+local function bucket_store(key, now, tokens, period)
+  redis.call('HSET', key, 'tokens', tokens, 'at', now)
+  redis.call('PEXPIRE', key, math.ceil(period * 2 + 60000))
+end
+
+-- Takes the next waiting job of `group` if its limits allow, and puts the group back where it
+-- belongs: the back of the rotation, held until a running job ends, or waiting for a time.
+-- gl: {rate_jobs, rate_period, burst, cap} of every group of the queue (0: no such limit); an
+-- ordered group (its head job says so) and a breaker's probe run one job at a time.
+-- Returns the job id, or nil (the group is placed and nothing is taken).
+local function take_from_group(base, group, now, gl)
+  local gq = base .. 'g:' .. group
+  local head = redis.call('ZRANGE', gq, 0, 0)
+  if #head == 0 then return nil end -- out of the rotation until a job arrives
+  local id = head[1]
+  local cap = gl[4]
+  if redis.call('HGET', base .. 'j:' .. id, 'ordered') == '1' then cap = 1 end
+  local bk = base .. 'gb:' .. group
+  local breaker = redis.call('HMGET', bk, 'state', 'until')
+  local probe = false
+  if breaker[1] == 'open' then
+    local reopen = tonumber(breaker[2])
+    if reopen > now then
+      redis.call('ZADD', base .. 'gwait', 'GT', reopen, group)
+      return nil
+    end
+    redis.call('HSET', bk, 'state', 'half')
+    probe = true
+  elseif breaker[1] == 'half' then
+    probe = true
+  end
+  if probe then cap = 1 end
+  local running = redis.call('SCARD', base .. 'gr:' .. group)
+  if cap > 0 and running >= cap then
+    redis.call('SADD', base .. 'gheld', group)
+    return nil
+  end
+  local tokens, interval
+  local tk = base .. 'gt:' .. group
+  if gl[1] > 0 then
+    tokens, interval = bucket_level(tk, now, gl[1], gl[2], gl[3])
+    if tokens < 1 then
+      bucket_store(tk, now, tokens, gl[2])
+      redis.call('ZADD', base .. 'gwait', 'GT', now + math.ceil((1 - tokens) * interval), group)
+      return nil
+    end
+    tokens = tokens - 1
+    bucket_store(tk, now, tokens, gl[2])
+  end
+  redis.call('ZREM', gq, id)
+  redis.call('SADD', base .. 'gr:' .. group, id)
+  group_touch(base, group)
+  if redis.call('EXISTS', gq) == 0 then
+    -- Nothing else waits: the group rejoins the rotation when a job arrives.
+  elseif cap > 0 and running + 1 >= cap then
+    redis.call('SADD', base .. 'gheld', group)
+  elseif tokens and tokens < 1 then
+    redis.call('ZADD', base .. 'gwait', 'GT', now + math.ceil((1 - tokens) * interval), group)
+  else
+    redis.call('ZADD', base .. 'grr', redis.call('INCR', base .. 'grseq'), group)
+  end
+  return id
+end
+
+-- Pops up to n waiting jobs: the ready set's best first, except that when groups are in the
+-- rotation each claim alternates between the ready set and the next group in turn, so a group
+-- with a long backlog delays another group's job by one turn, not by its backlog.
+-- Returns a ZPOPMIN-shaped list (id, score, id, score, ...).
+local function pop_waiting(base, now, n, gl)
+  if n <= 0 then return {} end
+  if redis.call('EXISTS', base .. 'grr') == 0 then
+    return redis.call('ZPOPMIN', base .. 'ready', n)
+  end
+  local popped = {}
+  local turns = n * 4 + 16 -- bounded: a turn may find its group held and take nothing
+  local from_ready = redis.call('EXISTS', base .. 'ready') == 1
+  -- Whose turn is next carries over from the last claim: were every claim to start with the
+  -- groups, claims of one job (a busy worker's) would never reach the ready set while any
+  -- group had jobs.
+  local ready_turn = redis.call('GET', base .. 'gturn') == 'ready'
+  while #popped < n * 2 and turns > 0 do
+    turns = turns - 1
+    if ready_turn and from_ready then
+      local one = redis.call('ZPOPMIN', base .. 'ready', 1)
+      if #one == 0 then
+        from_ready = false
+      else
+        popped[#popped + 1] = one[1]
+        popped[#popped + 1] = one[2]
+      end
+    else
+      local next_group = redis.call('ZPOPMIN', base .. 'grr', 1)
+      if #next_group == 0 then
+        if not from_ready then break end
+      else
+        local id = take_from_group(base, next_group[1], now, gl)
+        if id then
+          popped[#popped + 1] = id
+          popped[#popped + 1] = 0
+        end
+      end
+    end
+    ready_turn = not ready_turn
+  end
+  redis.call('SET', base .. 'gturn', ready_turn and 'ready' or 'groups')
+  return popped
+end
+
 -- Claims up to max_jobs jobs for a worker: promotes due scheduled jobs and recovers expired
 -- leases first (each step bounded), then pops the best-priority, oldest jobs and leases them,
 -- within the queue's fleet-wide limits (see limits.rs): at most `cap` running (cap > 0), and one
@@ -135,11 +376,18 @@ end
 --           max_attempts, request_id, retry, created_at}...}, rate_limited (1: jobs wait for the
 --           next token, due at next_wake) }
 local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, rate_jobs, rate_period,
-                          burst, cap)
+                          burst, cap, gl)
   -- 1. Scheduled jobs (delays, retry backoff) that are due join the ready set.
   local due = redis.call('ZRANGEBYSCORE', base .. 'scheduled', '-inf', now, 'LIMIT', 0, promote_limit)
   for _, id in ipairs(due) do make_ready(base, id, now) end
   if #due > 0 then redis.call('ZREM', base .. 'scheduled', unpack(due)) end
+  -- Groups whose wait is over (a rate token, a breaker's cool-down, an ordered group's retry)
+  -- rejoin the rotation.
+  local groups_due = redis.call('ZRANGEBYSCORE', base .. 'gwait', '-inf', now, 'LIMIT', 0, promote_limit)
+  if #groups_due > 0 then
+    redis.call('ZREM', base .. 'gwait', unpack(groups_due))
+    for _, group in ipairs(groups_due) do group_admit(base, group) end
+  end
 
   -- 2. Leases past their deadline: the worker died or hung. The attempt was counted when it was
   --    claimed; the job goes back to ready, or dies if that was its last attempt.
@@ -148,8 +396,11 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
   for _, id in ipairs(expired) do
     local jk = base .. 'j:' .. id
     redis.call('ZREM', base .. 'active', id)
-    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'worker', 'cancel_requested', 'events')
+    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'worker', 'cancel_requested', 'events',
+      'group')
     local attempts, max_attempts = tonumber(f[1] or '0'), tonumber(f[2] or '1')
+    -- Not the group's fault (its breaker does not count it), but its slot is free again.
+    if f[6] then group_exit(base, id, f[6]) end
     local message = 'lease expired: worker ' .. (f[3] or '?') .. ' stopped renewing it (killed or hung)'
     redis.call('RPUSH', base .. 'e:' .. id, cjson.encode({attempt = attempts, at = now, error = message}))
     redis.call('LTRIM', base .. 'e:' .. id, -25, -1)
@@ -182,20 +433,15 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
     end
     local tokens, interval
     if rate_jobs > 0 and n > 0 then
-      interval = rate_period / rate_jobs
-      local bucket = redis.call('HMGET', base .. 'rate', 'tokens', 'at')
-      tokens = tonumber(bucket[1] or burst)
-      local at = tonumber(bucket[2] or now)
-      tokens = math.min(burst, tokens + math.max(0, now - at) / interval)
+      tokens, interval = bucket_level(base .. 'rate', now, rate_jobs, rate_period, burst)
       n = math.min(n, math.floor(tokens))
     end
-    local popped = {}
-    if n > 0 then popped = redis.call('ZPOPMIN', base .. 'ready', n) end
+    local popped = pop_waiting(base, now, n, gl)
     if tokens then
       tokens = tokens - #popped / 2
-      redis.call('HSET', base .. 'rate', 'tokens', tokens, 'at', now)
-      redis.call('PEXPIRE', base .. 'rate', math.ceil(rate_period * 2 + 60000))
-      if #popped / 2 < max_jobs and tokens < 1 and redis.call('ZCARD', base .. 'ready') > 0 then
+      bucket_store(base .. 'rate', now, tokens, rate_period)
+      if #popped / 2 < max_jobs and tokens < 1
+        and (redis.call('EXISTS', base .. 'ready') == 1 or redis.call('EXISTS', base .. 'grr') == 1) then
         -- Held back by the limit: the next token is due when the bucket reaches one.
         token_due = now + math.ceil((1 - tokens) * interval)
       end
@@ -227,7 +473,9 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
   if #s > 0 then next_wake = tonumber(s[2]) end
   local a = redis.call('ZRANGE', base .. 'active', 0, 0, 'WITHSCORES')
   if #a > 0 and (next_wake < 0 or tonumber(a[2]) < next_wake) then next_wake = tonumber(a[2]) end
-  if #due >= promote_limit or #expired >= 100 then next_wake = now end
+  local w = redis.call('ZRANGE', base .. 'gwait', 0, 0, 'WITHSCORES')
+  if #w > 0 and (next_wake < 0 or tonumber(w[2]) < next_wake) then next_wake = tonumber(w[2]) end
+  if #due >= promote_limit or #groups_due >= promote_limit or #expired >= 100 then next_wake = now end
   if token_due >= 0 then
     return {token_due, now, jobs, 1}
   end

@@ -2,7 +2,8 @@
 -- completed, dead, cancelled, paused, and the enqueue time of the oldest waiting job. Bounded:
 -- 10 range reads.
 -- ARGV: base. Returns {now, paused, scheduled, active, completed, dead, oldest_enqueued_ms_or_-1,
---                      waiting_p0, ..., waiting_p9, cancelled}
+--                      waiting_p0, ..., waiting_p9, cancelled, waiting in groups,
+--                      groups with an open breaker} (waiting_p* count ungrouped jobs only)
 local base = ARGV[1]
 local now = now_ms()
 local ready = base .. 'ready'
@@ -23,4 +24,6 @@ for p = 0, 9 do
 end
 out[7] = oldest
 out[#out + 1] = redis.call('ZCARD', base .. 'cancelled')
+out[#out + 1] = tonumber(redis.call('GET', base .. 'gwaiting') or '0')
+out[#out + 1] = redis.call('ZCARD', base .. 'breakers')
 return out

@@ -1,19 +1,21 @@
 -- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id), or the
 -- job has a uniqueness key that another job holds.
--- ARGV: base, then 11 values per job: id, kind, payload, priority, max_attempts, run_at_ms
+-- ARGV: base, then 13 values per job: id, kind, payload, priority, max_attempts, run_at_ms
 --       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms),
---       events ('1': keep an event stream of the job's life, see common.lua; '' = none)
+--       events ('1': keep an event stream of the job's life, see common.lua; '' = none),
+--       group key ('' = none), ordered ('1': FIFO in its group, one running at a time)
 -- Returns one integer per job: 1 added, 0 already present (by id or by key).
 local base = ARGV[1]
 local now = now_ms()
 local results = {}
 local added, ready_count = 0, 0
 local ready_args, scheduled_args = {}, {}
-local n = (#ARGV - 1) / 11
+local n = (#ARGV - 1) / 13
+local groups = {}
 local seq = 0
 if n > 0 then seq = redis.call('INCRBY', base .. 'seq', n) - n end
 for i = 0, n - 1 do
-  local o = 2 + i * 11
+  local o = 2 + i * 13
   local id = ARGV[o]
   local jk = base .. 'j:' .. id
   local ukey = ARGV[o + 8]
@@ -26,9 +28,16 @@ for i = 0, n - 1 do
   else
     local priority = tonumber(ARGV[o + 3])
     local run_at = tonumber(ARGV[o + 5])
+    local group = ARGV[o + 11]
     if run_at > now then
       scheduled_args[#scheduled_args + 1] = run_at
       scheduled_args[#scheduled_args + 1] = id
+    elseif group ~= '' then
+      -- An ordered group is FIFO whatever the priority: its score is the sequence alone.
+      local score = priority * PRIORITY_SPAN + seq + i + 1
+      if ARGV[o + 12] == '1' then score = seq + i + 1 end
+      redis.call('ZADD', base .. 'g:' .. group, score, id)
+      groups[group] = true
     else
       ready_args[#ready_args + 1] = priority * PRIORITY_SPAN + seq + i + 1
       ready_args[#ready_args + 1] = id
@@ -47,6 +56,14 @@ for i = 0, n - 1 do
         'max_attempts', ARGV[o + 4], 'created_at', now, 'run_at', run_at,
         'request_id', ARGV[o + 6], 'retry', ARGV[o + 7], 'unique', ukey)
     end
+    if group ~= '' then
+      if ARGV[o + 12] == '1' then
+        -- Its place in the group for good: a retry or a restart puts it back there.
+        redis.call('HSET', jk, 'group', group, 'ordered', '1', 'gscore', seq + i + 1)
+      else
+        redis.call('HSET', jk, 'group', group)
+      end
+    end
     if ARGV[o + 10] == '1' then
       redis.call('HSET', jk, 'events', '1')
       emit(base, id, 'queued', cjson.encode({run_at = run_at}))
@@ -57,6 +74,10 @@ for i = 0, n - 1 do
 end
 if #ready_args > 0 then redis.call('ZADD', base .. 'ready', unpack(ready_args)) end
 if #scheduled_args > 0 then redis.call('ZADD', base .. 'scheduled', unpack(scheduled_args)) end
+for group in pairs(groups) do
+  group_touch(base, group)
+  group_admit(base, group)
+end
 count_stat(base, now, 'enqueued', added)
 if added > 0 then wake(base, added) end
 return results

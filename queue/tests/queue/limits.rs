@@ -35,7 +35,7 @@ async fn a_rate_limit_holds_several_workers_together_to_its_rate() {
     fill(&e, 1000).await;
     let limits = QueueLimits {
         rate: Some(RateLimit::parse("50/s").unwrap()),
-        concurrency: None,
+        ..QueueLimits::default()
     };
     let run_for = Duration::from_secs(3);
     let started = Instant::now();
@@ -100,8 +100,8 @@ async fn a_concurrency_cap_counts_every_workers_leases() {
     let e = engine().await;
     fill(&e, 5).await;
     let limits = QueueLimits {
-        rate: None,
         concurrency: Some(2),
+        ..QueueLimits::default()
     };
     let (a, b) = (worker(&e, limits), worker(&e, limits));
     let first = a.claim("q", "a", 5, LEASE).await.unwrap();
@@ -174,7 +174,7 @@ async fn a_slow_rate_answers_when_its_next_token_is_due() {
         &e,
         QueueLimits {
             rate: Some(RateLimit::parse("60/m").unwrap()),
-            concurrency: None,
+            ..QueueLimits::default()
         },
     );
     let first = w.claim("q", "w", 3, LEASE).await.unwrap();

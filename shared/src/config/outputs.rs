@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use orderly_queue::{Breaker, GroupLimits, RateLimit};
 use secrecy::SecretString;
 
 use super::{ConfigError, Source, millis, parse_networks, secs, url_with_scheme};
@@ -57,6 +58,16 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Delay before each retry (`WEBHOOK_RETRY_SCHEDULE`, comma-separated seconds).
     pub retry_schedule: Vec<Duration>,
+    /// What holds per endpoint, fleet-wide (the `webhooks` queue groups its jobs by endpoint):
+    /// `WEBHOOK_ENDPOINT_RATE` (`10/s`; unset: none), `WEBHOOK_ENDPOINT_CONCURRENCY` (default
+    /// 4; `0`: none) and the breaker, `WEBHOOK_BREAKER_FAILURES` failed attempts in a row
+    /// (default 5; `0`: no breaker) with cool-downs from `WEBHOOK_BREAKER_COOLDOWN_SECS`
+    /// (default 30) doubling up to `WEBHOOK_BREAKER_MAX_COOLDOWN_SECS` (default 1800).
+    pub per_endpoint: GroupLimits,
+    /// Deliver each endpoint's events one at a time in the order they happened, a retry holding
+    /// back the later ones (`WEBHOOK_ENDPOINT_ORDERED`, default false; it replaces the
+    /// per-endpoint concurrency with 1).
+    pub ordered: bool,
 }
 
 impl WebhookConfig {
@@ -66,8 +77,48 @@ impl WebhookConfig {
             allowlist: parse_networks("WEBHOOK_ALLOWLIST", &env.list("WEBHOOK_ALLOWLIST"))?,
             timeout: millis(env.parse_or("WEBHOOK_TIMEOUT_MS", 10_000)?),
             retry_schedule,
+            per_endpoint: per_endpoint_limits(env)?,
+            ordered: env.bool_or("WEBHOOK_ENDPOINT_ORDERED", false)?,
         })
     }
+}
+
+/// The per-endpoint limits of [`WebhookConfig::per_endpoint`].
+fn per_endpoint_limits(env: &Source<'_>) -> Result<GroupLimits, ConfigError> {
+    let rate = env
+        .raw("WEBHOOK_ENDPOINT_RATE")
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| RateLimit::parse(&v))
+        .transpose()
+        .map_err(|reason| ConfigError::Invalid {
+            name: "WEBHOOK_ENDPOINT_RATE",
+            reason,
+        })?;
+    let concurrency: u32 = env.parse_or("WEBHOOK_ENDPOINT_CONCURRENCY", 4)?;
+    if concurrency > 100_000 {
+        return Err(ConfigError::Invalid {
+            name: "WEBHOOK_ENDPOINT_CONCURRENCY",
+            reason: "must be from 0 (no cap) to 100000".into(),
+        });
+    }
+    let failures: u32 = env.parse_or("WEBHOOK_BREAKER_FAILURES", 5)?;
+    let cooldown = secs(env.parse_or("WEBHOOK_BREAKER_COOLDOWN_SECS", 30)?);
+    let max_cooldown = secs(env.parse_or("WEBHOOK_BREAKER_MAX_COOLDOWN_SECS", 1_800)?);
+    if failures > 0 && (cooldown.is_zero() || max_cooldown < cooldown) {
+        return Err(ConfigError::Invalid {
+            name: "WEBHOOK_BREAKER_COOLDOWN_SECS",
+            reason: "must be at least 1 and at most WEBHOOK_BREAKER_MAX_COOLDOWN_SECS".into(),
+        });
+    }
+    Ok(GroupLimits {
+        rate,
+        concurrency: (concurrency > 0).then_some(concurrency),
+        breaker: (failures > 0).then_some(Breaker {
+            failures,
+            cooldown,
+            max_cooldown,
+        }),
+    })
 }
 
 /// The delays of `WEBHOOK_RETRY_SCHEDULE` (seconds, fractions allowed), or the default schedule

@@ -251,6 +251,54 @@ fn outbox_unique_window_defaults_to_fifteen_minutes_and_refuses_under_a_minute()
 }
 
 #[test]
+fn webhook_endpoint_limits_default_to_a_cap_of_four_and_a_breaker_after_five_failures() {
+    use crate::queue::{Breaker, GroupLimits, RateLimit};
+    let mut vars = base();
+    let webhooks = Config::from_map(&vars).unwrap().webhooks;
+    assert_eq!(
+        webhooks.per_endpoint,
+        GroupLimits {
+            rate: None,
+            concurrency: Some(4),
+            breaker: Some(Breaker {
+                failures: 5,
+                cooldown: Duration::from_secs(30),
+                max_cooldown: Duration::from_secs(1800),
+            }),
+        }
+    );
+    assert!(!webhooks.ordered);
+    for (name, value) in [
+        ("WEBHOOK_ENDPOINT_RATE", "10/s"),
+        ("WEBHOOK_ENDPOINT_CONCURRENCY", "0"),
+        ("WEBHOOK_BREAKER_FAILURES", "0"),
+        ("WEBHOOK_ENDPOINT_ORDERED", "true"),
+    ] {
+        vars.insert(name.into(), value.into());
+    }
+    let webhooks = Config::from_map(&vars).unwrap().webhooks;
+    assert_eq!(
+        webhooks.per_endpoint,
+        GroupLimits {
+            rate: Some(RateLimit::parse("10/s").unwrap()),
+            concurrency: None,
+            breaker: None,
+        },
+        "0 turns the cap and the breaker off"
+    );
+    assert!(webhooks.ordered);
+    for (name, refused) in [
+        ("WEBHOOK_ENDPOINT_RATE", "10"),
+        ("WEBHOOK_ENDPOINT_CONCURRENCY", "-1"),
+        ("WEBHOOK_BREAKER_COOLDOWN_SECS", "0"),
+    ] {
+        let mut vars = base();
+        vars.insert(name.into(), refused.into());
+        assert!(Config::from_map(&vars).is_err(), "{name}={refused}");
+    }
+}
+
+#[test]
 fn queue_limits_combine_rates_and_caps_per_queue_and_refuse_mistakes() {
     use crate::queue::{QueueLimits, RateLimit};
     let mut vars = base();
@@ -278,20 +326,21 @@ fn queue_limits_combine_rates_and_caps_per_queue_and_refuse_mistakes() {
                 QueueLimits {
                     rate: Some(RateLimit::parse("40/s").unwrap()),
                     concurrency: Some(8),
+                    ..QueueLimits::default()
                 }
             ),
             (
                 "webhooks".to_owned(),
                 QueueLimits {
                     rate: Some(RateLimit::parse("500/m").unwrap()),
-                    concurrency: None,
+                    ..QueueLimits::default()
                 }
             ),
             (
                 "reports".to_owned(),
                 QueueLimits {
-                    rate: None,
                     concurrency: Some(2),
+                    ..QueueLimits::default()
                 }
             ),
         ]

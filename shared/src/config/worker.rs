@@ -111,7 +111,7 @@ fn read_queue_limits(env: &Source<'_>) -> Result<Vec<(String, QueueLimits)>, Con
             queue,
             QueueLimits {
                 rate: Some(rate),
-                concurrency: None,
+                ..QueueLimits::default()
             },
         ));
     }
@@ -121,8 +121,8 @@ fn read_queue_limits(env: &Source<'_>) -> Result<Vec<(String, QueueLimits)>, Con
             None => limits.push((
                 queue,
                 QueueLimits {
-                    rate: None,
                     concurrency: Some(cap),
+                    ..QueueLimits::default()
                 },
             )),
         }

@@ -114,9 +114,15 @@ mod tests {
         assert_eq!(spec.payload["type"], "order_confirmation");
         let webhook = WebhookJob {
             delivery_id: uuid::Uuid::nil(),
+            endpoint_id: Some(uuid::Uuid::max()),
         }
         .spec(&settings)
         .unwrap();
+        assert_eq!(
+            webhook.group,
+            Some(crate::queue::JobGroup::new(uuid::Uuid::max().to_string())),
+            "grouped by endpoint"
+        );
         assert_eq!(webhook.retry.max_attempts, 3, "one attempt and two retries");
         assert_eq!(
             WebhookJob::timeout(&settings),

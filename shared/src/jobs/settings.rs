@@ -14,6 +14,8 @@ pub struct JobSettings {
     pub email_retry_base: Duration,
     /// How long one webhook request may take; a delivery's time limit is this plus a margin.
     pub webhook_request_timeout: Duration,
+    /// Each endpoint's deliveries one at a time, in order (`WEBHOOK_ENDPOINT_ORDERED`).
+    pub webhook_ordered: bool,
 }
 
 impl JobSettings {
@@ -23,6 +25,7 @@ impl JobSettings {
             webhook_schedule: config.webhooks.retry_schedule.clone(),
             email_retry_base: config.mail.retry_base,
             webhook_request_timeout: config.webhooks.timeout,
+            webhook_ordered: config.webhooks.ordered,
         }
     }
 }
@@ -34,6 +37,7 @@ impl Default for JobSettings {
             webhook_schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
             email_retry_base: Duration::from_secs(5),
             webhook_request_timeout: Duration::from_secs(10),
+            webhook_ordered: false,
         }
     }
 }

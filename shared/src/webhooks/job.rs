@@ -1,6 +1,8 @@
 //! The webhook delivery job: one delivery of one event to one endpoint, on the `webhooks`
 //! queue. Retries follow the configured schedule (`WEBHOOK_RETRY_SCHEDULE`, Standard Webhooks
-//! style: seconds, then minutes, then hours).
+//! style: seconds, then minutes, then hours). Each job is in its endpoint's group, so the
+//! per-endpoint limits and breaker hold and a slow or failing endpoint takes its own turns
+//! only (`WEBHOOK_ENDPOINT_*`, see the engine's `limits`).
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     jobs::settings::JobSettings,
-    queue::{Job, Priority, QueueName, RetryPolicy},
+    queue::{Job, JobGroup, Priority, QueueName, RetryPolicy},
 };
 
 /// Deliver one stored delivery row (event body and endpoint are read from it when it runs).
@@ -17,6 +19,10 @@ use crate::{
 pub struct WebhookJob {
     /// The delivery row holding the event body and the endpoint.
     pub delivery_id: Uuid,
+    /// The endpoint it goes to: its group. Absent in jobs staged before groups existed, which
+    /// then run ungrouped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<Uuid>,
 }
 
 impl Job for WebhookJob {
@@ -33,6 +39,15 @@ impl Job for WebhookJob {
 
     fn retry_policy(&self, settings: &JobSettings) -> RetryPolicy {
         RetryPolicy::schedule(&settings.webhook_schedule)
+    }
+
+    fn group(&self, settings: &JobSettings) -> Option<JobGroup> {
+        let key = self.endpoint_id?.to_string();
+        Some(if settings.webhook_ordered {
+            JobGroup::ordered(key)
+        } else {
+            JobGroup::new(key)
+        })
     }
 
     /// The request has its own timeout; this only catches a handler stuck elsewhere.

@@ -136,28 +136,29 @@ impl WebhookRepository {
     }
 
     /// Writes one delivery of `payload` to every enabled endpoint subscribed to `event`, in one
-    /// statement; returns the new deliveries' ids (none when nobody subscribes). The endpoints
-    /// are key-share locked, so one deleted concurrently is either skipped or waits for this
-    /// transaction, and never makes the insert fail.
+    /// statement; returns each new delivery's id and endpoint (none when nobody subscribes). The
+    /// endpoints are key-share locked, so one deleted concurrently is either skipped or waits
+    /// for this transaction, and never makes the insert fail.
     #[tracing::instrument(skip(self, conn, payload))]
     pub async fn insert_deliveries_to_subscribers(
         &self,
         conn: &mut PgConnection,
         event: WebhookEventType,
         payload: &str,
-    ) -> Result<Vec<Uuid>, AppError> {
-        Ok(sqlx::query_scalar!(
+    ) -> Result<Vec<(Uuid, Uuid)>, AppError> {
+        let rows = sqlx::query!(
             "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
              select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
                select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
                order by id for key share \
              ) as subscribed \
-             returning id",
+             returning id, endpoint_id",
             event.as_str(),
             payload,
         )
         .fetch_all(conn)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.endpoint_id)).collect())
     }
 
     /// Stops deliveries to an endpoint; false if it was already disabled or is gone.

@@ -158,14 +158,18 @@ impl WebhookService {
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             data,
         })?;
-        let ids = self
+        let deliveries = self
             .webhooks
             .insert_deliveries_to_subscribers(uow.conn(), event, &body)
             .await?;
-        for &delivery_id in &ids {
-            self.jobs
-                .stage(uow, &WebhookJob { delivery_id }, RunAt::Now)
-                .await?;
+        let mut ids = Vec::with_capacity(deliveries.len());
+        for (delivery_id, endpoint_id) in deliveries {
+            let job = WebhookJob {
+                delivery_id,
+                endpoint_id: Some(endpoint_id),
+            };
+            self.jobs.stage(uow, &job, RunAt::Now).await?;
+            ids.push(delivery_id);
         }
         Ok(ids)
     }
