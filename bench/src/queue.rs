@@ -28,7 +28,7 @@ use std::{
 use apalis_core::task::data::Data;
 use orderly::{
     Config, Services,
-    queue::{JobError, JobInfo, JobSpec, Priority, RetryPolicy},
+    queue::{JobError, JobGroup, JobInfo, JobSpec, Priority, RetryPolicy},
 };
 use orderly_worker::{
     jobs::JobContext,
@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// claimed rate comes to the limit (one worker process only).
     #[arg(long)]
     pub rate: Option<String>,
+    /// Spread the jobs over this many groups (round robin by sequence number), to measure what
+    /// the rotation between groups costs; 0: no groups.
+    #[arg(long, default_value_t = 0)]
+    pub groups: usize,
 }
 
 /// The no-op job.
@@ -220,6 +224,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut producers = Vec::new();
+    let groups = args.groups;
     for _ in 0..args.producers.max(1) {
         let next = next.clone();
         let producer = services.producer.clone();
@@ -230,7 +235,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
                 if i >= n {
                     return Ok::<(), redis::RedisError>(());
                 }
-                producer.enqueue(spec(&queue, i as u64, 0)).await?;
+                let mut job = spec(&queue, i as u64, 0);
+                if groups > 0 {
+                    job = job.in_group(JobGroup::new(format!("g{}", i % groups)));
+                }
+                producer.enqueue(job).await?;
             }
         }));
     }
@@ -292,6 +301,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
         "P": args.producers,
         "C": args.concurrency,
         "processes": args.processes.max(1),
+        "groups": args.groups,
         "enqueue_per_s": (n as f64 / enqueue_secs).round(),
         "process_per_s": (n as f64 / process_secs).round(),
         "wakeup_p50_ms": (p50 * 100.0).round() / 100.0,
