@@ -504,6 +504,7 @@ impl QueueEngine {
         let base = self.base(queue);
         let mut redis = self.redis();
         let top_stop = isize::try_from(top.clamp(1, 1000)).unwrap_or(1000) - 1;
+        #[allow(clippy::type_complexity)]
         let (backlogs, groups_with_backlog, waiting, breakers): (
             Vec<(String, u64)>,
             u64,

@@ -20,6 +20,9 @@ if action == 'retry' then
   return 1
 elseif action == 'promote' then
   if redis.call('ZREM', base .. 'scheduled', id) == 0 then return 0 end
+  -- Due now: an ordered job whose run_at lies ahead is taken for one waiting for its retry
+  -- (breaker_close, the dashboard), which a promoted job is not.
+  redis.call('HSET', jk, 'run_at', now)
   make_ready(base, id, now)
   wake(base, 1)
   return 1

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod engine;
+mod groups;
 mod lifecycle;
 mod limits;
 mod model;
