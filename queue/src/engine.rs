@@ -351,9 +351,12 @@ impl QueueEngine {
         for (queue, indices) in by_queue {
             for chunk in indices.chunks(MAX_BATCH) {
                 let mut invocation = self.scripts.enqueue.prepare_invoke();
+                // Group arguments only when a job of the batch has a group (see enqueue.lua).
+                let grouped = chunk.iter().any(|&i| jobs[i].group.is_some());
                 invocation
                     .key(self.routing_key(queue))
-                    .arg(self.base(queue));
+                    .arg(self.base(queue))
+                    .arg(if grouped { 13 } else { 11 });
                 for &i in chunk {
                     let job = &jobs[i];
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
@@ -373,13 +376,16 @@ impl QueueEngine {
                         .arg(job.retry.encode())
                         .arg(unique_key)
                         .arg(window_ms)
-                        .arg(if job.events { "1" } else { "" })
-                        .arg(job.group.as_ref().map_or("", |g| g.key.as_str()))
-                        .arg(if job.group.as_ref().is_some_and(|g| g.ordered) {
-                            "1"
-                        } else {
-                            ""
-                        });
+                        .arg(if job.events { "1" } else { "" });
+                    if grouped {
+                        invocation
+                            .arg(job.group.as_ref().map_or("", |g| g.key.as_str()))
+                            .arg(if job.group.as_ref().is_some_and(|g| g.ordered) {
+                                "1"
+                            } else {
+                                ""
+                            });
+                    }
                 }
                 let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
                 for (&i, result) in chunk.iter().zip(results) {

@@ -323,13 +323,13 @@ local function take_from_group(base, group, now, gl)
   return id
 end
 
--- Pops up to n waiting jobs: the ready set's best first, except that when groups are in the
+-- Pops up to n waiting jobs (grouped: whether the queue's group keys exist): the ready set's best first, except that when groups are in the
 -- rotation each claim alternates between the ready set and the next group in turn, so a group
 -- with a long backlog delays another group's job by one turn, not by its backlog.
 -- Returns a ZPOPMIN-shaped list (id, score, id, score, ...).
-local function pop_waiting(base, now, n, gl)
+local function pop_waiting(base, now, n, gl, grouped)
   if n <= 0 then return {} end
-  if redis.call('EXISTS', base .. 'grr') == 0 then
+  if not grouped or redis.call('EXISTS', base .. 'grr') == 0 then
     return redis.call('ZPOPMIN', base .. 'ready', n)
   end
   local popped = {}
@@ -381,13 +381,6 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
   local due = redis.call('ZRANGEBYSCORE', base .. 'scheduled', '-inf', now, 'LIMIT', 0, promote_limit)
   for _, id in ipairs(due) do make_ready(base, id, now) end
   if #due > 0 then redis.call('ZREM', base .. 'scheduled', unpack(due)) end
-  -- Groups whose wait is over (a rate token, a breaker's cool-down, an ordered group's retry)
-  -- rejoin the rotation.
-  local groups_due = redis.call('ZRANGEBYSCORE', base .. 'gwait', '-inf', now, 'LIMIT', 0, promote_limit)
-  if #groups_due > 0 then
-    redis.call('ZREM', base .. 'gwait', unpack(groups_due))
-    for _, group in ipairs(groups_due) do group_admit(base, group) end
-  end
 
   -- 2. Leases past their deadline: the worker died or hung. The attempt was counted when it was
   --    claimed; the job goes back to ready, or dies if that was its last attempt.
@@ -423,6 +416,19 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
   count_stat(base, now, 'failed', #expired)
   count_stat(base, now, 'dead', died)
 
+  -- Groups in use at all? One call, so a queue without groups pays nothing more. Groups whose
+  -- wait is over (a rate token, a breaker's cool-down, an ordered group's retry) rejoin the
+  -- rotation.
+  local grouped = redis.call('EXISTS', base .. 'grr', base .. 'gwait') > 0
+  local groups_due = {}
+  if grouped then
+    groups_due = redis.call('ZRANGEBYSCORE', base .. 'gwait', '-inf', now, 'LIMIT', 0, promote_limit)
+    if #groups_due > 0 then
+      redis.call('ZREM', base .. 'gwait', unpack(groups_due))
+      for _, group in ipairs(groups_due) do group_admit(base, group) end
+    end
+  end
+
   -- 3. Claim, unless an operator paused the queue, within its limits.
   local jobs = {}
   local token_due = -1
@@ -436,7 +442,7 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
       tokens, interval = bucket_level(base .. 'rate', now, rate_jobs, rate_period, burst)
       n = math.min(n, math.floor(tokens))
     end
-    local popped = pop_waiting(base, now, n, gl)
+    local popped = pop_waiting(base, now, n, gl, grouped)
     if tokens then
       tokens = tokens - #popped / 2
       bucket_store(base .. 'rate', now, tokens, rate_period)
@@ -473,8 +479,10 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
   if #s > 0 then next_wake = tonumber(s[2]) end
   local a = redis.call('ZRANGE', base .. 'active', 0, 0, 'WITHSCORES')
   if #a > 0 and (next_wake < 0 or tonumber(a[2]) < next_wake) then next_wake = tonumber(a[2]) end
-  local w = redis.call('ZRANGE', base .. 'gwait', 0, 0, 'WITHSCORES')
-  if #w > 0 and (next_wake < 0 or tonumber(w[2]) < next_wake) then next_wake = tonumber(w[2]) end
+  if grouped then
+    local w = redis.call('ZRANGE', base .. 'gwait', 0, 0, 'WITHSCORES')
+    if #w > 0 and (next_wake < 0 or tonumber(w[2]) < next_wake) then next_wake = tonumber(w[2]) end
+  end
   if #due >= promote_limit or #groups_due >= promote_limit or #expired >= 100 then next_wake = now end
   if token_due >= 0 then
     return {token_due, now, jobs, 1}

@@ -1,21 +1,24 @@
 -- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id), or the
 -- job has a uniqueness key that another job holds.
--- ARGV: base, then 13 values per job: id, kind, payload, priority, max_attempts, run_at_ms
---       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms),
---       events ('1': keep an event stream of the job's life, see common.lua; '' = none),
---       group key ('' = none), ordered ('1': FIFO in its group, one running at a time)
+-- ARGV: base, values per job (11, or 13 when a job of the batch has a group), then per job: id,
+--       kind, payload, priority, max_attempts, run_at_ms (0 = now), request_id, retry (policy
+--       text), unique key ('' = none), unique window (ms), events ('1': keep an event stream of
+--       the job's life, see common.lua; '' = none), and with 13: group key ('' = none), ordered
+--       ('1': FIFO in its group, one running at a time). A batch without groups passes 11, so
+--       the common case sends no empty arguments.
 -- Returns one integer per job: 1 added, 0 already present (by id or by key).
 local base = ARGV[1]
 local now = now_ms()
 local results = {}
 local added, ready_count = 0, 0
 local ready_args, scheduled_args = {}, {}
-local n = (#ARGV - 1) / 13
+local width = tonumber(ARGV[2])
+local n = (#ARGV - 2) / width
 local groups = {}
 local seq = 0
 if n > 0 then seq = redis.call('INCRBY', base .. 'seq', n) - n end
 for i = 0, n - 1 do
-  local o = 2 + i * 13
+  local o = 3 + i * width
   local id = ARGV[o]
   local jk = base .. 'j:' .. id
   local ukey = ARGV[o + 8]
@@ -28,7 +31,8 @@ for i = 0, n - 1 do
   else
     local priority = tonumber(ARGV[o + 3])
     local run_at = tonumber(ARGV[o + 5])
-    local group = ARGV[o + 11]
+    local group = ''
+    if width == 13 then group = ARGV[o + 11] end
     if run_at > now then
       scheduled_args[#scheduled_args + 1] = run_at
       scheduled_args[#scheduled_args + 1] = id
