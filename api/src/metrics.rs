@@ -1,6 +1,6 @@
 //! Prometheus metrics of the api: request counts and latency by route and status, plus queue
-//! depth, age, worker liveness and outbox backlog read from Redis and PostgreSQL at scrape time
-//! (what an autoscaler scales workers on). The recorder itself is shared with the worker
+//! depth, age, per-group backlogs, open breakers, worker liveness and outbox backlog read from
+//! Redis and PostgreSQL at scrape time (what an autoscaler scales workers on). The recorder itself is shared with the worker
 //! (`orderly::queue::metrics::prometheus`).
 
 use axum::{extract::State, http::Method, response::IntoResponse};
@@ -48,7 +48,7 @@ fn method_label(method: &Method) -> &'static str {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    orderly::queue::metrics::record_queue_gauges(
+    let body = orderly::queue::metrics::scrape(
         &state.services.queue,
         &state.services.outbox,
         &orderly::jobs::QUEUE_NAMES,
@@ -59,6 +59,6 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        handle().render(),
+        body,
     )
 }

@@ -3,12 +3,24 @@
 //!
 //! Names are prefixed `orderly_`. What an autoscaler reads: `orderly_queue_jobs{state="waiting"}`
 //! and `orderly_queue_oldest_waiting_seconds`, both read fresh from Redis at scrape time.
+//!
+//! Per-group gauges (`orderly_queue_group_waiting`, `orderly_queue_group_running`) name only the
+//! [`GROUP_SERIES`] groups with the largest backlogs and sum the rest in one series, so a queue
+//! with thousands of groups (webhook endpoints) still makes a handful of series. They are written
+//! as text at scrape time ([`group_gauges`]) rather than recorded: the recorder keeps every series
+//! it was ever given, so a group that left the top would go on being reported with a stale value.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{Outbox, QueueEngine, WorkerInfo};
+use crate::{Outbox, QueueEngine, WorkerInfo, inspect::GroupsOverview};
+
+/// Groups of a queue named in the per-group gauges: the largest backlogs.
+pub const GROUP_SERIES: usize = 10;
+
+/// The `group` label of the series that sums the backlog of every group not named.
+pub const OTHER_GROUPS: &str = "_other";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -116,6 +128,12 @@ pub async fn record_queue_gauges(engine: &QueueEngine, outbox: &Outbox, queues: 
             metrics::gauge!("orderly_queue_jobs", "queue" => queue.to_owned(), "state" => "waiting", "priority" => priority.to_string())
                 .set(*waiting as f64);
         }
+        // Jobs waiting in groups have their priority within their group only: one series, so
+        // that summing `waiting` over priorities gives every waiting job.
+        metrics::gauge!("orderly_queue_jobs", "queue" => queue.to_owned(), "state" => "waiting", "priority" => "grouped")
+            .set(counts.waiting_in_groups as f64);
+        metrics::gauge!("orderly_queue_breakers_open", "queue" => queue.to_owned())
+            .set(counts.open_breakers as f64);
         for (state, value) in [
             ("scheduled", counts.scheduled),
             ("active", counts.active),
@@ -154,5 +172,149 @@ pub async fn record_queue_gauges(engine: &QueueEngine, outbox: &Outbox, queues: 
         metrics::gauge!("orderly_outbox_pending").set(backlog.pending as f64);
         metrics::gauge!("orderly_outbox_oldest_pending_seconds")
             .set(backlog.oldest_ms as f64 / 1000.0);
+    }
+}
+
+/// A whole scrape of `queues`: the queue gauges read fresh ([`record_queue_gauges`]), everything
+/// the process recorded, then the per-group gauges ([`group_gauges`]); what `/metrics` answers on
+/// the api and on every worker.
+pub async fn scrape(engine: &QueueEngine, outbox: &Outbox, queues: &[&str]) -> String {
+    let (_, groups) = tokio::join!(
+        record_queue_gauges(engine, outbox, queues),
+        group_gauges(engine, queues)
+    );
+    let mut text = prometheus().render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&groups);
+    text
+}
+
+/// The per-group gauges of `queues` in the Prometheus text format, read fresh: for each queue
+/// with groups (or group limits), `orderly_queue_group_waiting{queue,group}` and
+/// `orderly_queue_group_running{queue,group}` of the [`GROUP_SERIES`] groups with the largest
+/// backlogs, and `orderly_queue_group_waiting{group="_other"}` summing the backlog of all the
+/// others. A queue that could not be read is left out of this scrape.
+pub async fn group_gauges(engine: &QueueEngine, queues: &[&str]) -> String {
+    let reads = queues
+        .iter()
+        .map(|&queue| async move { (queue, engine.groups(queue, GROUP_SERIES).await) });
+    let mut read = Vec::with_capacity(queues.len());
+    for (queue, groups) in futures::future::join_all(reads).await {
+        match groups {
+            Ok(groups) => {
+                let has_groups = !groups.top.is_empty()
+                    || groups.groups_with_backlog > 0
+                    || engine.limits(queue).group.is_limited();
+                if has_groups {
+                    read.push((queue, groups));
+                }
+            }
+            Err(error) => tracing::debug!(%error, queue, "queue groups could not be read"),
+        }
+    }
+    render_group_gauges(&read)
+}
+
+/// The text of [`group_gauges`] for the groups read of each queue.
+fn render_group_gauges(queues: &[(&str, GroupsOverview)]) -> String {
+    use std::fmt::Write as _;
+    if queues.is_empty() {
+        return String::new();
+    }
+    let mut waiting = String::from(
+        "# HELP orderly_queue_group_waiting Jobs waiting in a group: the groups with the largest \
+         backlogs by name, all others summed as the group _other.\n\
+         # TYPE orderly_queue_group_waiting gauge\n",
+    );
+    let mut running = String::from(
+        "# HELP orderly_queue_group_running Jobs of a group running now, for the groups named in \
+         orderly_queue_group_waiting.\n\
+         # TYPE orderly_queue_group_running gauge\n",
+    );
+    for (queue, groups) in queues {
+        let queue = escape_label(queue);
+        let mut named = 0u64;
+        for group in groups.top.iter().take(GROUP_SERIES) {
+            // A group really called `_other` is summed with the others: one series per label.
+            if group.key == OTHER_GROUPS {
+                continue;
+            }
+            named += group.waiting;
+            let key = escape_label(&group.key);
+            let _ = writeln!(
+                waiting,
+                "orderly_queue_group_waiting{{queue=\"{queue}\",group=\"{key}\"}} {}",
+                group.waiting
+            );
+            let _ = writeln!(
+                running,
+                "orderly_queue_group_running{{queue=\"{queue}\",group=\"{key}\"}} {}",
+                group.running
+            );
+        }
+        let others = groups.waiting.saturating_sub(named);
+        let _ = writeln!(
+            waiting,
+            "orderly_queue_group_waiting{{queue=\"{queue}\",group=\"{OTHER_GROUPS}\"}} {others}"
+        );
+    }
+    waiting + &running
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::GroupStatus;
+
+    fn group(key: &str, waiting: u64, running: u64) -> GroupStatus {
+        GroupStatus {
+            key: key.to_owned(),
+            waiting,
+            running,
+            state: "ready".to_owned(),
+            waiting_until_ms: None,
+            breaker: None,
+        }
+    }
+
+    #[test]
+    fn group_gauges_name_the_top_groups_and_sum_the_rest() {
+        let groups = GroupsOverview {
+            groups_with_backlog: 4,
+            waiting: 20,
+            top: vec![group("a\"b", 9, 2), group(OTHER_GROUPS, 4, 0)],
+            others_waiting: 7,
+            open_breakers: Vec::new(),
+        };
+        let text = render_group_gauges(&[("webhooks", groups)]);
+        assert!(
+            text.contains("# TYPE orderly_queue_group_waiting gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("orderly_queue_group_waiting{queue=\"webhooks\",group=\"a\\\"b\"} 9\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("orderly_queue_group_running{queue=\"webhooks\",group=\"a\\\"b\"} 2\n"),
+            "{text}"
+        );
+        // The real group called `_other` is summed with the groups not named.
+        assert!(
+            text.contains("orderly_queue_group_waiting{queue=\"webhooks\",group=\"_other\"} 11\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("group=\"_other\"").count(), 1, "{text}");
+        assert_eq!(render_group_gauges(&[]), "");
     }
 }

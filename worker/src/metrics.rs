@@ -24,7 +24,7 @@ pub async fn serve(listener: tokio::net::TcpListener, services: Services, stop: 
 }
 
 async fn render(State(services): State<Services>) -> impl IntoResponse {
-    orderly::queue::metrics::record_queue_gauges(
+    let body = orderly::queue::metrics::scrape(
         &services.queue,
         &services.outbox,
         &orderly::jobs::QUEUE_NAMES,
@@ -35,6 +35,6 @@ async fn render(State(services): State<Services>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        orderly::queue::metrics::prometheus().render(),
+        body,
     )
 }

@@ -1,5 +1,5 @@
 //! The JSON read API for scripts, under `/admin/api/`: the overview, a queue's jobs in one state,
-//! one job, the schedules. The queue engine's read models as they are (a schedule with the state
+//! one job, a queue's groups, one group with its waiting jobs, the schedules. The queue engine's read models as they are (a schedule with the state
 //! of its last job beside it); admin cookie or bearer token (no CSRF, nothing here changes
 //! anything); errors in the one error shape.
 
@@ -8,7 +8,7 @@ use orderly::{
     error::AppError,
     jobs::{QUEUE_NAMES, queue_named},
     queue::{
-        inspect::{self, JobDetail, JobPage, Overview},
+        inspect::{self, GroupStatus, GroupsOverview, JobDetail, JobPage, Overview},
         schedule::ScheduleView,
     },
 };
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dashboard::{
-        chart::CHART_MINUTES, format::parse_state_key, queue::PAGE_SIZE, schedules::read_schedules,
-        session::ApiAdmin,
+        chart::CHART_MINUTES, format::parse_state_key, groups::GROUPS_SHOWN, list::PAGE_SIZE,
+        schedules::read_schedules, session::ApiAdmin,
     },
     extract::Path,
     state::AppState,
@@ -93,6 +93,65 @@ pub async fn api_job(
         .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found("no such job"))
+}
+
+/// Query of the JSON groups overview.
+#[derive(Debug, Deserialize)]
+pub struct GroupsQuery {
+    /// Groups listed by backlog, 1 to 1000 (default 10).
+    top: Option<usize>,
+}
+
+/// `GET /admin/api/queues/{queue}/groups?top=10`: the groups with the largest backlogs, the rest
+/// summed, and every open breaker. (Jobs waiting in groups are not in the `waiting` job list.)
+pub async fn api_groups(
+    State(state): State<AppState>,
+    ApiAdmin(_): ApiAdmin,
+    Path(queue): Path<String>,
+    crate::extract::Query(query): crate::extract::Query<GroupsQuery>,
+) -> Result<Json<GroupsOverview>, AppError> {
+    let queue = api_queue(&queue)?;
+    let top = query.top.unwrap_or(GROUPS_SHOWN).clamp(1, 1000);
+    Ok(Json(state.services.queue.groups(queue, top).await?))
+}
+
+/// Query of the JSON group: a page of its waiting jobs.
+#[derive(Debug, Deserialize)]
+pub struct GroupJobsQuery {
+    /// Rows to skip.
+    #[serde(default)]
+    offset: u64,
+    /// Rows to return, 1 to 200 (default 25).
+    limit: Option<u64>,
+}
+
+/// One group: its status and a page of its waiting jobs, next to run first.
+#[derive(Debug, Serialize)]
+pub struct GroupDetail {
+    /// Backlog, running jobs, state, breaker.
+    pub group: GroupStatus,
+    /// Its waiting jobs.
+    pub jobs: JobPage,
+}
+
+/// `GET /admin/api/queues/{queue}/groups/{key}?offset=0&limit=25`.
+pub async fn api_group(
+    State(state): State<AppState>,
+    ApiAdmin(_): ApiAdmin,
+    Path((queue, key)): Path<(String, String)>,
+    crate::extract::Query(query): crate::extract::Query<GroupJobsQuery>,
+) -> Result<Json<GroupDetail>, AppError> {
+    let queue = api_queue(&queue)?;
+    if key.is_empty() || key.len() > orderly::queue::JobGroup::MAX_KEY_BYTES {
+        return Err(AppError::not_found("no such group"));
+    }
+    let limit = query.limit.unwrap_or(PAGE_SIZE).clamp(1, 200);
+    let engine = &state.services.queue;
+    let (group, jobs) = tokio::try_join!(
+        engine.group(queue, &key),
+        engine.group_jobs(queue, &key, query.offset, limit)
+    )?;
+    Ok(Json(GroupDetail { group, jobs }))
 }
 
 /// A schedule and what became of its last job.

@@ -1,10 +1,12 @@
 //! How times, durations, ids and job states read on every page: short human durations, points
 //! in time for `<time>` elements (absolute and relative), shortened ids for buttons and
-//! questions, and the names job states go by in URLs and tabs.
+//! questions, the names job states go by in URLs and tabs, and where a group's page is.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use orderly::queue::JobState;
 use serde::Serialize;
+
+use crate::dashboard::session::urlencode_segment;
 
 /// `3m 12s`, `1h 04m`, `2d 3h`: short enough for a table cell, precise enough to act on.
 pub fn human_duration(ms: u64) -> String {
@@ -32,6 +34,8 @@ pub struct Moment {
     pub text: String,
     /// `3m 12s ago` or `in 5m 00s`.
     pub relative: String,
+    /// `12:03:04` (UTC): the time of day alone, for "waiting until …" within the hour.
+    pub clock: String,
 }
 
 /// `ms` since the epoch as a [`Moment`] seen from `now_ms`.
@@ -46,6 +50,7 @@ pub fn moment(ms: i64, now_ms: i64) -> Option<Moment> {
         } else {
             format!("in {}", human_duration(delta.unsigned_abs()))
         },
+        clock: at.format("%H:%M:%S").to_string(),
     })
 }
 
@@ -56,6 +61,11 @@ pub fn short_id(id: &str) -> String {
     } else {
         id.to_owned()
     }
+}
+
+/// A group's page (the key is one path segment, whatever it holds).
+pub fn group_url(queue: &str, key: &str) -> String {
+    format!("/admin/queues/{queue}/groups/{}", urlencode_segment(key))
 }
 
 /// The job-list tabs of a queue page: URL key, engine state, label.

@@ -65,13 +65,13 @@ pub struct PageQuery {
     n: Option<u64>,
     /// Queue page: the state listed.
     pub(super) state: Option<String>,
-    /// Queue page: 1-based page number.
+    /// Queue and group pages: 1-based page number.
     pub(super) page: Option<u64>,
 }
 
 impl PageQuery {
     /// The query that renders a page's live part (what the live stream sends): `state` and
-    /// `page` are the queue page's list, `None` elsewhere.
+    /// `page` are the queue page's list (`page` also a group page's), `None` elsewhere.
     pub(super) fn live_part(state: Option<String>, page: Option<u64>) -> Self {
         Self {
             live: Some(1),
@@ -105,6 +105,14 @@ impl PageQuery {
             "purge-dead" => format!("{n} dead {} deleted.", plural("job")),
             "purge-completed" => format!("{n} completed {} deleted.", plural("job")),
             "unchanged" => "Nothing changed: the job was no longer in that state.".to_owned(),
+            "close-breaker" => {
+                "Breaker closed: the group's jobs may run again now. If they keep failing, it \
+                 opens again."
+                    .to_owned()
+            }
+            "breaker-unchanged" => {
+                "Nothing changed: the group's breaker had already closed.".to_owned()
+            }
             "schedule-run" => {
                 "Schedule's job enqueued: it runs as soon as a worker takes it.".to_owned()
             }

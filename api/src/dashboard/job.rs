@@ -1,5 +1,5 @@
-//! A job's page, `/admin/queues/{queue}/jobs/{id}`: its state, timestamps, payload, retry policy
-//! and every failed attempt, and the operator actions on it (retry a dead job, run a scheduled
+//! A job's page, `/admin/queues/{queue}/jobs/{id}`: its state, timestamps, payload, retry policy,
+//! its group (linked to the group's page) and every failed attempt, and the operator actions on it (retry a dead job, run a scheduled
 //! one now, delete), each offered only in the states where it applies.
 
 use axum::{
@@ -14,7 +14,7 @@ use crate::{
     dashboard::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         format::state_key,
-        format::{Moment, moment, short_id},
+        format::{Moment, group_url, moment, short_id},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
@@ -55,7 +55,11 @@ pub async fn job_page(
         Some(queue),
     );
     frame.notice = query.notice();
-    let list_url = format!("/admin/queues/{queue}?state={}", job.state);
+    // A grouped job waits in its group's list, not in the queue's.
+    let list_url = match &job.group {
+        Some(group) if job.state == "waiting" => group.url.clone(),
+        _ => format!("/admin/queues/{queue}?state={}", job.state),
+    };
     let read_at = moment(now, now);
     render(
         StatusCode::OK,
@@ -238,6 +242,10 @@ pub struct JobView {
     pub unique_key: Option<String>,
     /// Lease holder (or last holder).
     pub worker: Option<String>,
+    /// Its group, if it has one.
+    pub group: Option<GroupLink>,
+    /// Its group is ordered: it runs alone in it, in the order it was added.
+    pub ordered: bool,
     /// Label and time of each timestamp the job has.
     pub timestamps: Vec<(&'static str, Moment)>,
     /// Every recorded failed attempt, newest first.
@@ -254,6 +262,15 @@ pub struct JobView {
     pub cancel_note: Option<String>,
     /// Allowed actions.
     pub actions: Vec<Action>,
+}
+
+/// A job's group and the group's page.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupLink {
+    /// The group key.
+    pub key: String,
+    /// The group's page.
+    pub url: String,
 }
 
 /// A job's last reported progress.
@@ -309,6 +326,11 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         request_id: job.request_id.clone(),
         unique_key: job.unique_key.clone(),
         worker: job.worker.clone(),
+        group: job.group.as_ref().map(|key| GroupLink {
+            key: key.clone(),
+            url: group_url(&job.queue, key),
+        }),
+        ordered: job.ordered,
         timestamps,
         errors,
         payload: serde_json::to_string_pretty(&job.payload).unwrap_or_default(),

@@ -17,7 +17,7 @@
 //! and the stream goes on.
 //!
 //! Only our own pages are rendered: `page` must be the path (and query) of the overview, a queue
-//! page, a job page or the schedules page, and is rendered by calling that page's handler, never
+//! page, a group page, a job page or the schedules page, and is rendered by calling that page's handler, never
 //! by fetching a URL; anything else is the dashboard's 404 page. The session is checked as for
 //! the pages; an anonymous request is sent to the login form, which then returns to `page`.
 //!
@@ -52,10 +52,10 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     dashboard::{
         frame::{PageQuery, known_queue},
-        job, overview, queue,
+        groups, job, overview, queue,
         render::{error_page, with_headers},
         schedules,
-        session::{AdminSession, PageAdmin, urlencode},
+        session::{AdminSession, PageAdmin, urlencode, urlencode_segment},
     },
     extract::Path,
     state::AppState,
@@ -94,6 +94,12 @@ enum LivePage {
     },
     /// `/admin/queues/{queue}/jobs/{id}`.
     Job { queue: String, id: String },
+    /// `/admin/queues/{queue}/groups/{key}?page=…`.
+    Group {
+        queue: String,
+        key: String,
+        page: Option<u64>,
+    },
     /// `/admin/schedules`.
     Schedules,
 }
@@ -133,6 +139,20 @@ impl LivePage {
                 queue: decode(queue)?,
                 id: decode(id)?,
             },
+            ["queues", queue, "groups", key] => {
+                let mut page = None;
+                for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if name == "page" {
+                        page = Some(value.parse().ok()?);
+                    }
+                }
+                Self::Group {
+                    queue: decode(queue)?,
+                    key: percent_decode_str(key).decode_utf8().ok()?.into_owned(),
+                    page,
+                }
+            }
             _ => return None,
         })
     }
@@ -159,6 +179,17 @@ impl LivePage {
             }
             Self::Job { queue, id } => {
                 format!("/admin/queues/{}/jobs/{}", urlencode(queue), urlencode(id))
+            }
+            Self::Group { queue, key, page } => {
+                let path = format!(
+                    "/admin/queues/{}/groups/{}",
+                    urlencode(queue),
+                    urlencode_segment(key)
+                );
+                match page {
+                    Some(page) => format!("{path}?page={page}"),
+                    None => path,
+                }
             }
         }
     }
@@ -190,6 +221,15 @@ impl LivePage {
                     admin,
                     Path((queue.clone(), id.clone())),
                     Query(PageQuery::live_part(None, None)),
+                )
+                .await
+            }
+            Self::Group { queue, key, page } => {
+                groups::group_page(
+                    app,
+                    admin,
+                    Path((queue.clone(), key.clone())),
+                    Query(PageQuery::live_part(None, *page)),
                 )
                 .await
             }
@@ -481,6 +521,16 @@ mod tests {
                 id: "a b?".into(),
             })
         );
+        assert_eq!(
+            LivePage::parse(
+                "/admin/queues/webhooks/groups/ep%2F1+x?page=2&live=1&done=close-breaker"
+            ),
+            Some(LivePage::Group {
+                queue: "webhooks".into(),
+                key: "ep/1+x".into(),
+                page: Some(2),
+            })
+        );
         for refused in [
             "",
             "/",
@@ -490,6 +540,8 @@ mod tests {
             "/admin/api/overview",
             "/admin/queues/emails/pause",
             "/admin/queues/emails/jobs/x/retry",
+            "/admin/queues/webhooks/groups/x/close-breaker",
+            "/admin/queues/webhooks/groups/x?page=x",
             "/admin/queues/emails?page=x",
             "https://example.com/admin/queues",
             "//example.com/admin/queues",
@@ -506,6 +558,8 @@ mod tests {
             "/admin/schedules",
             "/admin/queues/emails?state=dead&page=2",
             "/admin/queues/emails/jobs/a%20b%3F",
+            "/admin/queues/webhooks/groups/ep%2F1%20x",
+            "/admin/queues/webhooks/groups/ep-1?page=3",
         ] {
             assert_eq!(LivePage::parse(url).unwrap().url(), url);
         }
@@ -528,6 +582,7 @@ mod tests {
             include_str!("templates/overview_live.html"),
             include_str!("templates/queue_live.html"),
             include_str!("templates/job_live.html"),
+            include_str!("templates/group_live.html"),
             include_str!("templates/schedules_live.html"),
         ] {
             let at = template.rfind(READ_AT_LINE).expect("a Read at line");

@@ -1,8 +1,9 @@
 //! The job-queue dashboard for operators, under `/admin` (admins only): an overview of every
 //! queue (counts per state and priority, oldest waiting age, an hour of throughput, live
-//! workers, outbox backlog), a page per queue with its jobs per state, a page per job, the
-//! recurring schedules, and the operator actions (retry, retry all dead, delete, run now,
-//! pause/resume, purge), each behind a confirmation and a CSRF token.
+//! workers, outbox backlog), a page per queue with its jobs per state and its job groups, a page
+//! per group and per job, the recurring schedules, and the operator actions (retry, retry all
+//! dead, delete, run now, pause/resume, purge, close a group's breaker), each behind a
+//! confirmation and a CSRF token.
 //!
 //! Server-rendered HTML (minijinja templates compiled into the binary) with one small script of
 //! our own for live updates (one Server-Sent Events stream per open page, sending the page's
@@ -14,6 +15,8 @@
 //!
 //! - [`overview`]: every queue, the throughput chart, live workers, the outbox backlog.
 //! - [`queue`]: one queue's jobs per state, and the actions on the whole queue.
+//! - [`groups`]: a queue's job groups (limits, backlogs, breakers), one group's page, closing a
+//!   breaker.
 //! - [`job`]: one job, and the actions on it.
 //! - [`schedules`]: every recurring schedule, its next and last run, run now, pause/resume.
 //! - [`search`]: find a job by id.
@@ -21,15 +24,16 @@
 //! - [`api`]: the JSON read API for scripts.
 //!
 //! And what they share: [`live`] (the live-update stream of every page, and the one watcher per
-//! process that wakes it), [`frame`] (navigation, CSRF token, notice, live URL), [`actions`] (the
-//! action buttons, the CSRF check and confirmation in front of every action), [`chart`] (the
-//! throughput chart), [`format`] (durations, times, ids), [`render`] (templates, security
-//! headers, the error page), [`assets`] (the stylesheet and script), [`session`] (cookie login,
-//! admin check, CSRF).
+//! process that wakes it), [`frame`] (navigation, CSRF token, notice, live URL), [`list`] (job
+//! lists: rows and pager), [`actions`] (the action buttons, the CSRF check and confirmation in
+//! front of every action), [`chart`] (the throughput chart), [`format`] (durations, times, ids),
+//! [`render`] (templates, security headers, the error page), [`assets`] (the stylesheet and
+//! script), [`session`] (cookie login, admin check, CSRF).
 //!
 //! JSON for scripts: `/admin/api/overview`, `/admin/api/queues/{queue}/jobs?state=…`,
-//! `/admin/api/queues/{queue}/jobs/{id}`, `/admin/api/schedules` (cookie or admin bearer token;
-//! errors in the one error shape).
+//! `/admin/api/queues/{queue}/jobs/{id}`, `/admin/api/queues/{queue}/groups`,
+//! `/admin/api/queues/{queue}/groups/{key}`, `/admin/api/schedules` (cookie or admin bearer
+//! token; errors in the one error shape).
 
 pub mod actions;
 pub mod api;
@@ -37,8 +41,10 @@ pub mod assets;
 pub mod chart;
 pub mod format;
 pub mod frame;
+pub mod groups;
 pub mod hub;
 pub mod job;
+pub mod list;
 pub mod live;
 pub mod login;
 pub mod overview;
@@ -81,6 +87,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/queues/{queue}/{action}", post(queue::queue_action))
         .route("/admin/queues/{queue}/jobs/{id}", get(job::job_page))
         .route(
+            "/admin/queues/{queue}/groups/{key}",
+            get(groups::group_page),
+        )
+        .route(
+            "/admin/queues/{queue}/groups/{key}/{action}",
+            post(groups::group_action),
+        )
+        .route(
             "/admin/queues/{queue}/jobs/{id}/{action}",
             post(job::job_action),
         )
@@ -92,6 +106,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/api/overview", get(api::api_overview))
         .route("/admin/api/queues/{queue}/jobs", get(api::api_jobs))
         .route("/admin/api/queues/{queue}/jobs/{id}", get(api::api_job))
+        .route("/admin/api/queues/{queue}/groups", get(api::api_groups))
+        .route(
+            "/admin/api/queues/{queue}/groups/{key}",
+            get(api::api_group),
+        )
         .route("/admin/api/schedules", get(api::api_schedules))
         .route("/admin/static/dashboard.css", get(assets::stylesheet))
         .route("/admin/static/dashboard.js", get(assets::script))

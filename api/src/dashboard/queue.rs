@@ -1,7 +1,11 @@
 //! A queue's page, `/admin/queues/{queue}`: its row (counts, the last hour, workers), its
-//! throughput chart, its jobs in one state per tab with a pager, and the operator actions on the
-//! whole queue (pause, resume, retry all dead, purge). Also the queue row the overview lists and
-//! the job-list rows with the actions allowed in each state.
+//! throughput chart, its groups (when it has any: see [`super::groups`]), its jobs in one state
+//! per tab with a pager (see [`super::list`]), and the operator actions on the whole queue
+//! (pause, resume, retry all dead, purge). Also the queue row the overview lists.
+//!
+//! Jobs waiting in groups count in the queue's waiting total but wait in their group, not in its
+//! waiting list: the list and its pager cover the jobs without a group, and the Groups section
+//! and the group pages list the others.
 
 use axum::{
     extract::{Query, State, rejection::FormRejection},
@@ -12,7 +16,7 @@ use orderly::{
     error::AppError,
     queue::{
         JobState, QueueLimits,
-        inspect::{JobDetail, MinuteStats, QueueCounts},
+        inspect::{MinuteStats, QueueCounts},
     },
 };
 use serde::Serialize;
@@ -21,18 +25,16 @@ use crate::{
     dashboard::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         chart::{CHART_MINUTES, chart},
-        format::{Moment, STATE_TABS, human_duration, moment, parse_state_key, state_key},
+        format::{STATE_TABS, human_duration, moment, parse_state_key, state_key},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
-        job::job_actions,
+        groups::{group_limits_badge, groups_section, has_groups},
+        list::{JobRow, PAGE_SIZE, Pager, job_row, pager_with},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
     },
     extract::Path,
     state::AppState,
 };
-
-/// Jobs per page of a queue's job list.
-pub const PAGE_SIZE: u64 = 25;
 
 /// `GET /admin/queues/{queue}?state=dead&page=2`: one queue's jobs in one state.
 pub async fn queue_page(
@@ -54,6 +56,8 @@ pub async fn queue_page(
     };
     let key = state_key(job_state);
     let engine = &state.services.queue;
+    let limits = engine.limits(queue);
+    let now = chrono::Utc::now().timestamp_millis();
     let read = async {
         let (summaries, workers) = engine.summaries(&[queue], CHART_MINUTES).await?;
         let summary = summaries
@@ -65,26 +69,32 @@ pub async fn queue_page(
             .div_ceil(PAGE_SIZE)
             .max(1);
         let page = query.page.unwrap_or(1).clamp(1, last_page);
-        let list = engine
-            .list(queue, job_state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
-            .await?;
-        Ok::<_, AppError>((summary, workers, page, list))
+        let list = async {
+            Ok::<_, AppError>(
+                engine
+                    .list(queue, job_state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+                    .await?,
+            )
+        };
+        let groups = async {
+            if has_groups(&summary.counts, limits.group) {
+                groups_section(&state, &session, queue, now).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (list, groups) = tokio::try_join!(list, groups)?;
+        Ok::<_, AppError>((summary, workers, page, list, groups))
     };
-    let (summary, workers, page, list) = match read.await {
+    let (summary, workers, page, list, groups) = match read.await {
         Ok(read) => read,
         Err(error) => return app_error_page(error),
     };
-    let now = chrono::Utc::now().timestamp_millis();
     let serving = workers
         .iter()
         .filter(|w| w.queues.iter().any(|q| q == queue))
         .count();
-    let row = queue_row(
-        &summary.counts,
-        &summary.throughput,
-        serving,
-        state.services.queue.limits(queue),
-    );
+    let row = queue_row(&summary.counts, &summary.throughput, serving, limits);
     let chart = chart(&summary.throughput);
     let tabs = tabs(&summary.counts, job_state);
     let jobs: Vec<JobRow> = list
@@ -113,13 +123,14 @@ pub async fn queue_page(
         } else {
             "queue.html"
         },
-        minijinja::context! { frame, queue => row, chart, tabs, jobs, pager, state_key => key, state_label, read_at },
+        minijinja::context! { frame, queue => row, chart, groups, tabs, jobs, pager, state_key => key, state_label, read_at },
     )
 }
 
+/// Jobs in `state` that its list shows (waiting: those without a group).
 fn state_total(counts: &QueueCounts, state: JobState) -> u64 {
     match state {
-        JobState::Ready => counts.waiting,
+        JobState::Ready => counts.waiting.saturating_sub(counts.waiting_in_groups),
         JobState::Scheduled => counts.scheduled,
         JobState::Active => counts.active,
         JobState::Completed => counts.completed,
@@ -239,10 +250,14 @@ pub struct QueueRow {
     pub url: String,
     /// Claiming paused.
     pub paused: bool,
-    /// Waiting in total.
+    /// Waiting in total, in groups or not.
     pub waiting: u64,
-    /// Non-empty priorities.
+    /// Non-empty priorities of the jobs waiting without a group.
     pub by_priority: Vec<PriorityCount>,
+    /// Of `waiting`, the jobs waiting in groups (listed per group, not in the waiting list).
+    pub waiting_in_groups: u64,
+    /// Groups whose circuit breaker is open or probing.
+    pub open_breakers: u64,
     /// Scheduled (delayed, backing off).
     pub scheduled: u64,
     /// Leased by a worker now (the engine's `active` state).
@@ -251,7 +266,7 @@ pub struct QueueRow {
     pub completed: u64,
     /// Failed for good; kept until an operator retries or purges them.
     pub dead: u64,
-    /// Age of the oldest waiting job, readable (`—` when none waits).
+    /// Age of the oldest waiting job without a group, readable (`—` when none waits).
     pub oldest_waiting: String,
     /// The same in ms (for sorting and tests).
     pub oldest_waiting_ms: u64,
@@ -263,6 +278,9 @@ pub struct QueueRow {
     pub workers: usize,
     /// Its fleet-wide flow control, readable (`at most 40/s, 2 running`); `None` without.
     pub limits: Option<String>,
+    /// What holds for each of its groups (`per group: at most 4 running; breaker after 5`);
+    /// `None` without.
+    pub group_limits: Option<String>,
     /// Pause/resume, retry all dead, purge.
     pub actions: Vec<Action>,
 }
@@ -289,11 +307,14 @@ pub fn queue_row(
                 count: *count,
             })
             .collect(),
+        waiting_in_groups: counts.waiting_in_groups,
+        open_breakers: counts.open_breakers,
         scheduled: counts.scheduled,
         running: counts.active,
         completed: counts.completed,
         dead: counts.dead,
-        oldest_waiting: if counts.waiting == 0 {
+        // The engine knows the age of the oldest job without a group only.
+        oldest_waiting: if counts.waiting.saturating_sub(counts.waiting_in_groups) == 0 {
             "—".into()
         } else {
             human_duration(counts.oldest_waiting_ms)
@@ -303,6 +324,7 @@ pub fn queue_row(
         failed_hour: throughput.iter().map(|m| m.failed).sum(),
         workers,
         limits: limits_text(limits),
+        group_limits: group_limits_badge(limits.group),
         actions: queue_actions(counts),
     }
 }
@@ -316,72 +338,6 @@ fn limits_text(limits: QueueLimits) -> Option<String> {
         .chain(limits.concurrency.map(|cap| format!("{cap} running")))
         .collect();
     (!parts.is_empty()).then(|| format!("at most {}", parts.join(", ")))
-}
-
-/// One job in a list.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobRow {
-    /// Job id.
-    pub id: String,
-    /// Its detail page.
-    pub url: String,
-    /// Job kind.
-    pub kind: String,
-    /// Priority 0..=9.
-    pub priority: u8,
-    /// `attempts/max`.
-    pub attempts: String,
-    /// What the time column means in this state (`enqueued`, `due`, `started`, `finished`).
-    pub when_label: &'static str,
-    /// That time.
-    pub when: Option<Moment>,
-    /// The last error, shortened.
-    pub error: Option<String>,
-    /// The worker holding it (running jobs).
-    pub worker: Option<String>,
-    /// Actions allowed in its state.
-    pub actions: Vec<Action>,
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() > max {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A list row of `job`, in `state`, seen at `now_ms`.
-pub fn job_row(job: &JobDetail, state: JobState, now_ms: i64) -> JobRow {
-    let (when_label, when_ms) = match state {
-        JobState::Ready => ("enqueued", job.enqueued_at_ms.or(job.created_at_ms)),
-        JobState::Scheduled => ("due", job.run_at_ms),
-        JobState::Active => ("started", job.started_at_ms),
-        JobState::Completed | JobState::Dead | JobState::Cancelled => {
-            ("finished", job.finished_at_ms)
-        }
-    };
-    JobRow {
-        url: format!("/admin/queues/{}/jobs/{}", job.queue, urlencode(&job.id)),
-        id: job.id.clone(),
-        kind: job.kind.clone(),
-        priority: job.priority,
-        attempts: format!("{}/{}", job.attempts, job.max_attempts),
-        when_label,
-        when: when_ms.and_then(|ms| moment(ms, now_ms)),
-        error: if state == JobState::Cancelled {
-            job.cancel_reason.as_deref().map(|r| shorten(r, 160))
-        } else {
-            job.last_error
-                .as_deref()
-                .filter(|_| state != JobState::Completed)
-                .map(|e| shorten(e, 160))
-        },
-        worker: (state == JobState::Active)
-            .then(|| job.worker.clone())
-            .flatten(),
-        actions: job_actions(&job.queue, &job.id, state.set_name()),
-    }
 }
 
 /// Actions on a whole queue.
@@ -480,37 +436,12 @@ pub fn tabs(counts: &QueueCounts, current: JobState) -> Vec<Tab> {
         .collect()
 }
 
-/// Previous/next links of a job list.
-#[derive(Debug, Clone, Serialize)]
-pub struct Pager {
-    /// First row shown (1-based), 0 when empty.
-    pub from: u64,
-    /// Last row shown.
-    pub to: u64,
-    /// Rows in total.
-    pub total: u64,
-    /// Page number (1-based).
-    pub page: u64,
-    /// Pages in total.
-    pub pages: u64,
-    /// Link to the previous page.
-    pub prev_url: Option<String>,
-    /// Link to the next page.
-    pub next_url: Option<String>,
-}
-
-/// The pager of page `page` (1-based) of `total` rows.
+/// The pager of page `page` (1-based) of `total` rows of the `key` state's list.
 pub fn pager(queue: &str, key: &str, page: u64, shown: usize, total: u64) -> Pager {
-    let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let offset = (page - 1) * PAGE_SIZE;
-    let link = |p: u64| format!("/admin/queues/{queue}?state={key}&page={p}");
-    Pager {
-        from: if shown == 0 { 0 } else { offset + 1 },
-        to: offset + shown as u64,
-        total,
+    pager_with(
+        |p| format!("/admin/queues/{queue}?state={key}&page={p}"),
         page,
-        pages,
-        prev_url: (page > 1).then(|| link(page - 1)),
-        next_url: (page < pages).then(|| link(page + 1)),
-    }
+        shown,
+        total,
+    )
 }

@@ -285,6 +285,12 @@ pub fn safe_return_path(candidate: Option<&str>) -> String {
     }
 }
 
+/// Percent-encodes one path segment: as [`urlencode`], and `/` too, so a value holding a slash
+/// (a group key) stays one segment.
+pub fn urlencode_segment(value: &str) -> String {
+    urlencode(value).replace('/', "%2F")
+}
+
 /// Percent-encodes a query parameter value.
 pub fn urlencode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

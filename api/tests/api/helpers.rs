@@ -592,6 +592,73 @@ impl TestApp {
         id
     }
 
+    /// Enqueues `n` webhook deliveries in group `group` on the `webhooks` queue (straight to the
+    /// engine, as the outbox would push them; their delivery rows do not exist, so nothing here
+    /// should run them) and returns their ids, in the order they were added.
+    pub async fn enqueue_grouped_webhooks(&self, group: &str, n: usize) -> Vec<String> {
+        let specs: Vec<orderly::queue::JobSpec> = (0..n)
+            .map(|_| {
+                orderly::queue::JobSpec::new(
+                    "webhooks",
+                    "webhook.deliver",
+                    json!({"delivery_id": Uuid::now_v7()}),
+                )
+                .with_id(Uuid::now_v7().to_string())
+                .in_group(orderly::queue::JobGroup::new(group))
+            })
+            .collect();
+        let added = self.services.queue.enqueue(&specs).await.expect("enqueue");
+        assert!(added.iter().all(|a| *a), "every job was new");
+        specs.into_iter().map(|spec| spec.id).collect()
+    }
+
+    /// Opens the breaker of webhook group `group`, as a worker whose deliveries to it keep
+    /// failing would: claims its jobs and fails them with `error` (each to be retried at once)
+    /// until the engine's breaker threshold is reached. Call it while no worker serves the queue
+    /// and no other group has jobs waiting (claims rotate between groups).
+    pub async fn open_webhook_breaker(&self, group: &str, error: &str) {
+        let engine = &self.services.queue;
+        let breaker = engine
+            .limits("webhooks")
+            .group
+            .breaker
+            .expect("the webhooks queue has a breaker per endpoint");
+        for _ in 0..breaker.failures {
+            let claim = engine
+                .claim(
+                    "webhooks",
+                    "test-claimer",
+                    1,
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                .expect("claim");
+            let job = claim.jobs.into_iter().next().expect("a job of the group");
+            let detail = engine
+                .job("webhooks", &job.id)
+                .await
+                .expect("read")
+                .expect("job");
+            assert_eq!(
+                detail.group.as_deref(),
+                Some(group),
+                "only {group} has jobs waiting"
+            );
+            assert!(
+                engine
+                    .fail(&job, error, Some(std::time::Duration::ZERO))
+                    .await
+                    .expect("fail")
+            );
+        }
+        let status = engine.group("webhooks", group).await.expect("group");
+        assert_eq!(
+            status.breaker.map(|b| b.state).as_deref(),
+            Some("open"),
+            "the breaker of {group} opened"
+        );
+    }
+
     /// Signs in on the dashboard's login form like a browser and returns the session cookie
     /// (`orderly_admin=<token>`).
     pub async fn dashboard_login(&self, email: &str, password: &str) -> Response {

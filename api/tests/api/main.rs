@@ -6,6 +6,7 @@ mod helpers;
 
 mod dashboard_auth;
 mod dashboard_browser;
+mod dashboard_groups;
 mod dashboard_live;
 mod dashboard_schedules;
 mod deploy;

@@ -1,6 +1,7 @@
 //! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, the numbers
-//! move when jobs run, and cache reads are counted by the tier that answered them. (nextest runs every test in a process of its own, so the process-wide
-//! recorder holds only this test's numbers.)
+//! move when jobs run, cache reads are counted by the tier that answered them, and per-group
+//! series stay bounded (the ten largest backlogs named, the rest summed). (nextest runs every
+//! test in a process of its own, so the process-wide recorder holds only this test's numbers.)
 
 use std::{collections::HashMap, time::Duration};
 
@@ -362,5 +363,152 @@ async fn queue_limits_show_in_metrics_and_on_the_dashboard(pool: PgPool) {
         .replace("&#x2f;", "/");
     assert!(overview.contains("at most 40/s"), "{overview}");
     assert!(overview.contains("at most 2 running"));
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn group_series_name_the_ten_largest_backlogs_and_sum_the_rest(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let engine = &app.services.queue;
+    // Twelve groups on the webhooks queue, g01 with 2 waiting jobs up to g12 with 24 (even
+    // backlogs: taking one job below makes no tie): 156 jobs.
+    for i in 1..=12 {
+        app.enqueue_grouped_webhooks(&format!("g{i:02}"), 2 * i)
+            .await;
+    }
+    // One job runs (claims rotate between groups: whichever group is first in turn).
+    let claim = engine
+        .claim("webhooks", "test-claimer", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let running = engine
+        .job("webhooks", &claim.jobs[0].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .group
+        .unwrap();
+
+    let samples = scrape(&app.client, &app.url("/metrics")).await;
+    let group_series = |samples: &HashMap<String, f64>, name: &str| -> Vec<String> {
+        samples
+            .keys()
+            .filter(|s| s.starts_with(&format!("{name}{{")) && s.contains("queue=\"webhooks\""))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        group_series(&samples, "orderly_queue_group_waiting").len(),
+        11,
+        "10 named groups and _other"
+    );
+    assert_eq!(
+        group_series(&samples, "orderly_queue_group_running").len(),
+        10
+    );
+    // What the engine holds, largest backlog first: the expected series.
+    let mut backlogs: Vec<(String, u64)> = (1..=12u64)
+        .map(|i| {
+            let key = format!("g{i:02}");
+            let n = 2 * i - u64::from(key == running);
+            (key, n)
+        })
+        .collect();
+    backlogs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (key, n) in &backlogs[..10] {
+        let labels = format!(r#"{{group="{key}",queue="webhooks"}}"#);
+        assert_eq!(
+            samples.get(&format!("orderly_queue_group_waiting{labels}")),
+            Some(&(*n as f64)),
+            "{key} waiting"
+        );
+        assert_eq!(
+            samples.get(&format!("orderly_queue_group_running{labels}")),
+            Some(&if *key == running { 1.0 } else { 0.0 }),
+            "{key} running"
+        );
+    }
+    let others: u64 = backlogs[10..].iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_group_waiting{group="_other",queue="webhooks"}"#
+        ),
+        others as f64
+    );
+    for (key, _) in &backlogs[10..] {
+        assert!(
+            !samples
+                .keys()
+                .any(|s| s.contains(&format!("group=\"{key}\""))),
+            "{key} is summed in _other"
+        );
+    }
+    // The queue's waiting gauge counts the grouped jobs; no breaker is open.
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_jobs{priority="grouped",queue="webhooks",state="waiting"}"#
+        ),
+        155.0
+    );
+    let waiting_in_all: f64 = samples
+        .iter()
+        .filter(|(s, _)| {
+            s.starts_with("orderly_queue_jobs{")
+                && s.contains("queue=\"webhooks\"")
+                && s.contains("state=\"waiting\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        waiting_in_all, 155.0,
+        "summing over priorities counts every job"
+    );
+    assert_eq!(
+        value(&samples, r#"orderly_queue_breakers_open{queue="webhooks"}"#),
+        0.0
+    );
+    assert!(samples.contains_key(r#"orderly_queue_breakers_open{queue="emails"}"#));
+    // A queue without groups or group limits has no group series.
+    assert!(
+        !samples
+            .keys()
+            .any(|s| s.contains("orderly_queue_group_waiting{") && s.contains("queue=\"emails\""))
+    );
+
+    // Later: only g99, whose breaker opened. A group gone from the top is gone from the scrape
+    // (never reported with a stale value), and the open breaker is counted.
+    engine.obliterate("webhooks").await.unwrap();
+    app.enqueue_grouped_webhooks("g99", 1).await;
+    app.open_webhook_breaker("g99", "HTTP 503").await;
+    let samples = scrape(&app.client, &app.url("/metrics")).await;
+    assert_eq!(
+        value(&samples, r#"orderly_queue_breakers_open{queue="webhooks"}"#),
+        1.0
+    );
+    let mut series = group_series(&samples, "orderly_queue_group_waiting");
+    series.sort();
+    assert_eq!(
+        series,
+        [
+            r#"orderly_queue_group_waiting{group="_other",queue="webhooks"}"#,
+            r#"orderly_queue_group_waiting{group="g99",queue="webhooks"}"#,
+        ]
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_group_waiting{group="g99",queue="webhooks"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"orderly_queue_group_waiting{group="_other",queue="webhooks"}"#
+        ),
+        0.0
+    );
     app.stop().await;
 }

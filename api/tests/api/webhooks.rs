@@ -1196,7 +1196,7 @@ async fn a_slow_endpoint_does_not_hold_back_a_fast_one(pool: PgPool) {
     delays.sort();
     let p50 = delays[delays.len() / 2];
     let p99 = delays[delays.len() * 99 / 100];
-    println!(
+    eprintln!(
         "fast endpoint: {} deliveries, p50 {p50:?}, p99 {p99:?}, max {:?}; slow endpoint: {} \
          requests so far, at most {} at once",
         delays.len(),
