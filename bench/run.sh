@@ -14,7 +14,8 @@ ensure_command pgbench postgresql-contrib
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orderly-target}"
 # The three binaries only (not the drills' test worker).
-cargo build --release --locked --bin orderly-api --bin orderly-worker --bin orderly-bench
+source scripts/build-release.sh
+build_release
 
 export BENCH_PG_SERVER_URL="${BENCH_PG_SERVER_URL:-postgres://$(pg_user)@127.0.0.1:5432}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"

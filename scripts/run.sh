@@ -10,15 +10,18 @@ ensure_postgres
 ensure_redis
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orderly-target}"
-cargo build --release --locked -p orderly-api -p orderly-worker
+source scripts/build-release.sh
+build_release
 export PATH="$CARGO_TARGET_DIR/release:$PATH"
 
 # Local configuration: .env is created from .env.example on the first run (and never
-# overwritten), with the PostgreSQL user this machine has.
+# overwritten), with the PostgreSQL user this machine has and webhooks allowed to loopback
+# receivers (development only: production delivers to public addresses alone).
 if [ ! -f .env ]; then
   user=$(pg_user)
-  sed "s#^DATABASE_URL=.*#DATABASE_URL=postgres://${user}@127.0.0.1:5432/orderly#" .env.example > .env
-  echo "created .env from .env.example"
+  sed -e "s#^DATABASE_URL=.*#DATABASE_URL=postgres://${user}@127.0.0.1:5432/orderly#" \
+    -e "s#^WEBHOOK_ALLOWLIST=.*#WEBHOOK_ALLOWLIST=127.0.0.0/8#" .env.example > .env
+  echo "created .env from .env.example (WEBHOOK_ALLOWLIST=127.0.0.0/8 for local receivers)"
 fi
 # A random signing secret of this machine's own where .env has none (the api and workers refuse
 # to start without one, and refuse any published example).
@@ -43,9 +46,27 @@ if ! psql "${DATABASE_URL%/*}/postgres" -tAc "select 1 from pg_database where da
 fi
 orderly-api migrate
 
+# Two deployments on one Redis with the same REDIS_PREFIX see (and run) each other's jobs. The
+# prefix remembers the database it serves; another database's jobs under it are worth a warning.
+prefix="${REDIS_PREFIX:-orderly}"
+owner="${DATABASE_URL#*://}"   # host:port/database, without the user and password
+owner="${owner#*@}"
+redis_url="${REDIS_URL:-redis://127.0.0.1:6379}"
+previous="$(redis-cli -u "$redis_url" --no-auth-warning SET "${prefix}:owner" "$owner" NX GET 2>/dev/null || true)"
+if [ -n "$previous" ] && [ "$previous" != "$owner" ]; then
+  echo "warning: Redis prefix '${prefix}' already holds the jobs of another database (${previous})." >&2
+  echo "         The dashboard will show them and these workers will run them; set REDIS_PREFIX" >&2
+  echo "         in .env to a prefix of this deployment's own." >&2
+fi
+
+# honcho runs the Procfile; installed once for this user, quietly, when it is missing.
 if ! command -v honcho >/dev/null 2>&1; then
-  python3 -m pip install --quiet --user honcho
   export PATH="$HOME/.local/bin:$PATH"
+  if ! command -v honcho >/dev/null 2>&1; then
+    echo "installing honcho (a Procfile runner, from PyPI) for this user" >&2
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --user --no-warn-script-location \
+      --disable-pip-version-check honcho
+  fi
 fi
 
 port="${PORT:-8080}"

@@ -121,7 +121,11 @@ impl Services {
             db.clone(),
             config.http.request_timeout + Duration::from_secs(30),
         );
-        let webhooks = WebhookService::new(db.clone(), jobs.clone());
+        let webhooks = WebhookService::new(
+            db.clone(),
+            jobs.clone(),
+            crate::webhooks::address::AddressPolicy::new(config.webhooks.allowlist.clone()),
+        );
         let webhook_subscriber = WebhookSubscriber::new(webhooks.clone());
         let events = EventBus::builder()
             .subscribe(Arc::new(EmailSubscriber::new(jobs.clone())))

@@ -106,7 +106,10 @@ pub enum Refused {
     #[error("the URL has no host")]
     NoHost,
     /// The host is, or resolves only to, addresses that are not public and not allow-listed.
-    #[error("{host} resolves to no permitted address (refused: {addresses})")]
+    #[error(
+        "{host} resolves to no permitted address (refused: {addresses}); private, loopback and \
+         other non-public networks are reached only when listed in WEBHOOK_ALLOWLIST"
+    )]
     Blocked {
         /// The host as written in the URL.
         host: String,

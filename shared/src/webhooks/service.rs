@@ -5,6 +5,8 @@
 //! the order events they receive concern every customer, so only admins manage them; a customer
 //! never sees another customer's orders through a webhook.
 
+use std::{net::IpAddr, time::Duration};
+
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -17,9 +19,11 @@ use crate::{
     queue::{RunAt, UnitOfWork},
     users::Actor,
     webhooks::{
+        address::{AddressPolicy, HostCheck, Refused},
         job::WebhookJob,
         model::{
             AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType,
+            WebhookUrl,
         },
         repository::WebhookRepository,
         signature::WebhookSecret,
@@ -45,6 +49,9 @@ pub struct WebhookService {
     pool: PgPool,
     webhooks: WebhookRepository,
     jobs: JobStager,
+    /// The addresses deliveries may reach (`WEBHOOK_ALLOWLIST` and public addresses): a URL
+    /// that can never pass is refused when it is registered.
+    addresses: AddressPolicy,
 }
 
 fn require_admin(actor: &Actor) -> Result<(), AppError> {
@@ -56,13 +63,39 @@ fn require_admin(actor: &Actor) -> Result<(), AppError> {
 }
 
 impl WebhookService {
-    /// Wires the service; `jobs` stages the delivery jobs.
-    pub fn new(pool: PgPool, jobs: JobStager) -> Self {
+    /// Wires the service; `jobs` stages the delivery jobs; `addresses` says which addresses
+    /// deliveries may reach.
+    pub fn new(pool: PgPool, jobs: JobStager, addresses: AddressPolicy) -> Self {
         Self {
             pool,
             webhooks: WebhookRepository,
             jobs,
+            addresses,
         }
+    }
+
+    /// Refuses a URL no delivery could reach: an address the policy refuses, or a name that
+    /// resolves only to such addresses. A name that does not resolve now is accepted (its DNS
+    /// may not be published yet); every delivery checks the addresses again when it connects,
+    /// so a name that later resolves elsewhere is still refused then.
+    async fn refuse_unreachable(&self, url: &WebhookUrl) -> Result<(), AppError> {
+        let refused = |refused: Refused| AppError::invalid_field("url", refused.to_string());
+        let parsed = url::Url::parse(url.as_str())
+            .map_err(|_| AppError::invalid_field("url", "must be an absolute http or https URL"))?;
+        let host = match self.addresses.check_url(&parsed).map_err(refused)? {
+            HostCheck::Permitted(_) => return Ok(()),
+            HostCheck::ResolveAtConnect(host) => host,
+        };
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        let Ok(Ok(resolved)) = tokio::time::timeout(Duration::from_secs(2), lookup).await else {
+            return Ok(());
+        };
+        let addresses: Vec<IpAddr> = resolved.map(|a| a.ip()).collect();
+        if !addresses.is_empty() && !addresses.iter().any(|ip| self.addresses.permits(*ip)) {
+            return Err(refused(Refused::blocked(host, &addresses)));
+        }
+        Ok(())
     }
 
     /// Registers an endpoint with a fresh secret (admin). The returned endpoint carries the
@@ -74,6 +107,7 @@ impl WebhookService {
         new: NewWebhookEndpoint,
     ) -> Result<WebhookEndpoint, AppError> {
         require_admin(actor)?;
+        self.refuse_unreachable(&new.url).await?;
         let mut conn = self.pool.acquire().await?;
         let endpoint = self
             .webhooks
