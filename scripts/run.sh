@@ -34,10 +34,13 @@ if grep -qE '^JWT_SECRET=$' .env || ! grep -q '^JWT_SECRET=' .env; then
   fi
   echo "wrote a random JWT_SECRET into .env"
 fi
+# A PORT given on the command line wins over the one in .env.
+requested_port="${PORT:-}"
 set -a
 # shellcheck disable=SC1091
 source .env
 set +a
+if [ -n "$requested_port" ]; then export PORT="$requested_port"; fi
 db_name="${DATABASE_URL##*/}"
 db_name="${db_name%%\?*}"
 if ! psql "${DATABASE_URL%/*}/postgres" -tAc "select 1 from pg_database where datname = '${db_name}'" | grep -q 1; then
