@@ -36,7 +36,33 @@ use crate::{
     info(
         title = "Orderly API",
         description = "Orders in, work out: REST API of the Orderly shop backend. Every error is \
-                       `{statusCode, message, error}` (plus `details` for validation errors).",
+                       `{statusCode, message, error}` (plus `details` for validation errors).\n\n\
+                       ## Signing in\n\n\
+                       Most operations need a bearer token. Register (`POST /api/v1/auth/register`) \
+                       or use an existing account, then call `POST /api/v1/auth/login` with \
+                       `{\"email\", \"password\"}`: the answer's `access_token` is the token. In \
+                       this page, press **Authorize** and paste it (without the `Bearer ` prefix); \
+                       every request then sends `Authorization: Bearer <access_token>`. It expires \
+                       after `JWT_TTL_SECS` (15 minutes by default); `POST /api/v1/auth/refresh` with the \
+                       `refresh_token` gives a new pair. Admin-only operations answer 403 to \
+                       customers; an admin is made with `orderly-api create-admin`.\n\n\
+                       ## Placing orders\n\n\
+                       `POST /api/v1/orders` requires an `Idempotency-Key` header: a retry with the \
+                       same key and body returns the first answer, so a timed-out request can be \
+                       sent again safely. Use a new key (a UUID) for each new order.\n\n\
+                       ## Outside this document\n\n\
+                       - `GET /metrics`: Prometheus text exposition (request counts and latencies, \
+                       queue depths, job outcomes, workers), for a scraper; no authentication, so \
+                       keep it off the public network.\n\
+                       - `/admin`: the queue dashboard (HTML, admin login). Its read-only JSON API \
+                       for scripts takes an admin bearer token (the same `access_token`) or the \
+                       dashboard's session cookie, and answers errors in the one error shape: \
+                       `GET /admin/api/overview` (every queue's counts and last hour, workers, \
+                       outbox backlog), `GET /admin/api/queues/{queue}/jobs?state=...` (a queue's \
+                       jobs in one state), `GET /admin/api/queues/{queue}/jobs/{id}` (one job), \
+                       `GET /admin/api/queues/{queue}/groups` and \
+                       `GET /admin/api/queues/{queue}/groups/{key}` (job groups and one group's \
+                       waiting jobs), `GET /admin/api/schedules` (recurring jobs).",
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, FieldError)),
@@ -226,6 +252,183 @@ impl Modify for ErrorResponses {
     }
 }
 
+/// One example per error status, in the one error shape, with a message the api really sends
+/// for it, so "Try it out" and the response samples of Swagger UI show what a client will get
+/// (without them every error would show the schema's own sample). [`ErrorExamples`] puts each
+/// on the shared responses and on every `ErrorBody` response an operation documents itself.
+///
+/// (status, message, field at fault for a validation error).
+const ERROR_EXAMPLES: &[(&str, &str, Option<FieldProblem>)] = &[
+    (
+        "400",
+        "malformed JSON: expected `,` or `}` at line 3 column 5",
+        None,
+    ),
+    ("401", "invalid or expired token", None),
+    ("403", "admin role required", None),
+    ("404", "order not found", None),
+    ("408", "request timed out", None),
+    (
+        "409",
+        "a request with this Idempotency-Key is still being processed",
+        None,
+    ),
+    ("413", "request body is too large", None),
+    (
+        "415",
+        "expected a request body with Content-Type: application/json",
+        None,
+    ),
+    (
+        "422",
+        "items[0].quantity: must be between 1 and 1000",
+        Some(("items[0].quantity", "must be between 1 and 1000")),
+    ),
+    ("429", "rate limit exceeded; slow down", None),
+    ("500", "Internal server error", None),
+    ("503", "the request took too long; try again", None),
+];
+
+/// A field and what is wrong with it, the `details` of a validation error's example.
+type FieldProblem = (&'static str, &'static str);
+
+/// Where an operation's own error says it better than [`ERROR_EXAMPLES`]: (method, path,
+/// status, message).
+const OPERATION_ERROR_EXAMPLES: &[(&str, &str, &str, &str)] = &[
+    (
+        "post",
+        "/api/v1/orders",
+        "400",
+        "missing Idempotency-Key header",
+    ),
+    (
+        "post",
+        "/api/v1/auth/login",
+        "401",
+        "invalid email or password",
+    ),
+    (
+        "post",
+        "/api/v1/auth/register",
+        "409",
+        "email already registered",
+    ),
+    (
+        "post",
+        "/api/v1/orders/{id}/cancel",
+        "409",
+        "an order that is shipped cannot become cancelled",
+    ),
+    (
+        "patch",
+        "/api/v1/orders/{id}",
+        "409",
+        "an order that is delivered cannot become paid",
+    ),
+];
+
+/// The example body of an error `status` (see [`ERROR_EXAMPLES`]), if there is one; `message`
+/// replaces the table's.
+fn error_example(status: &str, message: Option<&str>) -> Option<serde_json::Value> {
+    let (_, default_message, field) = ERROR_EXAMPLES.iter().find(|(s, ..)| *s == status)?;
+    let (message, field) = match message {
+        Some(message) => (message, None),
+        None => (*default_message, *field),
+    };
+    let code: u16 = status.parse().ok()?;
+    let details =
+        field.map(|(field, problem)| vec![FieldError::new(field.to_owned(), problem.to_owned())]);
+    let status = axum::http::StatusCode::from_u16(code).ok()?;
+    serde_json::to_value(ErrorBody::new(status, (*message).to_owned(), details)).ok()
+}
+
+/// Adds [`ERROR_EXAMPLES`] to every error response of the document whose body is an
+/// `ErrorBody` and that has no example of its own. Runs after [`ErrorResponses`].
+struct ErrorExamples;
+
+impl Modify for ErrorExamples {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, path::Operation, response::Response};
+
+        fn add_example(status: &str, message: Option<&str>, response: &mut Response) {
+            let Some(example) = error_example(status, message) else {
+                return;
+            };
+            let Some(content) = response.content.get_mut("application/json") else {
+                return;
+            };
+            let is_error_body = matches!(
+                &content.schema,
+                Some(RefOr::Ref(reference)) if reference.ref_location.ends_with("/ErrorBody")
+            );
+            if is_error_body && content.example.is_none() && content.examples.is_empty() {
+                content.example = Some(example);
+            }
+        }
+
+        if let Some(components) = openapi.components.as_mut() {
+            for (name, response) in components.responses.iter_mut() {
+                let status = ERROR_RESPONSES
+                    .iter()
+                    .find(|(_, n, _)| n == name)
+                    .map(|(s, ..)| *s);
+                if let (Some(status), RefOr::T(response)) = (status, response) {
+                    add_example(status, None, response);
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations: [(&str, &mut Option<Operation>); 8] = [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("options", &mut item.options),
+                ("head", &mut item.head),
+                ("patch", &mut item.patch),
+                ("trace", &mut item.trace),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let own = OPERATION_ERROR_EXAMPLES
+                        .iter()
+                        .find(|(m, p, s, _)| *m == method && p == path && s == status)
+                        .map(|(.., message)| *message);
+                    match response {
+                        RefOr::T(response) => add_example(status, own, response),
+                        // A shared response the operation has its own words for: inlined
+                        // with them.
+                        RefOr::Ref(_) if own.is_some() => {
+                            let shared = ERROR_RESPONSES.iter().find(|(s, ..)| s == status);
+                            if let Some((_, _, description)) = shared {
+                                let mut inline = error_response(description);
+                                add_example(status, own, &mut inline);
+                                *response = RefOr::T(inline);
+                            }
+                        }
+                        RefOr::Ref(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response of `description` whose JSON body is an `ErrorBody`.
+fn error_response(description: &str) -> utoipa::openapi::response::Response {
+    use utoipa::openapi::{Content, Ref, response::ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        )
+        .build()
+}
+
 /// Room for the multipart framing around an uploaded file (part headers, boundaries, the short
 /// text fields), on top of `UPLOAD_MAX_BYTES` for the file itself.
 const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -272,6 +475,7 @@ pub fn api_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .split_for_parts();
     // After the paths are in: the modifier reads each operation's parameters, body and security.
     ErrorResponses.modify(&mut openapi);
+    ErrorExamples.modify(&mut openapi);
     (router, openapi)
 }
 

@@ -250,6 +250,33 @@ where
     }
 }
 
+/// An optional JSON body (`Option<ValidatedJson<T>>`): `None` when the request has no body at
+/// all, so a client may take every default by sending nothing; otherwise as [`ValidatedJson`].
+impl<S, T> axum::extract::OptionalFromRequest<S> for ValidatedJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if !json {
+            return Err(AppError::UnsupportedMediaType(
+                "expected a request body with Content-Type: application/json".into(),
+            ));
+        }
+        check_json_text(&bytes)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        value.validate().map_err(validation_error)?;
+        Ok(Some(Self(value)))
+    }
+}
+
 /// A query string that parsed and passed its `validator` rules.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidatedQuery<T>(pub T);

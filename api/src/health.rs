@@ -18,11 +18,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CheckStatus {
     /// `up` or `down`.
+    #[schema(example = "up")]
     pub status: &'static str,
     /// Why it is down.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "connection refused")]
     pub error: Option<String>,
     /// How long the check took.
+    #[schema(example = 1.2)]
     pub latency_ms: f64,
 }
 
@@ -39,6 +42,7 @@ pub struct Checks {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthReport {
     /// `ok` or `degraded`.
+    #[schema(example = "ok")]
     pub status: &'static str,
     /// Per dependency.
     pub checks: Checks,
@@ -48,6 +52,7 @@ pub struct HealthReport {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LiveReport {
     /// Always `ok` when the process answers.
+    #[schema(example = "ok")]
     pub status: &'static str,
 }
 

@@ -22,8 +22,10 @@ pub type Result<T, E = AppError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field, as the client named it (`items[0].quantity`).
+    #[schema(example = "items[0].quantity")]
     pub field: String,
     /// What is wrong with it.
+    #[schema(example = "must be between 1 and 1000")]
     pub message: String,
 }
 
@@ -187,8 +189,10 @@ pub struct ErrorBody {
     #[schema(example = 422)]
     pub status_code: u16,
     /// What went wrong, for a person.
+    #[schema(example = "items[0].quantity: must be between 1 and 1000")]
     pub message: String,
     /// The reason phrase of the status (`Not Found`).
+    #[schema(example = "Unprocessable Entity")]
     pub error: String,
     /// Fields at fault, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]

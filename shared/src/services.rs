@@ -124,6 +124,7 @@ impl Services {
         let webhooks = WebhookService::new(
             db.clone(),
             jobs.clone(),
+            outbox.clone(),
             crate::webhooks::address::AddressPolicy::new(config.webhooks.allowlist.clone()),
         );
         let webhook_subscriber = WebhookSubscriber::new(webhooks.clone());

@@ -12,6 +12,8 @@
 //! - [`mailer`], [`smtp`], [`templates`]: outgoing mail (pooled `TCP_NODELAY` SMTP connections).
 //! - [`imaging`]: product images: format detection, bomb checks, thumbnails.
 //! - [`metrics`]: the process's `/metrics` endpoint.
+//! - [`healthcheck`]: `orderly-worker healthcheck`, the container health check (this host's
+//!   heartbeat is fresh, Redis and PostgreSQL answer).
 //! - [`webhook_client`]: outgoing webhook HTTP behind the SSRF guard.
 //!
 //! The queue benchmark lives in `bench/` (`orderly-bench queue`) and drives [`runner::run_with`]
@@ -19,6 +21,7 @@
 //! a separate test binary. The production `orderly-worker` binary carries neither.
 
 pub mod context;
+pub mod healthcheck;
 pub mod imaging;
 pub mod jobs;
 pub mod mailer;

@@ -41,12 +41,16 @@ struct RunArgs {
 enum Command {
     /// Run jobs (the default).
     Run(RunArgs),
+    /// Exit 0 if the worker on this host heartbeats and Redis and PostgreSQL answer, else 1 with
+    /// the reason on stderr (container health checks; see `orderly_worker::healthcheck`).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Healthcheck) => return healthcheck(),
         None => cli.run,
     };
     let mut config = match Config::from_env() {
@@ -81,6 +85,37 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "orderly-worker failed");
             eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `orderly-worker healthcheck`: the checks of [`orderly_worker::healthcheck`] for this host,
+/// with the same configuration the worker reads; no logging set up, so the only output is the
+/// one line that says why it failed.
+fn healthcheck() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("unhealthy: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("unhealthy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let host = runner::hostname();
+    match rt.block_on(orderly_worker::healthcheck::check(&config, &host)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
             ExitCode::FAILURE
         }
     }

@@ -79,14 +79,19 @@ pub struct OrderItemResponse {
     /// The catalogue product; it may since have changed or been deactivated.
     pub product_id: Uuid,
     /// SKU when ordered.
+    #[schema(example = "MUG-001")]
     pub sku: String,
     /// Name when ordered.
+    #[schema(example = "Coffee mug")]
     pub name: String,
     /// Units ordered, 1 to 1000.
+    #[schema(example = 2)]
     pub quantity: i32,
     /// Unit price when ordered, minor units.
+    #[schema(example = 1299)]
     pub unit_price_cents: i64,
     /// Quantity times unit price.
+    #[schema(example = 2598)]
     pub line_total_cents: i64,
 }
 
@@ -114,8 +119,10 @@ pub struct OrderResponse {
     /// The lines, in the order they were requested.
     pub items: Vec<OrderItemResponse>,
     /// Total, minor units.
+    #[schema(example = 2598)]
     pub total_cents: i64,
     /// ISO 4217 code of the total and of every line.
+    #[schema(example = "EUR")]
     pub currency: String,
     /// Placed (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,

@@ -29,7 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Place an order. Idempotent per `Idempotency-Key`: a retry with the same key and body gets
 /// the first response again (with `Idempotent-Replayed: true`) and no second order.
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrderRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended order, e.g. a UUID")),
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended order, e.g. a UUID. A retry with \
+        the same key and body replays the first answer instead of placing a second order; a new order needs a new key.",
+        example = "0b9d3a4e-7f1c-4c2a-9a57-3e5d2f8c1b60")),
     responses(
         (status = 201, description = "Order placed", body = OrderResponse),
         (status = 400, description = "Missing Idempotency-Key or malformed body", body = ErrorBody),

@@ -31,6 +31,7 @@ pub struct CreateProductRequest {
     /// Free text, empty by default; no NUL characters.
     #[serde(default)]
     #[validate(length(max = 5000, message = "must be at most 5000 characters"))]
+    #[schema(example = "Stoneware, 350 ml, dishwasher safe.")]
     pub description: String,
     /// Price in minor units (cents).
     #[validate(range(
@@ -83,12 +84,15 @@ impl TryFrom<CreateProductRequest> for NewProduct {
 pub struct UpdateProductRequest {
     /// New SKU.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(example = "MUG-001")]
     pub sku: Option<String>,
     /// New name.
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(example = "Coffee mug, large")]
     pub name: Option<String>,
     /// New description.
     #[validate(length(max = 5000, message = "must be at most 5000 characters"))]
+    #[schema(example = "Stoneware, 450 ml, dishwasher safe.")]
     pub description: Option<String>,
     /// New price in minor units.
     #[validate(range(
@@ -96,9 +100,11 @@ pub struct UpdateProductRequest {
         max = 1_000_000_000_000_i64,
         message = "must be between 0 and 1000000000000"
     ))]
+    #[schema(example = 1499)]
     pub price_cents: Option<i64>,
     /// New currency.
     #[validate(length(equal = 3, message = "must be a three-letter ISO 4217 code"))]
+    #[schema(example = "EUR")]
     pub currency: Option<String>,
     /// New stock level.
     #[validate(range(
@@ -106,8 +112,10 @@ pub struct UpdateProductRequest {
         max = 1_000_000_000,
         message = "must be between 0 and 1000000000"
     ))]
+    #[schema(example = 250)]
     pub stock: Option<i64>,
     /// New visibility.
+    #[schema(example = true)]
     pub active: Option<bool>,
 }
 
@@ -157,16 +165,22 @@ pub struct ProductResponse {
     /// UUIDv7; what orders and image uploads refer to.
     pub id: Uuid,
     /// Unique stock-keeping unit; imports match existing products by it.
+    #[schema(example = "MUG-001")]
     pub sku: String,
     /// Current name; orders keep the name they were placed with.
+    #[schema(example = "Coffee mug")]
     pub name: String,
     /// Free text, possibly empty.
+    #[schema(example = "Stoneware, 350 ml, dishwasher safe.")]
     pub description: String,
     /// Price in minor units.
+    #[schema(example = 1299)]
     pub price_cents: i64,
     /// ISO 4217 code of `price_cents`.
+    #[schema(example = "EUR")]
     pub currency: String,
     /// Units in stock (may be up to a minute old when served from the cache).
+    #[schema(example = 100)]
     pub stock: i32,
     /// Visible and orderable.
     pub active: bool,

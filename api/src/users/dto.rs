@@ -67,6 +67,7 @@ pub struct LoginRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     /// The JWT to send as `Authorization: Bearer <token>`.
+    #[schema(example = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkzLi4uIn0.c2lnbmF0dXJl")]
     pub access_token: String,
     /// Always `Bearer`.
     #[schema(example = "Bearer")]
@@ -77,6 +78,7 @@ pub struct TokenResponse {
     /// Exchange it at `POST /auth/refresh` for new tokens before the access token expires. It
     /// works once: each refresh returns a new one, and presenting a used one again ends the
     /// session.
+    #[schema(example = "rt_5f0c2d8e9a7b4c1d8e3f6a2b9c0d1e4f")]
     pub refresh_token: String,
     /// Seconds until the refresh token expires.
     #[schema(example = 2592000)]
@@ -101,6 +103,7 @@ impl From<SessionTokens> for TokenResponse {
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(example = "rt_5f0c2d8e9a7b4c1d8e3f6a2b9c0d1e4f")]
     pub refresh_token: String,
 }
 
@@ -110,9 +113,11 @@ pub struct RefreshRequest {
 pub struct ChangePasswordRequest {
     /// The password in use now.
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    #[schema(example = "correct horse battery staple")]
     pub current_password: String,
     /// The new password, 8 to 128 characters.
     #[validate(length(min = 8, max = 128, message = "must be 8 to 128 characters"))]
+    #[schema(example = "tr0ub4dor and 3 more words")]
     pub new_password: String,
 }
 
@@ -145,8 +150,10 @@ pub struct UserResponse {
     /// The id admin routes take (`PATCH /users/{id}/role`).
     pub id: uuid::Uuid,
     /// The login name, lowercased when stored.
+    #[schema(example = "ada@example.com")]
     pub email: String,
     /// Display name, as given at registration (trimmed).
+    #[schema(example = "Ada Lovelace")]
     pub name: String,
     /// `customer` or `admin`.
     #[schema(example = "customer")]

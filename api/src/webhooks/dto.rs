@@ -1,10 +1,13 @@
 //! Request and response shapes of the webhooks routes.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use orderly::{
     error::AppError,
     pagination::{Page, PageRequest},
-    webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint},
+    webhooks::service::DEFAULT_SECRET_OVERLAP,
+    webhooks::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEndpointChanges},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +39,53 @@ impl TryFrom<CreateWebhookRequest> for NewWebhookEndpoint {
     }
 }
 
+/// `PATCH /webhooks/{id}` body: the fields to change, at least one.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhookRequest {
+    /// A new destination, checked like at registration.
+    #[validate(length(min = 1, max = 2048, message = "must be 1 to 2048 characters"))]
+    #[schema(example = "https://erp.example.com/hooks/orderly-v2")]
+    pub url: Option<String>,
+    /// A new list of event types (replaces the old one).
+    #[validate(length(min = 1, max = 16, message = "must name 1 to 16 event types"))]
+    #[schema(example = json!(["order.placed", "order.status_changed"]))]
+    pub events: Option<Vec<String>>,
+    /// `true` starts deliveries again (also after the receiver answered 410) and clears the
+    /// disabled reason; `false` stops them ("disabled by an admin").
+    #[schema(example = true)]
+    pub enabled: Option<bool>,
+}
+
+impl TryFrom<UpdateWebhookRequest> for WebhookEndpointChanges {
+    type Error = AppError;
+
+    fn try_from(body: UpdateWebhookRequest) -> Result<Self, Self::Error> {
+        WebhookEndpointChanges::parse(body.url.as_deref(), body.events.as_deref(), body.enabled)
+    }
+}
+
+/// `POST /webhooks/{id}/rotate-secret` body; optional.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// How long the previous secret keeps signing deliveries beside the new one, in seconds:
+    /// 0 (stop at once) to 604800 (a week); 86400 when absent.
+    #[validate(range(max = 604_800, message = "must be 0 to 604800 seconds"))]
+    #[schema(example = 3600, maximum = 604_800)]
+    pub overlap_secs: Option<u32>,
+}
+
+impl RotateSecretRequest {
+    /// The overlap asked for, or the default.
+    pub fn overlap(body: Option<Self>) -> Duration {
+        body.and_then(|b| b.overlap_secs)
+            .map_or(DEFAULT_SECRET_OVERLAP, |secs| {
+                Duration::from_secs(u64::from(secs))
+            })
+    }
+}
+
 /// `GET /webhooks` and `GET /webhooks/{id}/deliveries` query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -63,12 +113,15 @@ pub struct WebhookResponse {
     /// Event types it receives.
     #[schema(example = json!(["order.placed"]))]
     pub events: Vec<&'static str>,
-    /// False once the receiver answered 410 Gone; nothing more is sent.
+    /// False once the receiver answered 410 Gone or an admin disabled it; nothing more is sent.
     pub enabled: bool,
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
     /// When it was disabled.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// After a secret rotation: until when the previous secret still signs deliveries (a
+    /// second signature in `webhook-signature`); absent otherwise.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Registered (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// Last change, such as being disabled (RFC 3339, UTC).
@@ -84,6 +137,9 @@ impl From<&WebhookEndpoint> for WebhookResponse {
             enabled: endpoint.enabled,
             disabled_reason: endpoint.disabled_reason.clone(),
             disabled_at: endpoint.disabled_at,
+            previous_secret_expires_at: endpoint
+                .previous_secret_at(Utc::now())
+                .and(endpoint.previous_secret_expires_at),
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
         }
@@ -103,6 +159,26 @@ pub struct CreatedWebhookResponse {
 }
 
 impl From<WebhookEndpoint> for CreatedWebhookResponse {
+    fn from(endpoint: WebhookEndpoint) -> Self {
+        Self {
+            secret: endpoint.secret.expose().to_owned(),
+            endpoint: WebhookResponse::from(&endpoint),
+        }
+    }
+}
+
+/// An endpoint with its new signing secret, after a rotation: shown this once, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecretResponse {
+    /// The endpoint; `previous_secret_expires_at` says until when the old secret also signs.
+    #[serde(flatten)]
+    pub endpoint: WebhookResponse,
+    /// The new `whsec_<base64 key>`. Store it now; it cannot be read again.
+    #[schema(example = "whsec_Vb1Zq4mJ0cT3yH8uRk2eLw9sXa6dPf7n")]
+    pub secret: String,
+}
+
+impl From<WebhookEndpoint> for RotatedSecretResponse {
     fn from(endpoint: WebhookEndpoint) -> Self {
         Self {
             secret: endpoint.secret.expose().to_owned(),
@@ -134,7 +210,7 @@ impl From<Page<WebhookEndpoint>> for WebhookPage {
 pub struct DeliveryResponse {
     /// Id, sent as the `webhook-id` header.
     pub id: Uuid,
-    /// Event type.
+    /// Event type (`webhook.ping` for a test delivery).
     #[schema(example = "order.placed")]
     pub event_type: String,
     /// `pending` (first attempt or a retry to come), `delivered` or `failed`.

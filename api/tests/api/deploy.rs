@@ -1,8 +1,9 @@
 //! The deploy files, checked with real parsers since no Docker engine runs here:
 //! `docker-compose.yml` (YAML: services, health checks, start-up order, scaling, and its
 //! environment accepted by the real config parser), the `Procfile` (each command is a real
-//! subcommand of our binaries) and the `Dockerfile` (slim, non-root, both binaries, a health
-//! check that exists). `.env.example` documents every variable the config reads.
+//! subcommand of our binaries) and the `Dockerfile` (slim, non-root, both binaries, an api and a
+//! worker target, each with a health check of its own binary; that `orderly-worker healthcheck`
+//! works is tested in the worker crate, `tests/worker/binary.rs`). `.env.example` documents every variable the config reads.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -72,6 +73,17 @@ fn compose_declares_every_service_with_health_checks_and_start_up_order() {
             "{name} has a health check"
         );
     }
+    let problems = health_check_problems(&compose);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(
+        orderly_binary(service(&compose, "worker")),
+        Some("orderly-worker")
+    );
+    assert_eq!(
+        service(&compose, "worker")["build"]["target"],
+        "worker",
+        "the worker is built from the image's worker target"
+    );
     assert_eq!(
         service(&compose, "migrate")["depends_on"]["postgres"]["condition"],
         "service_healthy"
@@ -109,6 +121,69 @@ fn compose_declares_every_service_with_health_checks_and_start_up_order() {
                 assert!(declared.contains(source), "volume {source} is not declared");
             }
         }
+    }
+}
+
+/// The Orderly binary a service runs (`orderly-api` or `orderly-worker`), from its command.
+fn orderly_binary(definition: &Value) -> Option<&str> {
+    let command = definition["command"].as_sequence()?;
+    command
+        .first()
+        .and_then(Value::as_str)
+        .filter(|program| program.starts_with("orderly-"))
+}
+
+/// A service's health check command (`test:`), if it has one.
+fn health_check_command(definition: &Value) -> Option<Vec<String>> {
+    definition["healthcheck"]["test"].as_sequence().map(|test| {
+        test.iter()
+            .map(|part| part.as_str().unwrap_or_default().to_owned())
+            .collect()
+    })
+}
+
+/// Every long-running Orderly process must check itself with its own binary: a worker that
+/// kept the image's api check would probe a port nothing listens on, and show as unhealthy.
+/// One line per service that does not.
+fn health_check_problems(compose: &Value) -> Vec<String> {
+    let services = compose["services"].as_mapping().expect("services");
+    let mut problems = Vec::new();
+    for (name, definition) in services {
+        let name = name.as_str().unwrap_or_default();
+        let Some(binary) = orderly_binary(definition) else {
+            continue;
+        };
+        if definition["restart"].as_str() == Some("no") {
+            continue; // one-shot (migrate): a health check has nothing to watch.
+        }
+        let expected = ["CMD", binary, "healthcheck"].map(String::from).to_vec();
+        if health_check_command(definition) != Some(expected) {
+            problems.push(format!(
+                "{name} runs {binary} but its health check is not `{binary} healthcheck`: {:?}",
+                health_check_command(definition)
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn a_worker_service_without_its_own_health_check_is_refused() {
+    // A worker that inherits the image's (api) check, and one given the api's check outright.
+    for healthcheck in [
+        "",
+        "    healthcheck:\n      test: [\"CMD\", \"orderly-api\", \"healthcheck\"]\n",
+    ] {
+        let compose: Value = serde_yaml_ng::from_str(&format!(
+            "services:\n  worker:\n    build: .\n    command: [\"orderly-worker\"]\n{healthcheck}"
+        ))
+        .unwrap();
+        let problems = health_check_problems(&compose);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("worker runs orderly-worker"),
+            "{problems:?}"
+        );
     }
 }
 
@@ -168,29 +243,80 @@ fn every_procfile_command_is_a_real_subcommand() {
     assert!(status.success());
 }
 
+/// The stages of a Dockerfile by name (`FROM <base> AS <name>`): (base, text of the stage).
+fn dockerfile_stages(dockerfile: &str) -> HashMap<String, (String, String)> {
+    dockerfile
+        .split("\nFROM ")
+        .skip(1)
+        .map(|stage| {
+            let header = stage.lines().next().unwrap_or_default();
+            let (base, name) = header
+                .split_once(" AS ")
+                .unwrap_or_else(|| panic!("every stage is named: FROM {header}"));
+            (
+                name.trim().to_owned(),
+                (base.trim().to_owned(), stage.to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// The exec-form `HEALTHCHECK ... CMD [...]` of a stage's text, as its words.
+fn health_check_of(stage: &str) -> Option<Vec<String>> {
+    let line = stage.lines().find(|l| l.starts_with("HEALTHCHECK "))?;
+    let (_, command) = line.split_once(" CMD ")?;
+    serde_json::from_str(command).ok()
+}
+
 #[test]
 fn the_dockerfile_builds_both_binaries_into_a_slim_non_root_image() {
     let dockerfile = repo_file("Dockerfile");
     assert!(dockerfile.contains("cargo build --release --locked -p orderly-api -p orderly-worker"));
-    // The last stage is the image that ships.
-    let runtime = dockerfile
+    let stages = dockerfile_stages(&dockerfile);
+    // The last stage is the image that ships by default: the api.
+    let last = dockerfile
         .rsplit("\nFROM ")
         .next()
         .expect("a runtime stage");
+    assert!(last.starts_with("runtime-base AS runtime"), "{last}");
+    // Both targets (the api's `runtime`, the `worker`) are the one slim, non-root base.
+    let (base_image, base) = &stages["runtime-base"];
+    assert_eq!(base_image, "debian:bookworm-slim", "slim base");
+    assert!(base.contains("USER orderly"), "runs as a non-root user");
     assert!(
-        runtime.starts_with("debian:bookworm-slim AS runtime"),
-        "slim base: {runtime}"
-    );
-    assert!(runtime.contains("USER orderly"), "runs as a non-root user");
-    assert!(
-        runtime.contains("/out/orderly-api /out/orderly-worker"),
+        base.contains("/out/orderly-api /out/orderly-worker"),
         "copies only the two binaries"
     );
-    assert!(
-        !runtime.contains("cargo"),
-        "no toolchain in the runtime stage"
+    for target in ["runtime-base", "runtime", "worker"] {
+        let (from, text) = &stages[target];
+        assert!(!text.contains("cargo"), "no toolchain in {target}");
+        if target != "runtime-base" {
+            assert_eq!(from, "runtime-base", "{target} is the runtime base");
+        }
+    }
+    // Each target checks the binary it runs.
+    let (_, api) = &stages["runtime"];
+    assert!(api.contains(r#"CMD ["orderly-api"]"#));
+    assert_eq!(
+        health_check_of(api),
+        Some(
+            ["/usr/local/bin/orderly-api", "healthcheck"]
+                .map(String::from)
+                .to_vec()
+        )
     );
-    assert!(runtime.contains(r#"CMD ["/usr/local/bin/orderly-api", "healthcheck"]"#));
+    let (_, worker) = &stages["worker"];
+    assert!(worker.contains(r#"CMD ["orderly-worker"]"#));
+    assert_eq!(
+        health_check_of(worker),
+        Some(
+            ["/usr/local/bin/orderly-worker", "healthcheck"]
+                .map(String::from)
+                .to_vec()
+        ),
+        "the worker target has its own health check, not the api's"
+    );
+    assert_eq!(health_check_of(&stages["runtime-base"].1), None);
     let status = std::process::Command::new(API)
         .args(["healthcheck", "--help"])
         .output()

@@ -45,8 +45,15 @@ const API_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/api/v1/webhooks"),
     ("GET", "/api/v1/webhooks"),
     ("GET", "/api/v1/webhooks/{id}"),
+    ("PATCH", "/api/v1/webhooks/{id}"),
     ("DELETE", "/api/v1/webhooks/{id}"),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
+    ("POST", "/api/v1/webhooks/{id}/ping"),
     ("GET", "/api/v1/webhooks/{id}/deliveries"),
+    (
+        "POST",
+        "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+    ),
     ("POST", "/api/v1/uploads"),
     ("GET", "/api/v1/uploads/{id}"),
     ("POST", "/api/v1/uploads/{id}/cancel"),
@@ -100,7 +107,9 @@ async fn document_lists_exactly_the_routed_operations(pool: PgPool) {
     // Each documented operation reaches a handler: whatever it answers (401, 404 for a random
     // id, 415 for a missing body...), it is not the router's "route not found" or a 405.
     for (method, path) in &documented {
-        let concrete = path.replace("{id}", &Uuid::now_v7().to_string());
+        let concrete = path
+            .replace("{id}", &Uuid::now_v7().to_string())
+            .replace("{delivery_id}", &Uuid::now_v7().to_string());
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let response = app
             .client
@@ -185,6 +194,227 @@ async fn docs_serve_a_self_contained_swagger_ui_for_our_document(pool: PgPool) {
         assert!(
             !text.contains("http://") && !text.contains("https://"),
             "external URL in: {text}"
+        );
+    }
+}
+
+/// The document as `/api-docs/openapi.json` serves it.
+async fn document(pool: PgPool) -> Value {
+    let app = spawn_app(pool).await;
+    let response = app.get("/api-docs/openapi.json", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("the document is JSON")
+}
+
+/// Every operation of the document as (method, path, operation).
+fn operations(document: &Value) -> Vec<(String, String, &Value)> {
+    let mut found = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                found.push((method.to_uppercase(), path.clone(), operation));
+            }
+        }
+    }
+    found
+}
+
+/// A response, with a `$ref` to `components.responses` followed.
+fn resolve<'a>(document: &'a Value, response: &'a Value) -> &'a Value {
+    match response["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference
+                .strip_prefix("#/components/responses/")
+                .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+            &document["components"]["responses"][name]
+        }
+        None => response,
+    }
+}
+
+/// Swagger UI shows, and "Try it out" is compared with, one example per error status: each in
+/// the one error shape with its own status code and reason phrase, and a message of its own
+/// (not the schema's sample `statusCode: 422` on every error).
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn every_error_status_has_its_own_real_example(pool: PgPool) {
+    let document = document(pool).await;
+    let statuses = ["400", "401", "403", "404", "409", "422", "429"];
+    let mut messages: std::collections::BTreeMap<&str, BTreeSet<String>> = Default::default();
+    for (method, path, operation) in operations(&document) {
+        for status in statuses {
+            let Some(response) = operation["responses"].get(status) else {
+                continue;
+            };
+            let content = &resolve(&document, response)["content"]["application/json"];
+            let example = &content["example"];
+            assert!(
+                example.is_object(),
+                "{method} {path} {status} has no example: {content}"
+            );
+            assert_eq!(
+                example["statusCode"].as_u64().map(|c| c.to_string()),
+                Some(status.to_owned()),
+                "{method} {path} {status}: {example}"
+            );
+            let reason = StatusCode::from_bytes(status.as_bytes())
+                .unwrap()
+                .canonical_reason()
+                .unwrap();
+            assert_eq!(example["error"], reason, "{method} {path} {status}");
+            let message = example["message"].as_str().unwrap_or_default();
+            assert!(!message.is_empty(), "{method} {path} {status}: {example}");
+            messages
+                .entry(status)
+                .or_default()
+                .insert(message.to_owned());
+        }
+    }
+    for status in statuses {
+        assert!(
+            messages.contains_key(status),
+            "no operation documents {status}"
+        );
+    }
+    // No message stands for two statuses.
+    for (a, of_a) in &messages {
+        for (b, of_b) in &messages {
+            if a < b {
+                let shared: Vec<_> = of_a.intersection(of_b).collect();
+                assert!(shared.is_empty(), "{a} and {b} share {shared:?}");
+            }
+        }
+    }
+    // The specific ones where a generic message would mislead.
+    let place_order = &document["paths"]["/api/v1/orders"]["post"]["responses"];
+    assert_eq!(
+        resolve(&document, &place_order["400"])["content"]["application/json"]["example"]["message"],
+        "missing Idempotency-Key header"
+    );
+    let validation =
+        &resolve(&document, &place_order["422"])["content"]["application/json"]["example"];
+    assert_eq!(validation["details"][0]["field"], "items[0].quantity");
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn placing_an_order_documents_a_required_idempotency_key_with_an_example(pool: PgPool) {
+    let document = document(pool).await;
+    let parameters = document["paths"]["/api/v1/orders"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let key = parameters
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .expect("an Idempotency-Key parameter");
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], true);
+    let example = key["example"].as_str().expect("an example key");
+    assert!(
+        Uuid::parse_str(example).is_ok(),
+        "a UUID, as advised: {example}"
+    );
+}
+
+/// Every `example` in the document, with where it is.
+fn examples<'a>(value: &'a Value, at: String, found: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "example" {
+                    found.push((at.clone(), inner));
+                }
+                if key == "examples" && inner.is_array() {
+                    for example in inner.as_array().into_iter().flatten() {
+                        found.push((at.clone(), example));
+                    }
+                }
+                examples(inner, format!("{at}/{key}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                examples(inner, format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// No placeholder where a client copies values from: no example is a generated filler, and the
+/// schemas of the everyday operations give every plain string and number an example, so
+/// Swagger UI shows `"currency": "EUR"`, not `"string"`, and `"quantity": 2`, not a huge int.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn no_example_is_a_placeholder(pool: PgPool) {
+    let document = document(pool).await;
+    let mut found = Vec::new();
+    examples(&document, String::new(), &mut found);
+    assert!(!found.is_empty());
+    for (at, example) in &found {
+        assert_ne!(**example, serde_json::json!(1073741824), "{at}");
+        assert_ne!(**example, serde_json::json!("string"), "{at}");
+    }
+    let schemas = &document["components"]["schemas"];
+    for name in [
+        "ErrorBody",
+        "FieldError",
+        "OrderLineRequest",
+        "OrderItemResponse",
+        "OrderResponse",
+        "CreateProductRequest",
+        "UpdateProductRequest",
+        "ProductResponse",
+        "RegisterRequest",
+        "LoginRequest",
+        "TokenResponse",
+        "RefreshRequest",
+        "ChangePasswordRequest",
+        "UserResponse",
+        "HealthReport",
+        "LiveReport",
+        "CheckStatus",
+    ] {
+        let properties = schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name}"));
+        for (field, property) in properties {
+            let types: Vec<&str> = match &property["type"] {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let plain_string = types.contains(&"string")
+                && property.get("format").is_none()
+                && property.get("enum").is_none();
+            let number = types.contains(&"integer") || types.contains(&"number");
+            if plain_string || number {
+                assert!(
+                    property.get("example").is_some() || property.get("examples").is_some(),
+                    "{name}.{field} has no example: {property}"
+                );
+            }
+        }
+    }
+}
+
+/// The description says where the bearer token comes from and what lives outside the document.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn the_description_explains_login_and_the_undocumented_endpoints(pool: PgPool) {
+    let document = document(pool).await;
+    let description = document["info"]["description"]
+        .as_str()
+        .expect("description");
+    for needle in [
+        "POST /api/v1/auth/login",
+        "access_token",
+        "**Authorize**",
+        "Idempotency-Key",
+        "GET /metrics",
+        "GET /admin/api/overview",
+        "GET /admin/api/queues/{queue}/jobs",
+        "GET /admin/api/schedules",
+    ] {
+        assert!(
+            description.contains(needle),
+            "{needle} missing: {description}"
         );
     }
 }

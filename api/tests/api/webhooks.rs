@@ -1340,3 +1340,508 @@ async fn a_failing_endpoint_opens_its_breaker_and_stops_using_attempts(pool: PgP
     assert_eq!(failing.hits().len(), hits_when_opened + 1 + ORDERS);
     worker.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Managing an endpoint: changes, disabling and re-enabling, secret rotation, pings, resends.
+// ---------------------------------------------------------------------------------------------
+
+async fn get_webhook(app: &TestApp, admin: &TestUser, id: &str) -> Value {
+    let response = app
+        .get(&format!("/api/v1/webhooks/{id}"), Some(&admin.token))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+async fn patch_webhook(app: &TestApp, admin: &TestUser, id: &str, body: &Value) -> Value {
+    let response = app
+        .patch_json(&format!("/api/v1/webhooks/{id}"), Some(&admin.token), body)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "PATCH {body}");
+    response.json().await.expect("json")
+}
+
+/// `POST` with no body at all.
+async fn post_empty(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn ping(app: &TestApp, admin: &TestUser, id: &str) -> Value {
+    let response = post_empty(app, &format!("/api/v1/webhooks/{id}/ping"), &admin.token).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json().await.expect("json")
+}
+
+async fn retry(app: &TestApp, admin: &TestUser, id: &str, delivery: &str) -> reqwest::Response {
+    post_empty(
+        app,
+        &format!("/api/v1/webhooks/{id}/deliveries/{delivery}/retry"),
+        &admin.token,
+    )
+    .await
+}
+
+/// The `v1,` signatures of a request, in header order.
+fn signatures(hit: &Hit) -> Vec<String> {
+    header(hit, "webhook-signature")
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What `secret` makes of the request, as a Standard Webhooks library signs it.
+fn expected_signature(secret: &str, hit: &Hit) -> String {
+    standardwebhooks::Webhook::new(secret)
+        .expect("whsec_ secret")
+        .sign(
+            header(hit, "webhook-id"),
+            header(hit, "webhook-timestamp").parse().expect("timestamp"),
+            &hit.body,
+        )
+        .expect("sign")
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn patch_changes_an_endpoint_and_refuses_bad_input_changing_nothing(pool: PgPool) {
+    // No allow-list: a loopback URL can never be reached and is refused.
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
+    let id = id_of(&created);
+
+    let changed = patch_webhook(
+        &app,
+        &admin,
+        &id,
+        &json!({"url": "https://erp.example.com/hooks/v2", "events": ["report.ready", "order.cancelled"]}),
+    )
+    .await;
+    assert_eq!(changed["url"], "https://erp.example.com/hooks/v2");
+    assert_eq!(
+        changed["events"],
+        json!(["order.cancelled", "report.ready"])
+    );
+    assert_eq!(changed["enabled"], true);
+    assert!(changed.get("secret").is_none(), "{changed}");
+    assert!(
+        !changed
+            .to_string()
+            .contains(created["secret"].as_str().expect("secret"))
+    );
+
+    let before = get_webhook(&app, &admin, &id).await;
+    let cases = [
+        (json!({"url": "ftp://example.com/in"}), "url"),
+        (
+            json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.placed"]}),
+            "url",
+        ),
+        (json!({"url": ""}), "url"),
+        (json!({"events": []}), "events"),
+        (
+            json!({"events": ["order.placed", "order.shipped"]}),
+            "events[1]",
+        ),
+        (json!({"events": ["webhook.ping"]}), "events[0]"),
+    ];
+    for (body, field) in cases {
+        let error = assert_error(
+            app.patch_json(&format!("/api/v1/webhooks/{id}"), Some(&admin.token), &body)
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(error["details"][0]["field"], field, "for {body}: {error}");
+    }
+    for body in [
+        json!({}),
+        json!({"enabled": "yes"}),
+        json!({"secret": "whsec_x"}),
+    ] {
+        assert_error(
+            app.patch_json(&format!("/api/v1/webhooks/{id}"), Some(&admin.token), &body)
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    assert_eq!(
+        get_webhook(&app, &admin, &id).await,
+        before,
+        "refused changes change nothing"
+    );
+
+    assert_error(
+        app.patch_json(
+            &format!("/api/v1/webhooks/{}", Uuid::now_v7()),
+            Some(&admin.token),
+            &json!({"enabled": false}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for path in [
+        format!("/api/v1/webhooks/{id}/rotate-secret"),
+        format!("/api/v1/webhooks/{id}/ping"),
+        format!("/api/v1/webhooks/{id}/deliveries/{}/retry", Uuid::now_v7()),
+    ] {
+        assert_error(
+            post_empty(&app, &path, &customer.token).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    assert_error(
+        app.patch_json(
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&customer.token),
+            &json!({"enabled": false}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(get_webhook(&app, &admin, &id).await, before);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_endpoint_gone_with_410_is_re_enabled_and_its_failed_delivery_resent(pool: PgPool) {
+    let app = spawn_app_with(pool, LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::Status(410)]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let secret = created["secret"].as_str().expect("secret");
+    let id = id_of(&created);
+    let worker = Worker::start(&app).await;
+
+    place_order(&app, &admin).await;
+    let failed = wait_for_delivery(&app, &admin, &id, status_is("failed")).await;
+    let delivery_id = id_of(&failed);
+    assert_eq!(get_webhook(&app, &admin, &id).await["enabled"], false);
+    assert_error(
+        retry(&app, &admin, &id, &delivery_id).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    let enabled = patch_webhook(&app, &admin, &id, &json!({"enabled": true})).await;
+    assert_eq!(enabled["enabled"], true);
+    assert!(enabled["disabled_reason"].is_null(), "{enabled}");
+    assert!(enabled["disabled_at"].is_null(), "{enabled}");
+
+    let response = retry(&app, &admin, &id, &delivery_id).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let resent: Value = response.json().await.expect("json");
+    assert_eq!(resent["id"], failed["id"]);
+    assert_eq!(resent["status"], "pending");
+
+    let delivered = wait_for_delivery(&app, &admin, &id, status_is("delivered")).await;
+    assert_eq!(delivered["id"], failed["id"]);
+    assert_eq!(delivered["attempts"], 2);
+    assert_eq!(delivered["last_status_code"], 200);
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 2);
+    for hit in &hits {
+        verify_signature(secret, hit);
+        assert_eq!(
+            header(hit, "webhook-id"),
+            delivery_id,
+            "the same webhook-id"
+        );
+        assert_eq!(hit.body, hits[0].body, "the same bytes");
+    }
+
+    // Disabled by hand: the reason says so, and nothing more is delivered.
+    let disabled = patch_webhook(&app, &admin, &id, &json!({"enabled": false})).await;
+    assert_eq!(disabled["enabled"], false);
+    assert_eq!(disabled["disabled_reason"], "disabled by an admin");
+    assert!(disabled["disabled_at"].is_string());
+    place_order(&app, &admin).await;
+    assert_eq!(deliveries(&app, &admin, &id).await.len(), 1);
+    worker.stop().await;
+    assert_eq!(receiver.hits().len(), 2);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_delivery_that_exhausted_its_retries_is_resent_and_a_delivered_one_again(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0.05"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![Reply::Status(500), Reply::Status(503)]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let secret = created["secret"].as_str().expect("secret");
+    let id = id_of(&created);
+    let other = id_of(
+        &create_webhook(
+            &app,
+            &admin,
+            "https://other.example.com/",
+            &["report.ready"],
+        )
+        .await,
+    );
+
+    // A pending delivery (no worker yet) cannot be resent.
+    place_order(&app, &admin).await;
+    let pending = deliveries(&app, &admin, &id).await.remove(0);
+    assert_eq!(pending["status"], "pending");
+    let delivery_id = id_of(&pending);
+    assert_error(
+        retry(&app, &admin, &id, &delivery_id).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    // Unknown ids, and a delivery asked for through another endpoint, are 404.
+    for (endpoint, delivery) in [
+        (id.clone(), Uuid::now_v7().to_string()),
+        (Uuid::now_v7().to_string(), delivery_id.clone()),
+        (other.clone(), delivery_id.clone()),
+    ] {
+        assert_error(
+            retry(&app, &admin, &endpoint, &delivery).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+
+    let worker = Worker::start(&app).await;
+    let failed = wait_for_delivery(&app, &admin, &id, status_is("failed")).await;
+    assert_eq!(failed["attempts"], 2, "the schedule allows one retry");
+    assert_eq!(failed["last_status_code"], 503);
+
+    let response = retry(&app, &admin, &id, &delivery_id).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let delivered = wait_for_delivery(&app, &admin, &id, status_is("delivered")).await;
+    assert_eq!(delivered["attempts"], 3);
+    assert_eq!(receiver.hits().len(), 3);
+
+    // A delivered one is sent once more on request, with the same id and body.
+    let response = retry(&app, &admin, &id, &delivery_id).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let hits = receiver.wait_for_hits(4).await;
+    let again = wait_for_delivery(&app, &admin, &id, |d| {
+        d["status"] == "delivered" && d["attempts"] == 4
+    })
+    .await;
+    assert_eq!(again["id"], pending["id"]);
+    for hit in &hits {
+        verify_signature(secret, hit);
+        assert_eq!(header(hit, "webhook-id"), delivery_id);
+        assert_eq!(hit.body, hits[0].body);
+    }
+    assert_eq!(
+        deliveries(&app, &admin, &id).await.len(),
+        1,
+        "no new delivery row"
+    );
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_ping_reaches_only_its_endpoint_signed(pool: PgPool) {
+    let app = spawn_app_with(pool, LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![]).await;
+    let bystander = Receiver::start(vec![]).await;
+    // Subscribed to something else entirely: a ping goes to an endpoint whatever it wants.
+    let created = create_webhook(&app, &admin, &receiver.url(), &["report.ready"]).await;
+    let secret = created["secret"].as_str().expect("secret");
+    let id = id_of(&created);
+    let bystander_id =
+        id_of(&create_webhook(&app, &admin, &bystander.url(), &["report.ready"]).await);
+    let worker = Worker::start(&app).await;
+
+    let staged = ping(&app, &admin, &id).await;
+    assert_eq!(staged["event_type"], "webhook.ping");
+    assert_eq!(staged["status"], "pending");
+    let delivery_id = id_of(&staged);
+
+    let hits = receiver.wait_for_hits(1).await;
+    verify_signature(secret, &hits[0]);
+    assert_eq!(header(&hits[0], "webhook-id"), delivery_id);
+    let body = body_json(&hits[0]);
+    assert_eq!(body["type"], "webhook.ping");
+    assert_eq!(body["data"]["endpoint_id"], id.as_str());
+    let delivered = wait_for_delivery(&app, &admin, &id, status_is("delivered")).await;
+    assert_eq!(delivered["id"], staged["id"]);
+    assert_eq!(delivered["event_type"], "webhook.ping");
+
+    assert_error(
+        post_empty(
+            &app,
+            &format!("/api/v1/webhooks/{}/ping", Uuid::now_v7()),
+            &admin.token,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    patch_webhook(&app, &admin, &id, &json!({"enabled": false})).await;
+    assert_error(
+        post_empty(&app, &format!("/api/v1/webhooks/{id}/ping"), &admin.token).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    worker.stop().await;
+    assert_eq!(receiver.hits().len(), 1);
+    assert!(bystander.hits().is_empty(), "another endpoint gets no ping");
+    assert!(deliveries(&app, &admin, &bystander_id).await.is_empty());
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn rotate_secret_takes_an_optional_overlap(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let created = create_webhook(
+        &app,
+        &admin,
+        "https://erp.example.com/hooks",
+        &["order.placed"],
+    )
+    .await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/webhooks/{id}/rotate-secret");
+
+    // No body: the previous secret signs for a day.
+    let response = post_empty(&app, &path, &admin.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.expect("json");
+    let secret = rotated["secret"].as_str().expect("secret");
+    assert!(secret.starts_with("whsec_") && secret != created["secret"].as_str().expect("old"));
+    assert!(standardwebhooks::Webhook::new(secret).is_ok());
+    let until: DateTime<Utc> = rotated["previous_secret_expires_at"]
+        .as_str()
+        .expect("previous secret expiry")
+        .parse()
+        .expect("time");
+    let left = until - Utc::now();
+    assert!(
+        left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24),
+        "{left}"
+    );
+    let shown = get_webhook(&app, &admin, &id).await;
+    assert_eq!(
+        shown["previous_secret_expires_at"],
+        rotated["previous_secret_expires_at"]
+    );
+    assert!(shown.get("secret").is_none());
+    assert!(!shown.to_string().contains(secret));
+
+    // Zero: the previous secret stops at once.
+    let response = app
+        .post_json(&path, Some(&admin.token), &json!({"overlap_secs": 0}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.expect("json");
+    assert!(rotated["previous_secret_expires_at"].is_null(), "{rotated}");
+
+    let current = get_webhook(&app, &admin, &id).await;
+    for body in [
+        json!({"overlap_secs": 604_801}),
+        json!({"overlap_secs": -1}),
+        json!({"overlap": 10}),
+    ] {
+        assert_error(
+            app.post_json(&path, Some(&admin.token), &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    assert_eq!(
+        get_webhook(&app, &admin, &id).await,
+        current,
+        "nothing rotated"
+    );
+    assert_error(
+        post_empty(
+            &app,
+            &format!("/api/v1/webhooks/{}/rotate-secret", Uuid::now_v7()),
+            &admin.token,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn after_a_rotation_deliveries_carry_both_signatures_until_the_overlap_ends(pool: PgPool) {
+    let app = spawn_app_with(pool, LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![]).await;
+    let created = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let old = created["secret"].as_str().expect("secret").to_owned();
+    let id = id_of(&created);
+    let worker = Worker::start(&app).await;
+
+    let response = app
+        .post_json(
+            &format!("/api/v1/webhooks/{id}/rotate-secret"),
+            Some(&admin.token),
+            // Long enough that a busy machine still delivers the ping inside it.
+            &json!({"overlap_secs": 15}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.expect("json");
+    let new = rotated["secret"].as_str().expect("new secret").to_owned();
+    let until: DateTime<Utc> = rotated["previous_secret_expires_at"]
+        .as_str()
+        .expect("previous secret expiry")
+        .parse()
+        .expect("time");
+
+    // Inside the window: both signatures, the new one first; either secret verifies.
+    ping(&app, &admin, &id).await;
+    let hit = receiver.wait_for_hits(1).await.remove(0);
+    assert!(
+        Utc::now() < until,
+        "the delivery was made after the window; the machine is too slow for this test"
+    );
+    let both = signatures(&hit);
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(
+        both[0],
+        expected_signature(&new, &hit),
+        "the new secret signs first"
+    );
+    assert_eq!(both[1], expected_signature(&old, &hit));
+    verify_signature(&new, &hit);
+    verify_signature(&old, &hit);
+
+    // After it: only the new secret signs.
+    let wait = (until - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200);
+    tokio::time::sleep(wait).await;
+    assert!(get_webhook(&app, &admin, &id).await["previous_secret_expires_at"].is_null());
+    place_order(&app, &admin).await;
+    let hit = receiver.wait_for_hits(2).await.remove(1);
+    assert_eq!(signatures(&hit), vec![expected_signature(&new, &hit)]);
+    verify_signature(&new, &hit);
+    assert!(
+        standardwebhooks::Webhook::new(&old)
+            .expect("old secret")
+            .verify(&hit.body, &hit.headers)
+            .is_err(),
+        "the old secret no longer verifies"
+    );
+    worker.stop().await;
+}

@@ -1,6 +1,8 @@
 //! Webhooks: the shop tells other systems what happened, over signed HTTP calls.
 //!
-//! Admins register endpoints (a URL, the event types it wants, a `whsec_` secret shown once).
+//! Admins register endpoints (a URL, the event types it wants, a `whsec_` secret shown once),
+//! change, disable and re-enable them, rotate their secret (the old one keeps signing for an
+//! overlap window), send a test `webhook.ping`, and resend a delivery that failed.
 //! When an order is placed, cancelled or moves on, or a report is ready, [`WebhookSubscriber`]
 //! writes one delivery per subscribed endpoint and stages a `WebhookJob` for each, inside the
 //! transaction that made the change: a rolled-back order sends nothing. A worker then sends the
@@ -25,7 +27,7 @@ pub mod subscriber;
 pub use address::{AddressPolicy, HostCheck};
 pub use model::{
     AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
-    WebhookEndpoint, WebhookEventType, WebhookUrl,
+    WebhookEndpoint, WebhookEndpointChanges, WebhookEventType, WebhookUrl,
 };
 pub use service::WebhookService;
 pub use signature::WebhookSecret;

@@ -1,5 +1,5 @@
 //! The webhook model: event types, endpoints, deliveries, what one attempt records, and the
-//! parsed input of a new endpoint.
+//! parsed input of a new endpoint and of a change to one.
 
 use std::{fmt, time::Duration};
 
@@ -13,7 +13,8 @@ use crate::{
     webhooks::signature::WebhookSecret,
 };
 
-/// The events an endpoint can subscribe to. The names are the `type` of the delivered body.
+/// The events deliveries carry; the names are the `type` of the delivered body. All but
+/// `webhook.ping` can be subscribed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WebhookEventType {
     /// `order.placed`.
@@ -28,11 +29,15 @@ pub enum WebhookEventType {
     /// `report.ready`.
     #[serde(rename = "report.ready")]
     ReportReady,
+    /// `webhook.ping`: a test delivery an admin asks for, sent to one endpoint only; nobody
+    /// subscribes to it.
+    #[serde(rename = "webhook.ping")]
+    Ping,
 }
 
 impl WebhookEventType {
-    /// Every event type, in the order the docs list them.
-    pub const ALL: [Self; 4] = [
+    /// Every type an endpoint can subscribe to, in the order the docs list them.
+    pub const SUBSCRIBABLE: [Self; 4] = [
         Self::OrderPlaced,
         Self::OrderCancelled,
         Self::OrderStatusChanged,
@@ -46,12 +51,13 @@ impl WebhookEventType {
             Self::OrderCancelled => "order.cancelled",
             Self::OrderStatusChanged => "order.status_changed",
             Self::ReportReady => "report.ready",
+            Self::Ping => "webhook.ping",
         }
     }
 
-    /// The type named `name`, if it is one.
+    /// The subscribable type named `name`, if it is one.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
+        Self::SUBSCRIBABLE.into_iter().find(|t| t.as_str() == name)
     }
 
     /// The webhook event a domain event is delivered as, if any (user events are not).
@@ -125,44 +131,86 @@ pub struct NewWebhookEndpoint {
 impl NewWebhookEndpoint {
     /// Parses a registration; every unknown event type is reported by position.
     pub fn parse(url: &str, events: &[String]) -> Result<Self, AppError> {
-        let url = WebhookUrl::parse(url)?;
-        if events.is_empty() {
-            return Err(AppError::invalid_field(
-                "events",
-                "must name at least one event type",
+        Ok(Self {
+            url: WebhookUrl::parse(url)?,
+            events: parse_events(events)?,
+        })
+    }
+}
+
+/// Parses a subscription list: at least one type, each known and subscribable, returned sorted
+/// and without repeats; every bad name is reported by position.
+fn parse_events(events: &[String]) -> Result<Vec<WebhookEventType>, AppError> {
+    if events.is_empty() {
+        return Err(AppError::invalid_field(
+            "events",
+            "must name at least one event type",
+        ));
+    }
+    let mut parsed = Vec::with_capacity(events.len());
+    let mut problems = Vec::new();
+    for (i, name) in events.iter().enumerate() {
+        let name = name.trim();
+        match WebhookEventType::parse(name) {
+            Some(kind) => parsed.push(kind),
+            None if name == WebhookEventType::Ping.as_str() => problems.push(FieldError::new(
+                format!("events[{i}]"),
+                "webhook.ping is sent on request only (POST /webhooks/{id}/ping) and cannot be \
+                 subscribed to",
+            )),
+            None => problems.push(FieldError::new(
+                format!("events[{i}]"),
+                format!(
+                    "unknown event type {name:?} (known: {})",
+                    WebhookEventType::SUBSCRIBABLE
+                        .map(WebhookEventType::as_str)
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Unprocessable {
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            details: problems,
+        });
+    }
+    parsed.sort();
+    parsed.dedup();
+    Ok(parsed)
+}
+
+/// A checked change to an endpoint: each field present is replaced, the others are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEndpointChanges {
+    /// A new destination.
+    pub url: Option<WebhookUrl>,
+    /// A new subscription list (replaces the old one).
+    pub events: Option<Vec<WebhookEventType>>,
+    /// `true` starts deliveries again (also after a 410), `false` stops them.
+    pub enabled: Option<bool>,
+}
+
+impl WebhookEndpointChanges {
+    /// Parses a change with the rules of a registration; a change naming nothing is refused.
+    pub fn parse(
+        url: Option<&str>,
+        events: Option<&[String]>,
+        enabled: Option<bool>,
+    ) -> Result<Self, AppError> {
+        if url.is_none() && events.is_none() && enabled.is_none() {
+            return Err(AppError::unprocessable(
+                "name at least one of url, events, enabled",
             ));
         }
-        let mut parsed = Vec::with_capacity(events.len());
-        let mut problems = Vec::new();
-        for (i, name) in events.iter().enumerate() {
-            match WebhookEventType::parse(name.trim()) {
-                Some(kind) => parsed.push(kind),
-                None => problems.push(FieldError::new(
-                    format!("events[{i}]"),
-                    format!(
-                        "unknown event type {name:?} (known: {})",
-                        WebhookEventType::ALL
-                            .map(WebhookEventType::as_str)
-                            .join(", ")
-                    ),
-                )),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(AppError::Unprocessable {
-                message: problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.field, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                details: problems,
-            });
-        }
-        parsed.sort();
-        parsed.dedup();
         Ok(Self {
-            url,
-            events: parsed,
+            url: url.map(WebhookUrl::parse).transpose()?,
+            events: events.map(parse_events).transpose()?,
+            enabled,
         })
     }
 }
@@ -176,9 +224,16 @@ pub struct WebhookEndpoint {
     pub url: String,
     /// What it subscribed to.
     pub events: Vec<WebhookEventType>,
-    /// Signs every delivery; shown to the admin only when the endpoint is created.
+    /// Signs every delivery; shown to the admin only when the endpoint is created or its secret
+    /// rotated.
     pub secret: WebhookSecret,
-    /// False once the receiver answered 410 Gone: no more deliveries are made.
+    /// The secret before the latest rotation: it still signs deliveries, beside `secret`, until
+    /// `previous_secret_expires_at`, so receivers can switch without rejecting any.
+    pub previous_secret: Option<WebhookSecret>,
+    /// When `previous_secret` stops signing.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// False once the receiver answered 410 Gone or an admin disabled it: no more deliveries
+    /// are made.
     pub enabled: bool,
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
@@ -190,6 +245,34 @@ pub struct WebhookEndpoint {
     pub created_at: DateTime<Utc>,
     /// Last change, such as being disabled (kept by a database trigger, UTC).
     pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookEndpoint {
+    /// The previous secret while it still signs deliveries at `now`.
+    pub fn previous_secret_at(&self, now: DateTime<Utc>) -> Option<&WebhookSecret> {
+        match (&self.previous_secret, self.previous_secret_expires_at) {
+            (Some(secret), Some(expires_at)) if now < expires_at => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The `webhook-signature` header value for one message sent at `now`: the current
+    /// secret's signature, then the previous secret's while it is still valid, space-separated
+    /// (Standard Webhooks receivers accept a header when any one signature verifies).
+    pub fn signature(
+        &self,
+        message_id: &str,
+        timestamp: i64,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, AppError> {
+        let mut header = self.secret.sign(message_id, timestamp, body)?;
+        if let Some(previous) = self.previous_secret_at(now) {
+            header.push(' ');
+            header.push_str(&previous.sign(message_id, timestamp, body)?);
+        }
+        Ok(header)
+    }
 }
 
 /// Where a delivery stands.
@@ -314,11 +397,16 @@ mod tests {
 
     #[test]
     fn event_types_round_trip_by_name() {
-        for kind in WebhookEventType::ALL {
+        for kind in WebhookEventType::SUBSCRIBABLE {
             assert_eq!(WebhookEventType::parse(kind.as_str()), Some(kind));
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         assert_eq!(WebhookEventType::parse("user.registered"), None);
+        assert_eq!(WebhookEventType::parse("webhook.ping"), None);
+        assert_eq!(
+            serde_json::to_value(WebhookEventType::Ping).unwrap(),
+            "webhook.ping"
+        );
     }
 
     #[test]
@@ -378,6 +466,69 @@ mod tests {
             panic!("expected 422");
         };
         assert_eq!(details[0].field, "events[1]");
+    }
+
+    #[test]
+    fn changes_are_checked_like_registrations() {
+        let changes = WebhookEndpointChanges::parse(None, None, Some(true)).unwrap();
+        assert_eq!(changes.enabled, Some(true));
+        assert!(changes.url.is_none() && changes.events.is_none());
+        assert!(WebhookEndpointChanges::parse(None, None, None).is_err());
+        assert!(WebhookEndpointChanges::parse(Some("ftp://example.com/"), None, None).is_err());
+        assert!(WebhookEndpointChanges::parse(None, Some(&[]), None).is_err());
+        let AppError::Unprocessable { details, .. } =
+            WebhookEndpointChanges::parse(None, Some(&["webhook.ping".into()]), None).unwrap_err()
+        else {
+            panic!("expected 422");
+        };
+        assert!(
+            details[0].message.contains("on request only"),
+            "{details:?}"
+        );
+    }
+
+    fn endpoint(previous_expires_in: Option<i64>) -> WebhookEndpoint {
+        let now = Utc::now();
+        WebhookEndpoint {
+            id: Uuid::now_v7(),
+            url: "https://example.com/".into(),
+            events: vec![WebhookEventType::OrderPlaced],
+            secret: WebhookSecret::generate(),
+            previous_secret: previous_expires_in.map(|_| WebhookSecret::generate()),
+            previous_secret_expires_at: previous_expires_in
+                .map(|secs| now + chrono::Duration::seconds(secs)),
+            enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn the_previous_secret_signs_beside_the_new_one_until_it_expires() {
+        let now = Utc::now();
+        let single = endpoint(None);
+        let header = single.signature("id", 1, "{}", now).unwrap();
+        assert_eq!(header, single.secret.sign("id", 1, "{}").unwrap());
+
+        let rotated = endpoint(Some(60));
+        let header = rotated.signature("id", 1, "{}", now).unwrap();
+        let previous = rotated.previous_secret.as_ref().unwrap();
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                rotated.secret.sign("id", 1, "{}").unwrap(),
+                previous.sign("id", 1, "{}").unwrap()
+            )
+        );
+        let later = now + chrono::Duration::seconds(61);
+        assert_eq!(
+            rotated.signature("id", 1, "{}", later).unwrap(),
+            rotated.secret.sign("id", 1, "{}").unwrap()
+        );
     }
 
     #[test]

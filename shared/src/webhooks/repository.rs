@@ -10,7 +10,7 @@ use crate::{
     webhooks::{
         model::{
             AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
-            WebhookEndpoint, WebhookEventType,
+            WebhookEndpoint, WebhookEndpointChanges, WebhookEventType,
         },
         signature::WebhookSecret,
     },
@@ -22,6 +22,8 @@ struct EndpointRow {
     url: String,
     events: Vec<String>,
     secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
     enabled: bool,
     disabled_reason: Option<String>,
     disabled_at: Option<DateTime<Utc>>,
@@ -42,6 +44,8 @@ impl From<EndpointRow> for WebhookEndpoint {
                 .filter_map(|e| WebhookEventType::parse(e))
                 .collect(),
             secret: WebhookSecret::from_stored(row.secret),
+            previous_secret: row.previous_secret.map(WebhookSecret::from_stored),
+            previous_secret_expires_at: row.previous_secret_expires_at,
             enabled: row.enabled,
             disabled_reason: row.disabled_reason,
             disabled_at: row.disabled_at,
@@ -70,8 +74,8 @@ impl WebhookRepository {
         let row = sqlx::query_as!(
             EndpointRow,
             "insert into webhook_endpoints (id, url, events, secret, created_by) values ($1, $2, $3, $4, $5) \
-             returning id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
-                       created_at, updated_at",
+             returning id, url, events, secret, previous_secret, previous_secret_expires_at, enabled, \
+                       disabled_reason, disabled_at, created_by, created_at, updated_at",
             Uuid::now_v7(),
             new.url.as_str(),
             &events as &[&str],
@@ -92,8 +96,8 @@ impl WebhookRepository {
     ) -> Result<Option<WebhookEndpoint>, AppError> {
         let row = sqlx::query_as!(
             EndpointRow,
-            "select id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
-                    created_at, updated_at \
+            "select id, url, events, secret, previous_secret, previous_secret_expires_at, enabled, \
+                    disabled_reason, disabled_at, created_by, created_at, updated_at \
              from webhook_endpoints where id = $1",
             id,
         )
@@ -111,8 +115,8 @@ impl WebhookRepository {
     ) -> Result<Page<WebhookEndpoint>, AppError> {
         let rows = sqlx::query_as!(
             EndpointRow,
-            "select id, url, events, secret, enabled, disabled_reason, disabled_at, created_by, \
-                    created_at, updated_at \
+            "select id, url, events, secret, previous_secret, previous_secret_expires_at, enabled, \
+                    disabled_reason, disabled_at, created_by, created_at, updated_at \
              from webhook_endpoints where ($1::uuid is null or id < $1) order by id desc limit $2",
             page.cursor,
             page.fetch_limit(),
@@ -120,6 +124,74 @@ impl WebhookRepository {
         .fetch_all(conn)
         .await?;
         Ok(Page::from_rows(rows, page, |r| r.id).map(Into::into))
+    }
+
+    /// Applies `changes` to an endpoint; `None` if there is none. Disabling an enabled endpoint
+    /// records `disabled_reason` and the time; enabling clears both; setting `enabled` to what it
+    /// already is keeps them (a 410's reason is not overwritten by a later manual disable).
+    #[tracing::instrument(skip(self, conn, changes))]
+    pub async fn update_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        changes: &WebhookEndpointChanges,
+        disabled_reason: &str,
+    ) -> Result<Option<WebhookEndpoint>, AppError> {
+        let events: Option<Vec<&str>> = changes
+            .events
+            .as_ref()
+            .map(|events| events.iter().map(|e| e.as_str()).collect());
+        let row = sqlx::query_as!(
+            EndpointRow,
+            "update webhook_endpoints set \
+                 url = coalesce($2, url), \
+                 events = coalesce($3, events), \
+                 enabled = coalesce($4, enabled), \
+                 disabled_reason = case when $4 is null or $4 = enabled then disabled_reason \
+                                        when $4 then null else $5 end, \
+                 disabled_at = case when $4 is null or $4 = enabled then disabled_at \
+                                    when $4 then null else now() end \
+             where id = $1 \
+             returning id, url, events, secret, previous_secret, previous_secret_expires_at, enabled, \
+                       disabled_reason, disabled_at, created_by, created_at, updated_at",
+            id,
+            changes.url.as_ref().map(|url| url.as_str()),
+            events.as_deref() as Option<&[&str]>,
+            changes.enabled,
+            disabled_reason,
+        )
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Makes `secret` the endpoint's secret; the one it replaces keeps signing until
+    /// `previous_expires_at`, or stops at once when that is `None`. `None` if there is no such
+    /// endpoint.
+    #[tracing::instrument(skip(self, conn, secret))]
+    pub async fn rotate_secret(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        secret: &WebhookSecret,
+        previous_expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<WebhookEndpoint>, AppError> {
+        let row = sqlx::query_as!(
+            EndpointRow,
+            "update webhook_endpoints set \
+                 previous_secret = case when $3::timestamptz is null then null else secret end, \
+                 previous_secret_expires_at = $3, \
+                 secret = $2 \
+             where id = $1 \
+             returning id, url, events, secret, previous_secret, previous_secret_expires_at, enabled, \
+                       disabled_reason, disabled_at, created_by, created_at, updated_at",
+            id,
+            secret.expose(),
+            previous_expires_at,
+        )
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.map(Into::into))
     }
 
     /// Deletes an endpoint and its deliveries; false if there was none.
@@ -178,6 +250,55 @@ impl WebhookRepository {
         .execute(conn)
         .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    /// Writes one delivery of `payload` to one endpoint (whatever it subscribed to).
+    #[tracing::instrument(skip(self, conn, payload))]
+    pub async fn insert_delivery(
+        &self,
+        conn: &mut PgConnection,
+        endpoint_id: Uuid,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<WebhookDelivery, AppError> {
+        Ok(sqlx::query_as!(
+            WebhookDelivery,
+            r#"insert into webhook_deliveries (id, endpoint_id, event_type, payload)
+               values (orderly_uuidv7(), $1, $2, $3)
+               returning id, endpoint_id, event_type, payload, status as "status: DeliveryStatus",
+                         attempts, last_status_code, last_error, last_latency_ms, last_attempt_at,
+                         next_retry_at, delivered_at, created_at, updated_at"#,
+            endpoint_id,
+            event_type,
+            payload,
+        )
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// Puts a settled (delivered or failed) delivery of `endpoint_id` back to pending, for
+    /// another send; its attempt count and latest attempt are kept. `None` if there is no such
+    /// delivery or it is pending already.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn reset_settled_delivery(
+        &self,
+        conn: &mut PgConnection,
+        endpoint_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<WebhookDelivery>, AppError> {
+        Ok(sqlx::query_as!(
+            WebhookDelivery,
+            r#"update webhook_deliveries set status = 'pending', next_retry_at = null,
+                      delivered_at = null
+               where id = $1 and endpoint_id = $2 and status <> 'pending'
+               returning id, endpoint_id, event_type, payload, status as "status: DeliveryStatus",
+                         attempts, last_status_code, last_error, last_latency_ms, last_attempt_at,
+                         next_retry_at, delivered_at, created_at, updated_at"#,
+            id,
+            endpoint_id,
+        )
+        .fetch_optional(conn)
+        .await?)
     }
 
     /// A delivery by id.

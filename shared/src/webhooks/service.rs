@@ -1,11 +1,14 @@
 //! Webhook rules: who manages endpoints, how an event becomes deliveries, and what the delivery
-//! job may read and record.
+//! job may read and record; and the admin's tools around an endpoint: changing it, disabling and
+//! re-enabling it, rotating its secret, a test ping and resending a delivery.
 //!
 //! Endpoints are shop-level integrations (an ERP, a fulfilment partner, a chat notification) and
 //! the order events they receive concern every customer, so only admins manage them; a customer
 //! never sees another customer's orders through a webhook.
 
 use std::{net::IpAddr, time::Duration};
+
+use chrono::{DateTime, Utc};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -16,14 +19,14 @@ use crate::{
     error::AppError,
     jobs::JobStager,
     pagination::{Page, PageRequest},
-    queue::{RunAt, UnitOfWork},
+    queue::{Outbox, RunAt, UnitOfWork},
     users::Actor,
     webhooks::{
         address::{AddressPolicy, HostCheck, Refused},
         job::WebhookJob,
         model::{
-            AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookEventType,
-            WebhookUrl,
+            AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
+            WebhookEndpointChanges, WebhookEventType, WebhookUrl,
         },
         repository::WebhookRepository,
         signature::WebhookSecret,
@@ -42,6 +45,24 @@ struct Envelope<'a> {
     data: &'a Value,
 }
 
+impl Envelope<'_> {
+    /// The body of a delivery of `data` as `kind`, timestamped now.
+    fn body(kind: WebhookEventType, data: &Value) -> Result<String, AppError> {
+        Ok(serde_json::to_string(&Envelope {
+            kind: kind.as_str(),
+            timestamp: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            data,
+        })?)
+    }
+}
+
+/// The reason recorded when an admin disables an endpoint.
+pub const DISABLED_BY_ADMIN: &str = "disabled by an admin";
+/// Longest time a rotated-out secret may keep signing deliveries: a week.
+pub const MAX_SECRET_OVERLAP: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long a rotated-out secret keeps signing when the admin does not say: a day.
+pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Webhook endpoints (admin only), the deliveries an event fans out to, and what the delivery
 /// job reads and records.
 #[derive(Debug, Clone)]
@@ -49,6 +70,9 @@ pub struct WebhookService {
     pool: PgPool,
     webhooks: WebhookRepository,
     jobs: JobStager,
+    /// Commits the units of work that stage delivery jobs outside a domain event (a ping, a
+    /// resend) and pushes their jobs.
+    outbox: Outbox,
     /// The addresses deliveries may reach (`WEBHOOK_ALLOWLIST` and public addresses): a URL
     /// that can never pass is refused when it is registered.
     addresses: AddressPolicy,
@@ -65,11 +89,12 @@ fn require_admin(actor: &Actor) -> Result<(), AppError> {
 impl WebhookService {
     /// Wires the service; `jobs` stages the delivery jobs; `addresses` says which addresses
     /// deliveries may reach.
-    pub fn new(pool: PgPool, jobs: JobStager, addresses: AddressPolicy) -> Self {
+    pub fn new(pool: PgPool, jobs: JobStager, outbox: Outbox, addresses: AddressPolicy) -> Self {
         Self {
             pool,
             webhooks: WebhookRepository,
             jobs,
+            outbox,
             addresses,
         }
     }
@@ -140,6 +165,158 @@ impl WebhookService {
             .ok_or_else(|| AppError::not_found("webhook endpoint not found"))
     }
 
+    /// Changes an endpoint (admin): a new URL is checked like at registration (including the
+    /// refusal of addresses no delivery could reach); `enabled: true` starts deliveries again,
+    /// also after a 410, and clears the reason; `enabled: false` stops them with the reason
+    /// [`DISABLED_BY_ADMIN`]. Nothing changes when the input is refused.
+    #[tracing::instrument(skip(self, changes), fields(user_id = %actor.user_id))]
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        changes: WebhookEndpointChanges,
+    ) -> Result<WebhookEndpoint, AppError> {
+        require_admin(actor)?;
+        if let Some(url) = &changes.url {
+            self.refuse_unreachable(url).await?;
+        }
+        let mut conn = self.pool.acquire().await?;
+        let endpoint = self
+            .webhooks
+            .update_endpoint(&mut conn, id, &changes, DISABLED_BY_ADMIN)
+            .await?
+            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+        tracing::info!(endpoint_id = %id, enabled = endpoint.enabled, "webhook endpoint changed");
+        Ok(endpoint)
+    }
+
+    /// Gives an endpoint a fresh secret (admin) and returns the endpoint with it, the only time
+    /// anyone sees it. The secret it replaces keeps signing deliveries, beside the new one, for
+    /// `overlap` (at most [`MAX_SECRET_OVERLAP`]; zero stops it at once). Rotating again within
+    /// the window drops the oldest secret: only the last two ever sign.
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn rotate_secret(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        overlap: Duration,
+    ) -> Result<WebhookEndpoint, AppError> {
+        require_admin(actor)?;
+        if overlap > MAX_SECRET_OVERLAP {
+            return Err(AppError::invalid_field(
+                "overlap_secs",
+                format!("must be at most {}", MAX_SECRET_OVERLAP.as_secs()),
+            ));
+        }
+        let previous_expires_at: Option<DateTime<Utc>> = (!overlap.is_zero())
+            .then(|| Utc::now() + chrono::Duration::from_std(overlap).unwrap_or_default());
+        let mut conn = self.pool.acquire().await?;
+        let endpoint = self
+            .webhooks
+            .rotate_secret(
+                &mut conn,
+                id,
+                &WebhookSecret::generate(),
+                previous_expires_at,
+            )
+            .await?
+            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+        tracing::info!(endpoint_id = %id, overlap_secs = overlap.as_secs(), "webhook secret rotated");
+        Ok(endpoint)
+    }
+
+    /// Sends a `webhook.ping` to one endpoint (admin), whatever it subscribed to, signed and
+    /// recorded like any delivery; returns the staged delivery. 409 if the endpoint is
+    /// disabled (nothing would be sent).
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn ping(
+        &self,
+        actor: &Actor,
+        endpoint_id: Uuid,
+    ) -> Result<WebhookDelivery, AppError> {
+        require_admin(actor)?;
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let endpoint = self
+            .webhooks
+            .find_endpoint(uow.conn(), endpoint_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+        if !endpoint.enabled {
+            return Err(AppError::conflict(
+                "the endpoint is disabled; enable it (PATCH enabled: true) to ping it",
+            ));
+        }
+        let kind = WebhookEventType::Ping;
+        let body = Envelope::body(
+            kind,
+            &serde_json::json!({ "endpoint_id": endpoint_id, "requested_by": actor.user_id }),
+        )?;
+        let delivery = self
+            .webhooks
+            .insert_delivery(uow.conn(), endpoint_id, kind.as_str(), &body)
+            .await?;
+        self.stage_send(&mut uow, &delivery).await?;
+        self.outbox.commit(uow).await?;
+        tracing::info!(%endpoint_id, delivery_id = %delivery.id, "webhook ping staged");
+        Ok(delivery)
+    }
+
+    /// Sends a settled delivery again (admin): a failed one, or a delivered one to resend. It
+    /// goes back to pending and a new job is staged; the `webhook-id` and body are the same, so
+    /// a receiver that got it already can drop it. 404 if the endpoint has no such delivery,
+    /// 409 if it is pending already or the endpoint is disabled.
+    #[tracing::instrument(skip(self), fields(user_id = %actor.user_id))]
+    pub async fn redeliver(
+        &self,
+        actor: &Actor,
+        endpoint_id: Uuid,
+        delivery_id: Uuid,
+    ) -> Result<WebhookDelivery, AppError> {
+        require_admin(actor)?;
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let endpoint = self
+            .webhooks
+            .find_endpoint(uow.conn(), endpoint_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+        let Some(delivery) = self
+            .webhooks
+            .reset_settled_delivery(uow.conn(), endpoint_id, delivery_id)
+            .await?
+        else {
+            return Err(
+                match self.webhooks.find_delivery(uow.conn(), delivery_id).await? {
+                    Some(d) if d.endpoint_id == endpoint_id => {
+                        AppError::conflict("the delivery is pending already; it will be sent")
+                    }
+                    _ => AppError::not_found("webhook delivery not found"),
+                },
+            );
+        };
+        if !endpoint.enabled {
+            return Err(AppError::conflict(
+                "the endpoint is disabled; enable it (PATCH enabled: true) to resend",
+            ));
+        }
+        self.stage_send(&mut uow, &delivery).await?;
+        self.outbox.commit(uow).await?;
+        tracing::info!(%endpoint_id, %delivery_id, "webhook delivery resent");
+        Ok(delivery)
+    }
+
+    /// Stages the job that sends `delivery`, in its endpoint's group.
+    async fn stage_send(
+        &self,
+        uow: &mut UnitOfWork,
+        delivery: &WebhookDelivery,
+    ) -> Result<Uuid, AppError> {
+        let job = WebhookJob {
+            delivery_id: delivery.id,
+            endpoint_id: Some(delivery.endpoint_id),
+        };
+        self.jobs.stage(uow, &job, RunAt::Now).await
+    }
+
     /// Deletes an endpoint and its delivery history (admin). Deliveries still queued find
     /// their row gone and end quietly.
     #[tracing::instrument(skip(self))]
@@ -187,11 +364,7 @@ impl WebhookService {
         event: WebhookEventType,
         data: &Value,
     ) -> Result<Vec<Uuid>, AppError> {
-        let body = serde_json::to_string(&Envelope {
-            kind: event.as_str(),
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            data,
-        })?;
+        let body = Envelope::body(event, data)?;
         let deliveries = self
             .webhooks
             .insert_deliveries_to_subscribers(uow.conn(), event, &body)
@@ -251,8 +424,8 @@ impl WebhookService {
             .await
     }
 
-    /// Stops all deliveries to an endpoint (the receiver said 410 Gone). An admin re-registers
-    /// the endpoint to start again.
+    /// Stops all deliveries to an endpoint (the receiver said 410 Gone). An admin re-enables it
+    /// ([`Self::update`]) to start again.
     #[tracing::instrument(skip(self))]
     pub async fn disable_endpoint(&self, endpoint_id: Uuid, reason: &str) -> Result<(), AppError> {
         let mut conn = self.pool.acquire().await?;

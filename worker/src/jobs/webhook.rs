@@ -195,9 +195,9 @@ fn signed_headers(
     timestamp: i64,
 ) -> Result<HeaderMap, JobError> {
     let message_id = delivery.id.to_string();
+    // Both the new and the previous secret's signatures while a rotation's overlap lasts.
     let signature = endpoint
-        .secret
-        .sign(&message_id, timestamp, &delivery.payload)
+        .signature(&message_id, timestamp, &delivery.payload, Utc::now())
         .map_err(|e| JobError::permanent(format!("cannot sign: {e}")))?;
     let value =
         |v: String| HeaderValue::from_str(&v).map_err(|e| JobError::permanent(e.to_string()));
