@@ -1,9 +1,10 @@
 //! How times, durations, ids and job states read on every page: short human durations, points
 //! in time for `<time>` elements (absolute and relative), shortened ids for buttons and
-//! questions, the names job states go by in URLs and tabs, and where a group's page is.
+//! questions, the names job states go by in URLs and tabs, where a group's page is, retry
+//! policies as schedules and what priority levels mean.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orderly::queue::JobState;
+use orderly::queue::{Backoff, JobState, Priority, RetryPolicy};
 use serde::Serialize;
 
 use crate::dashboard::session::urlencode_segment;
@@ -96,6 +97,51 @@ pub fn parse_state_key(key: &str) -> Option<JobState> {
         .or_else(|| JobState::parse(key))
 }
 
+/// Retry delays a schedule lists before it ends in `…`.
+const LISTED_RETRIES: u32 = 8;
+
+/// A retry policy as the schedule it gives a failing job: `3 attempts: retries after 5s, 5m 00s`,
+/// or `1 attempt, no retries`. Exponential delays are listed at their full length, with the
+/// share jitter may take off them.
+pub fn retry_schedule(policy: &RetryPolicy) -> String {
+    let attempts = policy.max_attempts.max(1);
+    if attempts == 1 {
+        return "1 attempt, no retries".into();
+    }
+    let retries = attempts - 1;
+    let mut delays: Vec<String> = (1..=retries.min(LISTED_RETRIES))
+        .map(|failed| human_duration(policy.backoff.delay(failed, 1.0).as_millis() as u64))
+        .collect();
+    if retries > LISTED_RETRIES {
+        delays.push("…".into());
+    }
+    let jitter = match policy.backoff {
+        Backoff::Exponential { jitter, .. } if jitter > 0.0 => format!(
+            " (each up to {}% shorter, at random)",
+            (jitter.min(1.0) * 100.0).round()
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{attempts} attempts: retries after {}{jitter}",
+        delays.join(", ")
+    )
+}
+
+/// What priority levels mean, with the names the engine gives some of them.
+pub fn priority_legend() -> String {
+    let named = [
+        (Priority::CRITICAL, "critical"),
+        (Priority::HIGH, "high"),
+        (Priority::NORMAL, "normal (default)"),
+        (Priority::LOW, "low"),
+        (Priority::LOWEST, "lowest"),
+    ]
+    .map(|(p, name)| format!("{} {name}", p.level()))
+    .join(", ");
+    format!("Priority: 0 runs first … 9 runs last ({named}).")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +154,41 @@ mod tests {
         assert_eq!(human_duration(192_000), "3m 12s");
         assert_eq!(human_duration(3_840_000), "1h 04m");
         assert_eq!(human_duration(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+    }
+
+    #[test]
+    fn retry_policies_read_as_schedules() {
+        use std::time::Duration;
+        let exponential =
+            RetryPolicy::exponential(8, Duration::from_secs(5), Duration::from_secs(3600));
+        assert_eq!(
+            retry_schedule(&exponential),
+            "8 attempts: retries after 5s, 10s, 20s, 40s, 1m 20s, 2m 40s, 5m 20s \
+             (each up to 50% shorter, at random)"
+        );
+        let capped = RetryPolicy::exponential(12, Duration::from_secs(1), Duration::from_secs(30));
+        assert_eq!(
+            retry_schedule(&capped),
+            "12 attempts: retries after 1s, 2s, 4s, 8s, 16s, 30s, 30s, 30s, … \
+             (each up to 50% shorter, at random)"
+        );
+        let fixed = RetryPolicy::schedule(&[Duration::from_secs(5), Duration::from_secs(300)]);
+        assert_eq!(
+            retry_schedule(&fixed),
+            "3 attempts: retries after 5s, 5m 00s"
+        );
+        assert_eq!(
+            retry_schedule(&RetryPolicy::once()),
+            "1 attempt, no retries"
+        );
+    }
+
+    #[test]
+    fn the_priority_legend_names_the_engines_levels() {
+        assert_eq!(
+            priority_legend(),
+            "Priority: 0 runs first … 9 runs last \
+             (0 critical, 2 high, 5 normal (default), 8 low, 9 lowest)."
+        );
     }
 }

@@ -7,14 +7,14 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use orderly::queue::{CancelOutcome, JobState, inspect::JobDetail};
+use orderly::queue::{CancelOutcome, JobState, RetryPolicy, inspect::JobDetail};
 use serde::Serialize;
 
 use crate::{
     dashboard::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         format::state_key,
-        format::{Moment, group_url, moment, short_id},
+        format::{Moment, group_url, moment, retry_schedule, short_id},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
@@ -240,8 +240,10 @@ pub struct JobView {
     pub request_id: Option<String>,
     /// The uniqueness key it was enqueued with (for outbox jobs, the outbox row id).
     pub unique_key: Option<String>,
-    /// Lease holder (or last holder).
+    /// Lease holder: only while it runs.
     pub worker: Option<String>,
+    /// The worker that ran it last, once it no longer runs.
+    pub last_worker: Option<String>,
     /// Its group, if it has one.
     pub group: Option<GroupLink>,
     /// Its group is ordered: it runs alone in it, in the order it was added.
@@ -252,8 +254,10 @@ pub struct JobView {
     pub errors: Vec<AttemptError>,
     /// The payload, pretty JSON.
     pub payload: String,
-    /// The retry policy, pretty JSON.
+    /// The retry policy as stored (JSON), for the tooltip.
     pub retry: Option<String>,
+    /// The retry policy as a schedule (`3 attempts: retries after 5s, 5m 00s`).
+    pub retry_schedule: Option<String>,
     /// The last progress its handler reported: percent done and its note.
     pub progress: Option<ProgressView>,
     /// The result its handler kept, pretty JSON.
@@ -325,7 +329,14 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
         unique_key: job.unique_key.clone(),
-        worker: job.worker.clone(),
+        worker: job
+            .worker
+            .clone()
+            .filter(|_| state == Some(JobState::Active)),
+        last_worker: job
+            .worker
+            .clone()
+            .filter(|_| state != Some(JobState::Active)),
         group: job.group.as_ref().map(|key| GroupLink {
             key: key.clone(),
             url: group_url(&job.queue, key),
@@ -334,11 +345,12 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         timestamps,
         errors,
         payload: serde_json::to_string_pretty(&job.payload).unwrap_or_default(),
-        retry: job
+        retry: job.retry.clone(),
+        retry_schedule: job
             .retry
             .as_deref()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-            .and_then(|v| serde_json::to_string_pretty(&v).ok()),
+            .and_then(|r| serde_json::from_str::<RetryPolicy>(r).ok())
+            .map(|policy| retry_schedule(&policy)),
         progress: job.progress.as_ref().map(|p| ProgressView {
             percent: (p.get("fraction").and_then(|f| f.as_f64()).unwrap_or(0.0) * 100.0)
                 .clamp(0.0, 100.0)

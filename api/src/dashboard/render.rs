@@ -54,6 +54,10 @@ fn environment() -> &'static Environment<'static> {
             "chart.html",
             "action.html",
         );
+        env.add_global(
+            "priority_legend",
+            crate::dashboard::format::priority_legend(),
+        );
         env
     })
 }

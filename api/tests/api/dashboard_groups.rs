@@ -338,6 +338,35 @@ async fn an_ordered_group_waiting_for_its_head_says_so(pool: PgPool) {
     assert!(head < next, "the retrying head keeps its place");
     let job = page(&app, &cookie, "/admin/queues/webhooks/jobs/ordered-1").await;
     assert!(job.contains(r#"id="job-ordered""#), "{job}");
+
+    // A job outside the group runs and completes: its page reads its retry policy as a
+    // schedule and names the worker that ran it, not as the lease holder.
+    let done = orderly::queue::JobSpec::new(
+        "webhooks",
+        "webhook.deliver",
+        json!({"delivery_id": uuid::Uuid::now_v7()}),
+    )
+    .with_id("done-1")
+    .with_retry(orderly::queue::RetryPolicy::schedule(&[
+        Duration::from_secs(5),
+        Duration::from_secs(300),
+    ]));
+    engine.enqueue(&[done]).await.unwrap();
+    let claim = engine
+        .claim("webhooks", "test-finisher", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claim.jobs[0].id, "done-1");
+    let lease = (claim.jobs[0].id.clone(), claim.jobs[0].lease);
+    assert_eq!(engine.ack("webhooks", &[lease]).await.unwrap(), [true]);
+    let job = page(&app, &cookie, "/admin/queues/webhooks/jobs/done-1").await;
+    assert!(
+        job.contains("3 attempts: retries after 5s, 5m 00s"),
+        "{job}"
+    );
+    assert!(!job.contains("Lease holder"), "{job}");
+    let last = part(&job, r#"id="job-last-worker""#, "</dd>");
+    assert!(last.contains("test-finisher"), "{last}");
     app.stop().await;
 }
 
