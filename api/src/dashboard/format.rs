@@ -4,7 +4,7 @@
 //! policies as schedules and what priority levels mean.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orderly::queue::{Backoff, JobState, Priority, RetryPolicy};
+use orderly::queue::{Backoff, JobState, RetryPolicy};
 use serde::Serialize;
 
 use crate::dashboard::session::urlencode_segment;
@@ -128,20 +128,6 @@ pub fn retry_schedule(policy: &RetryPolicy) -> String {
     )
 }
 
-/// What priority levels mean, with the names the engine gives some of them.
-pub fn priority_legend() -> String {
-    let named = [
-        (Priority::CRITICAL, "critical"),
-        (Priority::HIGH, "high"),
-        (Priority::NORMAL, "normal (default)"),
-        (Priority::LOW, "low"),
-        (Priority::LOWEST, "lowest"),
-    ]
-    .map(|(p, name)| format!("{} {name}", p.level()))
-    .join(", ");
-    format!("Priority: 0 runs first … 9 runs last ({named}).")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,15 +166,6 @@ mod tests {
         assert_eq!(
             retry_schedule(&RetryPolicy::once()),
             "1 attempt, no retries"
-        );
-    }
-
-    #[test]
-    fn the_priority_legend_names_the_engines_levels() {
-        assert_eq!(
-            priority_legend(),
-            "Priority: 0 runs first … 9 runs last \
-             (0 critical, 2 high, 5 normal (default), 8 low, 9 lowest)."
         );
     }
 }

@@ -12,6 +12,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use minijinja::{AutoEscape, Environment};
+use orderly::queue::Priority;
 use serde::Serialize;
 
 use crate::dashboard::assets::asset_version;
@@ -54,10 +55,7 @@ fn environment() -> &'static Environment<'static> {
             "chart.html",
             "action.html",
         );
-        env.add_global(
-            "priority_legend",
-            crate::dashboard::format::priority_legend(),
-        );
+        env.add_global("priority_legend", priority_legend());
         env
     })
 }
@@ -157,4 +155,32 @@ pub fn with_headers(mut response: Response) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// What priority levels mean, with the names the engine gives some of them.
+fn priority_legend() -> String {
+    let named = [
+        (Priority::CRITICAL, "critical"),
+        (Priority::HIGH, "high"),
+        (Priority::NORMAL, "normal (default)"),
+        (Priority::LOW, "low"),
+        (Priority::LOWEST, "lowest"),
+    ]
+    .map(|(p, name)| format!("{} {name}", p.level()))
+    .join(", ");
+    format!("Priority: 0 runs first … 9 runs last ({named}).")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_priority_legend_names_the_engines_levels() {
+        assert_eq!(
+            priority_legend(),
+            "Priority: 0 runs first … 9 runs last \
+             (0 critical, 2 high, 5 normal (default), 8 low, 9 lowest)."
+        );
+    }
 }
