@@ -78,6 +78,10 @@ pub struct WebhookService {
     addresses: AddressPolicy,
 }
 
+fn endpoint_not_found() -> AppError {
+    AppError::not_found("webhook endpoint not found")
+}
+
 fn require_admin(actor: &Actor) -> Result<(), AppError> {
     if actor.is_admin() {
         Ok(())
@@ -162,7 +166,7 @@ impl WebhookService {
         self.webhooks
             .find_endpoint(&mut conn, id)
             .await?
-            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))
+            .ok_or_else(endpoint_not_found)
     }
 
     /// Changes an endpoint (admin): a new URL is checked like at registration (including the
@@ -185,7 +189,7 @@ impl WebhookService {
             .webhooks
             .update_endpoint(&mut conn, id, &changes, DISABLED_BY_ADMIN)
             .await?
-            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+            .ok_or_else(endpoint_not_found)?;
         tracing::info!(endpoint_id = %id, enabled = endpoint.enabled, "webhook endpoint changed");
         Ok(endpoint)
     }
@@ -220,7 +224,7 @@ impl WebhookService {
                 previous_expires_at,
             )
             .await?
-            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+            .ok_or_else(endpoint_not_found)?;
         tracing::info!(endpoint_id = %id, overlap_secs = overlap.as_secs(), "webhook secret rotated");
         Ok(endpoint)
     }
@@ -240,7 +244,7 @@ impl WebhookService {
             .webhooks
             .find_endpoint(uow.conn(), endpoint_id)
             .await?
-            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+            .ok_or_else(endpoint_not_found)?;
         if !endpoint.enabled {
             return Err(AppError::conflict(
                 "the endpoint is disabled; enable it (PATCH enabled: true) to ping it",
@@ -255,7 +259,8 @@ impl WebhookService {
             .webhooks
             .insert_delivery(uow.conn(), endpoint_id, kind.as_str(), &body)
             .await?;
-        self.stage_send(&mut uow, &delivery).await?;
+        self.stage_send(&mut uow, delivery.id, delivery.endpoint_id)
+            .await?;
         self.outbox.commit(uow).await?;
         tracing::info!(%endpoint_id, delivery_id = %delivery.id, "webhook ping staged");
         Ok(delivery)
@@ -278,7 +283,7 @@ impl WebhookService {
             .webhooks
             .find_endpoint(uow.conn(), endpoint_id)
             .await?
-            .ok_or_else(|| AppError::not_found("webhook endpoint not found"))?;
+            .ok_or_else(endpoint_not_found)?;
         let Some(delivery) = self
             .webhooks
             .reset_settled_delivery(uow.conn(), endpoint_id, delivery_id)
@@ -298,21 +303,24 @@ impl WebhookService {
                 "the endpoint is disabled; enable it (PATCH enabled: true) to resend",
             ));
         }
-        self.stage_send(&mut uow, &delivery).await?;
+        self.stage_send(&mut uow, delivery.id, delivery.endpoint_id)
+            .await?;
         self.outbox.commit(uow).await?;
         tracing::info!(%endpoint_id, %delivery_id, "webhook delivery resent");
         Ok(delivery)
     }
 
-    /// Stages the job that sends `delivery`, in its endpoint's group.
+    /// Stages the job that sends delivery `delivery_id` to `endpoint_id`, in the endpoint's
+    /// group.
     async fn stage_send(
         &self,
         uow: &mut UnitOfWork,
-        delivery: &WebhookDelivery,
+        delivery_id: Uuid,
+        endpoint_id: Uuid,
     ) -> Result<Uuid, AppError> {
         let job = WebhookJob {
-            delivery_id: delivery.id,
-            endpoint_id: Some(delivery.endpoint_id),
+            delivery_id,
+            endpoint_id: Some(endpoint_id),
         };
         self.jobs.stage(uow, &job, RunAt::Now).await
     }
@@ -324,7 +332,7 @@ impl WebhookService {
         require_admin(actor)?;
         let mut conn = self.pool.acquire().await?;
         if !self.webhooks.delete_endpoint(&mut conn, id).await? {
-            return Err(AppError::not_found("webhook endpoint not found"));
+            return Err(endpoint_not_found());
         }
         tracing::info!(endpoint_id = %id, "webhook endpoint deleted");
         Ok(())
@@ -346,7 +354,7 @@ impl WebhookService {
             .await?
             .is_none()
         {
-            return Err(AppError::not_found("webhook endpoint not found"));
+            return Err(endpoint_not_found());
         }
         self.webhooks
             .list_deliveries(&mut conn, endpoint_id, &page)
@@ -371,11 +379,7 @@ impl WebhookService {
             .await?;
         let mut ids = Vec::with_capacity(deliveries.len());
         for (delivery_id, endpoint_id) in deliveries {
-            let job = WebhookJob {
-                delivery_id,
-                endpoint_id: Some(endpoint_id),
-            };
-            self.jobs.stage(uow, &job, RunAt::Now).await?;
+            self.stage_send(uow, delivery_id, endpoint_id).await?;
             ids.push(delivery_id);
         }
         Ok(ids)
