@@ -20,16 +20,18 @@ pub struct CreateReportRequest {
     #[schema(example = "my_orders")]
     pub kind: String,
     /// First day included (UTC), `YYYY-MM-DD`.
-    #[schema(value_type = String, example = "2026-01-01")]
+    #[schema(value_type = String, example = "2026-11-01")]
     pub from: NaiveDate,
-    /// Last day included (UTC), `YYYY-MM-DD`.
-    #[schema(value_type = String, example = "2026-01-31")]
+    /// Last day included (UTC), `YYYY-MM-DD`; not before `from`, at most 1830 days after it.
+    #[schema(value_type = String, example = "2026-11-30")]
     pub to: NaiveDate,
     /// File format; only `csv` exists (the default).
     #[serde(default = "default_format")]
     #[schema(example = "csv")]
     pub format: String,
-    /// Build no earlier than this time (RFC 3339); within 30 days.
+    /// Build no earlier than this time (RFC 3339), at most 30 days ahead; absent or null:
+    /// build now.
+    #[schema(example = json!(null))]
     pub run_at: Option<DateTime<Utc>>,
 }
 
@@ -48,48 +50,62 @@ impl TryFrom<CreateReportRequest> for ReportRequest {
 /// `202` answer to a report request.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportAccepted {
-    /// Report id.
+    /// Follow the build at `GET /reports/{id}` or `GET /reports/{id}/events`.
+    #[schema(example = "01a230e0-1ab8-76bc-8201-2dc32074d5ca")]
     pub id: Uuid,
     /// Always `queued`.
     #[schema(example = "queued")]
     pub status: &'static str,
 }
 
-/// A report.
+/// A report: what it covers, where its build stands, and where to download it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportResponse {
     /// The report's id, for `GET /reports/{id}` and the download.
+    #[schema(example = "01a230e0-1ab8-76bc-8201-2dc32074d5ca")]
     pub id: Uuid,
-    /// `sales`.
+    /// `sales` (every customer's orders) or `my_orders` (the requester's own).
+    #[schema(example = "my_orders")]
     pub kind: String,
-    /// `csv`.
+    /// The file's format; only `csv` exists.
+    #[schema(example = "csv")]
     pub format: String,
-    /// First day.
-    #[schema(value_type = String)]
+    /// First day covered (UTC), `YYYY-MM-DD`.
+    #[schema(value_type = String, example = "2026-11-01")]
     pub from: NaiveDate,
-    /// Last day.
-    #[schema(value_type = String)]
+    /// Last day covered (UTC), `YYYY-MM-DD`.
+    #[schema(value_type = String, example = "2026-11-30")]
     pub to: NaiveDate,
     /// `queued`, `running`, `ready`, `failed`, `cancelled`, or `expired` (built, and its file
     /// deleted after the retention period: download answers 410).
     #[schema(example = "ready")]
     pub status: &'static str,
-    /// Data rows in the file, once ready; while it is built, the rows written so far.
+    /// Data rows in the file (the header not counted), once ready; while it is built, the rows
+    /// written so far.
+    #[schema(example = 412)]
     pub row_count: Option<i64>,
     /// File size in bytes, once ready.
+    #[schema(example = 48_716)]
     pub byte_size: Option<i64>,
-    /// Why the build failed.
+    /// Why the build failed (or, while `queued` again, why the last attempt failed); null
+    /// once it is ready.
+    #[schema(example = json!(null))]
     pub error: Option<String>,
-    /// Where to download it, once ready.
+    /// Where to download it, once ready (a path on this api, with the same bearer token).
+    #[schema(example = "/api/v1/reports/01a230e0-1ab8-76bc-8201-2dc32074d5ca/download")]
     pub download_url: Option<String>,
     /// When it was requested (RFC 3339, UTC).
+    #[schema(example = "2026-12-01T09:12:03Z")]
     pub created_at: DateTime<Utc>,
-    /// When the build finished, successfully or not (RFC 3339, UTC).
+    /// When the build completed (RFC 3339, UTC); absent for a failed or cancelled report.
+    #[schema(example = "2026-12-01T09:12:05Z")]
     pub completed_at: Option<DateTime<Utc>>,
     /// When it was cancelled (RFC 3339, UTC).
+    #[schema(example = json!(null))]
     pub cancelled_at: Option<DateTime<Utc>>,
     /// The report schedule that made it (absent: requested over HTTP, or the schedule was
     /// deleted since).
+    #[schema(example = json!(null))]
     pub schedule_id: Option<Uuid>,
 }
 

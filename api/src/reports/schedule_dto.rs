@@ -25,7 +25,7 @@ pub struct CreateReportScheduleRequest {
     /// When it runs: five fields (`minute hour day month weekday`) or six with seconds first,
     /// at most once an hour.
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
-    #[schema(example = "0 6 * * MON")]
+    #[schema(example = "0 0 7 * * Mon")]
     pub cron: String,
     /// The IANA time zone the expression and the period's days are read in (default `UTC`).
     #[serde(default = "default_time_zone")]
@@ -65,24 +65,26 @@ impl TryFrom<CreateReportScheduleRequest> for NewReportSchedule {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateReportScheduleRequest {
-    /// New kind.
-    #[schema(example = "my_orders")]
+    /// `sales` or `my_orders`; its next reports are of this kind.
+    #[schema(example = "sales")]
     pub kind: Option<String>,
-    /// New format.
+    /// Only `csv` exists.
     #[schema(example = "csv")]
     pub format: Option<String>,
-    /// New cron expression; its ticks start afresh from now.
+    /// A cron expression in the same forms as at creation; its ticks start afresh from now.
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
-    #[schema(example = "0 7 * * *")]
+    #[schema(example = "0 0 7 1 * *")]
     pub cron: Option<String>,
-    /// New time zone; its ticks start afresh from now.
+    /// An IANA time zone; its ticks start afresh from now.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
-    #[schema(example = "America/New_York")]
+    #[schema(example = "Europe/Berlin")]
     pub timezone: Option<String>,
-    /// New period.
-    #[schema(example = "previous_day")]
+    /// `previous_day`, `previous_week`, `previous_month` or `since_last_run`; applies from the
+    /// next run.
+    #[schema(example = "previous_month")]
     pub period: Option<String>,
     /// `true` pauses it (its ticks make no report), `false` resumes it from its next tick.
+    #[schema(example = false)]
     pub paused: Option<bool>,
 }
 
@@ -118,21 +120,23 @@ impl ReportSchedulePageQuery {
     }
 }
 
-/// A report schedule.
+/// A report schedule: which report it requests, when, and for which days.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportScheduleResponse {
     /// The schedule's id, for `/reports/schedules/{id}`.
+    #[schema(example = "01a15860-c7a0-7f15-8f70-434aca6a4e43")]
     pub id: Uuid,
     /// The admin who created it: its reports are theirs and emailed to them.
+    #[schema(example = "01a05bfb-7000-71cb-8a41-30cf58c2774d")]
     pub owner_id: Uuid,
     /// `sales` or `my_orders`.
     #[schema(example = "sales")]
     pub kind: String,
-    /// `csv`.
+    /// The format of its reports; only `csv` exists.
     #[schema(example = "csv")]
     pub format: String,
-    /// When it runs.
-    #[schema(example = "0 6 * * MON")]
+    /// When it runs, read in `timezone`: five fields, or six with seconds first.
+    #[schema(example = "0 0 7 * * Mon")]
     pub cron: String,
     /// The IANA time zone of `cron` and of the period's days.
     #[schema(example = "Europe/Berlin")]
@@ -141,18 +145,23 @@ pub struct ReportScheduleResponse {
     #[schema(example = "previous_week")]
     pub period: &'static str,
     /// A paused schedule's ticks make no report.
+    #[schema(example = false)]
     pub paused: bool,
     /// Its next run (RFC 3339, UTC); absent while paused (or while the scheduler has not
     /// picked it up yet).
+    #[schema(example = "2026-12-07T06:00:00Z")]
     pub next_run_at: Option<DateTime<Utc>>,
     /// When its last run started (RFC 3339, UTC), if it ran.
+    #[schema(example = "2026-11-30T06:00:00Z")]
     pub last_run_at: Option<DateTime<Utc>>,
     /// The reports it made: `GET` this.
-    #[schema(example = "/api/v1/reports?schedule_id=0193c6a0-0000-7000-8000-000000000000")]
+    #[schema(example = "/api/v1/reports?schedule_id=01a15860-c7a0-7f15-8f70-434aca6a4e43")]
     pub reports_url: String,
     /// Created (RFC 3339, UTC).
+    #[schema(example = "2026-10-20T08:15:00Z")]
     pub created_at: DateTime<Utc>,
-    /// Last changed (RFC 3339, UTC).
+    /// Last changed by `PATCH /reports/schedules/{id}` (RFC 3339, UTC); runs do not count.
+    #[schema(example = "2026-10-20T08:15:00Z")]
     pub updated_at: DateTime<Utc>,
 }
 

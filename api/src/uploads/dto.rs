@@ -28,18 +28,19 @@ pub struct UploadForm {
 /// The form fields that come with the file, as sent.
 #[derive(Debug, Default)]
 pub struct UploadFields {
-    /// `purpose` field.
+    /// The `purpose` part's text, not yet checked against the known purposes.
     pub purpose: Option<String>,
-    /// `product_id` field.
+    /// The `product_id` part's text, not yet parsed as a UUID.
     pub product_id: Option<String>,
 }
 
 /// The answer to an accepted upload: processing happens in the background.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadAccepted {
-    /// Id; follow it at `GET /api/v1/uploads/{id}` (also the `Location` header).
+    /// Follow it at `GET /api/v1/uploads/{id}` (also the `Location` header).
+    #[schema(example = "01a20ddf-cae0-7f83-8362-a5070f348573")]
     pub id: Uuid,
-    /// `queued`.
+    /// Always `queued`: processing starts in the background after this answer.
     #[schema(example = "queued")]
     pub status: String,
 }
@@ -98,56 +99,76 @@ impl From<StoredRowError> for RowErrorResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadResponse {
     /// Poll `GET /uploads/{id}` with it until `status` is `completed` or `failed`.
+    #[schema(example = "01a20ddf-cae0-7f83-8362-a5070f348573")]
     pub id: Uuid,
     /// `product_import` or `product_image`.
     #[schema(example = "product_import")]
     pub purpose: String,
     /// `queued`, `processing`, `completed`, `failed` or `cancelled`.
-    #[schema(example = "processing")]
+    #[schema(example = "completed")]
     pub status: String,
-    /// The product of an image.
+    /// The product of an image; null for an import.
+    #[schema(example = json!(null))]
     pub product_id: Option<Uuid>,
     /// File name as uploaded (without directories).
+    #[schema(example = "products-2026-11.csv")]
     pub filename: String,
-    /// Content type the client declared.
+    /// Content type the client declared (kept, never trusted).
+    #[schema(example = "text/csv")]
     pub content_type: Option<String>,
     /// Bytes received and stored.
+    #[schema(example = 14_873)]
     pub byte_size: i64,
     /// Percent of the file processed, 0 to 100.
-    #[schema(example = 40)]
+    #[schema(example = 100)]
     pub progress: i16,
     /// Data rows in the file; known once an import has read the whole file.
+    #[schema(example = 250)]
     pub rows_total: Option<i64>,
     /// Rows handled so far (applied plus refused).
+    #[schema(example = 250)]
     pub rows_processed: i64,
     /// Rows that created or updated a product.
+    #[schema(example = 247)]
     pub rows_ok: i64,
     /// Rows refused; their reasons are in `errors`, up to the stored cap.
+    #[schema(example = 3)]
     pub rows_failed: i64,
     /// Why processing failed (or, while `queued` again, why the last attempt failed).
+    #[schema(example = json!(null))]
     pub error: Option<String>,
     /// What processing produced: for images the detected `format`, `width`, `height` and the
     /// `thumbnail_key`/`thumbnail_width`/`thumbnail_height`; for imports `errors_recorded` and
     /// `errors_truncated` (at most 1000 row errors are kept; `rows_failed` counts them all).
-    #[schema(value_type = Option<Object>)]
+    #[schema(
+        value_type = Option<Object>,
+        example = json!({"errors_recorded": 3, "errors_truncated": false})
+    )]
     pub result: Option<serde_json::Value>,
     /// A page of the refused rows' reasons, in file order.
     pub errors: Vec<RowErrorResponse>,
-    /// How many row errors are stored in all.
+    /// How many row errors are stored in all (at most 1000; `rows_failed` counts them all).
+    #[schema(example = 3)]
     pub errors_total: i64,
     /// Pass as `errors_cursor` for the next page of errors; absent on the last page.
+    #[schema(example = json!(null))]
     pub errors_next_cursor: Option<String>,
     /// When the file was accepted (RFC 3339, UTC).
+    #[schema(example = "2026-11-24T14:05:00Z")]
     pub created_at: DateTime<Utc>,
     /// Last change of status or progress (RFC 3339, UTC).
+    #[schema(example = "2026-11-24T14:05:02Z")]
     pub updated_at: DateTime<Utc>,
-    /// When processing finished.
+    /// When processing completed (RFC 3339, UTC); absent for a failed or cancelled upload.
+    #[schema(example = "2026-11-24T14:05:02Z")]
     pub completed_at: Option<DateTime<Utc>>,
     /// When the original file was deleted, `UPLOAD_RETENTION_DAYS` after processing finished
     /// (RFC 3339, UTC); null while it is kept. `status`, the counts and `result` still say
     /// what processing did, and an image's thumbnail is kept.
+    #[schema(example = json!(null))]
     pub expired_at: Option<DateTime<Utc>>,
     /// When it was cancelled (RFC 3339, UTC); an import keeps the rows it applied before.
+    #[schema(example = json!(null))]
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 

@@ -27,7 +27,7 @@ pub struct CreateWebhookRequest {
     /// Event types to receive: `order.placed`, `order.cancelled`, `order.status_changed`,
     /// `report.ready`.
     #[validate(length(min = 1, max = 16, message = "must name 1 to 16 event types"))]
-    #[schema(example = json!(["order.placed", "order.cancelled"]))]
+    #[schema(example = json!(["order.placed", "report.ready"]))]
     pub events: Vec<String>,
 }
 
@@ -49,7 +49,7 @@ pub struct UpdateWebhookRequest {
     pub url: Option<String>,
     /// A new list of event types (replaces the old one).
     #[validate(length(min = 1, max = 16, message = "must name 1 to 16 event types"))]
-    #[schema(example = json!(["order.placed", "order.status_changed"]))]
+    #[schema(example = json!(["order.placed", "order.status_changed", "report.ready"]))]
     pub events: Option<Vec<String>>,
     /// `true` starts deliveries again (also after the receiver answered 410) and clears the
     /// disabled reason; `false` stops them ("disabled by an admin").
@@ -107,24 +107,33 @@ impl PageQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookResponse {
     /// Its deliveries are listed at `/webhooks/{id}/deliveries`.
+    #[schema(example = "01a139bf-49c0-77ed-87a0-543edf5a7ab7")]
     pub id: Uuid,
-    /// Where deliveries go.
+    /// Where deliveries go, in normalised form (as a URL parser prints it).
+    #[schema(example = "https://erp.example.com/hooks/orderly")]
     pub url: String,
-    /// Event types it receives.
-    #[schema(example = json!(["order.placed"]))]
+    /// Event types it receives, sorted, each once.
+    #[schema(example = json!(["order.placed", "report.ready"]))]
     pub events: Vec<&'static str>,
     /// False once the receiver answered 410 Gone or an admin disabled it; nothing more is sent.
+    #[schema(example = true)]
     pub enabled: bool,
-    /// Why it was disabled.
+    /// Why it was disabled: `the receiver answered 410 Gone` or `disabled by an admin`; null
+    /// while enabled.
+    #[schema(example = json!(null))]
     pub disabled_reason: Option<String>,
-    /// When it was disabled.
+    /// When it was disabled (RFC 3339, UTC); null while enabled.
+    #[schema(example = json!(null))]
     pub disabled_at: Option<DateTime<Utc>>,
     /// After a secret rotation: until when the previous secret still signs deliveries (a
     /// second signature in `webhook-signature`); absent otherwise.
+    #[schema(example = json!(null))]
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Registered (RFC 3339, UTC).
+    #[schema(example = "2026-10-14T09:30:00Z")]
     pub created_at: DateTime<Utc>,
     /// Last change, such as being disabled (RFC 3339, UTC).
+    #[schema(example = "2026-10-14T09:30:00Z")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -154,7 +163,7 @@ pub struct CreatedWebhookResponse {
     pub endpoint: WebhookResponse,
     /// `whsec_<base64 key>`: verify deliveries with it (any Standard Webhooks library). Store
     /// it now; it cannot be read again.
-    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    #[schema(example = "whsec_ExampleSecretForTheDocs0NotARealKey0000000A=")]
     pub secret: String,
 }
 
@@ -174,7 +183,7 @@ pub struct RotatedSecretResponse {
     #[serde(flatten)]
     pub endpoint: WebhookResponse,
     /// The new `whsec_<base64 key>`. Store it now; it cannot be read again.
-    #[schema(example = "whsec_Vb1Zq4mJ0cT3yH8uRk2eLw9sXa6dPf7n")]
+    #[schema(example = "whsec_ExampleRotatedSecret0NotARealKey0000000000A=")]
     pub secret: String,
 }
 
@@ -208,32 +217,57 @@ impl From<Page<WebhookEndpoint>> for WebhookPage {
 /// One event sent (or being sent) to one endpoint.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryResponse {
-    /// Id, sent as the `webhook-id` header.
+    /// Sent as the `webhook-id` header; retry it at
+    /// `POST /webhooks/{id}/deliveries/{delivery_id}/retry`.
+    #[schema(example = "01a230e0-2288-727e-804d-b5a0084d6c47")]
     pub id: Uuid,
     /// Event type (`webhook.ping` for a test delivery).
-    #[schema(example = "order.placed")]
+    #[schema(example = "report.ready")]
     pub event_type: String,
     /// `pending` (first attempt or a retry to come), `delivered` or `failed`.
     #[schema(example = "delivered")]
     pub status: &'static str,
-    /// Attempts made.
+    /// Attempts made so far, retries and manual retries included.
+    #[schema(example = 2)]
     pub attempts: i32,
-    /// HTTP status of the latest attempt, if the receiver answered.
+    /// HTTP status of the latest attempt, if the receiver answered; a 2xx means delivered.
+    #[schema(example = 200)]
     pub last_status_code: Option<i16>,
-    /// What went wrong in the latest attempt.
+    /// What went wrong in the latest attempt; null when it succeeded.
+    #[schema(example = json!(null))]
     pub last_error: Option<String>,
-    /// Duration of the latest attempt, ms.
+    /// How long the latest attempt took, in milliseconds.
+    #[schema(example = 143)]
     pub last_latency_ms: Option<i32>,
-    /// When the latest attempt was made.
+    /// When the latest attempt was made (RFC 3339, UTC).
+    #[schema(example = "2026-12-01T09:12:10Z")]
     pub last_attempt_at: Option<DateTime<Utc>>,
-    /// When the next attempt is due, while one is planned.
+    /// When the next attempt is due, while one is planned (RFC 3339, UTC).
+    #[schema(example = json!(null))]
     pub next_retry_at: Option<DateTime<Utc>>,
-    /// When the receiver accepted it.
+    /// When the receiver accepted it (RFC 3339, UTC).
+    #[schema(example = "2026-12-01T09:12:10Z")]
     pub delivered_at: Option<DateTime<Utc>>,
     /// The body sent on every attempt: `{type, timestamp, data}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({
+        "type": "report.ready",
+        "timestamp": "2026-12-01T09:12:05.184Z",
+        "data": {
+            "id": "01a230e0-1ab8-76bc-8201-2dc32074d5ca",
+            "user_id": "01a05bfb-7000-71cb-8a41-30cf58c2774d",
+            "kind": "my_orders",
+            "format": "csv",
+            "from": "2026-11-01",
+            "to": "2026-11-30",
+            "status": "ready",
+            "row_count": 412,
+            "byte_size": 48716,
+            "completed_at": "2026-12-01T09:12:05Z"
+        }
+    }))]
     pub payload: Value,
-    /// When the event happened.
+    /// When the event happened (RFC 3339, UTC).
+    #[schema(example = "2026-12-01T09:12:05Z")]
     pub created_at: DateTime<Utc>,
 }
 
