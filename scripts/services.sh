@@ -47,6 +47,29 @@ ensure_browser() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 }
 
+# The services the "past one machine" tests start on free ports of their own, from Debian's
+# packages: PgBouncer, HAProxy and Redis Sentinel (redis-server comes with ensure_redis). The
+# packages' own system services are not used; each test runs its private instance.
+ensure_infra_tools() {
+  local missing=()
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+  if [ ${#missing[@]} -eq 0 ]; then return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the scale-out tests need Debian's ${missing[*]}: apt-get install ${missing[*]}" >&2
+    return 0
+  fi
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Only the binaries are wanted: the packages' own services would hold the standard ports.
+  for service in pgbouncer haproxy redis-sentinel; do
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
+    service "$service" stop >/dev/null 2>&1 || true
+  done
+}
+
 # Schemathesis (PyPI), the OpenAPI fuzzer of the api's conformance test
 # (api/tests/api/schemathesis.rs), at a pinned version in a venv of its own; exports its
 # executable as SCHEMATHESIS_BIN. If it cannot be installed (no python3 venv, no network) the

@@ -8,6 +8,7 @@ source scripts/services.sh
 ensure_postgres
 ensure_redis
 ensure_browser
+ensure_infra_tools
 ensure_schemathesis
 # .sqlx/ must match the queries and the migrations (builds check the SQL against it, offline).
 # Before the tests, so their summary stays the last thing printed.

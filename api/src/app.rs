@@ -60,6 +60,8 @@ use crate::{
                        `GET /admin/api/overview` (every queue's counts and last hour, workers, \
                        outbox backlog), `GET /admin/api/queues/{queue}/jobs?state=...` (a queue's \
                        jobs in one state), `GET /admin/api/queues/{queue}/jobs/{id}` (one job), \
+                       `GET /admin/api/queues/{queue}/kinds` (attempts, failure rate and run-time \
+                       percentiles per job kind over the last hour), \
                        `GET /admin/api/queues/{queue}/groups` and \
                        `GET /admin/api/queues/{queue}/groups/{key}` (job groups and one group's \
                        waiting jobs), `GET /admin/api/schedules` (recurring jobs).",

@@ -52,7 +52,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    orderly::telemetry::init(&config.log);
+    // Kept until main returns: dropping it sends the last buffered spans.
+    let _telemetry = orderly::telemetry::init(&config.log, &config.traces, "orderly-api");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {

@@ -1,6 +1,7 @@
 //! The HTTP middleware of the api, outermost first as `app.rs` stacks them:
 //! - [`request_context`]: request id (incoming `x-request-id` if sane, else a UUID), a span
-//!   carrying it, the task-local the outbox copies into jobs, one log line per request, and the
+//!   carrying it (continuing the caller's trace when it sends a W3C `traceparent` and traces
+//!   are exported), the task-local the outbox copies into jobs, one log line per request, and the
 //!   id echoed on the response.
 //! - [`error_shape`]: rewrites bodies of error responses that did not come from `AppError`
 //!   (axum's 405, the body-limit layer's 413) into the one error shape; the dashboard's HTML
@@ -55,8 +56,20 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    // `otel.*` and `http.*` fields name and describe the span in an exported trace (the log
+    // lines leave the `otel.*` ones out).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        otel.name = %format_args!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.response.status_code = tracing::field::Empty,
+    );
+    orderly::telemetry::continue_remote_trace(&span, request.headers());
     let started = Instant::now();
     let mut response = orderly::telemetry::with_request_id(
         request_id.clone(),
@@ -65,6 +78,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(status, latency_ms, "request finished");

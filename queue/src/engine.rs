@@ -28,6 +28,9 @@ pub const MAX_BATCH: usize = 1000;
 /// Scheduled jobs promoted to ready per claim call.
 const PROMOTE_LIMIT: usize = 1000;
 
+/// Ids per script call of an operator action on many jobs.
+const IDS_PER_CALL: usize = 500;
+
 /// The states a job moves through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +217,7 @@ type RawJob = (
     String,
     String,
     i64,
+    String,
 );
 
 type RawClaim = (i64, i64, Vec<RawJob>, i64);
@@ -233,6 +237,7 @@ fn claim_from_raw(queue: &str, (next_wake, now, raw, rate_limited): RawClaim) ->
                 request_id,
                 retry,
                 created_at_ms,
+                traceparent,
             )| ClaimedJob {
                 queue: queue.to_owned(),
                 id,
@@ -245,6 +250,7 @@ fn claim_from_raw(queue: &str, (next_wake, now, raw, rate_limited): RawClaim) ->
                 request_id: (!request_id.is_empty()).then_some(request_id),
                 retry: RetryPolicy::decode(&retry),
                 created_at_ms,
+                traceparent: (!traceparent.is_empty()).then_some(traceparent),
             },
         )
         .collect();
@@ -351,12 +357,21 @@ impl QueueEngine {
         for (queue, indices) in by_queue {
             for chunk in indices.chunks(MAX_BATCH) {
                 let mut invocation = self.scripts.enqueue.prepare_invoke();
-                // Group arguments only when a job of the batch has a group (see enqueue.lua).
-                let grouped = chunk.iter().any(|&i| jobs[i].group.is_some());
+                // Group and trace arguments only when a job of the batch has them (see
+                // enqueue.lua): the common case sends no empty arguments.
+                let traced = chunk.iter().any(|&i| jobs[i].traceparent.is_some());
+                let grouped = traced || chunk.iter().any(|&i| jobs[i].group.is_some());
+                let width = if traced {
+                    14
+                } else if grouped {
+                    13
+                } else {
+                    11
+                };
                 invocation
                     .key(self.routing_key(queue))
                     .arg(self.base(queue))
-                    .arg(if grouped { 13 } else { 11 });
+                    .arg(width);
                 for &i in chunk {
                     let job = &jobs[i];
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
@@ -386,6 +401,9 @@ impl QueueEngine {
                                 ""
                             });
                     }
+                    if traced {
+                        invocation.arg(job.traceparent.as_deref().unwrap_or(""));
+                    }
                 }
                 let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
                 for (&i, result) in chunk.iter().zip(results) {
@@ -394,6 +412,24 @@ impl QueueEngine {
             }
         }
         Ok(added)
+    }
+
+    /// `WAIT replicas timeout` on this engine's connection: how many replicas hold every write
+    /// it sent so far (at most `timeout` spent waiting for `replicas` of them).
+    pub async fn wait_for_replicas(
+        &self,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(
+                u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .query_async(&mut self.redis.clone())
+            .await
     }
 
     /// Claims up to `max` jobs of `queue` for `worker`, leasing them for `lease`.
@@ -712,6 +748,30 @@ impl QueueEngine {
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(changed == 1)
+    }
+
+    /// Runs an operator action on each of `ids` (`retry_many`, `promote_many`, `delete_many`),
+    /// a bounded number per script call; returns how many jobs it changed.
+    pub(crate) async fn admin_many(
+        &self,
+        queue: &str,
+        action: &str,
+        ids: &[String],
+    ) -> redis::RedisResult<u64> {
+        let mut changed = 0;
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let n: u64 = self
+                .scripts
+                .admin
+                .key(self.routing_key(queue))
+                .arg(self.base(queue))
+                .arg(action)
+                .arg(chunk)
+                .invoke_async(&mut self.redis.clone())
+                .await?;
+            changed += n;
+        }
+        Ok(changed)
     }
 
     /// Runs a bulk action in bounded steps until nothing is left; returns how many jobs it touched.

@@ -1,9 +1,19 @@
 //! Reading and steering queues: what the dashboard and `/metrics` show, and the operator actions.
 //!
-//! Every read is bounded (counts are O(log n) per priority band, lists are paginated), so the
-//! dashboard can be left open on a queue with a million jobs.
+//! Every read is bounded (counts are O(log n) per priority band, lists are paginated, a filtered
+//! list looks at no more than [`SCAN_LIMIT`] jobs), so the dashboard can be left open on a queue
+//! with a million jobs.
+//!
+//! What it reads besides the state sets: the per-minute outcome counts the scripts keep
+//! (`stats:<minute>`, two hours) and their hourly rollups (`stats:h:<hour>`, eight days) for
+//! throughput charts; the index of scheduled jobs that are retries (`retrying`), so retries are
+//! counted and listed apart from first runs; and the run times per kind the workers write
+//! ([`crate::runtimes`]), from which [`QueueEngine::kind_runtimes`] estimates percentiles.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -23,8 +33,11 @@ pub struct QueueCounts {
     pub waiting_in_groups: u64,
     /// Groups whose breaker is open or probing.
     pub open_breakers: u64,
-    /// Delayed, scheduled or backing off.
+    /// Delayed, scheduled or backing off (retries included).
     pub scheduled: u64,
+    /// Of the scheduled jobs, those waiting for a retry after a failed attempt (the others wait
+    /// for their first run).
+    pub retrying: u64,
     /// Leased by a worker right now.
     pub active: u64,
     /// Completed jobs still kept by retention.
@@ -40,10 +53,10 @@ pub struct QueueCounts {
     pub oldest_waiting_ms: u64,
 }
 
-/// Outcomes of one minute.
+/// Outcomes of one minute (or, from [`QueueEngine::hourly_throughput`], of one hour).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct MinuteStats {
-    /// Minute start, ms since the epoch.
+    /// Start of the minute (or hour), ms since the epoch.
     pub minute_ms: i64,
     /// New jobs accepted (a push whose id already existed is not counted).
     pub enqueued: u64,
@@ -80,6 +93,9 @@ pub struct JobDetail {
     pub max_attempts: u32,
     /// The request that caused it.
     pub request_id: Option<String>,
+    /// The W3C trace context it was staged in, when tracing was on: its trace id finds the
+    /// request and the job's run in the tracing backend.
+    pub traceparent: Option<String>,
     /// The worker holding (or that last held) its lease.
     pub worker: Option<String>,
     /// Timestamps (ms since the epoch).
@@ -201,6 +217,101 @@ pub struct Overview {
     pub read_at_ms: i64,
 }
 
+/// Jobs a filtered list looks at, at most, per read: the bound on what one dashboard page or
+/// one "everything matching" action costs Redis, whatever the size of the queue.
+pub const SCAN_LIMIT: u64 = 5000;
+
+/// Jobs read per round trip of a filtered scan.
+const SCAN_BATCH: u64 = 200;
+
+/// One of a queue's job lists as the dashboard divides them: a state, or the scheduled jobs
+/// split into first runs and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobList {
+    /// Every job in one state (scheduled: first runs and retries together).
+    State(JobState),
+    /// Scheduled jobs that never ran: a delay or a set time.
+    FirstRuns,
+    /// Scheduled jobs that failed an attempt and wait for the next (see [`QueueCounts::retrying`]).
+    Retrying,
+}
+
+/// What a filtered list keeps. An empty filter keeps every job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs of this kind (exactly).
+    pub kind: Option<String>,
+    /// Only jobs whose id, kind, payload or last error contains this text (case ignored).
+    pub text: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether it keeps every job.
+    pub fn is_empty(&self) -> bool {
+        self.kind.is_none() && self.text.is_none()
+    }
+
+    fn matches(&self, id: &str, kind: &str, payload: &str, last_error: &str) -> bool {
+        if self.kind.as_deref().is_some_and(|wanted| wanted != kind) {
+            return false;
+        }
+        let Some(text) = &self.text else {
+            return true;
+        };
+        let text = text.to_lowercase();
+        [id, kind, payload, last_error]
+            .iter()
+            .any(|field| field.to_lowercase().contains(&text))
+    }
+}
+
+/// A page of a filtered list, found by looking at the list's jobs in order: at most
+/// [`SCAN_LIMIT`] of them, so on a long list the figures cover its first jobs only.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanPage {
+    /// The matching jobs of this page, in the list's order.
+    pub jobs: Vec<JobDetail>,
+    /// Matching jobs among those looked at.
+    pub matched: u64,
+    /// Jobs looked at.
+    pub scanned: u64,
+    /// Whether every job of the list was looked at (false: the scan stopped at [`SCAN_LIMIT`],
+    /// and later jobs may match too).
+    pub complete: bool,
+    /// Offset of this page among the matching jobs.
+    pub offset: u64,
+}
+
+/// The ids a filter matched, for an action on all of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Matches {
+    /// The matching ids, in the list's order.
+    pub ids: Vec<String>,
+    /// Whether every job of the list was looked at (see [`ScanPage::complete`]).
+    pub complete: bool,
+}
+
+/// Run times and failures of one job kind over some minutes (see [`crate::runtimes`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KindRuntime {
+    /// The job kind.
+    pub kind: String,
+    /// Attempts that finished.
+    pub attempts: u64,
+    /// Of them, those that failed (retried or dead).
+    pub failed: u64,
+    /// `failed / attempts`.
+    pub failure_rate: f64,
+    /// Mean run time, ms.
+    pub mean_ms: f64,
+    /// Median run time, ms (estimated from histogram buckets, as are the others).
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
 fn opt_i64(map: &HashMap<String, String>, key: &str) -> Option<i64> {
     map.get(key).and_then(|v| v.parse().ok())
 }
@@ -235,6 +346,7 @@ fn detail_from_hash(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         request_id: map.get("request_id").filter(|v| !v.is_empty()).cloned(),
+        traceparent: map.get("trace").filter(|v| !v.is_empty()).cloned(),
         worker: map.get("worker").filter(|v| !v.is_empty()).cloned(),
         created_at_ms: opt_i64(&map, "created_at"),
         enqueued_at_ms: opt_i64(&map, "enqueued_at").or_else(|| opt_i64(&map, "created_at")),
@@ -306,6 +418,9 @@ impl QueueEngine {
             open_breakers: u64::try_from(get(19)).unwrap_or(0),
             paused: get(1) == 1,
             scheduled: u64::try_from(get(2)).unwrap_or(0),
+            retrying: u64::try_from(get(20))
+                .unwrap_or(0)
+                .min(u64::try_from(get(2)).unwrap_or(0)),
             active: u64::try_from(get(3)).unwrap_or(0),
             completed: u64::try_from(get(4)).unwrap_or(0),
             dead: u64::try_from(get(5)).unwrap_or(0),
@@ -324,26 +439,13 @@ impl QueueEngine {
         queue: &str,
         minutes: u32,
     ) -> redis::RedisResult<Vec<MinuteStats>> {
-        let now_minute = chrono::Utc::now().timestamp_millis() / 60_000;
-        let base = self.base(queue);
-        let mut pipe = redis::pipe();
+        let now_minute = chrono::Utc::now().timestamp_millis().div_euclid(60_000);
         let first = now_minute - i64::from(minutes.max(1)) + 1;
-        for minute in first..=now_minute {
-            pipe.hgetall(format!("{base}stats:{minute}"));
-        }
-        let maps: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.redis()).await?;
-        Ok((first..=now_minute)
-            .zip(maps)
-            .map(|(minute, map)| MinuteStats {
-                minute_ms: minute * 60_000,
-                enqueued: map.get("enqueued").copied().unwrap_or(0),
-                completed: map.get("completed").copied().unwrap_or(0),
-                failed: map.get("failed").copied().unwrap_or(0),
-                retried: map.get("retried").copied().unwrap_or(0),
-                dead: map.get("dead").copied().unwrap_or(0),
-                cancelled: map.get("cancelled").copied().unwrap_or(0),
-            })
-            .collect())
+        let base = self.base(queue);
+        self.period_stats(
+            (first..=now_minute).map(|minute| (format!("{base}stats:{minute}"), minute * 60_000)),
+        )
+        .await
     }
 
     /// One job with its error history, or `None` if it does not exist (any more).
@@ -730,4 +832,298 @@ impl QueueEngine {
         }
         Ok(())
     }
+}
+
+impl QueueEngine {
+    /// Per-hour outcomes for the last `hours` hours, oldest first (the current hour last): the
+    /// rollups the scripts keep beside the minutes, for charts over a day or a week.
+    pub async fn hourly_throughput(
+        &self,
+        queue: &str,
+        hours: u32,
+    ) -> redis::RedisResult<Vec<MinuteStats>> {
+        let now_hour = chrono::Utc::now().timestamp_millis().div_euclid(3_600_000);
+        let first = now_hour - i64::from(hours.max(1)) + 1;
+        let base = self.base(queue);
+        self.period_stats(
+            (first..=now_hour).map(|hour| (format!("{base}stats:h:{hour}"), hour * 3_600_000)),
+        )
+        .await
+    }
+
+    /// The outcome hashes at `keys` (with the start of the period each counts), read in one
+    /// pipelined round trip.
+    async fn period_stats(
+        &self,
+        keys: impl Iterator<Item = (String, i64)>,
+    ) -> redis::RedisResult<Vec<MinuteStats>> {
+        let mut pipe = redis::pipe();
+        let mut starts = Vec::new();
+        for (key, start) in keys {
+            pipe.hgetall(key);
+            starts.push(start);
+        }
+        let maps: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.redis()).await?;
+        Ok(starts
+            .into_iter()
+            .zip(maps)
+            .map(|(start, map)| MinuteStats {
+                minute_ms: start,
+                enqueued: map.get("enqueued").copied().unwrap_or(0),
+                completed: map.get("completed").copied().unwrap_or(0),
+                failed: map.get("failed").copied().unwrap_or(0),
+                retried: map.get("retried").copied().unwrap_or(0),
+                dead: map.get("dead").copied().unwrap_or(0),
+                cancelled: map.get("cancelled").copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Run times and failures per kind over the last `minutes` minutes (the current one
+    /// included), as the workers wrote them: the kinds with the most attempts first.
+    pub async fn kind_runtimes(
+        &self,
+        queue: &str,
+        minutes: u32,
+    ) -> redis::RedisResult<Vec<KindRuntime>> {
+        let now_minute = chrono::Utc::now().timestamp_millis().div_euclid(60_000);
+        let first = now_minute - i64::from(minutes.max(1)) + 1;
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for minute in first..=now_minute {
+            pipe.hgetall(crate::runtimes::minute_key(&base, minute));
+        }
+        let maps: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.redis()).await?;
+        let mut kinds = BTreeMap::new();
+        for map in &maps {
+            for (field, value) in map {
+                crate::runtimes::KindTally::add_field(&mut kinds, field, *value);
+            }
+        }
+        let mut runtimes: Vec<KindRuntime> = kinds
+            .into_iter()
+            .filter(|(_, tally)| tally.attempts > 0)
+            .map(|(kind, tally)| KindRuntime {
+                attempts: tally.attempts,
+                failed: tally.failed,
+                failure_rate: tally.failure_rate().unwrap_or(0.0),
+                mean_ms: tally.total_ms as f64 / tally.attempts as f64,
+                p50_ms: tally.percentile(0.50).unwrap_or(0.0),
+                p95_ms: tally.percentile(0.95).unwrap_or(0.0),
+                p99_ms: tally.percentile(0.99).unwrap_or(0.0),
+                kind,
+            })
+            .collect();
+        runtimes.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.kind.cmp(&b.kind)));
+        Ok(runtimes)
+    }
+
+    /// The sorted set `list` reads, and whether it lists the most recent first.
+    fn list_source(&self, queue: &str, list: JobList) -> (String, bool) {
+        match list {
+            JobList::State(state) => (
+                self.state_key(queue, state),
+                matches!(
+                    state,
+                    JobState::Completed | JobState::Dead | JobState::Cancelled
+                ),
+            ),
+            JobList::FirstRuns => (self.state_key(queue, JobState::Scheduled), false),
+            JobList::Retrying => (format!("{}retrying", self.base(queue)), false),
+        }
+    }
+
+    /// A page of `list` kept by `filter`: the jobs are looked at in the list's order, a batch per
+    /// round trip, at most [`SCAN_LIMIT`] of them. A whole state with an empty filter is a plain
+    /// page of its set (every job counted, however many).
+    pub async fn scan_jobs(
+        &self,
+        queue: &str,
+        list: JobList,
+        filter: &JobFilter,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<ScanPage> {
+        let limit = limit.clamp(1, 200);
+        if let (JobList::State(state), true) = (list, filter.is_empty()) {
+            let page = self.list(queue, state, offset, limit).await?;
+            return Ok(ScanPage {
+                matched: page.total,
+                scanned: page.total,
+                complete: true,
+                offset,
+                jobs: page.jobs,
+            });
+        }
+        let scan = self.scan(queue, list, filter, offset, limit).await?;
+        let state = match list {
+            JobList::State(state) => state,
+            JobList::FirstRuns | JobList::Retrying => JobState::Scheduled,
+        };
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for (id, _) in &scan.page {
+            pipe.hgetall(format!("{base}j:{id}"));
+        }
+        let maps: Vec<HashMap<String, String>> = if scan.page.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.redis()).await?
+        };
+        let jobs = scan
+            .page
+            .iter()
+            .zip(maps)
+            .filter(|(_, map)| !map.is_empty())
+            .map(|((id, score), map)| {
+                let mut detail = detail_from_hash(queue, id, map, Vec::new());
+                detail.state = state.set_name().to_owned();
+                if state == JobState::Completed {
+                    detail.finished_at_ms = Some(*score as i64);
+                }
+                detail
+            })
+            .collect();
+        Ok(ScanPage {
+            jobs,
+            matched: scan.matched,
+            scanned: scan.scanned,
+            complete: scan.complete,
+            offset,
+        })
+    }
+
+    /// Every id of `list` that `filter` keeps, among the first [`SCAN_LIMIT`] jobs of the list:
+    /// what an action on "everything matching" acts on.
+    pub async fn matching_ids(
+        &self,
+        queue: &str,
+        list: JobList,
+        filter: &JobFilter,
+    ) -> redis::RedisResult<Matches> {
+        let scan = self.scan(queue, list, filter, 0, SCAN_LIMIT).await?;
+        Ok(Matches {
+            ids: scan.page.into_iter().map(|(id, _)| id).collect(),
+            complete: scan.complete,
+        })
+    }
+
+    /// Looks at up to [`SCAN_LIMIT`] jobs of `list` in order and keeps the ids (with their
+    /// scores) of matches `offset..offset + limit`, counting every match.
+    async fn scan(
+        &self,
+        queue: &str,
+        list: JobList,
+        filter: &JobFilter,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<Scan> {
+        let (key, newest_first) = self.list_source(queue, list);
+        let scheduled = self.state_key(queue, JobState::Scheduled);
+        let base = self.base(queue);
+        let mut redis = self.redis();
+        let mut scan = Scan {
+            page: Vec::new(),
+            matched: 0,
+            scanned: 0,
+            complete: false,
+        };
+        while scan.scanned < SCAN_LIMIT {
+            let start = isize::try_from(scan.scanned).unwrap_or(isize::MAX);
+            let stop =
+                start + isize::try_from(SCAN_BATCH.min(SCAN_LIMIT - scan.scanned)).unwrap_or(1) - 1;
+            let batch: Vec<(String, f64)> = if newest_first {
+                redis.zrevrange_withscores(&key, start, stop).await?
+            } else {
+                redis.zrange_withscores(&key, start, stop).await?
+            };
+            if batch.is_empty() {
+                scan.complete = true;
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &batch {
+                pipe.hmget(
+                    format!("{base}j:{id}"),
+                    &["kind", "payload", "last_error", "attempts"],
+                );
+                if list == JobList::Retrying {
+                    pipe.zscore(&scheduled, id);
+                }
+            }
+            let values: Vec<redis::Value> = pipe.query_async(&mut redis).await?;
+            let mut values = values.into_iter();
+            let asked = batch.len();
+            for (id, score) in batch {
+                let fields: Vec<Option<String>> =
+                    redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+                let still_scheduled = if list == JobList::Retrying {
+                    let score: Option<f64> =
+                        redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+                    score.is_some()
+                } else {
+                    true
+                };
+                let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
+                let (kind, payload, last_error) = (field(0), field(1), field(2));
+                let ran_before = field(3).parse::<u32>().unwrap_or(0) > 0;
+                let in_list = match list {
+                    JobList::State(_) => true,
+                    JobList::FirstRuns => !ran_before,
+                    JobList::Retrying => still_scheduled,
+                };
+                // A job deleted since the range was read has no hash: not listed.
+                let exists = fields.iter().any(Option::is_some);
+                if exists && in_list && filter.matches(&id, &kind, &payload, &last_error) {
+                    if scan.matched >= offset && (scan.page.len() as u64) < limit {
+                        scan.page.push((id, score));
+                    }
+                    scan.matched += 1;
+                }
+            }
+            scan.scanned += asked as u64;
+            if (asked as u64) < SCAN_BATCH.min(SCAN_LIMIT) {
+                scan.complete = true;
+                break;
+            }
+        }
+        if !scan.complete {
+            // Exactly SCAN_LIMIT jobs: complete if nothing follows.
+            let next: Vec<String> = if newest_first {
+                redis
+                    .zrevrange(&key, SCAN_LIMIT as isize, SCAN_LIMIT as isize)
+                    .await?
+            } else {
+                redis
+                    .zrange(&key, SCAN_LIMIT as isize, SCAN_LIMIT as isize)
+                    .await?
+            };
+            scan.complete = next.is_empty();
+        }
+        Ok(scan)
+    }
+
+    /// Retries dead or cancelled jobs now, with their attempts reset; returns how many were
+    /// dead or cancelled (the others are left as they are).
+    pub async fn retry_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
+        self.admin_many(queue, "retry_many", ids).await
+    }
+
+    /// Runs scheduled jobs (first runs or retries) now; returns how many were scheduled.
+    pub async fn promote_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
+        self.admin_many(queue, "promote_many", ids).await
+    }
+
+    /// Deletes jobs in any state but running; returns how many were deleted.
+    pub async fn delete_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
+        self.admin_many(queue, "delete_many", ids).await
+    }
+}
+
+/// What a filtered scan found: the page's ids with their scores, and the figures of the scan.
+struct Scan {
+    page: Vec<(String, f64)>,
+    matched: u64,
+    scanned: u64,
+    complete: bool,
 }

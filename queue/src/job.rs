@@ -184,6 +184,10 @@ pub struct JobSpec {
     /// limits hold per group, and claims rotate fairly between groups (see [`crate::limits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<JobGroup>,
+    /// The W3C `traceparent` of the span that staged the job (see [`crate::trace`]): the job's
+    /// run continues that trace. Absent with tracing off, and in rows written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A job's group key and whether the group is ordered.
@@ -263,6 +267,7 @@ impl JobSpec {
             unique: None,
             events: false,
             group: None,
+            traceparent: super::trace::current(),
         }
     }
 
@@ -341,6 +346,8 @@ pub struct ClaimedJob {
     pub retry: RetryPolicy,
     /// When it was first enqueued (ms since the epoch, Redis clock).
     pub created_at_ms: i64,
+    /// The trace context it was staged in (see [`JobSpec::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 impl ClaimedJob {
@@ -576,6 +583,7 @@ mod tests {
             request_id: None,
             retry: RetryPolicy::schedule(&[Duration::from_millis(10)]),
             created_at_ms: 0,
+            traceparent: None,
         };
         assert_eq!(job.next_retry(&JobError::permanent("no"), 0.5), None);
         assert_eq!(

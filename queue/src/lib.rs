@@ -31,8 +31,9 @@
 //!    result through its [`JobInfo`]'s [`JobControl`]; [`QueueEngine::cancel`] cancels a
 //!    waiting job at once and signals a running one. A job enqueued with events on keeps a
 //!    stream of its life ([`QueueEngine::job_events`]) that clients follow live.
-//! 4. Watch it: [`inspect`] (counts, throughput, listings, retry/delete/promote/pause),
-//!    [`registry`] (live workers), [`metrics`] (Prometheus).
+//! 4. Watch it: [`inspect`] (counts, throughput by minute and by hour, listings, filtered scans,
+//!    retry/delete/promote/pause one job or many, run-time percentiles per kind from
+//!    [`runtimes`]), [`registry`] (live workers), [`metrics`] (Prometheus).
 //!
 //! Errors of the outbox and the engine are [`QueueError`]; a job carries an opaque
 //! [`correlation`] id from whatever staged it.
@@ -47,9 +48,12 @@
 //! - `limits`: fleet-wide rate limits and concurrency caps per queue and per group, fair
 //!   rotation between groups, ordered groups and circuit breakers, enforced at claim time.
 //! - `registry`: worker heartbeats.
+//! - `runtimes`: run times and failures per job kind, counted by workers, kept per minute.
 //! - `schedule`: recurring jobs (cron with seconds and time zones, intervals), one job per tick
 //!   however many processes run the loop.
 //! - `correlation`: the opaque id a job carries from whatever staged it.
+//! - `trace`: the W3C trace context a job carries, through a propagation the application
+//!   installs (the engine depends on no tracing SDK).
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `error`: [`QueueError`].
 
@@ -82,9 +86,11 @@ pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod registry;
+pub mod runtimes;
 pub mod schedule;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod trace;
 
 pub use backend::{BackendSettings, BackendShared, JobControl, JobInfo, RedisBackend};
 pub use declaration::{Job, QueueName, RunAt};
@@ -95,5 +101,5 @@ pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
-pub use producer::Producer;
+pub use producer::{Producer, ReplicaAcks};
 pub use registry::WorkerInfo;

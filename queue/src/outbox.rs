@@ -21,6 +21,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -119,12 +120,21 @@ impl UnitOfWork {
 /// Stages `spec` in `uow`'s outbox; returns the job id (a fresh UUIDv7). The row is written
 /// by [`UnitOfWork::commit`], with every other job of the transaction in one statement, just
 /// before the commit: an order with an email and a webhook pays one round trip, not two.
-#[tracing::instrument(skip_all, fields(queue = %spec.queue, kind = %spec.kind))]
+#[tracing::instrument(
+    name = "outbox.stage",
+    skip_all,
+    fields(queue = %spec.queue, kind = %spec.kind, otel.kind = "producer")
+)]
 pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, QueueError> {
     let id = Uuid::now_v7();
     spec.id = id.to_string();
     if spec.request_id.is_none() {
         spec.request_id = super::correlation::current();
+    }
+    // This span's context rather than the one the spec was built in: the job's run then hangs
+    // under the staging of its outbox row, beside the row's push.
+    if let Some(traceparent) = super::trace::current() {
+        spec.traceparent = Some(traceparent);
     }
     uow.record_staged(StagedJob { id, spec });
     Ok(id)
@@ -263,7 +273,9 @@ impl Outbox {
 
     /// Pushes rows left undispatched for longer than `grace`, oldest first, at most
     /// `RELAY_BATCH` per transaction; returns how many were pushed.
-    #[tracing::instrument(skip(self))]
+    // Debug, not info: it runs on every poll of every worker, and an exported trace per empty
+    // poll would bury the real ones. A poll that finds rows gets an `outbox.relay` span.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn relay_once(&self, grace: Duration) -> Result<usize, QueueError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query!(
@@ -288,7 +300,17 @@ impl Outbox {
                 spec
             })
             .collect();
-        self.producer.enqueue_many(specs).await?;
+        let span = tracing::info_span!(
+            parent: None,
+            "outbox.relay",
+            jobs = specs.len(),
+            otel.kind = "producer"
+        );
+        crate::trace::link_all(
+            &span,
+            specs.iter().filter_map(|spec| spec.traceparent.as_deref()),
+        );
+        self.producer.enqueue_many(specs).instrument(span).await?;
         let lags = mark_dispatched(&mut *tx, &ids).await?;
         tx.commit().await?;
         crate::metrics::outbox_dispatched("relay", &lags);
@@ -423,9 +445,29 @@ async fn run_dispatcher(
 impl Dispatcher {
     async fn push(&self, staged: Vec<StagedJob>) {
         let count = staged.len();
+        // One push carries the jobs of many requests: with tracing on it is a span of its own
+        // (a trace of its own), linked to where each job was staged.
+        let span = if crate::trace::enabled() {
+            let span = tracing::info_span!(
+                parent: None,
+                "outbox.push",
+                jobs = count,
+                otel.kind = "producer"
+            );
+            crate::trace::link_all(
+                &span,
+                staged
+                    .iter()
+                    .filter_map(|job| job.spec.traceparent.as_deref()),
+            );
+            span
+        } else {
+            tracing::Span::none()
+        };
         let (ids, specs): (Vec<Uuid>, Vec<JobSpec>) =
             staged.into_iter().map(|job| (job.id, job.spec)).unzip();
-        if let Err(error) = self.producer.enqueue_many(specs).await {
+        let pushed = self.producer.enqueue_many(specs).instrument(span).await;
+        if let Err(error) = pushed {
             // The rows stay undispatched; the relay pushes them once Redis is back.
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
             return;

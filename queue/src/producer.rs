@@ -2,13 +2,27 @@
 //! flight are sent together in the next one, so fifty producers cost a handful of round trips,
 //! not fifty, and nobody waits for a timer.
 //!
+//! [`Producer::replicated`] also waits, after each call, until replicas hold what it wrote (the
+//! outbox's pushes, so a Redis failover cannot lose a job whose row was marked dispatched).
+//!
 //! One call at a time, on purpose. Two in flight (as the worker's acker does) bought no enqueue
 //! throughput and made order-to-email latency worse (the runs are in docs/performance.md). The
 //! cause was not pinned down; the api's pushes after commit then go out in more, smaller groups.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{engine::QueueEngine, job::JobSpec};
+
+/// How many replicas must hold a push before it counts ([`Producer::replicated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    /// Replicas that must have the write (`WAIT`'s first argument).
+    pub replicas: u32,
+    /// How long to wait for them; a push they did not all confirm by then is an error.
+    pub timeout: Duration,
+}
 
 /// Jobs sent in one script call at most.
 const MAX_GROUP: usize = 1000;
@@ -34,7 +48,21 @@ impl Producer {
     /// Starts the background task (must be called inside a tokio runtime).
     pub fn new(engine: QueueEngine) -> Self {
         let (requests, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(engine, rx));
+        tokio::spawn(run(engine, rx, None));
+        Self { requests }
+    }
+
+    /// A producer whose enqueues succeed only once `acks.replicas` replicas hold them (`WAIT`
+    /// after each script call): Redis replicates asynchronously, so a failover can lose a write
+    /// the old primary acknowledged, and the outbox must not mark a row dispatched on such an
+    /// acknowledgement. A push the replicas did not confirm in time is an error, though the
+    /// jobs may exist on the primary (a re-push is harmless: enqueue is idempotent by id).
+    ///
+    /// `engine` must be on a Redis connection of its own: `WAIT` holds up everything queued
+    /// behind it on its connection, for up to the timeout while a replica is away.
+    pub fn replicated(engine: QueueEngine, acks: ReplicaAcks) -> Self {
+        let (requests, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(engine, rx, Some(acks)));
         Self { requests }
     }
 
@@ -62,7 +90,11 @@ impl Producer {
     }
 }
 
-async fn run(engine: QueueEngine, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(
+    engine: QueueEngine,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    acks: Option<ReplicaAcks>,
+) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut size = group[0].jobs.len();
@@ -76,7 +108,26 @@ async fn run(engine: QueueEngine, mut rx: mpsc::UnboundedReceiver<Request>) {
             }
         }
         let all: Vec<JobSpec> = group.iter().flat_map(|r| r.jobs.iter().cloned()).collect();
-        match engine.enqueue(&all).await {
+        let mut outcome = engine.enqueue(&all).await;
+        if let (Ok(_), Some(acks)) = (&outcome, acks) {
+            // One WAIT covers the whole group: it waits for every write this connection sent.
+            match engine.wait_for_replicas(acks.replicas, acks.timeout).await {
+                Ok(confirmed) if confirmed >= i64::from(acks.replicas) => {}
+                Ok(confirmed) => {
+                    outcome = Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "push not confirmed by enough replicas",
+                        format!(
+                            "{confirmed} of {} replicas within {} ms",
+                            acks.replicas,
+                            acks.timeout.as_millis()
+                        ),
+                    )));
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        match outcome {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for request in group {

@@ -68,6 +68,7 @@ pub struct PrivateRedis {
     /// Its port.
     pub port: u16,
     dir: Option<tempfile::TempDir>,
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -83,10 +84,14 @@ impl PrivateRedis {
     }
 
     fn launch(persistent: bool) -> Self {
-        let dir = persistent.then(|| tempfile::tempdir().expect("temp dir"));
+        // A folder of its own even without persistence: a replica writes the primary's
+        // snapshot to its working folder, which must not be the test's.
+        let dir = Some(tempfile::tempdir().expect("temp dir"));
+        let persistent_dir = persistent;
         let mut redis = Self {
             port: free_port(),
             dir,
+            persistent: persistent_dir,
             child: None,
         };
         redis.restart();
@@ -103,14 +108,13 @@ impl PrivateRedis {
         let port = self.port.to_string();
         let mut command = Command::new("redis-server");
         command.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""]);
-        match &self.dir {
-            Some(dir) => {
-                command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]);
-                command.arg(dir.path());
-            }
-            None => {
-                command.args(["--appendonly", "no"]);
-            }
+        if let Some(dir) = &self.dir {
+            command.arg("--dir").arg(dir.path());
+        }
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
         }
         let child = command
             .stdout(Stdio::null())

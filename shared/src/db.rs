@@ -26,16 +26,10 @@ use crate::config::DatabaseConfig;
 /// Every migration of `migrations/`, compiled into the binaries.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connect options built from config, with PgBouncer's transaction mode taken into account.
+/// Connect options built from config (the statement cache stays on: see `DATABASE_PGBOUNCER`
+/// in the config for why turning it off would not help behind a PgBouncer).
 pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
-    let mut options =
-        PgConnectOptions::from_str(config.url.expose_secret())?.application_name("orderly");
-    if config.pgbouncer {
-        // Transaction pooling hands each transaction to any server connection, so named
-        // prepared statements (sqlx's statement cache) would be missing on the next one.
-        options = options.statement_cache_capacity(0);
-    }
-    Ok(options)
+    Ok(PgConnectOptions::from_str(config.url.expose_secret())?.application_name("orderly"))
 }
 
 /// A lazily connecting pool: no connection is made until the first query.

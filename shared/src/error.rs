@@ -320,6 +320,21 @@ impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut => Self::Unavailable("database is busy, try again".into()),
+            // The server is gone or going (restart, failover, crash): the request did not
+            // happen, and the same request later will work, so 503 and not 500.
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                Self::Unavailable("database unavailable, try again".into())
+            }
+            // 08: connection exceptions; 57P01-57P03: shut down by an administrator, a crash
+            // of another backend, or still starting up; 53300: too many connections.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                }) =>
+            {
+                Self::Unavailable("database unavailable, try again".into())
+            }
             // `text` cannot hold NUL (22021) or what the server encoding cannot represent
             // (22P05). The extractors refuse such input naming the field; this is the net under
             // any path that reaches the database without them, so the client hears it was its

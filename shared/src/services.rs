@@ -18,7 +18,7 @@ use crate::{
     maintenance::{MaintainedDomains, MaintenanceService},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
-    queue::{Job, Outbox, Producer, QueueEngine, Retention, schedule::Schedules},
+    queue::{Job, Outbox, Producer, QueueEngine, ReplicaAcks, Retention, schedule::Schedules},
     reports::{ReportScheduleService, ReportService},
     storage::Storage,
     uploads::UploadService,
@@ -100,7 +100,7 @@ impl Services {
         }
         let queue = QueueEngine::new(
             redis.clone(),
-            client,
+            client.clone(),
             &prefix,
             Retention {
                 completed_keep: config.worker.completed_keep,
@@ -109,7 +109,27 @@ impl Services {
         )
         .with_limits(queue_limits(&config));
         let producer = Producer::new(queue.clone());
-        let outbox = Outbox::new(db.clone(), producer.clone())
+        // Pushes that must reach replicas wait for them on a connection of their own, so the
+        // wait never holds up the rest of the process's Redis traffic.
+        let outbox_producer = match config.redis.wait_replicas {
+            0 => producer.clone(),
+            replicas => Producer::replicated(
+                QueueEngine::new(
+                    crate::redis::connect_lazy(&config.redis)?,
+                    client.clone(),
+                    &prefix,
+                    Retention {
+                        completed_keep: config.worker.completed_keep,
+                        completed_max_age: config.worker.completed_max_age,
+                    },
+                ),
+                ReplicaAcks {
+                    replicas,
+                    timeout: config.redis.wait_timeout,
+                },
+            ),
+        };
+        let outbox = Outbox::new(db.clone(), outbox_producer)
             .with_unique_window(config.worker.outbox_unique_window);
         let jobs = JobStager::new(JobSettings::from_config(&config));
         let products = ProductService::new(

@@ -1,4 +1,4 @@
-//! Structured logs and the request id that follows an order from HTTP into every job.
+//! Structured logs, the request id that follows an order from HTTP into every job, and traces.
 //!
 //! - [`init`] installs the global subscriber: one JSON object per line by default
 //!   (`timestamp`, `level`, `message`, `target`, then the fields of the event and of every
@@ -8,6 +8,12 @@
 //!   api's middleware sets it for the whole request, the outbox copies it into every job the
 //!   request stages, and the worker sets it again around each job, so one id ties an order's
 //!   HTTP line to its email and webhook lines.
+//! - With `OTEL_EXPORTER_OTLP_ENDPOINT` set, [`init`] also exports the same spans as
+//!   OpenTelemetry traces over OTLP/HTTP ([`otlp`]), and installs the W3C trace context
+//!   propagation the queue engine uses: a client's `traceparent` becomes the request span's
+//!   parent ([`continue_remote_trace`]), every job records the span that staged it and runs as
+//!   its child, and webhook deliveries send theirs ([`current_traceparent`]). Unset, none of
+//!   this is installed and costs nothing.
 
 use std::{fmt, future::Future};
 
@@ -21,7 +27,9 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-use crate::config::{LogConfig, LogFormat};
+mod otlp;
+
+use crate::config::{LogConfig, LogFormat, TraceConfig};
 
 /// Runs `fut` with `request_id` as the current request id. It is the queue's correlation id:
 /// jobs staged under it carry it, and run under it again in the workers.
@@ -34,26 +42,129 @@ pub fn current_request_id() -> Option<String> {
     crate::queue::correlation::current()
 }
 
-/// Installs the global log subscriber. Safe to call more than once (tests do): later calls are no-ops.
-pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// The installed telemetry; dropping it sends the spans still buffered (a process keeps it
+/// until it exits).
+#[must_use = "dropping it stops trace export"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("exporting_traces", &self.provider.is_some())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Sends what is buffered and stops exporting (what dropping it does, callable early).
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // On a thread of its own: the provider blocks until the export thread is done,
+            // which must not happen on a runtime's worker.
+            let _ = std::thread::spawn(move || provider.shutdown()).join();
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Installs the global log subscriber, and the trace export when `traces` has an endpoint
+/// (`service` names the process in traces unless `OTEL_SERVICE_NAME` does). Safe to call more
+/// than once (tests do): later calls install nothing and return an inert [`Telemetry`].
+pub fn init(config: &LogConfig, traces: &TraceConfig, service: &str) -> Telemetry {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut telemetry = Telemetry { provider: None };
+    INSTALLED.call_once(|| telemetry = install(config, traces, service));
+    telemetry
+}
+
+fn install(config: &LogConfig, traces: &TraceConfig, service: &str) -> Telemetry {
+    let log_filter =
+        || EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (pipeline, pipeline_error) = match otlp::Pipeline::start(traces, service) {
+        Ok(pipeline) => (pipeline, None),
+        Err(error) => (None, Some(error)),
+    };
+    // Each output has its own filter: what is logged (`RUST_LOG`) and what is exported as
+    // traces (`TRACE_FILTER`) are separate choices. Span events become span events in the
+    // trace; busy/idle times and thread ids are noise next to the span's own duration.
+    let traces_layer = pipeline.as_ref().map(|pipeline| {
+        tracing_opentelemetry::layer()
+            .with_tracer(pipeline.tracer.clone())
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_filter(
+                EnvFilter::try_new(&traces.filter).unwrap_or_else(|_| EnvFilter::new("info")),
+            )
+    });
     let result = match config.format {
         LogFormat::Json => tracing_subscriber::registry()
-            .with(filter)
-            .with(SpanFieldsLayer)
+            .with(traces_layer)
             .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines)
-                    .with_writer(std::io::stdout),
+                SpanFieldsLayer
+                    .and_then(
+                        tracing_subscriber::fmt::layer()
+                            .event_format(JsonLines)
+                            .with_writer(std::io::stdout),
+                    )
+                    .with_filter(log_filter()),
             )
             .try_init(),
         LogFormat::Pretty => tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .with(traces_layer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(true)
+                    .with_filter(log_filter()),
+            )
             .try_init(),
     };
-    // An already-installed subscriber (a second init in one test binary) is fine.
-    let _ = result;
+    if let Some(error) = pipeline_error {
+        tracing::error!(error = %format!("{error:#}"), "trace export could not start; running without it");
+    }
+    // An already-installed subscriber (a test harness's own) leaves traces off.
+    if result.is_err() {
+        return Telemetry { provider: None };
+    }
+    let Some(pipeline) = pipeline else {
+        return Telemetry { provider: None };
+    };
+    crate::queue::trace::install(Box::new(otlp::Propagation::default()));
+    tracing::info!(
+        endpoint = traces.endpoint.as_deref().unwrap_or(""),
+        "exporting traces over OTLP"
+    );
+    Telemetry {
+        provider: Some(pipeline.provider),
+    }
+}
+
+/// Makes `span` (an incoming request's) a child of the caller's trace when the request carries
+/// a valid W3C `traceparent` (and `tracestate`) and tracing is on; otherwise it starts a trace.
+pub fn continue_remote_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !crate::queue::trace::enabled() {
+        return;
+    }
+    let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let tracestate = headers.get("tracestate").and_then(|v| v.to_str().ok());
+    if let Some(cx) = otlp::Propagation::default().extract(traceparent, tracestate) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// The W3C `traceparent` of the current span, to send on an outgoing request (webhook
+/// deliveries); `None` with tracing off.
+pub fn current_traceparent() -> Option<String> {
+    crate::queue::trace::current()
 }
 
 /// The recorded fields of a span, kept in its extensions so [`JsonLines`] can flatten them.
@@ -63,23 +174,48 @@ struct SpanFields(Map<String, Value>);
 /// Collects field values into a JSON map.
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
+impl JsonVisitor<'_> {
+    /// `otel.*` fields only name and classify spans for the trace exporter.
+    fn keeps(field: &Field) -> bool {
+        !field.name().starts_with("otel.")
+    }
+}
+
 impl tracing::field::Visit for JsonVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         // The whole cause chain, once, so a log reader sees why and not just what.
         let mut chain = value.to_string();
         let mut source = value.source();
@@ -91,6 +227,9 @@ impl tracing::field::Visit for JsonVisitor<'_> {
         self.0.insert(field.name().into(), Value::from(chain));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !JsonVisitor::keeps(field) {
+            return;
+        }
         self.0
             .insert(field.name().into(), Value::from(format!("{value:?}")));
     }

@@ -1,11 +1,15 @@
 //! Test support shared by the test suites of the shop's crates (enabled by the `test-support`
 //! feature, never in release builds): the queue crate's helpers (Redis, prefixes, polling, ports,
 //! a private redis-server), plus what only the shop needs: random signing secrets, the URL of a
-//! test database, and a decompression-bomb image for the upload tests.
+//! test database, a decompression-bomb image for the upload tests, and private PostgreSQL and
+//! HAProxy servers ([`PrivatePostgres`], [`Haproxy`]).
 
 pub use orderly_queue::testing::{
     PrivateRedis, delete_prefix, eventually, free_port, redis_url, unique_prefix,
 };
+
+mod servers;
+pub use servers::{Haproxy, PrivatePostgres};
 
 /// A signing secret for one test run: random, as `JWT_SECRET` must be (the config refuses
 /// secrets published in the repository, placeholders and low-entropy values).

@@ -11,7 +11,8 @@
 //!   (which could be internal);
 //! - **no proxy**: a proxy from the environment would resolve the target itself, out of the
 //!   guard's sight;
-//! - one timeout for the whole attempt (`WEBHOOK_TIMEOUT_MS`).
+//! - one timeout for the whole attempt (`WEBHOOK_TIMEOUT_MS`);
+//! - the delivery's trace context sent as `traceparent` when traces are exported.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -29,6 +30,7 @@ use reqwest::{
     header::{HeaderMap, HeaderValue},
     redirect,
 };
+use tracing::Instrument;
 
 /// Resolves host names and keeps only the addresses the policy permits.
 #[derive(Debug)]
@@ -143,6 +145,24 @@ impl WebhookClient {
     ) -> Result<Answer, SendError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| SendError::Refused(Refused::NoHost))?;
         self.policy.check_url(&parsed).map_err(SendError::Refused)?;
+        // The HTTP call as a client span of the delivery job's trace, whose context the
+        // receiver gets in `traceparent` (with traces exported). The host only: a URL's path
+        // or query may carry the receiver's token.
+        let span = tracing::info_span!(
+            "webhook.send",
+            otel.name = "POST webhook",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            server.address = parsed.host_str().unwrap_or(""),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut headers = headers;
+        if let Some(value) = span
+            .in_scope(orderly::telemetry::current_traceparent)
+            .and_then(|traceparent| HeaderValue::from_str(&traceparent).ok())
+        {
+            headers.insert("traceparent", value);
+        }
         let started = Instant::now();
         let result = self
             .client
@@ -150,8 +170,20 @@ impl WebhookClient {
             .headers(headers)
             .body(body)
             .send()
+            .instrument(span.clone())
             .await;
         let latency = started.elapsed();
+        match &result {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+                if !response.status().is_success() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         match result {
             Ok(response) => {
                 let header = |name| {

@@ -1,7 +1,9 @@
 //! What every operator action shares: the button a page draws for it, the form it posts, the
 //! gate in front of it (the session's CSRF token, then a confirmation page unless the operator
-//! already confirmed), and the redirect back to the page with a notice afterwards. The actions
-//! themselves are the queue's (`queue`) and the job's (`job`).
+//! already confirmed; the page carries the form's other fields, such as a bulk action's selected
+//! ids, on to the confirmed post), and the redirect back to the page with a notice afterwards.
+//! The actions themselves are the queue's (`queue`, bulk actions included), the job's (`job`),
+//! the group's (`groups`) and the schedule's (`schedules`).
 
 use axum::{
     extract::rejection::FormRejection,
@@ -41,6 +43,24 @@ pub struct ActionForm {
     pub(super) return_to: Option<String>,
 }
 
+impl ActionForm {
+    /// The form's own fields out of all the fields a form posted (a bulk action's form also
+    /// carries its selection and filter).
+    pub(super) fn from_pairs(pairs: &[(String, String)]) -> Self {
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        Self {
+            csrf: field("csrf").unwrap_or_default(),
+            confirmed: field("confirmed"),
+            return_to: field("return_to"),
+        }
+    }
+}
+
 /// What to do with an action request.
 pub(super) enum Gate {
     /// Checked and confirmed: act.
@@ -56,6 +76,19 @@ pub(super) fn authorize_action(
     form: Result<axum::Form<ActionForm>, FormRejection>,
     question: &str,
     action_url: &str,
+) -> Gate {
+    authorize_action_with(session, headers, form, question, action_url, &[])
+}
+
+/// [`authorize_action`] for a form with more fields than [`ActionForm`]'s: the confirmation
+/// page posts `fields` again with the confirmed request.
+pub(super) fn authorize_action_with(
+    session: &AdminSession,
+    headers: &HeaderMap,
+    form: Result<axum::Form<ActionForm>, FormRejection>,
+    question: &str,
+    action_url: &str,
+    fields: &[(String, String)],
 ) -> Gate {
     let Ok(axum::Form(form)) = form else {
         return Gate::Respond(error_page(
@@ -81,6 +114,7 @@ pub(super) fn authorize_action(
                 frame => Frame::new(session, "Confirm", safe_return_path(form.return_to.as_deref()), None),
                 question,
                 action_url,
+                fields,
             },
         ));
     }

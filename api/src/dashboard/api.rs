@@ -1,5 +1,6 @@
 //! The JSON read API for scripts, under `/admin/api/`: the overview, a queue's jobs in one state,
-//! one job, a queue's groups, one group with its waiting jobs, the schedules. The queue engine's read models as they are (a schedule with the state
+//! one job, a queue's job kinds (attempts, failure rate, run-time percentiles over the last
+//! hour), a queue's groups, one group with its waiting jobs, the schedules. The queue engine's read models as they are (a schedule with the state
 //! of its last job beside it); admin cookie or bearer token (no CSRF, nothing here changes
 //! anything); errors in the one error shape.
 
@@ -8,7 +9,7 @@ use orderly::{
     error::AppError,
     jobs::{QUEUE_NAMES, queue_named},
     queue::{
-        inspect::{self, GroupStatus, GroupsOverview, JobDetail, JobPage, Overview},
+        inspect::{self, GroupStatus, GroupsOverview, JobDetail, JobPage, KindRuntime, Overview},
         schedule::ScheduleView,
     },
 };
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dashboard::{
         chart::CHART_MINUTES, format::parse_state_key, groups::GROUPS_SHOWN, list::PAGE_SIZE,
-        schedules::read_schedules, session::ApiAdmin,
+        queue::KIND_MINUTES, schedules::read_schedules, session::ApiAdmin,
     },
     extract::Path,
     state::AppState,
@@ -93,6 +94,23 @@ pub async fn api_job(
         .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found("no such job"))
+}
+
+/// `GET /admin/api/queues/{queue}/kinds`: per job kind, the attempts that ended in the last hour,
+/// how many failed, and run-time percentiles (as the workers recorded them), most attempts first.
+pub async fn api_kinds(
+    State(state): State<AppState>,
+    ApiAdmin(_): ApiAdmin,
+    Path(queue): Path<String>,
+) -> Result<Json<Vec<KindRuntime>>, AppError> {
+    let queue = api_queue(&queue)?;
+    Ok(Json(
+        state
+            .services
+            .queue
+            .kind_runtimes(queue, KIND_MINUTES)
+            .await?,
+    ))
 }
 
 /// Query of the JSON groups overview.

@@ -1,7 +1,7 @@
-//! How times, durations, ids and job states read on every page: short human durations, points
-//! in time for `<time>` elements (absolute and relative), shortened ids for buttons and
-//! questions, the names job states go by in URLs and tabs, where a group's page is, retry
-//! policies as schedules and what priority levels mean.
+//! How times, durations, ids and job states read on every page: short human durations, run
+//! times and percentages, points in time for `<time>` elements (absolute and relative),
+//! shortened ids for buttons and questions, the names job states go by in URLs and tabs, where a
+//! group's page is, and retry policies as schedules.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use orderly::queue::{Backoff, JobState, RetryPolicy};
@@ -19,6 +19,27 @@ pub fn human_duration(ms: u64) -> String {
         60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
         3600..=86_399 => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
         _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// A run time in ms for a table cell: `0.4 ms`, `12 ms`, `1.3 s`, `2m 05s`.
+pub fn run_time(ms: f64) -> String {
+    match ms {
+        // The bounds sit where the shorter form would round up into the next one.
+        ms if ms < 9.95 => format!("{ms:.1} ms"),
+        ms if ms < 999.5 => format!("{ms:.0} ms"),
+        ms if ms < 59_950.0 => format!("{:.1} s", ms / 1000.0),
+        ms => human_duration(ms as u64),
+    }
+}
+
+/// A share (0 to 1) as a percentage: `0%`, `0.4%`, `12%`, `100%`.
+pub fn percent(share: f64) -> String {
+    let percent = share * 100.0;
+    if percent == 0.0 || percent >= 10.0 {
+        format!("{percent:.0}%")
+    } else {
+        format!("{percent:.1}%")
     }
 }
 
@@ -140,6 +161,19 @@ mod tests {
         assert_eq!(human_duration(192_000), "3m 12s");
         assert_eq!(human_duration(3_840_000), "1h 04m");
         assert_eq!(human_duration(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+    }
+
+    #[test]
+    fn run_times_and_shares_read_well() {
+        assert_eq!(run_time(0.42), "0.4 ms");
+        assert_eq!(run_time(9.9875), "10 ms");
+        assert_eq!(run_time(12.4), "12 ms");
+        assert_eq!(run_time(1_260.0), "1.3 s");
+        assert_eq!(run_time(125_000.0), "2m 05s");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.004), "0.4%");
+        assert_eq!(percent(0.125), "12%");
+        assert_eq!(percent(1.0), "100%");
     }
 
     #[test]

@@ -63,20 +63,26 @@ pub struct PageQuery {
     done: Option<String>,
     /// How many jobs that action touched.
     n: Option<u64>,
-    /// Queue page: the state listed.
+    /// Whether a bulk action stopped at the scan limit (`1`): the notice says to run it again.
+    cut: Option<u8>,
+    /// Queue page: the list shown (a state, or `retries`).
     pub(super) state: Option<String>,
     /// Queue and group pages: 1-based page number.
     pub(super) page: Option<u64>,
+    /// Queue page: list only jobs of this kind.
+    pub(super) kind: Option<String>,
+    /// Queue page: list only jobs whose id, kind, payload or last error contains this.
+    pub(super) q: Option<String>,
+    /// Overview and queue page: the throughput chart's range (`1h`, `24h`, `7d`).
+    pub(super) range: Option<String>,
 }
 
 impl PageQuery {
-    /// The query that renders a page's live part (what the live stream sends): `state` and
-    /// `page` are the queue page's list (`page` also a group page's), `None` elsewhere.
-    pub(super) fn live_part(state: Option<String>, page: Option<u64>) -> Self {
+    /// The query that renders a page's live part (what the live stream sends); the live
+    /// stream fills in the page's own parameters (its list, page, filter, range).
+    pub(super) fn live_part() -> Self {
         Self {
             live: Some(1),
-            state,
-            page,
             ..Self::default()
         }
     }
@@ -95,7 +101,16 @@ impl PageQuery {
                 format!("{word}s")
             }
         };
+        let rest = if self.cut == Some(1) {
+            " Only the first jobs of the list were looked at: run it again for the rest."
+        } else {
+            ""
+        };
         Some(match self.done.as_deref()? {
+            "bulk-retry" => format!("{n} {} queued for another run.{rest}", plural("job")),
+            "bulk-promote" => format!("{n} scheduled {} run now.{rest}", plural("job")),
+            "bulk-delete" => format!("{n} {} deleted.{rest}", plural("job")),
+            "bulk-none" => "Nothing selected: tick the jobs to act on first.".to_owned(),
             "retry" => "Job queued for another run.".to_owned(),
             "promote" => "Job moved to the front of its priority: it runs now.".to_owned(),
             "delete" => "Job deleted.".to_owned(),

@@ -6,11 +6,10 @@
 //! Grouped jobs wait in their group, not in the queue's waiting list, so a queue page lists them
 //! here and on the group pages. What a group key stands for is the shop's: on the `webhooks`
 //! queue it is an endpoint id, shown with the endpoint's URL read through the webhooks service
-//! ([`group_labels`]); elsewhere the key alone.
+//! ([`group_labels`], by way of [`super::links::endpoint_labels`], which the job page uses for
+//! a payload's `endpoint_id` too); elsewhere the key alone.
 
 use std::collections::{BTreeSet, HashMap};
-
-use futures::StreamExt;
 
 use axum::{
     extract::{Query, State, rejection::FormRejection},
@@ -32,6 +31,7 @@ use crate::{
         actions::{Action, ActionForm, Gate, after_action, authorize_action},
         format::{Moment, group_url, human_duration, moment, short_id},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
+        links::endpoint_labels,
         list::{JobRow, PAGE_SIZE, Pager, job_row, pager_with, shorten},
         render::{app_error_page, error_page, render},
         session::{AdminSession, PageAdmin, safe_return_path},
@@ -42,10 +42,6 @@ use crate::{
 
 /// Groups listed by backlog on a queue page (the same number `/metrics` names).
 pub const GROUPS_SHOWN: usize = orderly::queue::metrics::GROUP_SERIES;
-
-/// Endpoint reads at once for one page (a page can show 110 groups: the top and every open
-/// breaker), so that an open dashboard never holds much of the database pool.
-const LABEL_READS: usize = 8;
 
 /// The Groups section of a queue page.
 #[derive(Debug, Clone, Serialize)]
@@ -227,7 +223,7 @@ fn ordered_groups(state: &AppState, queue: &str) -> Option<bool> {
 }
 
 /// What the keys of `queue` stand for, by key: on the `webhooks` queue, the endpoint's URL (read
-/// through the webhooks service, [`LABEL_READS`] at a time; "endpoint deleted" when it is gone).
+/// through the webhooks service, see [`endpoint_labels`]; "endpoint deleted" when it is gone).
 /// Keys the shop does not know are left out, and so is an endpoint that could not be read: the
 /// key alone is still shown.
 pub(super) async fn group_labels(
@@ -239,37 +235,7 @@ pub(super) async fn group_labels(
     if queue != WebhookJob::QUEUE.as_str() {
         return HashMap::new();
     }
-    let keys: BTreeSet<&str> = keys.into_iter().collect();
-    // Collected first: a stream over the lazy iterator would make the page's future not `Send`.
-    let reads: Vec<_> = keys
-        .into_iter()
-        .filter_map(|key| {
-            let id = uuid::Uuid::parse_str(key).ok()?;
-            Some(async move {
-                let label = match state.services.webhooks.get(&session.actor, id).await {
-                    Ok(endpoint) if endpoint.enabled => endpoint.url,
-                    Ok(endpoint) => format!("{} (disabled)", endpoint.url),
-                    Err(error) if error.status() == StatusCode::NOT_FOUND => {
-                        "endpoint deleted".to_owned()
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            %error,
-                            endpoint_id = %id,
-                            "webhook endpoint not read for the dashboard"
-                        );
-                        return None;
-                    }
-                };
-                Some((key.to_owned(), label))
-            })
-        })
-        .collect();
-    let labels: Vec<Option<(String, String)>> = futures::stream::iter(reads)
-        .buffer_unordered(LABEL_READS)
-        .collect()
-        .await;
-    labels.into_iter().flatten().collect()
+    endpoint_labels(state, session, keys).await
 }
 
 /// The per-group limits of `queue`, as label and value.
@@ -638,6 +604,7 @@ mod tests {
             events: false,
             group: Some("ep/1".into()),
             ordered,
+            traceparent: None,
         }
     }
 

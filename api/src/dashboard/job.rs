@@ -1,6 +1,8 @@
-//! A job's page, `/admin/queues/{queue}/jobs/{id}`: its state, timestamps, payload, retry policy,
-//! its group (linked to the group's page) and every failed attempt, and the operator actions on it (retry a dead job, run a scheduled
-//! one now, delete), each offered only in the states where it applies.
+//! A job's page, `/admin/queues/{queue}/jobs/{id}`: its state (a scheduled job that failed before
+//! reads as retrying), timestamps, payload and what the ids in it name (see [`super::links`]),
+//! retry policy, its group (linked to the group's page) and every failed attempt, and the
+//! operator actions on it (retry a dead job, run a scheduled one now, cancel, delete), each
+//! offered only in the states where it applies.
 
 use axum::{
     extract::{Query, State, rejection::FormRejection},
@@ -16,6 +18,7 @@ use crate::{
         format::state_key,
         format::{Moment, group_url, moment, retry_schedule, short_id},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
+        links::payload_links,
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
     },
@@ -46,6 +49,7 @@ pub async fn job_page(
         Err(error) => return app_error_page(error.into()),
     };
     let now = chrono::Utc::now().timestamp_millis();
+    let links = payload_links(&state, &session, &job.payload).await;
     let job = job_view(&job, now);
     let return_to = format!("/admin/queues/{queue}/jobs/{}", urlencode(&id));
     let mut frame = Frame::new(
@@ -58,6 +62,7 @@ pub async fn job_page(
     // A grouped job waits in its group's list, not in the queue's.
     let list_url = match &job.group {
         Some(group) if job.state == "waiting" => group.url.clone(),
+        _ if job.retrying => format!("/admin/queues/{queue}?state=retries"),
         _ => format!("/admin/queues/{queue}?state={}", job.state),
     };
     let read_at = moment(now, now);
@@ -68,7 +73,7 @@ pub async fn job_page(
         } else {
             "job.html"
         },
-        minijinja::context! { frame, job, list_url, read_at },
+        minijinja::context! { frame, job, links, list_url, read_at },
     )
 }
 
@@ -230,6 +235,8 @@ pub struct JobView {
     pub kind: String,
     /// State as operators name it.
     pub state: &'static str,
+    /// Scheduled after a failed attempt: waiting for its retry, not for a first run.
+    pub retrying: bool,
     /// 0 (runs first) to 9 (runs last).
     pub priority: u8,
     /// Attempts so far.
@@ -238,6 +245,9 @@ pub struct JobView {
     pub max_attempts: u32,
     /// The request that caused it.
     pub request_id: Option<String>,
+    /// The trace id of the trace it runs in (when traces are exported), to look it up in the
+    /// tracing backend: the middle part of its W3C `traceparent`.
+    pub trace_id: Option<String>,
     /// The uniqueness key it was enqueued with (for outbox jobs, the outbox row id).
     pub unique_key: Option<String>,
     /// Lease holder: only while it runs.
@@ -324,10 +334,16 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         queue: job.queue.clone(),
         kind: job.kind.clone(),
         state: state.map(state_key).unwrap_or("unknown"),
+        retrying: state == Some(JobState::Scheduled) && job.attempts > 0,
         priority: job.priority,
         attempts: job.attempts,
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
+        trace_id: job
+            .traceparent
+            .as_deref()
+            .and_then(|traceparent| traceparent.split('-').nth(1))
+            .map(str::to_owned),
         unique_key: job.unique_key.clone(),
         worker: job
             .worker
@@ -394,5 +410,44 @@ mod tests {
         assert_eq!(labels("scheduled"), ["Run now", "Cancel", "Delete"]);
         assert_eq!(labels("ready"), ["Cancel", "Delete"]);
         assert_eq!(labels("active"), ["Cancel"]);
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_the_traceparent() {
+        let mut job = JobDetail {
+            id: "j1".into(),
+            queue: "emails".into(),
+            state: "ready".into(),
+            kind: "email.welcome".into(),
+            payload: serde_json::Value::Null,
+            priority: 5,
+            attempts: 0,
+            max_attempts: 3,
+            request_id: None,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            worker: None,
+            created_at_ms: None,
+            enqueued_at_ms: None,
+            run_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            last_error: None,
+            errors: Vec::new(),
+            retry: None,
+            unique_key: None,
+            progress: None,
+            result: None,
+            cancel_requested_at_ms: None,
+            cancel_reason: None,
+            events: false,
+            group: None,
+            ordered: false,
+        };
+        assert_eq!(
+            job_view(&job, 0).trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        job.traceparent = None;
+        assert_eq!(job_view(&job, 0).trace_id, None);
     }
 }

@@ -1,5 +1,6 @@
 //! A list of jobs as the queue and group pages show it: one row per job (its times, last error,
-//! worker and the actions its state allows) and the pager under the list.
+//! worker and the actions its state allows; a checkbox where the page offers bulk actions) and
+//! the pager under the list.
 
 use orderly::queue::{JobState, inspect::JobDetail};
 use serde::Serialize;
@@ -98,6 +99,9 @@ pub struct Pager {
     pub prev_url: Option<String>,
     /// Link to the next page.
     pub next_url: Option<String>,
+    /// Whether the list was cut short: a filtered list looks at its first jobs only, so more
+    /// may match than `total` says.
+    pub cut: bool,
 }
 
 /// The pager of page `page` (1-based) of `total` rows, page `p` being at `link(p)`.
@@ -112,5 +116,6 @@ pub fn pager_with(link: impl Fn(u64) -> String, page: u64, shown: usize, total: 
         pages,
         prev_url: (page > 1).then(|| link(page - 1)),
         next_url: (page < pages).then(|| link(page + 1)),
+        cut: false,
     }
 }

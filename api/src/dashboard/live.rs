@@ -16,8 +16,9 @@
 //! Redis is unreachable) sends one `failed` event with the HTTP status its page would answer,
 //! and the stream goes on.
 //!
-//! Only our own pages are rendered: `page` must be the path (and query) of the overview, a queue
-//! page, a group page, a job page or the schedules page, and is rendered by calling that page's handler, never
+//! Only our own pages are rendered: `page` must be the path (and query: a queue page's list,
+//! page, filter and chart range, the overview's range) of the overview, a queue page, a group
+//! page, a job page or the schedules page, and is rendered by calling that page's handler, never
 //! by fetching a URL; anything else is the dashboard's 404 page. The session is checked as for
 //! the pages; an anonymous request is sent to the login form, which then returns to `page`.
 //!
@@ -84,13 +85,16 @@ const READ_AT_LINE: &str = "<p class=\"muted small updated\">";
 /// A dashboard page that has a live part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LivePage {
-    /// `/admin/queues`.
-    Overview,
-    /// `/admin/queues/{queue}?state=…&page=…`.
+    /// `/admin/queues?range=…`.
+    Overview { range: Option<String> },
+    /// `/admin/queues/{queue}?state=…&page=…&kind=…&q=…&range=…`.
     Queue {
         queue: String,
         state: Option<String>,
         page: Option<u64>,
+        kind: Option<String>,
+        q: Option<String>,
+        range: Option<String>,
     },
     /// `/admin/queues/{queue}/jobs/{id}`.
     Job { queue: String, id: String },
@@ -117,15 +121,28 @@ impl LivePage {
         };
         let segments: Vec<&str> = path.strip_prefix("/admin/")?.split('/').collect();
         Some(match segments.as_slice() {
-            ["queues"] => Self::Overview,
+            ["queues"] => {
+                let mut range = None;
+                for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if key == "range" {
+                        range = Some(decode(value)?);
+                    }
+                }
+                Self::Overview { range }
+            }
             ["schedules"] => Self::Schedules,
             ["queues", queue] => {
-                let (mut state, mut page) = (None, None);
+                let (mut state, mut page, mut kind, mut q, mut range) =
+                    (None, None, None, None, None);
                 for pair in query.split('&').filter(|pair| !pair.is_empty()) {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                     match key {
                         "state" => state = Some(decode(value)?),
                         "page" => page = Some(value.parse().ok()?),
+                        "kind" => kind = Some(decode(value)?),
+                        "q" => q = Some(decode(value)?),
+                        "range" => range = Some(decode(value)?),
                         _ => {}
                     }
                 }
@@ -133,6 +150,9 @@ impl LivePage {
                     queue: decode(queue)?,
                     state,
                     page,
+                    kind,
+                    q,
+                    range,
                 }
             }
             ["queues", queue, "jobs", id] => Self::Job {
@@ -160,12 +180,25 @@ impl LivePage {
     /// The page itself (where signing in returns to).
     fn url(&self) -> String {
         match self {
-            Self::Overview => "/admin/queues".to_owned(),
+            Self::Overview { range: None } => "/admin/queues".to_owned(),
+            Self::Overview { range: Some(range) } => {
+                format!("/admin/queues?range={}", urlencode(range))
+            }
             Self::Schedules => "/admin/schedules".to_owned(),
-            Self::Queue { queue, state, page } => {
+            Self::Queue {
+                queue,
+                state,
+                page,
+                kind,
+                q,
+                range,
+            } => {
                 let mut query = Vec::new();
-                if let Some(state) = state {
-                    query.push(format!("state={}", urlencode(state)));
+                for (name, value) in [("state", state), ("kind", kind), ("q", q), ("range", range)]
+                {
+                    if let Some(value) = value {
+                        query.push(format!("{name}={}", urlencode(value)));
+                    }
                 }
                 if let Some(page) = page {
                     query.push(format!("page={page}"));
@@ -199,42 +232,44 @@ impl LivePage {
     async fn render(&self, state: &AppState, session: &AdminSession) -> Result<String, Response> {
         let (app, admin) = (State(state.clone()), PageAdmin(session.clone()));
         let response = match self {
-            Self::Overview => {
-                overview::overview(app, admin, Query(PageQuery::live_part(None, None))).await
+            Self::Overview { range } => {
+                let mut query = PageQuery::live_part();
+                query.range = range.clone();
+                overview::overview(app, admin, Query(query)).await
             }
             Self::Queue {
                 queue,
                 state: list,
                 page,
+                kind,
+                q,
+                range,
             } => {
-                queue::queue_page(
-                    app,
-                    admin,
-                    Path(queue.clone()),
-                    Query(PageQuery::live_part(list.clone(), *page)),
-                )
-                .await
+                let mut query = PageQuery::live_part();
+                query.state = list.clone();
+                query.page = *page;
+                query.kind = kind.clone();
+                query.q = q.clone();
+                query.range = range.clone();
+                queue::queue_page(app, admin, Path(queue.clone()), Query(query)).await
             }
             Self::Job { queue, id } => {
                 job::job_page(
                     app,
                     admin,
                     Path((queue.clone(), id.clone())),
-                    Query(PageQuery::live_part(None, None)),
+                    Query(PageQuery::live_part()),
                 )
                 .await
             }
             Self::Group { queue, key, page } => {
-                groups::group_page(
-                    app,
-                    admin,
-                    Path((queue.clone(), key.clone())),
-                    Query(PageQuery::live_part(None, *page)),
-                )
-                .await
+                let mut query = PageQuery::live_part();
+                query.page = *page;
+                groups::group_page(app, admin, Path((queue.clone(), key.clone())), Query(query))
+                    .await
             }
             Self::Schedules => {
-                schedules::schedules_page(app, admin, Query(PageQuery::live_part(None, None))).await
+                schedules::schedules_page(app, admin, Query(PageQuery::live_part())).await
             }
         };
         if response.status() != StatusCode::OK {
@@ -500,7 +535,13 @@ mod tests {
     fn only_pages_with_a_live_part_are_accepted() {
         assert_eq!(
             LivePage::parse("/admin/queues?live=1"),
-            Some(LivePage::Overview)
+            Some(LivePage::Overview { range: None })
+        );
+        assert_eq!(
+            LivePage::parse("/admin/queues?range=7d&live=1"),
+            Some(LivePage::Overview {
+                range: Some("7d".into())
+            })
         );
         assert_eq!(
             LivePage::parse("/admin/schedules"),
@@ -512,6 +553,22 @@ mod tests {
                 queue: "emails".into(),
                 state: Some("dead".into()),
                 page: Some(2),
+                kind: None,
+                q: None,
+                range: None,
+            })
+        );
+        assert_eq!(
+            LivePage::parse(
+                "/admin/queues/emails?state=retries&kind=email.welcome&q=smtp+451&range=24h"
+            ),
+            Some(LivePage::Queue {
+                queue: "emails".into(),
+                state: Some("retries".into()),
+                page: None,
+                kind: Some("email.welcome".into()),
+                q: Some("smtp 451".into()),
+                range: Some("24h".into()),
             })
         );
         assert_eq!(
@@ -555,8 +612,10 @@ mod tests {
     fn the_login_form_returns_to_the_page() {
         for url in [
             "/admin/queues",
+            "/admin/queues?range=24h",
             "/admin/schedules",
             "/admin/queues/emails?state=dead&page=2",
+            "/admin/queues/emails?state=dead&kind=email.welcome&q=smtp%20451&page=2",
             "/admin/queues/emails/jobs/a%20b%3F",
             "/admin/queues/webhooks/groups/ep%2F1%20x",
             "/admin/queues/webhooks/groups/ep-1?page=3",

@@ -1,6 +1,8 @@
 //! The overview page, `/admin/queues` (where `/admin` leads): every queue's row (counts per state
-//! and priority, oldest waiting age, the last hour, workers serving it, its actions), the
-//! throughput chart of all queues together, the live workers, the outbox backlog.
+//! and priority, retries apart from first runs, oldest waiting age, the last hour, workers
+//! serving it, its actions), the throughput chart of all queues together over the last hour, day
+//! or week (`?range=1h|24h|7d`: minutes for the hour, the engine's hourly rollups otherwise), the
+//! live workers, the outbox backlog.
 
 use axum::{
     extract::{Query, State},
@@ -12,11 +14,11 @@ use serde::Serialize;
 
 use crate::{
     dashboard::{
-        chart::{CHART_MINUTES, chart, sum_minutes},
+        chart::{CHART_MINUTES, Range, chart, range_links, sum_minutes},
         format::{Moment, human_duration, moment},
         frame::{Frame, PageQuery},
         queue::{QueueRow, queue_row},
-        render::{app_error_page, render},
+        render::{app_error_page, error_page, render},
         session::PageAdmin,
     },
     state::AppState,
@@ -27,22 +29,42 @@ pub async fn index() -> Redirect {
     Redirect::to("/admin/queues")
 }
 
-/// `GET /admin/queues`: every queue, the throughput chart, live workers, the outbox backlog.
+/// `GET /admin/queues?range=24h`: every queue, the throughput chart, live workers, the outbox
+/// backlog.
 pub async fn overview(
     State(state): State<AppState>,
     PageAdmin(session): PageAdmin,
     Query(query): Query<PageQuery>,
 ) -> Response {
+    let Some(range) = Range::parse(query.range.as_deref()) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown range",
+            "Pick 1 h, 24 h or 7 d above the chart.",
+            false,
+        );
+    };
     let services = &state.services;
-    let overview = match inspect::overview(
-        &services.queue,
-        &services.outbox,
-        &QUEUE_NAMES,
-        CHART_MINUTES,
-    )
-    .await
-    {
-        Ok(overview) => overview,
+    let hours = async {
+        if !range.hourly() {
+            return Ok(None);
+        }
+        let reads = QUEUE_NAMES
+            .iter()
+            .map(|queue| services.queue.hourly_throughput(queue, range.periods()));
+        futures::future::try_join_all(reads).await.map(Some)
+    };
+    let read = tokio::try_join!(
+        inspect::overview(
+            &services.queue,
+            &services.outbox,
+            &QUEUE_NAMES,
+            CHART_MINUTES,
+        ),
+        hours
+    );
+    let (overview, hours) = match read {
+        Ok(read) => read,
         Err(error) => return app_error_page(error.into()),
     };
     let now = overview.read_at_ms;
@@ -63,9 +85,14 @@ pub async fn overview(
             )
         })
         .collect();
-    let chart = chart(&sum_minutes(
-        overview.queues.iter().map(|q| q.throughput.as_slice()),
-    ));
+    let chart = match &hours {
+        Some(hours) => chart(&sum_minutes(hours.iter().map(Vec::as_slice)), range),
+        None => chart(
+            &sum_minutes(overview.queues.iter().map(|q| q.throughput.as_slice())),
+            range,
+        ),
+    };
+    let ranges = range_links("/admin/queues", range);
     let workers: Vec<WorkerRow> = overview
         .workers
         .iter()
@@ -77,7 +104,11 @@ pub async fn overview(
             "oldest": if b.pending == 0 { "—".to_owned() } else { human_duration(b.oldest_ms) },
         })
     });
-    let mut frame = Frame::new(&session, "Queues", "/admin/queues".into(), None);
+    let path = match range {
+        Range::Hour => "/admin/queues".to_owned(),
+        range => format!("/admin/queues?range={}", range.key()),
+    };
+    let mut frame = Frame::new(&session, "Queues", path, None);
     frame.notice = query.notice();
     let read_at = moment(now, now);
     render(
@@ -87,7 +118,7 @@ pub async fn overview(
         } else {
             "overview.html"
         },
-        minijinja::context! { frame, rows, chart, workers, outbox, read_at },
+        minijinja::context! { frame, rows, chart, ranges, workers, outbox, read_at },
     )
 }
 

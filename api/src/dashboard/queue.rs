@@ -1,7 +1,17 @@
 //! A queue's page, `/admin/queues/{queue}`: its row (counts, the last hour, workers), its
-//! throughput chart, its groups (when it has any: see [`super::groups`]), its jobs in one state
-//! per tab with a pager (see [`super::list`]), and the operator actions on the whole queue
-//! (pause, resume, retry all dead, purge). Also the queue row the overview lists.
+//! throughput chart (`?range=1h|24h|7d`), its job kinds over the last hour (attempts, failure
+//! rate, run-time percentiles, as the workers recorded them), its groups (when it has any: see
+//! [`super::groups`]), its jobs in one list per tab with a pager (see [`super::list`]), and the
+//! operator actions on the whole queue (pause, resume, retry all dead, purge). Also the queue row
+//! the overview lists.
+//!
+//! The tabs are the states, except that scheduled jobs are split: "Scheduled" lists the jobs
+//! waiting for their first run, "Retries" those waiting for another attempt after a failure
+//! (attempt, last error and when it runs). A list can be filtered by kind and by text (in the id,
+//! kind, payload or last error); a filtered list is found by looking at the list's jobs in order,
+//! at most [`SCAN_LIMIT`] of them, and says so when it stopped there. Bulk actions retry (or run
+//! now) or delete the jobs ticked on the page, or every job the filter matches, behind the same
+//! confirmation and CSRF check as every action (`POST /admin/queues/{queue}/bulk`).
 //!
 //! Jobs waiting in groups count in the queue's waiting total but wait in their group, not in its
 //! waiting list: the list and its pager cover the jobs without a group, and the Groups section
@@ -10,25 +20,27 @@
 use axum::{
     extract::{Query, State, rejection::FormRejection},
     http::{HeaderMap, StatusCode},
-    response::Response,
+    response::{IntoResponse, Redirect, Response},
 };
 use orderly::{
     error::AppError,
     queue::{
         JobState, QueueLimits,
-        inspect::{MinuteStats, QueueCounts},
+        inspect::{JobFilter, JobList, KindRuntime, MinuteStats, QueueCounts, SCAN_LIMIT},
     },
 };
 use serde::Serialize;
 
 use crate::{
     dashboard::{
-        actions::{Action, ActionForm, Gate, after_action, authorize_action},
-        chart::{CHART_MINUTES, chart},
-        format::{STATE_TABS, human_duration, moment, parse_state_key, state_key},
+        actions::{
+            Action, ActionForm, Gate, after_action, authorize_action, authorize_action_with,
+        },
+        chart::{CHART_MINUTES, Range, RangeLink, chart, range_links},
+        format::{human_duration, moment, percent, run_time},
         frame::{Frame, PageQuery, known_queue, no_such_action, no_such_queue},
         groups::{group_limits_badge, groups_section, has_groups},
-        list::{JobRow, PAGE_SIZE, Pager, job_row, pager_with},
+        list::{JobRow, PAGE_SIZE, job_row, pager_with},
         render::{app_error_page, error_page, render},
         session::{PageAdmin, safe_return_path, urlencode},
     },
@@ -36,7 +48,85 @@ use crate::{
     state::AppState,
 };
 
-/// `GET /admin/queues/{queue}?state=dead&page=2`: one queue's jobs in one state.
+/// Minutes of run times the job kinds table covers.
+pub const KIND_MINUTES: u32 = 60;
+
+/// Ids one bulk action on a selection takes (a page shows [`PAGE_SIZE`]; more is a forged form).
+const MAX_SELECTED: usize = 1000;
+
+/// The job lists of a queue page: URL key, list, tab label.
+pub const LIST_TABS: [(&str, JobList, &str); 7] = [
+    ("waiting", JobList::State(JobState::Ready), "Waiting"),
+    ("scheduled", JobList::FirstRuns, "Scheduled"),
+    ("retries", JobList::Retrying, "Retries"),
+    ("running", JobList::State(JobState::Active), "Running"),
+    (
+        "completed",
+        JobList::State(JobState::Completed),
+        "Completed",
+    ),
+    ("dead", JobList::State(JobState::Dead), "Dead"),
+    (
+        "cancelled",
+        JobList::State(JobState::Cancelled),
+        "Cancelled",
+    ),
+];
+
+/// The list of a URL key (the engine's state names work too; `scheduled` is the first runs).
+pub fn parse_list(key: &str) -> Option<JobList> {
+    LIST_TABS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, list, _)| *list)
+        .or_else(|| match JobState::parse(key)? {
+            JobState::Scheduled => Some(JobList::FirstRuns),
+            state => Some(JobList::State(state)),
+        })
+}
+
+fn list_key(list: JobList) -> &'static str {
+    LIST_TABS
+        .iter()
+        .find(|(_, l, _)| *l == list)
+        .map(|(k, _, _)| *k)
+        .unwrap_or("waiting")
+}
+
+/// The filter of `kind` and `q` (blank ones ignored).
+pub fn filter_of(kind: Option<&str>, text: Option<&str>) -> JobFilter {
+    let given = |value: Option<&str>| {
+        value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(200).collect::<String>())
+    };
+    JobFilter {
+        kind: given(kind),
+        text: given(text),
+    }
+}
+
+/// The queue page's URL with these parameters (defaults left out).
+fn page_url(queue: &str, key: &str, page: u64, filter: &JobFilter, range: Range) -> String {
+    let mut pairs = vec![("state", key.to_owned())];
+    if let Some(kind) = &filter.kind {
+        pairs.push(("kind", kind.clone()));
+    }
+    if let Some(text) = &filter.text {
+        pairs.push(("q", text.clone()));
+    }
+    if range != Range::Hour {
+        pairs.push(("range", range.key().to_owned()));
+    }
+    if page > 1 {
+        pairs.push(("page", page.to_string()));
+    }
+    path_and_query(&format!("/admin/queues/{queue}"), &pairs)
+}
+
+/// `GET /admin/queues/{queue}?state=dead&kind=…&q=…&range=24h&page=2`: one queue's jobs in one
+/// list, filtered.
 pub async fn queue_page(
     State(state): State<AppState>,
     PageAdmin(session): PageAdmin,
@@ -46,7 +136,7 @@ pub async fn queue_page(
     let Some(queue) = known_queue(&queue) else {
         return no_such_queue();
     };
-    let Some(job_state) = parse_state_key(query.state.as_deref().unwrap_or("waiting")) else {
+    let Some(list) = parse_list(query.state.as_deref().unwrap_or("waiting")) else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Unknown state",
@@ -54,7 +144,16 @@ pub async fn queue_page(
             false,
         );
     };
-    let key = state_key(job_state);
+    let Some(range) = Range::parse(query.range.as_deref()) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown range",
+            "Pick 1 h, 24 h or 7 d above the chart.",
+            false,
+        );
+    };
+    let filter = filter_of(query.kind.as_deref(), query.q.as_deref());
+    let key = list_key(list);
     let engine = &state.services.queue;
     let limits = engine.limits(queue);
     let now = chrono::Utc::now().timestamp_millis();
@@ -64,17 +163,28 @@ pub async fn queue_page(
             .into_iter()
             .next()
             .ok_or_else(|| AppError::internal("queue summary missing"))?;
-        // A page past the end (jobs finished since the link was drawn) shows the last page.
-        let last_page = state_total(&summary.counts, job_state)
-            .div_ceil(PAGE_SIZE)
-            .max(1);
-        let page = query.page.unwrap_or(1).clamp(1, last_page);
-        let list = async {
+        // A page past the end (jobs finished since the link was drawn) shows the last page; a
+        // filtered list's length is known only once it was read.
+        let page = query.page.unwrap_or(1).max(1);
+        let page = if filter.is_empty() {
+            page.min(list_total(&summary.counts, list).div_ceil(PAGE_SIZE).max(1))
+        } else {
+            page
+        };
+        let jobs = async {
             Ok::<_, AppError>(
                 engine
-                    .list(queue, job_state, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+                    .scan_jobs(queue, list, &filter, (page - 1) * PAGE_SIZE, PAGE_SIZE)
                     .await?,
             )
+        };
+        let kinds = async { Ok::<_, AppError>(engine.kind_runtimes(queue, KIND_MINUTES).await?) };
+        let hours = async {
+            Ok::<_, AppError>(if range.hourly() {
+                Some(engine.hourly_throughput(queue, range.periods()).await?)
+            } else {
+                None
+            })
         };
         let groups = async {
             if has_groups(&summary.counts, limits.group) {
@@ -83,10 +193,10 @@ pub async fn queue_page(
                 Ok(None)
             }
         };
-        let (list, groups) = tokio::try_join!(list, groups)?;
-        Ok::<_, AppError>((summary, workers, page, list, groups))
+        let (jobs, kinds, hours, groups) = tokio::try_join!(jobs, kinds, hours, groups)?;
+        Ok::<_, AppError>((summary, workers, page, jobs, kinds, hours, groups))
     };
-    let (summary, workers, page, list, groups) = match read.await {
+    let (summary, workers, page, scan, kinds, hours, groups) = match read.await {
         Ok(read) => read,
         Err(error) => return app_error_page(error),
     };
@@ -95,26 +205,59 @@ pub async fn queue_page(
         .filter(|w| w.queues.iter().any(|q| q == queue))
         .count();
     let row = queue_row(&summary.counts, &summary.throughput, serving, limits);
-    let chart = chart(&summary.throughput);
-    let tabs = tabs(&summary.counts, job_state);
-    let jobs: Vec<JobRow> = list
+    let chart = chart(hours.as_deref().unwrap_or(&summary.throughput), range);
+    let tabs = tabs(&summary.counts, list, &filter, range);
+    let row_state = match list {
+        JobList::State(state) => state,
+        JobList::FirstRuns | JobList::Retrying => JobState::Scheduled,
+    };
+    let jobs: Vec<JobRow> = scan
         .jobs
         .iter()
-        .map(|job| job_row(job, job_state, now))
+        .map(|job| {
+            let mut row = job_row(job, row_state, now);
+            if list == JobList::Retrying {
+                row.when_label = "next run";
+                row.attempts = format!("{} of {}", job.attempts, job.max_attempts);
+            }
+            row
+        })
         .collect();
-    let pager = pager(queue, key, page, jobs.len(), list.total);
-    let mut query_pairs = vec![("state", key.to_owned())];
-    if page > 1 {
-        query_pairs.push(("page", page.to_string()));
-    }
-    let return_to = path_and_query(&format!("/admin/queues/{queue}"), &query_pairs);
+    let mut pager = pager_with(
+        |p| page_url(queue, key, p, &filter, range),
+        page,
+        jobs.len(),
+        scan.matched,
+    );
+    pager.cut = !scan.complete;
+    let return_to = page_url(queue, key, page, &filter, range);
     let mut frame = Frame::new(&session, format!("Queue {queue}"), return_to, Some(queue));
     frame.notice = query.notice();
-    let state_label = STATE_TABS
+    let state_label = LIST_TABS
         .iter()
         .find(|(k, _, _)| *k == key)
         .map(|(_, _, l)| *l)
         .unwrap_or("");
+    let filter_view = FilterView {
+        kind: filter.kind.clone(),
+        q: filter.text.clone(),
+        active: !filter.is_empty(),
+        clear_url: page_url(queue, key, 1, &JobFilter::default(), range),
+        scanned: scan.scanned,
+        complete: scan.complete,
+        kinds: kinds.iter().map(|k| k.kind.clone()).collect(),
+    };
+    let bulk = bulk_view(queue, list, &filter, scan.matched, scan.complete);
+    let kinds: Vec<KindRow> = kinds
+        .iter()
+        .map(|k| {
+            kind_row(
+                k,
+                &page_url(queue, key, 1, &filter_of(Some(&k.kind), None), range),
+            )
+        })
+        .collect();
+    let ranges: Vec<RangeLink> = range_links(&page_url(queue, key, 1, &filter, Range::Hour), range);
     let read_at = moment(now, now);
     render(
         StatusCode::OK,
@@ -123,19 +266,26 @@ pub async fn queue_page(
         } else {
             "queue.html"
         },
-        minijinja::context! { frame, queue => row, chart, groups, tabs, jobs, pager, state_key => key, state_label, read_at },
+        minijinja::context! {
+            frame, queue => row, chart, ranges, kinds, groups, tabs, jobs, pager,
+            state_key => key, state_label, filter => filter_view, bulk, read_at,
+            scan_limit => SCAN_LIMIT,
+            range_key => (range != Range::Hour).then(|| range.key()),
+        },
     )
 }
 
-/// Jobs in `state` that its list shows (waiting: those without a group).
-fn state_total(counts: &QueueCounts, state: JobState) -> u64 {
-    match state {
-        JobState::Ready => counts.waiting.saturating_sub(counts.waiting_in_groups),
-        JobState::Scheduled => counts.scheduled,
-        JobState::Active => counts.active,
-        JobState::Completed => counts.completed,
-        JobState::Dead => counts.dead,
-        JobState::Cancelled => counts.cancelled,
+/// Jobs in `list` that it shows unfiltered (waiting: those without a group).
+fn list_total(counts: &QueueCounts, list: JobList) -> u64 {
+    match list {
+        JobList::State(JobState::Ready) => counts.waiting.saturating_sub(counts.waiting_in_groups),
+        JobList::State(JobState::Scheduled) => counts.scheduled,
+        JobList::FirstRuns => counts.scheduled.saturating_sub(counts.retrying),
+        JobList::Retrying => counts.retrying,
+        JobList::State(JobState::Active) => counts.active,
+        JobList::State(JobState::Completed) => counts.completed,
+        JobList::State(JobState::Dead) => counts.dead,
+        JobList::State(JobState::Cancelled) => counts.cancelled,
     }
 }
 
@@ -148,6 +298,387 @@ fn path_and_query(path: &str, query: &[(&str, String)]) -> String {
         path.to_owned()
     } else {
         format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// The filter form above a queue's list, and what the filter found.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterView {
+    /// The kind asked for.
+    pub kind: Option<String>,
+    /// The text asked for.
+    pub q: Option<String>,
+    /// A filter is applied.
+    pub active: bool,
+    /// The list without the filter.
+    pub clear_url: String,
+    /// Jobs looked at to find the matches.
+    pub scanned: u64,
+    /// Every job of the list was looked at.
+    pub complete: bool,
+    /// Kinds to suggest (those that ran in the last hour).
+    pub kinds: Vec<String>,
+}
+
+/// One job kind in the job kinds table.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindRow {
+    /// The kind.
+    pub kind: String,
+    /// This tab filtered by the kind.
+    pub url: String,
+    /// Attempts that finished in the last hour.
+    pub attempts: u64,
+    /// Of them, failed.
+    pub failed: u64,
+    /// `failed / attempts`, readable.
+    pub failure_rate: String,
+    /// Above a tenth failing: drawn in red.
+    pub failing: bool,
+    /// Run-time percentiles and mean, readable.
+    pub p50: String,
+    /// 95th percentile.
+    pub p95: String,
+    /// 99th percentile.
+    pub p99: String,
+    /// Mean.
+    pub mean: String,
+}
+
+fn kind_row(runtime: &KindRuntime, url: &str) -> KindRow {
+    KindRow {
+        kind: runtime.kind.clone(),
+        url: url.to_owned(),
+        attempts: runtime.attempts,
+        failed: runtime.failed,
+        failure_rate: percent(runtime.failure_rate),
+        failing: runtime.failure_rate > 0.1,
+        p50: run_time(runtime.p50_ms),
+        p95: run_time(runtime.p95_ms),
+        p99: run_time(runtime.p99_ms),
+        mean: run_time(runtime.mean_ms),
+    }
+}
+
+/// What a bulk action does to the jobs of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkOp {
+    /// Dead or cancelled: queued again; scheduled: run now.
+    Retry,
+    /// Deleted for good.
+    Delete,
+}
+
+/// Which jobs a bulk action takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Those ticked on the page.
+    Selected,
+    /// Every job the filter matches (among the first [`SCAN_LIMIT`] of the list).
+    Matching,
+}
+
+/// The bulk action a button names (`retry-selected`, `delete-matching`, ...).
+fn parse_bulk(name: &str) -> Option<(BulkOp, Scope)> {
+    let (op, scope) = name.split_once('-')?;
+    let op = match op {
+        "retry" => BulkOp::Retry,
+        "delete" => BulkOp::Delete,
+        _ => return None,
+    };
+    let scope = match scope {
+        "selected" => Scope::Selected,
+        "matching" => Scope::Matching,
+        _ => return None,
+    };
+    Some((op, scope))
+}
+
+/// What retrying means in `list`, if it means anything: the verb for buttons and questions.
+fn retry_verb(list: JobList) -> Option<&'static str> {
+    match list {
+        JobList::State(JobState::Dead | JobState::Cancelled) => Some("Retry"),
+        JobList::FirstRuns | JobList::Retrying | JobList::State(JobState::Scheduled) => {
+            Some("Run now")
+        }
+        _ => None,
+    }
+}
+
+/// Whether jobs of `list` may be deleted (a running job must finish or lose its lease first).
+fn deletable(list: JobList) -> bool {
+    list != JobList::State(JobState::Active)
+}
+
+/// The jobs of a list as a question names them: `dead jobs`, `retries`.
+fn list_noun(list: JobList) -> &'static str {
+    match list {
+        JobList::State(JobState::Ready) => "waiting jobs",
+        JobList::State(JobState::Scheduled) | JobList::FirstRuns => "scheduled jobs",
+        JobList::Retrying => "retries",
+        JobList::State(JobState::Active) => "running jobs",
+        JobList::State(JobState::Completed) => "completed jobs",
+        JobList::State(JobState::Dead) => "dead jobs",
+        JobList::State(JobState::Cancelled) => "cancelled jobs",
+    }
+}
+
+/// `kind email.welcome and text “spam”`, or `None` for an empty filter.
+fn filter_words(filter: &JobFilter) -> Option<String> {
+    let parts: Vec<String> = filter
+        .kind
+        .iter()
+        .map(|kind| format!("kind {kind}"))
+        .chain(filter.text.iter().map(|text| format!("text “{text}”")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" and "))
+}
+
+/// The question a bulk action asks. `selected`: how many are ticked (`None`: the page's script
+/// fills in `{n}`); `matched`: how many the filter matched on the page's read.
+fn bulk_question(
+    queue: &str,
+    list: JobList,
+    filter: &JobFilter,
+    op: BulkOp,
+    scope: Scope,
+    selected: Option<usize>,
+) -> String {
+    let noun = list_noun(list);
+    let verb = match op {
+        BulkOp::Retry => retry_verb(list).unwrap_or("Retry"),
+        BulkOp::Delete => "Delete",
+    };
+    let after = match op {
+        BulkOp::Retry if verb == "Retry" => " Their attempts start again from zero.",
+        BulkOp::Retry => " They run as soon as a worker takes them.",
+        BulkOp::Delete => " They will not run again.",
+    };
+    match scope {
+        Scope::Selected => {
+            let n = selected.map_or_else(|| "{n}".to_owned(), |n| n.to_string());
+            format!("{verb} the {n} selected {noun} of {queue}?{after}")
+        }
+        Scope::Matching => {
+            let which = match filter_words(filter) {
+                Some(words) => format!("every one of the {noun} of {queue} with {words}"),
+                None => format!("every one of the {noun} of {queue}"),
+            };
+            format!(
+                "{verb} {which}? At most the first {SCAN_LIMIT} of the list are looked at.{after}"
+            )
+        }
+    }
+}
+
+/// The bulk bar above a list: where it posts, and its buttons.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkView {
+    /// Form target.
+    pub url: String,
+    /// The buttons: acting on the ticked jobs, then on every match.
+    pub buttons: Vec<BulkButton>,
+}
+
+/// One button of the bulk bar.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkButton {
+    /// The `do` value it posts (`retry-selected`).
+    pub name: String,
+    /// Its text.
+    pub label: String,
+    /// The question the confirmation asks (`{n}`: the number ticked, filled in by the script).
+    pub confirm: String,
+    /// Destructive.
+    pub danger: bool,
+    /// Acts on the ticked jobs (disabled while none is).
+    pub selection: bool,
+}
+
+/// The bulk bar of `list` filtered by `filter`, `matched` jobs matching; `None` for a list no
+/// bulk action applies to (running jobs).
+fn bulk_view(
+    queue: &str,
+    list: JobList,
+    filter: &JobFilter,
+    matched: u64,
+    complete: bool,
+) -> Option<BulkView> {
+    // Each action as (op, name, its label for the ticked jobs, for `{all}` of them, destructive).
+    let mut ops = Vec::new();
+    match retry_verb(list) {
+        Some("Retry") => ops.push((
+            BulkOp::Retry,
+            "retry",
+            "Retry selected",
+            "Retry {all}",
+            false,
+        )),
+        Some(_) => ops.push((
+            BulkOp::Retry,
+            "retry",
+            "Run selected now",
+            "Run {all} now",
+            false,
+        )),
+        None => {}
+    }
+    if deletable(list) {
+        ops.push((
+            BulkOp::Delete,
+            "delete",
+            "Delete selected",
+            "Delete {all}",
+            true,
+        ));
+    }
+    if ops.is_empty() {
+        return None;
+    }
+    let mut buttons = Vec::new();
+    for (op, name, selected, _, danger) in &ops {
+        buttons.push(BulkButton {
+            name: format!("{name}-selected"),
+            label: (*selected).to_owned(),
+            confirm: bulk_question(queue, list, filter, *op, Scope::Selected, None),
+            danger: *danger,
+            selection: true,
+        });
+    }
+    if matched > 0 {
+        let count = if complete {
+            matched.to_string()
+        } else {
+            format!("{matched}+")
+        };
+        let all = if filter.is_empty() {
+            format!("all {count}")
+        } else {
+            format!("all {count} matching")
+        };
+        for (op, name, _, every, danger) in &ops {
+            buttons.push(BulkButton {
+                name: format!("{name}-matching"),
+                label: every.replace("{all}", &all),
+                confirm: bulk_question(queue, list, filter, *op, Scope::Matching, None),
+                danger: *danger,
+                selection: false,
+            });
+        }
+    }
+    Some(BulkView {
+        url: format!("/admin/queues/{queue}/bulk"),
+        buttons,
+    })
+}
+
+/// `POST /admin/queues/{queue}/bulk`: `do` = `retry-selected`, `delete-selected`,
+/// `retry-matching` or `delete-matching`; `ids` the ticked jobs; `state`, `kind`, `q` the list
+/// and filter the page showed.
+pub async fn bulk_action(
+    State(state): State<AppState>,
+    PageAdmin(session): PageAdmin,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let Some(queue) = known_queue(&queue) else {
+        return no_such_queue();
+    };
+    let pairs = match &form {
+        Ok(axum::Form(pairs)) => pairs.clone(),
+        Err(_) => Vec::new(),
+    };
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let Some((op, scope)) = field("do").and_then(parse_bulk) else {
+        return no_such_action();
+    };
+    let Some(list) = parse_list(field("state").unwrap_or("waiting")) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown state",
+            "Pick one of the tabs of the queue page.",
+            false,
+        );
+    };
+    let allowed = match op {
+        BulkOp::Retry => retry_verb(list).is_some(),
+        BulkOp::Delete => deletable(list),
+    };
+    if !allowed {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Not for this list",
+            "That action does not apply to the jobs of this list.",
+            false,
+        );
+    }
+    let filter = filter_of(field("kind"), field("q"));
+    let ids: Vec<String> = pairs
+        .iter()
+        .filter(|(key, _)| key == "ids")
+        .map(|(_, id)| id.clone())
+        .take(MAX_SELECTED)
+        .collect();
+    let question = bulk_question(
+        queue,
+        list,
+        &filter,
+        op,
+        scope,
+        (scope == Scope::Selected).then_some(ids.len()),
+    );
+    // What the confirmation page posts again.
+    let mut fields: Vec<(String, String)> = ["do", "state", "kind", "q"]
+        .into_iter()
+        .filter_map(|name| field(name).map(|value| (name.to_owned(), value.to_owned())))
+        .collect();
+    if scope == Scope::Selected {
+        fields.extend(ids.iter().map(|id| ("ids".to_owned(), id.clone())));
+    }
+    let form = form.map(|axum::Form(pairs)| axum::Form(ActionForm::from_pairs(&pairs)));
+    let action_url = format!("/admin/queues/{queue}/bulk");
+    let form =
+        match authorize_action_with(&session, &headers, form, &question, &action_url, &fields) {
+            Gate::Proceed(form) => form,
+            Gate::Respond(response) => return response,
+        };
+    let return_to = safe_return_path(form.return_to.as_deref());
+    let engine = &state.services.queue;
+    let (ids, complete) = match scope {
+        Scope::Selected if ids.is_empty() => {
+            return after_action(&return_to, "bulk-none", None);
+        }
+        Scope::Selected => (ids, true),
+        Scope::Matching => match engine.matching_ids(queue, list, &filter).await {
+            Ok(matches) => (matches.ids, matches.complete),
+            Err(error) => return app_error_page(error.into()),
+        },
+    };
+    let (done, result) = match (op, retry_verb(list)) {
+        (BulkOp::Retry, Some("Retry")) => ("bulk-retry", engine.retry_jobs(queue, &ids).await),
+        (BulkOp::Retry, _) => ("bulk-promote", engine.promote_jobs(queue, &ids).await),
+        (BulkOp::Delete, _) => ("bulk-delete", engine.delete_jobs(queue, &ids).await),
+    };
+    match result {
+        Ok(changed) => {
+            tracing::info!(
+                admin = %session.actor.user_id, queue, action = done, asked = ids.len(), changed,
+                complete, "dashboard bulk action"
+            );
+            let separator = if return_to.contains('?') { '&' } else { '?' };
+            let cut = if complete { "" } else { "&cut=1" };
+            Redirect::to(&format!(
+                "{return_to}{separator}done={done}&n={changed}{cut}"
+            ))
+            .into_response()
+        }
+        Err(error) => app_error_page(error.into()),
     }
 }
 
@@ -258,8 +789,10 @@ pub struct QueueRow {
     pub waiting_in_groups: u64,
     /// Groups whose circuit breaker is open or probing.
     pub open_breakers: u64,
-    /// Scheduled (delayed, backing off).
+    /// Scheduled for their first run (delayed, or at a set time).
     pub scheduled: u64,
+    /// Scheduled for another attempt after a failed one.
+    pub retrying: u64,
     /// Leased by a worker now (the engine's `active` state).
     pub running: u64,
     /// Completed, within retention.
@@ -309,7 +842,8 @@ pub fn queue_row(
             .collect(),
         waiting_in_groups: counts.waiting_in_groups,
         open_breakers: counts.open_breakers,
-        scheduled: counts.scheduled,
+        scheduled: counts.scheduled.saturating_sub(counts.retrying),
+        retrying: counts.retrying,
         running: counts.active,
         completed: counts.completed,
         dead: counts.dead,
@@ -405,43 +939,29 @@ pub fn queue_actions(counts: &QueueCounts) -> Vec<Action> {
 pub struct Tab {
     /// URL key.
     pub key: &'static str,
-    /// The state as operators name it (`Waiting` for the engine's `ready`).
+    /// The list as operators name it (`Waiting` for the engine's `ready`).
     pub label: &'static str,
-    /// Jobs in that state.
+    /// Jobs in that list.
     pub count: u64,
-    /// The queue page with this state selected (`?state=<key>`).
+    /// The queue page with this list selected (`?state=<key>`), the filter kept.
     pub url: String,
     /// The tab shown.
     pub current: bool,
 }
 
-/// The tabs of `counts`' queue with `current` selected.
-pub fn tabs(counts: &QueueCounts, current: JobState) -> Vec<Tab> {
-    STATE_TABS
+/// The tabs of `counts`' queue with `current` selected, linking with `filter` and `range` kept.
+pub fn tabs(counts: &QueueCounts, current: JobList, filter: &JobFilter, range: Range) -> Vec<Tab> {
+    LIST_TABS
         .iter()
-        .map(|(key, state, label)| Tab {
+        .map(|(key, list, label)| Tab {
             key,
             label,
-            count: match state {
-                JobState::Ready => counts.waiting,
-                JobState::Scheduled => counts.scheduled,
-                JobState::Active => counts.active,
-                JobState::Completed => counts.completed,
-                JobState::Dead => counts.dead,
-                JobState::Cancelled => counts.cancelled,
+            count: match list {
+                JobList::State(JobState::Ready) => counts.waiting,
+                _ => list_total(counts, *list),
             },
-            url: format!("/admin/queues/{}?state={key}", counts.queue),
-            current: *state == current,
+            url: page_url(&counts.queue, key, 1, filter, range),
+            current: *list == current,
         })
         .collect()
-}
-
-/// The pager of page `page` (1-based) of `total` rows of the `key` state's list.
-pub fn pager(queue: &str, key: &str, page: u64, shown: usize, total: u64) -> Pager {
-    pager_with(
-        |p| format!("/admin/queues/{queue}?state={key}&page={p}"),
-        page,
-        shown,
-        total,
-    )
 }

@@ -53,6 +53,7 @@ fn environment() -> &'static Environment<'static> {
             "schedules.html",
             "schedules_live.html",
             "chart.html",
+            "ranges.html",
             "action.html",
         );
         env.add_global("priority_legend", priority_legend());

@@ -42,7 +42,6 @@ async fn readiness_is_503_naming_postgres_when_postgres_is_unreachable(pool: PgP
         max_connections: 1,
         min_connections: 0,
         acquire_timeout: std::time::Duration::from_millis(500),
-        pgbouncer: false,
     })
     .unwrap();
     let app = spawn_app(unreachable).await;

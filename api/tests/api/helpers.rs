@@ -111,7 +111,8 @@ pub async fn spawn_app_with_routes(
         .map(|(_, v)| (*v).to_owned())
         .unwrap_or_else(unique_prefix);
     let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
-    orderly::telemetry::init(&config.log);
+    // Logs only: a test that exports traces installs its own telemetry first.
+    let _ = orderly::telemetry::init(&config.log, &config.traces, "orderly-api");
     let services = Services::build_with_pool(config, pool).expect("services build");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

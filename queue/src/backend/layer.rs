@@ -1,7 +1,7 @@
 //! The backend's tower middleware ([`JobLayer`]), which apalis puts around every job's handler.
 //!
-//! It runs the handler inside a `job` span (queue, id, kind, attempt, request id) and the job's
-//! correlation scope, records the job's duration and outcome in the metrics, and then settles the
+//! It runs the handler inside a `job` span (queue, id, kind, attempt, request id; a child of the
+//! trace the job was staged in, see [`crate::trace`]) and the job's correlation scope, records the job's duration and outcome in the metrics, and then settles the
 //! job: on success it frees the job's hold and sends the ack (with the job's worker slot) to the
 //! acker; on failure it applies the job's retry policy and records the failed attempt in Redis.
 
@@ -75,6 +75,7 @@ where
                 // Not one of ours (cannot happen with this backend): run it without bookkeeping.
                 return future.await.map_err(Into::into);
             };
+            // `otel.*` fields name the span for a trace exporter (the log lines leave them out).
             let span = tracing::info_span!(
                 "job",
                 queue = %job.queue,
@@ -82,7 +83,11 @@ where
                 kind = %job.kind,
                 attempt = job.attempt,
                 request_id = job.request_id.as_deref().unwrap_or(""),
+                otel.name = %job.kind,
+                otel.kind = "consumer",
+                otel.status_code = tracing::field::Empty,
             );
+            crate::trace::continue_from(&span, job.traceparent.as_deref());
             let started = std::time::Instant::now();
             let run = future.instrument(span.clone());
             let result = match job.request_id.clone() {
@@ -95,12 +100,14 @@ where
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
                     crate::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
+                    shared.runtimes.record(&job.kind, "completed", elapsed_ms);
                     let slot = shared.unhold(&job.id);
                     let _ = shared
                         .acks
                         .send(AckCommand::Ack(job.id.clone(), job.lease, slot));
                 }
                 Err(error) => {
+                    span.record("otel.status_code", "ERROR");
                     let job_error = JobError::classify(error.as_ref());
                     // Asked to stop: whatever the handler returned (a cancelled error, or the
                     // error its interrupted work ran into), the job ends cancelled.
@@ -122,6 +129,7 @@ where
                         }
                     });
                     crate::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
+                    shared.runtimes.record(&job.kind, outcome, elapsed_ms);
                     record_failure(&shared, &job, job_error.message(), settle).await;
                     shared.unhold(&job.id);
                 }

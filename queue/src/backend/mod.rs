@@ -11,6 +11,9 @@
 //! - a **cancel watcher** checks, while the worker holds jobs, which of them were asked to stop,
 //!   and cancels their [`JobControl`] tokens;
 //! - an **acker** batches completions into one script call per round trip;
+//! - a **run-time flusher** writes, every few seconds, what the worker counted per job kind
+//!   (attempts, failures, a histogram of run times; see [`crate::runtimes`]) in one pipelined
+//!   batch, so the dashboard can show percentiles without the engine's scripts doing more;
 //! - the backend's middleware ([`JobLayer`]) runs each job inside a span carrying its id, kind,
 //!   attempt and request id, acks on success and, on failure, applies the job's retry policy.
 //!
@@ -27,6 +30,7 @@
 //! - `control`: [`JobControl`], a running handler's handle on its own job (cancellation,
 //!   progress, result);
 //! - `acker`: batched acks, and the replacement claims that ride on them;
+//! - `tally`: the run-time flusher;
 //! - `layer`: the tower middleware around each job.
 
 use std::{
@@ -47,7 +51,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{engine::QueueEngine, job::ClaimedJob};
+use crate::{engine::QueueEngine, job::ClaimedJob, runtimes::RuntimeRecorder};
 
 mod acker;
 mod cancel;
@@ -55,6 +59,7 @@ mod control;
 mod fetcher;
 mod layer;
 mod lease;
+mod tally;
 
 pub use control::{JobControl, MAX_NOTE_CHARS, MAX_RESULT_BYTES, PROGRESS_INTERVAL};
 pub use layer::{JobLayer, JobService};
@@ -143,6 +148,8 @@ pub struct BackendShared {
     held: Mutex<HashMap<String, Held>>,
     acks: mpsc::UnboundedSender<AckCommand>,
     stop: CancellationToken,
+    /// Attempts per kind counted since the last flush (see [`crate::runtimes`]).
+    runtimes: RuntimeRecorder,
 }
 
 impl std::fmt::Debug for BackendShared {
@@ -301,6 +308,7 @@ where
             held: Mutex::new(HashMap::new()),
             acks,
             stop: CancellationToken::new(),
+            runtimes: RuntimeRecorder::default(),
         });
         let (sender, receiver) = mpsc::channel(concurrency);
         Self {
@@ -353,6 +361,7 @@ where
                 self.shared.clone(),
                 worker.clone(),
             ));
+            tokio::spawn(tally::run_flusher(self.shared.clone(), worker.clone()));
         }
         self.receiver.poll_recv(cx).map(|task| task.map(Ok))
     }
@@ -387,6 +396,7 @@ where
                         }
                     }
                     shared.flush_acks(Duration::from_secs(10)).await;
+                    let _ = shared.runtimes.flush(&shared.engine, &shared.queue).await;
                 }
                 .boxed(),
             );

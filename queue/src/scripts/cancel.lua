@@ -13,6 +13,7 @@ if redis.call('EXISTS', jk) == 0 then return 0 end
 local f = redis.call('HMGET', jk, 'events', 'group')
 local events = f[1]
 if unready(base, id, f[2]) or redis.call('ZREM', base .. 'scheduled', id) > 0 then
+  redis.call('ZREM', base .. 'retrying', id)
   settle_cancelled(base, id, now, reason, events)
   return 1
 end

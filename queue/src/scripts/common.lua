@@ -6,6 +6,10 @@
 --   <base>scheduled zset score = due time (ms)   <base>active zset score = lease deadline (ms)
 --   <base>completed / <base>dead  zset score = finish time (ms)
 --   <base>seq counter   <base>marker wake-up list   <base>paused flag   <base>stats:<minute> hash
+--   <base>stats:h:<hour> hash: the hour's rollup of the minutes (kept 8 days)
+--   <base>retrying zset score = due time: the scheduled jobs that are retries (an index beside
+--                  `scheduled`, possibly holding ids already promoted; see retrying_prune)
+--   <base>runtimes:<minute> hash: run times and failures per kind, written by workers (runtimes.rs)
 --   <base>u:<key>  uniqueness key: the id of the job that took it, expiring after its window
 --                  (not tied to the job: retention trimming the job leaves it in place)
 --   <base>cancelled zset score = cancel time (ms)   <base>cancelling set: running jobs asked to stop
@@ -42,7 +46,26 @@ local function count_stat(base, now, field, n)
     local key = base .. 'stats:' .. math.floor(now / 60000)
     redis.call('HINCRBY', key, field, n)
     redis.call('EXPIRE', key, 7200)
+    -- The hour's rollup, for charts over a day or a week (a week of minutes is too many keys
+    -- to read). Its expiry is set when a field first appears in the hour, so this costs one
+    -- command more per call, not two.
+    local hour = base .. 'stats:h:' .. math.floor(now / 3600000)
+    if redis.call('HINCRBY', hour, field, n) == n then redis.call('EXPIRE', hour, 691200) end
   end
+end
+
+-- Drops from `retrying` (scheduled jobs waiting for a retry, indexed by fail.lua so the
+-- dashboard counts them apart from first runs) up to `limit` entries that fell due and whose job
+-- is no longer scheduled. Claims promote due jobs without touching the index (the claim path
+-- stays as it is); it is cleaned here instead, by the failures that add to it and the counts
+-- that read it.
+local function retrying_prune(base, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', base .. 'retrying', '-inf', now, 'LIMIT', 0, limit)
+  local gone = {}
+  for _, id in ipairs(due) do
+    if not redis.call('ZSCORE', base .. 'scheduled', id) then gone[#gone + 1] = id end
+  end
+  if #gone > 0 then redis.call('ZREM', base .. 'retrying', unpack(gone)) end
 end
 
 -- The group's backlog figures after its waiting set changed (what the dashboard and metrics
@@ -373,8 +396,8 @@ end
 -- token of the rate limit's bucket per job (rate_jobs per rate_period ms, at most burst tokens
 -- saved up; rate_jobs = 0: no limit).
 -- Returns { next_wake_ms_or_-1, now, {{id, lease, attempts, kind, payload, priority,
---           max_attempts, request_id, retry, created_at}...}, rate_limited (1: jobs wait for the
---           next token, due at next_wake) }
+--           max_attempts, request_id, retry, created_at, traceparent}...}, rate_limited (1: jobs
+--           wait for the next token, due at next_wake) }
 local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, rate_jobs, rate_period,
                           burst, cap, gl)
   -- 1. Scheduled jobs (delays, retry backoff) that are due join the ready set.
@@ -459,7 +482,7 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
       local jk = base .. 'j:' .. id
       -- Two calls per job: read everything, then write the new lease in one HSET.
       local f = redis.call('HMGET', jk, 'kind', 'payload', 'priority', 'max_attempts', 'request_id', 'retry',
-        'created_at', 'attempts', 'lease', 'events')
+        'created_at', 'attempts', 'lease', 'events', 'trace')
       if f[1] then
         local attempts = tonumber(f[8] or '0') + 1
         local lease = tonumber(f[9] or '0') + 1
@@ -467,7 +490,7 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
         if f[10] == '1' then emit(base, id, 'started', cjson.encode({attempt = attempts})) end
         active_args[#active_args + 1] = deadline
         active_args[#active_args + 1] = id
-        jobs[#jobs + 1] = {id, lease, attempts, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+        jobs[#jobs + 1] = {id, lease, attempts, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[11] or ''}
       end
     end
     if #active_args > 0 then redis.call('ZADD', base .. 'active', unpack(active_args)) end

@@ -1,9 +1,10 @@
--- A consistent snapshot of one queue's sizes: waiting per priority (0..9), scheduled, active,
--- completed, dead, cancelled, paused, and the enqueue time of the oldest waiting job. Bounded:
--- 10 range reads.
+-- A consistent snapshot of one queue's sizes: waiting per priority (0..9), scheduled (and of
+-- them, the retries), active, completed, dead, cancelled, paused, and the enqueue time of the
+-- oldest waiting job. Bounded: 10 range reads, and at most 200 index entries checked.
 -- ARGV: base. Returns {now, paused, scheduled, active, completed, dead, oldest_enqueued_ms_or_-1,
 --                      waiting_p0, ..., waiting_p9, cancelled, waiting in groups,
---                      groups with an open breaker} (waiting_p* count ungrouped jobs only)
+--                      groups with an open breaker, retrying} (waiting_p* count ungrouped jobs
+--                      only; retrying: scheduled jobs waiting for a retry)
 local base = ARGV[1]
 local now = now_ms()
 local ready = base .. 'ready'
@@ -26,4 +27,7 @@ out[7] = oldest
 out[#out + 1] = redis.call('ZCARD', base .. 'cancelled')
 out[#out + 1] = tonumber(redis.call('GET', base .. 'gwaiting') or '0')
 out[#out + 1] = redis.call('ZCARD', base .. 'breakers')
+-- Retries that fell due were promoted by claims, which leave the index alone: dropped first.
+retrying_prune(base, now, 200)
+out[#out + 1] = redis.call('ZCARD', base .. 'retrying')
 return out

@@ -1,11 +1,12 @@
 -- Adds jobs unless a job with the same id exists (idempotent enqueue by caller-given id), or the
 -- job has a uniqueness key that another job holds.
--- ARGV: base, values per job (11, or 13 when a job of the batch has a group), then per job: id,
---       kind, payload, priority, max_attempts, run_at_ms (0 = now), request_id, retry (policy
---       text), unique key ('' = none), unique window (ms), events ('1': keep an event stream of
---       the job's life, see common.lua; '' = none), and with 13: group key ('' = none), ordered
---       ('1': FIFO in its group, one running at a time). A batch without groups passes 11, so
---       the common case sends no empty arguments.
+-- ARGV: base, values per job (11; 13 when a job of the batch has a group; 14 when one carries a
+--       trace context), then per job: id, kind, payload, priority, max_attempts, run_at_ms
+--       (0 = now), request_id, retry (policy text), unique key ('' = none), unique window (ms),
+--       events ('1': keep an event stream of the job's life, see common.lua; '' = none), with 13
+--       or more: group key ('' = none), ordered ('1': FIFO in its group, one running at a time),
+--       and with 14: traceparent ('' = none). A batch without groups or traces passes 11, so the
+--       common case sends no empty arguments.
 -- Returns one integer per job: 1 added, 0 already present (by id or by key).
 local base = ARGV[1]
 local now = now_ms()
@@ -32,7 +33,7 @@ for i = 0, n - 1 do
     local priority = tonumber(ARGV[o + 3])
     local run_at = tonumber(ARGV[o + 5])
     local group = ''
-    if width == 13 then group = ARGV[o + 11] end
+    if width >= 13 then group = ARGV[o + 11] end
     if run_at > now then
       scheduled_args[#scheduled_args + 1] = run_at
       scheduled_args[#scheduled_args + 1] = id
@@ -68,6 +69,7 @@ for i = 0, n - 1 do
         redis.call('HSET', jk, 'group', group)
       end
     end
+    if width == 14 and ARGV[o + 13] ~= '' then redis.call('HSET', jk, 'trace', ARGV[o + 13]) end
     if ARGV[o + 10] == '1' then
       redis.call('HSET', jk, 'events', '1')
       emit(base, id, 'queued', cjson.encode({run_at = run_at}))

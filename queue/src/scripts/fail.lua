@@ -55,6 +55,10 @@ else
   due = now + delay + 1
   redis.call('HSET', jk, 'run_at', due)
   redis.call('ZADD', base .. 'scheduled', due, id)
+  -- Indexed as a retry (the dashboard counts retries apart from first runs); each retry cleans
+  -- a few entries of retries already promoted, so the index stays about as large as it is true.
+  redis.call('ZADD', base .. 'retrying', due, id)
+  retrying_prune(base, now, 4)
 end
 count_stat(base, now, 'retried', 1)
 wake(base, 1)

@@ -595,3 +595,44 @@ async fn calls_work_again_after_a_redis_restart() {
     );
     assert_eq!(ids(&e.claim("q", "w", 10, LEASE).await.unwrap()), ["after"]);
 }
+
+/// A job's trace context goes in with it and comes back with every claim and in its details;
+/// jobs without one, grouped or not, in the same batch, stay without.
+#[tokio::test]
+async fn a_trace_context_travels_with_its_job_and_only_with_it() {
+    let e = engine().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traced = job("q", "traced", 5);
+    traced.traceparent = Some(traceparent.to_owned());
+    let grouped = job("q", "grouped", 5).in_group(orderly_queue::JobGroup::new("g"));
+    let plain = job("q", "plain", 5);
+    assert_eq!(
+        e.enqueue(&[traced, grouped, plain]).await.unwrap(),
+        [true, true, true]
+    );
+    let claim = e.claim("q", "w", 10, LEASE).await.unwrap();
+    let by_id = |id: &str| claim.jobs.iter().find(|j| j.id == id).cloned().unwrap();
+    assert_eq!(by_id("traced").traceparent.as_deref(), Some(traceparent));
+    assert_eq!(by_id("grouped").traceparent, None);
+    assert_eq!(by_id("plain").traceparent, None);
+    assert_eq!(
+        e.job("q", "traced")
+            .await
+            .unwrap()
+            .unwrap()
+            .traceparent
+            .as_deref(),
+        Some(traceparent)
+    );
+    assert_eq!(
+        e.job("q", "plain").await.unwrap().unwrap().traceparent,
+        None
+    );
+
+    // A retry runs in the same trace.
+    let first = by_id("traced");
+    e.fail(&first, "flaky", Some(Duration::ZERO)).await.unwrap();
+    let again = claim_one_eventually(&e, "w").await.expect("retried");
+    assert_eq!(again.id, "traced");
+    assert_eq!(again.traceparent.as_deref(), Some(traceparent));
+}

@@ -625,6 +625,7 @@ fn claimed_stub(id: &str, lease: u64, attempt: u32) -> ClaimedJob {
         request_id: None,
         retry: RetryPolicy::default(),
         created_at_ms: 0,
+        traceparent: None,
     }
 }
 

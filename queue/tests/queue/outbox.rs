@@ -217,3 +217,142 @@ async fn past_the_unique_window_a_trimmed_row_relayed_again_is_queued_again(pool
         .await
     );
 }
+
+/// A Redis primary with one replica, both private to the test.
+struct ReplicatedRedis {
+    primary: orderly_queue::testing::PrivateRedis,
+    replica: orderly_queue::testing::PrivateRedis,
+}
+
+impl ReplicatedRedis {
+    async fn start() -> Self {
+        let primary = orderly_queue::testing::PrivateRedis::start();
+        let replica = orderly_queue::testing::PrivateRedis::start();
+        let redis = Self { primary, replica };
+        redis.follow().await;
+        redis
+    }
+
+    async fn command(url: &str, args: &[&str]) -> String {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        let value: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+        format!("{value:?}")
+    }
+
+    /// Makes the replica follow the primary and waits until the link is up.
+    async fn follow(&self) {
+        let port = self.primary.port.to_string();
+        Self::command(&self.replica.url(), &["REPLICAOF", "127.0.0.1", &port]).await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                Self::command(&self.replica.url(), &["INFO", "replication"])
+                    .await
+                    .contains("master_link_status:up")
+            })
+            .await,
+            "the replica follows the primary"
+        );
+    }
+}
+
+/// Redis replicates asynchronously: a job the primary acknowledged can be missing after a
+/// failover. With replica acknowledgements, a row is marked dispatched only once a replica
+/// holds its job; rows pushed while the replica did not confirm stay undispatched, and after
+/// the replica is promoted the relay pushes them to it: no job lost, none twice.
+#[sqlx::test(migrations = "../migrations")]
+async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
+    let redis = ReplicatedRedis::start().await;
+    let prefix = orderly_queue::testing::unique_prefix("replicas");
+    let engine_on = |url: String| {
+        let client = redis::Client::open(url).unwrap();
+        let manager = redis::aio::ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .unwrap();
+        QueueEngine::new(manager, client, &prefix, Retention::default())
+    };
+    let acks = orderly_queue::ReplicaAcks {
+        replicas: 1,
+        timeout: Duration::from_millis(300),
+    };
+    let outbox = Outbox::new(
+        pool.clone(),
+        Producer::replicated(engine_on(redis.primary.url()), acks),
+    );
+
+    // Replicated: pushed and marked.
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
+    }
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            undispatched(&pool).await == 0
+        })
+        .await,
+        "replicated pushes are marked"
+    );
+
+    // The replica stops following (a partition): pushes reach the primary only, and their
+    // rows stay undispatched.
+    ReplicatedRedis::command(&redis.replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let mut unconfirmed = Vec::new();
+    for n in 10..20 {
+        unconfirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
+    }
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    let primary = engine_on(redis.primary.url());
+    for id in &unconfirmed {
+        assert!(
+            primary
+                .exists("outbox-test", &id.to_string())
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        undispatched(&pool).await,
+        10,
+        "unconfirmed pushes are not marked"
+    );
+
+    // Failover: the old primary dies with the writes only it had; the replica is promoted.
+    drop(redis.primary);
+    let promoted = engine_on(redis.replica.url());
+    for id in &unconfirmed {
+        assert!(
+            !promoted
+                .exists("outbox-test", &id.to_string())
+                .await
+                .unwrap(),
+            "the promoted replica never got these jobs"
+        );
+    }
+    // The relay, now on the promoted server (which has no replica of its own yet, so its
+    // pushes are not confirmed either), re-pushes the rows; a plain producer marks them.
+    let relay = Outbox::new(pool.clone(), Producer::new(promoted.clone()));
+    assert_eq!(relay.relay_once(Duration::ZERO).await.unwrap(), 10);
+    for id in ids.iter().chain(&unconfirmed) {
+        assert!(
+            promoted
+                .exists("outbox-test", &id.to_string())
+                .await
+                .unwrap(),
+            "job {id} exists after the failover"
+        );
+    }
+    let counts = promoted.counts("outbox-test").await.unwrap();
+    assert_eq!(counts.waiting, 20, "every job once");
+    assert_eq!(undispatched(&pool).await, 0);
+}

@@ -24,6 +24,7 @@ mod outputs;
 mod stores;
 #[cfg(test)]
 mod tests;
+mod traces;
 mod worker;
 
 pub use self::{
@@ -33,6 +34,7 @@ pub use self::{
     maintenance::MaintenanceConfig,
     outputs::{MailConfig, StorageConfig, WebhookConfig},
     stores::{CacheConfig, DatabaseConfig, RedisConfig},
+    traces::{ParentRoot, TraceConfig, TraceSampler},
     worker::WorkerConfig,
 };
 
@@ -70,6 +72,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Log level and format.
     pub log: LogConfig,
+    /// Trace export over OTLP (off unless an endpoint is set).
+    pub traces: TraceConfig,
     /// Redis read-through cache lifetimes.
     pub cache: CacheConfig,
     /// Per-client request budgets.
@@ -120,6 +124,7 @@ impl Config {
         let http = HttpConfig::read(&env)?;
         Ok(Config {
             log: LogConfig::read(&env)?,
+            traces: TraceConfig::read(&env)?,
             cache: CacheConfig::read(&env)?,
             rate_limit: RateLimitConfig::read(&env)?,
             worker: WorkerConfig::read(&env)?,

@@ -18,8 +18,6 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Longest wait for a free connection (`DATABASE_ACQUIRE_TIMEOUT_MS`).
     pub acquire_timeout: Duration,
-    /// PgBouncer transaction pooling: no named prepared statements (`DATABASE_PGBOUNCER`).
-    pub pgbouncer: bool,
 }
 
 impl DatabaseConfig {
@@ -32,12 +30,21 @@ impl DatabaseConfig {
             )?,
             &["postgres", "postgresql"],
         )?;
+        // It turned sqlx's statement cache off, believing that made sqlx stop naming its
+        // prepared statements. It does not (sqlx 0.8 names every statement and, with the cache
+        // off, never closes them), and a transaction-mode PgBouncer then fails at random under
+        // load with "prepared statement sqlx_s_1 already exists" (seen through Debian's 1.18).
+        env.retired(
+            "DATABASE_PGBOUNCER",
+            "remove it; behind a PgBouncer in transaction mode use PgBouncer 1.21 or later with \
+             max_prepared_statements set (e.g. 200), which carries sqlx's named prepared \
+             statements across server connections, or use session mode",
+        )?;
         Ok(Self {
             url,
             max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", 20)?,
             min_connections: env.parse_or("DATABASE_MIN_CONNECTIONS", 0)?,
             acquire_timeout: millis(env.parse_or("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
-            pgbouncer: env.bool_or("DATABASE_PGBOUNCER", false)?,
         })
     }
 }
@@ -50,6 +57,14 @@ pub struct RedisConfig {
     /// Prefix of every key Orderly writes (`REDIS_PREFIX`), so several deployments or tests can
     /// share one Redis without seeing each other.
     pub prefix: String,
+    /// Replicas that must hold an outbox push before its row counts as dispatched
+    /// (`REDIS_WAIT_REPLICAS`, default 0: the primary's word is enough). With 1 or more, a
+    /// failover that loses writes the old primary acknowledged loses no job: the rows of pushes
+    /// not yet replicated stay undispatched and the relay pushes them again.
+    pub wait_replicas: u32,
+    /// How long a push waits for those replicas (`REDIS_WAIT_TIMEOUT_MS`, default 500, at most
+    /// 4000, under the connection's 5 s response timeout).
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -59,9 +74,18 @@ impl RedisConfig {
             env.required("REDIS_URL", "a redis:// URL, e.g. redis://127.0.0.1:6379")?,
             &["redis", "rediss", "redis+unix", "unix"],
         )?;
+        let wait_timeout = millis(env.parse_or("REDIS_WAIT_TIMEOUT_MS", 500)?);
+        if wait_timeout.is_zero() || wait_timeout > Duration::from_secs(4) {
+            return Err(ConfigError::Invalid {
+                name: "REDIS_WAIT_TIMEOUT_MS",
+                reason: "must be between 1 and 4000 (ms)".into(),
+            });
+        }
         Ok(Self {
             url,
             prefix: env.raw("REDIS_PREFIX").unwrap_or_else(|| "orderly".into()),
+            wait_replicas: env.parse_or("REDIS_WAIT_REPLICAS", 0)?,
+            wait_timeout,
         })
     }
 }

@@ -453,3 +453,171 @@ fn maintenance_schedules_are_checked_and_can_be_turned_off() {
         );
     }
 }
+
+fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut vars = base();
+    for (k, v) in pairs {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Config::from_map(&vars)
+}
+
+fn refused_variable(pairs: &[(&str, &str)]) -> &'static str {
+    match with(pairs).unwrap_err() {
+        ConfigError::Invalid { name, .. } | ConfigError::Missing { name, .. } => name,
+    }
+}
+
+#[test]
+fn traces_are_off_without_an_endpoint_and_read_the_standard_variables() {
+    let off = Config::from_map(&base()).unwrap().traces;
+    assert_eq!(off.endpoint, None, "no endpoint: no export");
+    assert_eq!(off.sampler, TraceSampler::ParentBased(ParentRoot::AlwaysOn));
+
+    let on = with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,tenant=shop"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Tenant=traces"),
+        ("OTEL_SERVICE_NAME", "orderly-eu"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+        ("TRACE_FILTER", "info,orderly=debug"),
+    ])
+    .unwrap()
+    .traces;
+    assert_eq!(
+        on.endpoint.as_deref(),
+        Some("http://collector:4318/v1/traces"),
+        "the signal path is appended to the base endpoint"
+    );
+    assert_eq!(
+        on.headers,
+        vec![
+            ("api-key".to_owned(), "a b".to_owned()),
+            ("Tenant".to_owned(), "traces".to_owned())
+        ],
+        "values are percent-decoded and the traces variant wins"
+    );
+    assert_eq!(on.service_name.as_deref(), Some("orderly-eu"));
+    assert_eq!(
+        on.resource_attributes,
+        vec![("deployment.environment".to_owned(), "prod".to_owned())]
+    );
+    assert_eq!(
+        on.sampler,
+        TraceSampler::ParentBased(ParentRoot::Ratio(0.25))
+    );
+    assert_eq!(on.batch_delay, Duration::from_millis(250));
+    assert_eq!(on.filter, "info,orderly=debug");
+
+    let exact = with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://traces.example/otlp",
+        ),
+    ])
+    .unwrap()
+    .traces;
+    assert_eq!(
+        exact.endpoint.as_deref(),
+        Some("https://traces.example/otlp"),
+        "the traces endpoint is used as given"
+    );
+
+    for off_switch in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let off = with(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            off_switch,
+        ])
+        .unwrap()
+        .traces;
+        assert_eq!(off.endpoint, None, "{off_switch:?} turns export off");
+    }
+}
+
+#[test]
+fn trace_settings_that_cannot_work_are_refused_by_name() {
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    assert_eq!(
+        refused_variable(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]),
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    );
+    assert_eq!(
+        refused_variable(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    );
+    assert_eq!(
+        refused_variable(&[endpoint, ("OTEL_TRACES_EXPORTER", "jaeger")]),
+        "OTEL_TRACES_EXPORTER"
+    );
+    assert_eq!(
+        refused_variable(&[endpoint, ("OTEL_TRACES_SAMPLER", "sometimes")]),
+        "OTEL_TRACES_SAMPLER"
+    );
+    assert_eq!(
+        refused_variable(&[
+            endpoint,
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5")
+        ]),
+        "OTEL_TRACES_SAMPLER_ARG"
+    );
+    assert_eq!(
+        refused_variable(&[endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")]),
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    );
+    assert_eq!(
+        refused_variable(&[endpoint, ("OTEL_BSP_SCHEDULE_DELAY", "0")]),
+        "OTEL_BSP_SCHEDULE_DELAY"
+    );
+    let message = with(&[
+        endpoint,
+        ("OTEL_EXPORTER_OTLP_HEADERS", "secretvalue-without-key"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !message.contains("without-key"),
+        "a malformed header is not echoed whole (it may be an API key): {message}"
+    );
+}
+
+#[test]
+fn the_old_pgbouncer_switch_is_refused_with_what_to_do_instead() {
+    let message = with(&[("DATABASE_PGBOUNCER", "true")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.starts_with("DATABASE_PGBOUNCER"), "{message}");
+    assert!(message.contains("max_prepared_statements"), "{message}");
+    assert!(
+        with(&[("DATABASE_PGBOUNCER", "false")]).is_ok(),
+        "false meant the default and still does"
+    );
+}
+
+#[test]
+fn replica_acknowledgements_are_off_by_default_and_bounded() {
+    let defaults = Config::from_map(&base()).unwrap().redis;
+    assert_eq!(defaults.wait_replicas, 0);
+    assert_eq!(defaults.wait_timeout, Duration::from_millis(500));
+    let on = with(&[
+        ("REDIS_WAIT_REPLICAS", "1"),
+        ("REDIS_WAIT_TIMEOUT_MS", "250"),
+    ])
+    .unwrap()
+    .redis;
+    assert_eq!(on.wait_replicas, 1);
+    assert_eq!(on.wait_timeout, Duration::from_millis(250));
+    for refused in ["0", "5000"] {
+        assert_eq!(
+            refused_variable(&[("REDIS_WAIT_TIMEOUT_MS", refused)]),
+            "REDIS_WAIT_TIMEOUT_MS"
+        );
+    }
+}

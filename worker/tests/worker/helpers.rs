@@ -88,7 +88,8 @@ pub fn services(pool: PgPool, overrides: &[(&str, String)]) -> TestServices {
     let vars = vars(&prefix, overrides);
     let url = vars["REDIS_URL"].clone();
     let config = Config::from_map(&vars).expect("valid test config");
-    orderly::telemetry::init(&config.log);
+    // Logs only: a test that exports traces installs its own telemetry first.
+    let _ = orderly::telemetry::init(&config.log, &config.traces, "orderly-worker");
     TestServices {
         services: Services::build_with_pool(config, pool).expect("services"),
         prefix,

@@ -1,6 +1,7 @@
 //! Integration tests of the worker: apalis workers over the real engine (real Redis, real
 //! PostgreSQL), the process's shutdown, the binary's start-up checks, schedules across worker
-//! processes, and the reliability drills that kill processes and restart Redis.
+//! processes, the reliability drills that kill processes and restart Redis, and one order traced
+//! across the api and a worker process over OTLP.
 
 mod helpers;
 
@@ -15,4 +16,5 @@ mod schedules;
 mod shop;
 mod smtp;
 mod startup;
+mod traces;
 mod uploads;

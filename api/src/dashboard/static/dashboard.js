@@ -1,4 +1,5 @@
-// Orderly queue dashboard: live updates, confirmation dialogs, keyboard shortcuts.
+// Orderly queue dashboard: live updates, confirmation dialogs, job selection for bulk actions,
+// keyboard shortcuts.
 // The pages work without this file (the server asks for confirmation itself); it only makes
 // them live and quicker to use. No dependencies, no inline script (the CSP forbids it).
 (function () {
@@ -18,6 +19,7 @@
   var retryTimer = null;
   var inFlight = false;
   var pendingForm = null;
+  var pendingSubmitter = null;
 
   function say(text) {
     if (status) status.textContent = text;
@@ -27,16 +29,77 @@
     return response.redirected || response.status === 401 || response.status === 403;
   }
 
-  // Swaps the live part in; focus stays on the element it was on (by data-key).
+  // Swaps the live part in; focus stays on the element it was on (by data-key), and ticked
+  // jobs stay ticked.
   function apply(html) {
     var active = document.activeElement;
     var key = active && live.contains(active) ? active.getAttribute('data-key') : null;
+    var ticked = [];
+    live.querySelectorAll('input[type="checkbox"][data-key]').forEach(function (box) {
+      if (box.checked) ticked.push(box.getAttribute('data-key'));
+    });
     live.innerHTML = html; // our own auto-escaped template output, same origin
+    ticked.forEach(function (tick) {
+      var box = live.querySelector('input[type="checkbox"][data-key="' + window.CSS.escape(tick) + '"]');
+      if (box) box.checked = true;
+    });
+    showSelection();
     if (key) {
       var again = live.querySelector('[data-key="' + window.CSS.escape(key) + '"]');
       if (again) again.focus();
     }
   }
+
+  // Whether swapping now would disturb the operator: a confirmation is open, or they are typing
+  // in a field of the live part (the filter). The fragment is kept and swapped in afterwards.
+  function busy() {
+    if (dialog && dialog.open) return true;
+    var active = document.activeElement;
+    return !!(live && active && live.contains(active) && active.tagName === 'INPUT' && active.type !== 'checkbox');
+  }
+
+  // The jobs ticked for a bulk action: the count beside the buttons, the buttons that need a
+  // selection enabled only with one, the "all" box in step.
+  function ticked() {
+    return document.querySelectorAll('input[type="checkbox"][name="ids"]:checked').length;
+  }
+
+  function showSelection() {
+    var boxes = document.querySelectorAll('input[type="checkbox"][name="ids"]');
+    var n = ticked();
+    var all = document.getElementById('select-all');
+    if (all) {
+      all.hidden = boxes.length === 0;
+      all.checked = boxes.length > 0 && n === boxes.length;
+      all.indeterminate = n > 0 && n < boxes.length;
+    }
+    var count = document.getElementById('bulk-count');
+    if (count) count.textContent = n ? n + ' selected' : '';
+    document.querySelectorAll('button[data-needs-selection]').forEach(function (button) {
+      button.disabled = n === 0;
+    });
+  }
+
+  document.addEventListener('change', function (event) {
+    var target = event.target;
+    if (!(target instanceof HTMLInputElement) || target.type !== 'checkbox') return;
+    if (target.id === 'select-all') {
+      document.querySelectorAll('input[type="checkbox"][name="ids"]').forEach(function (box) {
+        box.checked = target.checked;
+      });
+    }
+    if (target.id === 'select-all' || target.name === 'ids') showSelection();
+  });
+
+  document.addEventListener('focusout', function () {
+    // After the focus moved on: swap in what arrived while the operator typed.
+    window.setTimeout(function () {
+      if (held !== null && !busy()) {
+        apply(held);
+        held = null;
+      }
+    }, 0);
+  });
 
   function wanted() {
     return live && !paused && !document.hidden;
@@ -69,8 +132,8 @@
         first = false;
         if (shownAlready(event.data)) return;
       }
-      if (dialog && dialog.open) {
-        held = event.data; // swapping now would detach the form being confirmed
+      if (busy()) {
+        held = event.data; // swapping now would detach the form being confirmed or typed in
         return;
       }
       apply(event.data);
@@ -125,7 +188,7 @@
   // Without EventSource: short polling of the same live part. Skipped while the tab is hidden
   // or a confirmation is open.
   function refresh() {
-    if (!wanted() || inFlight || (dialog && dialog.open)) return;
+    if (!wanted() || inFlight || busy()) return;
     inFlight = true;
     fetch(live.getAttribute('data-live-url'), { credentials: 'same-origin', cache: 'no-store' })
       .then(function (response) {
@@ -181,23 +244,29 @@
     });
   }
   showLiveState();
+  showSelection();
   if (live) {
     if (!streaming) window.setInterval(refresh, POLL_MS);
     document.addEventListener('visibilitychange', follow);
     follow();
   }
 
-  // Every action form carries data-confirm: ask in a modal dialog (Cancel has the focus, Escape
-  // cancels), then post with confirmed=yes. Without dialog support the server asks instead.
+  // Every action form carries data-confirm (a form with several buttons may carry one per
+  // button; `{n}` in it is the number of jobs ticked): ask in a modal dialog (Cancel has the
+  // focus, Escape cancels), then post with confirmed=yes and the button's own field. Without
+  // dialog support the server asks instead.
   document.addEventListener('submit', function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute('data-confirm')) return;
     if (!dialog || typeof dialog.showModal !== 'function') return;
     event.preventDefault();
     pendingForm = form;
-    var button = form.querySelector('button');
+    var submitter = event.submitter || null;
+    pendingSubmitter = submitter;
+    var button = submitter || form.querySelector('button');
     var ok = document.getElementById('confirm-ok');
-    document.getElementById('confirm-question').textContent = form.getAttribute('data-confirm');
+    var question = (submitter && submitter.getAttribute('data-confirm')) || form.getAttribute('data-confirm');
+    document.getElementById('confirm-question').textContent = question.replace('{n}', String(ticked()));
     ok.textContent = button ? button.textContent.trim() : 'Confirm';
     ok.className = button && button.classList.contains('danger') ? 'danger' : 'primary';
     dialog.returnValue = '';
@@ -208,17 +277,26 @@
   if (dialog) {
     dialog.addEventListener('close', function () {
       var form = pendingForm;
+      var submitter = pendingSubmitter;
       pendingForm = null;
+      pendingSubmitter = null;
       if (!form || dialog.returnValue !== 'confirm') {
-        if (held !== null) apply(held);
-        held = null;
+        if (held !== null && !busy()) {
+          apply(held);
+          held = null;
+        }
         return;
       }
-      var confirmed = document.createElement('input');
-      confirmed.type = 'hidden';
-      confirmed.name = 'confirmed';
-      confirmed.value = 'yes';
-      form.appendChild(confirmed);
+      var fields = [['confirmed', 'yes']];
+      // form.submit() leaves out the button that was pressed: its name and value go along here.
+      if (submitter && submitter.name) fields.push([submitter.name, submitter.value]);
+      fields.forEach(function (pair) {
+        var input = document.createElement('input');
+        input.type = 'hidden';
+        input.name = pair[0];
+        input.value = pair[1];
+        form.appendChild(input);
+      });
       form.submit();
     });
   }
