@@ -492,6 +492,39 @@ impl QueueEngine {
         Ok(Some(detail))
     }
 
+    /// The details of the jobs `scored` lists (ids with their scores in `state`'s set), in that
+    /// order, one pipelined round trip; ids whose job is gone are left out. A completed job's
+    /// score is its finish time.
+    async fn details_in_state(
+        &self,
+        queue: &str,
+        state: JobState,
+        scored: &[(String, f64)],
+    ) -> redis::RedisResult<Vec<JobDetail>> {
+        if scored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for (id, _) in scored {
+            pipe.hgetall(format!("{base}j:{id}"));
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut self.redis()).await?;
+        Ok(scored
+            .iter()
+            .zip(maps)
+            .filter(|(_, map)| !map.is_empty())
+            .map(|((id, score), map)| {
+                let mut detail = detail_from_hash(queue, id, map, Vec::new());
+                detail.state = state.set_name().to_owned();
+                if state == JobState::Completed {
+                    detail.finished_at_ms = Some(*score as i64);
+                }
+                detail
+            })
+            .collect())
+    }
+
     /// A page of jobs in `state`. Ready and scheduled list the next to run first; active lists
     /// the nearest lease deadline first; completed, dead and cancelled list the most recent first.
     pub async fn list(
@@ -537,30 +570,7 @@ impl QueueEngine {
                 .query_async(&mut redis)
                 .await?
         };
-        let ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
-        let base = self.base(queue);
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(format!("{base}j:{id}"));
-        }
-        let maps: Vec<HashMap<String, String>> = if ids.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut redis).await?
-        };
-        let jobs = scored
-            .iter()
-            .zip(maps)
-            .filter(|(_, map)| !map.is_empty())
-            .map(|((id, score), map)| {
-                let mut detail = detail_from_hash(queue, id, map, Vec::new());
-                detail.state = state.set_name().to_owned();
-                if state == JobState::Completed {
-                    detail.finished_at_ms = Some(*score as i64);
-                }
-                detail
-            })
-            .collect();
+        let jobs = self.details_in_state(queue, state, &scored).await?;
         Ok(JobPage {
             jobs,
             total,
@@ -960,30 +970,7 @@ impl QueueEngine {
             JobList::State(state) => state,
             JobList::FirstRuns | JobList::Retrying => JobState::Scheduled,
         };
-        let base = self.base(queue);
-        let mut pipe = redis::pipe();
-        for (id, _) in &scan.page {
-            pipe.hgetall(format!("{base}j:{id}"));
-        }
-        let maps: Vec<HashMap<String, String>> = if scan.page.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut self.redis()).await?
-        };
-        let jobs = scan
-            .page
-            .iter()
-            .zip(maps)
-            .filter(|(_, map)| !map.is_empty())
-            .map(|((id, score), map)| {
-                let mut detail = detail_from_hash(queue, id, map, Vec::new());
-                detail.state = state.set_name().to_owned();
-                if state == JobState::Completed {
-                    detail.finished_at_ms = Some(*score as i64);
-                }
-                detail
-            })
-            .collect();
+        let jobs = self.details_in_state(queue, state, &scan.page).await?;
         Ok(ScanPage {
             jobs,
             matched: scan.matched,
