@@ -11,13 +11,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use redis::{
-    AsyncCommands, Client, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Script, aio::ConnectionManagerConfig};
 use serde::Serialize;
 
 use crate::{
+    connection::RedisConnection,
     job::{ClaimedJob, JobSpec, Priority, RetryPolicy},
     limits::QueueLimits,
 };
@@ -188,8 +186,7 @@ impl Scripts {
 /// A handle on the queue engine; cheap to clone (one shared multiplexed connection).
 #[derive(Clone)]
 pub struct QueueEngine {
-    redis: ConnectionManager,
-    client: Client,
+    redis: RedisConnection,
     prefix: String,
     retention: Retention,
     scripts: std::sync::Arc<Scripts>,
@@ -264,17 +261,11 @@ fn claim_from_raw(queue: &str, (next_wake, now, raw, rate_limited): RawClaim) ->
 }
 
 impl QueueEngine {
-    /// An engine over `redis` (shared commands) and `client` (dedicated blocking connections),
-    /// with every key under `<prefix>:`.
-    pub fn new(
-        redis: ConnectionManager,
-        client: Client,
-        prefix: &str,
-        retention: Retention,
-    ) -> Self {
+    /// An engine over `redis` (its clones carry the commands; blocking reads get connections
+    /// of their own to the same servers), with every key under `<prefix>:`.
+    pub fn new(redis: RedisConnection, prefix: &str, retention: Retention) -> Self {
         Self {
             redis,
-            client,
             prefix: prefix.to_owned(),
             retention,
             scripts: std::sync::Arc::new(Scripts::load()),
@@ -300,7 +291,7 @@ impl QueueEngine {
     }
 
     /// The shared connection (for the worker registry and inspection).
-    pub(crate) fn redis(&self) -> ConnectionManager {
+    pub(crate) fn redis(&self) -> RedisConnection {
         self.redis.clone()
     }
 
@@ -709,7 +700,7 @@ impl QueueEngine {
     /// every other command sharing it). Returns true if woken by new work.
     pub async fn wait_for_work(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConnection,
         queue: &str,
         timeout: Duration,
     ) -> redis::RedisResult<bool> {
@@ -723,12 +714,12 @@ impl QueueEngine {
 
     /// A connection for [`QueueEngine::wait_for_work`]: no response timeout (the wait is the
     /// point), reconnecting after Redis restarts like the shared one.
-    pub async fn blocking_connection(&self) -> redis::RedisResult<ConnectionManager> {
+    pub async fn blocking_connection(&self) -> redis::RedisResult<RedisConnection> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(None)
             .set_number_of_retries(1);
-        ConnectionManager::new_with_config(self.client.clone(), config).await
+        self.redis.dedicated(config).await
     }
 
     /// Runs an operator action on one job (`retry`, `promote`, `delete`) or a queue (`pause`, `resume`).

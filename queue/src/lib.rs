@@ -10,8 +10,9 @@
 //! replaces the storage.
 //!
 //! ## Using it
-//! 1. Build a [`QueueEngine`] over a Redis `ConnectionManager` and a key prefix; every key of a
-//!    queue shares the hash tag `{queue}`, so it also runs on Redis Cluster.
+//! 1. Build a [`QueueEngine`] over a [`RedisConnection`] (one server, or the primary that
+//!    Sentinels name, followed across failovers) and a key prefix; every key of a queue shares
+//!    the hash tag `{queue}`, so it also runs on Redis Cluster.
 //! 2. Declare each job type once with [`Job`] (its [`QueueName`], kinds, [`Priority`],
 //!    [`RetryPolicy`], time limit); its [`Job::spec`] is the [`JobSpec`] the engine stores (a
 //!    `JobSpec` can also be built by hand for queues named at run time). Enqueue it through a
@@ -42,6 +43,7 @@
 //! - `declaration`: the [`Job`] trait, [`QueueName`] and [`RunAt`].
 //! - `job`: specs, priorities, retry policies, the errors handlers return.
 //! - `engine`: the Lua scripts and typed calls (enqueue, claim, ack, fail, renew, release).
+//! - `connection`: the connection to Redis, on one server or behind Sentinels.
 //! - `producer`: group-committed enqueue.
 //! - `backend`: the apalis `Backend` (fetcher, lease keeper, acker, job middleware).
 //! - `inspect`: counts, throughput, listings and operator actions (dashboard, metrics).
@@ -75,6 +77,7 @@ macro_rules! async_commit_source {
 }
 
 pub mod backend;
+pub mod connection;
 pub mod correlation;
 pub mod declaration;
 pub mod engine;
@@ -93,6 +96,7 @@ pub mod testing;
 pub mod trace;
 
 pub use backend::{BackendSettings, BackendShared, JobControl, JobInfo, RedisBackend};
+pub use connection::{RedisConnection, RedisServers};
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;

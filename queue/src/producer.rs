@@ -108,10 +108,26 @@ async fn run(
             }
         }
         let all: Vec<JobSpec> = group.iter().flat_map(|r| r.jobs.iter().cloned()).collect();
+        // WAIT counts the writes of its own connection: behind Sentinels the connection may
+        // move to a new primary between the push and the WAIT, whose answer would then say
+        // nothing about the push. The epoch tells.
+        let epoch = match acks {
+            Some(_) => engine.redis().primary_epoch().await.ok(),
+            None => None,
+        };
         let mut outcome = engine.enqueue(&all).await;
         if let (Ok(_), Some(acks)) = (&outcome, acks) {
             // One WAIT covers the whole group: it waits for every write this connection sent.
-            match engine.wait_for_replicas(acks.replicas, acks.timeout).await {
+            let confirmed = engine.wait_for_replicas(acks.replicas, acks.timeout).await;
+            let moved = engine.redis().primary_epoch().await.ok() != epoch || epoch.is_none();
+            match confirmed {
+                Ok(_) if moved => {
+                    outcome = Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "push not confirmed",
+                        "the connection moved to another primary during the push".to_owned(),
+                    )));
+                }
                 Ok(confirmed) if confirmed >= i64::from(acks.replicas) => {}
                 Ok(confirmed) => {
                     outcome = Err(redis::RedisError::from((

@@ -13,6 +13,13 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A lazy connection to the one Redis at `url`, with redis-rs's default reconnection settings.
+pub fn connection(url: &str) -> crate::RedisConnection {
+    let client = redis::Client::open(url).expect("a valid Redis URL");
+    crate::RedisConnection::single(client, redis::aio::ConnectionManagerConfig::new())
+        .expect("a lazy connection")
+}
+
 /// A key prefix no other test uses.
 pub fn unique_prefix(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4().simple())
@@ -146,5 +153,205 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A primary, one replica and three Sentinels watching them as `master`, each a private process
+/// on a free port, all killed when dropped. Sentinels decide a server is down after 1 s without
+/// an answer and need two of three to agree, as a small production group would (with a shorter
+/// timeout, so drills do not wait 30 s).
+pub struct SentinelRedis {
+    /// The name the Sentinels watch the primary under.
+    pub master: String,
+    /// The two data servers; either may be the primary after a failover.
+    pub servers: [PrivateRedis; 2],
+    sentinel_ports: Vec<u16>,
+    sentinels: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelRedis {
+    /// Starts the group and waits until every Sentinel knows the primary, the replica and the
+    /// other two Sentinels (they find each other through the primary, which takes a few seconds).
+    pub fn start(master: &str) -> Self {
+        let servers = [PrivateRedis::start(), PrivateRedis::start()];
+        Self::blocking_command(
+            &servers[1].url(),
+            &["REPLICAOF", "127.0.0.1", &servers[0].port.to_string()],
+        );
+        // Sentinels learn of replicas from the primary's INFO, which they read at once and
+        // then every 10 s: the link must be up before they start.
+        let linked = (0..400).any(|_| {
+            let info = Self::try_command(&servers[1].url(), &["INFO", "replication"]);
+            let up = info
+                .and_then(|info| redis::from_redis_value::<String>(info).ok())
+                .is_some_and(|info| info.contains("master_link_status:up"));
+            if !up {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            up
+        });
+        assert!(linked, "the replica did not link to the primary");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut group = Self {
+            master: master.to_owned(),
+            servers,
+            sentinel_ports: Vec::new(),
+            sentinels: Vec::new(),
+            _dir: dir,
+        };
+        for index in 0..3 {
+            let port = free_port();
+            let config = group._dir.path().join(format!("sentinel-{index}.conf"));
+            // Sentinels rewrite their configuration file as they learn, so each has its own.
+            std::fs::write(
+                &config,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n\
+                     dir {dir}\n\
+                     sentinel monitor {master} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {master} 1000\n\
+                     sentinel failover-timeout {master} 10000\n\
+                     sentinel parallel-syncs {master} 1\n",
+                    dir = group._dir.path().display(),
+                    primary = group.servers[0].port,
+                ),
+            )
+            .expect("sentinel configuration written");
+            let child = Command::new("redis-server")
+                .arg(&config)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            group.sentinels.push(child);
+            group.sentinel_ports.push(port);
+        }
+        let ready = (0..1200).any(|_| {
+            let all_ready = group.sentinel_ports.iter().all(|port| {
+                let url = format!("redis://127.0.0.1:{port}");
+                let replicas = Self::try_command(&url, &["SENTINEL", "REPLICAS", master]);
+                let peers = Self::try_command(&url, &["SENTINEL", "SENTINELS", master]);
+                matches!(replicas, Some(redis::Value::Array(r)) if r.len() == 1)
+                    && matches!(peers, Some(redis::Value::Array(p)) if p.len() == 2)
+            });
+            if !all_ready {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            all_ready
+        });
+        assert!(
+            ready,
+            "the Sentinels did not find the replica and each other"
+        );
+        group
+    }
+
+    /// The Sentinels' URLs.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinel_ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// A handle that asks the Sentinels who the primary is, which can move to another thread.
+    pub fn probe(&self) -> SentinelProbe {
+        SentinelProbe {
+            master: self.master.clone(),
+            sentinel_urls: self.sentinel_urls(),
+        }
+    }
+
+    /// The port of the server the Sentinels name as the primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.probe().primary_port()
+    }
+
+    /// Which of [`Self::servers`] listens on `port`.
+    pub fn server_on(&self, port: u16) -> usize {
+        self.servers
+            .iter()
+            .position(|server| server.port == port)
+            .expect("one of the group's servers")
+    }
+
+    /// Kills the current primary with SIGKILL; returns its index in [`Self::servers`].
+    pub fn kill_primary(&mut self) -> usize {
+        let port = self.primary_port().expect("the Sentinels name a primary");
+        let index = self.server_on(port);
+        self.servers[index].kill();
+        index
+    }
+
+    /// Waits until the Sentinels name a primary other than `old_port` that answers as one;
+    /// returns its port, or `None` after `limit`.
+    pub fn wait_for_new_primary(&self, old_port: u16, limit: Duration) -> Option<u16> {
+        self.probe().wait_for_new_primary(old_port, limit)
+    }
+
+    fn try_command(url: &str, args: &[&str]) -> Option<redis::Value> {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn).ok()
+    }
+
+    fn blocking_command(url: &str, args: &[&str]) -> redis::Value {
+        Self::try_command(url, args).unwrap_or_else(|| panic!("{args:?} on {url} failed"))
+    }
+}
+
+/// Asks a [`SentinelRedis`] group's Sentinels who the primary is (blocking calls: from async
+/// code, move it into `spawn_blocking`).
+#[derive(Debug, Clone)]
+pub struct SentinelProbe {
+    master: String,
+    sentinel_urls: Vec<String>,
+}
+
+impl SentinelProbe {
+    /// The port of the server the Sentinels name as the primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.sentinel_urls.iter().find_map(|url| {
+            let answer = SentinelRedis::try_command(
+                url,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master.as_str()],
+            )?;
+            let (_, port): (String, String) = redis::from_redis_value(answer).ok()?;
+            port.parse().ok()
+        })
+    }
+
+    /// Waits until the Sentinels name a primary other than `old_port` that answers as one;
+    /// returns its port, or `None` after `limit`.
+    pub fn wait_for_new_primary(&self, old_port: u16, limit: Duration) -> Option<u16> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(port) = self.primary_port().filter(|port| *port != old_port)
+                && let Some(redis::Value::Array(role)) =
+                    SentinelRedis::try_command(&format!("redis://127.0.0.1:{port}"), &["ROLE"])
+                && matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+            {
+                return Some(port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for SentinelRedis {
+    fn drop(&mut self) {
+        for child in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -20,7 +20,8 @@ mod near;
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{AsyncCommands, Client, aio::ConnectionManager};
+use orderly_queue::RedisConnection;
+use redis::AsyncCommands;
 use serde::{Serialize, de::DeserializeOwned};
 
 use self::near::NearCache;
@@ -49,7 +50,7 @@ return 1
 /// A JSON cache in Redis under `<prefix>:cache:`, optionally with a near cache in front.
 #[derive(Clone)]
 pub struct Cache {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
     near: Option<Arc<NearCache>>,
 }
@@ -65,7 +66,7 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// A cache whose keys start with `<prefix>:cache:`, Redis only.
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: RedisConnection, prefix: &str) -> Self {
         Self {
             redis,
             prefix: format!("{prefix}:cache:"),
@@ -73,19 +74,15 @@ impl Cache {
         }
     }
 
-    /// A cache with a near cache of at most about `near_max_bytes` in front of Redis; `client`
-    /// opens the connection on which Redis reports changes. Starts a background task, so it must
-    /// run inside a tokio runtime. Until that connection is up, reads go to Redis.
-    pub fn with_near(
-        redis: ConnectionManager,
-        client: &Client,
-        prefix: &str,
-        near_max_bytes: usize,
-    ) -> Self {
-        let mut cache = Self::new(redis, prefix);
+    /// A cache with a near cache of at most about `near_max_bytes` in front of Redis, whose
+    /// changes Redis reports on a connection of its own to the same primary. Starts a background
+    /// task, so it must run inside a tokio runtime. Until that connection is up, reads go to
+    /// Redis.
+    pub fn with_near(redis: RedisConnection, prefix: &str, near_max_bytes: usize) -> Self {
+        let mut cache = Self::new(redis.clone(), prefix);
         if near_max_bytes > 0 {
             let near = Arc::new(NearCache::new(near_max_bytes));
-            near::spawn_tracking(&near, client, cache.prefix.clone());
+            near::spawn_tracking(&near, redis, cache.prefix.clone());
             cache.near = Some(near);
         }
         cache

@@ -13,7 +13,8 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use orderly_queue::RedisConnection;
+use redis::Script;
 
 /// A budget: `per_minute` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +128,7 @@ impl RateLimiter for MemoryRateLimiter {
 /// Budgets in Redis, shared by every api instance.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
     script: std::sync::Arc<Script>,
 }
@@ -157,7 +158,7 @@ return {1, math.floor((tolerance - (new_tat - now)) / interval), new_tat - now, 
 
 impl RedisRateLimiter {
     /// A limiter storing budgets under `<prefix>:rl:`.
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: RedisConnection, prefix: &str) -> Self {
         Self {
             redis,
             prefix: format!("{prefix}:rl:"),
@@ -207,7 +208,7 @@ impl RateLimiter for RedisRateLimiter {
 /// budgets above, it refills all at once, not one request at a time.
 #[derive(Clone)]
 pub struct AttemptLimiter {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
     max: u32,
     window: Duration,
@@ -244,7 +245,7 @@ return 0
 
 impl AttemptLimiter {
     /// `max` attempts per key and `window`, stored under `<prefix>:attempts:`.
-    pub fn new(redis: ConnectionManager, prefix: &str, max: u32, window: Duration) -> Self {
+    pub fn new(redis: RedisConnection, prefix: &str, max: u32, window: Duration) -> Self {
         Self {
             redis,
             prefix: format!("{prefix}:attempts:"),

@@ -1,22 +1,29 @@
 //! The Redis connection shared by the cache, the rate limiter and the queue engine.
 //!
-//! One multiplexed [`ConnectionManager`] per process carries all non-blocking traffic (commands
-//! from many tasks are pipelined on one socket) and reconnects by itself after Redis restarts.
-//! Blocking reads (the queue's idle wait) get their own connection, see `queue::engine`.
+//! One multiplexed connection per process carries all non-blocking traffic (commands from many
+//! tasks are pipelined on one socket) and reconnects by itself after Redis restarts; in sentinel
+//! mode it follows the primary across failovers (see `orderly_queue::connection`). Blocking
+//! reads (the queue's idle wait) and replica waits get connections of their own to the same
+//! servers.
 
 use std::time::Duration;
 
-use redis::{
-    Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use orderly_queue::{RedisConnection, RedisServers};
+use redis::aio::ConnectionManagerConfig;
 use secrecy::ExposeSecret;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode};
 
-/// Opens a client for the configured URL (no I/O yet).
-pub fn client(config: &RedisConfig) -> redis::RedisResult<Client> {
-    Client::open(config.url.expose_secret())
+/// Where the configured servers are (no I/O yet).
+pub fn servers(config: &RedisConfig) -> redis::RedisResult<RedisServers> {
+    let url = config.url.expose_secret();
+    match &config.mode {
+        RedisMode::Single => RedisServers::single(url),
+        RedisMode::Sentinel { master } => {
+            let sentinels: Vec<&str> = url.split(',').map(str::trim).collect();
+            RedisServers::sentinel(&sentinels, master)
+        }
+    }
 }
 
 /// Settings for the shared connection: short timeouts (a stuck Redis must not hang requests)
@@ -29,7 +36,7 @@ pub fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_secs(2))
 }
 
-/// A connection manager that connects on first use, so a process can start while Redis is down.
-pub fn connect_lazy(config: &RedisConfig) -> redis::RedisResult<ConnectionManager> {
-    ConnectionManager::new_lazy_with_config(client(config)?, manager_config())
+/// A connection that connects on first use, so a process can start while Redis is down.
+pub fn connect_lazy(config: &RedisConfig) -> redis::RedisResult<RedisConnection> {
+    RedisConnection::lazy(&servers(config)?, manager_config())
 }

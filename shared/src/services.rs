@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
+use orderly_queue::RedisConnection;
 use sqlx::PgPool;
 
 use crate::{
@@ -34,7 +34,7 @@ pub struct Services {
     /// PostgreSQL.
     pub db: PgPool,
     /// Redis (shared multiplexed connection).
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     /// Read-through cache.
     pub cache: Cache,
     /// The queue engine.
@@ -82,10 +82,10 @@ impl Services {
 
     /// Builds everything on an existing pool (tests pass the per-test database's pool).
     pub fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
-        let redis = crate::redis::connect_lazy(&config.redis)?;
-        let client = crate::redis::client(&config.redis)?;
+        let servers = crate::redis::servers(&config.redis)?;
+        let redis = RedisConnection::lazy(&servers, crate::redis::manager_config())?;
         let prefix = config.redis.prefix.clone();
-        let cache = Cache::with_near(redis.clone(), &client, &prefix, config.cache.near_max_bytes);
+        let cache = Cache::with_near(redis.clone(), &prefix, config.cache.near_max_bytes);
         if let Some((unknown, _)) = config
             .worker
             .queue_limits
@@ -100,7 +100,6 @@ impl Services {
         }
         let queue = QueueEngine::new(
             redis.clone(),
-            client.clone(),
             &prefix,
             Retention {
                 completed_keep: config.worker.completed_keep,
@@ -110,13 +109,14 @@ impl Services {
         .with_limits(queue_limits(&config));
         let producer = Producer::new(queue.clone());
         // Pushes that must reach replicas wait for them on a connection of their own, so the
-        // wait never holds up the rest of the process's Redis traffic.
+        // wait never holds up the rest of the process's Redis traffic. `WAIT` counts the writes
+        // of its own connection, and a connection moves to a new primary only after one of its
+        // own commands failed, so the wait after a push asks the server that took it (or fails).
         let outbox_producer = match config.redis.wait_replicas {
             0 => producer.clone(),
             replicas => Producer::replicated(
                 QueueEngine::new(
-                    crate::redis::connect_lazy(&config.redis)?,
-                    client.clone(),
+                    RedisConnection::lazy(&servers, crate::redis::manager_config())?,
                     &prefix,
                     Retention {
                         completed_keep: config.worker.completed_keep,

@@ -72,8 +72,7 @@ pub async fn check(config: &Config, host: &str) -> Result<Healthy, Unhealthy> {
 
 async fn ping_redis(config: &Config) -> Result<(), Unhealthy> {
     let probe = async {
-        let client = orderly::redis::client(&config.redis)?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut connection = orderly::redis::connect_lazy(&config.redis)?;
         redis::cmd("PING")
             .query_async::<String>(&mut connection)
             .await
@@ -97,8 +96,7 @@ async fn ping_postgres(config: &Config) -> Result<(), Unhealthy> {
 async fn own_heartbeat(config: &Config, host: &str) -> Result<Healthy, Unhealthy> {
     let probe = async {
         let redis = orderly::redis::connect_lazy(&config.redis)?;
-        let client = orderly::redis::client(&config.redis)?;
-        let engine = QueueEngine::new(redis, client, &config.redis.prefix, Retention::default());
+        let engine = QueueEngine::new(redis, &config.redis.prefix, Retention::default());
         engine.workers().await
     };
     let workers = within(probe, Unhealthy::Redis).await?;

@@ -344,7 +344,7 @@ impl TestApp {
     }
 
     /// A Redis connection (the app's own multiplexed one).
-    pub fn redis(&self) -> redis::aio::ConnectionManager {
+    pub fn redis(&self) -> orderly::queue::RedisConnection {
         self.services.redis.clone()
     }
 

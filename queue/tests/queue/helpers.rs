@@ -5,15 +5,13 @@
 
 use std::time::Duration;
 
+use orderly_queue::RedisConnection;
 pub use orderly_queue::testing::{PrivateRedis, eventually};
 use orderly_queue::{
     JobSpec, Priority, QueueEngine, Retention, RetryPolicy,
     testing::{delete_prefix, redis_url, unique_prefix},
 };
-use redis::{
-    Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{Client, aio::ConnectionManagerConfig};
 
 /// Reconnection with short timeouts and capped backoff, as an application would configure it
 /// (the tests restart private Redis servers under a running engine).
@@ -50,10 +48,9 @@ pub async fn engine_with(retention: Retention) -> TestEngine {
 pub async fn engine_at(url: &str, retention: Retention) -> TestEngine {
     let prefix = unique_prefix("qtest");
     let client = Client::open(url).unwrap();
-    let manager =
-        ConnectionManager::new_lazy_with_config(client.clone(), connection_config()).unwrap();
+    let redis = RedisConnection::single(client, connection_config()).unwrap();
     TestEngine {
-        engine: QueueEngine::new(manager, client, &prefix, retention),
+        engine: QueueEngine::new(redis, &prefix, retention),
         prefix,
         url: url.to_owned(),
     }

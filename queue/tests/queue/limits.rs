@@ -14,14 +14,12 @@ const LEASE: Duration = Duration::from_secs(30);
 /// Another engine (another process, as far as Redis can tell) on `e`'s prefix with `limits` on
 /// queue `q`.
 fn worker(e: &TestEngine, limits: QueueLimits) -> QueueEngine {
-    let client = redis::Client::open(e.url.as_str()).unwrap();
-    let manager = redis::aio::ConnectionManager::new_lazy_with_config(
-        client.clone(),
-        redis::aio::ConnectionManagerConfig::new(),
+    QueueEngine::new(
+        orderly_queue::testing::connection(e.url.as_str()),
+        &e.prefix,
+        Retention::default(),
     )
-    .unwrap();
-    QueueEngine::new(manager, client, &e.prefix, Retention::default())
-        .with_limits([("q".to_owned(), limits)])
+    .with_limits([("q".to_owned(), limits)])
 }
 
 async fn fill(e: &TestEngine, n: usize) {

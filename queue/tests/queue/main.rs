@@ -14,4 +14,5 @@ mod model;
 mod outbox;
 mod producer;
 mod schedule;
+mod sentinel;
 mod unique;

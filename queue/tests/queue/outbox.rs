@@ -269,13 +269,11 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
     let redis = ReplicatedRedis::start().await;
     let prefix = orderly_queue::testing::unique_prefix("replicas");
     let engine_on = |url: String| {
-        let client = redis::Client::open(url).unwrap();
-        let manager = redis::aio::ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            redis::aio::ConnectionManagerConfig::new(),
+        QueueEngine::new(
+            orderly_queue::testing::connection(&url),
+            &prefix,
+            Retention::default(),
         )
-        .unwrap();
-        QueueEngine::new(manager, client, &prefix, Retention::default())
     };
     let acks = orderly_queue::ReplicaAcks {
         replicas: 1,

@@ -46,13 +46,11 @@ async fn tick_jobs(e: &TestEngine) -> Vec<String> {
 
 /// A second engine on the same Redis and prefix: another process, as far as Redis can tell.
 fn another_process(e: &TestEngine) -> QueueEngine {
-    let client = redis::Client::open(e.url.as_str()).unwrap();
-    let manager = redis::aio::ConnectionManager::new_lazy_with_config(
-        client.clone(),
-        redis::aio::ConnectionManagerConfig::new(),
+    QueueEngine::new(
+        orderly_queue::testing::connection(e.url.as_str()),
+        &e.prefix,
+        Retention::default(),
     )
-    .unwrap();
-    QueueEngine::new(manager, client, &e.prefix, Retention::default())
 }
 
 #[tokio::test]

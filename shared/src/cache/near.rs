@@ -43,6 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use orderly_queue::RedisConnection;
 use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
@@ -313,31 +314,39 @@ impl Shard {
     }
 }
 
-/// Starts the task that keeps a tracking connection for `near` open: it connects with RESP3,
+/// Starts the task that keeps a tracking connection for `near` open: it connects with RESP3 to
+/// the primary `redis` reaches (asked again on every reconnection, so it follows a failover),
 /// asks Redis to track every key under `key_prefix`, pings, and reconnects with backoff. The
 /// task ends when the cache is dropped. Must run inside a tokio runtime.
-pub(crate) fn spawn_tracking(near: &Arc<NearCache>, client: &Client, key_prefix: String) {
-    let info = client.get_connection_info().clone();
+pub(crate) fn spawn_tracking(near: &Arc<NearCache>, redis: RedisConnection, key_prefix: String) {
+    let weak = Arc::downgrade(near);
+    let lost = Arc::clone(&near.lost);
+    tokio::spawn(track(weak, lost, redis, key_prefix));
+}
+
+/// A RESP3 client for the primary `redis` reaches now.
+async fn tracking_client(redis: &RedisConnection) -> redis::RedisResult<Client> {
+    let info = redis.primary_client().await?.get_connection_info().clone();
     let resp3 = info
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    let client = match Client::open(info.set_redis_settings(resp3)) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::warn!(%error, "near cache disabled: no tracking client");
-            return;
-        }
-    };
-    let weak = Arc::downgrade(near);
-    let lost = Arc::clone(&near.lost);
-    tokio::spawn(track(weak, lost, client, key_prefix));
+    Client::open(info.set_redis_settings(resp3))
 }
 
-async fn track(near: Weak<NearCache>, lost: Arc<Notify>, client: Client, key_prefix: String) {
+async fn track(
+    near: Weak<NearCache>,
+    lost: Arc<Notify>,
+    redis: RedisConnection,
+    key_prefix: String,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match connect(&near, &client, &key_prefix).await {
+        let connected = match tracking_client(&redis).await {
+            Ok(client) => connect(&near, &client, &key_prefix).await,
+            Err(error) => Err(error),
+        };
+        match connected {
             Ok(Some(mut connection)) => {
                 backoff = Duration::from_millis(100);
                 loop {

@@ -33,7 +33,7 @@ pub use self::{
     logging::{LogConfig, LogFormat},
     maintenance::MaintenanceConfig,
     outputs::{MailConfig, StorageConfig, WebhookConfig},
-    stores::{CacheConfig, DatabaseConfig, RedisConfig},
+    stores::{CacheConfig, DatabaseConfig, RedisConfig, RedisMode},
     traces::{ParentRoot, TraceConfig, TraceSampler},
     worker::WorkerConfig,
 };

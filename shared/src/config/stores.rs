@@ -49,11 +49,28 @@ impl DatabaseConfig {
     }
 }
 
+/// How the Redis servers are laid out (`REDIS_MODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One server at `REDIS_URL` (`single`, the default).
+    Single,
+    /// A primary and its replicas watched by Sentinels (`sentinel`): `REDIS_URL` lists the
+    /// Sentinels, comma-separated, and every process follows the primary they name as
+    /// `master` (`REDIS_SENTINEL_MASTER`) across failovers.
+    Sentinel {
+        /// The name the Sentinels watch the primary under.
+        master: String,
+    },
+}
+
 /// Redis connection settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Connection URL (`REDIS_URL`, required).
+    /// Connection URL (`REDIS_URL`, required); in sentinel mode, the Sentinels' URLs separated
+    /// by commas.
     pub url: SecretString,
+    /// One server or Sentinels (`REDIS_MODE`).
+    pub mode: RedisMode,
     /// Prefix of every key Orderly writes (`REDIS_PREFIX`), so several deployments or tests can
     /// share one Redis without seeing each other.
     pub prefix: String,
@@ -69,11 +86,49 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub(super) fn read(env: &Source<'_>) -> Result<Self, ConfigError> {
-        let url = url_with_scheme(
-            "REDIS_URL",
-            env.required("REDIS_URL", "a redis:// URL, e.g. redis://127.0.0.1:6379")?,
-            &["redis", "rediss", "redis+unix", "unix"],
-        )?;
+        let mode = match env
+            .raw("REDIS_MODE")
+            .map(|mode| mode.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("single") => RedisMode::Single,
+            Some("sentinel") => RedisMode::Sentinel {
+                master: env.required(
+                    "REDIS_SENTINEL_MASTER",
+                    "the master name the Sentinels watch (their `sentinel monitor <name> ...`)",
+                )?,
+            },
+            Some("cluster") => {
+                return Err(ConfigError::Invalid {
+                    name: "REDIS_MODE",
+                    reason: "cluster is not supported yet; use single or sentinel".into(),
+                });
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "REDIS_MODE",
+                    reason: format!("expected single or sentinel, got {other:?}"),
+                });
+            }
+        };
+        let url = match &mode {
+            RedisMode::Single => url_with_scheme(
+                "REDIS_URL",
+                env.required("REDIS_URL", "a redis:// URL, e.g. redis://127.0.0.1:6379")?,
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?,
+            RedisMode::Sentinel { .. } => {
+                let urls = env.required(
+                    "REDIS_URL",
+                    "the Sentinels' redis:// URLs separated by commas, e.g. \
+                     redis://10.0.0.1:26379,redis://10.0.0.2:26379,redis://10.0.0.3:26379",
+                )?;
+                for url in urls.split(',') {
+                    url_with_scheme("REDIS_URL", url.trim().to_owned(), &["redis", "rediss"])?;
+                }
+                SecretString::from(urls)
+            }
+        };
         let wait_timeout = millis(env.parse_or("REDIS_WAIT_TIMEOUT_MS", 500)?);
         if wait_timeout.is_zero() || wait_timeout > Duration::from_secs(4) {
             return Err(ConfigError::Invalid {
@@ -83,6 +138,7 @@ impl RedisConfig {
         }
         Ok(Self {
             url,
+            mode,
             prefix: env.raw("REDIS_PREFIX").unwrap_or_else(|| "orderly".into()),
             wait_replicas: env.parse_or("REDIS_WAIT_REPLICAS", 0)?,
             wait_timeout,

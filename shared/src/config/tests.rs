@@ -621,3 +621,46 @@ fn replica_acknowledgements_are_off_by_default_and_bounded() {
         );
     }
 }
+
+#[test]
+fn redis_mode_is_one_server_unless_sentinels_are_named() {
+    assert_eq!(
+        Config::from_map(&base()).unwrap().redis.mode,
+        RedisMode::Single
+    );
+    let sentinel = with(&[
+        ("REDIS_MODE", "sentinel"),
+        (
+            "REDIS_URL",
+            "redis://10.0.0.1:26379, redis://10.0.0.2:26379,redis://10.0.0.3:26379",
+        ),
+        ("REDIS_SENTINEL_MASTER", "orderly"),
+    ])
+    .unwrap()
+    .redis;
+    assert_eq!(
+        sentinel.mode,
+        RedisMode::Sentinel {
+            master: "orderly".into()
+        }
+    );
+    let servers = crate::redis::servers(&sentinel).expect("three Sentinels");
+    assert!(format!("{servers:?}").contains("orderly"));
+
+    // Sentinel mode needs the master's name, and every listed URL must be a redis:// one.
+    assert_eq!(
+        refused_variable(&[("REDIS_MODE", "sentinel")]),
+        "REDIS_SENTINEL_MASTER"
+    );
+    assert_eq!(
+        refused_variable(&[
+            ("REDIS_MODE", "sentinel"),
+            ("REDIS_SENTINEL_MASTER", "orderly"),
+            ("REDIS_URL", "redis://10.0.0.1:26379,10.0.0.2:26379"),
+        ]),
+        "REDIS_URL"
+    );
+    for refused in ["cluster", "sentinels", "replicas"] {
+        assert_eq!(refused_variable(&[("REDIS_MODE", refused)]), "REDIS_MODE");
+    }
+}

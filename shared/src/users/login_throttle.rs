@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use redis::aio::ConnectionManager;
+use orderly_queue::RedisConnection;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
@@ -44,7 +44,7 @@ impl LoginThrottle {
     /// `max_failures` attempts per account and `window` (0 turns throttling off). Accounts are
     /// named by an HMAC keyed with a key derived from `secret`.
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConnection,
         prefix: &str,
         max_failures: u32,
         window: Duration,

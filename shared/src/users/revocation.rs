@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use orderly_queue::RedisConnection;
 use uuid::Uuid;
 
 /// What Redis knows about one user's tokens.
@@ -37,7 +37,7 @@ pub enum Source {
 /// Revocation facts in Redis.
 #[derive(Clone)]
 pub struct Revocations {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
 }
 
@@ -51,7 +51,7 @@ impl std::fmt::Debug for Revocations {
 
 impl Revocations {
     /// Revocations under `<prefix>:auth:`.
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: RedisConnection, prefix: &str) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),

@@ -98,11 +98,8 @@ async fn drill_1_workers_killed_with_sigkill_lose_no_job() {
     let prefix = unique_prefix("drill1");
     let queue = "drill";
     let record_to = format!("{prefix}:drill-runs");
-    let client = redis::Client::open(redis_url()).unwrap();
-    let manager = redis::aio::ConnectionManager::new(client.clone())
-        .await
-        .unwrap();
-    let engine = QueueEngine::new(manager.clone(), client, &prefix, Retention::default());
+    let manager = orderly::queue::testing::connection(&redis_url());
+    let engine = QueueEngine::new(manager.clone(), &prefix, Retention::default());
     let specs: Vec<JobSpec> = (0..JOBS)
         .map(|i| {
             JobSpec::new(queue, "drill.job", json!({ "i": i, "sent_at_us": 0 }))

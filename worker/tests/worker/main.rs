@@ -7,6 +7,7 @@ mod helpers;
 
 mod binary;
 mod drills;
+mod failover;
 mod flow_control;
 mod lifecycle;
 mod maintenance;

@@ -140,7 +140,7 @@ fn smtp_overrides(smtp: &TestSmtp) -> Vec<(&'static str, String)> {
 }
 
 /// Undoes header folding and quoted-printable soft line breaks, enough to search the message.
-fn unfold(data: &str) -> String {
+pub fn unfold(data: &str) -> String {
     data.replace("\r\n ", " ")
         .replace("\r\n\t", " ")
         .replace("=\r\n", "")

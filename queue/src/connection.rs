@@ -1,0 +1,484 @@
+//! How a process reaches Redis: one server, or whichever server a set of Sentinels names as the
+//! primary, followed across failovers.
+//!
+//! [`RedisConnection`] is what every Redis user in the project holds (the engine, the cache, the
+//! rate limiter): a cheap clone of one multiplexed connection that pipelines the commands of many
+//! tasks and reconnects by itself after a restart.
+//!
+//! On one server ([`RedisServers::Single`]) it is redis-rs's `ConnectionManager` and nothing
+//! more: no extra allocation or lock on the command path.
+//!
+//! Behind Sentinels ([`RedisServers::Sentinel`]) it asks them for the primary on first use, and
+//! moves when they name another one. It learns of a move two ways:
+//! - a command fails the way a lost or demoted primary makes it fail (refused, dropped or
+//!   timed-out connections; the `READONLY`, `MASTERDOWN` and `LOADING` answers of a server that
+//!   is no longer, or not yet, the primary), which makes it ask again;
+//! - a watcher asks one Sentinel every [`WATCH_EVERY`] which server is the primary, and every
+//!   connection of the process moves on its next command once the answer changes. Without it, a
+//!   primary demoted alive (a planned failover) keeps taking writes for the seconds until the
+//!   Sentinels reconfigure it, and loses them when it resyncs from the new primary.
+//!
+//! The failed command's error still goes to its caller, which retries as after any Redis error
+//! (the outbox relay, the workers' claim loop, a 503 to an HTTP client): nothing is re-sent here,
+//! because a command whose reply was lost may have run. Each move starts a new epoch
+//! ([`RedisConnection::primary_epoch`]), which is how the outbox's replicated producer knows that
+//! the `WAIT` after a push asked the server that took it.
+//!
+//! Lookups are shared: every connection of a process asks through one [`Sentinel`] client, and a
+//! lookup made in the last [`LOOKUP_REUSE`] is reused, so a failover that fails hundreds of
+//! commands at once costs the Sentinels a handful of questions.
+
+use std::sync::{
+    Arc, RwLock, Weak,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+use std::time::{Duration, Instant};
+
+use redis::{
+    Client, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    sentinel::{Sentinel, SentinelNodeConnectionInfo},
+};
+
+/// How long a lookup's answer (a primary, or that none is known) stands for the next caller.
+pub const LOOKUP_REUSE: Duration = Duration::from_millis(250);
+
+/// Longest a lookup may take: every Sentinel asked, and the named primary's `ROLE` checked.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the watcher asks a Sentinel which server is the primary.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Where the Redis servers are.
+#[derive(Clone)]
+pub enum RedisServers {
+    /// One server (or a proxy in front of several).
+    Single(Client),
+    /// A primary with replicas, found through Sentinels that watch them under one master name.
+    Sentinel(Arc<Sentinels>),
+}
+
+impl std::fmt::Debug for RedisServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(client) => f
+                .debug_tuple("Single")
+                .field(&client.get_connection_info().addr().to_string())
+                .finish(),
+            Self::Sentinel(sentinels) => f
+                .debug_struct("Sentinel")
+                .field("master", &sentinels.master)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl RedisServers {
+    /// One server at `url`.
+    pub fn single(url: &str) -> RedisResult<Self> {
+        Ok(Self::Single(Client::open(url)?))
+    }
+
+    /// The primary that the Sentinels at `sentinel_urls` watch as `master`.
+    ///
+    /// Each URL's credentials are used for its Sentinel; the first URL's user, password and
+    /// database are also used for the primary the Sentinels name (Sentinels hold no database).
+    pub fn sentinel(sentinel_urls: &[&str], master: &str) -> RedisResult<Self> {
+        let mut sentinels: Vec<ConnectionInfo> = Vec::with_capacity(sentinel_urls.len());
+        let mut node = None;
+        for url in sentinel_urls {
+            let info: ConnectionInfo = url.into_connection_info()?;
+            let settings = info.redis_settings().clone();
+            node.get_or_insert_with(|| settings.clone());
+            sentinels.push(info.set_redis_settings(settings.set_db(0)));
+        }
+        let Some(node) = node else {
+            return Err(RedisError::from((
+                ErrorKind::EmptySentinelList,
+                "no Sentinel address given",
+            )));
+        };
+        Ok(Self::Sentinel(Arc::new(Sentinels {
+            lookup: tokio::sync::Mutex::new(Lookup {
+                sentinel: Sentinel::build(sentinels.clone())?,
+                last: None,
+            }),
+            sentinels,
+            known: RwLock::new(None),
+            epoch: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            master: master.to_owned(),
+            db: node.db(),
+            node: SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
+        })))
+    }
+}
+
+/// The Sentinels of one master name, and the last thing they said.
+pub struct Sentinels {
+    lookup: tokio::sync::Mutex<Lookup>,
+    /// Where the Sentinels are (the watcher asks them one at a time).
+    sentinels: Vec<ConnectionInfo>,
+    /// The address of the primary the last successful lookup found.
+    known: RwLock<Option<String>>,
+    /// Bumped each time a lookup finds the primary at another address.
+    epoch: AtomicU64,
+    watching: AtomicBool,
+    master: String,
+    /// The database the primary's connections select.
+    db: i64,
+    node: SentinelNodeConnectionInfo,
+}
+
+struct Lookup {
+    sentinel: Sentinel,
+    last: Option<(Instant, RedisResult<Client>)>,
+}
+
+impl Sentinels {
+    /// The current primary, asked of the Sentinels unless a lookup in the last [`LOOKUP_REUSE`]
+    /// answered already (or `fresh` is set).
+    async fn primary(self: &Arc<Self>, fresh: bool) -> RedisResult<Client> {
+        self.watch();
+        let mut lookup = self.lookup.lock().await;
+        if let Some((at, answer)) = &lookup.last
+            && at.elapsed() < LOOKUP_REUSE
+            && !fresh
+        {
+            return answer.clone();
+        }
+        let Lookup { sentinel, .. } = &mut *lookup;
+        let answer = match tokio::time::timeout(
+            LOOKUP_TIMEOUT,
+            sentinel.async_master_for(&self.master, Some(&self.node)),
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(RedisError::from((
+                ErrorKind::Io,
+                "the Sentinels did not name a primary in time",
+            ))),
+        };
+        match &answer {
+            Ok(client) => {
+                let address = client.get_connection_info().addr().to_string();
+                let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+                if known.as_deref() != Some(address.as_str()) {
+                    *known = Some(address);
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(master = %self.master, %error, "no Redis primary known to the Sentinels");
+            }
+        }
+        lookup.last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Starts the watcher once per process (it stops when the last connection is dropped).
+    fn watch(self: &Arc<Self>) {
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            tokio::spawn(watch(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Asks a Sentinel every [`WATCH_EVERY`] where the primary is (`SENTINEL
+/// GET-MASTER-ADDR-BY-NAME`, one small command on a kept connection) and, when the answer differs
+/// from the last lookup's, makes a full lookup, which moves every connection on its next command.
+async fn watch(sentinels: Weak<Sentinels>) {
+    let mut asking: Option<(usize, redis::aio::MultiplexedConnection)> = None;
+    let mut next = 0;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(group) = sentinels.upgrade() else {
+            return;
+        };
+        if asking.is_none() {
+            let info = group.sentinels[next % group.sentinels.len()].clone();
+            next += 1;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)));
+            if let Ok(client) = Client::open(info)
+                && let Ok(connection) = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            {
+                asking = Some((next, connection));
+            }
+        }
+        let Some((_, connection)) = asking.as_mut() else {
+            continue;
+        };
+        let named: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&group.master)
+            .query_async(connection)
+            .await;
+        match named {
+            Ok(Some((host, port))) => {
+                let named = format!("{host}:{port}");
+                let moved = group
+                    .known
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_deref()
+                    .is_some_and(|known| known != named);
+                if moved {
+                    let _ = group.primary(true).await;
+                }
+            }
+            Ok(None) => {}
+            // Ask the next Sentinel next time.
+            Err(_) => asking = None,
+        }
+    }
+}
+
+/// A connection to the Redis primary; clones share it.
+#[derive(Clone)]
+pub struct RedisConnection(Link);
+
+#[derive(Clone)]
+enum Link {
+    Single {
+        manager: ConnectionManager,
+        client: Client,
+    },
+    Sentinel(Arc<Following>),
+}
+
+/// A connection that follows the primary the Sentinels name.
+struct Following {
+    sentinels: Arc<Sentinels>,
+    config: ConnectionManagerConfig,
+    primary: RwLock<Option<Primary>>,
+}
+
+#[derive(Clone)]
+struct Primary {
+    address: String,
+    manager: ConnectionManager,
+    /// The Sentinels' epoch this primary was found in.
+    epoch: u64,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Link::Single { client, .. } => f
+                .debug_tuple("RedisConnection")
+                .field(&client.get_connection_info().addr().to_string())
+                .finish(),
+            Link::Sentinel(following) => f
+                .debug_struct("RedisConnection")
+                .field("master", &following.sentinels.master)
+                .field("primary", &following.address())
+                .finish(),
+        }
+    }
+}
+
+impl RedisConnection {
+    /// A connection to `servers` that connects on first use, so a process can start while Redis
+    /// is down.
+    pub fn lazy(servers: &RedisServers, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        Ok(Self(match servers {
+            RedisServers::Single(client) => Link::Single {
+                manager: ConnectionManager::new_lazy_with_config(client.clone(), config)?,
+                client: client.clone(),
+            },
+            RedisServers::Sentinel(sentinels) => Link::Sentinel(Arc::new(Following {
+                sentinels: Arc::clone(sentinels),
+                config,
+                primary: RwLock::new(None),
+            })),
+        }))
+    }
+
+    /// A lazy connection to the one server `client` names.
+    pub fn single(client: Client, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        Self::lazy(&RedisServers::Single(client), config)
+    }
+
+    /// Another connection to the same servers, opened now, with its own settings: for commands
+    /// that must not share a socket with everything else (a blocking read, a `WAIT`).
+    pub async fn dedicated(&self, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        match &self.0 {
+            Link::Single { client, .. } => Ok(Self(Link::Single {
+                manager: ConnectionManager::new_with_config(client.clone(), config).await?,
+                client: client.clone(),
+            })),
+            Link::Sentinel(following) => {
+                let dedicated = Arc::new(Following {
+                    sentinels: Arc::clone(&following.sentinels),
+                    config,
+                    primary: RwLock::new(None),
+                });
+                dedicated.locate().await?;
+                Ok(Self(Link::Sentinel(dedicated)))
+            }
+        }
+    }
+
+    /// A client for the current primary, for connections this type cannot carry (a RESP3
+    /// connection that receives pushes). Behind Sentinels it asks them (or reuses a lookup of
+    /// the last [`LOOKUP_REUSE`]), so a caller that reconnects after a failure lands on the
+    /// primary of the moment.
+    pub async fn primary_client(&self) -> RedisResult<Client> {
+        match &self.0 {
+            Link::Single { client, .. } => Ok(client.clone()),
+            Link::Sentinel(following) => following.sentinels.primary(false).await,
+        }
+    }
+
+    /// Which primary this connection talks to: 0 on one server; behind Sentinels, a number
+    /// that changes whenever the connection moves to another server (finding the primary
+    /// first if it has none yet). Two commands sent in one epoch went to the same server.
+    pub async fn primary_epoch(&self) -> RedisResult<u64> {
+        match &self.0 {
+            Link::Single { .. } => Ok(0),
+            Link::Sentinel(following) => Ok(following.primary().await?.epoch),
+        }
+    }
+
+    async fn with_primary<T>(
+        following: &Following,
+        run: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let mut manager = following.primary().await?.manager;
+        let result = run(&mut manager).await;
+        if let Err(error) = &result
+            && lost_primary(error)
+        {
+            // The caller gets the error either way; a failed lookup only means the next
+            // command asks again.
+            let _ = following.locate().await;
+        }
+        result
+    }
+}
+
+impl Following {
+    /// The primary to send to: the one this connection has, unless the Sentinels have named
+    /// another since it was found.
+    async fn primary(&self) -> RedisResult<Primary> {
+        let current = self
+            .primary
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        match current {
+            Some(primary) if primary.epoch == self.sentinels.epoch() => Ok(primary),
+            _ => self.locate().await,
+        }
+    }
+
+    fn address(&self) -> Option<String> {
+        let primary = self
+            .primary
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        primary.as_ref().map(|primary| primary.address.clone())
+    }
+
+    /// Asks who the primary is and moves there if it is not where this connection points.
+    async fn locate(&self) -> RedisResult<Primary> {
+        let client = self.sentinels.primary(false).await?;
+        let epoch = self.sentinels.epoch();
+        let address = client.get_connection_info().addr().to_string();
+        let mut primary = self
+            .primary
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(current) = primary.as_mut()
+            && current.address == address
+        {
+            current.epoch = epoch;
+            return Ok(current.clone());
+        }
+        let manager = ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
+        match primary.as_ref() {
+            Some(old) => tracing::warn!(
+                master = %self.sentinels.master,
+                from = %old.address,
+                to = %address,
+                "the Redis primary moved; following it"
+            ),
+            None => tracing::info!(
+                master = %self.sentinels.master,
+                primary = %address,
+                "Redis primary found through the Sentinels"
+            ),
+        }
+        let found = Primary {
+            address,
+            manager,
+            epoch,
+        };
+        *primary = Some(found.clone());
+        Ok(found)
+    }
+}
+
+/// Whether `error` is how a command fails on a primary that is gone or no longer the primary.
+fn lost_primary(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
+        )
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Link::Single { manager, .. } => manager.req_packed_command(cmd),
+            Link::Sentinel(following) => Box::pin(async move {
+                Self::with_primary(following, async |manager| {
+                    manager.req_packed_command(cmd).await
+                })
+                .await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Link::Single { manager, .. } => manager.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(following) => Box::pin(async move {
+                Self::with_primary(following, async |manager| {
+                    manager.req_packed_commands(pipeline, offset, count).await
+                })
+                .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Link::Single { manager, .. } => manager.get_db(),
+            Link::Sentinel(following) => following.sentinels.db,
+        }
+    }
+}
