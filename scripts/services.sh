@@ -48,11 +48,11 @@ ensure_browser() {
 }
 
 # The services the "past one machine" tests start on free ports of their own, from Debian's
-# packages: PgBouncer, HAProxy and Redis Sentinel (redis-server comes with ensure_redis). The
-# packages' own system services are not used; each test runs its private instance.
+# packages: HAProxy and Redis Sentinel (redis-server comes with ensure_redis; PgBouncer with
+# ensure_pgbouncer). The packages' own system services are not used; each test runs its private
+# instance.
 ensure_infra_tools() {
   local missing=()
-  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
@@ -64,10 +64,47 @@ ensure_infra_tools() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Only the binaries are wanted: the packages' own services would hold the standard ports.
-  for service in pgbouncer haproxy redis-sentinel; do
+  for service in haproxy redis-sentinel; do
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
     service "$service" stop >/dev/null 2>&1 || true
   done
+}
+
+# PgBouncer 1.21 or later, for the test that runs the shop through PgBouncer in transaction mode
+# (api/tests/api/pgbouncer.rs): sqlx names its prepared statements, which only PgBouncer's
+# max_prepared_statements (1.21+) carries across server connections. Debian 12 ships 1.18, and
+# Debian 13's 1.24 binary needs a newer libc, so Debian 13's source package is built here
+# (about a minute) into a folder of its own; exports its executable as PGBOUNCER_BIN. If it
+# cannot be built the other tests still run and that test fails saying what is missing.
+PGBOUNCER_VERSION=1.24.1
+PGBOUNCER_SHA256=da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
+ensure_pgbouncer() {
+  local prefix="$HOME/.cache/orderly-tools/pgbouncer-$PGBOUNCER_VERSION"
+  if [ ! -f "$prefix/.installed" ]; then
+    echo "building pgbouncer $PGBOUNCER_VERSION (Debian's source package) into $prefix" >&2
+    if [ "$(id -u)" -eq 0 ] && ! dpkg -s libevent-dev >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libevent-dev pkg-config make gcc >/dev/null
+    fi
+    local build
+    build="$(mktemp -d)"
+    local tarball="pgbouncer_${PGBOUNCER_VERSION}.orig.tar.gz"
+    if ! {
+      curl -fsS -m 120 -o "$build/$tarball" "http://deb.debian.org/debian/pool/main/p/pgbouncer/$tarball" &&
+        echo "$PGBOUNCER_SHA256  $build/$tarball" | sha256sum -c --quiet &&
+        tar -xzf "$build/$tarball" -C "$build" &&
+        (cd "$build/pgbouncer-$PGBOUNCER_VERSION" &&
+          ./configure --quiet --prefix="$prefix" --without-cares --without-openssl >/dev/null &&
+          make --quiet >/dev/null 2>&1 && make --quiet install >/dev/null 2>&1)
+    }; then
+      echo "could not build pgbouncer $PGBOUNCER_VERSION (needs deb.debian.org, gcc, make, pkg-config, libevent-dev)" >&2
+      rm -rf "$build"
+      return 0
+    fi
+    rm -rf "$build"
+    touch "$prefix/.installed"
+  fi
+  export PGBOUNCER_BIN="$prefix/bin/pgbouncer"
 }
 
 # Schemathesis (PyPI), the OpenAPI fuzzer of the api's conformance test

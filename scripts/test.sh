@@ -10,6 +10,7 @@ ensure_redis
 ensure_browser
 ensure_infra_tools
 ensure_schemathesis
+ensure_pgbouncer
 # .sqlx/ must match the queries and the migrations (builds check the SQL against it, offline).
 # Before the tests, so their summary stays the last thing printed.
 bash scripts/sqlx-check.sh

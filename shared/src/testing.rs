@@ -9,7 +9,7 @@ pub use orderly_queue::testing::{
 };
 
 mod servers;
-pub use servers::{Haproxy, PrivatePostgres};
+pub use servers::{Haproxy, PgBouncer, PrivatePostgres};
 
 /// A signing secret for one test run: random, as `JWT_SECRET` must be (the config refuses
 /// secrets published in the repository, placeholders and low-entropy values).

@@ -21,6 +21,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod orders;
+mod pgbouncer;
 mod products;
 mod rate_limit;
 mod report_lifecycle;

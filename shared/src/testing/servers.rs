@@ -6,6 +6,10 @@
 //!   every other test uses. PostgreSQL refuses to run as root, so under root it is started as
 //!   the `postgres` system user (which the Debian packages create), in a folder it owns.
 //! - [`Haproxy`]: a load balancer in front of several api instances.
+//! - [`PgBouncer`]: a transaction-mode pooler in front of the shared PostgreSQL, with fewer
+//!   server connections than clients so transactions really hop between them. It needs
+//!   PgBouncer 1.21 or later (`PGBOUNCER_BIN`, which `scripts/test.sh` builds from Debian's
+//!   source package). PgBouncer refuses to run as root, so under root it drops to `postgres`.
 
 use std::{
     path::PathBuf,
@@ -262,6 +266,95 @@ impl Haproxy {
 }
 
 impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PgBouncer in transaction mode on a free port, in front of the PostgreSQL at
+/// `127.0.0.1:<server_port>`, with `max_prepared_statements` set (sqlx names its statements) and
+/// a pool of `pool_size` server connections per database and user; stopped when dropped.
+pub struct PgBouncer {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PgBouncer {
+    /// Starts it and waits until it listens. Panics, saying how to get one, when `PGBOUNCER_BIN`
+    /// is not set: a test that silently skipped would pass in a CI that never ran it.
+    pub fn start(server_port: u16, pool_size: u32, max_prepared_statements: u32) -> Self {
+        let Some(program) = std::env::var_os("PGBOUNCER_BIN") else {
+            panic!(
+                "PGBOUNCER_BIN is not set: run the tests with scripts/test.sh, which builds \
+                 PgBouncer 1.24 (transaction mode needs 1.21 or later) and sets it"
+            );
+        };
+        let dir = server_folder("pgbouncer");
+        let port = free_port();
+        std::fs::write(
+            dir.join("userlist.txt"),
+            "\"postgres\" \"\"\n\"root\" \"\"\n",
+        )
+        .expect("write the user list");
+        let config = format!(
+            "[databases]\n\
+             * = host=127.0.0.1 port={server_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {dir}/userlist.txt\n\
+             pool_mode = transaction\n\
+             max_prepared_statements = {max_prepared_statements}\n\
+             default_pool_size = {pool_size}\n\
+             max_client_conn = 1000\n\
+             ignore_startup_parameters = extra_float_digits\n\
+             logfile = {dir}/pgbouncer.log\n",
+            dir = dir.display(),
+        );
+        let path = dir.join("pgbouncer.ini");
+        std::fs::write(&path, config).expect("write the configuration");
+        let mut command = Command::new(&program);
+        if running_as_root() {
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{} does not run: {error}", program.display()));
+        let bouncer = Self {
+            port,
+            dir,
+            child: Some(child),
+        };
+        wait_for_port(port, "pgbouncer");
+        bouncer
+    }
+
+    /// `url` (a PostgreSQL URL) pointed at this PgBouncer instead of the server.
+    pub fn url_for(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).expect("a PostgreSQL URL");
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(self.port)).expect("a port");
+        url.to_string()
+    }
+
+    /// What PgBouncer logged (for a failing test's message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
