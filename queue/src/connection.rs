@@ -251,7 +251,8 @@ pub struct RedisConnection(Link);
 enum Link {
     Single {
         manager: ConnectionManager,
-        client: Client,
+        /// Shared, so that cloning a connection (once per engine call) allocates nothing.
+        client: Arc<Client>,
     },
     Sentinel(Arc<Following>),
 }
@@ -294,7 +295,7 @@ impl RedisConnection {
         Ok(Self(match servers {
             RedisServers::Single(client) => Link::Single {
                 manager: ConnectionManager::new_lazy_with_config(client.clone(), config)?,
-                client: client.clone(),
+                client: Arc::new(client.clone()),
             },
             RedisServers::Sentinel(sentinels) => Link::Sentinel(Arc::new(Following {
                 sentinels: Arc::clone(sentinels),
@@ -314,8 +315,8 @@ impl RedisConnection {
     pub async fn dedicated(&self, config: ConnectionManagerConfig) -> RedisResult<Self> {
         match &self.0 {
             Link::Single { client, .. } => Ok(Self(Link::Single {
-                manager: ConnectionManager::new_with_config(client.clone(), config).await?,
-                client: client.clone(),
+                manager: ConnectionManager::new_with_config(Client::clone(client), config).await?,
+                client: Arc::clone(client),
             })),
             Link::Sentinel(following) => {
                 let dedicated = Arc::new(Following {
@@ -335,7 +336,7 @@ impl RedisConnection {
     /// primary of the moment.
     pub async fn primary_client(&self) -> RedisResult<Client> {
         match &self.0 {
-            Link::Single { client, .. } => Ok(client.clone()),
+            Link::Single { client, .. } => Ok(Client::clone(client)),
             Link::Sentinel(following) => following.sentinels.primary(false).await,
         }
     }
