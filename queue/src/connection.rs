@@ -194,7 +194,7 @@ impl Sentinels {
 /// GET-MASTER-ADDR-BY-NAME`, one small command on a kept connection) and, when the answer differs
 /// from the last lookup's, makes a full lookup, which moves every connection on its next command.
 async fn watch(sentinels: Weak<Sentinels>) {
-    let mut asking: Option<(usize, redis::aio::MultiplexedConnection)> = None;
+    let mut asking: Option<redis::aio::MultiplexedConnection> = None;
     let mut next = 0;
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
@@ -212,10 +212,10 @@ async fn watch(sentinels: Weak<Sentinels>) {
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
             {
-                asking = Some((next, connection));
+                asking = Some(connection);
             }
         }
-        let Some((_, connection)) = asking.as_mut() else {
+        let Some(connection) = asking.as_mut() else {
             continue;
         };
         let named: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
@@ -266,7 +266,8 @@ struct Following {
 
 #[derive(Clone)]
 struct Primary {
-    address: String,
+    /// Shared, so that taking the primary for a command (a clone) allocates nothing.
+    address: Arc<str>,
     manager: ConnectionManager,
     /// The Sentinels' epoch this primary was found in.
     epoch: u64,
@@ -388,7 +389,7 @@ impl Following {
             .primary
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
-        primary.as_ref().map(|primary| primary.address.clone())
+        primary.as_ref().map(|primary| primary.address.to_string())
     }
 
     /// Asks who the primary is and moves there if it is not where this connection points.
@@ -401,7 +402,7 @@ impl Following {
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
         if let Some(current) = primary.as_mut()
-            && current.address == address
+            && *current.address == *address
         {
             current.epoch = epoch;
             return Ok(current.clone());
@@ -421,7 +422,7 @@ impl Following {
             ),
         }
         let found = Primary {
-            address,
+            address: address.into(),
             manager,
             epoch,
         };
