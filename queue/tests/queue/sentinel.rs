@@ -90,12 +90,16 @@ async fn replicated_within(engine: &QueueEngine, limit: Duration) -> bool {
     false
 }
 
+/// A connection of its own to the one server at `url`, past the engine and the Sentinels.
+async fn direct(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
 /// Whether `key` exists on the server at `port` (asked directly, not through the engine).
 async fn exists_on(port: u16, key: &str) -> bool {
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-        return false;
-    };
-    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+    let Ok(mut connection) = direct(&format!("redis://127.0.0.1:{port}")).await else {
         return false;
     };
     redis::cmd("EXISTS")
@@ -131,13 +135,7 @@ async fn a_connection_follows_the_primary_through_a_demotion_and_a_crash() {
     let _: () = redis::cmd("SENTINEL")
         .arg("FAILOVER")
         .arg(&group.master)
-        .query_async(
-            &mut redis::Client::open(group.sentinel_urls()[0].as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap(),
-        )
+        .query_async(&mut direct(&group.sentinel_urls()[0]).await.unwrap())
         .await
         .unwrap();
     let second_primary = group
@@ -168,9 +166,7 @@ async fn a_connection_follows_the_primary_through_a_demotion_and_a_crash() {
     );
     let role: Vec<redis::Value> = redis::cmd("ROLE")
         .query_async(
-            &mut redis::Client::open(format!("redis://127.0.0.1:{second_primary}"))
-                .unwrap()
-                .get_multiplexed_async_connection()
+            &mut direct(&format!("redis://127.0.0.1:{second_primary}"))
                 .await
                 .unwrap(),
         )

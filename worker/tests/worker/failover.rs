@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::{
-    helpers::{WorkerProcess, shop, stop_all, vars},
+    helpers::{ServedApi, WorkerProcess, shop, stop_all, vars},
     smtp::{TestSmtp, unfold},
 };
 
@@ -161,19 +161,8 @@ async fn a_primary_killed_mid_run_loses_no_email_and_no_webhook(pool: PgPool) {
         .token;
 
     // The api, in this process, behind the Sentinels like the workers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let state = orderly_api::state::AppState::new(services.clone());
-    let router = orderly_api::app::build(state.clone());
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(orderly_api::app::serve_app(
-        listener,
-        state,
-        router,
-        async {
-            let _ = api_stopped.await;
-        },
-    ));
+    let served = ServedApi::start(&services).await;
+    let api = served.url.clone();
     let mut workers = [
         WorkerProcess::start(&prefix, &[], &settings),
         WorkerProcess::start(&prefix, &[], &settings),
@@ -305,6 +294,5 @@ async fn a_primary_killed_mid_run_loses_no_email_and_no_webhook(pool: PgPool) {
     );
 
     stop_all(&mut workers).await;
-    let _ = stop_api.send(());
-    let _ = server.await;
+    let _ = served.stop().await;
 }

@@ -357,3 +357,36 @@ pub async fn stop_all(workers: &mut [WorkerProcess]) {
         assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     }
 }
+
+/// The api serving `services` on 127.0.0.1:0 in this process, stopped by [`ServedApi::stop`].
+pub struct ServedApi {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServedApi {
+    pub async fn start(services: &Services) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = orderly_api::state::AppState::new(services.clone());
+        let router = orderly_api::app::build(state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(orderly_api::app::serve_app(
+            listener,
+            state,
+            router,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self { url, stop, server }
+    }
+
+    /// Stops serving (graceful) and waits until the server is done; its result.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await.expect("the api task ran to its end")
+    }
+}

@@ -26,7 +26,7 @@ use prost::Message;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::helpers::{WorkerProcess, shop, vars};
+use crate::helpers::{ServedApi, WorkerProcess, shop, vars};
 
 /// The client's trace: the order request is a child of its span.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -242,19 +242,8 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
         .access
         .token;
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let state = orderly_api::state::AppState::new(services.clone());
-    let router = orderly_api::app::build(state.clone());
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(orderly_api::app::serve_app(
-        listener,
-        state,
-        router,
-        async {
-            let _ = api_stopped.await;
-        },
-    ));
+    let served = ServedApi::start(&services).await;
+    let api = served.url.clone();
 
     // A real worker process, exporting to the same receiver under its own service name.
     let mut worker = WorkerProcess::start(&prefix, &[], &settings);
@@ -385,8 +374,7 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
 
     worker.terminate();
     assert!(worker.wait_exit().await.success());
-    let _ = stop_api.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await.unwrap();
     telemetry.shutdown();
     delete_prefix(&redis_url(), &prefix);
 }
