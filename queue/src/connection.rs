@@ -1,5 +1,5 @@
-//! How a process reaches Redis: one server, or whichever server a set of Sentinels names as the
-//! primary, followed across failovers.
+//! How a process reaches Redis: one server, whichever server a set of Sentinels names as the
+//! primary (followed across failovers), or a Redis Cluster.
 //!
 //! [`RedisConnection`] is what every Redis user in the project holds (the engine, the cache, the
 //! rate limiter): a cheap clone of one multiplexed connection that pipelines the commands of many
@@ -27,6 +27,16 @@
 //! Lookups are shared: every connection of a process asks through one [`Sentinel`] client, and a
 //! lookup made in the last [`LOOKUP_REUSE`] is reused, so a failover that fails hundreds of
 //! commands at once costs the Sentinels a handful of questions.
+//!
+//! On a Redis Cluster ([`RedisServers::Cluster`]) it is redis-rs's cluster connection: one
+//! multiplexed connection per node, each command sent to the node that serves its key's slot,
+//! `MOVED` and `ASK` redirections followed (and the slot map refreshed) while slots move, and
+//! lost nodes reconnected. Everything the project sends is single-slot by construction: a
+//! queue's keys share its `{queue}` hash tag, the schedules share `{schedules}`, the worker
+//! registry `{workers}`, a user's session keys `{<user id>}`, and every other command names one
+//! key. Commands that are about servers rather than keys go where they mean something: `PING`
+//! to every primary (so `/health` sees a lost shard), and a reader that needs every primary (the
+//! near cache's tracking connections) asks for them with [`RedisConnection::primaries`].
 
 use std::sync::{
     Arc, RwLock, Weak,
@@ -35,9 +45,12 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use redis::{
-    Client, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    RedisResult, ServerErrorKind, Value,
+    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClientBuilder, ClusterConfig},
+    cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
     sentinel::{Sentinel, SentinelNodeConnectionInfo},
 };
 
@@ -57,6 +70,14 @@ pub enum RedisServers {
     Single(Client),
     /// A primary with replicas, found through Sentinels that watch them under one master name.
     Sentinel(Arc<Sentinels>),
+    /// A Redis Cluster, found through any of the seed nodes (the rest are learned from them).
+    Cluster(Arc<ClusterSeeds>),
+}
+
+/// Where to start looking for a Redis Cluster's nodes.
+#[derive(Debug)]
+pub struct ClusterSeeds {
+    nodes: Vec<ConnectionInfo>,
 }
 
 impl std::fmt::Debug for RedisServers {
@@ -70,7 +91,53 @@ impl std::fmt::Debug for RedisServers {
                 .debug_struct("Sentinel")
                 .field("master", &sentinels.master)
                 .finish_non_exhaustive(),
+            Self::Cluster(seeds) => f.debug_tuple("Cluster").field(&seeds.addresses()).finish(),
         }
+    }
+}
+
+impl ClusterSeeds {
+    fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect()
+    }
+
+    /// A cluster connection with `config`'s timeouts and retries; connects on first use.
+    fn connect(&self, config: &ConnectionManagerConfig) -> RedisResult<ClusterConnection> {
+        let mut builder = ClusterClientBuilder::new(self.nodes.clone())
+            .retries(u32::try_from(config.number_of_retries()).unwrap_or(u32::MAX));
+        if let Some(timeout) = config.connection_timeout() {
+            builder = builder.connection_timeout(timeout);
+        }
+        let mut cluster_config = ClusterConfig::new();
+        if let Some(timeout) = config.response_timeout() {
+            builder = builder.response_timeout(timeout);
+            cluster_config = cluster_config.set_response_timeout(timeout);
+        }
+        if let Some(timeout) = config.connection_timeout() {
+            cluster_config = cluster_config.set_connection_timeout(timeout);
+        }
+        Ok(builder
+            .build()?
+            .get_pending_async_connection_with_config(cluster_config))
+    }
+
+    /// A client for the node at `host:port`, with the seeds' credentials.
+    fn node_client(&self, host: String, port: u16) -> RedisResult<Client> {
+        let seed = self.nodes[0].clone();
+        let addr = match seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        Client::open(seed.set_addr(addr))
     }
 }
 
@@ -112,6 +179,32 @@ impl RedisServers {
             db: node.db(),
             node: SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
         })))
+    }
+}
+
+impl RedisServers {
+    /// The Redis Cluster that the nodes at `seed_urls` belong to (any of its nodes will do; more
+    /// than one lets a process start while one of them is down). The first URL's user and
+    /// password are used for every node. A cluster has only database 0.
+    pub fn cluster(seed_urls: &[&str]) -> RedisResult<Self> {
+        let mut nodes: Vec<ConnectionInfo> = Vec::with_capacity(seed_urls.len());
+        for url in seed_urls {
+            let info: ConnectionInfo = url.into_connection_info()?;
+            if info.redis_settings().db() != 0 {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "a Redis Cluster has only database 0; drop the database from the node URLs",
+                )));
+            }
+            nodes.push(info);
+        }
+        if nodes.is_empty() {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no Redis Cluster node given",
+            )));
+        }
+        Ok(Self::Cluster(Arc::new(ClusterSeeds { nodes })))
     }
 }
 
@@ -255,6 +348,10 @@ enum Link {
         client: Arc<Client>,
     },
     Sentinel(Arc<Following>),
+    Cluster {
+        connection: ClusterConnection,
+        seeds: Arc<ClusterSeeds>,
+    },
 }
 
 /// A connection that follows the primary the Sentinels name.
@@ -285,6 +382,10 @@ impl std::fmt::Debug for RedisConnection {
                 .field("master", &following.sentinels.master)
                 .field("primary", &following.address())
                 .finish(),
+            Link::Cluster { seeds, .. } => f
+                .debug_struct("RedisConnection")
+                .field("cluster", &seeds.addresses())
+                .finish(),
         }
     }
 }
@@ -303,6 +404,10 @@ impl RedisConnection {
                 config,
                 primary: RwLock::new(None),
             })),
+            RedisServers::Cluster(seeds) => Link::Cluster {
+                connection: seeds.connect(&config)?,
+                seeds: Arc::clone(seeds),
+            },
         }))
     }
 
@@ -328,7 +433,67 @@ impl RedisConnection {
                 dedicated.locate().await?;
                 Ok(Self(Link::Sentinel(dedicated)))
             }
+            Link::Cluster { seeds, .. } => Ok(Self(Link::Cluster {
+                connection: seeds.connect(&config)?,
+                seeds: Arc::clone(seeds),
+            })),
         }
+    }
+
+    /// Whether this is a connection to a Redis Cluster (where a command about servers, not
+    /// keys, has no one server to go to).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Link::Cluster { .. })
+    }
+
+    /// A client for every primary: the one server, the primary the Sentinels name now, or each
+    /// primary of the cluster's slot map as one of its nodes describes it now (for connections
+    /// this type cannot carry, like the near cache's RESP3 tracking connections). A cluster
+    /// node whose slot map lists a primary without an address (a node being removed) is skipped.
+    pub async fn primaries(&self) -> RedisResult<Vec<Client>> {
+        let Link::Cluster { connection, seeds } = &self.0 else {
+            return Ok(vec![self.primary_client().await?]);
+        };
+        let slots = connection
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let mut addresses: Vec<(String, u16)> = Vec::new();
+        let Value::Array(ranges) = slots else {
+            return Err(RedisError::from((
+                ErrorKind::Parse,
+                "CLUSTER SLOTS did not answer with a list",
+            )));
+        };
+        for range in ranges {
+            // [first slot, last slot, [host, port, id, ...], replicas...]
+            let Value::Array(fields) = range else {
+                continue;
+            };
+            let Some(Value::Array(primary)) = fields.get(2) else {
+                continue;
+            };
+            let host: Option<String> = primary
+                .first()
+                .and_then(|host| redis::from_redis_value_ref(host).ok());
+            let port: Option<u16> = primary
+                .get(1)
+                .and_then(|port| redis::from_redis_value_ref(port).ok());
+            if let (Some(host), Some(port)) = (host, port)
+                && !host.is_empty()
+                && !addresses.contains(&(host.clone(), port))
+            {
+                addresses.push((host, port));
+            }
+        }
+        addresses.sort();
+        addresses
+            .into_iter()
+            .map(|(host, port)| seeds.node_client(host, port))
+            .collect()
     }
 
     /// A client for the current primary, for connections this type cannot carry (a RESP3
@@ -339,6 +504,10 @@ impl RedisConnection {
         match &self.0 {
             Link::Single { client, .. } => Ok(Client::clone(client)),
             Link::Sentinel(following) => following.sentinels.primary(false).await,
+            Link::Cluster { .. } => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has one primary per shard; ask for all of them",
+            ))),
         }
     }
 
@@ -347,7 +516,7 @@ impl RedisConnection {
     /// first if it has none yet). Two commands sent in one epoch went to the same server.
     pub async fn primary_epoch(&self) -> RedisResult<u64> {
         match &self.0 {
-            Link::Single { .. } => Ok(0),
+            Link::Single { .. } | Link::Cluster { .. } => Ok(0),
             Link::Sentinel(following) => Ok(following.primary().await?.epoch),
         }
     }
@@ -451,6 +620,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Link::Single { manager, .. } => manager.req_packed_command(cmd),
+            Link::Cluster { connection, .. } => connection.req_packed_command(cmd),
             Link::Sentinel(following) => Box::pin(async move {
                 Self::with_primary(following, async |manager| {
                     manager.req_packed_command(cmd).await
@@ -468,6 +638,9 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Link::Single { manager, .. } => manager.req_packed_commands(pipeline, offset, count),
+            Link::Cluster { connection, .. } => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
             Link::Sentinel(following) => Box::pin(async move {
                 Self::with_primary(following, async |manager| {
                     manager.req_packed_commands(pipeline, offset, count).await
@@ -481,6 +654,7 @@ impl ConnectionLike for RedisConnection {
         match &self.0 {
             Link::Single { manager, .. } => manager.get_db(),
             Link::Sentinel(following) => following.sentinels.db,
+            Link::Cluster { .. } => 0,
         }
     }
 }

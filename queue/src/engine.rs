@@ -317,8 +317,19 @@ impl QueueEngine {
         format!("{}u:{key}", self.base(queue))
     }
 
-    fn routing_key(&self, queue: &str) -> String {
-        self.state_key(queue, JobState::Ready)
+    /// The keys every script of `queue` declares: the ready set, which routes the call to the
+    /// queue's node on a Redis Cluster, and the queue's migration fence, a key that never
+    /// exists. The fence matters only while the queue's slot moves between cluster nodes
+    /// (resharding): keys then move in batches, so either node may hold only some of them, and
+    /// a script reading a job hash that has not arrived yet would see the job as gone. A call
+    /// that declares a missing key in a moving slot is refused with `TRYAGAIN` by both nodes
+    /// (on the node giving the slot up once any declared key is there, on the node taking it
+    /// always), and redis-rs retries it after a pause: the queue's scripts wait for the move to
+    /// end instead of running on half a queue. Outside a move Redis does not look at whether a
+    /// declared key exists, so the fence costs one argument per call.
+    fn script_keys(&self, queue: &str) -> [String; 2] {
+        let base = self.base(queue);
+        [format!("{base}ready"), format!("{base}fence")]
     }
 
     /// Enqueues jobs (any mix of queues). Returns, per job, whether it was added (`false`: a
@@ -360,7 +371,7 @@ impl QueueEngine {
                     11
                 };
                 invocation
-                    .key(self.routing_key(queue))
+                    .key(&self.script_keys(queue)[..])
                     .arg(self.base(queue))
                     .arg(width);
                 for &i in chunk {
@@ -406,12 +417,19 @@ impl QueueEngine {
     }
 
     /// `WAIT replicas timeout` on this engine's connection: how many replicas hold every write
-    /// it sent so far (at most `timeout` spent waiting for `replicas` of them).
+    /// it sent so far (at most `timeout` spent waiting for `replicas` of them). Not on a Redis
+    /// Cluster, where the writes went to several primaries and a `WAIT` would ask all of them.
     pub async fn wait_for_replicas(
         &self,
         replicas: u32,
         timeout: Duration,
     ) -> redis::RedisResult<i64> {
+        if self.redis.is_cluster() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "waiting for replicas is not supported on a Redis Cluster",
+            )));
+        }
         redis::cmd("WAIT")
             .arg(replicas)
             .arg(
@@ -434,7 +452,7 @@ impl QueueEngine {
         let raw: RawClaim = self
             .scripts
             .claim
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .arg(max.min(MAX_BATCH))
             .arg(lease.as_millis() as u64)
@@ -464,7 +482,7 @@ impl QueueEngine {
         }
         let mut invocation = self.scripts.ack_claim.prepare_invoke();
         invocation
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .arg(self.retention.completed_keep)
             .arg(self.retention.completed_max_age.as_millis() as u64)
@@ -495,7 +513,7 @@ impl QueueEngine {
         for chunk in leases.chunks(MAX_BATCH) {
             let mut invocation = self.scripts.ack.prepare_invoke();
             invocation
-                .key(self.routing_key(queue))
+                .key(&self.script_keys(queue)[..])
                 .arg(self.base(queue))
                 .arg(self.retention.completed_keep)
                 .arg(self.retention.completed_max_age.as_millis() as u64)
@@ -526,7 +544,7 @@ impl QueueEngine {
         let result: i64 = self
             .scripts
             .fail
-            .key(self.routing_key(&job.queue))
+            .key(&self.script_keys(&job.queue)[..])
             .arg(self.base(&job.queue))
             .arg(&job.id)
             .arg(job.lease)
@@ -545,7 +563,7 @@ impl QueueEngine {
         let result: i64 = self
             .scripts
             .fail
-            .key(self.routing_key(&job.queue))
+            .key(&self.script_keys(&job.queue)[..])
             .arg(self.base(&job.queue))
             .arg(&job.id)
             .arg(job.lease)
@@ -569,7 +587,7 @@ impl QueueEngine {
         let outcome: i64 = self
             .scripts
             .cancel
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .arg(id)
             .arg(reason)
@@ -588,7 +606,7 @@ impl QueueEngine {
     pub async fn cancelling(&self, queue: &str) -> redis::RedisResult<Vec<String>> {
         self.scripts
             .cancel_watch
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .invoke_async(&mut self.redis.clone())
             .await
@@ -608,7 +626,7 @@ impl QueueEngine {
         let written: i64 = self
             .scripts
             .annotate
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .arg(id)
             .arg(lease)
@@ -662,7 +680,7 @@ impl QueueEngine {
         for chunk in leases.chunks(MAX_BATCH) {
             let mut invocation = self.scripts.renew.prepare_invoke();
             invocation
-                .key(self.routing_key(queue))
+                .key(&self.script_keys(queue)[..])
                 .arg(self.base(queue))
                 .arg(lease.as_millis() as u64);
             for (id, token) in chunk {
@@ -684,7 +702,7 @@ impl QueueEngine {
         for chunk in leases.chunks(MAX_BATCH) {
             let mut invocation = self.scripts.release.prepare_invoke();
             invocation
-                .key(self.routing_key(queue))
+                .key(&self.script_keys(queue)[..])
                 .arg(self.base(queue));
             for (id, token) in chunk {
                 invocation.arg(id).arg(*token);
@@ -732,7 +750,7 @@ impl QueueEngine {
         let changed: i64 = self
             .scripts
             .admin
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .arg(action)
             .arg(id)
@@ -754,7 +772,7 @@ impl QueueEngine {
             let n: u64 = self
                 .scripts
                 .admin
-                .key(self.routing_key(queue))
+                .key(&self.script_keys(queue)[..])
                 .arg(self.base(queue))
                 .arg(action)
                 .arg(chunk)
@@ -782,7 +800,7 @@ impl QueueEngine {
             let n: u64 = self
                 .scripts
                 .bulk
-                .key(self.routing_key(queue))
+                .key(&self.script_keys(queue)[..])
                 .arg(self.base(queue))
                 .arg(action)
                 .arg(MAX_BATCH)
@@ -800,7 +818,7 @@ impl QueueEngine {
     pub(crate) async fn raw_counts(&self, queue: &str) -> redis::RedisResult<Vec<i64>> {
         self.scripts
             .counts
-            .key(self.routing_key(queue))
+            .key(&self.script_keys(queue)[..])
             .arg(self.base(queue))
             .invoke_async(&mut self.redis.clone())
             .await

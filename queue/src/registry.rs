@@ -34,12 +34,14 @@ pub struct WorkerInfo {
 }
 
 impl QueueEngine {
+    // Both under the `{workers}` hash tag: the registry's reads and writes pair the two, and on
+    // a Redis Cluster one slot holds them all.
     fn workers_key(&self) -> String {
-        format!("{}:workers", self.prefix())
+        format!("{}:{{workers}}:all", self.prefix())
     }
 
     fn worker_key(&self, id: &str) -> String {
-        format!("{}:worker:{id}", self.prefix())
+        format!("{}:{{workers}}:w:{id}", self.prefix())
     }
 
     /// Writes a heartbeat.

@@ -76,6 +76,8 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: Option<tempfile::TempDir>,
     persistent: bool,
+    /// More `redis-server` arguments (a cluster node's settings).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -91,14 +93,18 @@ impl PrivateRedis {
     }
 
     fn launch(persistent: bool) -> Self {
+        Self::launch_with(persistent, free_port(), Vec::new())
+    }
+
+    fn launch_with(persistent: bool, port: u16, extra_args: Vec<String>) -> Self {
         // A folder of its own even without persistence: a replica writes the primary's
         // snapshot to its working folder, which must not be the test's.
         let dir = Some(tempfile::tempdir().expect("temp dir"));
-        let persistent_dir = persistent;
         let mut redis = Self {
-            port: free_port(),
+            port,
             dir,
-            persistent: persistent_dir,
+            persistent,
+            extra_args,
             child: None,
         };
         redis.restart();
@@ -123,6 +129,7 @@ impl PrivateRedis {
         } else {
             command.args(["--appendonly", "no"]);
         }
+        command.args(&self.extra_args);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -354,4 +361,303 @@ impl Drop for SentinelRedis {
             let _ = child.wait();
         }
     }
+}
+
+/// A Redis Cluster of private servers, each a primary with its slots (no replicas), on free
+/// ports with their cluster bus on other free ports; killed when dropped. Nodes decide a peer
+/// is down after `cluster-node-timeout` (5 s here), so a node restarted within that is never
+/// failed, as after a quick crash-and-restart in production. Its [`ClusterAdmin`] (what
+/// `Deref` reaches) reads and moves slots.
+pub struct ClusterRedis {
+    /// The nodes, in the order they were created (node 0 took the lowest slots).
+    pub nodes: Vec<PrivateRedis>,
+    admin: ClusterAdmin,
+}
+
+impl std::ops::Deref for ClusterRedis {
+    type Target = ClusterAdmin;
+    fn deref(&self) -> &ClusterAdmin {
+        &self.admin
+    }
+}
+
+impl ClusterRedis {
+    /// `primaries` nodes (at least 3, as `redis-cli --cluster create` requires), nothing on
+    /// disk; waits until every node serves every slot.
+    pub fn start(primaries: usize) -> Self {
+        Self::launch(primaries, false)
+    }
+
+    /// As [`Self::start`], each node keeping an append-only file (fsync on every write), so a
+    /// node killed and restarted comes back with its keys.
+    pub fn start_persistent(primaries: usize) -> Self {
+        Self::launch(primaries, true)
+    }
+
+    fn launch(primaries: usize, persistent: bool) -> Self {
+        let nodes: Vec<PrivateRedis> = (0..primaries)
+            .map(|_| {
+                let port = free_port();
+                let bus = free_port();
+                PrivateRedis::launch_with(
+                    persistent,
+                    port,
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-node-timeout",
+                        "5000",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                )
+            })
+            .collect();
+        let admin = ClusterAdmin {
+            ports: nodes.iter().map(|node| node.port).collect(),
+        };
+        let cluster = Self { nodes, admin };
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for port in &cluster.admin.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let output = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        cluster.wait_until_stable(Duration::from_secs(30));
+        cluster
+    }
+
+    /// A handle that reads and moves slots, which can move to another thread.
+    pub fn admin(&self) -> ClusterAdmin {
+        self.admin.clone()
+    }
+
+    /// Kills node `index` with SIGKILL (a crash).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// Starts node `index` again on its port, with its cluster configuration and (if
+    /// persistent) its data, and waits until the cluster serves every slot again.
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].restart();
+        self.wait_until_stable(Duration::from_secs(30));
+    }
+}
+
+/// The nodes of a [`ClusterRedis`], by port: what its slots are and who serves them, and the
+/// moves an operator makes (blocking calls: from async code, use `spawn_blocking`).
+#[derive(Debug, Clone)]
+pub struct ClusterAdmin {
+    ports: Vec<u16>,
+}
+
+impl ClusterAdmin {
+    /// The nodes' URLs, comma-separated (what `REDIS_URL` holds in cluster mode).
+    pub fn seeds(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn url(&self, index: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[index])
+    }
+
+    /// The port of node `index`.
+    pub fn port(&self, index: usize) -> u16 {
+        self.ports[index]
+    }
+
+    /// A connection to the cluster through all its nodes, with the timeouts the project's
+    /// processes use.
+    pub fn connection(&self) -> crate::RedisConnection {
+        let urls = self.urls();
+        let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let servers = crate::RedisServers::cluster(&seeds).expect("valid seed URLs");
+        crate::RedisConnection::lazy(
+            &servers,
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5))),
+        )
+        .expect("a lazy cluster connection")
+    }
+
+    /// Node `index`'s cluster id.
+    pub fn node_id(&self, index: usize) -> String {
+        let id = command(&self.url(index), &["CLUSTER", "MYID"])
+            .unwrap_or_else(|| panic!("CLUSTER MYID on node {index}"));
+        redis::from_redis_value(id).expect("a node id")
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> i64 {
+        command(&self.url(0), &["CLUSTER", "KEYSLOT", key])
+            .and_then(|slot| redis::from_redis_value(slot).ok())
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The node serving `key`'s slot, as node 0 sees it.
+    pub fn node_of(&self, key: &str) -> usize {
+        let slot = self.slot_of(key);
+        let port = self
+            .slot_owners()
+            .into_iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, port)| port)
+            .expect("every slot is served");
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("one of the cluster's nodes")
+    }
+
+    /// The lowest slot node `index` serves.
+    pub fn first_slot(&self, index: usize) -> i64 {
+        let port = self.ports[index];
+        self.slot_owners()
+            .into_iter()
+            .filter(|(_, _, owner)| *owner == port)
+            .map(|(first, _, _)| first)
+            .min()
+            .expect("the node serves slots")
+    }
+
+    /// `(first slot, last slot, port of the primary)` per slot range, as node 0 sees them.
+    fn slot_owners(&self) -> Vec<(i64, i64, u16)> {
+        let slots = command(&self.url(0), &["CLUSTER", "SLOTS"]).expect("CLUSTER SLOTS");
+        let ranges: Vec<redis::Value> = redis::from_redis_value(slots).expect("slot ranges");
+        ranges
+            .into_iter()
+            .filter_map(|range| {
+                let fields: Vec<redis::Value> = redis::from_redis_value(range).ok()?;
+                let first: i64 = redis::from_redis_value_ref(fields.first()?).ok()?;
+                let last: i64 = redis::from_redis_value_ref(fields.get(1)?).ok()?;
+                let primary: Vec<redis::Value> =
+                    redis::from_redis_value_ref(fields.get(2)?).ok()?;
+                let port: u16 = redis::from_redis_value_ref(primary.get(1)?).ok()?;
+                Some((first, last, port))
+            })
+            .collect()
+    }
+
+    /// Moves the slot of `key` from the node serving it to node `to`, keys and all, the way
+    /// `redis-cli --cluster reshard` does (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE` in
+    /// batches of `batch` keys, `SETSLOT NODE` everywhere), so a test controls which slot
+    /// moves and how many keys each `MIGRATE` takes. Returns how many keys moved.
+    pub fn move_slot_of(&self, key: &str, to: usize, batch: usize) -> usize {
+        let from = self.node_of(key);
+        assert_ne!(from, to, "the slot is already on node {to}");
+        let (source, target) = (self.url(from), self.url(to));
+        let slot = self.slot_of(key).to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let ok = |url: &str, args: &[&str]| {
+            command(url, args).unwrap_or_else(|| panic!("{args:?} on {url} failed"));
+        };
+        ok(
+            &target,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        );
+        ok(&source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let to_port = self.ports[to].to_string();
+        let mut moved = 0;
+        loop {
+            let keys: Vec<String> = command(
+                &source,
+                &["CLUSTER", "GETKEYSINSLOT", &slot, &batch.to_string()],
+            )
+            .and_then(|keys| redis::from_redis_value(keys).ok())
+            .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "10000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            ok(&source, &migrate);
+            moved += keys.len();
+            // Commands get in between batches, as they do during a reshard of a big slot.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ok(&target, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        ok(&source, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        for index in 0..self.ports.len() {
+            if index != from && index != to {
+                ok(
+                    &self.url(index),
+                    &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id],
+                );
+            }
+        }
+        moved
+    }
+
+    /// Runs `redis-cli --cluster reshard`: `slots` of node `from`'s slots (its lowest first)
+    /// to node `to`, `pipeline` keys per `MIGRATE`.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize, pipeline: usize) {
+        let output = Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.ports[0]),
+            ])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .args(["--cluster-pipeline", &pipeline.to_string()])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
+    /// Waits until every node says the cluster is ok and serves every slot.
+    pub fn wait_until_stable(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let ok = (0..self.ports.len()).all(|index| {
+                command(&self.url(index), &["CLUSTER", "INFO"])
+                    .and_then(|info| redis::from_redis_value::<String>(info).ok())
+                    .is_some_and(|info| {
+                        info.contains("cluster_state:ok")
+                            && info.contains("cluster_slots_ok:16384")
+                            && info.contains(&format!("cluster_known_nodes:{}", self.ports.len()))
+                    })
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not settle within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One command on the server at `url` over a short-lived connection; `None` if it failed.
+fn command(url: &str, args: &[&str]) -> Option<redis::Value> {
+    SentinelRedis::try_command(url, args)
 }

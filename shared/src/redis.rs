@@ -2,7 +2,8 @@
 //!
 //! One multiplexed connection per process carries all non-blocking traffic (commands from many
 //! tasks are pipelined on one socket) and reconnects by itself after Redis restarts; in sentinel
-//! mode it follows the primary across failovers (see `orderly_queue::connection`). Blocking
+//! mode it follows the primary across failovers, and on a Redis Cluster it sends each command
+//! to the node that serves its key (see `orderly_queue::connection`). Blocking
 //! reads (the queue's idle wait) and replica waits get connections of their own to the same
 //! servers.
 
@@ -22,6 +23,10 @@ pub fn servers(config: &RedisConfig) -> redis::RedisResult<RedisServers> {
         RedisMode::Sentinel { master } => {
             let sentinels: Vec<&str> = url.split(',').map(str::trim).collect();
             RedisServers::sentinel(&sentinels, master)
+        }
+        RedisMode::Cluster => {
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            RedisServers::cluster(&nodes)
         }
     }
 }

@@ -17,6 +17,9 @@
 --   <base>ev:<id>  event stream of a job enqueued with events on (capped, expires a day after
 --                  its last event): started, progress, retrying, failed, completed, cancelling,
 --                  cancelled; what a client's live status reads, resumable by stream entry id
+--   <base>fence   never written: every script declares it, so a call waits out a resharding
+--                 move of the queue's slot instead of running on half its keys (see
+--                 QueueEngine::script_keys)
 -- Groups (a job may carry a group key, its hash field `group`; see groups in limits.rs). A
 -- grouped job waits in its group's set, not in `ready`, and claims rotate between groups:
 --   <base>g:<group>   zset of the group's waiting jobs (score as `ready`; FIFO only when ordered)

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod cluster;
 mod engine;
 mod groups;
 mod inspection;

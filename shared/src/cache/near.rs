@@ -66,14 +66,16 @@ pub(crate) struct NearCache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     max_bytes_per_shard: usize,
-    /// Redis client id of the tracking connection while it is up, 0 when there is none (Redis
-    /// numbers clients from 1). Entries are served and filled only while it is set.
+    /// Redis client id of the (first primary's) tracking connection while tracking is up, 0 when
+    /// it is not (Redis numbers clients from 1). Entries are served and filled only while it is
+    /// set.
     tracking_client_id: AtomicI64,
     /// Wakes the tracking task when the connection reports it is gone.
     lost: Arc<Notify>,
-    /// Number of tracking connections opened so far; each one's pushes carry its number.
+    /// Number of times tracking connections were opened (one per primary each time); the
+    /// pushes of each time's connections carry its number.
     connections_opened: AtomicU64,
-    /// Number of the tracking connection that made the cache live; a late disconnection notice
+    /// Number of the tracking connections that made the cache live; a late disconnection notice
     /// from an older connection is ignored.
     current_connection: AtomicU64,
 }
@@ -314,24 +316,49 @@ impl Shard {
     }
 }
 
-/// Starts the task that keeps a tracking connection for `near` open: it connects with RESP3 to
-/// the primary `redis` reaches (asked again on every reconnection, so it follows a failover),
-/// asks Redis to track every key under `key_prefix`, pings, and reconnects with backoff. The
-/// task ends when the cache is dropped. Must run inside a tokio runtime.
+/// Starts the task that keeps tracking connections for `near` open: it connects with RESP3 to
+/// every primary `redis` reaches (one server, the primary the Sentinels name, or each primary
+/// of a Redis Cluster; asked again on every reconnection, so it follows failovers), asks each to
+/// track every key under `key_prefix`, pings, and reconnects with backoff. On a cluster it also
+/// re-reads the slot map every [`TOPOLOGY_EVERY`] and starts over when the set of primaries
+/// changed (a replica promoted, a shard added), since a primary nobody tracks would change
+/// keys unseen. Resharding between primaries that are all tracked needs nothing: the node that
+/// takes a slot over broadcasts its keys' changes like the one that gave it up. The task ends
+/// when the cache is dropped. Must run inside a tokio runtime.
 pub(crate) fn spawn_tracking(near: &Arc<NearCache>, redis: RedisConnection, key_prefix: String) {
     let weak = Arc::downgrade(near);
     let lost = Arc::clone(&near.lost);
     tokio::spawn(track(weak, lost, redis, key_prefix));
 }
 
-/// A RESP3 client for the primary `redis` reaches now.
-async fn tracking_client(redis: &RedisConnection) -> redis::RedisResult<Client> {
-    let info = redis.primary_client().await?.get_connection_info().clone();
-    let resp3 = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(resp3))
+/// How often the tracking task compares a Redis Cluster's primaries with the ones it tracks:
+/// the longest a newly promoted primary's changes can go unseen (within the cache TTL).
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
+
+/// RESP3 clients for every primary `redis` reaches now.
+async fn tracking_clients(redis: &RedisConnection) -> redis::RedisResult<Vec<Client>> {
+    redis
+        .primaries()
+        .await?
+        .into_iter()
+        .map(|client| {
+            let info = client.get_connection_info().clone();
+            let resp3 = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            Client::open(info.set_redis_settings(resp3))
+        })
+        .collect()
+}
+
+fn addresses(clients: &[Client]) -> Vec<String> {
+    let mut addresses: Vec<String> = clients
+        .iter()
+        .map(|client| client.get_connection_info().addr().to_string())
+        .collect();
+    addresses.sort();
+    addresses
 }
 
 async fn track(
@@ -341,27 +368,58 @@ async fn track(
     key_prefix: String,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let check_every = if redis.is_cluster() {
+        TOPOLOGY_EVERY
+    } else {
+        PING_EVERY
+    };
     loop {
-        let connected = match tracking_client(&redis).await {
-            Ok(client) => connect(&near, &client, &key_prefix).await,
-            Err(error) => Err(error),
+        let (tracked, connected) = match tracking_clients(&redis).await {
+            Ok(clients) => (
+                addresses(&clients),
+                connect(&near, &clients, &key_prefix).await,
+            ),
+            Err(error) => (Vec::new(), Err(error)),
         };
         match connected {
-            Ok(Some(mut connection)) => {
+            Ok(Some(mut connections)) => {
                 backoff = Duration::from_millis(100);
-                loop {
+                let mut last_ping = Instant::now();
+                'tracking: loop {
                     tokio::select! {
-                        () = tokio::time::sleep(PING_EVERY) => {}
+                        () = tokio::time::sleep(check_every) => {}
                         () = lost.notified() => break,
                     }
                     if near.strong_count() == 0 {
                         return;
                     }
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut connection).await;
-                    if let Err(error) = pong {
-                        tracing::warn!(%error, "near cache: tracking connection ping failed");
-                        break;
+                    if last_ping.elapsed() >= PING_EVERY {
+                        last_ping = Instant::now();
+                        for connection in &mut connections {
+                            let pong: redis::RedisResult<String> =
+                                redis::cmd("PING").query_async(connection).await;
+                            if let Err(error) = pong {
+                                tracing::warn!(%error, "near cache: tracking connection ping failed");
+                                break 'tracking;
+                            }
+                        }
+                    }
+                    if redis.is_cluster() {
+                        match tracking_clients(&redis).await {
+                            Ok(clients) if addresses(&clients) != tracked => {
+                                tracing::warn!(
+                                    before = ?tracked,
+                                    now = ?addresses(&clients),
+                                    "near cache: the Redis Cluster's primaries changed; tracking them anew"
+                                );
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "near cache: cannot read the cluster's primaries");
+                                break;
+                            }
+                        }
                     }
                 }
                 if let Some(near) = near.upgrade() {
@@ -390,49 +448,62 @@ async fn track(
     }
 }
 
-/// Opens a tracking connection and marks the cache live; `None` when the cache is gone.
+/// Opens a tracking connection to each of `clients` and marks the cache live once all of them
+/// track; `None` when the cache is gone. The connections share one number, which their pushes
+/// carry: a disconnection of any of them darkens the cache.
 async fn connect(
     near: &Weak<NearCache>,
-    client: &Client,
+    clients: &[Client],
     key_prefix: &str,
-) -> redis::RedisResult<Option<redis::aio::MultiplexedConnection>> {
+) -> redis::RedisResult<Option<Vec<redis::aio::MultiplexedConnection>>> {
     let Some(connection_number) = near
         .upgrade()
         .map(|near| near.connections_opened.fetch_add(1, Ordering::AcqRel) + 1)
     else {
         return Ok(None);
     };
-    let pushes = near.clone();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(TRACKING_TIMEOUT))
-        .set_response_timeout(Some(TRACKING_TIMEOUT))
-        .set_push_sender(move |push: PushInfo| {
-            if let Some(near) = pushes.upgrade() {
-                near.on_push(connection_number, push);
-            }
-            Ok::<(), std::convert::Infallible>(())
-        });
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let client_id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut connection)
-        .await?;
-    let () = redis::cmd("CLIENT")
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("BCAST")
-        .arg("PREFIX")
-        .arg(key_prefix)
-        .query_async(&mut connection)
-        .await?;
-    let Some(near) = near.upgrade() else {
+    let mut connections = Vec::with_capacity(clients.len());
+    let mut first_client_id = None;
+    for client in clients {
+        let pushes = near.clone();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TRACKING_TIMEOUT))
+            .set_response_timeout(Some(TRACKING_TIMEOUT))
+            .set_push_sender(move |push: PushInfo| {
+                if let Some(near) = pushes.upgrade() {
+                    near.on_push(connection_number, push);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let client_id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut connection)
+            .await?;
+        let () = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(key_prefix)
+            .query_async(&mut connection)
+            .await?;
+        first_client_id.get_or_insert(client_id);
+        connections.push(connection);
+    }
+    let (Some(near), Some(client_id)) = (near.upgrade(), first_client_id) else {
         return Ok(None);
     };
     near.go_live(connection_number, client_id);
-    tracing::debug!(client_id, key_prefix, "near cache: tracking");
-    Ok(Some(connection))
+    tracing::debug!(
+        client_id,
+        key_prefix,
+        primaries = clients.len(),
+        "near cache: tracking"
+    );
+    Ok(Some(connections))
 }
 
 #[cfg(test)]

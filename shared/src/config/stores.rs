@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConfigError, Source, millis, secs, url_with_scheme};
 
@@ -61,15 +61,18 @@ pub enum RedisMode {
         /// The name the Sentinels watch the primary under.
         master: String,
     },
+    /// A Redis Cluster (`cluster`): `REDIS_URL` lists seed nodes, comma-separated (any of them
+    /// will do; the others are learned from the cluster).
+    Cluster,
 }
 
 /// Redis connection settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Connection URL (`REDIS_URL`, required); in sentinel mode, the Sentinels' URLs separated
-    /// by commas.
+    /// Connection URL (`REDIS_URL`, required); in sentinel mode the Sentinels' URLs, in cluster
+    /// mode the seed nodes' URLs, separated by commas.
     pub url: SecretString,
-    /// One server or Sentinels (`REDIS_MODE`).
+    /// One server, Sentinels or a cluster (`REDIS_MODE`).
     pub mode: RedisMode,
     /// Prefix of every key Orderly writes (`REDIS_PREFIX`), so several deployments or tests can
     /// share one Redis without seeing each other.
@@ -98,16 +101,11 @@ impl RedisConfig {
                     "the master name the Sentinels watch (their `sentinel monitor <name> ...`)",
                 )?,
             },
-            Some("cluster") => {
-                return Err(ConfigError::Invalid {
-                    name: "REDIS_MODE",
-                    reason: "cluster is not supported yet; use single or sentinel".into(),
-                });
-            }
+            Some("cluster") => RedisMode::Cluster,
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "REDIS_MODE",
-                    reason: format!("expected single or sentinel, got {other:?}"),
+                    reason: format!("expected single, sentinel or cluster, got {other:?}"),
                 });
             }
         };
@@ -117,17 +115,37 @@ impl RedisConfig {
                 env.required("REDIS_URL", "a redis:// URL, e.g. redis://127.0.0.1:6379")?,
                 &["redis", "rediss", "redis+unix", "unix"],
             )?,
-            RedisMode::Sentinel { .. } => {
-                let urls = env.required(
-                    "REDIS_URL",
-                    "the Sentinels' redis:// URLs separated by commas, e.g. \
-                     redis://10.0.0.1:26379,redis://10.0.0.2:26379,redis://10.0.0.3:26379",
-                )?;
-                for url in urls.split(',') {
-                    url_with_scheme("REDIS_URL", url.trim().to_owned(), &["redis", "rediss"])?;
-                }
-                SecretString::from(urls)
-            }
+            RedisMode::Sentinel { .. } => redis_urls(
+                env,
+                "the Sentinels' redis:// URLs separated by commas, e.g. \
+                 redis://10.0.0.1:26379,redis://10.0.0.2:26379,redis://10.0.0.3:26379",
+                |_| Ok(()),
+            )?,
+            RedisMode::Cluster => redis_urls(
+                env,
+                "cluster nodes' redis:// URLs separated by commas, e.g. \
+                 redis://10.0.0.1:6379,redis://10.0.0.2:6379,redis://10.0.0.3:6379",
+                |url| {
+                    use redis::IntoConnectionInfo;
+                    let database = url
+                        .into_connection_info()
+                        .map(|info| info.redis_settings().db());
+                    match database {
+                        Ok(0) => Ok(()),
+                        Ok(_) => Err(ConfigError::Invalid {
+                            name: "REDIS_URL",
+                            reason: "a Redis Cluster has only database 0; drop the database \
+                                     from the node URLs"
+                                .into(),
+                        }),
+                        // No URL text in the reason: it may hold a password.
+                        Err(_) => Err(ConfigError::Invalid {
+                            name: "REDIS_URL",
+                            reason: "a node URL is not a valid redis:// URL".into(),
+                        }),
+                    }
+                },
+            )?,
         };
         let wait_timeout = millis(env.parse_or("REDIS_WAIT_TIMEOUT_MS", 500)?);
         if wait_timeout.is_zero() || wait_timeout > Duration::from_secs(4) {
@@ -136,14 +154,40 @@ impl RedisConfig {
                 reason: "must be between 1 and 4000 (ms)".into(),
             });
         }
+        let wait_replicas = env.parse_or("REDIS_WAIT_REPLICAS", 0)?;
+        if wait_replicas > 0 && mode == RedisMode::Cluster {
+            // A push's jobs may land on any primary, and WAIT on a cluster connection would ask
+            // every primary (whose replicas may be none); see README "Running past one machine".
+            return Err(ConfigError::Invalid {
+                name: "REDIS_WAIT_REPLICAS",
+                reason: "waiting for replicas is not supported with REDIS_MODE=cluster; \
+                         leave it at 0"
+                    .into(),
+            });
+        }
         Ok(Self {
             url,
             mode,
             prefix: env.raw("REDIS_PREFIX").unwrap_or_else(|| "orderly".into()),
-            wait_replicas: env.parse_or("REDIS_WAIT_REPLICAS", 0)?,
+            wait_replicas,
             wait_timeout,
         })
     }
+}
+
+/// `REDIS_URL` as a comma-separated list of redis:// or rediss:// URLs, each also passing
+/// `check`.
+fn redis_urls(
+    env: &Source<'_>,
+    hint: &'static str,
+    check: impl Fn(&str) -> Result<(), ConfigError>,
+) -> Result<SecretString, ConfigError> {
+    let urls = env.required("REDIS_URL", hint)?;
+    for url in urls.split(',') {
+        let url = url_with_scheme("REDIS_URL", url.trim().to_owned(), &["redis", "rediss"])?;
+        check(url.expose_secret())?;
+    }
+    Ok(SecretString::from(urls))
 }
 
 /// Redis read-through cache lifetimes.

@@ -660,7 +660,44 @@ fn redis_mode_is_one_server_unless_sentinels_are_named() {
         ]),
         "REDIS_URL"
     );
-    for refused in ["cluster", "sentinels", "replicas"] {
+    for refused in ["clusters", "sentinels", "replicas"] {
         assert_eq!(refused_variable(&[("REDIS_MODE", refused)]), "REDIS_MODE");
     }
+}
+
+#[test]
+fn cluster_mode_takes_seed_nodes_in_database_0_and_no_replica_wait() {
+    let seeds = "redis://10.0.0.1:7000, redis://10.0.0.2:7000,redis://10.0.0.3:7000";
+    let cluster = with(&[("REDIS_MODE", "cluster"), ("REDIS_URL", seeds)])
+        .unwrap()
+        .redis;
+    assert_eq!(cluster.mode, RedisMode::Cluster);
+    let servers = crate::redis::servers(&cluster).expect("three seed nodes");
+    assert!(format!("{servers:?}").contains("10.0.0.3:7000"));
+
+    for url in [
+        "redis://10.0.0.1:7000,redis://10.0.0.2:7000/2",
+        "redis://10.0.0.1:7000,10.0.0.2:7000",
+    ] {
+        assert_eq!(
+            refused_variable(&[("REDIS_MODE", "cluster"), ("REDIS_URL", url)]),
+            "REDIS_URL",
+            "{url}"
+        );
+    }
+    assert!(
+        with(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_URL", "redis://10.0.0.1:7000/0")
+        ])
+        .is_ok()
+    );
+    assert_eq!(
+        refused_variable(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_URL", seeds),
+            ("REDIS_WAIT_REPLICAS", "1")
+        ]),
+        "REDIS_WAIT_REPLICAS"
+    );
 }
