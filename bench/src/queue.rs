@@ -4,8 +4,9 @@
 //! through the real engine and the real apalis worker path. Also measures idle wake-up latency
 //! (push to handler start with an idle worker) and the worker's peak RSS.
 //!
-//! Only `REDIS_URL` is read (default `redis://127.0.0.1:6379`); the benchmark uses a queue of
-//! its own under the `orderly-bench` prefix and deletes it afterwards. The last line of output
+//! Only `REDIS_URL` and `REDIS_MODE` are read (default one server at `redis://127.0.0.1:6379`;
+//! `REDIS_MODE=cluster` with seed nodes in `REDIS_URL` runs it on a Redis Cluster); the benchmark
+//! uses a queue of its own under the `orderly-bench` prefix and deletes it afterwards. The last line of output
 //! is one JSON object.
 //!
 //! It runs the worker library's real runner (`orderly_worker::runner::run_with`) with a no-op
@@ -89,6 +90,7 @@ fn bench_config() -> anyhow::Result<Config> {
     );
     Ok(Config::from_lookup(|name| match name {
         "REDIS_URL" => Some(redis_url.clone()),
+        "REDIS_MODE" => std::env::var("REDIS_MODE").ok(),
         "REDIS_PREFIX" => Some(std::env::var("REDIS_PREFIX").unwrap_or_else(|_| PREFIX.into())),
         "DATABASE_URL" => Some("postgres://unused@127.0.0.1:1/unused".into()),
         "JWT_SECRET" => Some(jwt_secret.clone()),

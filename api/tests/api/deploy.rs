@@ -3,7 +3,9 @@
 //! environment accepted by the real config parser), the `Procfile` (each command is a real
 //! subcommand of our binaries) and the `Dockerfile` (slim, non-root, both binaries, an api and a
 //! worker target, each with a health check of its own binary; that `orderly-worker healthcheck`
-//! works is tested in the worker crate, `tests/worker/binary.rs`). `.env.example` documents every variable the config reads.
+//! works is tested in the worker crate, `tests/worker/binary.rs`), compose's opt-in `cluster`
+//! profile (three persistent primaries, the one-shot that creates the cluster, an api and
+//! workers in cluster mode). `.env.example` documents every variable the config reads.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -18,10 +20,43 @@ fn repo_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// The compose file with its `<<:` merge keys applied, as Docker Compose reads it. One pass of
+/// `apply_merge` leaves the merge keys of a merged mapping in place (an anchor that itself
+/// merges another), so it runs until none is left.
 fn compose() -> Value {
-    serde_yaml_ng::from_str(&repo_file("docker-compose.yml"))
-        .expect("docker-compose.yml is valid YAML")
+    let mut compose: Value = serde_yaml_ng::from_str(&repo_file("docker-compose.yml"))
+        .expect("docker-compose.yml is valid YAML");
+    for _ in 0..10 {
+        if !has_merge_key(&compose) {
+            return compose;
+        }
+        compose.apply_merge().expect("merge keys resolve");
+    }
+    panic!("merge keys nested more than ten deep");
 }
+
+fn has_merge_key(value: &Value) -> bool {
+    match value {
+        Value::Mapping(mapping) => {
+            mapping.contains_key("<<") || mapping.values().any(has_merge_key)
+        }
+        Value::Sequence(sequence) => sequence.iter().any(has_merge_key),
+        _ => false,
+    }
+}
+
+/// The services a plain `docker compose up` starts (those in no profile).
+const DEFAULT_SERVICES: [&str; 6] = ["postgres", "redis", "mailpit", "migrate", "api", "worker"];
+
+/// The services of the opt-in `cluster` profile.
+const CLUSTER_SERVICES: [&str; 6] = [
+    "redis-node-1",
+    "redis-node-2",
+    "redis-node-3",
+    "redis-cluster",
+    "api-cluster",
+    "worker-cluster",
+];
 
 fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
     compose["services"]
@@ -37,10 +72,18 @@ fn compose_declares_every_service_with_health_checks_and_start_up_order() {
         .keys()
         .filter_map(|k| k.as_str().map(str::to_owned))
         .collect();
-    let expected: BTreeSet<String> = ["postgres", "redis", "mailpit", "migrate", "api", "worker"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = DEFAULT_SERVICES
+        .iter()
+        .chain(&CLUSTER_SERVICES)
+        .map(|name| (*name).to_owned())
+        .collect();
     assert_eq!(names, expected);
+    for name in DEFAULT_SERVICES {
+        assert!(
+            service(&compose, name).get("profiles").is_none(),
+            "{name} starts with a plain `docker compose up`"
+        );
+    }
     for (name, definition) in services {
         assert!(
             definition.get("image").is_some() || definition.get("build").is_some(),
@@ -188,20 +231,105 @@ fn a_worker_service_without_its_own_health_check_is_refused() {
 }
 
 #[test]
-fn the_compose_environment_is_a_valid_config() {
+fn the_cluster_profile_runs_the_shop_on_three_persistent_primaries() {
     let compose = compose();
-    let env = service(&compose, "api")["environment"]
+    for name in CLUSTER_SERVICES {
+        let profiles = service(&compose, name)["profiles"].as_sequence();
+        assert_eq!(
+            profiles.map(Vec::as_slice),
+            Some(&[Value::from("cluster")][..]),
+            "{name} is in the cluster profile only"
+        );
+    }
+    let nodes = ["redis-node-1", "redis-node-2", "redis-node-3"];
+    for node in nodes {
+        let command: Vec<&str> = service(&compose, node)["command"]
+            .as_sequence()
+            .expect("a command")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let setting = |name: &str| {
+            command
+                .iter()
+                .position(|part| *part == name)
+                .and_then(|i| command.get(i + 1).copied())
+        };
+        assert_eq!(command.first(), Some(&"redis-server"), "{node}");
+        assert_eq!(setting("--cluster-enabled"), Some("yes"), "{node}");
+        assert_eq!(
+            setting("--appendonly"),
+            Some("yes"),
+            "{node} keeps its jobs"
+        );
+        assert_eq!(
+            setting("--cluster-announce-hostname"),
+            Some(node),
+            "{node} announces a name the other containers resolve"
+        );
+        assert!(
+            service(&compose, node)["healthcheck"]["test"].is_sequence(),
+            "{node} has a health check"
+        );
+        assert_eq!(
+            service(&compose, "redis-cluster")["depends_on"][node]["condition"],
+            "service_healthy"
+        );
+    }
+    let create = service(&compose, "redis-cluster")["command"]
+        .as_sequence()
+        .and_then(|command| command.last())
+        .and_then(Value::as_str)
+        .expect("the create command");
+    let expected = format!(
+        "redis-cli --cluster create {} --cluster-replicas 0 --cluster-yes",
+        nodes.map(|node| format!("{node}:6379")).join(" ")
+    );
+    assert!(create.contains(&expected), "{create}");
+    assert_eq!(service(&compose, "redis-cluster")["restart"], "no");
+
+    for name in ["api-cluster", "worker-cluster"] {
+        let definition = service(&compose, name);
+        assert_eq!(
+            definition["depends_on"]["redis-cluster"]["condition"],
+            "service_completed_successfully",
+            "{name} starts once the slots are assigned"
+        );
+        let vars = environment_of(definition);
+        assert_eq!(vars["REDIS_MODE"], "cluster");
+        assert_eq!(
+            vars["REDIS_URL"],
+            nodes.map(|node| format!("redis://{node}:6379")).join(","),
+            "{name} knows every node"
+        );
+        let config = orderly::Config::from_map(&vars).expect("a valid cluster config");
+        assert_eq!(config.redis.mode, orderly::config::RedisMode::Cluster);
+    }
+    assert_eq!(
+        orderly_binary(service(&compose, "worker-cluster")),
+        Some("orderly-worker")
+    );
+    assert_ne!(
+        service(&compose, "api-cluster")["ports"],
+        service(&compose, "api")["ports"],
+        "both apis can run at once"
+    );
+}
+
+/// A service's environment as the processes see it, with `${JWT_SECRET:?...}` given a value as
+/// an operator would give it.
+fn environment_of(definition: &Value) -> HashMap<String, String> {
+    let env = definition["environment"]
         .as_mapping()
-        .expect("api environment");
-    let vars: HashMap<String, String> = env
-        .iter()
+        .expect("an environment");
+    env.iter()
         .map(|(k, v)| {
             let value = match v {
                 Value::String(s) => s.clone(),
                 other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
             };
             // `${JWT_SECRET:?message}`: compose refuses to start unless the operator sets it
-            // (no default to publish); here it gets a value as an operator would give it.
+            // (no default to publish).
             let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
                 Some(expr) => {
                     let (variable, rule) = expr.split_once(":?").unwrap_or_else(|| {
@@ -215,8 +343,17 @@ fn the_compose_environment_is_a_valid_config() {
             };
             (k.as_str().unwrap().to_owned(), value)
         })
-        .collect();
-    orderly::Config::from_map(&vars).expect("the compose environment passes the config checks");
+        .collect()
+}
+
+#[test]
+fn the_compose_environment_is_a_valid_config() {
+    let compose = compose();
+    for name in ["api", "worker"] {
+        let vars = environment_of(service(&compose, name));
+        orderly::Config::from_map(&vars)
+            .unwrap_or_else(|e| panic!("the {name} environment fails the config checks: {e}"));
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod browser;
 mod helpers;
 
+mod cluster;
 mod dashboard_auth;
 mod dashboard_browser;
 mod dashboard_groups;

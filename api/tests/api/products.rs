@@ -17,11 +17,11 @@ use sqlx::PgPool;
 
 use crate::helpers::{TestApp, TestUser, assert_error, eventually, spawn_app, spawn_app_with};
 
-fn product(sku: &str, name: &str) -> Value {
+pub(crate) fn product(sku: &str, name: &str) -> Value {
     json!({"sku": sku, "name": name, "description": "A thing", "price_cents": 1299, "currency": "EUR", "stock": 10})
 }
 
-fn id_of(value: &Value) -> &str {
+pub(crate) fn id_of(value: &Value) -> &str {
     value["id"].as_str().expect("id")
 }
 
@@ -353,7 +353,7 @@ async fn tamper(app: &TestApp, key: &str, edit: impl FnOnce(&mut Value)) {
         .expect("cache entry rewritten");
 }
 
-async fn rename(app: &TestApp, admin: &TestUser, id: &str, name: &str) {
+pub(crate) async fn rename(app: &TestApp, admin: &TestUser, id: &str, name: &str) {
     let response = app
         .patch_json(
             &format!("/api/v1/products/{id}"),
@@ -445,7 +445,7 @@ async fn catalogue_pages_are_served_from_redis_until_an_admin_edit(pool: PgPool)
 
 /// Waits (up to 10 s) until `condition` holds; the near cache learns of changes from Redis
 /// asynchronously, so tests wait for the notice instead of sleeping a guessed time.
-async fn until(what: &str, condition: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, condition: impl Fn() -> bool) {
     eventually(what, Duration::from_secs(10), || {
         std::future::ready(condition().then_some(()))
     })
@@ -463,7 +463,7 @@ async fn tracked_product(app: &TestApp, sku: &str, name: &str) -> (String, Strin
     (format!("/api/v1/products/{id}"), format!("product:{id}"))
 }
 
-async fn name_of(app: &TestApp, path: &str) -> String {
+pub(crate) async fn name_of(app: &TestApp, path: &str) -> String {
     let body: Value = app.get(path, None).await.json().await.unwrap();
     body["name"].as_str().expect("name").to_owned()
 }

@@ -213,6 +213,34 @@ pub async fn shop(services: &Services, stock: i32) -> ShopFixture {
 }
 
 impl ShopFixture {
+    /// Registers a webhook endpoint at `url` for `order.placed` (as an admin) and signs the
+    /// customer in; returns the customer's access token, to order over HTTP.
+    pub async fn hook_orders_and_sign_in(&self, services: &Services, url: &str) -> String {
+        use orderly::{
+            users::{Actor, Role},
+            webhooks::NewWebhookEndpoint,
+        };
+        let admin = Actor {
+            user_id: self.customer.id,
+            role: Role::Admin,
+        };
+        services
+            .webhooks
+            .create(
+                &admin,
+                NewWebhookEndpoint::parse(url, &["order.placed".to_owned()]).unwrap(),
+            )
+            .await
+            .expect("endpoint registered");
+        services
+            .users
+            .login(&self.customer.email, "buyer-password".into())
+            .await
+            .expect("login")
+            .access
+            .token
+    }
+
     /// Places an order of `quantity` units.
     pub async fn order(&self, services: &Services, quantity: i32) -> orderly::orders::Order {
         services

@@ -6,11 +6,13 @@
 mod helpers;
 
 mod binary;
+mod cluster;
 mod drills;
 mod failover;
 mod flow_control;
 mod lifecycle;
 mod maintenance;
+mod order_stream;
 mod report_schedules;
 mod runner;
 mod schedules;

@@ -19,8 +19,6 @@ use opentelemetry_proto::tonic::{
 use orderly::{
     config::Config,
     testing::{database_url, delete_prefix, eventually, redis_url, unique_prefix},
-    users::{Actor, Role},
-    webhooks::NewWebhookEndpoint,
 };
 use prost::Message;
 use sqlx::PgPool;
@@ -222,25 +220,7 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
     );
     let services = orderly::Services::build_with_pool(config, pool.clone()).expect("services");
     let fixture = shop(&services, 100).await;
-    let admin = Actor {
-        user_id: fixture.customer.id,
-        role: Role::Admin,
-    };
-    services
-        .webhooks
-        .create(
-            &admin,
-            NewWebhookEndpoint::parse(&hook_url, &["order.placed".to_owned()]).unwrap(),
-        )
-        .await
-        .expect("endpoint registered");
-    let token = services
-        .users
-        .login(&fixture.customer.email, "buyer-password".into())
-        .await
-        .expect("login")
-        .access
-        .token;
+    let token = fixture.hook_orders_and_sign_in(&services, &hook_url).await;
 
     let served = ServedApi::start(&services).await;
     let api = served.url.clone();
