@@ -48,13 +48,15 @@ ensure_browser() {
 }
 
 # The services the "past one machine" tests start on free ports of their own, from Debian's
-# packages: HAProxy and Redis Sentinel (redis-server comes with ensure_redis; PgBouncer with
+# packages: HAProxy, Redis Sentinel, and redis-cli, which creates and reshards the Redis
+# Cluster tests' clusters (redis-server comes with ensure_redis; PgBouncer with
 # ensure_pgbouncer). The packages' own system services are not used; each test runs its private
 # instance.
 ensure_infra_tools() {
   local missing=()
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
   if [ "$(id -u)" -ne 0 ]; then
     echo "the scale-out tests need Debian's ${missing[*]}: apt-get install ${missing[*]}" >&2
