@@ -20,9 +20,8 @@
 //!
 //! The failed command's error still goes to its caller, which retries as after any Redis error
 //! (the outbox relay, the workers' claim loop, a 503 to an HTTP client): nothing is re-sent here,
-//! because a command whose reply was lost may have run. Each move starts a new epoch
-//! ([`RedisConnection::primary_epoch`]), which is how the outbox's replicated producer knows that
-//! the `WAIT` after a push asked the server that took it.
+//! because a command whose reply was lost may have run. (The outbox's replicated producer
+//! sends each push and its `WAIT` in one pipeline, so a move can never put them on two servers.)
 //!
 //! Lookups are shared: every connection of a process asks through one [`Sentinel`] client, and a
 //! lookup made in the last [`LOOKUP_REUSE`] is reused, so a failover that fails hundreds of
@@ -180,9 +179,7 @@ impl RedisServers {
             node: SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
         })))
     }
-}
 
-impl RedisServers {
     /// The Redis Cluster that the nodes at `seed_urls` belong to (any of its nodes will do; more
     /// than one lets a process start while one of them is down). The first URL's user and
     /// password are used for every node. A cluster has only database 0.
@@ -508,16 +505,6 @@ impl RedisConnection {
                 ErrorKind::InvalidClientConfig,
                 "a Redis Cluster has one primary per shard; ask for all of them",
             ))),
-        }
-    }
-
-    /// Which primary this connection talks to: 0 on one server; behind Sentinels, a number
-    /// that changes whenever the connection moves to another server (finding the primary
-    /// first if it has none yet). Two commands sent in one epoch went to the same server.
-    pub async fn primary_epoch(&self) -> RedisResult<u64> {
-        match &self.0 {
-            Link::Single { .. } | Link::Cluster { .. } => Ok(0),
-            Link::Sentinel(following) => Ok(following.primary().await?.epoch),
         }
     }
 

@@ -336,6 +336,33 @@ impl QueueEngine {
     /// job with that id already exists and was left as it is, or the job's uniqueness key is
     /// held by another job, see [`crate::job::Uniqueness`]).
     pub async fn enqueue(&self, jobs: &[JobSpec]) -> redis::RedisResult<Vec<bool>> {
+        self.enqueue_with(jobs, None).await
+    }
+
+    /// [`Self::enqueue`], succeeding only once `acks.replicas` replicas hold the jobs: each
+    /// script call goes in one pipeline with a `WAIT` right behind it, so the `WAIT` runs on the
+    /// server and client connection that took the jobs, whatever happens to the connection
+    /// afterwards (a failover, a reconnection, a slot moving to another cluster node: then
+    /// the pipeline fails or the jobs are not where the `WAIT` ran, and the call is an error).
+    /// On a Redis Cluster the pipeline goes to the node of the queue's slot, so each queue is
+    /// confirmed by its own node's replicas. An error may leave jobs on the primary
+    /// unconfirmed; enqueueing them again is harmless (idempotent by id).
+    ///
+    /// The engine should be on a connection of its own: `WAIT` holds up everything queued
+    /// behind it on its connection, for up to the timeout while a replica is away.
+    pub async fn enqueue_confirmed(
+        &self,
+        jobs: &[JobSpec],
+        acks: crate::ReplicaAcks,
+    ) -> redis::RedisResult<Vec<bool>> {
+        self.enqueue_with(jobs, Some(acks)).await
+    }
+
+    async fn enqueue_with(
+        &self,
+        jobs: &[JobSpec],
+        acks: Option<crate::ReplicaAcks>,
+    ) -> redis::RedisResult<Vec<bool>> {
         if let Some(job) = jobs.iter().find(|job| {
             job.group
                 .as_ref()
@@ -358,7 +385,9 @@ impl QueueEngine {
         }
         for (queue, indices) in by_queue {
             for chunk in indices.chunks(MAX_BATCH) {
-                let mut invocation = self.scripts.enqueue.prepare_invoke();
+                // The script call as an `EVALSHA` command, so that it can also travel in a
+                // pipeline with a `WAIT`.
+                let mut call = redis::cmd("EVALSHA");
                 // Group and trace arguments only when a job of the batch has them (see
                 // enqueue.lua): the common case sends no empty arguments.
                 let traced = chunk.iter().any(|&i| jobs[i].traceparent.is_some());
@@ -370,8 +399,10 @@ impl QueueEngine {
                 } else {
                     11
                 };
-                invocation
-                    .key(&self.script_keys(queue)[..])
+                let keys = self.script_keys(queue);
+                call.arg(self.scripts.enqueue.get_hash())
+                    .arg(keys.len())
+                    .arg(&keys[..])
                     .arg(self.base(queue))
                     .arg(width);
                 for &i in chunk {
@@ -382,8 +413,7 @@ impl QueueEngine {
                     let (unique_key, window_ms) = job.unique.as_ref().map_or(("", 0), |u| {
                         (u.key.as_str(), u.window_ms.clamp(1, i64::MAX as u64 / 2))
                     });
-                    invocation
-                        .arg(&job.id)
+                    call.arg(&job.id)
                         .arg(&job.kind)
                         .arg(job.payload.to_string())
                         .arg(job.priority.level())
@@ -395,8 +425,7 @@ impl QueueEngine {
                         .arg(window_ms)
                         .arg(if job.events { "1" } else { "" });
                     if grouped {
-                        invocation
-                            .arg(job.group.as_ref().map_or("", |g| g.key.as_str()))
+                        call.arg(job.group.as_ref().map_or("", |g| g.key.as_str()))
                             .arg(if job.group.as_ref().is_some_and(|g| g.ordered) {
                                 "1"
                             } else {
@@ -404,16 +433,83 @@ impl QueueEngine {
                             });
                     }
                     if traced {
-                        invocation.arg(job.traceparent.as_deref().unwrap_or(""));
+                        call.arg(job.traceparent.as_deref().unwrap_or(""));
                     }
                 }
-                let results: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+                let results: Vec<i64> = match acks {
+                    None => self.eval_sha(&self.scripts.enqueue, &call).await?,
+                    Some(acks) => {
+                        self.eval_sha_confirmed(&self.scripts.enqueue, &call, acks)
+                            .await?
+                    }
+                };
                 for (&i, result) in chunk.iter().zip(results) {
                     added[i] = result == 1;
                 }
             }
         }
         Ok(added)
+    }
+
+    /// Runs `call`, an `EVALSHA` of `script`, loading the script first if the server has not
+    /// seen it (a restarted or new server, a cluster node that took over a slot).
+    async fn eval_sha<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        call: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let mut redis = self.redis.clone();
+        match call.query_async(&mut redis).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                script.load_async(&mut redis).await?;
+                call.query_async(&mut redis).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::eval_sha`] with a `WAIT` for `acks` in the same pipeline; an error unless enough
+    /// replicas confirmed.
+    async fn eval_sha_confirmed<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        call: &redis::Cmd,
+        acks: crate::ReplicaAcks,
+    ) -> redis::RedisResult<T> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(call.clone())
+            .cmd("WAIT")
+            .arg(acks.replicas)
+            .arg(
+                u64::try_from(acks.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        let mut redis = self.redis.clone();
+        let (result, confirmed): (T, i64) = match pipeline.query_async(&mut redis).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                script.load_async(&mut redis).await?;
+                pipeline.query_async(&mut redis).await?
+            }
+            other => other?,
+        };
+        if confirmed < i64::from(acks.replicas) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "push not confirmed by enough replicas",
+                format!(
+                    "{confirmed} of {} replicas within {} ms",
+                    acks.replicas,
+                    acks.timeout.as_millis()
+                ),
+            )));
+        }
+        Ok(result)
     }
 
     /// `WAIT replicas timeout` on this engine's connection: how many replicas hold every write

@@ -52,8 +52,9 @@ impl Producer {
         Self { requests }
     }
 
-    /// A producer whose enqueues succeed only once `acks.replicas` replicas hold them (`WAIT`
-    /// after each script call): Redis replicates asynchronously, so a failover can lose a write
+    /// A producer whose enqueues succeed only once `acks.replicas` replicas hold them (a `WAIT`
+    /// pipelined behind each script call, see [`QueueEngine::enqueue_confirmed`]): Redis
+    /// replicates asynchronously, so a failover can lose a write
     /// the old primary acknowledged, and the outbox must not mark a row dispatched on such an
     /// acknowledgement. A push the replicas did not confirm in time is an error, though the
     /// jobs may exist on the primary (a re-push is harmless: enqueue is idempotent by id).
@@ -108,41 +109,10 @@ async fn run(
             }
         }
         let all: Vec<JobSpec> = group.iter().flat_map(|r| r.jobs.iter().cloned()).collect();
-        // WAIT counts the writes of its own connection: behind Sentinels the connection may
-        // move to a new primary between the push and the WAIT, whose answer would then say
-        // nothing about the push. The epoch tells.
-        let epoch = match acks {
-            Some(_) => engine.redis().primary_epoch().await.ok(),
-            None => None,
+        let outcome = match acks {
+            None => engine.enqueue(&all).await,
+            Some(acks) => engine.enqueue_confirmed(&all, acks).await,
         };
-        let mut outcome = engine.enqueue(&all).await;
-        if let (Ok(_), Some(acks)) = (&outcome, acks) {
-            // One WAIT covers the whole group: it waits for every write this connection sent.
-            let confirmed = engine.wait_for_replicas(acks.replicas, acks.timeout).await;
-            let moved = engine.redis().primary_epoch().await.ok() != epoch || epoch.is_none();
-            match confirmed {
-                Ok(_) if moved => {
-                    outcome = Err(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "push not confirmed",
-                        "the connection moved to another primary during the push".to_owned(),
-                    )));
-                }
-                Ok(confirmed) if confirmed >= i64::from(acks.replicas) => {}
-                Ok(confirmed) => {
-                    outcome = Err(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "push not confirmed by enough replicas",
-                        format!(
-                            "{confirmed} of {} replicas within {} ms",
-                            acks.replicas,
-                            acks.timeout.as_millis()
-                        ),
-                    )));
-                }
-                Err(error) => outcome = Err(error),
-            }
-        }
         match outcome {
             Ok(results) => {
                 let mut results = results.into_iter();

@@ -148,6 +148,31 @@ impl PrivateRedis {
         panic!("private redis-server did not start on port {}", self.port);
     }
 
+    /// Stops the process without ending it (SIGSTOP): it neither answers nor replicates until
+    /// [`Self::resume`], like a server cut off by the network.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a running server")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill is installed");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills the server at once (SIGKILL: no goodbye, like a crash).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -385,17 +410,25 @@ impl ClusterRedis {
     /// `primaries` nodes (at least 3, as `redis-cli --cluster create` requires), nothing on
     /// disk; waits until every node serves every slot.
     pub fn start(primaries: usize) -> Self {
-        Self::launch(primaries, false)
+        Self::launch(primaries, false, false)
     }
 
     /// As [`Self::start`], each node keeping an append-only file (fsync on every write), so a
     /// node killed and restarted comes back with its keys.
     pub fn start_persistent(primaries: usize) -> Self {
-        Self::launch(primaries, true)
+        Self::launch(primaries, true, false)
     }
 
-    fn launch(primaries: usize, persistent: bool) -> Self {
-        let nodes: Vec<PrivateRedis> = (0..primaries)
+    /// As [`Self::start`], with one replica per primary: nodes `0..primaries` are the
+    /// primaries, the rest their replicas (see [`ClusterAdmin::replica_of`]); waits until every
+    /// replica is in sync.
+    pub fn start_with_replicas(primaries: usize) -> Self {
+        Self::launch(primaries, false, true)
+    }
+
+    fn launch(primaries: usize, persistent: bool, replicas: bool) -> Self {
+        let count = if replicas { primaries * 2 } else { primaries };
+        let nodes: Vec<PrivateRedis> = (0..count)
             .map(|_| {
                 let port = free_port();
                 let bus = free_port();
@@ -427,7 +460,8 @@ impl ClusterRedis {
             create.arg(format!("127.0.0.1:{port}"));
         }
         let output = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", if replicas { "1" } else { "0" }])
+            .arg("--cluster-yes")
             .output()
             .expect("redis-cli is installed");
         assert!(
@@ -436,6 +470,20 @@ impl ClusterRedis {
             String::from_utf8_lossy(&output.stdout)
         );
         cluster.wait_until_stable(Duration::from_secs(30));
+        if replicas {
+            let synced = (0..600).any(|_| {
+                let all = (primaries..count).all(|index| {
+                    command(&cluster.admin.url(index), &["INFO", "replication"])
+                        .and_then(|info| redis::from_redis_value::<String>(info).ok())
+                        .is_some_and(|info| info.contains("master_link_status:up"))
+                });
+                if !all {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                all
+            });
+            assert!(synced, "the replicas did not sync with their primaries");
+        }
         cluster
     }
 
@@ -500,6 +548,24 @@ impl ClusterAdmin {
                 .set_response_timeout(Some(Duration::from_secs(5))),
         )
         .expect("a lazy cluster connection")
+    }
+
+    /// The node that replicates primary `index` (a cluster started with replicas).
+    pub fn replica_of(&self, index: usize) -> usize {
+        let primary_port = i64::from(self.ports[index]);
+        (0..self.ports.len())
+            .find(|&candidate| {
+                let role: Option<Vec<redis::Value>> = command(&self.url(candidate), &["ROLE"])
+                    .and_then(|role| redis::from_redis_value(role).ok());
+                role.is_some_and(|role| {
+                    matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"slave")
+                        && role
+                            .get(2)
+                            .and_then(|port| redis::from_redis_value_ref::<i64>(port).ok())
+                            == Some(primary_port)
+                })
+            })
+            .unwrap_or_else(|| panic!("no replica of node {index}"))
     }
 
     /// Node `index`'s cluster id.

@@ -109,10 +109,9 @@ impl Services {
         .with_limits(queue_limits(&config));
         let producer = Producer::new(queue.clone());
         // Pushes that must reach replicas wait for them on a connection of their own, so the
-        // wait never holds up the rest of the process's Redis traffic. Behind Sentinels the
-        // producer checks that the connection did not move between a push and its wait (see
-        // `RedisConnection::primary_epoch`). Both connections share `servers`, so one watcher
-        // and one lookup cache serve them.
+        // wait never holds up the rest of the process's Redis traffic (each push and its
+        // `WAIT` travel in one pipeline, see `QueueEngine::enqueue_confirmed`). Both
+        // connections share `servers`, so one Sentinel watcher and one lookup cache serve them.
         let outbox_producer = match config.redis.wait_replicas {
             0 => producer.clone(),
             replicas => Producer::replicated(

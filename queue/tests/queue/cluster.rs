@@ -1,7 +1,8 @@
 //! The engine on a Redis Cluster (three primaries, private servers): every operation works with
 //! queues spread over all the nodes; slots moved while jobs run (`redis-cli --cluster reshard`,
 //! and one queue's slot moved a few keys at a time) lose no job and run none on half a queue;
-//! and a node killed with SIGKILL and restarted (append-only file on) loses none either.
+//! and a node killed with SIGKILL and restarted (append-only file on) loses none either. With a
+//! replica per primary, a push is confirmed by the replica of the node that took it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,7 +11,7 @@ use std::{
 };
 
 use orderly_queue::{
-    CancelOutcome, JobGroup, JobState, QueueEngine, Retention, WorkerInfo,
+    CancelOutcome, JobGroup, JobState, QueueEngine, ReplicaAcks, Retention, WorkerInfo,
     schedule::{Missed, Recurrence, ScheduleDef, Schedules},
     testing::{ClusterRedis, eventually, unique_prefix},
 };
@@ -43,7 +44,7 @@ fn queues_on(
     count: usize,
 ) -> Vec<String> {
     let first_slot = cluster.first_slot(node);
-    (0..)
+    let found: Vec<String> = (0..10_000)
         .map(|n| format!("q{n}"))
         .filter(|queue| {
             let key = engine.state_key(queue, JobState::Ready);
@@ -51,7 +52,9 @@ fn queues_on(
                 && below.is_none_or(|below| cluster.slot_of(&key) < first_slot + below)
         })
         .take(count)
-        .collect()
+        .collect();
+    assert_eq!(found.len(), count, "queue names on node {node}");
+    found
 }
 
 /// Claims and acknowledges jobs of `queues` until `stop`, as a worker does (errors, expected
@@ -423,4 +426,52 @@ async fn a_node_killed_and_restarted_loses_no_job() {
         during < queues.len() * per_queue,
         "everything finished before the node went down"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_is_confirmed_by_the_replica_of_its_own_node() {
+    let cluster = ClusterRedis::start_with_replicas(3);
+    let engine = engine_on(&cluster);
+    let queues: Vec<String> = (0..3)
+        .flat_map(|node| queues_on(&cluster, &engine, node, None, 1))
+        .collect();
+    let acks = ReplicaAcks {
+        replicas: 1,
+        timeout: Duration::from_millis(300),
+    };
+    for queue in &queues {
+        let added = engine
+            .enqueue_confirmed(&[job(queue, &format!("{queue}-a"), 5)], acks)
+            .await
+            .unwrap();
+        assert_eq!(added, vec![true], "{queue}: confirmed by its replica");
+    }
+
+    // Node 1's replica stops answering: a push to node 1's queue reaches its primary but is
+    // not confirmed; pushes to the other nodes' queues still are (the WAIT asks the node that
+    // took the push, not every primary).
+    let replica = cluster.replica_of(1);
+    cluster.nodes[replica].pause();
+    let unconfirmed = job(&queues[1], "unconfirmed", 5);
+    let refused = engine
+        .enqueue_confirmed(std::slice::from_ref(&unconfirmed), acks)
+        .await
+        .expect_err("a push no replica holds is not confirmed");
+    assert!(refused.to_string().contains("not confirmed"), "{refused}");
+    assert!(engine.exists(&queues[1], "unconfirmed").await.unwrap());
+    for queue in [&queues[0], &queues[2]] {
+        engine
+            .enqueue_confirmed(&[job(queue, &format!("{queue}-b"), 5)], acks)
+            .await
+            .expect("another node's replica confirms");
+    }
+
+    // Back: pushing the same job again (what the outbox relay does with an undispatched row)
+    // adds nothing and is confirmed now.
+    cluster.nodes[replica].resume();
+    let again = engine
+        .enqueue_confirmed(std::slice::from_ref(&unconfirmed), acks)
+        .await
+        .expect("confirmed once the replica is back");
+    assert_eq!(again, vec![false], "the job was there already");
 }

@@ -155,16 +155,6 @@ impl RedisConfig {
             });
         }
         let wait_replicas = env.parse_or("REDIS_WAIT_REPLICAS", 0)?;
-        if wait_replicas > 0 && mode == RedisMode::Cluster {
-            // A push's jobs may land on any primary, and WAIT on a cluster connection would ask
-            // every primary (whose replicas may be none); see README "Running past one machine".
-            return Err(ConfigError::Invalid {
-                name: "REDIS_WAIT_REPLICAS",
-                reason: "waiting for replicas is not supported with REDIS_MODE=cluster; \
-                         leave it at 0"
-                    .into(),
-            });
-        }
         Ok(Self {
             url,
             mode,
