@@ -2,7 +2,9 @@
 //! queues spread over all the nodes; slots moved while jobs run (`redis-cli --cluster reshard`,
 //! and one queue's slot moved a few keys at a time) lose no job and run none on half a queue;
 //! and a node killed with SIGKILL and restarted (append-only file on) loses none either. With a
-//! replica per primary, a push is confirmed by the replica of the node that took it.
+//! replica per primary, a push is confirmed by the replica of the node that took it, and a
+//! failover that drops the pushes only the old primary had loses no job: their outbox rows stay
+//! undispatched and the relay pushes them to the promoted replica.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -474,4 +476,121 @@ async fn a_push_is_confirmed_by_the_replica_of_its_own_node() {
         .await
         .expect("confirmed once the replica is back");
     assert_eq!(again, vec![false], "the job was there already");
+}
+
+/// One command on node `index` of `cluster`, over a connection of its own.
+fn on_node(
+    cluster: &ClusterRedis,
+    index: usize,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut connection = redis::Client::open(cluster.urls()[index].as_str())?.get_connection()?;
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query(&mut connection)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
+    use orderly_queue::{Outbox, Producer, UnitOfWork, outbox};
+    let cluster = tokio::task::spawn_blocking(|| ClusterRedis::start_with_replicas(3))
+        .await
+        .unwrap();
+    let engine = engine_on(&cluster);
+    let queue = "outbox-test";
+    let spec =
+        |n: u32| orderly_queue::JobSpec::new(queue, "test.outbox", serde_json::json!({ "n": n }));
+    let undispatched = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from outbox where dispatched_at is null")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let outbox = Outbox::new(
+        pool.clone(),
+        Producer::replicated(
+            another_process(&cluster, &engine),
+            ReplicaAcks {
+                replicas: 1,
+                timeout: Duration::from_millis(300),
+            },
+        ),
+    );
+
+    // Confirmed by the replica of the queue's node: pushed and marked.
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let mut confirmed = Vec::new();
+    for n in 0..10 {
+        confirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
+    }
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            undispatched().await == 0
+        })
+        .await,
+        "confirmed pushes are marked"
+    );
+
+    // The replica is cut off (stopped, and its link dropped by the primary, so nothing more
+    // reaches it): pushes reach the primary only, and their rows stay undispatched.
+    let primary = cluster.node_of(&engine.state_key(queue, JobState::Ready));
+    let replica = cluster.replica_of(primary);
+    cluster.nodes[replica].pause();
+    on_node(&cluster, primary, &["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let mut unconfirmed = Vec::new();
+    for n in 10..20 {
+        unconfirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
+    }
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    for id in &unconfirmed {
+        assert!(engine.exists(queue, &id.to_string()).await.unwrap());
+    }
+    assert_eq!(
+        undispatched().await,
+        10,
+        "unconfirmed pushes are not marked"
+    );
+
+    // Failover: the primary dies with the writes only it had; the cluster promotes the replica
+    // once the other primaries agree it is gone (the 5 s node timeout).
+    let mut cluster = cluster;
+    cluster.kill(primary);
+    cluster.nodes[replica].resume();
+    let promoted = eventually(Duration::from_secs(30), || async {
+        matches!(
+            on_node(&cluster, replica, &["ROLE"]),
+            Ok(redis::Value::Array(role)) if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+        ) && engine.exists(queue, "anything").await.is_ok()
+    })
+    .await;
+    assert!(promoted, "the replica was promoted and serves the queue");
+    for id in &unconfirmed {
+        assert!(
+            !engine.exists(queue, &id.to_string()).await.unwrap(),
+            "the promoted replica never got {id}"
+        );
+    }
+
+    // The relay re-pushes the undispatched rows to the new primary (which has no replica of its
+    // own now, so a plain producer marks them).
+    let relay = Outbox::new(pool.clone(), Producer::new(engine.clone()));
+    assert_eq!(relay.relay_once(Duration::ZERO).await.unwrap(), 10);
+    for id in confirmed.iter().chain(&unconfirmed) {
+        assert!(
+            engine.exists(queue, &id.to_string()).await.unwrap(),
+            "job {id} exists after the failover"
+        );
+    }
+    assert_eq!(
+        engine.counts(queue).await.unwrap().waiting,
+        20,
+        "every job once"
+    );
+    assert_eq!(undispatched().await, 0);
 }
