@@ -104,16 +104,15 @@ impl ClusterSeeds {
     fn connect(&self, config: &ConnectionManagerConfig) -> RedisResult<ClusterConnection> {
         let mut builder = ClusterClientBuilder::new(self.nodes.clone())
             .retries(u32::try_from(config.number_of_retries()).unwrap_or(u32::MAX));
-        if let Some(timeout) = config.connection_timeout() {
-            builder = builder.connection_timeout(timeout);
-        }
         let mut cluster_config = ClusterConfig::new();
+        if let Some(timeout) = config.connection_timeout() {
+            cluster_config = cluster_config.set_connection_timeout(timeout);
+        }
+        // Per attempt (the connection's setting) and for the whole call, redirections and
+        // retries included (the builder's, which the connection's does not change).
         if let Some(timeout) = config.response_timeout() {
             builder = builder.response_timeout(timeout);
             cluster_config = cluster_config.set_response_timeout(timeout);
-        }
-        if let Some(timeout) = config.connection_timeout() {
-            cluster_config = cluster_config.set_connection_timeout(timeout);
         }
         Ok(builder
             .build()?
@@ -448,8 +447,14 @@ impl RedisConnection {
     /// this type cannot carry, like the near cache's RESP3 tracking connections). A cluster
     /// node whose slot map lists a primary without an address (a node being removed) is skipped.
     pub async fn primaries(&self) -> RedisResult<Vec<Client>> {
-        let Link::Cluster { connection, seeds } = &self.0 else {
-            return Ok(vec![self.primary_client().await?]);
+        let (connection, seeds) = match &self.0 {
+            Link::Single { client, .. } => return Ok(vec![Client::clone(client)]),
+            // Asked of the Sentinels (or a lookup of the last [`LOOKUP_REUSE`]), so a caller
+            // that reconnects after a failure lands on the primary of the moment.
+            Link::Sentinel(following) => {
+                return Ok(vec![following.sentinels.primary(false).await?]);
+            }
+            Link::Cluster { connection, seeds } => (connection, seeds),
         };
         let slots = connection
             .clone()
@@ -491,21 +496,6 @@ impl RedisConnection {
             .into_iter()
             .map(|(host, port)| seeds.node_client(host, port))
             .collect()
-    }
-
-    /// A client for the current primary, for connections this type cannot carry (a RESP3
-    /// connection that receives pushes). Behind Sentinels it asks them (or reuses a lookup of
-    /// the last [`LOOKUP_REUSE`]), so a caller that reconnects after a failure lands on the
-    /// primary of the moment.
-    pub async fn primary_client(&self) -> RedisResult<Client> {
-        match &self.0 {
-            Link::Single { client, .. } => Ok(Client::clone(client)),
-            Link::Sentinel(following) => following.sentinels.primary(false).await,
-            Link::Cluster { .. } => Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "a Redis Cluster has one primary per shard; ask for all of them",
-            ))),
-        }
     }
 
     async fn with_primary<T>(

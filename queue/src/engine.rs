@@ -512,31 +512,6 @@ impl QueueEngine {
         Ok(result)
     }
 
-    /// `WAIT replicas timeout` on this engine's connection: how many replicas hold every write
-    /// it sent so far (at most `timeout` spent waiting for `replicas` of them). Not on a Redis
-    /// Cluster, where the writes went to several primaries and a `WAIT` would ask all of them.
-    pub async fn wait_for_replicas(
-        &self,
-        replicas: u32,
-        timeout: Duration,
-    ) -> redis::RedisResult<i64> {
-        if self.redis.is_cluster() {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "waiting for replicas is not supported on a Redis Cluster",
-            )));
-        }
-        redis::cmd("WAIT")
-            .arg(replicas)
-            .arg(
-                u64::try_from(timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )
-            .query_async(&mut self.redis.clone())
-            .await
-    }
-
     /// Claims up to `max` jobs of `queue` for `worker`, leasing them for `lease`.
     pub async fn claim(
         &self,

@@ -454,21 +454,18 @@ impl ClusterRedis {
             ports: nodes.iter().map(|node| node.port).collect(),
         };
         let cluster = Self { nodes, admin };
-        let mut create = Command::new("redis-cli");
-        create.args(["--cluster", "create"]);
-        for port in &cluster.admin.ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        let output = create
-            .args(["--cluster-replicas", if replicas { "1" } else { "0" }])
-            .arg("--cluster-yes")
-            .output()
-            .expect("redis-cli is installed");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        let nodes: Vec<String> = cluster
+            .admin
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        redis_cli_cluster("create", |command| {
+            command
+                .args(&nodes)
+                .args(["--cluster-replicas", if replicas { "1" } else { "0" }])
+                .arg("--cluster-yes");
+        });
         cluster.wait_until_stable(Duration::from_secs(30));
         if replicas {
             let synced = (0..600).any(|_| {
@@ -568,9 +565,16 @@ impl ClusterAdmin {
             .unwrap_or_else(|| panic!("no replica of node {index}"))
     }
 
+    /// `args` as one command on node `index`, over a connection of its own; `None` if it
+    /// failed.
+    pub fn on_node(&self, index: usize, args: &[&str]) -> Option<redis::Value> {
+        command(&self.url(index), args)
+    }
+
     /// Node `index`'s cluster id.
     pub fn node_id(&self, index: usize) -> String {
-        let id = command(&self.url(index), &["CLUSTER", "MYID"])
+        let id = self
+            .on_node(index, &["CLUSTER", "MYID"])
             .unwrap_or_else(|| panic!("CLUSTER MYID on node {index}"));
         redis::from_redis_value(id).expect("a node id")
     }
@@ -679,23 +683,14 @@ impl ClusterAdmin {
     /// Runs `redis-cli --cluster reshard`: `slots` of node `from`'s slots (its lowest first)
     /// to node `to`, `pipeline` keys per `MIGRATE`.
     pub fn reshard(&self, from: usize, to: usize, slots: usize, pipeline: usize) {
-        let output = Command::new("redis-cli")
-            .args([
-                "--cluster",
-                "reshard",
-                &format!("127.0.0.1:{}", self.ports[0]),
-            ])
-            .args(["--cluster-from", &self.node_id(from)])
-            .args(["--cluster-to", &self.node_id(to)])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .args(["--cluster-pipeline", &pipeline.to_string()])
-            .output()
-            .expect("redis-cli is installed");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster reshard failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        redis_cli_cluster("reshard", |command| {
+            command
+                .arg(format!("127.0.0.1:{}", self.ports[0]))
+                .args(["--cluster-from", &self.node_id(from)])
+                .args(["--cluster-to", &self.node_id(to)])
+                .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+                .args(["--cluster-pipeline", &pipeline.to_string()]);
+        });
     }
 
     /// Waits until every node says the cluster is ok and serves every slot.
@@ -721,6 +716,20 @@ impl ClusterAdmin {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs `redis-cli --cluster <action>` with the arguments `args` adds, and fails the test with
+/// its output unless it succeeds.
+fn redis_cli_cluster(action: &str, args: impl FnOnce(&mut Command)) {
+    let mut command = Command::new("redis-cli");
+    command.args(["--cluster", action]);
+    args(&mut command);
+    let output = command.output().expect("redis-cli is installed");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster {action} failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// One command on the server at `url` over a short-lived connection; `None` if it failed.

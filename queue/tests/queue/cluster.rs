@@ -59,6 +59,13 @@ fn queues_on(
     found
 }
 
+/// A queue name on each of the cluster's three primaries, in node order.
+fn one_queue_per_node(cluster: &ClusterRedis, engine: &QueueEngine) -> Vec<String> {
+    (0..3)
+        .flat_map(|node| queues_on(cluster, engine, node, None, 1))
+        .collect()
+}
+
 /// Claims and acknowledges jobs of `queues` until `stop`, as a worker does (errors, expected
 /// while slots move or a node restarts, are retried after a pause); records every job it ran
 /// and how often. (Not what it acknowledged: an ack whose reply was lost with a node may still
@@ -190,9 +197,7 @@ async fn assert_all_completed(
 async fn every_operation_works_with_queues_on_every_node() {
     let cluster = ClusterRedis::start(3);
     let engine = engine_on(&cluster);
-    let queues: Vec<String> = (0..3)
-        .flat_map(|node| queues_on(&cluster, &engine, node, None, 1))
-        .collect();
+    let queues = one_queue_per_node(&cluster, &engine);
     assert_eq!(queues.len(), 3);
 
     // One batch spanning every node; per queue: a plain job, a delayed one, a grouped one, a
@@ -394,9 +399,7 @@ async fn slots_moved_while_jobs_run_lose_no_job() {
 async fn a_node_killed_and_restarted_loses_no_job() {
     let mut cluster = ClusterRedis::start_persistent(3);
     let engine = engine_on(&cluster);
-    let queues: Vec<String> = (0..3)
-        .flat_map(|node| queues_on(&cluster, &engine, node, None, 1))
-        .collect();
+    let queues = one_queue_per_node(&cluster, &engine);
     let per_queue = 600;
     enqueue_range(&engine, &queues, 0..per_queue, 100).await;
 
@@ -434,9 +437,7 @@ async fn a_node_killed_and_restarted_loses_no_job() {
 async fn a_push_is_confirmed_by_the_replica_of_its_own_node() {
     let cluster = ClusterRedis::start_with_replicas(3);
     let engine = engine_on(&cluster);
-    let queues: Vec<String> = (0..3)
-        .flat_map(|node| queues_on(&cluster, &engine, node, None, 1))
-        .collect();
+    let queues = one_queue_per_node(&cluster, &engine);
     let acks = ReplicaAcks {
         replicas: 1,
         timeout: Duration::from_millis(300),
@@ -478,36 +479,17 @@ async fn a_push_is_confirmed_by_the_replica_of_its_own_node() {
     assert_eq!(again, vec![false], "the job was there already");
 }
 
-/// One command on node `index` of `cluster`, over a connection of its own.
-fn on_node(
-    cluster: &ClusterRedis,
-    index: usize,
-    args: &[&str],
-) -> redis::RedisResult<redis::Value> {
-    let mut connection = redis::Client::open(cluster.urls()[index].as_str())?.get_connection()?;
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query(&mut connection)
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
-    use orderly_queue::{Outbox, Producer, UnitOfWork, outbox};
+    use orderly_queue::{Outbox, Producer};
+
+    use crate::outbox::{commit_and_push, undispatched};
     let cluster = tokio::task::spawn_blocking(|| ClusterRedis::start_with_replicas(3))
         .await
         .unwrap();
     let engine = engine_on(&cluster);
-    let queue = "outbox-test";
-    let spec =
-        |n: u32| orderly_queue::JobSpec::new(queue, "test.outbox", serde_json::json!({ "n": n }));
-    let undispatched = || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from outbox where dispatched_at is null")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
+    let queue = crate::outbox::spec(0).queue;
+    let queue = queue.as_str();
     let outbox = Outbox::new(
         pool.clone(),
         Producer::replicated(
@@ -520,16 +502,10 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
     );
 
     // Confirmed by the replica of the queue's node: pushed and marked.
-    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    let mut confirmed = Vec::new();
-    for n in 0..10 {
-        confirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
-    }
-    outbox.commit(uow).await.unwrap();
-    outbox.drain(Duration::from_secs(5)).await;
+    let confirmed = commit_and_push(&pool, &outbox, 0..10).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            undispatched().await == 0
+            undispatched(&pool).await == 0
         })
         .await,
         "confirmed pushes are marked"
@@ -540,19 +516,15 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
     let primary = cluster.node_of(&engine.state_key(queue, JobState::Ready));
     let replica = cluster.replica_of(primary);
     cluster.nodes[replica].pause();
-    on_node(&cluster, primary, &["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
-    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    let mut unconfirmed = Vec::new();
-    for n in 10..20 {
-        unconfirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
-    }
-    outbox.commit(uow).await.unwrap();
-    outbox.drain(Duration::from_secs(5)).await;
+    cluster
+        .on_node(primary, &["CLIENT", "KILL", "TYPE", "replica"])
+        .expect("the primary drops its replica's link");
+    let unconfirmed = commit_and_push(&pool, &outbox, 10..20).await;
     for id in &unconfirmed {
         assert!(engine.exists(queue, &id.to_string()).await.unwrap());
     }
     assert_eq!(
-        undispatched().await,
+        undispatched(&pool).await,
         10,
         "unconfirmed pushes are not marked"
     );
@@ -564,8 +536,8 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
     cluster.nodes[replica].resume();
     let promoted = eventually(Duration::from_secs(30), || async {
         matches!(
-            on_node(&cluster, replica, &["ROLE"]),
-            Ok(redis::Value::Array(role)) if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+            cluster.on_node(replica, &["ROLE"]),
+            Some(redis::Value::Array(role)) if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
         ) && engine.exists(queue, "anything").await.is_ok()
     })
     .await;
@@ -592,5 +564,5 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
         20,
         "every job once"
     );
-    assert_eq!(undispatched().await, 0);
+    assert_eq!(undispatched(&pool).await, 0);
 }

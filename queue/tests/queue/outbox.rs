@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestEngine, engine, engine_with, eventually};
 
-fn spec(n: u32) -> JobSpec {
+pub(crate) fn spec(n: u32) -> JobSpec {
     JobSpec::new("outbox-test", "test.outbox", serde_json::json!({ "n": n }))
 }
 
@@ -21,11 +21,28 @@ async fn setup(pool: &PgPool) -> (TestEngine, Outbox) {
     (e, outbox)
 }
 
-async fn undispatched(pool: &PgPool) -> i64 {
+pub(crate) async fn undispatched(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from outbox where dispatched_at is null")
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// Stages `spec(n)` for each of `numbers` in one transaction, commits it through `outbox` (which
+/// pushes after the commit) and waits for the push; returns the rows' ids.
+pub(crate) async fn commit_and_push(
+    pool: &PgPool,
+    outbox: &Outbox,
+    numbers: std::ops::Range<u32>,
+) -> Vec<Uuid> {
+    let mut uow = UnitOfWork::begin(pool).await.unwrap();
+    let mut ids = Vec::new();
+    for n in numbers {
+        ids.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
+    }
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    ids
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -285,13 +302,7 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
     );
 
     // Replicated: pushed and marked.
-    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    let mut ids = Vec::new();
-    for n in 0..10 {
-        ids.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
-    }
-    outbox.commit(uow).await.unwrap();
-    outbox.drain(Duration::from_secs(5)).await;
+    let ids = commit_and_push(&pool, &outbox, 0..10).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             undispatched(&pool).await == 0
@@ -303,13 +314,7 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
     // The replica stops following (a partition): pushes reach the primary only, and their
     // rows stay undispatched.
     ReplicatedRedis::command(&redis.replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
-    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    let mut unconfirmed = Vec::new();
-    for n in 10..20 {
-        unconfirmed.push(outbox::stage(&mut uow, spec(n)).await.unwrap());
-    }
-    outbox.commit(uow).await.unwrap();
-    outbox.drain(Duration::from_secs(5)).await;
+    let unconfirmed = commit_and_push(&pool, &outbox, 10..20).await;
     let primary = engine_on(redis.primary.url());
     for id in &unconfirmed {
         assert!(

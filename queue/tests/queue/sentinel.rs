@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use orderly_queue::{
-    QueueEngine, RedisConnection, RedisServers, Retention,
+    JobSpec, QueueEngine, RedisConnection, RedisServers, ReplicaAcks, Retention,
     testing::{SentinelRedis, eventually, unique_prefix},
 };
 use redis::aio::ConnectionManagerConfig;
@@ -48,18 +48,23 @@ async fn enqueue_until_accepted(engine: &QueueEngine, id: &str) -> (Duration, us
     }
 }
 
-/// Enqueues `id` until a replica confirms it (`WAIT`), as the outbox's replicated producer does:
-/// a write only the old primary took in the moment before it was demoted is lost when it
-/// resyncs from the new one, so an unconfirmed push is pushed again (the job id makes the
-/// repeat harmless).
+/// Waits for a replica to confirm pushes: at most 500 ms per attempt, as the outbox's producer
+/// is configured.
+const ONE_REPLICA: ReplicaAcks = ReplicaAcks {
+    replicas: 1,
+    timeout: Duration::from_millis(500),
+};
+
+/// Enqueues `id` until a replica confirms it, as the outbox's replicated producer does: a write
+/// only the old primary took in the moment before it was demoted is lost when it resyncs from
+/// the new one, so an unconfirmed push is pushed again (the job id makes the repeat harmless).
 async fn enqueue_until_replicated(engine: &QueueEngine, id: &str) -> Duration {
     let started = Instant::now();
     loop {
-        if engine.enqueue(&[job("q", id, 5)]).await.is_ok()
-            && engine
-                .wait_for_replicas(1, Duration::from_millis(500))
-                .await
-                .is_ok_and(|replicas| replicas >= 1)
+        if engine
+            .enqueue_confirmed(&[job("q", id, 5)], ONE_REPLICA)
+            .await
+            .is_ok()
         {
             return started.elapsed();
         }
@@ -73,16 +78,12 @@ async fn enqueue_until_replicated(engine: &QueueEngine, id: &str) -> Duration {
     }
 }
 
-/// Whether a replica confirms this connection's writes within `limit` (a server the Sentinels
-/// just made a replica needs a moment to sync).
-async fn replicated_within(engine: &QueueEngine, limit: Duration) -> bool {
+/// Whether a replica confirms `jobs` within `limit` (pushed again, which adds nothing: a replica
+/// that just started needs a moment to sync).
+async fn replicated_within(engine: &QueueEngine, jobs: &[JobSpec], limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if engine
-            .wait_for_replicas(1, Duration::from_millis(500))
-            .await
-            .is_ok_and(|replicas| replicas >= 1)
-        {
+        if engine.enqueue_confirmed(jobs, ONE_REPLICA).await.is_ok() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -119,14 +120,12 @@ async fn a_connection_follows_the_primary_through_a_demotion_and_a_crash() {
     let engine = engine_behind(&group);
     let first_primary = group.primary_port().unwrap();
 
-    for i in 0..10 {
-        engine
-            .enqueue(&[job("q", &format!("a{i}"), 5)])
-            .await
-            .unwrap();
+    let first: Vec<JobSpec> = (0..10).map(|i| job("q", &format!("a{i}"), 5)).collect();
+    for one in &first {
+        engine.enqueue(std::slice::from_ref(one)).await.unwrap();
     }
     assert!(
-        replicated_within(&engine, Duration::from_secs(10)).await,
+        replicated_within(&engine, &first, Duration::from_secs(10)).await,
         "the replica holds the first ten jobs"
     );
     let mut blocking = engine.blocking_connection().await.unwrap();

@@ -405,11 +405,11 @@ async fn track(
                         }
                     }
                     if redis.is_cluster() {
-                        match tracking_clients(&redis).await {
-                            Ok(clients) if addresses(&clients) != tracked => {
+                        match redis.primaries().await.map(|now| addresses(&now)) {
+                            Ok(now) if now != tracked => {
                                 tracing::warn!(
                                     before = ?tracked,
-                                    now = ?addresses(&clients),
+                                    ?now,
                                     "near cache: the Redis Cluster's primaries changed; tracking them anew"
                                 );
                                 break;
