@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The queue benchmark on one Redis node and on a Redis Cluster of three primaries, side by side:
 # starts a private redis-server and a private 3-primary cluster on free ports (no persistence,
-# same settings), builds the release binaries, then runs `orderly-bench queue` on each in turn,
-# ROUNDS times (default 3), and stops the servers. Extra arguments go to `orderly-bench queue`
-# (defaults: --jobs 20000 --producers 50 --concurrency 50 --processes 1). Each run's last line
-# is its JSON result; docs/performance.md has the figures and what they mean.
+# same settings), builds the release binaries, then runs `orderly-bench queue` in turn on the
+# node, on the cluster, and on the cluster with the queue split into PARTITIONS partitions
+# (default 6, `--partitions`), ROUNDS times (default 3), and stops the servers. Extra arguments
+# go to `orderly-bench queue` (defaults: --jobs 20000 --producers 50 --concurrency 50
+# --processes 1). Each run prints its JSON result and the CPU seconds each Redis server spent
+# on it (how the work spreads over the nodes); docs/performance.md has the figures and what
+# they mean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -17,6 +20,7 @@ build_release
 bench="$CARGO_TARGET_DIR/release/orderly-bench"
 
 rounds="${ROUNDS:-3}"
+partitions="${PARTITIONS:-6}"
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
   args=(--jobs 20000 --producers 50 --concurrency 50 --processes 1)
@@ -53,6 +57,7 @@ start_redis() {
 
 single_port="$(free_port)"
 start_redis "$work/single" "$single_port"
+server_pids=("${pids[-1]}")
 
 cluster_ports=()
 for n in 1 2 3; do
@@ -60,6 +65,7 @@ for n in 1 2 3; do
   start_redis "$work/node-$n" "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
     --cluster-port "$(free_port)"
   cluster_ports+=("$port")
+  server_pids+=("${pids[-1]}")
 done
 redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
   >"$work/create.log"
@@ -70,9 +76,39 @@ done
 seeds="$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}")"
 seeds="${seeds%,}"
 
+# CPU seconds each server (the node, then the cluster's three) has used so far.
+cpu_seconds() {
+  local ticks
+  ticks="$(getconf CLK_TCK)"
+  for pid in "${server_pids[@]}"; do
+    awk -v t="$ticks" '{printf "%.2f ", ($14 + $15) / t}' "/proc/$pid/stat"
+  done
+}
+
+# measured <label> <command...>: runs the bench, then prints its JSON line and each server's CPU
+# seconds during the run.
+measured() {
+  local label="$1"
+  shift
+  local before after
+  before=($(cpu_seconds))
+  "$@" | tail -1
+  after=($(cpu_seconds))
+  printf '%s: redis CPU s (node | cluster nodes):' "$label"
+  for i in "${!before[@]}"; do
+    awk -v a="${after[$i]}" -v b="${before[$i]}" 'BEGIN {printf " %.2f", a - b}'
+    [ "$i" = 0 ] && printf ' |'
+  done
+  printf '\n'
+}
+
 for round in $(seq "$rounds"); do
   echo "== round $round: one node" >&2
-  REDIS_MODE=single REDIS_URL="redis://127.0.0.1:$single_port" "$bench" queue "${args[@]}" | tail -1
+  measured "one node" env REDIS_MODE=single REDIS_URL="redis://127.0.0.1:$single_port" \
+    "$bench" queue "${args[@]}"
   echo "== round $round: cluster of three primaries" >&2
-  REDIS_MODE=cluster REDIS_URL="$seeds" "$bench" queue "${args[@]}" | tail -1
+  measured "cluster" env REDIS_MODE=cluster REDIS_URL="$seeds" "$bench" queue "${args[@]}"
+  echo "== round $round: cluster, the queue in $partitions partitions" >&2
+  measured "cluster, $partitions partitions" env REDIS_MODE=cluster REDIS_URL="$seeds" \
+    "$bench" queue "${args[@]}" --partitions "$partitions"
 done

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// the rotation between groups costs; 0: no groups.
     #[arg(long, default_value_t = 0)]
     pub groups: usize,
+    /// Split the benchmark queue into this many partitions (what `QUEUE_PARTITIONS` does): on
+    /// a Redis Cluster they spread over the nodes. One worker process only.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u16,
 }
 
 /// The no-op job.
@@ -222,6 +226,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
         )]);
     }
 
+    if args.partitions > 1 {
+        anyhow::ensure!(
+            args.processes <= 1,
+            "--partitions runs with one worker process"
+        );
+        orderly::queue::partitions::parse_count(&args.partitions.to_string())
+            .map_err(|e| anyhow::anyhow!("--partitions: {e}"))?;
+        services.queue = services
+            .queue
+            .clone()
+            .with_partitions(orderly::queue::Partitions::new([(
+                queue.clone(),
+                args.partitions,
+            )]));
+        services.producer = orderly::queue::Producer::new(services.queue.clone());
+    }
+
     // Phase 1: enqueue from P producers, each awaiting each push.
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -304,6 +325,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
         "C": args.concurrency,
         "processes": args.processes.max(1),
         "groups": args.groups,
+        "partitions": args.partitions,
         "enqueue_per_s": (n as f64 / enqueue_secs).round(),
         "process_per_s": (n as f64 / process_secs).round(),
         "wakeup_p50_ms": (p50 * 100.0).round() / 100.0,

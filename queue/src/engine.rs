@@ -18,6 +18,7 @@ use crate::{
     connection::RedisConnection,
     job::{ClaimedJob, JobSpec, Priority, RetryPolicy},
     limits::QueueLimits,
+    partitions::{self, Partitions},
 };
 
 /// Largest number of jobs one script call claims, acks or enqueues.
@@ -192,6 +193,8 @@ pub struct QueueEngine {
     scripts: std::sync::Arc<Scripts>,
     /// Flow control per queue (none for queues not listed).
     limits: std::sync::Arc<HashMap<String, QueueLimits>>,
+    /// How many partitions each queue has (see [`crate::partitions`]).
+    partitions: std::sync::Arc<Partitions>,
 }
 
 impl std::fmt::Debug for QueueEngine {
@@ -270,7 +273,45 @@ impl QueueEngine {
             retention,
             scripts: std::sync::Arc::new(Scripts::load()),
             limits: std::sync::Arc::new(HashMap::new()),
+            partitions: std::sync::Arc::new(Partitions::default()),
         }
+    }
+
+    /// The same engine with queues split into `partitions` (see [`crate::partitions`]). Every
+    /// process that enqueues or works a queue must use the same counts.
+    pub fn with_partitions(mut self, partitions: Partitions) -> Self {
+        self.partitions = std::sync::Arc::new(partitions);
+        self
+    }
+
+    /// The partitions of `queue` (its own name first; just that when it is not partitioned).
+    pub fn partitions(&self, queue: &str) -> Vec<String> {
+        self.partitions.names(queue)
+    }
+
+    /// The partition of `queue` where group `key`'s jobs go.
+    pub fn group_partition(&self, queue: &str, key: &str) -> String {
+        self.partitions.partition_for(queue, key)
+    }
+
+    /// The partition of `queue` that holds job `id`, looked up when the queue is partitioned
+    /// (every partition asked at once); `None` when no partition has it. An unpartitioned
+    /// queue is answered without a round trip.
+    pub async fn locate(&self, queue: &str, id: &str) -> redis::RedisResult<Option<String>> {
+        let names = self.partitions(queue);
+        if names.len() == 1 {
+            return Ok(names.into_iter().next());
+        }
+        let found = futures::future::try_join_all(names.iter().map(|partition| {
+            let mut redis = self.redis.clone();
+            let key = self.job_key(partition, id);
+            async move { redis.exists::<_, bool>(key).await }
+        }))
+        .await?;
+        Ok(names
+            .into_iter()
+            .zip(found)
+            .find_map(|(name, found)| found.then_some(name)))
     }
 
     /// The same engine enforcing `limits` on the queues they name (see [`crate::limits`]).
@@ -280,9 +321,21 @@ impl QueueEngine {
         self
     }
 
-    /// The flow control of `queue` (the default, none, when it has no limits).
+    /// The flow control of `queue` (the default, none, when it has no limits), all its
+    /// partitions together.
     pub fn limits(&self, queue: &str) -> QueueLimits {
         self.limits.get(queue).copied().unwrap_or_default()
+    }
+
+    /// The flow control a queue partition's scripts enforce: its share of its queue's limits
+    /// (see [`QueueLimits::share`]).
+    fn partition_limits(&self, partition: &str) -> QueueLimits {
+        let queue = partitions::queue_of(partition);
+        let limits = self.limits.get(queue).copied().unwrap_or_default();
+        limits.share(
+            partitions::index_of(partition),
+            self.partitions.count(queue),
+        )
     }
 
     /// The key prefix.
@@ -376,14 +429,19 @@ impl QueueEngine {
         }
         let mut added = vec![false; jobs.len()];
         // Group by queue, keeping each job's position so results line up with the input.
-        let mut by_queue: Vec<(&str, Vec<usize>)> = Vec::new();
+        // (A partitioned queue's jobs go to their partitions: one call per partition.)
+        let mut by_queue: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            match by_queue.iter_mut().find(|(q, _)| *q == job.queue) {
+            let partition = self
+                .partitions
+                .partition_for(&job.queue, job.partition_key());
+            match by_queue.iter_mut().find(|(q, _)| *q == partition) {
                 Some((_, idx)) => idx.push(i),
-                None => by_queue.push((&job.queue, vec![i])),
+                None => by_queue.push((partition, vec![i])),
             }
         }
         for (queue, indices) in by_queue {
+            let queue = queue.as_str();
             for chunk in indices.chunks(MAX_BATCH) {
                 // The script call as an `EVALSHA` command, so that it can also travel in a
                 // pipeline with a `WAIT`.
@@ -529,7 +587,7 @@ impl QueueEngine {
             .arg(lease.as_millis() as u64)
             .arg(worker)
             .arg(PROMOTE_LIMIT)
-            .arg(&self.limits(queue).script_args()[..])
+            .arg(&self.partition_limits(queue).script_args()[..])
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(claim_from_raw(queue, raw))
@@ -561,7 +619,7 @@ impl QueueEngine {
             .arg(lease.as_millis() as u64)
             .arg(worker)
             .arg(PROMOTE_LIMIT)
-            .arg(&self.limits(queue).script_args()[..]);
+            .arg(&self.partition_limits(queue).script_args()[..]);
         for (id, token) in leases {
             invocation.arg(id).arg(*token);
         }
@@ -588,7 +646,7 @@ impl QueueEngine {
                 .arg(self.base(queue))
                 .arg(self.retention.completed_keep)
                 .arg(self.retention.completed_max_age.as_millis() as u64)
-                .arg(self.limits(queue).concurrency.unwrap_or(0));
+                .arg(self.partition_limits(queue).concurrency.unwrap_or(0));
             for (id, lease) in chunk {
                 invocation.arg(id).arg(*lease);
             }
@@ -622,7 +680,11 @@ impl QueueEngine {
             .arg(entry.to_string())
             .arg(error)
             .arg(delay)
-            .arg(&crate::limits::Breaker::script_args(self.limits(&job.queue).group.breaker)[..])
+            .arg(
+                &crate::limits::Breaker::script_args(
+                    self.partition_limits(&job.queue).group.breaker,
+                )[..],
+            )
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(result == 1)
@@ -655,11 +717,14 @@ impl QueueEngine {
         id: &str,
         reason: &str,
     ) -> redis::RedisResult<CancelOutcome> {
+        let Some(partition) = self.locate(queue, id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
         let outcome: i64 = self
             .scripts
             .cancel
-            .key(&self.script_keys(queue)[..])
-            .arg(self.base(queue))
+            .key(&self.script_keys(&partition)[..])
+            .arg(self.base(&partition))
             .arg(id)
             .arg(reason)
             .invoke_async(&mut self.redis.clone())
@@ -672,8 +737,8 @@ impl QueueEngine {
         })
     }
 
-    /// The running jobs of `queue` that were asked to stop (what each worker checks for the jobs
-    /// it holds).
+    /// The running jobs of a queue partition that were asked to stop (what each worker checks
+    /// for the jobs it holds).
     pub async fn cancelling(&self, queue: &str) -> redis::RedisResult<Vec<String>> {
         self.scripts
             .cancel_watch
@@ -710,7 +775,8 @@ impl QueueEngine {
 
     /// Up to `count` events of a job's stream after entry `after` (`None`: from the start),
     /// oldest first. Empty when the job has no stream (enqueued without events, or its stream
-    /// expired a day after its last event).
+    /// expired a day after its last event). A partitioned queue's partitions are all read at
+    /// once (the stream may outlive the job, so the job's hash cannot say where it is).
     pub async fn job_events(
         &self,
         queue: &str,
@@ -719,16 +785,23 @@ impl QueueEngine {
         count: usize,
     ) -> redis::RedisResult<Vec<JobEvent>> {
         let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(format!("{}ev:{id}", self.base(queue)))
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut self.redis.clone())
-            .await?;
+        let reads = self.partitions(queue).into_iter().map(|partition| {
+            let mut redis = self.redis.clone();
+            let mut read = redis::cmd("XRANGE");
+            read.arg(format!("{}ev:{id}", self.base(&partition)))
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count.max(1));
+            async move {
+                read.query_async::<Vec<(String, HashMap<String, String>)>>(&mut redis)
+                    .await
+            }
+        });
+        let entries = futures::future::try_join_all(reads).await?;
         Ok(entries
             .into_iter()
+            .flatten()
             .map(|(id, mut fields)| JobEvent {
                 id,
                 kind: fields.remove("type").unwrap_or_default(),
@@ -854,12 +927,9 @@ impl QueueEngine {
         Ok(changed)
     }
 
-    /// Runs a bulk action in bounded steps until nothing is left; returns how many jobs it touched.
-    pub(crate) async fn bulk(&self, queue: &str, action: &str) -> redis::RedisResult<u64> {
-        self.bulk_before(queue, action, 0).await
-    }
-
-    /// [`Self::bulk`] with a cutoff time (ms since the epoch) for actions that take one.
+    /// Runs a bulk action on one partition in bounded steps until nothing is left, with a
+    /// cutoff time (ms since the epoch) for actions that take one (0 for the others); returns
+    /// how many jobs it touched.
     pub(crate) async fn bulk_before(
         &self,
         queue: &str,
@@ -895,8 +965,11 @@ impl QueueEngine {
             .await
     }
 
-    /// Whether a job exists in any state.
+    /// Whether a job exists in any state (in any partition of its queue).
     pub async fn exists(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
+        if self.partitions.count(queue) > 1 {
+            return Ok(self.locate(queue, id).await?.is_some());
+        }
         self.redis.clone().exists(self.job_key(queue, id)).await
     }
 }

@@ -249,6 +249,17 @@ impl Uniqueness {
 }
 
 impl JobSpec {
+    /// What places the job in a partition of a partitioned queue (see [`crate::partitions`]):
+    /// its group key, else its uniqueness key, else its id.
+    pub fn partition_key(&self) -> &str {
+        self.group
+            .as_ref()
+            .map(|g| g.key.as_str())
+            .or(self.unique.as_ref().map(|u| u.key.as_str()))
+            .filter(|key| !key.is_empty())
+            .unwrap_or(&self.id)
+    }
+
     /// A job with a fresh UUIDv7 id, normal priority and the default retry policy.
     pub fn new(
         queue: impl Into<String>,
@@ -324,7 +335,8 @@ impl JobSpec {
 /// A job a worker holds a lease on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedJob {
-    /// Queue it came from.
+    /// The queue partition it came from, what the engine's calls on it take: the queue's name,
+    /// or `<queue>~<i>` for partition `i` ≥ 1 of a partitioned queue (see [`crate::partitions`]).
     pub queue: String,
     /// Job id.
     pub id: String,

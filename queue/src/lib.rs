@@ -12,7 +12,8 @@
 //! ## Using it
 //! 1. Build a [`QueueEngine`] over a [`RedisConnection`] (one server, or the primary that
 //!    Sentinels name, followed across failovers) and a key prefix; every key of a queue shares
-//!    the hash tag `{queue}`, so it also runs on Redis Cluster.
+//!    the hash tag `{queue}`, so it also runs on Redis Cluster, where a hot queue can be split
+//!    into [`Partitions`] on several nodes ([`QueueEngine::with_partitions`]).
 //! 2. Declare each job type once with [`Job`] (its [`QueueName`], kinds, [`Priority`],
 //!    [`RetryPolicy`], time limit); its [`Job::spec`] is the [`JobSpec`] the engine stores (a
 //!    `JobSpec` can also be built by hand for queues named at run time). Enqueue it through a
@@ -56,6 +57,7 @@
 //! - `correlation`: the opaque id a job carries from whatever staged it.
 //! - `trace`: the W3C trace context a job carries, through a propagation the application
 //!   installs (the engine depends on no tracing SDK).
+//! - `partitions`: one hot queue spread over several hash tags (cluster slots).
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `error`: [`QueueError`].
 
@@ -87,6 +89,7 @@ pub mod job;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod partitions;
 pub mod producer;
 pub mod registry;
 pub mod runtimes;
@@ -105,5 +108,6 @@ pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};
 pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
+pub use partitions::Partitions;
 pub use producer::{Producer, ReplicaAcks};
 pub use registry::WorkerInfo;

@@ -57,6 +57,18 @@ impl RateLimit {
         Ok(Self { jobs, per })
     }
 
+    /// The same rate as jobs per the shortest period (a second, a minute, an hour) in which it
+    /// comes to at least `jobs` jobs (or per hour, however few).
+    fn in_units_of_at_least(self, jobs: u64) -> (u64, Duration) {
+        let per_hour = u64::from(self.jobs) * 3600 / self.per.as_secs().max(1);
+        [1u64, 60, 3600]
+            .into_iter()
+            .filter(|secs| *secs >= self.per.as_secs())
+            .map(|secs| (per_hour * secs / 3600, Duration::from_secs(secs)))
+            .find(|(n, _)| *n >= jobs)
+            .unwrap_or((per_hour, Duration::from_secs(3600)))
+    }
+
     /// The period in milliseconds.
     pub fn period_ms(&self) -> u64 {
         self.per.as_millis() as u64
@@ -173,6 +185,54 @@ impl QueueLimits {
         self.rate.is_some() || self.concurrency.is_some() || self.group.is_limited()
     }
 
+    /// Partition `index`'s share of these limits when the queue has `count` partitions (see
+    /// [`crate::partitions`]): the rate and the cap are divided between the partitions (the
+    /// first ones take the remainder), each partition's scripts enforce their share, and the
+    /// shares add up to the whole. A rate of fewer jobs per second than partitions is divided
+    /// per minute or per hour instead. Group limits are not divided: a group lives in one
+    /// partition. Limits [`Self::check_partitions`] refuses get a share of at least one job
+    /// each, never none (which would mean unlimited).
+    pub fn share(&self, index: u16, count: u16) -> Self {
+        if count <= 1 {
+            return *self;
+        }
+        let split = |whole: u64| -> u32 {
+            let part =
+                whole / u64::from(count) + u64::from(u64::from(index) < whole % u64::from(count));
+            u32::try_from(part).unwrap_or(u32::MAX).max(1)
+        };
+        Self {
+            rate: self.rate.map(|rate| {
+                let (jobs, per) = rate.in_units_of_at_least(u64::from(count));
+                RateLimit {
+                    jobs: split(jobs),
+                    per,
+                }
+            }),
+            concurrency: self.concurrency.map(|cap| split(u64::from(cap))),
+            group: self.group,
+        }
+    }
+
+    /// Whether these limits can be divided between `count` partitions: a cap of at least one
+    /// job per partition, a rate of at least one job per partition per hour.
+    pub fn check_partitions(&self, count: u16) -> Result<(), String> {
+        if let Some(cap) = self.concurrency.filter(|cap| *cap < u32::from(count)) {
+            return Err(format!(
+                "a concurrency cap of {cap} cannot be shared by {count} partitions (each needs at least 1)"
+            ));
+        }
+        if let Some(rate) = self.rate {
+            let (jobs, _) = rate.in_units_of_at_least(u64::from(count));
+            if jobs < u64::from(count) {
+                return Err(format!(
+                    "a rate of {rate} cannot be shared by {count} partitions (each needs at least 1 job an hour)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The claim script's arguments: the queue's rate and cap, then each group's.
     pub(crate) fn script_args(&self) -> [u64; 8] {
         let [a, b, c, d] = rate_and_cap_args(self.rate, self.concurrency);
@@ -216,6 +276,60 @@ pub fn parse_cap(text: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_shared_between_partitions_and_add_up_to_the_whole() {
+        let limits = QueueLimits {
+            rate: Some(RateLimit::parse("50/s").unwrap()),
+            concurrency: Some(10),
+            group: GroupLimits {
+                concurrency: Some(2),
+                ..GroupLimits::default()
+            },
+        };
+        let shares: Vec<QueueLimits> = (0..4).map(|i| limits.share(i, 4)).collect();
+        assert_eq!(
+            shares
+                .iter()
+                .map(|l| l.concurrency.unwrap())
+                .collect::<Vec<_>>(),
+            [3, 3, 2, 2]
+        );
+        assert_eq!(
+            shares
+                .iter()
+                .map(|l| l.rate.unwrap().to_string())
+                .collect::<Vec<_>>(),
+            ["13/s", "13/s", "12/s", "12/s"]
+        );
+        assert!(shares.iter().all(|l| l.group == limits.group));
+        assert_eq!(limits.share(0, 1), limits);
+        // Slower than one job a second per partition: shared per minute, then per hour.
+        let slow = QueueLimits {
+            rate: Some(RateLimit::parse("2/s").unwrap()),
+            ..QueueLimits::default()
+        };
+        assert_eq!(slow.share(0, 4).rate.unwrap().to_string(), "30/m");
+        let slower = QueueLimits {
+            rate: Some(RateLimit::parse("1/m").unwrap()),
+            ..QueueLimits::default()
+        };
+        assert_eq!(slower.share(3, 64).rate.unwrap().to_string(), "1/h");
+        assert_eq!(slower.share(0, 64).rate.unwrap().to_string(), "1/h");
+        assert!(limits.check_partitions(10).is_ok());
+        assert!(
+            limits
+                .check_partitions(11)
+                .unwrap_err()
+                .contains("cap of 10")
+        );
+        let hourly = QueueLimits {
+            rate: Some(RateLimit::parse("3/h").unwrap()),
+            ..QueueLimits::default()
+        };
+        assert!(hourly.check_partitions(4).unwrap_err().contains("3/h"));
+        assert!(hourly.check_partitions(3).is_ok());
+    }
 
     #[test]
     fn rates_parse_and_print() {

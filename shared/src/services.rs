@@ -88,6 +88,17 @@ impl Services {
         let cache = Cache::with_near(redis.clone(), &prefix, config.cache.near_max_bytes);
         if let Some((unknown, _)) = config
             .worker
+            .queue_partitions
+            .queues()
+            .find(|(queue, _)| crate::jobs::queue_named(queue).is_none())
+        {
+            anyhow::bail!(
+                "QUEUE_PARTITIONS names queue {unknown:?}, which does not exist (queues: {})",
+                crate::jobs::QUEUE_NAMES.join(", ")
+            );
+        }
+        if let Some((unknown, _)) = config
+            .worker
             .queue_limits
             .iter()
             .find(|(queue, _)| crate::jobs::queue_named(queue).is_none())
@@ -106,7 +117,8 @@ impl Services {
                 completed_max_age: config.worker.completed_max_age,
             },
         )
-        .with_limits(queue_limits(&config));
+        .with_limits(queue_limits(&config))
+        .with_partitions(config.worker.queue_partitions.clone());
         let producer = Producer::new(queue.clone());
         // Pushes that must reach replicas wait for them on a connection of their own, so the
         // wait never holds up the rest of the process's Redis traffic (each push and its
@@ -122,7 +134,8 @@ impl Services {
                         completed_keep: config.worker.completed_keep,
                         completed_max_age: config.worker.completed_max_age,
                     },
-                ),
+                )
+                .with_partitions(config.worker.queue_partitions.clone()),
                 ReplicaAcks {
                     replicas,
                     timeout: config.redis.wait_timeout,

@@ -580,6 +580,7 @@ mod tests {
         JobDetail {
             id: "j1".into(),
             queue: "webhooks".into(),
+            partition: None,
             state: "ready".into(),
             kind: "webhook.deliver".into(),
             payload: serde_json::Value::Null,

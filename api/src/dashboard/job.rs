@@ -417,6 +417,7 @@ mod tests {
         let mut job = JobDetail {
             id: "j1".into(),
             queue: "emails".into(),
+            partition: None,
             state: "ready".into(),
             kind: "email.welcome".into(),
             payload: serde_json::Value::Null,

@@ -17,7 +17,7 @@ use crate::{
         chart::{CHART_MINUTES, Range, chart, range_links, sum_minutes},
         format::{Moment, human_duration, moment},
         frame::{Frame, PageQuery},
-        queue::{QueueRow, queue_row},
+        queue::{QueueRow, partition_rows, queue_row},
         render::{app_error_page, error_page, render},
         session::PageAdmin,
     },
@@ -77,12 +77,14 @@ pub async fn overview(
                 .iter()
                 .filter(|w| w.queues.contains(&q.counts.queue))
                 .count();
-            queue_row(
+            let mut row = queue_row(
                 &q.counts,
                 &q.throughput,
                 serving,
                 state.services.queue.limits(&q.counts.queue),
-            )
+            );
+            row.partitions = partition_rows(&q.partitions);
+            row
         })
         .collect();
     let chart = match &hours {

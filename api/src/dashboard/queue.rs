@@ -204,7 +204,8 @@ pub async fn queue_page(
         .iter()
         .filter(|w| w.queues.iter().any(|q| q == queue))
         .count();
-    let row = queue_row(&summary.counts, &summary.throughput, serving, limits);
+    let mut row = queue_row(&summary.counts, &summary.throughput, serving, limits);
+    row.partitions = partition_rows(&summary.partitions);
     let chart = chart(hours.as_deref().unwrap_or(&summary.throughput), range);
     let tabs = tabs(&summary.counts, list, &filter, range);
     let row_state = match list {
@@ -816,6 +817,40 @@ pub struct QueueRow {
     pub group_limits: Option<String>,
     /// Pause/resume, retry all dead, purge.
     pub actions: Vec<Action>,
+    /// The sizes of each partition of a partitioned queue (empty for a queue of one).
+    pub partitions: Vec<PartitionRow>,
+}
+
+/// One partition of a partitioned queue on its queue page.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRow {
+    /// The partition's name (`emails~2`; partition 0 is the queue's own name).
+    pub name: String,
+    /// Waiting jobs, in groups or not.
+    pub waiting: u64,
+    /// Scheduled jobs, first runs and retries.
+    pub scheduled: u64,
+    /// Leased by a worker now.
+    pub running: u64,
+    /// Completed, within retention.
+    pub completed: u64,
+    /// Failed for good.
+    pub dead: u64,
+}
+
+/// The rows of a queue's partitions (none for a queue of one partition).
+pub fn partition_rows(partitions: &[QueueCounts]) -> Vec<PartitionRow> {
+    partitions
+        .iter()
+        .map(|p| PartitionRow {
+            name: p.queue.clone(),
+            waiting: p.waiting,
+            scheduled: p.scheduled,
+            running: p.active,
+            completed: p.completed,
+            dead: p.dead,
+        })
+        .collect()
 }
 
 /// The row of `counts` with an hour of `throughput`, `workers` serving it and its `limits`.
@@ -860,6 +895,7 @@ pub fn queue_row(
         limits: limits_text(limits),
         group_limits: group_limits_badge(limits.group),
         actions: queue_actions(counts),
+        partitions: Vec::new(),
     }
 }
 

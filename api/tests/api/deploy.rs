@@ -304,6 +304,12 @@ fn the_cluster_profile_runs_the_shop_on_three_persistent_primaries() {
         );
         let config = orderly::Config::from_map(&vars).expect("a valid cluster config");
         assert_eq!(config.redis.mode, orderly::config::RedisMode::Cluster);
+        let partitions = &config.worker.queue_partitions;
+        assert_eq!(
+            (partitions.count("emails"), partitions.count("webhooks")),
+            (3, 3),
+            "{name} spreads the hot queues over the nodes"
+        );
     }
     assert_eq!(
         orderly_binary(service(&compose, "worker-cluster")),

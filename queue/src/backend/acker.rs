@@ -6,6 +6,11 @@
 //! the finished jobs held travel with the batch (`ack_and_claim`), so a busy worker makes one
 //! round trip per batch and the fetcher only steps in when the worker runs dry. A failed call
 //! puts its batch back and frees its slots, so an outage of acks does not starve the fetcher.
+//!
+//! A batch holds jobs of one partition (acks go to the partition a job came from). The
+//! replacements of a partitioned queue are claimed from its partitions in turn, so a partition
+//! with a long backlog does not keep a busy worker's slots to itself: when the turn falls on
+//! another partition than the batch's, the ack and the claim are two calls, sent at once.
 
 use std::sync::Arc;
 
@@ -14,7 +19,7 @@ use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered}
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use super::{AckCommand, BackendShared, ErrorBackoff, fetcher::deliver};
+use super::{AckCommand, BackendShared, ErrorBackoff, Lease, fetcher::deliver};
 use crate::engine::Claim;
 
 /// How many ack (and claim) script calls one worker keeps in flight. With one, the worker and
@@ -27,38 +32,50 @@ const ACK_CALLS_IN_FLIGHT: usize = 2;
 /// What an ack call returns: the batch it carried, the worker slots that went with it, and the
 /// engine's answer (which leases were acked, and the replacement jobs claimed, if any).
 type AckOutcome = (
-    Vec<(String, u64)>,
+    Vec<Lease>,
     Option<OwnedSemaphorePermit>,
     redis::RedisResult<(Vec<bool>, Option<Claim>)>,
 );
 
-/// One ack call: acks `batch` and, while the backend is claiming, uses `slots` to claim
-/// replacements in the same script call.
+/// One ack call: acks `batch` (jobs of one partition) and, while the backend is claiming, uses
+/// `slots` to claim replacements from partition `claim_from`: in the same script call when that
+/// is the batch's partition.
 fn ack_call(
     shared: Arc<BackendShared>,
-    batch: Vec<(String, u64)>,
+    batch: Vec<Lease>,
     slots: Option<OwnedSemaphorePermit>,
+    claim_from: String,
 ) -> BoxFuture<'static, AckOutcome> {
     async move {
         let wanted = slots.as_ref().map(|s| s.num_permits()).unwrap_or(0);
-        let result = if !shared.stop.is_cancelled() && wanted > 0 {
-            shared
-                .engine
-                .ack_and_claim(
-                    &shared.queue,
-                    &batch,
-                    &shared.worker_id,
-                    wanted,
-                    shared.settings.lease,
-                )
+        let partition = batch
+            .first()
+            .map(|lease| lease.partition.clone())
+            .unwrap_or_default();
+        let leases: Vec<(String, u64)> = batch
+            .iter()
+            .map(|lease| (lease.id.clone(), lease.token))
+            .collect();
+        let engine = &shared.engine;
+        let lease = shared.settings.lease;
+        let result = if shared.stop.is_cancelled() || wanted == 0 {
+            engine
+                .ack(&partition, &leases)
+                .await
+                .map(|acked| (acked, None))
+        } else if claim_from == partition {
+            engine
+                .ack_and_claim(&partition, &leases, &shared.worker_id, wanted, lease)
                 .await
                 .map(|(acked, claim)| (acked, Some(claim)))
         } else {
-            shared
-                .engine
-                .ack(&shared.queue, &batch)
-                .await
-                .map(|acked| (acked, None))
+            let (acked, claim) = tokio::join!(
+                engine.ack(&partition, &leases),
+                engine.claim(&claim_from, &shared.worker_id, wanted, lease)
+            );
+            // The ack decides the outcome (a failed one is retried); a failed claim only means
+            // no replacements this time: the slots go back to the fetcher.
+            acked.map(|acked| (acked, claim.ok()))
         };
         (batch, slots, result)
     }
@@ -77,7 +94,9 @@ pub(super) async fn run_acker<Args>(
 ) where
     Args: DeserializeOwned + Send + Sync + 'static,
 {
-    let mut pending: Vec<(String, u64)> = Vec::new();
+    let mut pending: Vec<Lease> = Vec::new();
+    // The partition the next replacement claim goes to (see the module header).
+    let mut next_claim = 0;
     let mut slots: Option<OwnedSemaphorePermit> = None;
     let mut waiting_flush: Vec<oneshot::Sender<()>> = Vec::new();
     let mut in_flight: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
@@ -89,11 +108,11 @@ pub(super) async fn run_acker<Args>(
         .div_ceil(ACK_CALLS_IN_FLIGHT)
         .max(1);
     let take = |command: AckCommand,
-                pending: &mut Vec<(String, u64)>,
+                pending: &mut Vec<Lease>,
                 slots: &mut Option<OwnedSemaphorePermit>,
                 waiting_flush: &mut Vec<oneshot::Sender<()>>| match command {
-        AckCommand::Ack(id, lease, slot) => {
-            pending.push((id, lease));
+        AckCommand::Ack(lease, slot) => {
+            pending.push(lease);
             if let Some(slot) = slot {
                 match slots {
                     Some(all) => all.merge(slot),
@@ -129,11 +148,7 @@ pub(super) async fn run_acker<Args>(
             // At most a share of the worker's slots per call: when every job of a claim
             // finishes at once, two half batches keep one call in Redis while the worker runs
             // the jobs the other brought back.
-            let batch: Vec<(String, u64)> = if pending.len() > batch_limit {
-                pending.drain(..batch_limit).collect()
-            } else {
-                std::mem::take(&mut pending)
-            };
+            let batch = take_batch(&mut pending, batch_limit);
             let batch_slots = match slots.take() {
                 Some(mut all) if !pending.is_empty() && all.num_permits() > batch.len() => {
                     let part = all.split(batch.len());
@@ -142,7 +157,9 @@ pub(super) async fn run_acker<Args>(
                 }
                 all => all,
             };
-            in_flight.push(ack_call(shared.clone(), batch, batch_slots));
+            let claim_from = shared.partitions[next_claim].clone();
+            next_claim = (next_claim + 1) % shared.partitions.len();
+            in_flight.push(ack_call(shared.clone(), batch, batch_slots, claim_from));
             continue;
         }
         tokio::select! {
@@ -150,9 +167,9 @@ pub(super) async fn run_acker<Args>(
                 match result {
                     Ok((acked, claim)) => {
                         backoff.reset();
-                        for ((id, _), ok) in batch.iter().zip(acked) {
+                        for (lease, ok) in batch.iter().zip(acked) {
                             if !ok {
-                                tracing::warn!(queue = %shared.queue, job_id = %id, "ack refused: lease was lost, the job will run again");
+                                tracing::warn!(queue = %shared.queue, job_id = %lease.id, "ack refused: lease was lost, the job will run again");
                             }
                         }
                         match (claim, batch_slots) {
@@ -182,4 +199,25 @@ pub(super) async fn run_acker<Args>(
             else => {}
         }
     }
+}
+
+/// Takes up to `limit` of `pending` that belong to the partition of the first one (an ack call
+/// goes to one partition), keeping the rest in order.
+fn take_batch(pending: &mut Vec<Lease>, limit: usize) -> Vec<Lease> {
+    let Some(partition) = pending.first().map(|lease| lease.partition.clone()) else {
+        return Vec::new();
+    };
+    if pending.len() <= limit && pending.iter().all(|lease| lease.partition == partition) {
+        return std::mem::take(pending);
+    }
+    let mut batch = Vec::with_capacity(limit.min(pending.len()));
+    pending.retain(|lease| {
+        if batch.len() < limit && lease.partition == partition {
+            batch.push(lease.clone());
+            false
+        } else {
+            true
+        }
+    });
+    batch
 }

@@ -22,16 +22,19 @@ pub(super) async fn run_cancel_watch(shared: Arc<BackendShared>, worker: WorkerC
             }
             continue;
         }
-        match shared.engine.cancelling(&shared.queue).await {
-            Ok(ids) if !ids.is_empty() => {
-                let signalled = shared.signal_cancel(&ids);
-                if signalled > 0 {
-                    tracing::info!(queue = %shared.queue, signalled, "asked running jobs to stop");
+        // Only the partitions it holds jobs of.
+        for (partition, _) in shared.leases() {
+            match shared.engine.cancelling(&partition).await {
+                Ok(ids) if !ids.is_empty() => {
+                    let signalled = shared.signal_cancel(&ids);
+                    if signalled > 0 {
+                        tracing::info!(queue = %shared.queue, signalled, "asked running jobs to stop");
+                    }
                 }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::debug!(queue = %shared.queue, %error, "could not check for cancel requests")
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(queue = %shared.queue, %error, "could not check for cancel requests")
+                }
             }
         }
     }

@@ -42,6 +42,8 @@ pub struct JobControl {
 struct Attached {
     /// The backend running the job: its engine and queue.
     shared: Arc<BackendShared>,
+    /// The queue partition the job was claimed from.
+    partition: String,
     id: String,
     lease: u64,
     cancel: CancellationToken,
@@ -69,19 +71,18 @@ impl PartialEq for JobControl {
 }
 
 impl JobControl {
-    /// A control for the job `id` of `shared`'s queue leased with `lease`, cancelled through
-    /// `cancel`.
+    /// A control for `job`, claimed by `shared`, cancelled through `cancel`.
     pub(crate) fn attached(
         shared: Arc<BackendShared>,
-        id: &str,
-        lease: u64,
+        job: &crate::ClaimedJob,
         cancel: CancellationToken,
     ) -> Self {
         Self {
             attached: Some(Arc::new(Attached {
                 shared,
-                id: id.to_owned(),
-                lease,
+                partition: job.queue.clone(),
+                id: job.id.clone(),
+                lease: job.lease,
                 cancel,
                 last_progress: Mutex::new(None),
             })),
@@ -152,7 +153,7 @@ impl JobControl {
             .shared
             .engine
             .annotate(
-                &attached.shared.queue,
+                &attached.partition,
                 &attached.id,
                 attached.lease,
                 "progress",
@@ -182,7 +183,7 @@ impl JobControl {
             .shared
             .engine
             .annotate(
-                &attached.shared.queue,
+                &attached.partition,
                 &attached.id,
                 attached.lease,
                 "result",

@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::{AckCommand, BackendShared, ClaimedLease, ErrorBackoff, JobInfo};
+use super::{AckCommand, BackendShared, ClaimedLease, ErrorBackoff, JobInfo, Lease};
 use crate::job::{ClaimedJob, JobError};
 
 /// The backend's middleware: job span, request id, ack on success, retry policy on failure.
@@ -78,7 +78,7 @@ where
             // `otel.*` fields name the span for a trace exporter (the log lines leave them out).
             let span = tracing::info_span!(
                 "job",
-                queue = %job.queue,
+                queue = %shared.queue,
                 job_id = %job.id,
                 kind = %job.kind,
                 attempt = job.attempt,
@@ -99,12 +99,15 @@ where
             match &result {
                 Ok(_) => {
                     span.in_scope(|| tracing::info!(elapsed_ms, "job completed"));
-                    crate::metrics::job_finished(&job.queue, &job.kind, "completed", elapsed_ms);
+                    crate::metrics::job_finished(&shared.queue, &job.kind, "completed", elapsed_ms);
                     shared.runtimes.record(&job.kind, "completed", elapsed_ms);
                     let slot = shared.unhold(&job.id);
-                    let _ = shared
-                        .acks
-                        .send(AckCommand::Ack(job.id.clone(), job.lease, slot));
+                    let lease = Lease {
+                        partition: job.queue.clone(),
+                        id: job.id.clone(),
+                        token: job.lease,
+                    };
+                    let _ = shared.acks.send(AckCommand::Ack(lease, slot));
                 }
                 Err(error) => {
                     span.record("otel.status_code", "ERROR");
@@ -128,7 +131,7 @@ where
                             tracing::warn!(elapsed_ms, error = %job_error.message(), retry_in_ms = settle.retry_in().map(|d| d.as_millis() as u64), outcome, "job failed")
                         }
                     });
-                    crate::metrics::job_finished(&job.queue, &job.kind, outcome, elapsed_ms);
+                    crate::metrics::job_finished(&shared.queue, &job.kind, outcome, elapsed_ms);
                     shared.runtimes.record(&job.kind, outcome, elapsed_ms);
                     record_failure(&shared, &job, job_error.message(), settle).await;
                     shared.unhold(&job.id);

@@ -1,5 +1,5 @@
 //! The lease keeper: renews every lease the worker holds, each third of the lease time, in one
-//! call.
+//! call (per partition of a partitioned queue).
 //!
 //! A job whose lease runs out is handed to another worker, so a long handler must keep its
 //! lease alive; a worker that dies stops renewing and its jobs come back by themselves. A lease
@@ -24,18 +24,20 @@ pub(super) async fn run_lease_keeper(shared: Arc<BackendShared>, worker: WorkerC
             }
             continue;
         }
-        match shared
-            .engine
-            .renew(&shared.queue, &leases, shared.settings.lease)
-            .await
-        {
-            Ok(lost) => {
-                for id in lost {
-                    tracing::warn!(queue = %shared.queue, job_id = %id, "lease lost; the job may run again elsewhere");
+        for (partition, leases) in &leases {
+            match shared
+                .engine
+                .renew(partition, leases, shared.settings.lease)
+                .await
+            {
+                Ok(lost) => {
+                    for id in lost {
+                        tracing::warn!(queue = %shared.queue, job_id = %id, "lease lost; the job may run again elsewhere");
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying")
+                Err(error) => {
+                    tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying")
+                }
             }
         }
     }

@@ -17,6 +17,10 @@
 //! - the backend's middleware ([`JobLayer`]) runs each job inside a span carrying its id, kind,
 //!   attempt and request id, acks on success and, on failure, applies the job's retry policy.
 //!
+//! A partitioned queue (see [`crate::partitions`]) is served by one backend: the fetcher and the
+//! acker claim from its partitions in rotation, and each held job remembers its partition, which
+//! its acks, renewals, cancel checks and releases go to.
+//!
 //! No Redis error ever reaches apalis (which would stop the worker): every loop logs, backs off
 //! and tries again, so a worker outlives a Redis restart.
 //!
@@ -69,7 +73,8 @@ pub use layer::{JobLayer, JobService};
 pub struct JobInfo {
     /// Job id (the outbox id for jobs staged by the api).
     pub id: String,
-    /// The queue the job was claimed from (one queue may carry several kinds).
+    /// The queue the job was claimed from (one queue may carry several kinds; its name, whatever
+    /// partition the job was in).
     pub queue: String,
     /// What the job is (`email.order_confirmation`), as given when it was enqueued; a handler
     /// serving several kinds can record or branch on it.
@@ -132,6 +137,8 @@ impl Default for BackendSettings {
 }
 
 struct Held {
+    /// The queue partition the job was claimed from.
+    partition: String,
     lease: u64,
     slot: Option<OwnedSemaphorePermit>,
     /// Cancelled when someone asks the job to stop (the handler's [`JobControl`] holds it).
@@ -142,6 +149,8 @@ struct Held {
 pub struct BackendShared {
     engine: QueueEngine,
     queue: String,
+    /// The queue's partitions (the queue's name alone when it is not partitioned).
+    partitions: Vec<String>,
     worker_id: String,
     settings: BackendSettings,
     slots: Arc<Semaphore>,
@@ -163,9 +172,9 @@ impl std::fmt::Debug for BackendShared {
 }
 
 enum AckCommand {
-    /// A finished job, with the worker slot it occupied: the acker reuses the slot to claim a
-    /// replacement in the same call (or frees it).
-    Ack(String, u64, Option<OwnedSemaphorePermit>),
+    /// A finished job (its partition, id and lease), with the worker slot it occupied: the
+    /// acker reuses the slot to claim a replacement in the same call (or frees it).
+    Ack(Lease, Option<OwnedSemaphorePermit>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -181,13 +190,14 @@ impl BackendShared {
     }
 
     /// Records a job as held; returns the token that cancels it.
-    fn hold(&self, id: &str, lease: u64, slot: Option<OwnedSemaphorePermit>) -> CancellationToken {
+    fn hold(&self, job: &ClaimedJob, slot: Option<OwnedSemaphorePermit>) -> CancellationToken {
         let cancel = CancellationToken::new();
         if let Ok(mut held) = self.held.lock() {
             held.insert(
-                id.to_owned(),
+                job.id.clone(),
                 Held {
-                    lease,
+                    partition: job.queue.clone(),
+                    lease: job.lease,
                     slot,
                     cancel: cancel.clone(),
                 },
@@ -216,15 +226,32 @@ impl BackendShared {
             .and_then(|h| h.slot)
     }
 
-    fn leases(&self) -> Vec<(String, u64)> {
-        self.held
-            .lock()
-            .map(|h| {
-                h.iter()
-                    .map(|(id, held)| (id.clone(), held.lease))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The held leases, by partition.
+    fn leases(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        let Ok(held) = self.held.lock() else {
+            return Vec::new();
+        };
+        let mut by_partition: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+        for (id, held) in held.iter() {
+            let lease = (id.clone(), held.lease);
+            match by_partition.iter_mut().find(|(p, _)| *p == held.partition) {
+                Some((_, leases)) => leases.push(lease),
+                None => by_partition.push((held.partition.clone(), vec![lease])),
+            }
+        }
+        by_partition
+    }
+
+    /// Puts `leases` (by partition) back to ready and forgets them; returns how many went back.
+    async fn release(&self, leases: &[(String, Vec<(String, u64)>)]) -> redis::RedisResult<usize> {
+        let mut released = 0;
+        for (partition, leases) in leases {
+            released += self.engine.release(partition, leases).await?;
+            for (id, _) in leases {
+                self.unhold(id);
+            }
+        }
+        Ok(released)
     }
 
     /// Stops claiming new jobs at once (jobs already running continue).
@@ -248,11 +275,8 @@ impl BackendShared {
         if leases.is_empty() {
             return 0;
         }
-        match self.engine.release(&self.queue, &leases).await {
+        match self.release(&leases).await {
             Ok(n) => {
-                for (id, _) in &leases {
-                    self.unhold(id);
-                }
                 tracing::info!(queue = %self.queue, released = n, "released unfinished jobs back to the queue");
                 n
             }
@@ -300,6 +324,7 @@ where
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let concurrency = settings.concurrency.max(1);
         let shared = Arc::new(BackendShared {
+            partitions: engine.partitions(queue),
             engine,
             queue: queue.to_owned(),
             worker_id: worker_id.to_owned(),
@@ -387,14 +412,15 @@ where
                     let leases: Vec<_> = shared
                         .leases()
                         .into_iter()
-                        .filter(|(id, _)| unstarted.contains(id))
+                        .map(|(partition, leases)| {
+                            let leases = leases
+                                .into_iter()
+                                .filter(|(id, _)| unstarted.contains(id))
+                                .collect();
+                            (partition, leases)
+                        })
                         .collect();
-                    if !leases.is_empty() {
-                        let _ = shared.engine.release(&shared.queue, &leases).await;
-                        for (id, _) in &leases {
-                            shared.unhold(id);
-                        }
-                    }
+                    let _ = shared.release(&leases).await;
                     shared.flush_acks(Duration::from_secs(10)).await;
                     let _ = shared.runtimes.flush(&shared.engine, &shared.queue).await;
                 }
@@ -440,6 +466,14 @@ impl ErrorBackoff {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
+}
+
+/// A held job as its acks take it: its partition, id and lease token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lease {
+    partition: String,
+    id: String,
+    token: u64,
 }
 
 /// The claimed job behind a task, for the middleware's ack/fail.

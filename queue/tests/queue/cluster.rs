@@ -4,7 +4,8 @@
 //! and a node killed with SIGKILL and restarted (append-only file on) loses none either. With a
 //! replica per primary, a push is confirmed by the replica of the node that took it, and a
 //! failover that drops the pushes only the old primary had loses no job: their outbox rows stay
-//! undispatched and the relay pushes them to the promoted replica.
+//! undispatched and the relay pushes them to the promoted replica. A partitioned queue spreads
+//! over all the nodes, and one enqueue, listing, lookup and wake-up cover its partitions.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +14,7 @@ use std::{
 };
 
 use orderly_queue::{
-    CancelOutcome, JobGroup, JobState, QueueEngine, ReplicaAcks, Retention, WorkerInfo,
+    CancelOutcome, JobGroup, JobState, Partitions, QueueEngine, ReplicaAcks, Retention, WorkerInfo,
     schedule::{Missed, Recurrence, ScheduleDef, Schedules},
     testing::{ClusterRedis, eventually, unique_prefix},
 };
@@ -565,4 +566,104 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
         "every job once"
     );
     assert_eq!(undispatched(&pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_queue_spreads_over_every_node() {
+    let cluster = ClusterRedis::start(3);
+    let plain = engine_on(&cluster);
+    // A queue name whose six partitions cover the three nodes.
+    let hot = (0..10_000)
+        .map(|n| format!("hot{n}"))
+        .find(|queue| {
+            let engine = plain
+                .clone()
+                .with_partitions(Partitions::new([(queue.clone(), 6)]));
+            let nodes: HashSet<usize> = engine
+                .partitions(queue)
+                .iter()
+                .map(|p| cluster.node_of(&engine.state_key(p, JobState::Ready)))
+                .collect();
+            nodes.len() == 3
+        })
+        .unwrap();
+    let partitions = Partitions::new([(hot.clone(), 6)]);
+    let engine = plain.clone().with_partitions(partitions.clone());
+    let names = engine.partitions(&hot);
+
+    // An idle worker waiting on a partition of another node than partition 0's is woken by a
+    // push to it.
+    let far = names
+        .iter()
+        .find(|p| {
+            cluster.node_of(&engine.state_key(p, JobState::Ready))
+                != cluster.node_of(&engine.state_key(&hot, JobState::Ready))
+        })
+        .unwrap()
+        .clone();
+    let first = (0..)
+        .map(|n| job(&hot, &format!("{hot}-wake-{n}"), 5))
+        .find(|job| partitions.partition_for(&hot, &job.id) == far)
+        .unwrap();
+    let mut waiting = engine.blocking_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}marker", engine.base(&far)))
+        .query_async(&mut cluster.connection())
+        .await
+        .unwrap();
+    let (woken, _) = tokio::join!(
+        engine.wait_for_work(&mut waiting, &far, Duration::from_secs(5)),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            engine.enqueue(std::slice::from_ref(&first)).await.unwrap();
+        }
+    );
+    assert!(woken.unwrap(), "woken by the push to {far}");
+    engine.delete(&hot, &first.id).await.unwrap();
+
+    // One call enqueues a batch that lands on every node.
+    let queue = vec![hot.clone()];
+    enqueue_range(&engine, &queue, 0..600, 200).await;
+    let per_partition = engine.partition_counts(&hot).await.unwrap();
+    assert!(
+        per_partition.iter().all(|p| p.waiting >= 50),
+        "{per_partition:?}"
+    );
+    let detail = engine
+        .job(&hot, &format!("{hot}-7"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(detail.partition.is_some());
+    let page = engine.list(&hot, JobState::Ready, 100, 100).await.unwrap();
+    assert_eq!((page.total, page.jobs.len()), (600, 100));
+
+    // Two workers claiming from every partition run them all.
+    let ran = Arc::new(Mutex::new(HashMap::new()));
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            spawn_worker(
+                another_process(&cluster, &engine).with_partitions(partitions.clone()),
+                names.clone(),
+                &format!("w{w}"),
+                Arc::clone(&ran),
+                stop.clone(),
+            )
+        })
+        .collect();
+    let drained = eventually(Duration::from_secs(30), || async {
+        engine
+            .counts(&hot)
+            .await
+            .is_ok_and(|c| c.completed == 600 && c.waiting + c.active == 0)
+    })
+    .await;
+    assert!(drained, "{:?}", engine.counts(&hot).await);
+    stop.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let ran = ran.lock().unwrap();
+    assert!((0..600).all(|n| ran.contains_key(&format!("{hot}-{n}"))));
 }

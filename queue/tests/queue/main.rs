@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod model;
 mod outbox;
+mod partitions;
 mod producer;
 mod schedule;
 mod sentinel;

@@ -363,6 +363,49 @@ fn queue_limits_combine_rates_and_caps_per_queue_and_refuse_mistakes() {
 }
 
 #[test]
+fn queue_partitions_are_read_and_must_fit_the_queues_limits() {
+    let mut vars = base();
+    let partitions = Config::from_map(&vars).unwrap().worker.queue_partitions;
+    assert_eq!(partitions.count("emails"), 1);
+    vars.insert("QUEUE_PARTITIONS".into(), "emails=4, webhooks=2".into());
+    vars.insert("QUEUE_CONCURRENCY_LIMITS".into(), "emails=4".into());
+    let partitions = Config::from_map(&vars).unwrap().worker.queue_partitions;
+    assert_eq!(
+        (partitions.count("emails"), partitions.count("webhooks")),
+        (4, 2)
+    );
+    assert_eq!(partitions.names("webhooks"), ["webhooks", "webhooks~1"]);
+    for (partitions, limits, says) in [
+        ("emails=0", "", "partition count from 1 to 64"),
+        ("emails=65", "", "partition count from 1 to 64"),
+        ("emails=4,emails=2", "", "listed twice"),
+        ("Emails=4", "", "not a queue name"),
+        (
+            "emails=4",
+            "emails=3",
+            "cap of 3 cannot be shared by 4 partitions",
+        ),
+    ] {
+        let mut vars = base();
+        vars.insert("QUEUE_PARTITIONS".into(), partitions.into());
+        vars.insert("QUEUE_CONCURRENCY_LIMITS".into(), limits.into());
+        let err = Config::from_map(&vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with("QUEUE_PARTITIONS is invalid") && err.contains(says),
+            "{partitions} / {limits}: {err}"
+        );
+    }
+    let mut vars = base();
+    vars.insert("QUEUE_PARTITIONS".into(), "emails=8".into());
+    vars.insert("QUEUE_RATE_LIMITS".into(), "emails=7/h".into());
+    let err = Config::from_map(&vars).unwrap_err().to_string();
+    assert!(
+        err.contains("7/h cannot be shared by 8 partitions"),
+        "{err}"
+    );
+}
+
+#[test]
 fn upload_retention_and_its_schedule_are_configurable() {
     use crate::queue::schedule::Recurrence;
     let mut vars = base();

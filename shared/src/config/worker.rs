@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use orderly_queue::{
-    QueueLimits, RateLimit,
+    Partitions, QueueLimits, RateLimit,
     limits::{parse_cap, parse_per_queue},
+    partitions::parse_count,
 };
 
 use super::{ConfigError, Source, millis, secs};
@@ -38,6 +39,10 @@ pub struct WorkerConfig {
     /// and `QUEUE_CONCURRENCY_LIMITS` (`reports=2`); every process must read the same. Queue
     /// names are checked against the shop's queues when the services are built.
     pub queue_limits: Vec<(String, QueueLimits)>,
+    /// Queues split into partitions, from `QUEUE_PARTITIONS` (`emails=4`): on a Redis Cluster a
+    /// partitioned queue spreads over several nodes (see `orderly_queue::partitions`). Every
+    /// process, api and workers, must read the same.
+    pub queue_partitions: Partitions,
 }
 
 /// The shortest unique window accepted: the relay re-pushes a row unmarked for a few seconds,
@@ -69,8 +74,10 @@ impl WorkerConfig {
             });
         }
         let queue_limits = read_queue_limits(env)?;
+        let queue_partitions = read_queue_partitions(env, &queue_limits)?;
         Ok(Self {
             queue_limits,
+            queue_partitions,
             queues,
             concurrency,
             lease,
@@ -85,6 +92,30 @@ impl WorkerConfig {
             outbox_unique_window: secs(outbox_unique_window),
         })
     }
+}
+
+/// Reads `QUEUE_PARTITIONS`, refusing counts that the queue's limits cannot be shared by.
+fn read_queue_partitions(
+    env: &Source<'_>,
+    limits: &[(String, QueueLimits)],
+) -> Result<Partitions, ConfigError> {
+    let invalid = |reason| ConfigError::Invalid {
+        name: "QUEUE_PARTITIONS",
+        reason,
+    };
+    let counts = parse_per_queue(
+        &env.raw("QUEUE_PARTITIONS").unwrap_or_default(),
+        parse_count,
+    )
+    .map_err(invalid)?;
+    for (queue, count) in &counts {
+        if let Some((_, queue_limits)) = limits.iter().find(|(q, _)| q == queue) {
+            queue_limits
+                .check_partitions(*count)
+                .map_err(|reason| invalid(format!("{queue}: {reason}")))?;
+        }
+    }
+    Ok(Partitions::new(counts))
 }
 
 /// Reads `QUEUE_RATE_LIMITS` and `QUEUE_CONCURRENCY_LIMITS` into one entry per limited queue.

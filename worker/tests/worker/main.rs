@@ -13,6 +13,7 @@ mod flow_control;
 mod lifecycle;
 mod maintenance;
 mod order_stream;
+mod partitions;
 mod report_schedules;
 mod runner;
 mod schedules;

@@ -20,6 +20,8 @@ use serde::Serialize;
 
 use crate::engine::{JobState, QueueEngine};
 
+mod partitioned;
+
 /// Sizes of one queue.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct QueueCounts {
@@ -79,6 +81,8 @@ pub struct JobDetail {
     pub id: String,
     /// The queue it was read from (an id is unique only within its queue).
     pub queue: String,
+    /// The partition it is in, when its queue is partitioned (see [`crate::partitions`]).
+    pub partition: Option<String>,
     /// Current state.
     pub state: String,
     /// What the job is (`email.order_confirmation`): which handler runs it.
@@ -198,8 +202,11 @@ pub struct JobPage {
 /// One queue on the overview: its sizes and its recent throughput.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueSummary {
-    /// Sizes right now.
+    /// Sizes right now (of all its partitions together).
     pub counts: QueueCounts,
+    /// The sizes of each partition of a partitioned queue (see [`crate::partitions`]),
+    /// partition 0 first; empty for a queue of one partition.
+    pub partitions: Vec<QueueCounts>,
     /// Per-minute outcomes, oldest first, the current minute last.
     pub throughput: Vec<MinuteStats>,
 }
@@ -326,6 +333,7 @@ fn detail_from_hash(
     JobDetail {
         id: id.to_owned(),
         queue: queue.to_owned(),
+        partition: None,
         state: map
             .get("state")
             .cloned()
@@ -399,8 +407,8 @@ pub async fn overview(
 }
 
 impl QueueEngine {
-    /// Sizes of a queue.
-    pub async fn counts(&self, queue: &str) -> redis::RedisResult<QueueCounts> {
+    /// Sizes of one queue partition (see `partitioned` for a whole queue's).
+    async fn counts_in(&self, queue: &str) -> redis::RedisResult<QueueCounts> {
         let raw = self.raw_counts(queue).await?;
         let get = |i: usize| raw.get(i).copied().unwrap_or(0);
         let now = get(0);
@@ -433,8 +441,9 @@ impl QueueEngine {
         })
     }
 
-    /// Per-minute outcomes for the last `minutes` minutes, oldest first (the current minute last).
-    pub async fn throughput(
+    /// Per-minute outcomes of one partition for the last `minutes` minutes, oldest first (the
+    /// current minute last).
+    async fn throughput_in(
         &self,
         queue: &str,
         minutes: u32,
@@ -448,8 +457,8 @@ impl QueueEngine {
         .await
     }
 
-    /// One job with its error history, or `None` if it does not exist (any more).
-    pub async fn job(&self, queue: &str, id: &str) -> redis::RedisResult<Option<JobDetail>> {
+    /// One job of a partition with its error history, or `None` if it does not exist (any more).
+    async fn job_in(&self, queue: &str, id: &str) -> redis::RedisResult<Option<JobDetail>> {
         let base = self.base(queue);
         let mut pipe = redis::pipe();
         pipe.hgetall(format!("{base}j:{id}"))
@@ -525,9 +534,8 @@ impl QueueEngine {
             .collect())
     }
 
-    /// A page of jobs in `state`. Ready and scheduled list the next to run first; active lists
-    /// the nearest lease deadline first; completed, dead and cancelled list the most recent first.
-    pub async fn list(
+    /// A page of one partition's jobs in `state` (see [`Self::list`]).
+    async fn list_in(
         &self,
         queue: &str,
         state: JobState,
@@ -579,16 +587,26 @@ impl QueueEngine {
     }
 
     /// Sizes and `minutes` of throughput of each of `queues` (read concurrently, one pipelined
-    /// round trip per queue and read), plus the live workers.
+    /// round trip per queue partition and read), plus the live workers.
     pub async fn summaries(
         &self,
         queues: &[&str],
         minutes: u32,
     ) -> redis::RedisResult<(Vec<QueueSummary>, Vec<crate::WorkerInfo>)> {
         let reads = queues.iter().map(|queue| async move {
-            let (counts, throughput) =
-                tokio::try_join!(self.counts(queue), self.throughput(queue, minutes))?;
-            Ok::<_, redis::RedisError>(QueueSummary { counts, throughput })
+            let (mut partitions, throughput) = tokio::try_join!(
+                self.partition_counts(queue),
+                self.throughput(queue, minutes)
+            )?;
+            let counts = QueueCounts::total(queue, &partitions);
+            if partitions.len() == 1 {
+                partitions.clear();
+            }
+            Ok::<_, redis::RedisError>(QueueSummary {
+                counts,
+                partitions,
+                throughput,
+            })
         });
         let (summaries, workers) =
             tokio::try_join!(futures::future::try_join_all(reads), self.workers())?;
@@ -597,22 +615,21 @@ impl QueueEngine {
 
     /// Retries a dead (or cancelled) job now, with its attempts reset. False if it is neither.
     pub async fn retry_dead(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
-        self.admin(queue, "retry", id).await
+        self.admin_located(queue, "retry", id).await
     }
 
     /// Retries every dead job of a queue; returns how many.
     pub async fn retry_all_dead(&self, queue: &str) -> redis::RedisResult<u64> {
-        self.bulk(queue, "retry_dead").await
+        self.bulk_all(queue, "retry_dead", 0).await
     }
 
     /// Runs a scheduled job now. False if it is not scheduled.
     pub async fn promote(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
-        self.admin(queue, "promote", id).await
+        self.admin_located(queue, "promote", id).await
     }
 
-    /// The groups of `queue`: the `top` by backlog and every open breaker (bounded however many
-    /// groups there are: one range read, then a pipelined read of each group shown).
-    pub async fn groups(&self, queue: &str, top: usize) -> redis::RedisResult<GroupsOverview> {
+    /// The groups of one partition (see [`Self::groups`]).
+    async fn groups_in(&self, queue: &str, top: usize) -> redis::RedisResult<GroupsOverview> {
         let base = self.base(queue);
         let mut redis = self.redis();
         let top_stop = isize::try_from(top.clamp(1, 1000)).unwrap_or(1000) - 1;
@@ -658,7 +675,8 @@ impl QueueEngine {
 
     /// One group's status (an `idle` group with no breaker when nothing of it is known).
     pub async fn group(&self, queue: &str, key: &str) -> redis::RedisResult<GroupStatus> {
-        let mut statuses = self.group_statuses(queue, &[key.to_owned()]).await?;
+        let partition = self.group_partition(queue, key);
+        let mut statuses = self.group_statuses(&partition, &[key.to_owned()]).await?;
         Ok(statuses.remove(0))
     }
 
@@ -763,50 +781,61 @@ impl QueueEngine {
         offset: u64,
         limit: u64,
     ) -> redis::RedisResult<JobPage> {
-        let set = format!("{}g:{key}", self.base(queue));
-        self.page_of(queue, &set, JobState::Ready, false, offset, limit)
-            .await
+        let partition = self.group_partition(queue, key);
+        let set = format!("{}g:{key}", self.base(&partition));
+        let mut page = self
+            .page_of(&partition, &set, JobState::Ready, false, offset, limit)
+            .await?;
+        self.name_partition(queue, &partition, &mut page.jobs);
+        Ok(page)
     }
 
     /// Closes a group's breaker by hand: its jobs may run again at once. False if it had none.
     pub async fn close_breaker(&self, queue: &str, key: &str) -> redis::RedisResult<bool> {
-        self.admin(queue, "close_breaker", key).await
+        self.admin(&self.group_partition(queue, key), "close_breaker", key)
+            .await
     }
 
     /// Deletes a job in any state but active (a running job must finish or lose its lease first).
     pub async fn delete(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
-        self.admin(queue, "delete", id).await
+        self.admin_located(queue, "delete", id).await
     }
 
     /// Stops every worker from claiming jobs of this queue (running jobs finish).
     pub async fn pause(&self, queue: &str) -> redis::RedisResult<()> {
-        self.admin(queue, "pause", "").await.map(|_| ())
+        for partition in self.partitions(queue) {
+            self.admin(&partition, "pause", "").await?;
+        }
+        Ok(())
     }
 
     /// Lets workers claim again.
     pub async fn resume(&self, queue: &str) -> redis::RedisResult<()> {
-        self.admin(queue, "resume", "").await.map(|_| ())
+        for partition in self.partitions(queue) {
+            self.admin(&partition, "resume", "").await?;
+        }
+        Ok(())
     }
 
     /// Deletes all completed jobs of a queue; returns how many.
     pub async fn purge_completed(&self, queue: &str) -> redis::RedisResult<u64> {
-        self.bulk(queue, "purge_completed").await
+        self.bulk_all(queue, "purge_completed", 0).await
     }
 
     /// Deletes all dead jobs of a queue; returns how many.
     pub async fn purge_dead(&self, queue: &str) -> redis::RedisResult<u64> {
-        self.bulk(queue, "purge_dead").await
+        self.bulk_all(queue, "purge_dead", 0).await
     }
 
     /// Deletes all cancelled jobs of a queue; returns how many.
     pub async fn purge_cancelled(&self, queue: &str) -> redis::RedisResult<u64> {
-        self.bulk(queue, "purge_cancelled").await
+        self.bulk_all(queue, "purge_cancelled", 0).await
     }
 
     /// Re-queues a cancelled job, with its attempts reset. False if it is not cancelled (or
     /// dead: [`Self::retry_dead`] and this are one action).
     pub async fn retry_cancelled(&self, queue: &str, id: &str) -> redis::RedisResult<bool> {
-        self.admin(queue, "retry", id).await
+        self.admin_located(queue, "retry", id).await
     }
 
     /// Deletes the dead and cancelled jobs of a queue that ended more than `older_than` ago, a
@@ -814,7 +843,7 @@ impl QueueEngine {
     pub async fn trim_dead(&self, queue: &str, older_than: Duration) -> redis::RedisResult<u64> {
         let cutoff = chrono::Utc::now().timestamp_millis()
             - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-        self.bulk_before(queue, "trim_dead", cutoff).await
+        self.bulk_all(queue, "trim_dead", cutoff).await
     }
 
     /// Finds which state a job id is in (search by id), if it exists.
@@ -822,8 +851,16 @@ impl QueueEngine {
         self.job(queue, id).await
     }
 
-    /// Removes every key of a queue (tests and benchmarks only; uses SCAN, so it is slow on big queues).
+    /// Removes every key of a queue, all its partitions (tests and benchmarks only; uses SCAN,
+    /// so it is slow on big queues).
     pub async fn obliterate(&self, queue: &str) -> redis::RedisResult<()> {
+        for partition in self.partitions(queue) {
+            self.obliterate_in(&partition).await?;
+        }
+        Ok(())
+    }
+
+    async fn obliterate_in(&self, queue: &str) -> redis::RedisResult<()> {
         let mut redis = self.redis();
         let pattern = format!(
             "{}*",
@@ -845,9 +882,9 @@ impl QueueEngine {
 }
 
 impl QueueEngine {
-    /// Per-hour outcomes for the last `hours` hours, oldest first (the current hour last): the
-    /// rollups the scripts keep beside the minutes, for charts over a day or a week.
-    pub async fn hourly_throughput(
+    /// Per-hour outcomes of one partition for the last `hours` hours (see
+    /// [`Self::hourly_throughput`]).
+    async fn hourly_throughput_in(
         &self,
         queue: &str,
         hours: u32,
@@ -943,10 +980,8 @@ impl QueueEngine {
         }
     }
 
-    /// A page of `list` kept by `filter`: the jobs are looked at in the list's order, a batch per
-    /// round trip, at most [`SCAN_LIMIT`] of them. A whole state with an empty filter is a plain
-    /// page of its set (every job counted, however many).
-    pub async fn scan_jobs(
+    /// A page of one partition's `list` kept by `filter` (see [`Self::scan_jobs`]).
+    async fn scan_jobs_in(
         &self,
         queue: &str,
         list: JobList,
@@ -956,7 +991,7 @@ impl QueueEngine {
     ) -> redis::RedisResult<ScanPage> {
         let limit = limit.clamp(1, 200);
         if let (JobList::State(state), true) = (list, filter.is_empty()) {
-            let page = self.list(queue, state, offset, limit).await?;
+            let page = self.list_in(queue, state, offset, limit).await?;
             return Ok(ScanPage {
                 matched: page.total,
                 scanned: page.total,
@@ -980,9 +1015,8 @@ impl QueueEngine {
         })
     }
 
-    /// Every id of `list` that `filter` keeps, among the first [`SCAN_LIMIT`] jobs of the list:
-    /// what an action on "everything matching" acts on.
-    pub async fn matching_ids(
+    /// Every id of one partition's `list` that `filter` keeps (see [`Self::matching_ids`]).
+    async fn matching_ids_in(
         &self,
         queue: &str,
         list: JobList,
@@ -1093,17 +1127,17 @@ impl QueueEngine {
     /// Retries dead or cancelled jobs now, with their attempts reset; returns how many were
     /// dead or cancelled (the others are left as they are).
     pub async fn retry_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
-        self.admin_many(queue, "retry_many", ids).await
+        self.admin_many_all(queue, "retry_many", ids).await
     }
 
     /// Runs scheduled jobs (first runs or retries) now; returns how many were scheduled.
     pub async fn promote_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
-        self.admin_many(queue, "promote_many", ids).await
+        self.admin_many_all(queue, "promote_many", ids).await
     }
 
     /// Deletes jobs in any state but running; returns how many were deleted.
     pub async fn delete_jobs(&self, queue: &str, ids: &[String]) -> redis::RedisResult<u64> {
-        self.admin_many(queue, "delete_many", ids).await
+        self.admin_many_all(queue, "delete_many", ids).await
     }
 }
 
