@@ -231,6 +231,8 @@ pub struct JobView {
     pub id: String,
     /// The queue it was found in; with `id` it names the job in every action URL.
     pub queue: String,
+    /// The partition of its queue it is in (partitioned queues only).
+    pub partition: Option<String>,
     /// What the job is (`email.order_confirmation`): which handler runs it.
     pub kind: String,
     /// State as operators name it.
@@ -339,6 +341,7 @@ pub fn job_view(job: &JobDetail, now_ms: i64) -> JobView {
         attempts: job.attempts,
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
+        partition: job.partition.clone(),
         trace_id: job
             .traceparent
             .as_deref()

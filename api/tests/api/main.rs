@@ -9,6 +9,7 @@ mod dashboard_auth;
 mod dashboard_browser;
 mod dashboard_groups;
 mod dashboard_live;
+mod dashboard_partitions;
 mod dashboard_schedules;
 mod dashboard_triage;
 mod database_restart;
