@@ -86,28 +86,37 @@ impl Services {
         let redis = RedisConnection::lazy(&servers, crate::redis::manager_config())?;
         let prefix = config.redis.prefix.clone();
         let cache = Cache::with_near(redis.clone(), &prefix, config.cache.near_max_bytes);
-        if let Some((unknown, _)) = config
-            .worker
-            .queue_partitions
-            .queues()
-            .find(|(queue, _)| crate::jobs::queue_named(queue).is_none())
-        {
-            anyhow::bail!(
-                "QUEUE_PARTITIONS names queue {unknown:?}, which does not exist (queues: {})",
-                crate::jobs::QUEUE_NAMES.join(", ")
-            );
-        }
-        if let Some((unknown, _)) = config
-            .worker
-            .queue_limits
-            .iter()
-            .find(|(queue, _)| crate::jobs::queue_named(queue).is_none())
-        {
-            anyhow::bail!(
-                "QUEUE_RATE_LIMITS or QUEUE_CONCURRENCY_LIMITS names queue {unknown:?}, which does \
-                 not exist (queues: {})",
-                crate::jobs::QUEUE_NAMES.join(", ")
-            );
+        // Settings that name queues must name the shop's.
+        let named = [
+            (
+                "QUEUE_PARTITIONS",
+                config
+                    .worker
+                    .queue_partitions
+                    .queues()
+                    .map(|(queue, _)| queue)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "QUEUE_RATE_LIMITS or QUEUE_CONCURRENCY_LIMITS",
+                config
+                    .worker
+                    .queue_limits
+                    .iter()
+                    .map(|(queue, _)| queue.as_str())
+                    .collect(),
+            ),
+        ];
+        for (setting, queues) in named {
+            if let Some(unknown) = queues
+                .into_iter()
+                .find(|queue| crate::jobs::queue_named(queue).is_none())
+            {
+                anyhow::bail!(
+                    "{setting} names queue {unknown:?}, which does not exist (queues: {})",
+                    crate::jobs::QUEUE_NAMES.join(", ")
+                );
+            }
         }
         let queue = QueueEngine::new(
             redis.clone(),

@@ -166,26 +166,6 @@ pub struct Chart {
     pub summary: String,
 }
 
-/// Adds per-period stats of several queues together (all cover the same periods).
-pub fn sum_minutes<'a>(series: impl IntoIterator<Item = &'a [MinuteStats]>) -> Vec<MinuteStats> {
-    let mut total: Vec<MinuteStats> = Vec::new();
-    for minutes in series {
-        if total.is_empty() {
-            total = minutes.to_vec();
-            continue;
-        }
-        for (sum, minute) in total.iter_mut().zip(minutes) {
-            sum.enqueued += minute.enqueued;
-            sum.completed += minute.completed;
-            sum.failed += minute.failed;
-            sum.retried += minute.retried;
-            sum.dead += minute.dead;
-            sum.cancelled += minute.cancelled;
-        }
-    }
-    total
-}
-
 fn nice_ceiling(value: u64) -> u64 {
     let value = value.max(1);
     let magnitude = 10u64.pow(value.ilog10());

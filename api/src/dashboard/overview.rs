@@ -9,12 +9,15 @@ use axum::{
     http::StatusCode,
     response::{Redirect, Response},
 };
-use orderly::{jobs::QUEUE_NAMES, queue::inspect};
+use orderly::{
+    jobs::QUEUE_NAMES,
+    queue::inspect::{self, MinuteStats},
+};
 use serde::Serialize;
 
 use crate::{
     dashboard::{
-        chart::{CHART_MINUTES, Range, chart, range_links, sum_minutes},
+        chart::{CHART_MINUTES, Range, chart, range_links},
         format::{Moment, human_duration, moment},
         frame::{Frame, PageQuery},
         queue::{QueueRow, partition_rows, queue_row},
@@ -88,9 +91,9 @@ pub async fn overview(
         })
         .collect();
     let chart = match &hours {
-        Some(hours) => chart(&sum_minutes(hours.iter().map(Vec::as_slice)), range),
+        Some(hours) => chart(&MinuteStats::sum(hours.iter().map(Vec::as_slice)), range),
         None => chart(
-            &sum_minutes(overview.queues.iter().map(|q| q.throughput.as_slice())),
+            &MinuteStats::sum(overview.queues.iter().map(|q| q.throughput.as_slice())),
             range,
         ),
     };

@@ -243,6 +243,25 @@ pub enum JobList {
     Retrying,
 }
 
+impl JobList {
+    /// The state of the jobs the list holds (first runs and retries are scheduled).
+    pub fn state(self) -> JobState {
+        match self {
+            Self::State(state) => state,
+            Self::FirstRuns | Self::Retrying => JobState::Scheduled,
+        }
+    }
+}
+
+/// Whether a list of jobs in `state` shows the most recent first (finished jobs), rather than
+/// the next to run or expire.
+fn newest_first(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Completed | JobState::Dead | JobState::Cancelled
+    )
+}
+
 /// What a filtered list keeps. An empty filter keeps every job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
@@ -543,11 +562,7 @@ impl QueueEngine {
         limit: u64,
     ) -> redis::RedisResult<JobPage> {
         let key = self.state_key(queue, state);
-        let newest_first = matches!(
-            state,
-            JobState::Completed | JobState::Dead | JobState::Cancelled
-        );
-        self.page_of(queue, &key, state, newest_first, offset, limit)
+        self.page_of(queue, &key, state, newest_first(state), offset, limit)
             .await
     }
 
@@ -968,19 +983,14 @@ impl QueueEngine {
     /// The sorted set `list` reads, and whether it lists the most recent first.
     fn list_source(&self, queue: &str, list: JobList) -> (String, bool) {
         match list {
-            JobList::State(state) => (
-                self.state_key(queue, state),
-                matches!(
-                    state,
-                    JobState::Completed | JobState::Dead | JobState::Cancelled
-                ),
-            ),
+            JobList::State(state) => (self.state_key(queue, state), newest_first(state)),
             JobList::FirstRuns => (self.state_key(queue, JobState::Scheduled), false),
             JobList::Retrying => (format!("{}retrying", self.base(queue)), false),
         }
     }
 
-    /// A page of one partition's `list` kept by `filter` (see [`Self::scan_jobs`]).
+    /// A page of one partition's `list` kept by `filter`, found by a scan (see
+    /// [`Self::scan_jobs`], which answers a whole state with an empty filter itself).
     async fn scan_jobs_in(
         &self,
         queue: &str,
@@ -990,22 +1000,10 @@ impl QueueEngine {
         limit: u64,
     ) -> redis::RedisResult<ScanPage> {
         let limit = limit.clamp(1, 200);
-        if let (JobList::State(state), true) = (list, filter.is_empty()) {
-            let page = self.list_in(queue, state, offset, limit).await?;
-            return Ok(ScanPage {
-                matched: page.total,
-                scanned: page.total,
-                complete: true,
-                offset,
-                jobs: page.jobs,
-            });
-        }
         let scan = self.scan(queue, list, filter, offset, limit).await?;
-        let state = match list {
-            JobList::State(state) => state,
-            JobList::FirstRuns | JobList::Retrying => JobState::Scheduled,
-        };
-        let jobs = self.details_in_state(queue, state, &scan.page).await?;
+        let jobs = self
+            .details_in_state(queue, list.state(), &scan.page)
+            .await?;
         Ok(ScanPage {
             jobs,
             matched: scan.matched,

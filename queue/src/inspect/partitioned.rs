@@ -10,7 +10,7 @@ use futures::future::try_join_all;
 
 use super::{
     GroupsOverview, JobDetail, JobFilter, JobList, JobPage, Matches, MinuteStats, QueueCounts,
-    ScanPage,
+    ScanPage, newest_first,
 };
 use crate::engine::{JobState, QueueEngine};
 
@@ -57,21 +57,27 @@ impl QueueCounts {
     }
 }
 
-/// Adds per-period outcomes of several partitions (the same periods, in the same order).
-fn add_periods(parts: Vec<Vec<MinuteStats>>) -> Vec<MinuteStats> {
-    let mut parts = parts.into_iter();
-    let mut total = parts.next().unwrap_or_default();
-    for part in parts {
-        for (sum, stats) in total.iter_mut().zip(part) {
-            sum.enqueued += stats.enqueued;
-            sum.completed += stats.completed;
-            sum.failed += stats.failed;
-            sum.retried += stats.retried;
-            sum.dead += stats.dead;
-            sum.cancelled += stats.cancelled;
+impl MinuteStats {
+    /// Adds per-period outcomes of several series (queues, or a queue's partitions) that cover
+    /// the same periods in the same order.
+    pub fn sum<'a>(series: impl IntoIterator<Item = &'a [MinuteStats]>) -> Vec<MinuteStats> {
+        let mut total: Vec<MinuteStats> = Vec::new();
+        for periods in series {
+            if total.is_empty() {
+                total = periods.to_vec();
+                continue;
+            }
+            for (sum, stats) in total.iter_mut().zip(periods) {
+                sum.enqueued += stats.enqueued;
+                sum.completed += stats.completed;
+                sum.failed += stats.failed;
+                sum.retried += stats.retried;
+                sum.dead += stats.dead;
+                sum.cancelled += stats.cancelled;
+            }
         }
+        total
     }
-    total
 }
 
 /// A job found in one partition while listing several: where it is, and its place in the list.
@@ -90,6 +96,19 @@ fn sort_listed(listed: &mut [Listed], newest_first: bool) {
 }
 
 impl QueueEngine {
+    /// Runs `read` on every partition of `queue` at once (the queue alone when it is not
+    /// partitioned); the results come in partition order.
+    async fn on_each_partition<'a, T, Fut>(
+        &'a self,
+        queue: &str,
+        read: impl Fn(String) -> Fut,
+    ) -> redis::RedisResult<Vec<T>>
+    where
+        Fut: std::future::Future<Output = redis::RedisResult<T>> + 'a,
+    {
+        try_join_all(self.partitions(queue).into_iter().map(read)).await
+    }
+
     /// Sizes of a queue (of all its partitions together).
     pub async fn counts(&self, queue: &str) -> redis::RedisResult<super::QueueCounts> {
         let parts = self.partition_counts(queue).await?;
@@ -102,11 +121,9 @@ impl QueueEngine {
     /// Sizes of each partition of a queue, partition 0 first (one entry for a queue that is not
     /// partitioned).
     pub async fn partition_counts(&self, queue: &str) -> redis::RedisResult<Vec<QueueCounts>> {
-        try_join_all(
-            self.partitions(queue)
-                .into_iter()
-                .map(|partition| async move { self.counts_in(&partition).await }),
-        )
+        self.on_each_partition(queue, |partition| async move {
+            self.counts_in(&partition).await
+        })
         .await
     }
 
@@ -116,13 +133,12 @@ impl QueueEngine {
         queue: &str,
         minutes: u32,
     ) -> redis::RedisResult<Vec<MinuteStats>> {
-        let parts = try_join_all(
-            self.partitions(queue)
-                .into_iter()
-                .map(|partition| async move { self.throughput_in(&partition, minutes).await }),
-        )
-        .await?;
-        Ok(add_periods(parts))
+        let parts = self
+            .on_each_partition(queue, |partition| async move {
+                self.throughput_in(&partition, minutes).await
+            })
+            .await?;
+        Ok(MinuteStats::sum(parts.iter().map(Vec::as_slice)))
     }
 
     /// Per-hour outcomes for the last `hours` hours, oldest first (the current hour last): the
@@ -132,13 +148,12 @@ impl QueueEngine {
         queue: &str,
         hours: u32,
     ) -> redis::RedisResult<Vec<MinuteStats>> {
-        let parts = try_join_all(
-            self.partitions(queue)
-                .into_iter()
-                .map(|partition| async move { self.hourly_throughput_in(&partition, hours).await }),
-        )
-        .await?;
-        Ok(add_periods(parts))
+        let parts = self
+            .on_each_partition(queue, |partition| async move {
+                self.hourly_throughput_in(&partition, hours).await
+            })
+            .await?;
+        Ok(MinuteStats::sum(parts.iter().map(Vec::as_slice)))
     }
 
     /// One job with its error history, or `None` if it does not exist (any more).
@@ -180,10 +195,7 @@ impl QueueEngine {
             return self.list_in(queue, state, offset, limit).await;
         }
         let limit = limit.clamp(1, 200);
-        let newest_first = matches!(
-            state,
-            JobState::Completed | JobState::Dead | JobState::Cancelled
-        );
+        let newest_first = newest_first(state);
         // The page is among the first `offset + limit` of some partitions: read that many of
         // each, merge, and skip `offset`.
         let stop = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
@@ -263,12 +275,11 @@ impl QueueEngine {
     /// groups there are: one range read, then a pipelined read of each group shown, per
     /// partition).
     pub async fn groups(&self, queue: &str, top: usize) -> redis::RedisResult<GroupsOverview> {
-        let mut parts = try_join_all(
-            self.partitions(queue)
-                .into_iter()
-                .map(|partition| async move { self.groups_in(&partition, top).await }),
-        )
-        .await?;
+        let mut parts = self
+            .on_each_partition(queue, |partition| async move {
+                self.groups_in(&partition, top).await
+            })
+            .await?;
         if parts.len() == 1 {
             return Ok(parts.remove(0));
         }
@@ -307,10 +318,6 @@ impl QueueEngine {
         offset: u64,
         limit: u64,
     ) -> redis::RedisResult<ScanPage> {
-        let names = self.partitions(queue);
-        if names.len() == 1 {
-            return self.scan_jobs_in(queue, list, filter, offset, limit).await;
-        }
         if let (JobList::State(state), true) = (list, filter.is_empty()) {
             let page = self.list(queue, state, offset, limit).await?;
             return Ok(ScanPage {
@@ -320,6 +327,10 @@ impl QueueEngine {
                 offset,
                 jobs: page.jobs,
             });
+        }
+        let names = self.partitions(queue);
+        if names.len() == 1 {
+            return self.scan_jobs_in(queue, list, filter, offset, limit).await;
         }
         let limit = limit.clamp(1, 200);
         let scans = try_join_all(
@@ -340,17 +351,8 @@ impl QueueEngine {
                 score,
             }));
         }
-        let (state, newest_first) = match list {
-            JobList::State(state) => (
-                state,
-                matches!(
-                    state,
-                    JobState::Completed | JobState::Dead | JobState::Cancelled
-                ),
-            ),
-            JobList::FirstRuns | JobList::Retrying => (JobState::Scheduled, false),
-        };
-        sort_listed(&mut listed, newest_first);
+        let state = list.state();
+        sort_listed(&mut listed, newest_first(state));
         let page = listed
             .into_iter()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
@@ -373,14 +375,11 @@ impl QueueEngine {
         list: JobList,
         filter: &JobFilter,
     ) -> redis::RedisResult<Matches> {
-        let parts = try_join_all(
-            self.partitions(queue)
-                .into_iter()
-                .map(
-                    |partition| async move { self.matching_ids_in(&partition, list, filter).await },
-                ),
-        )
-        .await?;
+        let parts = self
+            .on_each_partition(queue, |partition| async move {
+                self.matching_ids_in(&partition, list, filter).await
+            })
+            .await?;
         let mut all = Matches {
             ids: Vec::new(),
             complete: true,
