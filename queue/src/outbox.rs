@@ -74,6 +74,8 @@ pub(crate) async fn write_staged(
 pub struct UnitOfWork {
     tx: Transaction<'static, Postgres>,
     staged: Vec<StagedJob>,
+    /// How many of `staged` are already written ([`UnitOfWork::write_staged`]).
+    written: usize,
 }
 
 /// How a unit of work begins: a transaction whose statements run on generic plans.
@@ -94,6 +96,7 @@ impl UnitOfWork {
         Ok(Self {
             tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
             staged: Vec::new(),
+            written: 0,
         })
     }
 
@@ -107,13 +110,25 @@ impl UnitOfWork {
         self.staged.push(job);
     }
 
-    /// Writes the staged jobs to the outbox (one statement), commits, and returns them.
+    /// Writes the staged jobs not written yet to the outbox (one statement), commits, and
+    /// returns every job staged.
     pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
-        if !self.staged.is_empty() {
-            write_staged(&mut self.tx, &self.staged).await?;
-        }
+        self.write_staged().await?;
         self.tx.commit().await?;
         Ok(self.staged)
+    }
+
+    /// Writes the jobs staged so far to the outbox now rather than at commit (one statement;
+    /// nothing when there are none), for a caller whose last statement before the commit must
+    /// be one that locks a contended row: the order's stock is taken last, so that row's lock
+    /// is held for that statement and the commit only. Jobs staged later are written at
+    /// commit.
+    pub async fn write_staged(&mut self) -> Result<(), sqlx::Error> {
+        if self.written < self.staged.len() {
+            write_staged(&mut self.tx, &self.staged[self.written..]).await?;
+            self.written = self.staged.len();
+        }
+        Ok(())
     }
 }
 

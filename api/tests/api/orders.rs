@@ -1,5 +1,6 @@
 //! Orders over HTTP: placing (201 with prices frozen at order time), no overselling under
-//! concurrency, refused inputs that write nothing, listing and reading only your own orders,
+//! concurrency, no deadlock between orders naming the same products in another order, stock
+//! taken last, prices checked against PostgreSQL when the cache is stale, refused inputs that write nothing, listing and reading only your own orders,
 //! cancelling (stock returned, refused once shipped or cancelled, someone else's order is a
 //! 404), and the admin status transitions.
 
@@ -131,6 +132,153 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn concurrent_orders_naming_the_same_products_in_either_order_all_succeed(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let a = app.create_product(&admin, 100, 100).await;
+    let b = app.create_product(&admin, 200, 100).await;
+    let customers = app.customers_without_password(20).await;
+    let forwards = json!({"items": [
+        {"product_id": id_of(&a), "quantity": 1},
+        {"product_id": id_of(&b), "quantity": 1},
+    ]});
+    let backwards = json!({"items": [
+        {"product_id": id_of(&b), "quantity": 1},
+        {"product_id": id_of(&a), "quantity": 1},
+    ]});
+
+    // Both lines' rows are locked in id order whatever the order's line order, so no two of
+    // these wait on each other (a deadlock would be a 500 for one of them).
+    let keys: Vec<String> = customers.iter().map(|_| new_key()).collect();
+    let responses = join_all(customers.iter().zip(&keys).enumerate().map(|(i, (c, key))| {
+        let body = if i % 2 == 0 { &forwards } else { &backwards };
+        app.place_order(&c.token, key, body)
+    }))
+    .await;
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    assert_eq!(app.stock_of(id_of(&a)).await, 80);
+    assert_eq!(app.stock_of(id_of(&b)).await, 80);
+    assert_eq!(app.order_count().await, 20);
+}
+
+/// The stock is the last thing an order writes. While another transaction holds the product's
+/// row, the order waits on its stock statement having already inserted the order, its lines and
+/// its outbox rows: the row lock that every other order for the product queues on is held for
+/// that statement and the commit only.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_order_takes_its_stock_after_writing_everything_else(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let product_id: Uuid = id_of(&product).parse().unwrap();
+
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from products where id = $1 for no key update")
+        .bind(product_id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let placing = tokio::spawn(
+        app.client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&customer.token)
+            .header("Idempotency-Key", new_key())
+            .json(&order_body(&product_id.to_string(), 1))
+            .send(),
+    );
+
+    let waiting_pid = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pid: Option<i32> = sqlx::query_scalar(
+                "select pid from pg_stat_activity where datname = current_database() \
+                 and wait_event_type = 'Lock' and query ilike '%update products%'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if let Some(pid) = pid {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the order never waited on the product's row"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let mut written: Vec<String> = sqlx::query_scalar(
+        "select c.relname::text from pg_locks l join pg_class c on c.oid = l.relation \
+         where l.pid = $1 and l.granted and l.mode = 'RowExclusiveLock' \
+           and c.relname in ('orders', 'order_items', 'outbox')",
+    )
+    .bind(waiting_pid)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    written.sort();
+    assert_eq!(
+        written,
+        ["order_items", "orders", "outbox"],
+        "the order took its stock before writing the rest"
+    );
+
+    holder.rollback().await.unwrap();
+    let response = placing.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(app.stock_of(&product_id.to_string()).await, 9);
+    assert_eq!(app.outbox_count("email.order_confirmation").await, 1);
+}
+
+/// An order is priced as the products are when it takes their stock, even when the api's cached
+/// copy has not caught up (an edit written around it here, as a lost cache update leaves it):
+/// the stale price is caught under the row lock, the order priced again from PostgreSQL, and
+/// the cache given the current product.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_order_is_priced_from_postgres_when_the_cached_product_is_stale(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 1299, 10).await;
+    let id = id_of(&product).to_owned();
+    let path = format!("/api/v1/products/{id}");
+    sqlx::query("update products set price_cents = 999, name = 'Renamed mug' where id = $1")
+        .bind(id.parse::<Uuid>().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let cached: Value = app.get(&path, None).await.json().await.unwrap();
+    assert_eq!(cached["price_cents"], 1299, "the cached copy is stale");
+
+    let order = place(&app, &customer, &id, 2).await;
+    assert_eq!(order["items"][0]["unit_price_cents"], 999);
+    assert_eq!(order["items"][0]["name"], "Renamed mug");
+    assert_eq!(order["total_cents"], 1998);
+    assert_eq!(app.stock_of(&id).await, 8);
+    let current: Value = app.get(&path, None).await.json().await.unwrap();
+    assert_eq!(current["price_cents"], 999);
+    assert_eq!(current["stock"], 8);
+
+    // Withdrawn around the cache too: refused, naming the line, and nothing is written.
+    sqlx::query("update products set active = false where id = $1")
+        .bind(id.parse::<Uuid>().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let response = app
+        .place_order(&customer.token, &new_key(), &order_body(&id, 1))
+        .await;
+    let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error["details"][0]["field"], "items[0].product_id");
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of(&id).await, 8);
+    assert_eq!(app.outbox_count("email.order_confirmation").await, 1);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn refused_order_inputs_write_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;
@@ -197,7 +345,7 @@ async fn refused_order_inputs_write_nothing(pool: PgPool) {
         json!({"items": [{"product_id": "not-a-uuid", "quantity": 1}]}),
         json!({"items": [{"product_id": id, "quantity": "two"}]}),
         json!({"items": [{"product_id": id, "quantity": 1, "price_cents": 1}]}),
-        // Valid lines, but one order cannot mix currencies (stock is taken, then given back).
+        // Valid lines, but one order cannot mix currencies (refused before anything is written).
         json!({"items": [{"product_id": id, "quantity": 1}, {"product_id": id_of(&dollars), "quantity": 1}]}),
     ] {
         let response = app.place_order(&customer.token, &new_key(), &body).await;

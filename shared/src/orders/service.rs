@@ -12,11 +12,22 @@ use crate::{
         repository::{NewOrderRow, OrderRepository},
     },
     pagination::{Page, PageRequest},
-    products::{ProductService, StockChange, StockRequest},
+    products::{PricedLine, ProductService, Reservation, StockChange, StockRequest},
     queue::Outbox,
     queue::UnitOfWork,
     users::model::Actor,
 };
+
+/// How many times [`OrderService::place`] prices an order before it gives up with 409: each
+/// new attempt follows a product edit that landed between pricing and taking the stock.
+pub const QUOTE_ATTEMPTS: usize = 3;
+
+/// How one attempt to place an order ended.
+enum Placement {
+    Placed(Order),
+    /// A product changed after the order was priced; nothing was written.
+    QuoteStale,
+}
 
 /// The only way in to orders: placing one with its stock and events in one transaction, and
 /// every read or status change behind the caller's access check.
@@ -41,9 +52,17 @@ impl OrderService {
         }
     }
 
-    /// Places an order with id `order_id` in one transaction: reserve stock at current prices,
-    /// write the order, publish `OrderPlaced` (subscribers stage their jobs). The staged jobs
-    /// are pushed to the queue right after the commit.
+    /// Places an order with id `order_id` in one transaction: the order at the catalogue's
+    /// current prices, `OrderPlaced` published (subscribers stage their jobs), and the stock
+    /// taken last, right before the commit. The staged jobs are pushed to the queue right after
+    /// the commit.
+    ///
+    /// Stock last because taking it locks the product's row until the commit, and every other
+    /// order for that product waits on that lock: in a flash sale on one product, the time the
+    /// lock is held bounds the orders per second. The lines are therefore priced beforehand from
+    /// the cache, and the stock is taken only while the products still read as priced; if one
+    /// changed meanwhile, the transaction rolls back and the order is priced again from
+    /// PostgreSQL, at most [`QUOTE_ATTEMPTS`] times.
     ///
     /// Under an idempotency key the id is the key's resource id
     /// ([`crate::idempotency::Claim::resource_id`]), so the key is linked to the order without a
@@ -63,24 +82,40 @@ impl OrderService {
                 quantity: l.quantity,
             })
             .collect();
-        let mut uow = UnitOfWork::begin(&self.pool).await?;
-        let (priced, stock_change) = self.products.reserve(uow.conn(), &requests).await?;
+        let mut quote = self.products.quote(&requests).await?;
+        for _ in 0..QUOTE_ATTEMPTS {
+            match self.place_as_quoted(actor, &quote, order_id).await? {
+                Placement::Placed(order) => return Ok(order),
+                Placement::QuoteStale => quote = self.products.quote_fresh(&requests).await?,
+            }
+        }
+        Err(AppError::conflict(
+            "the products changed while the order was being placed; try again",
+        ))
+    }
 
-        let currency = priced
+    /// One attempt of [`Self::place`] at the prices of `quote`.
+    async fn place_as_quoted(
+        &self,
+        actor: &Actor,
+        quote: &[PricedLine],
+        order_id: Uuid,
+    ) -> Result<Placement, AppError> {
+        let currency = quote
             .first()
             .map(|l| l.currency.clone())
             .unwrap_or_default();
-        if priced.iter().any(|l| l.currency != currency) {
+        if quote.iter().any(|l| l.currency != currency) {
             return Err(AppError::unprocessable(
                 "all items of an order must be priced in the same currency",
             ));
         }
-        let items: Vec<OrderItem> = priced
-            .into_iter()
+        let items: Vec<OrderItem> = quote
+            .iter()
             .map(|l| OrderItem {
                 product_id: l.product_id,
-                sku: l.sku,
-                name: l.name,
+                sku: l.sku.clone(),
+                name: l.name.clone(),
                 quantity: l.quantity,
                 unit_price_cents: l.unit_price_cents,
             })
@@ -94,6 +129,7 @@ impl OrderService {
             })
             .ok_or_else(|| AppError::unprocessable("order total is too large"))?;
 
+        let mut uow = UnitOfWork::begin(&self.pool).await?;
         let order = self
             .orders
             .insert(
@@ -115,11 +151,19 @@ impl OrderService {
                 }),
             )
             .await?;
+        // Everything else is written before the stock is taken, so the products' rows are
+        // locked for that one statement and the commit.
+        uow.write_staged().await?;
+        let stock_change = match self.products.take_stock(uow.conn(), quote).await? {
+            Reservation::Taken(change) => change,
+            // Dropping the unit of work rolls it back.
+            Reservation::QuoteStale => return Ok(Placement::QuoteStale),
+        };
         self.outbox.commit(uow).await?;
         // Before answering, so the customer (and everyone else) reads the stock it left.
         self.products.committed(stock_change).await;
         tracing::info!(order_id = %order.id, total_cents, "order placed");
-        Ok(order)
+        Ok(Placement::Placed(order))
     }
 
     /// An order the actor may see: their own, or any for an admin. Anything else is 404, so

@@ -8,4 +8,4 @@ pub mod repository;
 pub mod service;
 
 pub use model::{NewProduct, Product, ProductPatch, ProductQuery};
-pub use service::{PricedLine, ProductService, StockChange, StockRequest};
+pub use service::{PricedLine, ProductService, Reservation, StockChange, StockRequest};

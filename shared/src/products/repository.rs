@@ -12,22 +12,31 @@ use crate::{
     products::model::{NewProduct, Product, ProductPatch, ProductQuery},
 };
 
-/// One line of stock to take or give back.
+/// One line of stock to give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockLine {
-    /// The product whose stock changes.
+    /// The product whose stock is returned.
     pub product_id: Uuid,
-    /// Units to take or give back; at least 1.
+    /// Units to give back; at least 1.
     pub quantity: i32,
 }
 
-/// A line whose stock was taken, with the product as the taking left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReservedRow {
-    /// The product, its stock already reduced (what the cache is told after commit).
-    pub product: Product,
-    /// Units taken.
+/// One line of stock to take, with the product as the order quoted it: the stock is taken only
+/// while the product still reads so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotedLine<'a> {
+    /// The product to take from.
+    pub product_id: Uuid,
+    /// Units to take; at least 1.
     pub quantity: i32,
+    /// The SKU the order line shows.
+    pub sku: &'a str,
+    /// The name the order line shows.
+    pub name: &'a str,
+    /// The unit price the order charges, minor units.
+    pub unit_price_cents: i64,
+    /// The currency of that price.
+    pub currency: &'a str,
 }
 
 fn sku_taken(_: Box<dyn sqlx::error::DatabaseError>) -> AppError {
@@ -196,50 +205,51 @@ impl ProductRepository {
         .await?)
     }
 
-    /// Takes stock for every line, or for none: returns the lines it could take. Rows are locked
-    /// in id order first, so two orders touching the same products cannot deadlock; the
-    /// `stock >= quantity` check runs on the locked, latest row, so stock never goes below zero.
+    /// Takes stock for every line whose product is active, has the stock and still reads as
+    /// quoted (SKU, name, price, currency); returns the products as the taking left them, one
+    /// per line taken. The caller rolls back unless every line was taken.
+    ///
+    /// Rows are locked in id order first, so two orders touching the same products cannot
+    /// deadlock, and the checks run on the locked, latest row, so stock never goes below zero.
+    /// The lock is `for no key update`, the one an `UPDATE` of non-key columns takes anyway: the
+    /// order lines written earlier in the same kind of transaction hold a key-share lock on
+    /// their products (their foreign key), which `for update` would wait for until those
+    /// transactions commit.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn take_stock(
         &self,
         conn: &mut PgConnection,
-        lines: &[StockLine],
-    ) -> Result<Vec<ReservedRow>, AppError> {
+        lines: &[QuotedLine<'_>],
+    ) -> Result<Vec<Product>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        let rows = sqlx::query!(
-            r#"with wanted as (select * from unnest($1::uuid[], $2::int[]) as w(product_id, quantity)),
-               locked as (select p.id from products p where p.id = any($1) order by p.id for update)
+        let skus: Vec<&str> = lines.iter().map(|l| l.sku).collect();
+        let names: Vec<&str> = lines.iter().map(|l| l.name).collect();
+        let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents).collect();
+        let currencies: Vec<&str> = lines.iter().map(|l| l.currency).collect();
+        Ok(sqlx::query_as!(
+            Product,
+            r#"with wanted as (
+                 select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+                   as w(product_id, quantity, sku, name, price_cents, currency)),
+               locked as (select p.id from products p where p.id = any($1) order by p.id for no key update)
                update products p set stock = p.stock - w.quantity
                from wanted w
                where p.id = w.product_id and p.active and p.stock >= w.quantity
+                 and p.sku = w.sku and p.name = w.name
+                 and p.price_cents = w.price_cents and p.currency = w.currency
                  and p.id in (select id from locked)
                returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock,
-                         p.active, p.created_at, p.updated_at, p.version, w.quantity as "quantity!""#,
+                         p.active, p.created_at, p.updated_at, p.version"#,
             &ids,
             &quantities,
+            &skus as &[&str],
+            &names as &[&str],
+            &prices,
+            &currencies as &[&str],
         )
         .fetch_all(conn)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ReservedRow {
-                product: Product {
-                    id: r.id,
-                    sku: r.sku,
-                    name: r.name,
-                    description: r.description,
-                    price_cents: r.price_cents,
-                    currency: r.currency,
-                    stock: r.stock,
-                    active: r.active,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                    version: r.version,
-                },
-                quantity: r.quantity,
-            })
-            .collect())
+        .await?)
     }
 
     /// Gives stock back (cancelled orders); returns the products as they are now.
@@ -264,17 +274,22 @@ impl ProductRepository {
         .await?)
     }
 
-    /// Which of `ids` exist and are active.
-    pub async fn active_ids<'e>(
+    /// The products with these ids, active or not, read from PostgreSQL.
+    #[tracing::instrument(skip_all, fields(ids = ids.len()))]
+    pub async fn find_many<'e>(
         &self,
         db: impl PgExecutor<'e>,
         ids: &[Uuid],
-    ) -> Result<Vec<Uuid>, AppError> {
-        Ok(
-            sqlx::query_scalar!("select id from products where id = any($1) and active", ids,)
-                .fetch_all(db)
-                .await?,
+    ) -> Result<Vec<Product>, AppError> {
+        Ok(sqlx::query_as!(
+            Product,
+            "select id, sku, name, description, price_cents, currency, stock, active, \
+                    created_at, updated_at, version \
+             from products where id = any($1)",
+            ids,
         )
+        .fetch_all(db)
+        .await?)
     }
 }
 
@@ -385,8 +400,8 @@ impl CachedProductRepository {
     pub async fn take_stock(
         &self,
         conn: &mut PgConnection,
-        lines: &[StockLine],
-    ) -> Result<Vec<ReservedRow>, AppError> {
+        lines: &[QuotedLine<'_>],
+    ) -> Result<Vec<Product>, AppError> {
         self.inner.take_stock(conn, lines).await
     }
 
@@ -410,14 +425,14 @@ impl CachedProductRepository {
         self.inner.upsert_by_sku(conn, products).await
     }
 
-    /// Which of `ids` exist and are active, read from PostgreSQL (inside a transaction that
-    /// holds their rows, the cache may be behind).
-    pub async fn active_ids<'e>(
+    /// The products with these ids as PostgreSQL has them now (inside a transaction that holds
+    /// their rows, or when a cached copy proved stale), active or not.
+    pub async fn find_many<'e>(
         &self,
         db: impl PgExecutor<'e>,
         ids: &[Uuid],
-    ) -> Result<Vec<Uuid>, AppError> {
-        self.inner.active_ids(db, ids).await
+    ) -> Result<Vec<Product>, AppError> {
+        self.inner.find_many(db, ids).await
     }
 
     /// Puts products that a committed change wrote into the cache (unless it already holds a

@@ -1,7 +1,5 @@
 //! Catalogue rules: who sees what, what a valid edit is, and stock reservation for orders.
 
-use std::collections::HashSet;
-
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -10,7 +8,7 @@ use crate::{
     pagination::Page,
     products::{
         model::{NewProduct, Product, ProductPatch, ProductQuery},
-        repository::{CachedProductRepository, StockLine},
+        repository::{CachedProductRepository, QuotedLine, StockLine},
     },
 };
 
@@ -23,21 +21,62 @@ pub struct StockRequest {
     pub quantity: i32,
 }
 
-/// A reserved line, priced at the moment of reservation.
+/// A line of an order priced as the catalogue read: what the order line shows and charges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
-    /// The product reserved from.
+    /// The product.
     pub product_id: Uuid,
     /// SKU at the time.
     pub sku: String,
     /// Name at the time.
     pub name: String,
-    /// Units reserved.
+    /// Units wanted.
     pub quantity: i32,
     /// Unit price at the time, minor units.
     pub unit_price_cents: i64,
     /// ISO 4217 code of the unit price; an order takes one currency only.
     pub currency: String,
+}
+
+/// What [`ProductService::take_stock`] did.
+#[derive(Debug)]
+#[must_use]
+pub enum Reservation {
+    /// Every line's stock is taken, at the quoted prices.
+    Taken(StockChange),
+    /// A product changed since it was quoted (price, currency, SKU or name): nothing is taken.
+    QuoteStale,
+}
+
+/// The lines priced from `products` (any order), in the lines' order: 422 naming the first line
+/// whose product is missing or inactive.
+fn price_lines(lines: &[StockRequest], products: &[Product]) -> Result<Vec<PricedLine>, AppError> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let product = products
+                .iter()
+                .find(|p| p.id == line.product_id && p.active)
+                .ok_or_else(|| {
+                    AppError::invalid_field(
+                        format!("items[{index}].product_id"),
+                        format!(
+                            "product {} does not exist or is not available",
+                            line.product_id
+                        ),
+                    )
+                })?;
+            Ok(PricedLine {
+                product_id: product.id,
+                sku: product.sku.clone(),
+                name: product.name.clone(),
+                quantity: line.quantity,
+                unit_price_cents: product.price_cents,
+                currency: product.currency.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The catalogue.
@@ -107,66 +146,72 @@ impl ProductService {
         .await
     }
 
-    /// Reserves stock for every line inside the caller's transaction, or fails without taking
-    /// any: 422 for unknown or inactive products, 409 when there is not enough stock. The caller
-    /// hands the returned [`StockChange`] to [`Self::committed`] once its transaction commits.
+    /// Prices `lines` as the catalogue reads now, from the cache, taking nothing: 422 for an
+    /// unknown or inactive product. The order is written at these prices and
+    /// [`Self::take_stock`] confirms them when it takes the stock.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn reserve(
+    pub async fn quote(&self, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
+        let mut products = Vec::with_capacity(lines.len());
+        for line in lines {
+            products.extend(self.products.find_by_id(&self.pool, line.product_id).await?);
+        }
+        price_lines(lines, &products)
+    }
+
+    /// [`Self::quote`] from PostgreSQL instead of the cache, after [`Self::take_stock`] found a
+    /// cached copy stale; the cache is given the current products on the way.
+    #[tracing::instrument(skip_all, fields(lines = lines.len()))]
+    pub async fn quote_fresh(&self, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
+        let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
+        let products = self.products.find_many(&self.pool, &ids).await?;
+        self.products.store(&products).await;
+        price_lines(lines, &products)
+    }
+
+    /// Takes the stock of every quoted line inside the caller's transaction, or none: 422 for a
+    /// product that is unknown or inactive by now, 409 when there is not enough stock, and
+    /// [`Reservation::QuoteStale`] when a product no longer reads as quoted (the caller rolls
+    /// back and quotes again). The caller hands the [`StockChange`] of a
+    /// [`Reservation::Taken`] to [`Self::committed`] once its transaction commits.
+    ///
+    /// This locks the products' rows until the commit, so callers take stock last.
+    #[tracing::instrument(skip_all, fields(lines = lines.len()))]
+    pub async fn take_stock(
         &self,
         conn: &mut PgConnection,
-        lines: &[StockRequest],
-    ) -> Result<(Vec<PricedLine>, StockChange), AppError> {
-        let stock_lines: Vec<StockLine> = lines
+        lines: &[PricedLine],
+    ) -> Result<Reservation, AppError> {
+        let quoted: Vec<QuotedLine<'_>> = lines
             .iter()
-            .map(|l| StockLine {
+            .map(|l| QuotedLine {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                sku: &l.sku,
+                name: &l.name,
+                unit_price_cents: l.unit_price_cents,
+                currency: &l.currency,
+            })
+            .collect();
+        let taken = self.products.take_stock(&mut *conn, &quoted).await?;
+        if taken.len() == lines.len() {
+            return Ok(Reservation::Taken(StockChange(taken)));
+        }
+        // Find out why, on the rows this transaction now holds, so the client gets the right
+        // error. The caller rolls back.
+        let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
+        let current = self.products.find_many(&mut *conn, &ids).await?;
+        let requests: Vec<StockRequest> = lines
+            .iter()
+            .map(|l| StockRequest {
                 product_id: l.product_id,
                 quantity: l.quantity,
             })
             .collect();
-        let reserved = self.products.take_stock(&mut *conn, &stock_lines).await?;
-        if reserved.len() != lines.len() {
-            // Find out why, so the client gets the right error. The caller rolls back.
-            let wanted: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-            let active: HashSet<Uuid> = self
-                .products
-                .active_ids(&mut *conn, &wanted)
-                .await?
-                .into_iter()
-                .collect();
-            if let Some((index, line)) = lines
-                .iter()
-                .enumerate()
-                .find(|(_, l)| !active.contains(&l.product_id))
-            {
-                return Err(AppError::invalid_field(
-                    format!("items[{index}].product_id"),
-                    format!(
-                        "product {} does not exist or is not available",
-                        line.product_id
-                    ),
-                ));
-            }
-            return Err(AppError::conflict("insufficient stock"));
+        let repriced = price_lines(&requests, &current)?;
+        if repriced != lines {
+            return Ok(Reservation::QuoteStale);
         }
-        // Keep the caller's line order.
-        let priced = lines
-            .iter()
-            .filter_map(|line| {
-                reserved
-                    .iter()
-                    .find(|r| r.product.id == line.product_id)
-                    .map(|r| PricedLine {
-                        product_id: r.product.id,
-                        sku: r.product.sku.clone(),
-                        name: r.product.name.clone(),
-                        quantity: r.quantity,
-                        unit_price_cents: r.product.price_cents,
-                        currency: r.product.currency.clone(),
-                    })
-            })
-            .collect();
-        let change = StockChange(reserved.into_iter().map(|r| r.product).collect());
-        Ok((priced, change))
+        Err(AppError::conflict("insufficient stock"))
     }
 
     /// Gives reserved stock back inside the caller's transaction (cancellations); the caller
