@@ -150,10 +150,16 @@ async fn concurrent_orders_naming_the_same_products_in_either_order_all_succeed(
     // Both lines' rows are locked in id order whatever the order's line order, so no two of
     // these wait on each other (a deadlock would be a 500 for one of them).
     let keys: Vec<String> = customers.iter().map(|_| new_key()).collect();
-    let responses = join_all(customers.iter().zip(&keys).enumerate().map(|(i, (c, key))| {
-        let body = if i % 2 == 0 { &forwards } else { &backwards };
-        app.place_order(&c.token, key, body)
-    }))
+    let responses = join_all(
+        customers
+            .iter()
+            .zip(&keys)
+            .enumerate()
+            .map(|(i, (c, key))| {
+                let body = if i % 2 == 0 { &forwards } else { &backwards };
+                app.place_order(&c.token, key, body)
+            }),
+    )
     .await;
     for response in responses {
         assert_eq!(response.status(), StatusCode::CREATED);

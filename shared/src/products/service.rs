@@ -153,7 +153,11 @@ impl ProductService {
     pub async fn quote(&self, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
         let mut products = Vec::with_capacity(lines.len());
         for line in lines {
-            products.extend(self.products.find_by_id(&self.pool, line.product_id).await?);
+            products.extend(
+                self.products
+                    .find_by_id(&self.pool, line.product_id)
+                    .await?,
+            );
         }
         price_lines(lines, &products)
     }
