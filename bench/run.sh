@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark, from a fresh clone: makes sure PostgreSQL, Redis, wrk and pgbench are there,
-# builds the release binaries, then runs every phase (queue, pgbench, system), starting and
-# stopping the api and workers it measures. Figures go to standard output (JSON lines and a
+# builds the release binaries, then runs every phase (queue, pgbench, orders, system), starting
+# and stopping the api and workers it measures. Figures go to standard output (JSON lines and a
 # summary) and to bench/results/latest.json. Extra arguments go to orderly-bench
 # (`--only queue`, `--runs 5`, `--duration 20`; see `--help`).
 set -euo pipefail

@@ -1,6 +1,8 @@
 //! The two measurements that need no api: the queue benchmark (`orderly-bench queue`, the
 //! BullMQ-comparable protocol) at 1, 2 and 4 worker processes, and `pgbench`, the ceiling this
-//! machine's PostgreSQL sets for one-transaction requests such as placing an order.
+//! machine's PostgreSQL sets for one-transaction requests such as placing an order (at scale 1
+//! every transaction updates the one branch row, as a flash sale updates one product; at a
+//! larger scale the updates spread over that many branches).
 
 use std::time::Duration;
 
@@ -73,12 +75,13 @@ pub async fn queue(options: &Options) -> anyhow::Result<Vec<Value>> {
 }
 
 /// `pgbench` with its default TPC-B-like script and 16 clients against a database of its own
-/// on the same server; returns the median transactions per second.
-pub async fn pgbench(options: &Options) -> anyhow::Result<Value> {
+/// on the same server, initialised at `scale` (`pgbench -i -s`); returns the median
+/// transactions per second.
+pub async fn pgbench(options: &Options, scale: u32) -> anyhow::Result<Value> {
     let url = format!("{}/orderly_bench_pgbench", options.pg_server_url);
     crate::recreate_database(options, "orderly_bench_pgbench").await?;
     let init = tokio::process::Command::new("pgbench")
-        .args(["-i", "-q", &url])
+        .args(["-i", "-q", "-s", &scale.to_string(), &url])
         .output()
         .await
         .context("running pgbench -i (PostgreSQL's pgbench)")?;
@@ -114,12 +117,13 @@ pub async fn pgbench(options: &Options) -> anyhow::Result<Value> {
             .and_then(|v| v.parse::<f64>().ok())
             .with_context(|| format!("no tps line in pgbench output: {stdout}"))?;
         tps.push(round(value, 0));
-        emit(json!({"bench": "pgbench.run", "run": run, "tps": round(value, 0)}));
+        emit(json!({"bench": "pgbench.run", "scale": scale, "run": run, "tps": round(value, 0)}));
     }
     crate::drop_database(options, "orderly_bench_pgbench").await?;
     let summary = json!({
         "bench": "pgbench",
         "script": "tpcb-like (default)",
+        "scale": scale,
         "clients": 16,
         "threads": 2,
         "duration_s": options.duration.as_secs(),

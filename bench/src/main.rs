@@ -4,7 +4,13 @@
 //! to `--out`):
 //! - `queue`: the queue benchmark (`orderly-bench queue`, BullMQ's protocol, in [`queue`]) at
 //!   1, 2 and 4 worker processes: the scaling curve;
-//! - `pgbench`: PostgreSQL's own TPC-B-like benchmark, the ceiling for one-transaction requests;
+//! - `pgbench`: PostgreSQL's own TPC-B-like benchmark (scale 1), the ceiling for
+//!   one-transaction requests;
+//! - `orders`: placing orders (in [`orders`]), spread over many products and all for one
+//!   product, without and with workers, each held against pgbench at a matching scale measured
+//!   in the same phase; the CPU time per order of the api, PostgreSQL and Redis; the statements,
+//!   round trips and row-lock hold of one order (through a counting proxy, [`pgwire`]); and no
+//!   oversold stock;
 //! - `system`: the release api and workers on a fresh database: cold start, idle and loaded
 //!   memory, HTTP at saturation and at half of it (wrk), the workers draining real email and
 //!   webhook jobs, and end-to-end latency from an order to its email and webhook.
@@ -20,6 +26,8 @@
 #![allow(clippy::print_stdout)]
 
 mod baseline;
+mod orders;
+mod pgwire;
 mod procs;
 mod queue;
 mod sinks;
@@ -52,8 +60,12 @@ struct Cli {
     /// Folder holding the release `orderly-api` and `orderly-worker`.
     #[arg(long, required = true)]
     bin_dir: Option<PathBuf>,
-    /// Phases to run, comma-separated: queue, pgbench, system.
-    #[arg(long, value_delimiter = ',', default_value = "queue,pgbench,system")]
+    /// Phases to run, comma-separated: queue, pgbench, orders, system.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "queue,pgbench,orders,system"
+    )]
     only: Vec<String>,
     /// Runs per saturation measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
@@ -121,9 +133,25 @@ async fn psql(options: &Options, sql: &str) -> anyhow::Result<()> {
 
 /// Runs `sql` in database `database`.
 async fn psql_in(options: &Options, database: &str, sql: &str) -> anyhow::Result<()> {
+    psql_output(options, database, "-qc", sql).await.map(drop)
+}
+
+/// What `sql` returns in database `database`, unaligned and without headers: a single value, or
+/// a row's values separated by `|`.
+pub async fn psql_value(options: &Options, database: &str, sql: &str) -> anyhow::Result<String> {
+    psql_output(options, database, "-tAc", sql).await
+}
+
+/// psql's standard output (trimmed) for `sql` run with `flags`, failing on the first error.
+async fn psql_output(
+    options: &Options,
+    database: &str,
+    flags: &str,
+    sql: &str,
+) -> anyhow::Result<String> {
     let output = tokio::process::Command::new("psql")
         .arg(format!("{}/{database}", options.pg_server_url))
-        .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args(["-v", "ON_ERROR_STOP=1", flags, sql])
         .output()
         .await
         .context("running psql")?;
@@ -132,7 +160,7 @@ async fn psql_in(options: &Options, database: &str, sql: &str) -> anyhow::Result
         "psql {sql}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// Drops (disconnecting any session) and creates database `name`.
@@ -141,10 +169,11 @@ pub async fn recreate_database(options: &Options, name: &str) -> anyhow::Result<
     psql(options, &format!("create database \"{name}\"")).await
 }
 
-/// `VACUUM (ANALYZE)` of database `name` before a measured run, as pgbench vacuums its tables
-/// before each of its runs: every order leaves dead row versions (the outbox mark, the stored
-/// response, the stock), and without this each run would inherit the previous runs' on a server
-/// whose autovacuum is slow or off (the machine info records which).
+/// `VACUUM (ANALYZE)` of database `name` before a measured run of the `system` phase, as pgbench
+/// vacuums its tables before each of its runs: every order leaves dead row versions (the outbox
+/// mark, the stored response, the stock), and without this each run would inherit the previous
+/// runs' on a server whose autovacuum is slow or off (the machine info records which). The
+/// `orders` phase does without, as a live system must.
 pub async fn vacuum(options: &Options, name: &str) -> anyhow::Result<()> {
     psql_in(options, name, "vacuum (analyze)").await
 }
@@ -237,7 +266,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if wants("pgbench") {
-        result.insert("pgbench".into(), baseline::pgbench(&options).await?);
+        result.insert("pgbench".into(), baseline::pgbench(&options, 1).await?);
+    }
+    if wants("orders") {
+        result.insert("orders".into(), orders::run(&options).await?);
     }
     if wants("system") {
         result.insert("system".into(), system::run(&options).await?);
@@ -271,14 +303,16 @@ fn summary(result: &Value) -> String {
             ));
         }
     }
-    let pg_tps = result["pgbench"]["tps"].as_f64();
-    if let Some(tps) = pg_tps {
-        lines.push(format!("pgbench (tpcb-like, 16 clients): {tps} tps"));
+    if let Some(tps) = result["pgbench"]["tps"].as_f64() {
+        lines.push(format!(
+            "pgbench (tpcb-like, scale 1, 16 clients): {tps} tps"
+        ));
     }
+    orders_summary(result, &mut lines);
     let system = &result["system"];
     if let Some(http) = system["http"].as_object() {
         for (name, h) in http {
-            let mut line = format!(
+            lines.push(format!(
                 "http {name}: {} req/s at saturation; at {} req/s: p50 {} ms, p99 {} ms, max {} ms; non-2xx {}",
                 h["saturation_rps"],
                 h["fixed_rate_achieved_rps"],
@@ -286,16 +320,7 @@ fn summary(result: &Value) -> String {
                 h["fixed_rate_p99_ms"],
                 h["fixed_rate_max_ms"],
                 h["non_2xx_or_errors"]
-            );
-            if name == "place_order"
-                && let (Some(tps), Some(rps)) = (pg_tps, h["saturation_rps"].as_f64())
-            {
-                line.push_str(&format!(
-                    " ({:.0}% of pgbench, target >= 60%)",
-                    rps / tps * 100.0
-                ));
-            }
-            lines.push(line);
+            ));
         }
     }
     let c = &system["product_cache"];
@@ -327,4 +352,84 @@ fn summary(result: &Value) -> String {
         ));
     }
     lines.join("\n")
+}
+
+/// The `orders` phase's lines: per scenario and worker count, then the anatomy and the stock.
+fn orders_summary(result: &Value, lines: &mut Vec<String>) {
+    let orders = &result["orders"];
+    if !orders.is_object() {
+        return;
+    }
+    for p in orders["pgbench"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "pgbench (tpcb-like, scale {}, 16 clients): {} tps",
+            p["scale"], p["tps"]
+        ));
+    }
+    let autovacuum = result["machine"]["postgres_autovacuum"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
+    lines.push(format!(
+        "orders: no VACUUM between runs (autovacuum {autovacuum}); fixed rate at half of saturation"
+    ));
+    // A target is printed only where the scenario has one.
+    let target = |value: &Value, label: &str| match value.as_f64() {
+        Some(max) => format!(" (target {label} {max})"),
+        None => String::new(),
+    };
+    for o in orders["scenarios"].as_array().into_iter().flatten() {
+        let t = &o["targets"];
+        let cpu = &o["cpu_us_per_request"];
+        let workers_cpu = if cpu["workers"].is_null() {
+            String::new()
+        } else {
+            format!(", workers {}", cpu["workers"])
+        };
+        lines.push(format!(
+            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{}; non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
+            o["scenario"].as_str().unwrap_or(""),
+            o["products"],
+            o["workers"],
+            o["saturation_rps"],
+            o["ratio_to_pgbench"],
+            o["pgbench_scale"],
+            t["ratio_to_pgbench_min"],
+            o["saturation_p50_ms"],
+            o["saturation_p99_ms"],
+            target(&t["saturation_p99_max_ms"], "<="),
+            o["fixed_rate_achieved_rps"],
+            o["fixed_rate_p99_ms"],
+            target(&t["fixed_rate_p99_max_ms"], "<="),
+            o["non_2xx_or_errors"],
+            target(&t["non_2xx_or_errors_max"], "<="),
+            cpu["api"],
+            cpu["postgres"],
+            cpu["redis"],
+            workers_cpu,
+            if o["meets_targets"].as_bool() == Some(true) { "met" } else { "missed" },
+        ));
+    }
+    for a in orders["anatomy"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "order anatomy, {} (one at a time, {} orders): per order {} statements, {} round trips ({} of them pool pings), {} transactions, {} prepares; row lock held p50 {} µs, p99 {} µs; order p50 {} ms",
+            a["scenario"].as_str().unwrap_or(""),
+            a["orders"],
+            a["statements_per_order"],
+            a["round_trips_per_order"],
+            a["pings_per_order"],
+            a["transactions_per_order"],
+            a["prepares_per_order"],
+            a["lock_hold_p50_us"],
+            a["lock_hold_p99_us"],
+            a["order_p50_ms"],
+        ));
+    }
+    let s = &orders["hot_stock"];
+    if s.is_object() {
+        lines.push(format!(
+            "hot product stock: {} before, {} after, {} units sold: oversold {}",
+            s["stock_before"], s["stock_after"], s["units_sold"], s["oversold"]
+        ));
+    }
 }

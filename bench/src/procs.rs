@@ -1,7 +1,8 @@
 //! The processes under test: the release `orderly-api` and `orderly-worker` binaries started
 //! with a configuration of the benchmark's own, their readiness (first `/health` 200 for the
-//! api, the `worker ready` log line for a worker), their memory read from `/proc`, and a
-//! graceful stop (SIGTERM, then wait).
+//! api, the `worker ready` log line for a worker), their memory and CPU time read from `/proc`
+//! (the CPU time of PostgreSQL's and Redis's server processes too), and a graceful stop
+//! (SIGTERM, then wait).
 
 use std::{
     path::{Path, PathBuf},
@@ -10,11 +11,14 @@ use std::{
 };
 
 use anyhow::Context;
+use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::{Child, Command},
     sync::watch,
 };
+
+use crate::stats::round;
 
 /// Where the binaries are and how every process under test is configured.
 #[derive(Debug, Clone)]
@@ -211,6 +215,103 @@ pub fn proc_status_kb(pid: u32, field: &str) -> f64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// CPU time of process `pid` so far in clock ticks: user and system time, plus those of the
+/// children it has waited for (so the postmaster still accounts for a backend that exited
+/// between two readings); 0 when unreadable.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may hold spaces and parentheses: fields are counted after its last `)`,
+    // where the state (the third field) comes first; utime, stime, cutime and cstime are the
+    // fourteenth to seventeenth.
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    fields
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// [`cpu_ticks`] summed over every process whose `/proc/<pid>/comm` satisfies `matches`.
+pub fn cpu_ticks_where(matches: impl Fn(&str) -> bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| matches(comm.trim_end()))
+        })
+        .map(cpu_ticks)
+        .sum()
+}
+
+/// Clock ticks per second, the unit of `/proc/<pid>/stat`'s CPU times (`getconf CLK_TCK`, or
+/// the Linux default when that cannot be run).
+pub fn clock_ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|ticks| *ticks > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// CPU ticks so far of the api, of the workers (together), and of every PostgreSQL and Redis
+/// server process on the machine: two of these around a measurement say where its CPU went.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    api: u64,
+    workers: u64,
+    postgres: u64,
+    redis: u64,
+}
+
+impl CpuSample {
+    /// Reads them now.
+    pub fn take(api: u32, workers: &[u32]) -> Self {
+        Self {
+            api: cpu_ticks(api),
+            workers: workers.iter().map(|pid| cpu_ticks(*pid)).sum(),
+            postgres: cpu_ticks_where(|comm| comm.starts_with("postgres")),
+            redis: cpu_ticks_where(|comm| comm == "redis-server"),
+        }
+    }
+
+    /// CPU microseconds per request of each process group from `self` to `later`, `requests`
+    /// having been served in between (the workers' only when there are any).
+    pub fn per_request_us(&self, later: &Self, requests: u64, with_workers: bool) -> Value {
+        let us_per_tick = 1e6 / clock_ticks_per_s();
+        let per_request = |before: u64, after: u64| {
+            round(
+                after.saturating_sub(before) as f64 * us_per_tick / requests.max(1) as f64,
+                0,
+            )
+        };
+        let mut figures = json!({
+            "api": per_request(self.api, later.api),
+            "postgres": per_request(self.postgres, later.postgres),
+            "redis": per_request(self.redis, later.redis),
+        });
+        if with_workers {
+            figures["workers"] = json!(per_request(self.workers, later.workers));
+        }
+        figures
+    }
 }
 
 /// Size of a file in MB (release binaries).

@@ -7,10 +7,13 @@
 //! 4. end to end at a fixed order rate: `POST /api/v1/orders` returning → confirmation email
 //!    accepted by the SMTP server, and → signed webhook received by the HTTP receiver.
 //!
-//! Memory is sampled from `/proc` throughout; every figure is emitted as a JSON line.
+//! Memory is sampled from `/proc` throughout; every figure is emitted as a JSON line. The setup
+//! ([`Stack`]), seeding and the saturation-then-fixed-rate measurement ([`measure`]) serve the
+//! `orders` phase too.
 
 use std::{
     collections::HashMap,
+    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     Options, emit,
-    procs::{Launcher, Proc, file_mb, sample_peak_rss},
+    procs::{CpuSample, Launcher, Proc, file_mb, sample_peak_rss},
     sinks::{self, Arrival, Arrivals},
     stats::{median, percentile, round},
     wrk::{self, Load, Shape, WrkResult},
@@ -35,82 +38,149 @@ const ADMIN_EMAIL: &str = "admin@bench.example";
 const ADMIN_PASSWORD: &str = "bench-admin-password-1";
 
 /// Everything the HTTP phases need from seeding.
-struct Seeded {
-    customer_token: String,
-    product_ids: Vec<String>,
+pub(crate) struct Seeded {
+    pub customer_token: String,
+    pub product_ids: Vec<String>,
+}
+
+/// A fresh database, migrated and with its admin, the api serving it, and the sinks the workers
+/// deliver to: what the `system` and `orders` phases both start from.
+pub(crate) struct Stack {
+    /// Starts more processes (workers, another api) with the same configuration.
+    pub launcher: Launcher,
+    pub api: Proc,
+    /// From spawning the api to its first `/health` 200.
+    pub api_ready: Duration,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    /// Where the webhook endpoint [`seed`] registers points.
+    pub webhook_url: String,
+    pub emails: Arrivals,
+    pub webhooks: Arrivals,
+    database: String,
+    redis_prefix: String,
+}
+
+impl Stack {
+    /// Recreates `database`, starts the sinks, migrates, creates the admin and starts the api;
+    /// `label` names the working folder and the Redis prefix.
+    pub(crate) async fn start(
+        options: &Options,
+        database: &str,
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        let work_dir =
+            std::env::temp_dir().join(format!("orderly-bench-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&work_dir)?;
+        crate::recreate_database(options, database).await?;
+        let database_url = format!("{}/{database}", options.pg_server_url);
+        let redis_prefix = format!("orderly-bench-{label}-{}", std::process::id());
+
+        let (smtp_url, emails) = sinks::start_smtp()?;
+        let (webhook_url, webhooks) = sinks::start_webhook_receiver().await?;
+        let port = free_port()?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let env: Vec<(String, String)> = [
+            ("DATABASE_URL", database_url.as_str()),
+            ("REDIS_URL", options.redis_url.as_str()),
+            ("REDIS_PREFIX", redis_prefix.as_str()),
+            (
+                "JWT_SECRET",
+                &format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+            ),
+            ("HOST", "127.0.0.1"),
+            ("PORT", &port.to_string()),
+            ("PUBLIC_BASE_URL", base_url.as_str()),
+            ("RUST_LOG", options.rust_log.as_str()),
+            ("LOG_FORMAT", "json"),
+            // The benchmark is one client: per-client limits would measure the limiter.
+            ("RATE_LIMIT_PER_MINUTE", "0"),
+            // One login serves the whole run, which outlasts the default access-token life.
+            ("JWT_TTL_SECS", "86400"),
+            ("SMTP_URL", smtp_url.as_str()),
+            ("MAIL_FROM", "Orderly <orders@bench.example>"),
+            ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
+            ("MAIL_DIR", &work_dir.join("mail").display().to_string()),
+            (
+                "STORAGE_DIR",
+                &work_dir.join("storage").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let launcher = Launcher {
+            bin_dir: options.bin_dir.clone(),
+            work_dir,
+            env,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+
+        run_once(&launcher, "orderly-api", &["migrate"], None).await?;
+        run_once(
+            &launcher,
+            "orderly-api",
+            &["create-admin", "--email", ADMIN_EMAIL],
+            Some(ADMIN_PASSWORD),
+        )
+        .await?;
+        let mut api = launcher.spawn("api", "orderly-api", &["serve"], None)?;
+        let api_ready = api
+            .wait_http_ok(
+                &client,
+                &format!("{base_url}/health"),
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(Self {
+            launcher,
+            api,
+            api_ready,
+            base_url,
+            client,
+            webhook_url,
+            emails,
+            webhooks,
+            database: database.to_owned(),
+            redis_prefix,
+        })
+    }
+
+    /// The launcher with some of its variables replaced (another port, another database URL).
+    pub(crate) fn launcher_with(&self, overrides: &[(&str, String)]) -> Launcher {
+        let mut launcher = self.launcher.clone();
+        for (key, value) in overrides {
+            launcher.env.retain(|(k, _)| k != key);
+            launcher.env.push(((*key).to_owned(), value.clone()));
+        }
+        launcher
+    }
+
+    /// Stops the api gracefully, then removes the database, the Redis keys and the working
+    /// folder; returns how long the api took to stop.
+    pub(crate) async fn stop(self, options: &Options) -> anyhow::Result<Duration> {
+        let api_stop = self.api.stop(Duration::from_secs(40)).await?;
+        clean_redis(&options.redis_url, &self.redis_prefix).await?;
+        crate::drop_database(options, &self.database).await?;
+        let _ = std::fs::remove_dir_all(&self.launcher.work_dir);
+        Ok(api_stop)
+    }
 }
 
 /// Runs phases 1–4; returns the summary figures.
 pub async fn run(options: &Options) -> anyhow::Result<Value> {
-    let work_dir = std::env::temp_dir().join(format!("orderly-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)?;
-    crate::recreate_database(options, DATABASE).await?;
-    let database_url = format!("{}/{DATABASE}", options.pg_server_url);
-    let redis_prefix = format!("orderly-bench-system-{}", std::process::id());
-
-    let (smtp_url, emails) = sinks::start_smtp()?;
-    let (webhook_url, webhooks) = sinks::start_webhook_receiver().await?;
-    let port = free_port()?;
-    let base_url = format!("http://127.0.0.1:{port}");
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", options.redis_url.as_str()),
-        ("REDIS_PREFIX", redis_prefix.as_str()),
-        (
-            "JWT_SECRET",
-            &format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
-        ),
-        ("HOST", "127.0.0.1"),
-        ("PORT", &port.to_string()),
-        ("PUBLIC_BASE_URL", base_url.as_str()),
-        ("RUST_LOG", options.rust_log.as_str()),
-        ("LOG_FORMAT", "json"),
-        // The benchmark is one client: per-client limits would measure the limiter.
-        ("RATE_LIMIT_PER_MINUTE", "0"),
-        // One login serves the whole run, which outlasts the default access-token life.
-        ("JWT_TTL_SECS", "86400"),
-        ("SMTP_URL", smtp_url.as_str()),
-        ("MAIL_FROM", "Orderly <orders@bench.example>"),
-        ("WEBHOOK_ALLOWLIST", "127.0.0.0/8"),
-        ("MAIL_DIR", &work_dir.join("mail").display().to_string()),
-        (
-            "STORAGE_DIR",
-            &work_dir.join("storage").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let launcher = Launcher {
-        bin_dir: options.bin_dir.clone(),
-        work_dir: work_dir.clone(),
-        env,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-
-    run_once(&launcher, "orderly-api", &["migrate"], None).await?;
-    run_once(
-        &launcher,
-        "orderly-api",
-        &["create-admin", "--email", ADMIN_EMAIL],
-        Some(ADMIN_PASSWORD),
-    )
-    .await?;
+    let stack = Stack::start(options, DATABASE, "system").await?;
+    let (launcher, client, base_url) = (&stack.launcher, &stack.client, stack.base_url.as_str());
+    let work_dir = launcher.work_dir.as_path();
+    let (emails, webhooks) = (&stack.emails, &stack.webhooks);
+    let api = &stack.api;
 
     // 1. Cold start and idle footprint.
-    let mut api = launcher.spawn("api", "orderly-api", &["serve"], None)?;
-    let api_ready = api
-        .wait_http_ok(
-            &client,
-            &format!("{base_url}/health"),
-            Duration::from_secs(30),
-        )
-        .await?;
-    let seeded = seed(&client, &base_url, &webhook_url).await?;
-    let cache = cache_probe(&client, &base_url, &seeded).await?;
-    let mut workers = start_workers(&launcher, "idle").await?;
+    let seeded = seed(client, base_url, &stack.webhook_url).await?;
+    let cache = cache_probe(client, base_url, &seeded).await?;
+    let mut workers = start_workers(launcher, "idle").await?;
     let worker_ready: Vec<f64> = workers.iter().map(|(_, ready)| ms(*ready)).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let api_idle_rss = api.rss_mb();
@@ -121,7 +191,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
     }
     let startup = json!({
         "bench": "footprint.idle",
-        "api_cold_start_to_ready_ms": ms(api_ready),
+        "api_cold_start_to_ready_ms": ms(stack.api_ready),
         "worker_cold_start_to_ready_ms": worker_ready,
         "api_idle_rss_mb": round(api_idle_rss, 1),
         "worker_idle_rss_mb": worker_idle_rss.iter().map(|v| round(*v, 1)).collect::<Vec<_>>(),
@@ -134,19 +204,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
     // 2. HTTP load on the api alone.
     let (stop_sampler, stop_rx) = watch::channel(false);
     let api_sampler = tokio::spawn(sample_peak_rss(vec![api.pid()], stop_rx));
-    let http = http_phase(options, &work_dir, &base_url, &seeded).await?;
+    let http = http_phase(options, work_dir, base_url, api.pid(), &seeded).await?;
     let _ = stop_sampler.send(true);
     let api_load_rss = api_sampler.await?.first().copied().unwrap_or(0.0);
 
     // 3. Workers drain what the orders left behind.
-    let backlog = backlog(&client, &base_url).await?;
+    let backlog = backlog(client, base_url).await?;
     let drain_started = Instant::now();
-    let workers = start_workers(&launcher, "load").await?;
+    let workers = start_workers(launcher, "load").await?;
     let mut pids: Vec<u32> = workers.iter().map(|(w, _)| w.pid()).collect();
     pids.push(api.pid());
     let (stop_sampler, stop_rx) = watch::channel(false);
     let load_sampler = tokio::spawn(sample_peak_rss(pids, stop_rx));
-    wait_for_empty_queues(&client, &base_url, Duration::from_secs(600)).await?;
+    wait_for_empty_queues(client, base_url, Duration::from_secs(600)).await?;
     let drain_secs = drain_started.elapsed().as_secs_f64();
     let drain = json!({
         "bench": "drain",
@@ -162,13 +232,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
     // 4. End to end at fixed order rates, with the queues empty before each.
     let mut e2e = Vec::new();
     for &rate in &options.e2e_rates {
-        wait_for_empty_queues(&client, &base_url, Duration::from_secs(600)).await?;
-        e2e.push(
-            end_to_end(
-                options, rate, &client, &base_url, &seeded, &emails, &webhooks,
-            )
-            .await?,
-        );
+        wait_for_empty_queues(client, base_url, Duration::from_secs(600)).await?;
+        e2e.push(end_to_end(options, rate, client, base_url, &seeded, emails, webhooks).await?);
     }
 
     let _ = stop_sampler.send(true);
@@ -188,11 +253,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
     for (worker, _) in workers {
         worker.stop(Duration::from_secs(40)).await?;
     }
-    let api_stop = api.stop(Duration::from_secs(40)).await?;
+    let api_stop = stack.stop(options).await?;
     emit(json!({"bench": "shutdown", "api_graceful_stop_ms": ms(api_stop)}));
-    clean_redis(&options.redis_url, &redis_prefix).await?;
-    crate::drop_database(options, DATABASE).await?;
-    let _ = std::fs::remove_dir_all(&work_dir);
 
     Ok(json!({
         "startup": startup,
@@ -208,14 +270,14 @@ fn ms(d: Duration) -> f64 {
     round(d.as_secs_f64() * 1000.0, 1)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Runs a one-shot subcommand (migrate, create-admin) to completion, `stdin` piped in.
-async fn run_once(
+pub(crate) async fn run_once(
     launcher: &Launcher,
     binary: &str,
     args: &[&str],
@@ -243,7 +305,12 @@ async fn run_once(
     Ok(())
 }
 
-async fn start_workers(launcher: &Launcher, label: &str) -> anyhow::Result<Vec<(Proc, Duration)>> {
+/// Starts the benchmark's workers and waits for each one's ready line; returns them with their
+/// time from spawn to ready.
+pub(crate) async fn start_workers(
+    launcher: &Launcher,
+    label: &str,
+) -> anyhow::Result<Vec<(Proc, Duration)>> {
     let mut started = Vec::new();
     for i in 1..=WORKERS {
         started.push(launcher.spawn_with_log_filter(
@@ -263,7 +330,7 @@ async fn start_workers(launcher: &Launcher, label: &str) -> anyhow::Result<Vec<(
     Ok(ready)
 }
 
-async fn post_json(
+pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
@@ -280,7 +347,7 @@ async fn post_json(
     Ok(serde_json::from_str(&text)?)
 }
 
-async fn login(
+pub(crate) async fn login(
     client: &reqwest::Client,
     base_url: &str,
     email: &str,
@@ -301,7 +368,7 @@ async fn login(
 
 /// Products with stock for every order the benchmark places, a customer, and a webhook
 /// endpoint for `order.placed` at the receiver.
-async fn seed(
+pub(crate) async fn seed(
     client: &reqwest::Client,
     base_url: &str,
     webhook_url: &str,
@@ -383,11 +450,133 @@ async fn cache_probe(
     Ok(summary)
 }
 
-/// Saturation (median of the runs) and a fixed rate at half of it, per endpoint.
+/// Where a load goes and whose CPU time it is charged with.
+pub(crate) struct HttpTarget<'a> {
+    pub work_dir: &'a Path,
+    pub base_url: &'a str,
+    pub api_pid: u32,
+    /// Workers running meanwhile, whose CPU time is reported too.
+    pub worker_pids: Vec<u32>,
+    /// Database vacuumed before each measured run; with none, each run inherits the dead rows
+    /// the runs before it left, as a live system does.
+    pub vacuum: Option<&'a str>,
+}
+
+/// One load at saturation (`options.runs` runs, median reported), then at a fixed rate of half
+/// of that.
+pub(crate) struct Measured {
+    pub connections: usize,
+    pub runs: Vec<WrkResult>,
+    pub saturation_rps: f64,
+    pub fixed_target_rps: f64,
+    pub fixed_connections: usize,
+    pub fixed: WrkResult,
+    /// CPU microseconds per request over the saturation runs, per process group.
+    pub cpu_us_per_request: Value,
+}
+
+impl Measured {
+    /// Saturation responses that were not 2xx, plus socket errors.
+    pub(crate) fn saturation_failures(&self) -> u64 {
+        self.runs.iter().map(|r| r.non_2xx + r.socket_errors).sum()
+    }
+
+    /// Median over the saturation runs of one of their figures.
+    pub(crate) fn saturation_median(&self, figure: impl Fn(&WrkResult) -> f64) -> f64 {
+        median(&self.runs.iter().map(figure).collect::<Vec<_>>())
+    }
+
+    /// `head` (a JSON object) followed by the figures every HTTP measurement reports.
+    pub(crate) fn figures(&self, mut head: Value) -> Value {
+        let saturation_failures = self.saturation_failures();
+        let fixed_failures = self.fixed.non_2xx + self.fixed.socket_errors;
+        let figures = json!({
+            "saturation_connections": self.connections,
+            "saturation_rps": self.saturation_rps,
+            "saturation_rps_runs": self.runs.iter().map(|r| r.requests_per_s).collect::<Vec<_>>(),
+            "saturation_p50_ms": self.saturation_median(|r| r.latency_p50_ms),
+            "saturation_p99_ms": self.saturation_median(|r| r.latency_p99_ms),
+            "saturation_non_2xx_or_errors": saturation_failures,
+            "fixed_rate_target_rps": round(self.fixed_target_rps, 0),
+            "fixed_rate_achieved_rps": self.fixed.requests_per_s,
+            "fixed_rate_connections": self.fixed_connections,
+            "fixed_rate_p50_ms": self.fixed.latency_p50_ms,
+            "fixed_rate_p99_ms": self.fixed.latency_p99_ms,
+            "fixed_rate_max_ms": self.fixed.latency_max_ms,
+            "non_2xx_or_errors": saturation_failures + fixed_failures,
+            "cpu_us_per_request": self.cpu_us_per_request,
+        });
+        if let (Value::Object(head), Value::Object(figures)) = (&mut head, figures) {
+            head.extend(figures);
+        }
+        head
+    }
+}
+
+/// Runs `load` as [`Measured`] describes, after a short warm-up that fills caches and connection
+/// pools; `name` labels the runs' lines and wrk scripts.
+pub(crate) async fn measure(
+    options: &Options,
+    target: &HttpTarget<'_>,
+    name: &str,
+    load: &Load,
+    connections: usize,
+) -> anyhow::Result<Measured> {
+    let warm = Shape {
+        connections,
+        threads: options.wrk_threads,
+        duration: Duration::from_secs(2),
+        pause_ms: None,
+    };
+    wrk::run(target.work_dir, name, target.base_url, load, &warm).await?;
+    let cpu_before = CpuSample::take(target.api_pid, &target.worker_pids);
+    let mut runs: Vec<WrkResult> = Vec::new();
+    for run in 1..=options.runs {
+        let shape = Shape {
+            duration: options.duration,
+            ..warm
+        };
+        if let Some(database) = target.vacuum {
+            crate::vacuum(options, database).await?;
+        }
+        let result = wrk::run(target.work_dir, name, target.base_url, load, &shape).await?;
+        emit(
+            json!({"bench": "http.saturation.run", "endpoint": name, "run": run, "connections": connections, "result": result}),
+        );
+        runs.push(result);
+    }
+    let cpu_after = CpuSample::take(target.api_pid, &target.worker_pids);
+    let requests = runs.iter().map(|r| r.requests).sum();
+    let saturation_rps = median(&runs.iter().map(|r| r.requests_per_s).collect::<Vec<_>>());
+
+    let fixed_target_rps = (saturation_rps / 2.0).max(1.0);
+    let paced = Shape::paced(fixed_target_rps, options.wrk_threads, options.duration);
+    if let Some(database) = target.vacuum {
+        crate::vacuum(options, database).await?;
+    }
+    let fixed = wrk::run(target.work_dir, name, target.base_url, load, &paced).await?;
+    Ok(Measured {
+        connections,
+        runs,
+        saturation_rps,
+        fixed_target_rps,
+        fixed_connections: paced.connections,
+        fixed,
+        cpu_us_per_request: cpu_before.per_request_us(
+            &cpu_after,
+            requests,
+            !target.worker_pids.is_empty(),
+        ),
+    })
+}
+
+/// Saturation (median of the runs) and a fixed rate at half of it, per endpoint, each run on a
+/// freshly vacuumed database.
 async fn http_phase(
     options: &Options,
-    work_dir: &std::path::Path,
+    work_dir: &Path,
     base_url: &str,
+    api_pid: u32,
     seeded: &Seeded,
 ) -> anyhow::Result<Value> {
     let endpoints: Vec<(&str, Load, usize)> = vec![
@@ -414,61 +603,17 @@ async fn http_phase(
             32,
         ),
     ];
+    let target = HttpTarget {
+        work_dir,
+        base_url,
+        api_pid,
+        worker_pids: Vec::new(),
+        vacuum: Some(DATABASE),
+    };
     let mut results = serde_json::Map::new();
     for (name, load, connections) in endpoints {
-        // A short warm-up fills caches and connection pools.
-        let warm = Shape {
-            connections,
-            threads: options.wrk_threads,
-            duration: Duration::from_secs(2),
-            pause_ms: None,
-        };
-        wrk::run(work_dir, name, base_url, &load, &warm).await?;
-        let mut runs: Vec<WrkResult> = Vec::new();
-        for run in 1..=options.runs {
-            let shape = Shape {
-                duration: options.duration,
-                ..warm
-            };
-            crate::vacuum(options, DATABASE).await?;
-            let result = wrk::run(work_dir, name, base_url, &load, &shape).await?;
-            emit(
-                json!({"bench": "http.saturation.run", "endpoint": name, "run": run, "connections": connections, "result": result}),
-            );
-            runs.push(result);
-        }
-        let rps: Vec<f64> = runs.iter().map(|r| r.requests_per_s).collect();
-        let saturation_rps = median(&rps);
-        let non_2xx: u64 = runs.iter().map(|r| r.non_2xx + r.socket_errors).sum();
-
-        // Fixed rate at half of saturation: each connection pauses between requests, so the
-        // rate is set by the pacing, not by how fast the api answers.
-        let target = (saturation_rps / 2.0).max(1.0);
-        let pause_ms = ((256.0 * 1000.0 / target).floor() as u64).clamp(1, 100);
-        let paced_connections = ((target * pause_ms as f64 / 1000.0).round() as usize).max(1);
-        let paced = Shape {
-            connections: paced_connections,
-            threads: options.wrk_threads.min(paced_connections),
-            duration: options.duration,
-            pause_ms: Some(pause_ms),
-        };
-        crate::vacuum(options, DATABASE).await?;
-        let fixed = wrk::run(work_dir, name, base_url, &load, &paced).await?;
-        let summary = json!({
-            "bench": "http",
-            "endpoint": name,
-            "saturation_connections": connections,
-            "saturation_rps": saturation_rps,
-            "saturation_rps_runs": rps,
-            "saturation_p99_ms": median(&runs.iter().map(|r| r.latency_p99_ms).collect::<Vec<_>>()),
-            "fixed_rate_target_rps": round(target, 0),
-            "fixed_rate_achieved_rps": fixed.requests_per_s,
-            "fixed_rate_connections": paced_connections,
-            "fixed_rate_p50_ms": fixed.latency_p50_ms,
-            "fixed_rate_p99_ms": fixed.latency_p99_ms,
-            "fixed_rate_max_ms": fixed.latency_max_ms,
-            "non_2xx_or_errors": non_2xx + fixed.non_2xx + fixed.socket_errors,
-        });
+        let measured = measure(options, &target, name, &load, connections).await?;
+        let summary = measured.figures(json!({"bench": "http", "endpoint": name}));
         emit(summary.clone());
         results.insert(name.to_owned(), summary);
     }
@@ -482,7 +627,7 @@ async fn http_phase(
 /// this is what reads cost when the cache must stay current under writes.
 async fn reads_during_orders(
     options: &Options,
-    work_dir: &std::path::Path,
+    work_dir: &Path,
     base_url: &str,
     seeded: &Seeded,
 ) -> anyhow::Result<Value> {
@@ -572,7 +717,7 @@ async fn backlog(client: &reqwest::Client, base_url: &str) -> anyhow::Result<u64
     Ok(total as u64)
 }
 
-async fn wait_for_empty_queues(
+pub(crate) async fn wait_for_empty_queues(
     client: &reqwest::Client,
     base_url: &str,
     timeout: Duration,
@@ -614,19 +759,13 @@ async fn end_to_end(
     for i in 0..total {
         ticker.tick().await;
         let client = client.clone();
-        let url = format!("{base_url}/api/v1/orders");
+        let url = base_url.to_owned();
         let token = seeded.customer_token.clone();
         let product = seeded.product_ids[i % seeded.product_ids.len()].clone();
         let returned = returned.clone();
         let failures = failures.clone();
         tasks.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", Uuid::new_v4().to_string())
-                .json(&json!({"items": [{"product_id": product, "quantity": 1}]}))
-                .send()
-                .await;
+            let response = order_request(&client, &url, &token, &product).send().await;
             let order_id = match response {
                 Ok(r) if r.status().is_success() => r
                     .json::<Value>()
@@ -692,6 +831,21 @@ async fn end_to_end(
     Ok(summary)
 }
 
+/// `POST /api/v1/orders` of one unit of `product`, under an idempotency key of its own (the
+/// body wrk's orders have too).
+pub(crate) fn order_request(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    product: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base_url}/api/v1/orders"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .json(&json!({"items": [{"product_id": product, "quantity": 1}]}))
+}
+
 /// Per order found in `arrivals`: milliseconds from its API response to its arrival (0 when the
 /// message beat the response back to the client). Each order counts once.
 fn latencies(returned: &HashMap<Uuid, Instant>, arrivals: &[Arrival]) -> Vec<f64> {
@@ -722,7 +876,7 @@ fn latencies(returned: &HashMap<Uuid, Instant>, arrivals: &[Arrival]) -> Vec<f64
 }
 
 /// Deletes the benchmark's Redis keys.
-async fn clean_redis(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
+pub(crate) async fn clean_redis(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cursor: u64 = 0;

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum Load {
     /// `GET path`, the same request each time.
     Get { path: String },
-    /// `POST /api/v1/orders` of one unit of a random product, with a unique idempotency key.
+    /// `POST /api/v1/orders` of one unit of a random product of `product_ids` (a one-element
+    /// list sends every order for that product), with a unique idempotency key.
     PlaceOrder {
         token: String,
         product_ids: Vec<String>,
@@ -28,6 +29,24 @@ pub struct Shape {
     pub threads: usize,
     pub duration: Duration,
     pub pause_ms: Option<u64>,
+}
+
+impl Shape {
+    /// About `rate` requests per second in total, for `duration`, on at most `threads` threads.
+    /// Each connection pauses between requests, so the rate is set by the pacing, not by how
+    /// fast the server answers (as long as it answers within the pause); high rates get more
+    /// connections rather than pauses too short for wrk's timer.
+    pub fn paced(rate: f64, threads: usize, duration: Duration) -> Self {
+        let rate = rate.max(1.0);
+        let pause_ms = ((256.0 * 1000.0 / rate).floor() as u64).clamp(1, 100);
+        let connections = ((rate * pause_ms as f64 / 1000.0).round() as usize).max(1);
+        Self {
+            connections,
+            threads: threads.min(connections).max(1),
+            duration,
+            pause_ms: Some(pause_ms),
+        }
+    }
 }
 
 /// wrk's figures for one run.
