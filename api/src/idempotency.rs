@@ -1,9 +1,11 @@
 //! Running an unsafe request under an `Idempotency-Key` (HTTP side of `orderly::idempotency`).
 //!
-//! The response body is serialised once, stored, and those exact bytes are sent, so a replay
-//! is byte-for-byte the first answer. Client errors (4xx) from the operation are stored too
-//! (Stripe does the same): retrying a refused request with the same key is refused the same
-//! way. Server errors release the key so a retry runs the operation again. Replays carry
+//! The operation claims the key in its own transaction and returns either its response or the
+//! earlier request that answers instead. The response body is serialised once, stored, and
+//! those exact bytes are sent, so a replay is byte-for-byte the first answer. Client errors
+//! (4xx) from the operation are stored too (Stripe does the same): retrying a refused request
+//! with the same key is refused the same way. Server errors store nothing (the operation rolled
+//! back with its claim), so a retry runs the operation again. Replays carry
 //! `Idempotent-Replayed: true`.
 
 use std::future::Future;
@@ -16,7 +18,7 @@ use axum::{
 };
 use orderly::{
     error::AppError,
-    idempotency::{self, Begin, Claim, StoredResponse},
+    idempotency::{self, Attempt, Claim, Earlier, Keyed, StoredResponse},
     users::Actor,
 };
 use uuid::Uuid;
@@ -58,10 +60,12 @@ fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response 
 
 /// Runs `operation` at most once per (user, scope, key, request fingerprint).
 ///
-/// `operation` gets the claim (what it creates takes the claim's `resource_id`) and returns
-/// the status and serialised body to send; `recover` rebuilds that answer from the resource
-/// with a given id if it exists (an earlier attempt committed and its response was lost), and
-/// says `None` if it does not.
+/// `operation` claims the key of the [`Attempt`] it is given inside its transaction (what it
+/// creates takes the claim's `resource_id`) and returns the status and serialised body to send,
+/// or the earlier request under the key; `recover` rebuilds that answer from the resource with
+/// a given id if it exists (an earlier request committed and its response was not stored), and
+/// says `None` if it does not. `operation` runs a second time only to take over a claim left by
+/// an attempt that never committed.
 pub async fn run<Op, OpFut, Rec, RecFut>(
     state: &AppState,
     actor: &Actor,
@@ -72,93 +76,118 @@ pub async fn run<Op, OpFut, Rec, RecFut>(
     recover: Rec,
 ) -> Result<Response, AppError>
 where
-    Op: FnOnce(Claim) -> OpFut,
-    OpFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+    Op: Fn(Attempt) -> OpFut,
+    OpFut: Future<Output = Result<Keyed<(StatusCode, Vec<u8>)>, AppError>>,
     Rec: FnOnce(Uuid) -> RecFut,
     RecFut: Future<Output = Result<Option<(StatusCode, Vec<u8>)>, AppError>>,
 {
-    let keys = &state.services.idempotency;
-    match keys
-        .begin(actor.user_id, scope, key, request_fingerprint)
-        .await?
-    {
-        Begin::Replay(StoredResponse { status, body }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok(json_response(status, body, true))
-        }
-        Begin::Unfinished {
+    let attempt = Attempt::new(actor.user_id, scope, key, request_fingerprint);
+    let earlier = match operation(attempt.clone()).await {
+        Ok(Keyed::Done(claim, (status, body))) => return Ok(done(state, claim, status, body)),
+        Ok(Keyed::Earlier(earlier)) => earlier,
+        Err(error) => return Err(refused(state, &attempt, error).await),
+    };
+    match earlier {
+        Earlier::Replay(stored) => Ok(replay(stored)),
+        Earlier::InFlight => Err(still_running()),
+        Earlier::Unfinished {
             claim,
             lock_expired,
-        } => {
-            if let Some((status, body)) = recover(claim.resource_id).await? {
-                keys.complete(
-                    &claim,
-                    &StoredResponse {
-                        status: status.as_u16(),
-                        body: body.clone(),
-                    },
-                )
-                .await?;
-                Ok(json_response(status, body, true))
-            } else if lock_expired && keys.take_over(&claim).await? {
-                // The earlier attempt died before committing anything: this one runs instead.
-                proceed(state, claim, operation).await
-            } else {
-                Err(AppError::conflict(
-                    "a request with this Idempotency-Key is still being processed",
-                ))
-            }
-        }
-        Begin::Proceed(claim) => proceed(state, claim, operation).await,
+        } => match recover_answer(state, &claim, recover).await? {
+            Some(response) => Ok(response),
+            // No resource: the earlier attempt died before committing; once its lock has run
+            // out, this one runs instead, with its resource id.
+            None if lock_expired => take_over(state, attempt.taking_over(claim), operation).await,
+            None => Err(still_running()),
+        },
     }
 }
 
-/// Runs the operation under `claim` and stores its answer: successes and client errors are
-/// kept for replays; a server error releases the key so a retry runs again.
-async fn proceed<Op, OpFut>(
+/// Sends a completed operation's answer and stores it off the response's path (until it is
+/// stored, a retry is answered from the resource).
+fn done(state: &AppState, claim: Claim, status: StatusCode, body: Vec<u8>) -> Response {
+    state.services.idempotency.complete_later(
+        claim,
+        StoredResponse {
+            status: status.as_u16(),
+            body: body.clone(),
+        },
+    );
+    json_response(status, body, false)
+}
+
+fn replay(StoredResponse { status, body }: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    json_response(status, body, true)
+}
+
+fn still_running() -> AppError {
+    AppError::conflict("a request with this Idempotency-Key is still being processed")
+}
+
+/// The second run of an operation, taking over a dead claim; whatever it finds is final.
+async fn take_over<Op, OpFut>(
     state: &AppState,
-    claim: Claim,
+    attempt: Attempt,
     operation: Op,
 ) -> Result<Response, AppError>
 where
-    Op: FnOnce(Claim) -> OpFut,
-    OpFut: Future<Output = Result<(StatusCode, Vec<u8>), AppError>>,
+    Op: Fn(Attempt) -> OpFut,
+    OpFut: Future<Output = Result<Keyed<(StatusCode, Vec<u8>)>, AppError>>,
 {
-    match operation(claim.clone()).await {
-        Ok((status, body)) => {
-            // Stored off the response's path; a retry meanwhile is answered from the resource.
-            state.services.idempotency.complete_later(
-                claim,
-                StoredResponse {
-                    status: status.as_u16(),
-                    body: body.clone(),
-                },
-            );
-            Ok(json_response(status, body, false))
-        }
-        Err(error) if error.status().is_client_error() => {
-            let status = error.status();
-            let body = serde_json::to_vec(&error.body())?;
-            store(state, &claim, status, &body).await;
-            Err(error)
-        }
-        Err(error) => {
-            if let Err(release_error) = state.services.idempotency.release(&claim).await {
-                tracing::warn!(error = %release_error, "could not release idempotency key");
-            }
-            Err(error)
-        }
+    match operation(attempt.clone()).await {
+        Ok(Keyed::Done(claim, (status, body))) => Ok(done(state, claim, status, body)),
+        Ok(Keyed::Earlier(Earlier::Replay(stored))) => Ok(replay(stored)),
+        // Another retry took the claim over first, or the earlier attempt finished meanwhile.
+        Ok(Keyed::Earlier(_)) => Err(still_running()),
+        Err(error) => Err(refused(state, &attempt, error).await),
     }
 }
 
-/// Stores a refusal's response before it is sent; if that fails, a retry runs the operation
-/// again once the claim's lock runs out (nothing was created).
-async fn store(state: &AppState, claim: &Claim, status: StatusCode, body: &[u8]) {
-    let response = StoredResponse {
-        status: status.as_u16(),
-        body: body.to_vec(),
+/// The answer of an unfinished key rebuilt from its resource, stored for later replays; `None`
+/// if the resource does not exist.
+async fn recover_answer<Rec, RecFut>(
+    state: &AppState,
+    claim: &Claim,
+    recover: Rec,
+) -> Result<Option<Response>, AppError>
+where
+    Rec: FnOnce(Uuid) -> RecFut,
+    RecFut: Future<Output = Result<Option<(StatusCode, Vec<u8>)>, AppError>>,
+{
+    let Some((status, body)) = recover(claim.resource_id).await? else {
+        return Ok(None);
     };
-    if let Err(error) = state.services.idempotency.complete(claim, &response).await {
-        tracing::warn!(%error, "could not store idempotent response");
+    state
+        .services
+        .idempotency
+        .complete(
+            claim,
+            &StoredResponse {
+                status: status.as_u16(),
+                body: body.clone(),
+            },
+        )
+        .await?;
+    Ok(Some(json_response(status, body, true)))
+}
+
+/// Stores a refusal (a client error) before it is sent, and hands the error back; if storing
+/// fails, a retry runs the operation again (it created nothing). Server errors store nothing.
+async fn refused(state: &AppState, attempt: &Attempt, error: AppError) -> AppError {
+    if !error.status().is_client_error() {
+        return error;
     }
+    let body = match serde_json::to_vec(&error.body()) {
+        Ok(body) => body,
+        Err(encode_error) => return AppError::from(encode_error),
+    };
+    let response = StoredResponse {
+        status: error.status().as_u16(),
+        body,
+    };
+    if let Err(store_error) = state.services.idempotency.refuse(attempt, &response).await {
+        tracing::warn!(error = %store_error, "could not store idempotent response");
+    }
+    error
 }

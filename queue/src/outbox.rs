@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -71,11 +71,14 @@ pub(crate) async fn write_staged(
 /// Commit through [`UnitOfWork::commit`], which hands the staged jobs back so the caller can
 /// push them to the queue right after the commit (and never after a rollback: dropping the
 /// unit of work rolls back and forgets them).
-pub struct UnitOfWork {
-    tx: Transaction<'static, Postgres>,
+///
+/// A unit of work takes a connection of its own from the pool ([`UnitOfWork::begin`]), or runs
+/// on one the caller holds ([`UnitOfWork::begin_on`], the `'c` borrow), for a caller with more
+/// to do on that connection right after the commit: reading what the commit wrote without
+/// queueing for the pool again.
+pub struct UnitOfWork<'c> {
+    tx: Transaction<'c, Postgres>,
     staged: Vec<StagedJob>,
-    /// How many of `staged` are already written ([`UnitOfWork::write_staged`]).
-    written: usize,
 }
 
 /// How a unit of work begins: a transaction whose statements run on generic plans.
@@ -90,13 +93,22 @@ pub struct UnitOfWork {
 /// default.
 const BEGIN_UNIT_OF_WORK: &str = "begin; set local plan_cache_mode = force_generic_plan";
 
-impl UnitOfWork {
-    /// Begins a transaction (see `BEGIN_UNIT_OF_WORK`).
+impl UnitOfWork<'static> {
+    /// Begins a transaction on a connection from `pool` (see `BEGIN_UNIT_OF_WORK`).
     pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
             staged: Vec::new(),
-            written: 0,
+        })
+    }
+}
+
+impl<'c> UnitOfWork<'c> {
+    /// Begins a transaction on `conn`, which the caller keeps after the commit or rollback.
+    pub async fn begin_on(conn: &'c mut PgConnection) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: conn.begin_with(BEGIN_UNIT_OF_WORK).await?,
+            staged: Vec::new(),
         })
     }
 
@@ -110,25 +122,14 @@ impl UnitOfWork {
         self.staged.push(job);
     }
 
-    /// Writes the staged jobs not written yet to the outbox (one statement), commits, and
-    /// returns every job staged.
+    /// Writes the staged jobs to the outbox (one statement; none when nothing was staged),
+    /// commits, and returns every job staged.
     pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
-        self.write_staged().await?;
+        if !self.staged.is_empty() {
+            write_staged(&mut self.tx, &self.staged).await?;
+        }
         self.tx.commit().await?;
         Ok(self.staged)
-    }
-
-    /// Writes the jobs staged so far to the outbox now rather than at commit (one statement;
-    /// nothing when there are none), for a caller whose last statement before the commit must
-    /// be one that locks a contended row: the order's stock is taken last, so that row's lock
-    /// is held for that statement and the commit only. Jobs staged later are written at
-    /// commit.
-    pub async fn write_staged(&mut self) -> Result<(), sqlx::Error> {
-        if self.written < self.staged.len() {
-            write_staged(&mut self.tx, &self.staged[self.written..]).await?;
-            self.written = self.staged.len();
-        }
-        Ok(())
     }
 }
 
@@ -140,7 +141,7 @@ impl UnitOfWork {
     skip_all,
     fields(queue = %spec.queue, kind = %spec.kind, otel.kind = "producer")
 )]
-pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, QueueError> {
+pub async fn stage(uow: &mut UnitOfWork<'_>, mut spec: JobSpec) -> Result<Uuid, QueueError> {
     let id = Uuid::now_v7();
     spec.id = id.to_string();
     if spec.request_id.is_none() {
@@ -158,7 +159,7 @@ pub async fn stage(uow: &mut UnitOfWork, mut spec: JobSpec) -> Result<Uuid, Queu
 /// Stages `job` in `uow`'s outbox as its [`Job`] declaration says, to run as `run_at` says;
 /// returns the job id. See [`stage`].
 pub async fn stage_job<J: Job>(
-    uow: &mut UnitOfWork,
+    uow: &mut UnitOfWork<'_>,
     job: &J,
     settings: &J::Settings,
     run_at: RunAt,
@@ -265,7 +266,7 @@ impl Outbox {
     }
 
     /// Commits `uow`, then schedules its staged jobs for an immediate push.
-    pub async fn commit(&self, uow: UnitOfWork) -> Result<(), QueueError> {
+    pub async fn commit(&self, uow: UnitOfWork<'_>) -> Result<(), QueueError> {
         let mut staged = uow.commit().await?;
         for job in &mut staged {
             self.guard(job.id, &mut job.spec);

@@ -45,7 +45,7 @@ pub trait Subscriber: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Handles one event. An error rolls the whole operation back.
-    async fn handle(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<()>;
+    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()>;
 }
 
 /// The set of subscribers, shared by every service that publishes.
@@ -71,7 +71,7 @@ impl EventBus {
 
     /// Runs every subscriber, in registration order, inside `uow`.
     #[tracing::instrument(skip_all, fields(event = event.name()))]
-    pub async fn publish(&self, uow: &mut UnitOfWork, event: DomainEvent) -> Result<()> {
+    pub async fn publish(&self, uow: &mut UnitOfWork<'_>, event: DomainEvent) -> Result<()> {
         for subscriber in self.subscribers.iter() {
             subscriber.handle(uow, &event).await?;
         }

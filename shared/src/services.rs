@@ -158,7 +158,8 @@ impl Services {
             db.clone(),
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
         );
-        // A claim outlives any request (the request timeout) before it is presumed dead.
+        // A claim left outside any transaction by an earlier version outlives any request (the
+        // request timeout) before it is presumed dead.
         let idempotency = IdempotencyService::new(
             db.clone(),
             config.http.request_timeout + Duration::from_secs(30),
@@ -192,8 +193,13 @@ impl Services {
             config.rate_limit.login_failure_window,
             &config.auth.jwt_secret,
         ));
-        let orders =
-            OrderService::new(db.clone(), products.clone(), events.clone(), outbox.clone());
+        let orders = OrderService::new(
+            db.clone(),
+            products.clone(),
+            idempotency.clone(),
+            events.clone(),
+            outbox.clone(),
+        );
         let storage = Storage::from_config(&config.storage)?;
         let lifecycle = JobLifecycle::new(queue.clone());
         let schedules = Schedules::new(queue.clone());

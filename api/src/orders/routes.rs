@@ -48,21 +48,27 @@ pub async fn place_order(
     let lines = body.lines()?;
     let request_fingerprint = fingerprint(&serde_json::to_vec(&body)?);
     let orders = &state.services.orders;
+    // Borrowed, so the operation can run a second time (taking over a dead claim).
+    let (customer, lines) = (&actor, &lines);
     idempotency::run(
         &state,
         &actor,
         "orders.create",
         &key,
         &request_fingerprint,
-        |claim| async move {
-            let order = orders.place(&actor, &lines, claim.resource_id).await?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_vec(&OrderResponse::from(order))?,
-            ))
+        |attempt| async move {
+            orders
+                .place(customer, lines, &attempt)
+                .await?
+                .try_map(|order| {
+                    Ok((
+                        StatusCode::CREATED,
+                        serde_json::to_vec(&OrderResponse::from(order))?,
+                    ))
+                })
         },
         |order_id| async move {
-            let Some(order) = orders.find_for(&actor, order_id).await? else {
+            let Some(order) = orders.find_for(customer, order_id).await? else {
                 return Ok(None);
             };
             Ok(Some((

@@ -157,7 +157,7 @@ async fn a_postgres_restart_under_load_loses_and_duplicates_no_order() {
     );
 
     // The client retries every refused order with its key: each ends with one order. A key whose
-    // first attempt was cut mid-way waits (409) until its claim is presumed dead.
+    // first attempt was cut mid-way is free again: its claim went with that transaction.
     let mut orders_by_key: HashMap<String, String> = attempts
         .iter()
         .filter(|a| a.status == StatusCode::CREATED)

@@ -1,10 +1,11 @@
 //! `Idempotency-Key` on `POST /orders`: concurrent duplicates make one order, a sequential retry
 //! gets the first response byte for byte (`Idempotent-Replayed: true`), a key reused with another
-//! body is 422, a key still in flight is 409, keys expire after 24 hours, keys belong to one user,
-//! and a missing or malformed key is 400. Crashes: an order committed whose response was never
-//! stored is answered from the order; a claim whose attempt died before committing is taken
-//! over once its lock runs out, with the same order id; an attempt that commits after being
-//! presumed dead cannot make a second order.
+//! body is 422, a key still in flight is 409 at once (not after the first request finishes),
+//! keys expire after 24 hours, keys belong to one user, and a missing or malformed key is 400.
+//! Crashes: an order committed whose response was never stored is answered from the order; a
+//! claim left by an attempt that died before committing (as earlier versions, which claimed
+//! outside the order's transaction, could leave) is taken over once its lock runs out, with the
+//! same order id, and the dead attempt cannot then make a second order.
 
 use futures::future::join_all;
 use orderly_api::orders::dto::PlaceOrderRequest;
@@ -121,17 +122,34 @@ async fn same_key_with_another_body_is_422(pool: PgPool) {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn key_in_flight_is_409(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    let app = spawn_app(pool.clone()).await;
     let admin = app.admin().await;
     let customer = app.customer().await;
     let product = app.create_product(&admin, 100, 10).await;
     let key = new_key();
     let body = order_body(id_of(&product), 1);
 
-    // Claim the key exactly as the handler does, as if a first request were still running.
-    claim_as_handler(&app, customer.id, &key, &body).await;
+    // A first request is running: its transaction has claimed the key, exactly as the order
+    // service does, and not committed.
+    let mut first = pool.begin().await.unwrap();
+    let claimed = app
+        .services
+        .idempotency
+        .claim(&mut first, &attempt_for(customer.id, &key, &body))
+        .await
+        .unwrap();
+    assert!(
+        matches!(claimed, orderly::idempotency::Claimed::Proceed(_)),
+        "{claimed:?}"
+    );
 
-    let response = app.place_order(&customer.token, &key, &body).await;
+    // The retry is told at once, rather than waiting for the first to finish.
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.place_order(&customer.token, &key, &body),
+    )
+    .await
+    .expect("a request with a key in flight is answered without waiting for it");
     let error = assert_error(response, StatusCode::CONFLICT).await;
     assert!(
         error["message"]
@@ -142,27 +160,92 @@ async fn key_in_flight_is_409(pool: PgPool) {
     );
     assert_eq!(app.order_count().await, 0);
     assert_eq!(app.stock_of(id_of(&product)).await, 10);
+
+    // The first request failed: its claim goes with its transaction, and a retry runs.
+    first.rollback().await.unwrap();
+    let retry = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.order_count().await, 1);
 }
 
-/// Claims `key` for `customer` exactly as the handler does for `body`, as if a first request
-/// had started; returns the claim.
-async fn claim_as_handler(
-    app: &crate::helpers::TestApp,
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_failed_order_leaves_no_claim_behind(pool: PgPool) {
+    // The claim is written in the order's transaction: an order that fails with a server error
+    // after its claim (here: its outbox rows, written last, refused) leaves the key unused, and
+    // the next request with it runs.
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product = app.create_product(&admin, 100, 10).await;
+    let key = new_key();
+    let body = order_body(id_of(&product), 1);
+    sqlx::query(
+        "create function fail_outbox() returns trigger language plpgsql as \
+         $$ begin raise exception 'the outbox is down'; end $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger fail_outbox before insert on outbox for each row execute function fail_outbox()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let failed = app.place_order(&customer.token, &key, &body).await;
+    assert!(failed.status().is_server_error(), "{}", failed.status());
+    let keys: i64 = sqlx::query_scalar("select count(*) from idempotency_keys where key = $1")
+        .bind(&key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the claim rolled back with the order");
+
+    sqlx::query("drop trigger fail_outbox on outbox")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let retry = app.place_order(&customer.token, &key, &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.order_count().await, 1);
+    assert_eq!(app.stock_of(id_of(&product)).await, 9);
+}
+
+/// The attempt the order handler makes for `body` under `key`.
+fn attempt_for(user_id: uuid::Uuid, key: &str, body: &Value) -> orderly::idempotency::Attempt {
+    let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
+    let fingerprint = orderly::idempotency::fingerprint(&serde_json::to_vec(&dto).unwrap());
+    orderly::idempotency::Attempt::new(user_id, "orders.create", key, &fingerprint)
+}
+
+/// A claim for `body` under `key` as earlier versions of Orderly wrote it: committed on its own
+/// before the order's transaction began, by an attempt that then died. Returns the claim.
+async fn claim_left_by_a_dead_attempt(
+    pool: &PgPool,
     user_id: uuid::Uuid,
     key: &str,
     body: &Value,
 ) -> orderly::idempotency::Claim {
-    let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
-    let fingerprint = orderly::idempotency::fingerprint(&serde_json::to_vec(&dto).unwrap());
-    match app
-        .services
-        .idempotency
-        .begin(user_id, "orders.create", key, &fingerprint)
-        .await
-        .expect("key claimed")
-    {
-        orderly::idempotency::Begin::Proceed(claim) => claim,
-        other => panic!("expected a fresh claim, got {other:?}"),
+    let attempt = attempt_for(user_id, key, body);
+    let resource_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, resource_id) \
+         values ($1, 'orders.create', $2, $3, now() + interval '5 minutes', now() + interval '24 hours', $4)",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(&attempt.request_hash)
+    .bind(resource_id)
+    .execute(pool)
+    .await
+    .unwrap();
+    orderly::idempotency::Claim {
+        user_id,
+        scope: "orders.create",
+        key: key.to_owned(),
+        resource_id,
     }
 }
 
@@ -220,7 +303,7 @@ async fn claim_of_an_attempt_that_died_before_committing_is_taken_over(pool: PgP
     let product = app.create_product(&admin, 100, 10).await;
     let key = new_key();
     let body = order_body(id_of(&product), 1);
-    let claim = claim_as_handler(&app, customer.id, &key, &body).await;
+    let claim = claim_left_by_a_dead_attempt(&pool, customer.id, &key, &body).await;
 
     // While the claim's lock holds, a retry is told to wait.
     let early = app.place_order(&customer.token, &key, &body).await;
@@ -254,14 +337,14 @@ async fn claim_of_an_attempt_that_died_before_committing_is_taken_over(pool: PgP
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
-async fn attempt_committing_after_it_was_presumed_dead_makes_no_second_order(pool: PgPool) {
+async fn attempt_presumed_dead_makes_no_second_order(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let admin = app.admin().await;
     let customer = app.customer().await;
     let product = app.create_product(&admin, 100, 10).await;
     let key = new_key();
     let body = order_body(id_of(&product), 1);
-    let claim = claim_as_handler(&app, customer.id, &key, &body).await;
+    let claim = claim_left_by_a_dead_attempt(&pool, customer.id, &key, &body).await;
     sqlx::query(
         "update idempotency_keys set locked_until = now() - interval '1 second' where key = $1",
     )
@@ -272,8 +355,11 @@ async fn attempt_committing_after_it_was_presumed_dead_makes_no_second_order(poo
     // A retry takes the claim over and places the order...
     let retry = app.place_order(&customer.token, &key, &body).await;
     assert_eq!(retry.status(), StatusCode::CREATED);
+    let order: Value = retry.json().await.unwrap();
+    assert_eq!(id_of(&order), claim.resource_id.to_string());
 
-    // ...then the first attempt, which was only slow, reaches its insert with the same id.
+    // ...then another attempt that also found the claim dead, only slower, tries to place the
+    // order under the same id: that id is taken, and no second order is made.
     let dto: PlaceOrderRequest = serde_json::from_value(body.clone()).unwrap();
     let late = app
         .services
@@ -284,7 +370,7 @@ async fn attempt_committing_after_it_was_presumed_dead_makes_no_second_order(poo
                 role: orderly::users::Role::Customer,
             },
             &dto.lines().unwrap(),
-            claim.resource_id,
+            &attempt_for(customer.id, &key, &body).taking_over(claim),
         )
         .await
         .expect_err("the order id is taken");

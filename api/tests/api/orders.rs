@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, assert_error, new_key, order_body, spawn_app};
+use crate::helpers::{
+    TestApp, TestUser, assert_error, new_key, order_body, spawn_app, spawn_app_with,
+};
 
 fn id_of(value: &Value) -> &str {
     value["id"].as_str().expect("id")
@@ -169,17 +171,32 @@ async fn concurrent_orders_naming_the_same_products_in_either_order_all_succeed(
     assert_eq!(app.order_count().await, 20);
 }
 
-/// The stock is the last thing an order writes. While another transaction holds the product's
-/// row, the order waits on its stock statement having already inserted the order, its lines and
-/// its outbox rows: the row lock that every other order for the product queues on is held for
-/// that statement and the commit only.
+/// The stock is the last thing an order writes: its commit takes it. While another transaction
+/// holds the product's row, the order waits in its `COMMIT`, having already inserted the order,
+/// its lines and its outbox rows: the row lock that every other order for the product queues on
+/// is held for the rest of the commit only, with no round trip to the api inside it.
+///
+/// Meanwhile it holds no lock on the rows every order shares, its customer's and the webhook
+/// endpoint's: those references are checked at the commit (migrations 0019 and 0020), so
+/// concurrent orders never pile up as a multixact on them.
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
-async fn an_order_takes_its_stock_after_writing_everything_else(pool: PgPool) {
-    let app = spawn_app(pool.clone()).await;
+async fn an_order_takes_its_stock_in_its_commit_after_writing_everything_else(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[("WEBHOOK_ALLOWLIST", "127.0.0.0/8")]).await;
     let admin = app.admin().await;
     let customer = app.customer().await;
     let product = app.create_product(&admin, 100, 10).await;
     let product_id: Uuid = id_of(&product).parse().unwrap();
+    let endpoint = app
+        .post_json(
+            "/api/v1/webhooks",
+            Some(&admin.token),
+            &json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.placed"]}),
+        )
+        .await;
+    assert_eq!(endpoint.status(), StatusCode::CREATED);
+    let endpoint_id: Uuid = id_of(&endpoint.json::<Value>().await.unwrap())
+        .parse()
+        .unwrap();
 
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("select 1 from products where id = $1 for no key update")
@@ -201,7 +218,7 @@ async fn an_order_takes_its_stock_after_writing_everything_else(pool: PgPool) {
         loop {
             let pid: Option<i32> = sqlx::query_scalar(
                 "select pid from pg_stat_activity where datname = current_database() \
-                 and wait_event_type = 'Lock' and query ilike '%update products%'",
+                 and wait_event_type = 'Lock' and query ilike 'commit%'",
             )
             .fetch_optional(&pool)
             .await
@@ -211,7 +228,7 @@ async fn an_order_takes_its_stock_after_writing_everything_else(pool: PgPool) {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the order never waited on the product's row"
+                "the order never waited on the product's row in its commit"
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -231,12 +248,26 @@ async fn an_order_takes_its_stock_after_writing_everything_else(pool: PgPool) {
         ["order_items", "orders", "outbox"],
         "the order took its stock before writing the rest"
     );
+    // The strongest row lock there is, refused at once if the waiting order held any lock on
+    // the row.
+    let mut probe = pool.begin().await.unwrap();
+    for (table, id) in [("users", customer.id), ("webhook_endpoints", endpoint_id)] {
+        sqlx::query(&format!(
+            "select 1 from {table} where id = $1 for update nowait"
+        ))
+        .bind(id)
+        .execute(&mut *probe)
+        .await
+        .unwrap_or_else(|e| panic!("the waiting order holds a lock on its {table} row: {e}"));
+    }
+    probe.rollback().await.unwrap();
 
     holder.rollback().await.unwrap();
     let response = placing.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(app.stock_of(&product_id.to_string()).await, 9);
     assert_eq!(app.outbox_count("email.order_confirmation").await, 1);
+    assert_eq!(app.outbox_count("webhook.deliver").await, 1);
 }
 
 /// An order is priced as the products are when it takes their stock, even when the api's cached

@@ -32,7 +32,7 @@ impl Subscriber for EmailSubscriber {
         "emails"
     }
 
-    async fn handle(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<()> {
+    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()> {
         let job = match event {
             DomainEvent::User(UserEvent::Registered { user_id }) => {
                 EmailJob::Welcome { user_id: *user_id }

@@ -5,28 +5,34 @@
 //! - Same key, different request: 422. Same key while the first request is still running: 409.
 //! - Keys expire after 24 hours.
 //!
-//! The flow around a handler: [`IdempotencyService::begin`] claims the key and assigns, in the
-//! same statement, the id the resource will have ([`Claim::resource_id`]); the operation
-//! creates the resource *with that id*, so the key is linked to it by the resource's own commit
-//! and no extra statement; after the commit the response bytes are stored
-//! ([`IdempotencyService::complete`], or for a success [`IdempotencyService::complete_later`]:
-//! a background writer stores the responses of many requests in one statement, off the
-//! response's path, since until it lands a retry is answered from the resource itself).
+//! The key is claimed *inside the operation's own transaction* ([`IdempotencyService::claim`])
+//! for the id the resource is given ([`Attempt::resource_id`]). The claim and the resource
+//! therefore commit together or not at all: a request that fails or dies leaves no claim behind,
+//! and a key that exists names a resource that exists. If the key was used before, the operation
+//! rolls back whatever it wrote. The transaction also holds the key's advisory lock, which is
+//! how a second request with the same key learns, without waiting, that the first is still
+//! running ([`Earlier::InFlight`]).
 //!
-//! A key with no stored response ([`Begin::Unfinished`]) means an earlier attempt committed and
-//! died before storing its answer, or is still running, or died before committing. The caller
-//! looks for the resource: found, it is answered from it; not found and the claim's lock has
-//! run out, the claim is taken over ([`IdempotencyService::take_over`]) and the operation runs
-//! with the same resource id; otherwise 409. A crash can never produce a second order, and even
-//! an attempt that commits after its claim was presumed dead cannot: the resource id is the
-//! order's primary key.
+//! After the commit the response bytes are stored ([`IdempotencyService::complete_later`]: a
+//! background writer stores the responses of many requests in one statement, off the
+//! response's path, since until it lands a retry is answered from the resource itself). An
+//! operation refused with a client error stores its refusal afterwards
+//! ([`IdempotencyService::refuse`]), so a retry is refused the same way.
+//!
+//! A key with no stored response ([`Earlier::Unfinished`]) names a resource that committed
+//! before its response was stored: the caller answers from the resource. Keys claimed by
+//! earlier versions of Orderly, which claimed outside the operation's transaction, can also
+//! name a resource that was never created (the attempt died before committing): once the
+//! claim's lock has run out, a retry takes it over ([`Attempt::taking_over`]) and runs the
+//! operation with the same resource id, so even an old attempt that commits late cannot make a
+//! second resource: the id is the resource's primary key.
 
 mod repository;
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -58,23 +64,105 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
-/// What to do with a request carrying an idempotency key.
+/// A request carrying an idempotency key, on its way into the operation that claims the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begin {
-    /// First time (or the earlier attempt died before doing anything): run the operation.
+pub struct Attempt {
+    /// The user the key belongs to (keys are per user).
+    pub user_id: Uuid,
+    /// The operation (`orders.create`): the same key may be used for different operations.
+    pub scope: &'static str,
+    /// The key itself.
+    pub key: String,
+    /// The request's fingerprint ([`fingerprint`]).
+    pub request_hash: String,
+    /// The id the operation gives what it creates, and its claim names: a fresh UUIDv7, or the
+    /// resource id of the claim taken over.
+    resource_id: Uuid,
+    /// A claim left by an attempt presumed dead, which this one takes over (with its resource
+    /// id) instead of claiming afresh.
+    taking_over: Option<Claim>,
+}
+
+impl Attempt {
+    /// A first attempt under `key`.
+    pub fn new(user_id: Uuid, scope: &'static str, key: &str, request_hash: &str) -> Self {
+        Self {
+            user_id,
+            scope,
+            key: key.to_owned(),
+            request_hash: request_hash.to_owned(),
+            resource_id: Uuid::now_v7(),
+            taking_over: None,
+        }
+    }
+
+    /// The same request, taking over `claim`: the key's earlier attempt claimed it outside its
+    /// operation's transaction, never committed, and its lock has run out
+    /// ([`Earlier::Unfinished`] whose resource does not exist).
+    pub fn taking_over(mut self, claim: Claim) -> Self {
+        self.resource_id = claim.resource_id;
+        self.taking_over = Some(claim);
+        self
+    }
+
+    /// The id the operation gives what it creates; its claim names the same id.
+    pub fn resource_id(&self) -> Uuid {
+        self.resource_id
+    }
+
+    /// Whether this attempt takes over an earlier claim.
+    pub fn is_take_over(&self) -> bool {
+        self.taking_over.is_some()
+    }
+}
+
+/// How an operation's claim on its key turned out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The key is this transaction's: create the resource with `resource_id`, then commit.
     Proceed(Claim),
+    /// The key was used before, or is in use now: roll back and answer from it.
+    Earlier(Earlier),
+}
+
+/// An earlier request under the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Earlier {
     /// Done before: send this response again.
     Replay(StoredResponse),
-    /// An earlier attempt has stored no response: if the resource `claim.resource_id` exists,
-    /// it committed (and crashed before storing the response): rebuild the response from it and
-    /// complete the claim. If not, it is still running, or died before committing when
-    /// `lock_expired`: then [`IdempotencyService::take_over`] and run the operation.
+    /// Still running: its transaction holds the key (409).
+    InFlight,
+    /// Done without a stored response: if the resource `claim.resource_id` exists, it
+    /// committed (and the response was not stored yet, or was lost): rebuild the response from
+    /// it and [`IdempotencyService::complete`] the key. If it does not, the claim was left by an
+    /// attempt that never committed (see the module's doc); once `lock_expired`, run again
+    /// [`Attempt::taking_over`] it.
     Unfinished {
         /// The earlier attempt's claim, with its resource id.
         claim: Claim,
         /// The earlier attempt is presumed dead (its lock ran out).
         lock_expired: bool,
     },
+}
+
+/// What an operation under an idempotency key produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keyed<T> {
+    /// It ran and committed under `Claim`.
+    Done(Claim, T),
+    /// It did nothing: an earlier request under the key answers.
+    Earlier(Earlier),
+}
+
+impl<T> Keyed<T> {
+    /// Turns what a completed operation produced into something else (its response), keeping an
+    /// earlier request's answer as it is.
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Keyed<U>, E> {
+        Ok(match self {
+            Self::Done(claim, value) => Keyed::Done(claim, f(value)?),
+            Self::Earlier(earlier) => Keyed::Earlier(earlier),
+        })
+    }
 }
 
 /// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters.
@@ -101,7 +189,8 @@ const COMPLETION_BATCH: usize = 500;
 pub struct IdempotencyService {
     pool: PgPool,
     repository: IdempotencyRepository,
-    /// How long a claim blocks retries before it is presumed dead (longer than any request).
+    /// How long a claim blocks retries before it is presumed dead (longer than any request);
+    /// matters only for claims written by earlier versions (see the module's doc).
     lock_for: Duration,
     /// To the background writer of [`IdempotencyService::complete_later`].
     completions: mpsc::UnboundedSender<(Claim, StoredResponse)>,
@@ -121,62 +210,81 @@ impl IdempotencyService {
         }
     }
 
-    /// Claims `key` for `(user_id, scope)` with the request's fingerprint, or says why not.
-    #[tracing::instrument(skip(self, request_hash))]
-    pub async fn begin(
+    /// Claims the attempt's key inside the operation's transaction, for the resource
+    /// [`Attempt::resource_id`] (or takes over the claim the attempt names), or says which
+    /// earlier request answers: a different request under the key is 422. The claim commits or
+    /// rolls back with the operation, which may write before it or after it.
+    #[tracing::instrument(skip_all, fields(scope = attempt.scope))]
+    pub async fn claim(
         &self,
-        user_id: Uuid,
-        scope: &'static str,
-        key: &str,
-        request_hash: &str,
-    ) -> Result<Begin, AppError> {
+        conn: &mut PgConnection,
+        attempt: &Attempt,
+    ) -> Result<Claimed, AppError> {
+        if let Some(claim) = &attempt.taking_over
+            && self
+                .repository
+                .take_over(&mut *conn, claim, self.lock_for)
+                .await?
+        {
+            return Ok(Claimed::Proceed(claim.clone()));
+        }
+        // Not taken over (another retry did, or the earlier attempt finished meanwhile): the
+        // key says what happened.
         let claim = Claim {
-            user_id,
-            scope,
-            key: key.to_owned(),
-            resource_id: Uuid::now_v7(),
+            user_id: attempt.user_id,
+            scope: attempt.scope,
+            key: attempt.key.clone(),
+            resource_id: attempt.resource_id,
         };
-        match self
+        let existing = match self
             .repository
-            .claim(&self.pool, &claim, request_hash, self.lock_for, KEY_TTL)
+            .claim(conn, &claim, &attempt.request_hash, self.lock_for, KEY_TTL)
             .await?
         {
-            ClaimOutcome::Claimed => Ok(Begin::Proceed(claim)),
-            ClaimOutcome::Existing(existing) => {
-                if existing.request_hash != request_hash {
-                    return Err(AppError::unprocessable(
-                        "Idempotency-Key was already used with a different request",
-                    ));
-                }
-                if let (Some(status), Some(body)) =
-                    (existing.response_status, existing.response_body)
-                {
-                    return Ok(Begin::Replay(StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body,
-                    }));
-                }
-                Ok(Begin::Unfinished {
-                    claim: Claim {
-                        resource_id: existing.resource_id,
-                        ..claim
-                    },
-                    lock_expired: existing.lock_expired,
-                })
-            }
+            ClaimOutcome::Claimed => return Ok(Claimed::Proceed(claim)),
+            ClaimOutcome::InFlight => return Ok(Claimed::Earlier(Earlier::InFlight)),
+            ClaimOutcome::Existing(existing) => existing,
+        };
+        if existing.request_hash != attempt.request_hash {
+            return Err(AppError::unprocessable(
+                "Idempotency-Key was already used with a different request",
+            ));
         }
+        if let (Some(status), Some(body)) = (existing.response_status, existing.response_body) {
+            return Ok(Claimed::Earlier(Earlier::Replay(StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            })));
+        }
+        Ok(Claimed::Earlier(Earlier::Unfinished {
+            claim: Claim {
+                resource_id: existing.resource_id,
+                ..claim
+            },
+            lock_expired: existing.lock_expired,
+        }))
     }
 
-    /// Takes over the claim of an attempt presumed dead, whose resource was found not to exist:
-    /// locks the key again for this attempt, which keeps the resource id. False if another
-    /// retry took it over first or the earlier attempt finished meanwhile.
-    pub async fn take_over(&self, claim: &Claim) -> Result<bool, AppError> {
+    /// Stores the refusal (a client error) of an attempt whose operation rolled back, so a retry
+    /// is refused the same way; nothing is stored if another request under the key committed
+    /// meanwhile.
+    pub async fn refuse(
+        &self,
+        attempt: &Attempt,
+        response: &StoredResponse,
+    ) -> Result<(), AppError> {
+        let claim = Claim {
+            user_id: attempt.user_id,
+            scope: attempt.scope,
+            key: attempt.key.clone(),
+            resource_id: Uuid::now_v7(),
+        };
         self.repository
-            .take_over(&self.pool, claim, self.lock_for)
+            .refuse(&self.pool, &claim, &attempt.request_hash, response, KEY_TTL)
             .await
     }
 
-    /// Stores the response sent for the claim.
+    /// Stores the response rebuilt from the resource of an [`Earlier::Unfinished`] key.
     pub async fn complete(&self, claim: &Claim, response: &StoredResponse) -> Result<(), AppError> {
         self.repository.complete(&self.pool, claim, response).await
     }
@@ -186,16 +294,11 @@ impl IdempotencyService {
     /// finds the key unfinished and is answered from the resource the operation created, so
     /// the response is the same either way; if the process dies first, that recovery is what
     /// every retry gets. Refusals (4xx), which created nothing to recover from, go through
-    /// [`IdempotencyService::complete`] before they are answered.
+    /// [`IdempotencyService::refuse`] before they are answered.
     pub fn complete_later(&self, claim: Claim, response: StoredResponse) {
         if let Err(mpsc::error::SendError((claim, _))) = self.completions.send((claim, response)) {
             tracing::warn!(key = %claim.key, "idempotency response writer is gone; a retry will be recovered from the resource");
         }
-    }
-
-    /// Forgets a claim whose operation failed in a way worth retrying (5xx), so a retry runs again.
-    pub async fn release(&self, claim: &Claim) -> Result<(), AppError> {
-        self.repository.delete(&self.pool, claim).await
     }
 
     /// Deletes expired keys, a few thousand per statement; returns how many.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
@@ -22,6 +22,8 @@ pub(super) struct ExistingKey {
 
 pub(super) enum ClaimOutcome {
     Claimed,
+    /// Another transaction holds the key right now (its request is still running).
+    InFlight,
     Existing(ExistingKey),
 }
 
@@ -29,29 +31,37 @@ pub(super) enum ClaimOutcome {
 pub(super) struct IdempotencyRepository;
 
 impl IdempotencyRepository {
-    /// Inserts the key with the claim's resource id, or reuses an expired key (a new resource
-    /// id); otherwise returns what is there.
-    pub async fn claim<'e, E: PgExecutor<'e> + Copy>(
+    /// Inside the caller's transaction: takes the key's advisory lock, then inserts the key with
+    /// the claim's resource id, or reuses an expired key; otherwise says what is there. Both the
+    /// lock and the row belong to the transaction: a rollback leaves no trace of the claim.
+    ///
+    /// The advisory lock (transaction-scoped, tried, never waited for) is what tells a second
+    /// request with the same key that the first is still running: without it, the second's
+    /// insert would wait on the first's uncommitted row until that transaction ends.
+    pub async fn claim(
         &self,
-        db: E,
+        conn: &mut PgConnection,
         claim: &Claim,
         request_hash: &str,
         lock_for: Duration,
         ttl: Duration,
     ) -> Result<ClaimOutcome, AppError> {
-        // Asynchronous commit (see `async_commit_source`, written out in the `from` item because
-        // a checked macro takes only literals; a test in `db` keeps the two the same): the claim
-        // is made durable by the order's own commit, which flushes the WAL written before it.
-        let claimed: Option<i32> = sqlx::query_scalar!(
-            r#"insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, resource_id)
-               select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6), $7
-               from (select set_config('synchronous_commit', 'off', true)) as async_commit where true
-               on conflict (user_id, scope, key) do update set
-                 request_hash = excluded.request_hash, locked_until = excluded.locked_until,
-                 expires_at = excluded.expires_at, resource_id = excluded.resource_id,
-                 response_status = null, response_body = null, created_at = now()
-               where idempotency_keys.expires_at < now()
-               returning 1 as "claimed!""#,
+        let row = sqlx::query!(
+            r#"with key_lock as (
+                 select pg_try_advisory_xact_lock(hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken
+               ), claimed as (
+                 insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, resource_id)
+                 select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6), $7
+                 from key_lock where taken
+                 on conflict (user_id, scope, key) do update set
+                   request_hash = excluded.request_hash, locked_until = excluded.locked_until,
+                   expires_at = excluded.expires_at, resource_id = excluded.resource_id,
+                   response_status = null, response_body = null, created_at = now()
+                 where idempotency_keys.expires_at < now()
+                 returning 1
+               )
+               select (select taken from key_lock) as "lock_taken!",
+                      exists (select 1 from claimed) as "claimed!""#,
             claim.user_id,
             claim.scope,
             claim.key,
@@ -60,11 +70,16 @@ impl IdempotencyRepository {
             ttl.as_secs_f64(),
             claim.resource_id,
         )
-        .fetch_optional(db)
+        .fetch_one(&mut *conn)
         .await?;
-        if claimed.is_some() {
+        if !row.lock_taken {
+            return Ok(ClaimOutcome::InFlight);
+        }
+        if row.claimed {
             return Ok(ClaimOutcome::Claimed);
         }
+        // This transaction holds the key's lock, so what is there is finished: committed by an
+        // earlier request, or a claim written by an attempt outside any operation's transaction.
         let existing = sqlx::query_as!(
             ExistingKey,
             r#"select request_hash, resource_id, response_status, response_body,
@@ -75,26 +90,27 @@ impl IdempotencyRepository {
             claim.scope,
             claim.key,
         )
-        .fetch_optional(db)
+        .fetch_one(&mut *conn)
         .await?;
-        match existing {
-            Some(existing) => Ok(ClaimOutcome::Existing(existing)),
-            // Deleted between the two statements (released by a failed request): claim again.
-            None => Box::pin(self.claim(db, claim, request_hash, lock_for, ttl)).await,
-        }
+        Ok(ClaimOutcome::Existing(existing))
     }
 
-    /// Locks the key again for a new attempt, if it is still unfinished, its lock has run out
-    /// and it still names the same resource.
-    pub async fn take_over<'e>(
+    /// Inside the caller's transaction: takes the key's advisory lock and locks the key again for
+    /// a new attempt, if it is still unfinished, its lock has run out and it still names the
+    /// same resource.
+    pub async fn take_over(
         &self,
-        db: impl PgExecutor<'e>,
+        conn: &mut PgConnection,
         claim: &Claim,
         lock_for: Duration,
     ) -> Result<bool, AppError> {
         let taken: Option<i32> = sqlx::query_scalar!(
-            r#"update idempotency_keys set locked_until = now() + make_interval(secs => $5)
-               where user_id = $1 and scope = $2 and key = $3 and resource_id = $4
+            r#"with key_lock as (
+                 select pg_try_advisory_xact_lock(hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken
+               )
+               update idempotency_keys set locked_until = now() + make_interval(secs => $5)
+               from key_lock
+               where key_lock.taken and user_id = $1 and scope = $2 and key = $3 and resource_id = $4
                  and response_status is null and locked_until < now()
                returning 1 as "taken!""#,
             claim.user_id,
@@ -103,9 +119,47 @@ impl IdempotencyRepository {
             claim.resource_id,
             lock_for.as_secs_f64(),
         )
-        .fetch_optional(db)
+        .fetch_optional(conn)
         .await?;
         Ok(taken.is_some())
+    }
+
+    /// Stores the refusal of an operation whose transaction (and claim with it) rolled back: the
+    /// key with its response, unless the key is taken by now (another request with it
+    /// committed meanwhile, whose answer stands) and has not expired.
+    pub async fn refuse<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        claim: &Claim,
+        request_hash: &str,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), AppError> {
+        // Asynchronous commit (`async_commit_source`, written out): a refusal lost in a crash
+        // makes a retry run the operation again, which created nothing the first time.
+        sqlx::query!(
+            "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, \
+                                           resource_id, response_status, response_body) \
+             select $1, $2, $3, $4, now(), now() + make_interval(secs => $5), $6, $7, $8 \
+             from (select set_config('synchronous_commit', 'off', true)) as async_commit where true \
+             on conflict (user_id, scope, key) do update set \
+               request_hash = excluded.request_hash, locked_until = excluded.locked_until, \
+               expires_at = excluded.expires_at, resource_id = excluded.resource_id, \
+               response_status = excluded.response_status, response_body = excluded.response_body, \
+               created_at = now() \
+             where idempotency_keys.expires_at < now()",
+            claim.user_id,
+            claim.scope,
+            claim.key,
+            request_hash,
+            ttl.as_secs_f64(),
+            claim.resource_id,
+            response.status as i16,
+            response.body,
+        )
+        .execute(db)
+        .await?;
+        Ok(())
     }
 
     pub async fn complete<'e>(
@@ -155,19 +209,6 @@ impl IdempotencyRepository {
             &keys as &[&str],
             &statuses,
             &bodies as &[&[u8]],
-        )
-        .execute(db)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn delete<'e>(&self, db: impl PgExecutor<'e>, claim: &Claim) -> Result<(), AppError> {
-        sqlx::query!(
-            "delete from idempotency_keys \
-             where user_id = $1 and scope = $2 and key = $3 and response_status is null",
-            claim.user_id,
-            claim.scope,
-            claim.key,
         )
         .execute(db)
         .await?;

@@ -34,7 +34,7 @@ impl JobStager {
     /// the job id. Written to the outbox with the transaction's other jobs at commit.
     pub async fn stage<J: Job<Settings = JobSettings>>(
         &self,
-        uow: &mut UnitOfWork,
+        uow: &mut UnitOfWork<'_>,
         job: &J,
         run_at: RunAt,
     ) -> Result<Uuid, AppError> {

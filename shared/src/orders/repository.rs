@@ -57,9 +57,10 @@ pub struct NewOrderRow<'a> {
 pub struct OrderRepository;
 
 impl OrderRepository {
-    /// Inserts an order and its lines in one statement (the caller's transaction). An id that
-    /// is already taken is a 409: it happens only when an earlier attempt under the same
-    /// idempotency key committed after its claim had been presumed dead.
+    /// Inserts an order and its lines in one statement (the caller's transaction); their stock
+    /// is taken when the transaction commits (migration 0021). An id that is already
+    /// taken is a 409: the id is an idempotency key's resource id, and only an attempt of an
+    /// earlier version, committing after its claim was presumed dead, can reach it twice.
     #[tracing::instrument(skip_all)]
     pub async fn insert(
         &self,

@@ -1,20 +1,20 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
     error::AppError,
     events::{DomainEvent, EventBus},
+    idempotency::{Attempt, Claim, Claimed, Earlier, IdempotencyService, Keyed},
     orders::{
         events::OrderEvent,
         model::{NewOrderLine, Order, OrderItem, OrderStatus},
         repository::{NewOrderRow, OrderRepository},
     },
     pagination::{Page, PageRequest},
-    products::{PricedLine, ProductService, Reservation, StockChange, StockRequest},
-    queue::Outbox,
-    queue::UnitOfWork,
+    products::{PricedLine, ProductService, StockChange, StockRefusal, StockRequest},
+    queue::{Outbox, QueueError, UnitOfWork},
     users::model::Actor,
 };
 
@@ -24,57 +24,77 @@ pub const QUOTE_ATTEMPTS: usize = 3;
 
 /// How one attempt to place an order ended.
 enum Placement {
-    Placed(Order),
+    Placed(Claim, Order),
+    /// An earlier request under the idempotency key answers; nothing was written.
+    Earlier(Earlier),
     /// A product changed after the order was priced; nothing was written.
     QuoteStale,
 }
 
-/// The only way in to orders: placing one with its stock and events in one transaction, and
-/// every read or status change behind the caller's access check.
+/// The only way in to orders: placing one with its idempotency key, stock and events in one
+/// transaction, and every read or status change behind the caller's access check.
 #[derive(Debug, Clone)]
 pub struct OrderService {
     pool: PgPool,
     orders: OrderRepository,
     products: ProductService,
+    idempotency: IdempotencyService,
     events: EventBus,
     outbox: Outbox,
 }
 
 impl OrderService {
     /// Wires the service.
-    pub fn new(pool: PgPool, products: ProductService, events: EventBus, outbox: Outbox) -> Self {
+    pub fn new(
+        pool: PgPool,
+        products: ProductService,
+        idempotency: IdempotencyService,
+        events: EventBus,
+        outbox: Outbox,
+    ) -> Self {
         Self {
             pool,
             orders: OrderRepository,
             products,
+            idempotency,
             events,
             outbox,
         }
     }
 
-    /// Places an order with id `order_id` in one transaction: the order at the catalogue's
-    /// current prices, `OrderPlaced` published (subscribers stage their jobs), and the stock
-    /// taken last, right before the commit. The staged jobs are pushed to the queue right after
-    /// the commit.
+    /// Places an order under the idempotency key of `attempt`, in one transaction: the order
+    /// (with the attempt's resource id) at the catalogue's current prices, `OrderPlaced`
+    /// published (subscribers stage their jobs), the key claimed, and the stock taken last, by
+    /// the commit. The staged jobs are pushed to the queue right after the commit. If the key
+    /// was used before, or is in use by a request still running, nothing is kept and
+    /// [`Keyed::Earlier`] says which request answers.
+    ///
+    /// The claim is in the order's own transaction, so a claim exists exactly when its order
+    /// does (no claim is left behind by an order that failed or died) and an order costs one
+    /// transaction and one pooled connection. Two attempts with one key can never both create
+    /// an order: the second one's claim finds the first's, and even an attempt that takes over
+    /// a claim presumed dead uses its resource id, which is the order's primary key.
     ///
     /// Stock last because taking it locks the product's row until the commit, and every other
     /// order for that product waits on that lock: in a flash sale on one product, the time the
-    /// lock is held bounds the orders per second. The lines are therefore priced beforehand from
+    /// lock is held bounds the orders per second. So the commit itself takes it (each line's
+    /// row, by a trigger deferred to the commit; migration 0021), and the lock is held for the
+    /// commit alone, with no round trip to the api in it. The lines are priced beforehand from
     /// the cache, and the stock is taken only while the products still read as priced; if one
-    /// changed meanwhile, the transaction rolls back and the order is priced again from
-    /// PostgreSQL, at most [`QUOTE_ATTEMPTS`] times.
-    ///
-    /// Under an idempotency key the id is the key's resource id
-    /// ([`crate::idempotency::Claim::resource_id`]), so the key is linked to the order without a
-    /// statement of its own, and two attempts with one key can never both create an order: the
-    /// second insert hits the primary key and is refused with 409.
-    #[tracing::instrument(skip(self, lines), fields(user_id = %actor.user_id, lines = lines.len()))]
+    /// changed meanwhile, the commit fails, and the order is priced again from PostgreSQL, at
+    /// most [`QUOTE_ATTEMPTS`] times.
+    #[tracing::instrument(skip(self, lines, attempt), fields(user_id = %actor.user_id, lines = lines.len()))]
     pub async fn place(
         &self,
         actor: &Actor,
         lines: &[NewOrderLine],
-        order_id: Uuid,
-    ) -> Result<Order, AppError> {
+        attempt: &Attempt,
+    ) -> Result<Keyed<Order>, AppError> {
+        if attempt.user_id != actor.user_id {
+            return Err(AppError::forbidden(
+                "an idempotency key belongs to the user placing the order",
+            ));
+        }
         let requests: Vec<StockRequest> = lines
             .iter()
             .map(|l| StockRequest {
@@ -83,10 +103,19 @@ impl OrderService {
             })
             .collect();
         let mut quote = self.products.quote(&requests).await?;
+        // One connection for every attempt and the read after the commit, taken from the pool
+        // once.
+        let mut conn = self.pool.acquire().await?;
         for _ in 0..QUOTE_ATTEMPTS {
-            match self.place_as_quoted(actor, &quote, order_id).await? {
-                Placement::Placed(order) => return Ok(order),
-                Placement::QuoteStale => quote = self.products.quote_fresh(&requests).await?,
+            match self
+                .place_as_quoted(&mut conn, actor, &quote, attempt)
+                .await?
+            {
+                Placement::Placed(claim, order) => return Ok(Keyed::Done(claim, order)),
+                Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
+                Placement::QuoteStale => {
+                    quote = self.products.quote_fresh(&mut conn, &requests).await?;
+                }
             }
         }
         Err(AppError::conflict(
@@ -97,9 +126,10 @@ impl OrderService {
     /// One attempt of [`Self::place`] at the prices of `quote`.
     async fn place_as_quoted(
         &self,
+        conn: &mut PgConnection,
         actor: &Actor,
         quote: &[PricedLine],
-        order_id: Uuid,
+        attempt: &Attempt,
     ) -> Result<Placement, AppError> {
         let currency = quote
             .first()
@@ -129,13 +159,13 @@ impl OrderService {
             })
             .ok_or_else(|| AppError::unprocessable("order total is too large"))?;
 
-        let mut uow = UnitOfWork::begin(&self.pool).await?;
+        let mut uow = UnitOfWork::begin_on(&mut *conn).await?;
         let order = self
             .orders
             .insert(
                 uow.conn(),
                 NewOrderRow {
-                    id: order_id,
+                    id: attempt.resource_id(),
                     user_id: actor.user_id,
                     total_cents,
                     currency: &currency,
@@ -151,19 +181,32 @@ impl OrderService {
                 }),
             )
             .await?;
-        // Everything else is written before the stock is taken, so the products' rows are
-        // locked for that one statement and the commit.
-        uow.write_staged().await?;
-        let stock_change = match self.products.take_stock(uow.conn(), quote).await? {
-            Reservation::Taken(change) => change,
+        // The key is claimed after the order is written, so the order's row is the
+        // transaction's first write and its commit takes the stock before checking any
+        // reference (migration 0021). A key used before rolls all of it back.
+        let claim = match self.idempotency.claim(uow.conn(), attempt).await? {
+            Claimed::Proceed(claim) => claim,
             // Dropping the unit of work rolls it back.
-            Reservation::QuoteStale => return Ok(Placement::QuoteStale),
+            Claimed::Earlier(earlier) => return Ok(Placement::Earlier(earlier)),
         };
-        self.outbox.commit(uow).await?;
+        // The commit takes the lines' stock (migration 0021), after everything else is written:
+        // the products' rows are locked for the rest of the commit only, inside PostgreSQL.
+        match self.outbox.commit(uow).await {
+            Ok(()) => {}
+            Err(QueueError::Database(error)) => match ProductService::stock_refusal(&error) {
+                Some(StockRefusal::QuoteStale) => return Ok(Placement::QuoteStale),
+                Some(StockRefusal::Insufficient) => {
+                    return Err(AppError::conflict("insufficient stock"));
+                }
+                None => return Err(error.into()),
+            },
+            Err(other) => return Err(other.into()),
+        }
         // Before answering, so the customer (and everyone else) reads the stock it left.
-        self.products.committed(stock_change).await;
+        let product_ids: Vec<_> = quote.iter().map(|line| line.product_id).collect();
+        self.products.stock_taken(conn, &product_ids).await;
         tracing::info!(order_id = %order.id, total_cents, "order placed");
-        Ok(Placement::Placed(order))
+        Ok(Placement::Placed(claim, order))
     }
 
     /// An order the actor may see: their own, or any for an admin. Anything else is 404, so
@@ -176,7 +219,7 @@ impl OrderService {
     }
 
     /// Like [`OrderService::get`], with `None` for an order that does not exist or that the
-    /// actor may not see: the idempotency recovery asks whether an earlier attempt committed.
+    /// actor may not see: an idempotency key's earlier request is answered from its order.
     pub async fn find_for(&self, actor: &Actor, id: Uuid) -> Result<Option<Order>, AppError> {
         let mut conn = self.pool.acquire().await?;
         Ok(self

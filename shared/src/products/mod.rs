@@ -1,6 +1,8 @@
 //! Products: the catalogue, its prices and its stock.
 //!
-//! Other domains use [`ProductService`] (orders reserve stock through it), never the repository.
+//! Other domains use [`ProductService`] (orders are priced through it, and learn from it why a
+//! commit refused their stock), never the repository. An order's stock is taken by the commit of
+//! the transaction that inserted it, under the rule `take_stock_of_order` (migration 0021) holds.
 //! Catalogue reads go through a Redis read-through cache wrapped around the repository.
 
 pub mod model;
@@ -8,4 +10,5 @@ pub mod repository;
 pub mod service;
 
 pub use model::{NewProduct, Product, ProductPatch, ProductQuery};
-pub use service::{PricedLine, ProductService, Reservation, StockChange, StockRequest};
+pub use repository::StockRefusal;
+pub use service::{PricedLine, ProductService, StockChange, StockRequest};

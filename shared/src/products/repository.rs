@@ -21,22 +21,28 @@ pub struct StockLine {
     pub quantity: i32,
 }
 
-/// One line of stock to take, with the product as the order quoted it: the stock is taken only
-/// while the product still reads so.
+/// Why a commit refused the stock its order lines take: the codes the stock trigger raises
+/// with (`take_stock_of_order`, migration 0021).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotedLine<'a> {
-    /// The product to take from.
-    pub product_id: Uuid,
-    /// Units to take; at least 1.
-    pub quantity: i32,
-    /// The SKU the order line shows.
-    pub sku: &'a str,
-    /// The name the order line shows.
-    pub name: &'a str,
-    /// The unit price the order charges, minor units.
-    pub unit_price_cents: i64,
-    /// The currency of that price.
-    pub currency: &'a str,
+pub enum StockRefusal {
+    /// `ORD01`: a product changed after the order was priced, or was withdrawn.
+    QuoteStale,
+    /// `ORD02`: not enough stock of a product.
+    Insufficient,
+}
+
+impl StockRefusal {
+    /// The refusal a failed statement or commit carries, if it is one.
+    pub fn of(error: &sqlx::Error) -> Option<Self> {
+        let sqlx::Error::Database(db) = error else {
+            return None;
+        };
+        match db.code().as_deref() {
+            Some("ORD01") => Some(Self::QuoteStale),
+            Some("ORD02") => Some(Self::Insufficient),
+            _ => None,
+        }
+    }
 }
 
 fn sku_taken(_: Box<dyn sqlx::error::DatabaseError>) -> AppError {
@@ -205,53 +211,6 @@ impl ProductRepository {
         .await?)
     }
 
-    /// Takes stock for every line whose product is active, has the stock and still reads as
-    /// quoted (SKU, name, price, currency); returns the products as the taking left them, one
-    /// per line taken. The caller rolls back unless every line was taken.
-    ///
-    /// Rows are locked in id order first, so two orders touching the same products cannot
-    /// deadlock, and the checks run on the locked, latest row, so stock never goes below zero.
-    /// The lock is `for no key update`, the one an `UPDATE` of non-key columns takes anyway: the
-    /// order lines written earlier in the same kind of transaction hold a key-share lock on
-    /// their products (their foreign key), which `for update` would wait for until those
-    /// transactions commit.
-    #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn take_stock(
-        &self,
-        conn: &mut PgConnection,
-        lines: &[QuotedLine<'_>],
-    ) -> Result<Vec<Product>, AppError> {
-        let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        let skus: Vec<&str> = lines.iter().map(|l| l.sku).collect();
-        let names: Vec<&str> = lines.iter().map(|l| l.name).collect();
-        let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents).collect();
-        let currencies: Vec<&str> = lines.iter().map(|l| l.currency).collect();
-        Ok(sqlx::query_as!(
-            Product,
-            r#"with wanted as (
-                 select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-                   as w(product_id, quantity, sku, name, price_cents, currency)),
-               locked as (select p.id from products p where p.id = any($1) order by p.id for no key update)
-               update products p set stock = p.stock - w.quantity
-               from wanted w
-               where p.id = w.product_id and p.active and p.stock >= w.quantity
-                 and p.sku = w.sku and p.name = w.name
-                 and p.price_cents = w.price_cents and p.currency = w.currency
-                 and p.id in (select id from locked)
-               returning p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.stock,
-                         p.active, p.created_at, p.updated_at, p.version"#,
-            &ids,
-            &quantities,
-            &skus as &[&str],
-            &names as &[&str],
-            &prices,
-            &currencies as &[&str],
-        )
-        .fetch_all(conn)
-        .await?)
-    }
-
     /// Gives stock back (cancelled orders); returns the products as they are now.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn return_stock(
@@ -298,9 +257,10 @@ impl ProductRepository {
 ///
 /// Writes come in two kinds. Those that commit on their own (`create`, `update`, on the pool)
 /// update the cache themselves before they return. Those that run inside the caller's
-/// transaction (`take_stock`, `return_stock`, `upsert_by_sku`) cannot: the rows they return are
-/// not committed yet, so the caller hands them to [`Self::store`] or [`Self::edited`] once its
-/// commit succeeded (and drops them on a rollback).
+/// transaction (`return_stock`, `upsert_by_sku`) cannot: the rows they return are not committed
+/// yet, so the caller hands them to [`Self::store`] or [`Self::edited`] once its commit
+/// succeeded (and drops them on a rollback). Stock an order takes is taken by its commit
+/// (migration 0021), which returns no rows: the order's products are read again after it.
 ///
 /// A product read shows committed stock within milliseconds on every api instance: whatever
 /// changes a product (an order taking stock, a cancellation, an edit, an import) hands the rows
@@ -395,16 +355,6 @@ impl CachedProductRepository {
         Ok(updated)
     }
 
-    /// Takes stock inside the caller's transaction (see [`ProductRepository::take_stock`]); the
-    /// caller hands the products to [`Self::store`] after its commit.
-    pub async fn take_stock(
-        &self,
-        conn: &mut PgConnection,
-        lines: &[QuotedLine<'_>],
-    ) -> Result<Vec<Product>, AppError> {
-        self.inner.take_stock(conn, lines).await
-    }
-
     /// Gives stock back inside the caller's transaction; the caller hands the products to
     /// [`Self::store`] after its commit.
     pub async fn return_stock(
@@ -443,6 +393,13 @@ impl CachedProductRepository {
                 .set_versioned(&Self::key(product.id), product.version, product, self.ttl)
                 .await;
         }
+    }
+
+    /// Drops products from the cache (every instance's near copy too), for when their current
+    /// rows cannot be read.
+    pub async fn forget(&self, ids: &[Uuid]) {
+        let keys: Vec<String> = ids.iter().map(|id| Self::key(*id)).collect();
+        self.cache.invalidate(&keys).await;
     }
 
     /// After a catalogue edit committed: stores the products it wrote and retires every cached

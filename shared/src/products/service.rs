@@ -1,4 +1,4 @@
-//! Catalogue rules: who sees what, what a valid edit is, and stock reservation for orders.
+//! Catalogue rules: who sees what, what a valid edit is, and pricing and stock for orders.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -8,7 +8,7 @@ use crate::{
     pagination::Page,
     products::{
         model::{NewProduct, Product, ProductPatch, ProductQuery},
-        repository::{CachedProductRepository, QuotedLine, StockLine},
+        repository::{CachedProductRepository, StockLine, StockRefusal},
     },
 };
 
@@ -36,16 +36,6 @@ pub struct PricedLine {
     pub unit_price_cents: i64,
     /// ISO 4217 code of the unit price; an order takes one currency only.
     pub currency: String,
-}
-
-/// What [`ProductService::take_stock`] did.
-#[derive(Debug)]
-#[must_use]
-pub enum Reservation {
-    /// Every line's stock is taken, at the quoted prices.
-    Taken(StockChange),
-    /// A product changed since it was quoted (price, currency, SKU or name): nothing is taken.
-    QuoteStale,
 }
 
 /// The lines priced from `products` (any order), in the lines' order: 422 naming the first line
@@ -148,7 +138,7 @@ impl ProductService {
 
     /// Prices `lines` as the catalogue reads now, from the cache, taking nothing: 422 for an
     /// unknown or inactive product. The order is written at these prices and
-    /// [`Self::take_stock`] confirms them when it takes the stock.
+    /// the order's commit confirms them when it takes the stock ([`Self::stock_refusal`]).
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
     pub async fn quote(&self, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
         let mut products = Vec::with_capacity(lines.len());
@@ -162,60 +152,42 @@ impl ProductService {
         price_lines(lines, &products)
     }
 
-    /// [`Self::quote`] from PostgreSQL instead of the cache, after [`Self::take_stock`] found a
-    /// cached copy stale; the cache is given the current products on the way.
+    /// [`Self::quote`] from PostgreSQL instead of the cache, after an order's commit found a
+    /// cached copy stale ([`StockRefusal::QuoteStale`]), on the connection the order holds; the
+    /// cache is given the current products on the way.
     #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn quote_fresh(&self, lines: &[StockRequest]) -> Result<Vec<PricedLine>, AppError> {
+    pub async fn quote_fresh(
+        &self,
+        conn: &mut PgConnection,
+        lines: &[StockRequest],
+    ) -> Result<Vec<PricedLine>, AppError> {
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        let products = self.products.find_many(&self.pool, &ids).await?;
+        let products = self.products.find_many(conn, &ids).await?;
         self.products.store(&products).await;
         price_lines(lines, &products)
     }
 
-    /// Takes the stock of every quoted line inside the caller's transaction, or none: 422 for a
-    /// product that is unknown or inactive by now, 409 when there is not enough stock, and
-    /// [`Reservation::QuoteStale`] when a product no longer reads as quoted (the caller rolls
-    /// back and quotes again). The caller hands the [`StockChange`] of a
-    /// [`Reservation::Taken`] to [`Self::committed`] once its transaction commits.
-    ///
-    /// This locks the products' rows until the commit, so callers take stock last.
-    #[tracing::instrument(skip_all, fields(lines = lines.len()))]
-    pub async fn take_stock(
-        &self,
-        conn: &mut PgConnection,
-        lines: &[PricedLine],
-    ) -> Result<Reservation, AppError> {
-        let quoted: Vec<QuotedLine<'_>> = lines
-            .iter()
-            .map(|l| QuotedLine {
-                product_id: l.product_id,
-                quantity: l.quantity,
-                sku: &l.sku,
-                name: &l.name,
-                unit_price_cents: l.unit_price_cents,
-                currency: &l.currency,
-            })
-            .collect();
-        let taken = self.products.take_stock(&mut *conn, &quoted).await?;
-        if taken.len() == lines.len() {
-            return Ok(Reservation::Taken(StockChange(taken)));
+    /// Why the commit of a transaction that inserted an order failed, if the stock rule refused
+    /// it. An order takes its lines' stock when that transaction commits (migration 0021): each
+    /// line's, while its product is active, has the stock, and still reads as priced. The
+    /// caller prices a [`StockRefusal::QuoteStale`] order again ([`Self::quote_fresh`]) and
+    /// answers [`StockRefusal::Insufficient`] with 409.
+    pub fn stock_refusal(error: &sqlx::Error) -> Option<StockRefusal> {
+        StockRefusal::of(error)
+    }
+
+    /// After a transaction that took stock for `product_ids` committed: their rows, as the
+    /// commit left them (read on `conn`, the connection it ran on), go to the cache, so the
+    /// customer (and everyone else) reads the stock it left. If they cannot be read, they are
+    /// dropped from the cache instead.
+    pub async fn stock_taken(&self, conn: &mut PgConnection, product_ids: &[Uuid]) {
+        match self.products.find_many(conn, product_ids).await {
+            Ok(products) => self.products.store(&products).await,
+            Err(error) => {
+                tracing::warn!(%error, "reading products after their stock was taken failed; dropping them from the cache");
+                self.products.forget(product_ids).await;
+            }
         }
-        // Find out why, on the rows this transaction now holds, so the client gets the right
-        // error. The caller rolls back.
-        let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        let current = self.products.find_many(&mut *conn, &ids).await?;
-        let requests: Vec<StockRequest> = lines
-            .iter()
-            .map(|l| StockRequest {
-                product_id: l.product_id,
-                quantity: l.quantity,
-            })
-            .collect();
-        let repriced = price_lines(&requests, &current)?;
-        if repriced != lines {
-            return Ok(Reservation::QuoteStale);
-        }
-        Err(AppError::conflict("insufficient stock"))
     }
 
     /// Gives reserved stock back inside the caller's transaction (cancellations); the caller

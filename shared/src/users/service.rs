@@ -283,7 +283,11 @@ impl UserService {
 
     /// Inside a unit of work: moves the user's token generation on and revokes every refresh
     /// token. Returns the new generation, to announce once committed.
-    async fn revoke_all_in(&self, uow: &mut UnitOfWork, user_id: Uuid) -> Result<i32, AppError> {
+    async fn revoke_all_in(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        user_id: Uuid,
+    ) -> Result<i32, AppError> {
         let generation = self
             .users
             .next_token_generation(uow.conn(), user_id)

@@ -208,9 +208,14 @@ impl WebhookRepository {
     }
 
     /// Writes one delivery of `payload` to every enabled endpoint subscribed to `event`, in one
-    /// statement; returns each new delivery's id and endpoint (none when nobody subscribes). The
-    /// endpoints are key-share locked, so one deleted concurrently is either skipped or waits
-    /// for this transaction, and never makes the insert fail.
+    /// statement; returns each new delivery's id and endpoint (none when nobody subscribes).
+    ///
+    /// The endpoints are read without a lock: every order's transaction writes deliveries to the
+    /// same few endpoints, and a key-share lock held from here to the commit by each of them
+    /// makes PostgreSQL keep the endpoint's lockers as a multixact, rebuilt each time an order
+    /// joins. The deliveries' reference to their endpoint is checked at the commit instead
+    /// (migration 0019): an endpoint deleted in between fails that commit, and the client's
+    /// retry under its idempotency key finds the endpoint gone.
     #[tracing::instrument(skip(self, conn, payload))]
     pub async fn insert_deliveries_to_subscribers(
         &self,
@@ -222,7 +227,7 @@ impl WebhookRepository {
             "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
              select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
                select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
-               order by id for key share \
+               order by id \
              ) as subscribed \
              returning id, endpoint_id",
             event.as_str(),

@@ -314,7 +314,7 @@ impl WebhookService {
     /// group.
     async fn stage_send(
         &self,
-        uow: &mut UnitOfWork,
+        uow: &mut UnitOfWork<'_>,
         delivery_id: Uuid,
         endpoint_id: Uuid,
     ) -> Result<Uuid, AppError> {
@@ -368,7 +368,7 @@ impl WebhookService {
     #[tracing::instrument(skip(self, uow, data), fields(event = event.as_str()))]
     pub async fn stage_deliveries(
         &self,
-        uow: &mut UnitOfWork,
+        uow: &mut UnitOfWork<'_>,
         event: WebhookEventType,
         data: &Value,
     ) -> Result<Vec<Uuid>, AppError> {

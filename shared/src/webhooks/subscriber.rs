@@ -89,7 +89,7 @@ impl Subscriber for WebhookSubscriber {
         "webhooks"
     }
 
-    async fn handle(&self, uow: &mut UnitOfWork, event: &DomainEvent) -> Result<()> {
+    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()> {
         let Some(kind) = WebhookEventType::of(event) else {
             return Ok(());
         };

@@ -241,9 +241,12 @@ impl ShopFixture {
             .token
     }
 
-    /// Places an order of `quantity` units.
+    /// Places an order of `quantity` units (under a fresh idempotency key).
     pub async fn order(&self, services: &Services, quantity: i32) -> orderly::orders::Order {
-        services
+        let key = uuid::Uuid::now_v7().to_string();
+        let attempt =
+            orderly::idempotency::Attempt::new(self.actor.user_id, "orders.create", &key, "test");
+        match services
             .orders
             .place(
                 &self.actor,
@@ -251,10 +254,14 @@ impl ShopFixture {
                     product_id: self.product.id,
                     quantity,
                 }],
-                uuid::Uuid::now_v7(),
+                &attempt,
             )
             .await
             .unwrap()
+        {
+            orderly::idempotency::Keyed::Done(_, order) => order,
+            earlier => panic!("a fresh key has no earlier request: {earlier:?}"),
+        }
     }
 }
 
