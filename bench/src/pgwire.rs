@@ -4,7 +4,10 @@
 //! extended-protocol executes), the round trips (simple queries and syncs; apart, the bare syncs
 //! that check a pooled connection), the commits, and how long each transaction held the row
 //! locks of an `update products` (from forwarding the execute to forwarding the
-//! ready-for-query that answers the transaction's `COMMIT`).
+//! ready-for-query that answers the transaction's `COMMIT`). A transaction that inserts order
+//! lines and sends no such update has its stock taken by its commit (a deferred trigger): its
+//! hold is counted from forwarding the `COMMIT`, an upper bound, since the trigger locks the
+//! product's row somewhere inside the commit.
 //!
 //! Only plaintext connections are parsed: the proxy itself refuses SSL and GSS encryption
 //! requests (as a server without them would), so clients that prefer encryption carry on
@@ -183,12 +186,14 @@ pub fn through_proxy(url: &str, port: u16) -> anyhow::Result<String> {
 /// One client connection's state, shared by its two directions.
 #[derive(Debug, Default)]
 struct Connection {
-    /// Prepared statement name → whether its text contains `update products`.
-    statements: HashMap<Vec<u8>, bool>,
+    /// Prepared statement name → what its text does to the stock.
+    statements: HashMap<Vec<u8>, StockStatement>,
     /// Portal name → the same, for the statement bound to it.
-    portals: HashMap<Vec<u8>, bool>,
+    portals: HashMap<Vec<u8>, StockStatement>,
     /// When the transaction's first `update products` was forwarded.
     locked_at: Option<Instant>,
+    /// Whether the transaction inserted order lines (whose stock its commit may take).
+    wrote_order_lines: bool,
     /// Ready-for-query messages the server owes: one per sync or simple query, counted from
     /// the one that ends the startup.
     ready_asked: u64,
@@ -284,10 +289,28 @@ fn c_string(bytes: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn updates_products(sql: &[u8]) -> bool {
-    String::from_utf8_lossy(sql)
-        .to_ascii_lowercase()
-        .contains("update products")
+/// What a statement does to the stock, as far as the lock hold is concerned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum StockStatement {
+    /// Updates products: takes their rows' locks.
+    UpdatesProducts,
+    /// Inserts order lines, whose stock a deferred trigger may take at the commit.
+    InsertsOrderLines,
+    #[default]
+    Other,
+}
+
+impl StockStatement {
+    fn of(sql: &[u8]) -> Self {
+        let sql = String::from_utf8_lossy(sql).to_ascii_lowercase();
+        if sql.contains("update products") {
+            Self::UpdatesProducts
+        } else if sql.contains("into order_items") {
+            Self::InsertsOrderLines
+        } else {
+            Self::Other
+        }
+    }
 }
 
 fn frontend_message(kind: u8, body: &[u8], counters: &Counters, connection: &Mutex<Connection>) {
@@ -305,28 +328,38 @@ fn frontend_message(kind: u8, body: &[u8], counters: &Counters, connection: &Mut
             if commit {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
             }
-            if (commit || sql.eq_ignore_ascii_case("rollback")) && conn.locked_at.is_some() {
-                conn.release_at = Some(conn.ready_asked);
+            if commit && conn.locked_at.is_none() && conn.wrote_order_lines {
+                conn.locked_at = Some(Instant::now());
+            }
+            if commit || sql.eq_ignore_ascii_case("rollback") {
+                conn.wrote_order_lines = false;
+                if conn.locked_at.is_some() {
+                    conn.release_at = Some(conn.ready_asked);
+                }
             }
         }
         b'P' => {
             counters.parses.fetch_add(1, Ordering::Relaxed);
             let (name, rest) = c_string(body);
             let (sql, _) = c_string(rest);
-            let updates = updates_products(sql);
-            conn.statements.insert(name.to_vec(), updates);
+            conn.statements
+                .insert(name.to_vec(), StockStatement::of(sql));
         }
         b'B' => {
             let (portal, rest) = c_string(body);
             let (statement, _) = c_string(rest);
-            let updates = conn.statements.get(statement).copied().unwrap_or(false);
-            conn.portals.insert(portal.to_vec(), updates);
+            let kind = conn.statements.get(statement).copied().unwrap_or_default();
+            conn.portals.insert(portal.to_vec(), kind);
         }
         b'E' => {
             counters.executes.fetch_add(1, Ordering::Relaxed);
             let (portal, _) = c_string(body);
-            if conn.portals.get(portal).copied().unwrap_or(false) && conn.locked_at.is_none() {
-                conn.locked_at = Some(Instant::now());
+            match conn.portals.get(portal).copied().unwrap_or_default() {
+                StockStatement::UpdatesProducts if conn.locked_at.is_none() => {
+                    conn.locked_at = Some(Instant::now());
+                }
+                StockStatement::InsertsOrderLines => conn.wrote_order_lines = true,
+                _ => {}
             }
         }
         b'S' => {
@@ -429,5 +462,38 @@ mod tests {
         assert_eq!(counters.syncs.load(Ordering::Relaxed), 3);
         assert_eq!(counters.pings.load(Ordering::Relaxed), 1);
         assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_commit_that_takes_the_stock_counts_its_hold_from_the_commit() {
+        let counters = Counters::default();
+        let connection = Mutex::new(Connection {
+            ready_asked: 1,
+            ..Connection::default()
+        });
+        let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
+        backend_ready(&counters, &connection);
+        feed(b'Q', b"BEGIN\0");
+        backend_ready(&counters, &connection);
+        feed(
+            b'P',
+            b"s2\0WITH o AS (insert into orders values (1)) INSERT INTO order_items values (1)\0\0\0",
+        );
+        feed(b'B', b"\0s2\0\0\0\0\0\0\0");
+        feed(b'E', b"\0\0\0\0\0");
+        feed(b'S', b"");
+        backend_ready(&counters, &connection);
+        assert!(connection.lock().unwrap().locked_at.is_none());
+        feed(b'Q', b"COMMIT\0");
+        assert!(connection.lock().unwrap().locked_at.is_some());
+        backend_ready(&counters, &connection);
+        assert_eq!(counters.lock_holds().len(), 1);
+
+        // A transaction without order lines holds nothing.
+        feed(b'Q', b"BEGIN\0");
+        backend_ready(&counters, &connection);
+        feed(b'Q', b"COMMIT\0");
+        backend_ready(&counters, &connection);
+        assert_eq!(counters.lock_holds().len(), 1);
     }
 }
