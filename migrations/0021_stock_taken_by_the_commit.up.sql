@@ -22,7 +22,12 @@
 -- keep their lockers as a multixact, rebuilt each time an order joins (migration 0019 says what
 -- that cost). The lines' own key checks then find the products' rows already held.
 --
--- Lines inserted by a later transaction (a backfill of past orders) take no stock.
+-- Only orders that say so take their stock this way (`takes_stock_at_commit`, which the api sets
+-- from this migration on): while a deploy rolls out, the previous api's instances, which take the
+-- stock with an UPDATE of their own, keep running against this schema, and their orders must not
+-- take it twice. Rows written without the flag (theirs, or a backfill of past orders) take none.
+alter table orders add column takes_stock_at_commit boolean not null default false;
+
 create function take_stock_of_order() returns trigger
 language plpgsql as $$
 declare
@@ -57,4 +62,4 @@ $$;
 
 create constraint trigger "Order_takes_its_stock" after insert on orders
     deferrable initially deferred
-    for each row execute function take_stock_of_order();
+    for each row when (new.takes_stock_at_commit) execute function take_stock_of_order();

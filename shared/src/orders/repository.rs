@@ -79,8 +79,8 @@ impl OrderRepository {
         let row = sqlx::query_as!(
             OrderRow,
             r#"with new_order as (
-                 insert into orders (id, user_id, status, total_cents, currency)
-                 values ($1, $2, 'placed', $3, $4)
+                 insert into orders (id, user_id, status, total_cents, currency, takes_stock_at_commit)
+                 values ($1, $2, 'placed', $3, $4, true)
                  returning id, user_id, status, total_cents, currency, created_at, updated_at
                ), new_items as (
                  insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents)
