@@ -78,9 +78,9 @@ pub struct Attempt {
     /// The id the operation gives what it creates, and its claim names: a fresh UUIDv7, or the
     /// resource id of the claim taken over.
     resource_id: Uuid,
-    /// A claim left by an attempt presumed dead, which this one takes over (with its resource
-    /// id) instead of claiming afresh.
-    taking_over: Option<Claim>,
+    /// Whether this attempt takes over the claim of an attempt presumed dead (whose resource id
+    /// it has) instead of claiming afresh.
+    taking_over: bool,
 }
 
 impl Attempt {
@@ -92,7 +92,7 @@ impl Attempt {
             key: key.to_owned(),
             request_hash: request_hash.to_owned(),
             resource_id: Uuid::now_v7(),
-            taking_over: None,
+            taking_over: false,
         }
     }
 
@@ -101,7 +101,7 @@ impl Attempt {
     /// ([`Earlier::Unfinished`] whose resource does not exist).
     pub fn taking_over(mut self, claim: Claim) -> Self {
         self.resource_id = claim.resource_id;
-        self.taking_over = Some(claim);
+        self.taking_over = true;
         self
     }
 
@@ -110,9 +110,14 @@ impl Attempt {
         self.resource_id
     }
 
-    /// Whether this attempt takes over an earlier claim.
-    pub fn is_take_over(&self) -> bool {
-        self.taking_over.is_some()
+    /// The claim this attempt makes (or takes over) on its key.
+    fn claim(&self) -> Claim {
+        Claim {
+            user_id: self.user_id,
+            scope: self.scope,
+            key: self.key.clone(),
+            resource_id: self.resource_id,
+        }
     }
 }
 
@@ -220,22 +225,17 @@ impl IdempotencyService {
         conn: &mut PgConnection,
         attempt: &Attempt,
     ) -> Result<Claimed, AppError> {
-        if let Some(claim) = &attempt.taking_over
+        let claim = attempt.claim();
+        if attempt.taking_over
             && self
                 .repository
-                .take_over(&mut *conn, claim, self.lock_for)
+                .take_over(&mut *conn, &claim, self.lock_for)
                 .await?
         {
-            return Ok(Claimed::Proceed(claim.clone()));
+            return Ok(Claimed::Proceed(claim));
         }
         // Not taken over (another retry did, or the earlier attempt finished meanwhile): the
         // key says what happened.
-        let claim = Claim {
-            user_id: attempt.user_id,
-            scope: attempt.scope,
-            key: attempt.key.clone(),
-            resource_id: attempt.resource_id,
-        };
         let existing = match self
             .repository
             .claim(conn, &claim, &attempt.request_hash, self.lock_for, KEY_TTL)
@@ -273,14 +273,14 @@ impl IdempotencyService {
         attempt: &Attempt,
         response: &StoredResponse,
     ) -> Result<(), AppError> {
-        let claim = Claim {
-            user_id: attempt.user_id,
-            scope: attempt.scope,
-            key: attempt.key.clone(),
-            resource_id: Uuid::now_v7(),
-        };
         self.repository
-            .refuse(&self.pool, &claim, &attempt.request_hash, response, KEY_TTL)
+            .refuse(
+                &self.pool,
+                &attempt.claim(),
+                &attempt.request_hash,
+                response,
+                KEY_TTL,
+            )
             .await
     }
 

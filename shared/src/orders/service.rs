@@ -77,8 +77,8 @@ impl OrderService {
     ///
     /// Stock last because taking it locks the product's row until the commit, and every other
     /// order for that product waits on that lock: in a flash sale on one product, the time the
-    /// lock is held bounds the orders per second. So the commit itself takes it (each line's
-    /// row, by a trigger deferred to the commit; migration 0021), and the lock is held for the
+    /// lock is held bounds the orders per second. So the commit itself takes it (a trigger on
+    /// the order's row, deferred to the commit; migration 0021), and the lock is held for the
     /// commit alone, with no round trip to the api in it. The lines are priced beforehand from
     /// the cache, and the stock is taken only while the products still read as priced; if one
     /// changed meanwhile, the commit fails, and the order is priced again from PostgreSQL, at
