@@ -170,8 +170,8 @@ pub async fn recreate_database(options: &Options, name: &str) -> anyhow::Result<
 }
 
 /// `VACUUM (ANALYZE)` of database `name` before a measured run of the `system` phase, as pgbench
-/// vacuums its tables before each of its runs: every order leaves dead row versions (the outbox
-/// mark, the stored response, the stock), and without this each run would inherit the previous
+/// vacuums its tables before each of its runs: every order leaves dead row versions (its pushed
+/// outbox rows, the stock), and without this each run would inherit the previous
 /// runs' on a server whose autovacuum is slow or off (the machine info records which). The
 /// `orders` phase does without, as a live system must.
 pub async fn vacuum(options: &Options, name: &str) -> anyhow::Result<()> {

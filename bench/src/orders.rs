@@ -250,8 +250,8 @@ async fn anatomy(
             place_order(&stack.client, &base_url, seeded, product).await?;
             order_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         }
-        // Statements the api batches in the background (outbox marks, stored idempotency
-        // responses) belong to these orders too.
+        // Statements the api batches in the background (the deletes of pushed outbox rows)
+        // belong to these orders too.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let counts = proxy.counts();
         let per_order = |n: u64| round(n as f64 / ANATOMY_ORDERS as f64, 2);

@@ -65,9 +65,10 @@
 /// (`synchronous_commit = off`: the commit does not wait for its WAL flush).
 ///
 /// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
-/// runs outside any business transaction: the outbox's `dispatched_at` mark (a lost one costs one
+/// runs outside any business transaction: the outbox's delete of pushed rows (a lost one costs one
 /// idempotent re-push by the relay), and whatever the application decides is of that kind.
-/// Written into an autocommit statement as `... from <this> as async_commit ...`. A checked
+/// Written into an autocommit statement as `... from <this> as async_commit ...` (`using` in a
+/// `delete`). A checked
 /// `sqlx::query!` takes only literals, so the statements that use it spell the fragment out; this
 /// macro is the reference that their tests compare them with (`include_str!` of the source
 /// `contains(async_commit_source!())`).

@@ -6,15 +6,18 @@
 //!   email; a committed one always does.
 //! - [`Outbox::commit`] commits the unit of work and hands its staged jobs to the dispatcher, a
 //!   background task that pushes everything staged meanwhile in one Redis call; a second task
-//!   marks the pushed rows dispatched, many pushes per `UPDATE`, so a push never waits for
-//!   PostgreSQL. The HTTP response waits for neither.
-//! - [`Outbox::run_relay`] runs in every worker process: it re-pushes rows left undispatched for
+//!   deletes the pushed rows, many pushes per `DELETE`, so a push never waits for PostgreSQL.
+//!   The HTTP response waits for neither. A row is deleted rather than marked dispatched: a
+//!   mark writes a new version of the row and of its index entries, a delete only ends the
+//!   row's version, and nothing reads a pushed row again (the job lives in the queue).
+//! - [`Outbox::run_relay`] runs in every worker process: it re-pushes rows left behind for
 //!   longer than a grace period (the api died between commit and push, or Redis was down),
 //!   claiming them with `FOR UPDATE SKIP LOCKED` so several relays share the work. The outbox id
 //!   is the job id and, for the unique window ([`Outbox::with_unique_window`]), its uniqueness
 //!   key, so a re-push never makes a second job: not while the job exists (enqueue is idempotent
-//!   by id), nor after retention trimmed it (the key still holds). It also prunes dispatched
-//!   rows after the retention period.
+//!   by id), nor after retention trimmed it (the key still holds). It also prunes rows that
+//!   earlier versions marked dispatched (`dispatched_at`) instead of deleting, after the
+//!   retention period.
 
 use std::time::Duration;
 
@@ -74,8 +77,8 @@ pub(crate) async fn write_staged(
 ///
 /// A unit of work takes a connection of its own from the pool ([`UnitOfWork::begin`]), or runs
 /// on one the caller holds ([`UnitOfWork::begin_on`], the `'c` borrow), for a caller with more
-/// to do on that connection right after the commit: reading what the commit wrote without
-/// queueing for the pool again.
+/// to do on that connection after a commit or rollback (trying again after a rollback, say)
+/// without queueing for the pool again.
 pub struct UnitOfWork<'c> {
     tx: Transaction<'c, Postgres>,
     staged: Vec<StagedJob>,
@@ -187,7 +190,7 @@ pub struct Outbox {
 }
 
 /// The unique window an [`Outbox`] starts with: far longer than the relay's grace period and
-/// than a crash between a push and its mark, without keeping many keys.
+/// than a crash between a push and its delete, without keeping many keys.
 pub const DEFAULT_UNIQUE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for Outbox {
@@ -199,20 +202,17 @@ impl std::fmt::Debug for Outbox {
 /// Rows the relay handles per transaction.
 const RELAY_BATCH: i64 = 500;
 
-/// Marks rows dispatched and returns, per row, how long it waited since its commit (seconds):
-/// the dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not
-/// hide its own wait.
+/// Deletes pushed rows and returns, per row, how long it waited since its commit (seconds): the
+/// dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not hide
+/// its own wait.
 ///
-/// Asynchronous commit ([`crate::async_commit_source`], written out in the `from` item because
-/// a checked macro takes only literals; a test below keeps the two the same): a mark lost in a
-/// crash costs one idempotent re-push by the relay.
-async fn mark_dispatched<'e>(
-    db: impl PgExecutor<'e>,
-    ids: &[Uuid],
-) -> Result<Vec<f64>, sqlx::Error> {
+/// Asynchronous commit ([`crate::async_commit_source`], written out in the `using` item because
+/// a checked macro takes only literals; a test below keeps the two the same): a delete lost in
+/// a crash leaves the row for the relay, whose re-push is idempotent.
+async fn delete_pushed<'e>(db: impl PgExecutor<'e>, ids: &[Uuid]) -> Result<Vec<f64>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"update outbox set dispatched_at = now()
-           from (select set_config('synchronous_commit', 'off', true)) as async_commit
+        r#"delete from outbox
+           using (select set_config('synchronous_commit', 'off', true)) as async_commit
            where id = any($1)
            returning extract(epoch from (clock_timestamp() - created_at))::float8 as "lag!""#,
         ids,
@@ -225,11 +225,11 @@ impl Outbox {
     /// Starts the dispatcher (must be called inside a tokio runtime).
     pub fn new(pool: PgPool, producer: Producer) -> Self {
         let (dispatch, rx) = mpsc::unbounded_channel();
-        let (marks, marks_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_marker(pool.clone(), marks_rx));
+        let (pushed, pushed_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_deleter(pool.clone(), pushed_rx));
         let dispatcher = Dispatcher {
             producer: producer.clone(),
-            marks,
+            pushed,
         };
         tokio::spawn(run_dispatcher(dispatcher, rx));
         Self {
@@ -250,8 +250,8 @@ impl Outbox {
     /// last window, each expiring on its own (so about push rate × window keys, whatever the
     /// backlog or retention). Past the window, a row pushed again after its job was also
     /// trimmed would make a second job, so the window must outlast the longest a pushed row can
-    /// stay unmarked (the relay's grace period, or a PostgreSQL outage that keeps the marks from
-    /// being written). A job that declares its own key ([`Job::unique`]) keeps that one.
+    /// stay undeleted (the relay's grace period, or a PostgreSQL outage that keeps the deletes
+    /// from being written). A job that declares its own key ([`Job::unique`]) keeps that one.
     pub fn with_unique_window(mut self, window: Duration) -> Self {
         self.unique_window = window;
         self
@@ -287,8 +287,8 @@ impl Outbox {
         }
     }
 
-    /// Pushes rows left undispatched for longer than `grace`, oldest first, at most
-    /// `RELAY_BATCH` per transaction; returns how many were pushed.
+    /// Pushes rows left behind for longer than `grace`, oldest first, at most `RELAY_BATCH` per
+    /// transaction, and deletes them; returns how many were pushed.
     // Debug, not info: it runs on every poll of every worker, and an exported trace per empty
     // poll would bury the real ones. A poll that finds rows gets an `outbox.relay` span.
     #[tracing::instrument(level = "debug", skip(self))]
@@ -327,14 +327,16 @@ impl Outbox {
             specs.iter().filter_map(|spec| spec.traceparent.as_deref()),
         );
         self.producer.enqueue_many(specs).instrument(span).await?;
-        let lags = mark_dispatched(&mut *tx, &ids).await?;
+        let lags = delete_pushed(&mut *tx, &ids).await?;
         tx.commit().await?;
         crate::metrics::outbox_dispatched("relay", &lags);
-        tracing::info!(relayed = ids.len(), "relayed undispatched outbox rows");
+        tracing::info!(relayed = ids.len(), "relayed outbox rows left behind");
         Ok(ids.len())
     }
 
-    /// Deletes dispatched rows older than `retention`, in bounded batches; returns how many.
+    /// Deletes rows marked dispatched more than `retention` ago, in bounded batches; returns how
+    /// many. Only earlier versions marked rows (this one deletes them once pushed), so this
+    /// clears what they left, including during a rolling deploy.
     pub async fn prune(&self, retention: Duration) -> Result<u64, QueueError> {
         let mut total = 0;
         loop {
@@ -353,7 +355,7 @@ impl Outbox {
         }
     }
 
-    /// Undispatched rows and the age of the oldest.
+    /// Rows not pushed yet and the age of the oldest.
     pub async fn backlog(&self) -> Result<OutboxBacklog, QueueError> {
         let row = sqlx::query!(
             r#"select count(*) as "pending!",
@@ -404,8 +406,8 @@ impl Outbox {
     }
 }
 
-/// What the dispatcher and the marker receive: work (staged jobs; ids of pushed rows), or a flush
-/// to answer once everything sent before it is done.
+/// What the dispatcher and the deleter receive: work (staged jobs; ids of pushed rows), or a
+/// flush to answer once everything sent before it is done.
 enum Message<T> {
     Work(Vec<T>),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -435,12 +437,12 @@ fn gather<T>(
 
 struct Dispatcher {
     producer: Producer,
-    marks: mpsc::UnboundedSender<Message<Uuid>>,
+    pushed: mpsc::UnboundedSender<Message<Uuid>>,
 }
 
 /// Pushes staged jobs to Redis, everything that queued up during the previous push in one push.
-/// Marking the rows dispatched is the marker's job, so a push never waits for PostgreSQL (the
-/// mark's round trip, and its wait for a pooled connection, would hold back every job staged
+/// Deleting the pushed rows is the deleter's job, so a push never waits for PostgreSQL (the
+/// delete's round trip, and its wait for a pooled connection, would hold back every job staged
 /// meanwhile).
 async fn run_dispatcher(
     dispatcher: Dispatcher,
@@ -451,9 +453,9 @@ async fn run_dispatcher(
         if !staged.is_empty() {
             dispatcher.push(staged).await;
         }
-        // After this batch's ids, so a flush is answered once they are marked.
+        // After this batch's ids, so a flush is answered once they are deleted.
         for done in flushes {
-            let _ = dispatcher.marks.send(Message::Flush(done));
+            let _ = dispatcher.pushed.send(Message::Flush(done));
         }
     }
 }
@@ -484,25 +486,25 @@ impl Dispatcher {
             staged.into_iter().map(|job| (job.id, job.spec)).unzip();
         let pushed = self.producer.enqueue_many(specs).instrument(span).await;
         if let Err(error) = pushed {
-            // The rows stay undispatched; the relay pushes them once Redis is back.
+            // The rows stay; the relay pushes them once Redis is back.
             tracing::warn!(%error, jobs = count, "push after commit failed; the outbox relay will retry");
             return;
         }
-        let _ = self.marks.send(Message::Work(ids));
+        let _ = self.pushed.send(Message::Work(ids));
     }
 }
 
-/// Marks pushed rows dispatched, everything pushed meanwhile in one `UPDATE`. A row pushed but
-/// not yet marked (the process dies in between) is pushed again by the relay, which the engine
-/// ignores by id.
-async fn run_marker(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>) {
+/// Deletes pushed rows, everything pushed meanwhile in one `DELETE`. A row pushed but not yet
+/// deleted (the process dies in between) is pushed again by the relay, which the engine ignores
+/// by id.
+async fn run_deleter(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>) {
     while let Some(first) = rx.recv().await {
         let (ids, flushes) = gather(first, &mut rx, 5000);
         if !ids.is_empty() {
-            match mark_dispatched(&pool, &ids).await {
+            match delete_pushed(&pool, &ids).await {
                 Ok(lags) => crate::metrics::outbox_dispatched("commit", &lags),
                 Err(error) => {
-                    tracing::warn!(%error, rows = ids.len(), "marking outbox rows dispatched failed")
+                    tracing::warn!(%error, rows = ids.len(), "deleting pushed outbox rows failed")
                 }
             }
         }
@@ -515,7 +517,7 @@ async fn run_marker(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>
 #[cfg(test)]
 mod tests {
     #[test]
-    fn mark_dispatched_uses_the_async_commit_fragment() {
+    fn delete_pushed_uses_the_async_commit_fragment() {
         assert!(include_str!("outbox.rs").contains(crate::async_commit_source!()));
     }
 }

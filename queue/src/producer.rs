@@ -3,7 +3,7 @@
 //! not fifty, and nobody waits for a timer.
 //!
 //! [`Producer::replicated`] also waits, after each call, until replicas hold what it wrote (the
-//! outbox's pushes, so a Redis failover cannot lose a job whose row was marked dispatched).
+//! outbox's pushes, so a Redis failover cannot lose a job whose row was deleted as pushed).
 //!
 //! One call at a time, on purpose. Two in flight (as the worker's acker does) bought no enqueue
 //! throughput and made order-to-email latency worse (the runs are in docs/performance.md). The
@@ -55,7 +55,7 @@ impl Producer {
     /// A producer whose enqueues succeed only once `acks.replicas` replicas hold them (a `WAIT`
     /// pipelined behind each script call, see [`QueueEngine::enqueue_confirmed`]): Redis
     /// replicates asynchronously, so a failover can lose a write
-    /// the old primary acknowledged, and the outbox must not mark a row dispatched on such an
+    /// the old primary acknowledged, and the outbox must not delete a pushed row on such an
     /// acknowledgement. A push the replicas did not confirm in time is an error, though the
     /// jobs may exist on the primary (a re-push is harmless: enqueue is idempotent by id).
     ///

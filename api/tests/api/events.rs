@@ -16,8 +16,9 @@ struct OutboxRow {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The outbox rows of `kind` written since the app started (copies: a pushed row is deleted).
 async fn outbox_rows(pool: &PgPool, kind: &str) -> Vec<OutboxRow> {
-    sqlx::query_as("select queue, spec, created_at from outbox where kind = $1 order by id")
+    sqlx::query_as("select queue, spec, created_at from outbox_written where kind = $1 order by id")
         .bind(kind)
         .fetch_all(pool)
         .await
@@ -25,7 +26,7 @@ async fn outbox_rows(pool: &PgPool, kind: &str) -> Vec<OutboxRow> {
 }
 
 async fn outbox_total(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox")
+    sqlx::query_scalar("select count(*) from outbox_written")
         .fetch_one(pool)
         .await
         .unwrap()

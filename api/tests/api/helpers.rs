@@ -113,6 +113,9 @@ pub async fn spawn_app_with_routes(
     let config = Config::from_map(&test_vars(&prefix, overrides)).expect("test config is valid");
     // Logs only: a test that exports traces installs its own telemetry first.
     let _ = orderly::telemetry::init(&config.log, &config.traces, "orderly-api");
+    // The outbox deletes a row once its job is pushed: keep copies for tests that assert on
+    // what a transaction staged.
+    orderly::queue::testing::keep_outbox_copies(&pool).await;
     let services = Services::build_with_pool(config, pool).expect("services build");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -334,9 +337,10 @@ impl TestApp {
             .expect("orders counted")
     }
 
-    /// Number of outbox rows of `kind`.
+    /// Number of outbox rows of `kind` ever written (pushed rows are deleted; the copies kept
+    /// since the app started count them).
     pub async fn outbox_count(&self, kind: &str) -> i64 {
-        sqlx::query_scalar("select count(*) from outbox where kind = $1")
+        sqlx::query_scalar("select count(*) from outbox_written where kind = $1")
             .bind(kind)
             .fetch_one(&self.services.db)
             .await

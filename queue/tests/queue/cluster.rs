@@ -502,14 +502,14 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
         ),
     );
 
-    // Confirmed by the replica of the queue's node: pushed and marked.
+    // Confirmed by the replica of the queue's node: pushed and deleted.
     let confirmed = commit_and_push(&pool, &outbox, 0..10).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             undispatched(&pool).await == 0
         })
         .await,
-        "confirmed pushes are marked"
+        "confirmed pushes are deleted"
     );
 
     // The replica is cut off (stopped, and its link dropped by the primary, so nothing more
@@ -527,7 +527,7 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
     assert_eq!(
         undispatched(&pool).await,
         10,
-        "unconfirmed pushes are not marked"
+        "unconfirmed pushes are not deleted"
     );
 
     // Failover: the primary dies with the writes only it had; the cluster promotes the replica
@@ -551,7 +551,7 @@ async fn with_replica_acks_a_cluster_failover_loses_no_job(pool: sqlx::PgPool) {
     }
 
     // The relay re-pushes the undispatched rows to the new primary (which has no replica of its
-    // own now, so a plain producer marks them).
+    // own now, so a plain producer deletes them).
     let relay = Outbox::new(pool.clone(), Producer::new(engine.clone()));
     assert_eq!(relay.relay_once(Duration::ZERO).await.unwrap(), 10);
     for id in confirmed.iter().chain(&unconfirmed) {

@@ -124,7 +124,7 @@ async fn enqueue_is_idempotent_by_id() {
     // The first spec won: priority 5, not 1.
     let detail = e.job("q", "same").await.unwrap().unwrap();
     assert_eq!(detail.priority, 5);
-    // Even once it has run, a re-push (an outbox relay after a lost "dispatched" mark) adds nothing.
+    // Even once it has run, a re-push (an outbox relay after the delete of a pushed row was lost) adds nothing.
     let claim = e.claim("q", "w", 10, LEASE).await.unwrap();
     let leases: Vec<_> = claim.jobs.iter().map(|j| (j.id.clone(), j.lease)).collect();
     e.ack("q", &leases).await.unwrap();

@@ -1,11 +1,15 @@
 //! The transactional outbox against real PostgreSQL and Redis: staged jobs follow the
 //! transaction (commit → queued, rollback → nothing), the relay delivers what the api never
-//! pushed, re-pushes never duplicate (not even once retention has trimmed the job, for the unique
-//! window), and dispatched rows are pruned.
+//! pushed, pushed rows are deleted, re-pushes never duplicate (not even once retention has
+//! trimmed the job, for the unique window), and rows earlier versions marked dispatched are
+//! pruned.
 
 use std::time::Duration;
 
-use orderly_queue::{JobSpec, Outbox, Producer, QueueEngine, Retention, UnitOfWork, outbox};
+use orderly_queue::{
+    JobSpec, Outbox, Producer, QueueEngine, Retention, UnitOfWork, outbox,
+    testing::keep_outbox_copies as keep_copies,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,11 +25,34 @@ async fn setup(pool: &PgPool) -> (TestEngine, Outbox) {
     (e, outbox)
 }
 
+/// Rows not pushed yet (a pushed row is deleted).
 pub(crate) async fn undispatched(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from outbox where dispatched_at is null")
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// Every row, pushed or not.
+async fn rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The relay finds the row again: the delete after its push was lost (the process died in
+/// between, or PostgreSQL lost the asynchronous commit).
+/// Needs [`keep_copies`] from before the row was written.
+async fn lose_the_delete(pool: &PgPool, id: Uuid) {
+    sqlx::query(
+        "insert into outbox select * from outbox_written where id = $1 \
+         on conflict (id) do nothing",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// Stages `spec(n)` for each of `numbers` in one transaction, commits it through `outbox` (which
@@ -46,7 +73,7 @@ pub(crate) async fn commit_and_push(
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn committed_jobs_are_queued_and_marked_dispatched(pool: PgPool) {
+async fn committed_jobs_are_queued_and_their_rows_deleted(pool: PgPool) {
     let (e, outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
@@ -57,12 +84,7 @@ async fn committed_jobs_are_queued_and_marked_dispatched(pool: PgPool) {
         })
         .await
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            undispatched(&pool).await == 0
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { rows(&pool).await == 0 }).await);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -82,6 +104,7 @@ async fn rolled_back_jobs_never_exist(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool) {
     let (e, outbox) = setup(&pool).await;
+    keep_copies(&pool).await;
     // The api commits and dies before pushing: commit the unit of work without dispatching.
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let mut ids = Vec::new();
@@ -98,18 +121,17 @@ async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool)
     );
     let relayed = a.unwrap() + b.unwrap();
     assert_eq!(relayed, 25);
-    assert_eq!(undispatched(&pool).await, 0);
+    assert_eq!(rows(&pool).await, 0);
     for id in &ids {
         assert!(e.exists("outbox-test", &id.to_string()).await.unwrap());
     }
     assert_eq!(e.counts("outbox-test").await.unwrap().waiting, 25);
 
-    // The "dispatched" mark is lost (e.g. the relay died after pushing): a second relay pushes
-    // again and the engine keeps one job per outbox id.
-    sqlx::query("update outbox set dispatched_at = null")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // The deletes are lost (e.g. the relay died after pushing): a second relay pushes again and
+    // the engine keeps one job per outbox id.
+    for id in &ids {
+        lose_the_delete(&pool, *id).await;
+    }
     assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 25);
     assert_eq!(e.counts("outbox-test").await.unwrap().waiting, 25);
 }
@@ -127,24 +149,34 @@ async fn the_relay_leaves_fresh_rows_to_the_api(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn dispatched_rows_are_pruned_after_the_retention(pool: PgPool) {
+async fn rows_an_earlier_version_marked_dispatched_are_pruned_after_the_retention(pool: PgPool) {
     let (_e, outbox) = setup(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    for n in 0..3 {
+    for n in 0..4 {
         outbox::stage(&mut uow, spec(n)).await.unwrap();
     }
     uow.commit().await.unwrap();
-    outbox.relay_once(Duration::ZERO).await.unwrap();
-    sqlx::query("update outbox set dispatched_at = now() - interval '2 days' where id in (select id from outbox limit 2)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Earlier versions marked a pushed row instead of deleting it: two marked long ago, one
+    // recently, one never pushed.
+    sqlx::query(
+        "update outbox set dispatched_at = now() - interval '2 days' \
+         where id in (select id from outbox order by id limit 2)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update outbox set dispatched_at = now() \
+         where id = (select id from outbox where dispatched_at is null order by id limit 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     assert_eq!(outbox.prune(Duration::from_secs(86_400)).await.unwrap(), 2);
-    let left: i64 = sqlx::query_scalar("select count(*) from outbox")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(left, 1);
+    assert_eq!(rows(&pool).await, 2);
+    // The one never pushed is still the relay's.
+    assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(undispatched(&pool).await, 0);
 }
 
 /// An outbox over an engine that keeps no completed job, with `window` as its unique window.
@@ -170,48 +202,35 @@ async fn complete_all(e: &QueueEngine) -> usize {
     leases.len()
 }
 
-/// The relay finds the row again: its "dispatched" mark was lost.
-async fn lose_the_mark(pool: &PgPool, id: Uuid) {
-    sqlx::query("update outbox set dispatched_at = null where id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn a_relayed_row_makes_no_second_job_after_retention_trimmed_the_first(pool: PgPool) {
     let (e, outbox) = setup_trimming(&pool, Duration::from_secs(60)).await;
+    keep_copies(&pool).await;
     // One row pushed right after its commit, one the api never pushed (the relay's first push).
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
-    let dispatched = outbox::stage(&mut uow, spec(1)).await.unwrap();
+    let pushed = outbox::stage(&mut uow, spec(1)).await.unwrap();
     outbox.commit(uow).await.unwrap();
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let relayed = outbox::stage(&mut uow, spec(2)).await.unwrap();
     uow.commit().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            undispatched(&pool).await == 1
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { rows(&pool).await == 1 }).await);
     assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 1);
 
     // Both run and are trimmed at once: the guard by id is gone.
     assert_eq!(complete_all(&e).await, 2);
-    for id in [dispatched, relayed] {
+    for id in [pushed, relayed] {
         assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
     }
 
-    // Both marks are lost and the relay pushes the rows again: no job comes back.
-    for id in [dispatched, relayed] {
-        lose_the_mark(&pool, id).await;
+    // Both deletes are lost and the relay pushes the rows again: no job comes back.
+    for id in [pushed, relayed] {
+        lose_the_delete(&pool, id).await;
     }
     assert_eq!(outbox.relay_once(Duration::ZERO).await.unwrap(), 2);
-    assert_eq!(undispatched(&pool).await, 0);
+    assert_eq!(rows(&pool).await, 0);
     let counts = e.counts("outbox-test").await.unwrap();
     assert_eq!((counts.waiting, counts.scheduled), (0, 0));
-    for id in [dispatched, relayed] {
+    for id in [pushed, relayed] {
         assert!(!e.exists("outbox-test", &id.to_string()).await.unwrap());
     }
 }
@@ -220,6 +239,7 @@ async fn a_relayed_row_makes_no_second_job_after_retention_trimmed_the_first(poo
 async fn past_the_unique_window_a_trimmed_row_relayed_again_is_queued_again(pool: PgPool) {
     // What the window bounds: once it is over (and the job trimmed) nothing remembers the row.
     let (e, outbox) = setup_trimming(&pool, Duration::from_millis(200)).await;
+    keep_copies(&pool).await;
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
     uow.commit().await.unwrap();
@@ -227,7 +247,7 @@ async fn past_the_unique_window_a_trimmed_row_relayed_again_is_queued_again(pool
     assert_eq!(complete_all(&e).await, 1);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            lose_the_mark(&pool, id).await;
+            lose_the_delete(&pool, id).await;
             outbox.relay_once(Duration::ZERO).await.unwrap();
             e.exists("outbox-test", &id.to_string()).await.unwrap()
         })
@@ -278,8 +298,8 @@ impl ReplicatedRedis {
 }
 
 /// Redis replicates asynchronously: a job the primary acknowledged can be missing after a
-/// failover. With replica acknowledgements, a row is marked dispatched only once a replica
-/// holds its job; rows pushed while the replica did not confirm stay undispatched, and after
+/// failover. With replica acknowledgements, a pushed row is deleted only once a replica holds
+/// its job; rows pushed while the replica did not confirm stay, and after
 /// the replica is promoted the relay pushes them to it: no job lost, none twice.
 #[sqlx::test(migrations = "../migrations")]
 async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
@@ -301,18 +321,18 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
         Producer::replicated(engine_on(redis.primary.url()), acks),
     );
 
-    // Replicated: pushed and marked.
+    // Replicated: pushed and deleted.
     let ids = commit_and_push(&pool, &outbox, 0..10).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             undispatched(&pool).await == 0
         })
         .await,
-        "replicated pushes are marked"
+        "replicated pushes are deleted"
     );
 
     // The replica stops following (a partition): pushes reach the primary only, and their
-    // rows stay undispatched.
+    // rows stay.
     ReplicatedRedis::command(&redis.replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
     let unconfirmed = commit_and_push(&pool, &outbox, 10..20).await;
     let primary = engine_on(redis.primary.url());
@@ -327,7 +347,7 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
     assert_eq!(
         undispatched(&pool).await,
         10,
-        "unconfirmed pushes are not marked"
+        "unconfirmed pushes are not deleted"
     );
 
     // Failover: the old primary dies with the writes only it had; the replica is promoted.
@@ -343,7 +363,7 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
         );
     }
     // The relay, now on the promoted server (which has no replica of its own yet, so its
-    // pushes are not confirmed either), re-pushes the rows; a plain producer marks them.
+    // pushes are not confirmed either), re-pushes the rows; a plain producer deletes them.
     let relay = Outbox::new(pool.clone(), Producer::new(promoted.clone()));
     assert_eq!(relay.relay_once(Duration::ZERO).await.unwrap(), 10);
     for id in ids.iter().chain(&unconfirmed) {

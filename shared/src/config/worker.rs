@@ -29,7 +29,8 @@ pub struct WorkerConfig {
     pub completed_keep: u64,
     /// Longest a completed job is kept (`QUEUE_COMPLETED_MAX_AGE_SECS`).
     pub completed_max_age: Duration,
-    /// Dispatched outbox rows older than this are deleted (`OUTBOX_RETENTION_SECS`).
+    /// Outbox rows marked dispatched (by earlier versions; this one deletes a pushed row) are
+    /// deleted once marked longer ago than this (`OUTBOX_RETENTION_SECS`).
     pub outbox_retention: Duration,
     /// How long a pushed outbox row's id keeps a second job with that id off the queue once the
     /// job itself is trimmed (`OUTBOX_UNIQUE_WINDOW_SECS`); one small Redis key per job pushed
