@@ -1,12 +1,12 @@
 //! Running an unsafe request under an `Idempotency-Key` (HTTP side of `orderly::idempotency`).
 //!
-//! The operation claims the key in its own transaction and returns either its response or the
-//! earlier request that answers instead. The response body is serialised once, stored, and
-//! those exact bytes are sent, so a replay is byte-for-byte the first answer. Client errors
-//! (4xx) from the operation are stored too (Stripe does the same): retrying a refused request
-//! with the same key is refused the same way. Server errors store nothing (the operation rolled
-//! back with its claim), so a retry runs the operation again. Replays carry
-//! `Idempotent-Replayed: true`.
+//! The operation claims the key in its own transaction, storing its response with the claim,
+//! and returns either that response or the earlier request that answers instead. The response
+//! body is serialised once, stored, and those exact bytes are sent, so a replay is
+//! byte-for-byte the first answer. Client errors (4xx) from the operation are stored too
+//! (Stripe does the same): retrying a refused request with the same key is refused the same
+//! way. Server errors store nothing (the operation rolled back with its claim), so a retry runs
+//! the operation again. Replays carry `Idempotent-Replayed: true`.
 
 use std::future::Future;
 
@@ -43,9 +43,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+fn json_response(StoredResponse { status, body }: StoredResponse, replayed: bool) -> Response {
     let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -61,11 +61,12 @@ fn json_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response 
 /// Runs `operation` at most once per (user, scope, key, request fingerprint).
 ///
 /// `operation` claims the key of the [`Attempt`] it is given inside its transaction (what it
-/// creates takes the claim's `resource_id`) and returns the status and serialised body to send,
-/// or the earlier request under the key; `recover` rebuilds that answer from the resource with
-/// a given id if it exists (an earlier request committed and its response was not stored), and
-/// says `None` if it does not. `operation` runs a second time only to take over a claim left by
-/// an attempt that never committed.
+/// creates takes the claim's `resource_id`), with the status and serialised body it answers,
+/// and returns that answer, or the earlier request under the key; `recover` rebuilds the
+/// answer from the resource with a given id if it exists (a key claimed by an earlier version,
+/// whose request committed and its response was not stored), and says `None` if it does not.
+/// `operation` runs a second time only to take over a claim left by an attempt of an earlier
+/// version that never committed.
 pub async fn run<Op, OpFut, Rec, RecFut>(
     state: &AppState,
     actor: &Actor,
@@ -77,18 +78,18 @@ pub async fn run<Op, OpFut, Rec, RecFut>(
 ) -> Result<Response, AppError>
 where
     Op: Fn(Attempt) -> OpFut,
-    OpFut: Future<Output = Result<Keyed<(StatusCode, Vec<u8>)>, AppError>>,
+    OpFut: Future<Output = Result<Keyed<StoredResponse>, AppError>>,
     Rec: FnOnce(Uuid) -> RecFut,
-    RecFut: Future<Output = Result<Option<(StatusCode, Vec<u8>)>, AppError>>,
+    RecFut: Future<Output = Result<Option<StoredResponse>, AppError>>,
 {
     let attempt = Attempt::new(actor.user_id, scope, key, request_fingerprint);
     let earlier = match operation(attempt.clone()).await {
-        Ok(Keyed::Done(claim, (status, body))) => return Ok(done(state, claim, status, body)),
+        Ok(Keyed::Done(response)) => return Ok(json_response(response, false)),
         Ok(Keyed::Earlier(earlier)) => earlier,
         Err(error) => return Err(refused(state, &attempt, error).await),
     };
     match earlier {
-        Earlier::Replay(stored) => Ok(replay(stored)),
+        Earlier::Replay(stored) => Ok(json_response(stored, true)),
         Earlier::InFlight => Err(still_running()),
         Earlier::Unfinished {
             claim,
@@ -103,24 +104,6 @@ where
     }
 }
 
-/// Sends a completed operation's answer and stores it off the response's path (until it is
-/// stored, a retry is answered from the resource).
-fn done(state: &AppState, claim: Claim, status: StatusCode, body: Vec<u8>) -> Response {
-    state.services.idempotency.complete_later(
-        claim,
-        StoredResponse {
-            status: status.as_u16(),
-            body: body.clone(),
-        },
-    );
-    json_response(status, body, false)
-}
-
-fn replay(StoredResponse { status, body }: StoredResponse) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    json_response(status, body, true)
-}
-
 fn still_running() -> AppError {
     AppError::conflict("a request with this Idempotency-Key is still being processed")
 }
@@ -133,11 +116,11 @@ async fn take_over<Op, OpFut>(
 ) -> Result<Response, AppError>
 where
     Op: Fn(Attempt) -> OpFut,
-    OpFut: Future<Output = Result<Keyed<(StatusCode, Vec<u8>)>, AppError>>,
+    OpFut: Future<Output = Result<Keyed<StoredResponse>, AppError>>,
 {
     match operation(attempt.clone()).await {
-        Ok(Keyed::Done(claim, (status, body))) => Ok(done(state, claim, status, body)),
-        Ok(Keyed::Earlier(Earlier::Replay(stored))) => Ok(replay(stored)),
+        Ok(Keyed::Done(response)) => Ok(json_response(response, false)),
+        Ok(Keyed::Earlier(Earlier::Replay(stored))) => Ok(json_response(stored, true)),
         // Another retry took the claim over first, or the earlier attempt finished meanwhile.
         Ok(Keyed::Earlier(_)) => Err(still_running()),
         Err(error) => Err(refused(state, &attempt, error).await),
@@ -153,23 +136,17 @@ async fn recover_answer<Rec, RecFut>(
 ) -> Result<Option<Response>, AppError>
 where
     Rec: FnOnce(Uuid) -> RecFut,
-    RecFut: Future<Output = Result<Option<(StatusCode, Vec<u8>)>, AppError>>,
+    RecFut: Future<Output = Result<Option<StoredResponse>, AppError>>,
 {
-    let Some((status, body)) = recover(claim.resource_id).await? else {
+    let Some(response) = recover(claim.resource_id).await? else {
         return Ok(None);
     };
     state
         .services
         .idempotency
-        .complete(
-            claim,
-            &StoredResponse {
-                status: status.as_u16(),
-                body: body.clone(),
-            },
-        )
+        .complete(claim, &response)
         .await?;
-    Ok(Some(json_response(status, body, true)))
+    Ok(Some(json_response(response, true)))
 }
 
 /// Stores a refusal (a client error) before it is sent, and hands the error back; if storing

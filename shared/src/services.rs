@@ -2,7 +2,7 @@
 //! once, from config. Both binaries start here; tests build one per test with their own
 //! database and Redis prefix.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use orderly_queue::RedisConnection;
 use sqlx::PgPool;
@@ -158,12 +158,7 @@ impl Services {
             db.clone(),
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
         );
-        // A claim left outside any transaction by an earlier version outlives any request (the
-        // request timeout) before it is presumed dead.
-        let idempotency = IdempotencyService::new(
-            db.clone(),
-            config.http.request_timeout + Duration::from_secs(30),
-        );
+        let idempotency = IdempotencyService::new(db.clone());
         let webhooks = WebhookService::new(
             db.clone(),
             jobs.clone(),

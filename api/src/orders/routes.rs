@@ -3,7 +3,7 @@
 use axum::{Json, extract::State, http::StatusCode, response::Response};
 use orderly::{
     error::{AppError, ErrorBody},
-    idempotency::fingerprint,
+    idempotency::{StoredResponse, fingerprint},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -57,24 +57,25 @@ pub async fn place_order(
         &key,
         &request_fingerprint,
         |attempt| async move {
-            orders
-                .place(customer, lines, &attempt)
-                .await?
-                .try_map(|order| {
-                    Ok((
-                        StatusCode::CREATED,
-                        serde_json::to_vec(&OrderResponse::from(order))?,
-                    ))
+            // The answer is stored under the key inside the order's transaction.
+            let placed = orders
+                .place(customer, lines, &attempt, |order| {
+                    Ok(StoredResponse {
+                        status: StatusCode::CREATED.as_u16(),
+                        body: serde_json::to_vec(&OrderResponse::from(order.clone()))?,
+                    })
                 })
+                .await?;
+            Ok(placed.map(|(_, response)| response))
         },
         |order_id| async move {
             let Some(order) = orders.find_for(customer, order_id).await? else {
                 return Ok(None);
             };
-            Ok(Some((
-                StatusCode::CREATED,
-                serde_json::to_vec(&OrderResponse::from(order))?,
-            )))
+            Ok(Some(StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: serde_json::to_vec(&OrderResponse::from(order))?,
+            }))
         },
     )
     .await

@@ -65,7 +65,7 @@ async fn concurrent_identical_requests_make_one_order(pool: PgPool) {
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn sequential_retry_replays_the_first_response_byte_for_byte(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    let app = spawn_app(pool.clone()).await;
     let admin = app.admin().await;
     let customer = app.customer().await;
     let product = app.create_product(&admin, 100, 10).await;
@@ -76,6 +76,15 @@ async fn sequential_retry_replays_the_first_response_byte_for_byte(pool: PgPool)
     assert_eq!(first.status(), StatusCode::CREATED);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first_bytes = first.bytes().await.unwrap();
+    // The response was stored with the claim, in the order's transaction: the key is finished
+    // as soon as the order exists.
+    let stored: Option<Vec<u8>> =
+        sqlx::query_scalar("select response_body from idempotency_keys where key = $1")
+            .bind(&key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some(&first_bytes[..]));
 
     for _ in 0..2 {
         let retry = app.place_order(&customer.token, &key, &body).await;
@@ -135,11 +144,18 @@ async fn key_in_flight_is_409(pool: PgPool) {
     let claimed = app
         .services
         .idempotency
-        .claim(&mut first, &attempt_for(customer.id, &key, &body))
+        .claim(
+            &mut first,
+            &attempt_for(customer.id, &key, &body),
+            &orderly::idempotency::StoredResponse {
+                status: 201,
+                body: b"{}".to_vec(),
+            },
+        )
         .await
         .unwrap();
     assert!(
-        matches!(claimed, orderly::idempotency::Claimed::Proceed(_)),
+        matches!(claimed, orderly::idempotency::Claimed::Proceed),
         "{claimed:?}"
     );
 
@@ -264,7 +280,8 @@ async fn order_committed_without_a_stored_response_is_answered_from_the_order(po
         .await
         .unwrap();
 
-    // The process died after the commit, before the response was stored.
+    // As an earlier version left it: the order committed with its claim, and the process died
+    // before it stored the response (which it did after the commit).
     sqlx::query(
         "update idempotency_keys set response_status = null, response_body = null where key = $1",
     )
@@ -371,6 +388,12 @@ async fn attempt_presumed_dead_makes_no_second_order(pool: PgPool) {
             },
             &dto.lines().unwrap(),
             &attempt_for(customer.id, &key, &body).taking_over(claim),
+            |_| {
+                Ok(orderly::idempotency::StoredResponse {
+                    status: 201,
+                    body: b"{}".to_vec(),
+                })
+            },
         )
         .await
         .expect_err("the order id is taken");

@@ -133,6 +133,42 @@ async fn fifty_concurrent_orders_for_ten_units_sell_exactly_ten(pool: PgPool) {
     assert_eq!(app.order_count().await, 10);
 }
 
+/// The product's cached copy is refreshed before an order is answered, by a reader that serves
+/// every order committed meanwhile with one read: each answer still comes after a read that saw
+/// its own commit, so whoever reads the product after an order (the customer, or anyone) sees
+/// the stock that order left, and once all are answered the cache holds the final stock.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn each_order_is_answered_after_the_cache_shows_the_stock_it_left(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let product = app.create_product(&admin, 100, 100).await;
+    let path = format!("/api/v1/products/{}", id_of(&product));
+    let cached_stock = || async {
+        let product: Value = app.get(&path, None).await.json().await.unwrap();
+        product["stock"].as_i64().expect("stock")
+    };
+    // The cache holds the product before the orders.
+    assert_eq!(cached_stock().await, 100);
+    let customers = app.customers_without_password(20).await;
+    let body = order_body(id_of(&product), 1);
+    let keys: Vec<String> = customers.iter().map(|_| new_key()).collect();
+    let (app, cached_stock, body) = (&app, &cached_stock, &body);
+    let stocks_seen_after_each = join_all(customers.iter().zip(&keys).map(|(c, key)| async move {
+        let response = app.place_order(&c.token, key, body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        cached_stock().await
+    }))
+    .await;
+    for stock in stocks_seen_after_each {
+        assert!(
+            stock <= 99,
+            "a read after an order shows its unit gone: {stock}"
+        );
+    }
+    assert_eq!(cached_stock().await, 80);
+    assert_eq!(app.stock_of(id_of(&product)).await, 80);
+}
+
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn concurrent_orders_naming_the_same_products_in_either_order_all_succeed(pool: PgPool) {
     let app = spawn_app(pool).await;

@@ -6,26 +6,24 @@
 //! - Keys expire after 24 hours.
 //!
 //! The key is claimed *inside the operation's own transaction* ([`IdempotencyService::claim`])
-//! for the id the resource is given ([`Attempt::resource_id`]). The claim and the resource
-//! therefore commit together or not at all: a request that fails or dies leaves no claim behind,
-//! and a key that exists names a resource that exists. If the key was used before, the operation
-//! rolls back whatever it wrote. The transaction also holds the key's advisory lock, which is
-//! how a second request with the same key learns, without waiting, that the first is still
-//! running ([`Earlier::InFlight`]).
+//! for the id the resource is given ([`Attempt::resource_id`]), together with the response the
+//! operation answers if it commits (what it created is known by then; only the commit is
+//! left). The claim, its response and the resource therefore commit together or not at all: a
+//! request that fails or dies leaves no claim behind, and a key that exists has its answer. If
+//! the key was used before, the operation rolls back whatever it wrote. The transaction also
+//! holds the key's advisory lock, which is how a second request with the same key learns,
+//! without waiting, that the first is still running ([`Earlier::InFlight`]).
 //!
-//! After the commit the response bytes are stored ([`IdempotencyService::complete_later`]: a
-//! background writer stores the responses of many requests in one statement, off the
-//! response's path, since until it lands a retry is answered from the resource itself). An
-//! operation refused with a client error stores its refusal afterwards
+//! An operation refused with a client error stores its refusal afterwards
 //! ([`IdempotencyService::refuse`]), so a retry is refused the same way.
 //!
-//! A key with no stored response ([`Earlier::Unfinished`]) names a resource that committed
-//! before its response was stored: the caller answers from the resource. Keys claimed by
-//! earlier versions of Orderly, which claimed outside the operation's transaction, can also
-//! name a resource that was never created (the attempt died before committing): once the
-//! claim's lock has run out, a retry takes it over ([`Attempt::taking_over`]) and runs the
-//! operation with the same resource id, so even an old attempt that commits late cannot make a
-//! second resource: the id is the resource's primary key.
+//! Keys claimed by earlier versions of Orderly, which claimed outside the operation's
+//! transaction and stored the response after the commit, can have no response
+//! ([`Earlier::Unfinished`]): the caller answers from the resource if it exists (and stores
+//! that answer), and if it does not (the attempt died before committing), once the claim's lock
+//! has run out a retry takes the key over ([`Attempt::taking_over`]) and runs the operation with
+//! the same resource id, so even an old attempt that commits late cannot make a second
+//! resource: the id is the resource's primary key.
 
 mod repository;
 
@@ -33,7 +31,6 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -42,7 +39,7 @@ use repository::{ClaimOutcome, IdempotencyRepository};
 /// How long a key is remembered.
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A claimed key: the caller runs the operation and then completes or releases it.
+/// A key claimed for a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The user the key belongs to (keys are per user).
@@ -96,9 +93,9 @@ impl Attempt {
         }
     }
 
-    /// The same request, taking over `claim`: the key's earlier attempt claimed it outside its
-    /// operation's transaction, never committed, and its lock has run out
-    /// ([`Earlier::Unfinished`] whose resource does not exist).
+    /// The same request, taking over `claim`: the key's earlier attempt (of an earlier version)
+    /// claimed it outside its operation's transaction, never committed, and its lock has run
+    /// out ([`Earlier::Unfinished`] whose resource does not exist).
     pub fn taking_over(mut self, claim: Claim) -> Self {
         self.resource_id = claim.resource_id;
         self.taking_over = true;
@@ -124,8 +121,8 @@ impl Attempt {
 /// How an operation's claim on its key turned out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// The key is this transaction's: create the resource with `resource_id`, then commit.
-    Proceed(Claim),
+    /// The key is this transaction's, with its response: commit.
+    Proceed,
     /// The key was used before, or is in use now: roll back and answer from it.
     Earlier(Earlier),
 }
@@ -137,10 +134,10 @@ pub enum Earlier {
     Replay(StoredResponse),
     /// Still running: its transaction holds the key (409).
     InFlight,
-    /// Done without a stored response: if the resource `claim.resource_id` exists, it
-    /// committed (and the response was not stored yet, or was lost): rebuild the response from
-    /// it and [`IdempotencyService::complete`] the key. If it does not, the claim was left by an
-    /// attempt that never committed (see the module's doc); once `lock_expired`, run again
+    /// Claimed by an earlier version without a response (see the module's doc): if the
+    /// resource `claim.resource_id` exists, it committed and its response was not stored yet,
+    /// or was lost: rebuild the response from it and [`IdempotencyService::complete`] the key.
+    /// If it does not, the attempt never committed; once `lock_expired`, run again
     /// [`Attempt::taking_over`] it.
     Unfinished {
         /// The earlier attempt's claim, with its resource id.
@@ -153,20 +150,20 @@ pub enum Earlier {
 /// What an operation under an idempotency key produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keyed<T> {
-    /// It ran and committed under `Claim`.
-    Done(Claim, T),
+    /// It ran and committed, its response stored under the key.
+    Done(T),
     /// It did nothing: an earlier request under the key answers.
     Earlier(Earlier),
 }
 
 impl<T> Keyed<T> {
-    /// Turns what a completed operation produced into something else (its response), keeping an
-    /// earlier request's answer as it is.
-    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Keyed<U>, E> {
-        Ok(match self {
-            Self::Done(claim, value) => Keyed::Done(claim, f(value)?),
+    /// Turns what a completed operation produced into something else, keeping an earlier
+    /// request's answer as it is.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Keyed<U> {
+        match self {
+            Self::Done(value) => Keyed::Done(f(value)),
             Self::Earlier(earlier) => Keyed::Earlier(earlier),
-        })
+        }
     }
 }
 
@@ -186,62 +183,51 @@ pub fn fingerprint(canonical_request: &[u8]) -> String {
     hex::encode(Sha256::digest(canonical_request))
 }
 
-/// Most responses the background writer stores in one statement.
-const COMPLETION_BATCH: usize = 500;
-
 /// Remembers keys and their responses.
 #[derive(Debug, Clone)]
 pub struct IdempotencyService {
     pool: PgPool,
     repository: IdempotencyRepository,
-    /// How long a claim blocks retries before it is presumed dead (longer than any request);
-    /// matters only for claims written by earlier versions (see the module's doc).
-    lock_for: Duration,
-    /// To the background writer of [`IdempotencyService::complete_later`].
-    completions: mpsc::UnboundedSender<(Claim, StoredResponse)>,
 }
 
 impl IdempotencyService {
-    /// A service over `pool`; a claim is presumed dead after `lock_for` without completion.
-    /// Starts the background writer, so it must be called inside a tokio runtime.
-    pub fn new(pool: PgPool, lock_for: Duration) -> Self {
-        let (completions, pending) = mpsc::unbounded_channel();
-        tokio::spawn(write_completions(pool.clone(), pending));
+    /// A service over `pool`.
+    pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             repository: IdempotencyRepository,
-            lock_for,
-            completions,
         }
     }
 
     /// Claims the attempt's key inside the operation's transaction, for the resource
-    /// [`Attempt::resource_id`] (or takes over the claim the attempt names), or says which
-    /// earlier request answers: a different request under the key is 422. The claim commits or
-    /// rolls back with the operation, which may write before it or after it.
+    /// [`Attempt::resource_id`] (or takes over the claim the attempt names), with `response`,
+    /// the answer the operation gives if it commits; or says which earlier request answers: a
+    /// different request under the key is 422. The claim commits or rolls back with the
+    /// operation, which may write before it or after it.
     #[tracing::instrument(skip_all, fields(scope = attempt.scope))]
     pub async fn claim(
         &self,
         conn: &mut PgConnection,
         attempt: &Attempt,
+        response: &StoredResponse,
     ) -> Result<Claimed, AppError> {
         let claim = attempt.claim();
         if attempt.taking_over
             && self
                 .repository
-                .take_over(&mut *conn, &claim, self.lock_for)
+                .take_over(&mut *conn, &claim, response)
                 .await?
         {
-            return Ok(Claimed::Proceed(claim));
+            return Ok(Claimed::Proceed);
         }
         // Not taken over (another retry did, or the earlier attempt finished meanwhile): the
         // key says what happened.
         let existing = match self
             .repository
-            .claim(conn, &claim, &attempt.request_hash, self.lock_for, KEY_TTL)
+            .claim(conn, &claim, &attempt.request_hash, response, KEY_TTL)
             .await?
         {
-            ClaimOutcome::Claimed => return Ok(Claimed::Proceed(claim)),
+            ClaimOutcome::Claimed => return Ok(Claimed::Proceed),
             ClaimOutcome::InFlight => return Ok(Claimed::Earlier(Earlier::InFlight)),
             ClaimOutcome::Existing(existing) => existing,
         };
@@ -289,47 +275,11 @@ impl IdempotencyService {
         self.repository.complete(&self.pool, claim, response).await
     }
 
-    /// Stores the response of a *successful* operation in the background, batched with other
-    /// requests' (one statement for all that finished meanwhile). Until it is written, a retry
-    /// finds the key unfinished and is answered from the resource the operation created, so
-    /// the response is the same either way; if the process dies first, that recovery is what
-    /// every retry gets. Refusals (4xx), which created nothing to recover from, go through
-    /// [`IdempotencyService::refuse`] before they are answered.
-    pub fn complete_later(&self, claim: Claim, response: StoredResponse) {
-        if let Err(mpsc::error::SendError((claim, _))) = self.completions.send((claim, response)) {
-            tracing::warn!(key = %claim.key, "idempotency response writer is gone; a retry will be recovered from the resource");
-        }
-    }
-
     /// Deletes expired keys, a few thousand per statement; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
         crate::retention::in_batches(|limit| async move {
             self.repository.purge_expired(&self.pool, limit).await
         })
         .await
-    }
-}
-
-/// The background writer behind [`IdempotencyService::complete_later`]: everything that
-/// arrived while the previous statement ran is stored by the next one.
-async fn write_completions(
-    pool: PgPool,
-    mut pending: mpsc::UnboundedReceiver<(Claim, StoredResponse)>,
-) {
-    let repository = IdempotencyRepository;
-    let mut batch = Vec::with_capacity(COMPLETION_BATCH);
-    while let Some(first) = pending.recv().await {
-        batch.push(first);
-        while batch.len() < COMPLETION_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        if let Err(error) = repository.complete_many(&pool, &batch).await {
-            // Not fatal: the keys stay unfinished and retries are answered from the resources.
-            tracing::warn!(%error, responses = batch.len(), "storing idempotent responses failed");
-        }
-        batch.clear();
     }
 }

@@ -32,8 +32,9 @@ pub(super) struct IdempotencyRepository;
 
 impl IdempotencyRepository {
     /// Inside the caller's transaction: takes the key's advisory lock, then inserts the key with
-    /// the claim's resource id, or reuses an expired key; otherwise says what is there. Both the
-    /// lock and the row belong to the transaction: a rollback leaves no trace of the claim.
+    /// the claim's resource id and the response the operation gives if it commits, or reuses an
+    /// expired key; otherwise says what is there. Both the lock and the row belong to the
+    /// transaction: a rollback leaves no trace of the claim, and a commit leaves a finished key.
     ///
     /// The advisory lock (transaction-scoped, tried, never waited for) is what tells a second
     /// request with the same key that the first is still running: without it, the second's
@@ -43,20 +44,22 @@ impl IdempotencyRepository {
         conn: &mut PgConnection,
         claim: &Claim,
         request_hash: &str,
-        lock_for: Duration,
+        response: &StoredResponse,
         ttl: Duration,
     ) -> Result<ClaimOutcome, AppError> {
         let row = sqlx::query!(
             r#"with key_lock as (
                  select pg_try_advisory_xact_lock(hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken
                ), claimed as (
-                 insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at, resource_id)
-                 select $1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(secs => $6), $7
+                 insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, expires_at,
+                                               resource_id, response_status, response_body)
+                 select $1, $2, $3, $4, now(), now() + make_interval(secs => $5), $6, $7, $8
                  from key_lock where taken
                  on conflict (user_id, scope, key) do update set
                    request_hash = excluded.request_hash, locked_until = excluded.locked_until,
                    expires_at = excluded.expires_at, resource_id = excluded.resource_id,
-                   response_status = null, response_body = null, created_at = now()
+                   response_status = excluded.response_status, response_body = excluded.response_body,
+                   created_at = now()
                  where idempotency_keys.expires_at < now()
                  returning 1
                )
@@ -66,9 +69,10 @@ impl IdempotencyRepository {
             claim.scope,
             claim.key,
             request_hash,
-            lock_for.as_secs_f64(),
             ttl.as_secs_f64(),
             claim.resource_id,
+            response.status as i16,
+            response.body,
         )
         .fetch_one(&mut *conn)
         .await?;
@@ -95,20 +99,21 @@ impl IdempotencyRepository {
         Ok(ClaimOutcome::Existing(existing))
     }
 
-    /// Inside the caller's transaction: takes the key's advisory lock and locks the key again for
-    /// a new attempt, if it is still unfinished, its lock has run out and it still names the
-    /// same resource.
+    /// Inside the caller's transaction: takes the key's advisory lock and finishes the key with
+    /// the new attempt's response, if it is still unfinished, its lock has run out and it still
+    /// names the same resource (a claim an earlier version wrote outside any transaction).
     pub async fn take_over(
         &self,
         conn: &mut PgConnection,
         claim: &Claim,
-        lock_for: Duration,
+        response: &StoredResponse,
     ) -> Result<bool, AppError> {
         let taken: Option<i32> = sqlx::query_scalar!(
             r#"with key_lock as (
                  select pg_try_advisory_xact_lock(hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken
                )
-               update idempotency_keys set locked_until = now() + make_interval(secs => $5)
+               update idempotency_keys
+               set locked_until = now(), response_status = $5, response_body = $6
                from key_lock
                where key_lock.taken and user_id = $1 and scope = $2 and key = $3 and resource_id = $4
                  and response_status is null and locked_until < now()
@@ -117,7 +122,8 @@ impl IdempotencyRepository {
             claim.scope,
             claim.key,
             claim.resource_id,
-            lock_for.as_secs_f64(),
+            response.status as i16,
+            response.body,
         )
         .fetch_optional(conn)
         .await?;
@@ -162,6 +168,8 @@ impl IdempotencyRepository {
         Ok(())
     }
 
+    /// Stores the response of a key whose operation committed without one (a claim of an
+    /// earlier version), rebuilt from its resource.
     pub async fn complete<'e>(
         &self,
         db: impl PgExecutor<'e>,
@@ -169,7 +177,7 @@ impl IdempotencyRepository {
         response: &StoredResponse,
     ) -> Result<(), AppError> {
         // Asynchronous commit (`async_commit_source`, written out): a stored response lost in a
-        // crash is rebuilt from the order the claim names (`Begin::Unfinished`).
+        // crash is rebuilt from the order the claim names (`Earlier::Unfinished`).
         sqlx::query!(
             "update idempotency_keys set response_status = $4, response_body = $5 \
              from (select set_config('synchronous_commit', 'off', true)) as async_commit \
@@ -179,36 +187,6 @@ impl IdempotencyRepository {
             claim.key,
             response.status as i16,
             response.body,
-        )
-        .execute(db)
-        .await?;
-        Ok(())
-    }
-
-    /// Stores many responses in one statement (the background writer's batch).
-    pub async fn complete_many<'e>(
-        &self,
-        db: impl PgExecutor<'e>,
-        completions: &[(Claim, StoredResponse)],
-    ) -> Result<(), AppError> {
-        let user_ids: Vec<Uuid> = completions.iter().map(|(c, _)| c.user_id).collect();
-        let scopes: Vec<&str> = completions.iter().map(|(c, _)| c.scope).collect();
-        let keys: Vec<&str> = completions.iter().map(|(c, _)| c.key.as_str()).collect();
-        let statuses: Vec<i16> = completions.iter().map(|(_, r)| r.status as i16).collect();
-        let bodies: Vec<&[u8]> = completions.iter().map(|(_, r)| r.body.as_slice()).collect();
-        // Asynchronous commit, as in `complete`.
-        sqlx::query!(
-            "update idempotency_keys set response_status = stored.status, response_body = stored.body \
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::bytea[]) \
-                    as stored (user_id, scope, key, status, body), \
-                  (select set_config('synchronous_commit', 'off', true)) as async_commit \
-             where idempotency_keys.user_id = stored.user_id and idempotency_keys.scope = stored.scope \
-               and idempotency_keys.key = stored.key",
-            &user_ids,
-            &scopes as &[&str],
-            &keys as &[&str],
-            &statuses,
-            &bodies as &[&[u8]],
         )
         .execute(db)
         .await?;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     events::{DomainEvent, EventBus},
-    idempotency::{Attempt, Claim, Claimed, Earlier, IdempotencyService, Keyed},
+    idempotency::{Attempt, Claimed, Earlier, IdempotencyService, Keyed, StoredResponse},
     orders::{
         events::OrderEvent,
         model::{NewOrderLine, Order, OrderItem, OrderStatus},
@@ -22,9 +22,15 @@ use crate::{
 /// new attempt follows a product edit that landed between pricing and taking the stock.
 pub const QUOTE_ATTEMPTS: usize = 3;
 
+/// The products `requests` take stock of.
+fn requests_products(requests: &[StockRequest]) -> Vec<Uuid> {
+    requests.iter().map(|request| request.product_id).collect()
+}
+
 /// How one attempt to place an order ended.
 enum Placement {
-    Placed(Claim, Order),
+    /// The order, and the answer stored under the idempotency key with it.
+    Placed(Order, StoredResponse),
     /// An earlier request under the idempotency key answers; nothing was written.
     Earlier(Earlier),
     /// A product changed after the order was priced; nothing was written.
@@ -64,9 +70,10 @@ impl OrderService {
 
     /// Places an order under the idempotency key of `attempt`, in one transaction: the order
     /// (with the attempt's resource id) at the catalogue's current prices, `OrderPlaced`
-    /// published (subscribers stage their jobs), the key claimed, and the stock taken last, by
-    /// the commit. The staged jobs are pushed to the queue right after the commit. If the key
-    /// was used before, or is in use by a request still running, nothing is kept and
+    /// published (subscribers stage their jobs), the key claimed with the caller's answer to
+    /// the order (`answer`: the response a retry with the key replays), and the stock taken
+    /// last, by the commit. The staged jobs are pushed to the queue right after the commit. If
+    /// the key was used before, or is in use by a request still running, nothing is kept and
     /// [`Keyed::Earlier`] says which request answers.
     ///
     /// The claim is in the order's own transaction, so a claim exists exactly when its order
@@ -83,13 +90,14 @@ impl OrderService {
     /// the cache, and the stock is taken only while the products still read as priced; if one
     /// changed meanwhile, the commit fails, and the order is priced again from PostgreSQL, at
     /// most [`QUOTE_ATTEMPTS`] times.
-    #[tracing::instrument(skip(self, lines, attempt), fields(user_id = %actor.user_id, lines = lines.len()))]
+    #[tracing::instrument(skip(self, lines, attempt, answer), fields(user_id = %actor.user_id, lines = lines.len()))]
     pub async fn place(
         &self,
         actor: &Actor,
         lines: &[NewOrderLine],
         attempt: &Attempt,
-    ) -> Result<Keyed<Order>, AppError> {
+        answer: impl Fn(&Order) -> Result<StoredResponse, AppError> + Send + Sync,
+    ) -> Result<Keyed<(Order, StoredResponse)>, AppError> {
         if attempt.user_id != actor.user_id {
             return Err(AppError::forbidden(
                 "an idempotency key belongs to the user placing the order",
@@ -103,15 +111,22 @@ impl OrderService {
             })
             .collect();
         let mut quote = self.products.quote(&requests).await?;
-        // One connection for every attempt and the read after the commit, taken from the pool
-        // once.
+        // One connection for every attempt, taken from the pool once.
         let mut conn = self.pool.acquire().await?;
         for _ in 0..QUOTE_ATTEMPTS {
             match self
-                .place_as_quoted(&mut conn, actor, &quote, attempt)
+                .place_as_quoted(&mut conn, actor, &quote, attempt, &answer)
                 .await?
             {
-                Placement::Placed(claim, order) => return Ok(Keyed::Done(claim, order)),
+                Placement::Placed(order, response) => {
+                    drop(conn);
+                    // Before answering, so the customer (and everyone else) reads the stock
+                    // it left.
+                    self.products
+                        .stock_taken(&requests_products(&requests))
+                        .await;
+                    return Ok(Keyed::Done((order, response)));
+                }
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
                 Placement::QuoteStale => {
                     quote = self.products.quote_fresh(&mut conn, &requests).await?;
@@ -130,6 +145,7 @@ impl OrderService {
         actor: &Actor,
         quote: &[PricedLine],
         attempt: &Attempt,
+        answer: &(impl Fn(&Order) -> Result<StoredResponse, AppError> + Sync),
     ) -> Result<Placement, AppError> {
         let currency = quote
             .first()
@@ -183,12 +199,18 @@ impl OrderService {
             .await?;
         // The key is claimed after the order is written, so the order's row is the
         // transaction's first write and its commit takes the stock before checking any
-        // reference (migration 0021). A key used before rolls all of it back.
-        let claim = match self.idempotency.claim(uow.conn(), attempt).await? {
-            Claimed::Proceed(claim) => claim,
+        // reference (migration 0021); and with the answer to the order, which is complete now
+        // (the commit changes nothing in it). A key used before rolls all of it back.
+        let response = answer(&order)?;
+        match self
+            .idempotency
+            .claim(uow.conn(), attempt, &response)
+            .await?
+        {
+            Claimed::Proceed => {}
             // Dropping the unit of work rolls it back.
             Claimed::Earlier(earlier) => return Ok(Placement::Earlier(earlier)),
-        };
+        }
         // The commit takes the lines' stock (migration 0021), after everything else is written:
         // the products' rows are locked for the rest of the commit only, inside PostgreSQL.
         match self.outbox.commit(uow).await {
@@ -202,11 +224,8 @@ impl OrderService {
             },
             Err(other) => return Err(other.into()),
         }
-        // Before answering, so the customer (and everyone else) reads the stock it left.
-        let product_ids: Vec<_> = quote.iter().map(|line| line.product_id).collect();
-        self.products.stock_taken(conn, &product_ids).await;
         tracing::info!(order_id = %order.id, total_cents, "order placed");
-        Ok(Placement::Placed(claim, order))
+        Ok(Placement::Placed(order, response))
     }
 
     /// An order the actor may see: their own, or any for an admin. Anything else is 404, so

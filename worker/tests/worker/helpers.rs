@@ -255,11 +255,17 @@ impl ShopFixture {
                     quantity,
                 }],
                 &attempt,
+                |_| {
+                    Ok(orderly::idempotency::StoredResponse {
+                        status: 201,
+                        body: Vec::new(),
+                    })
+                },
             )
             .await
             .unwrap()
         {
-            orderly::idempotency::Keyed::Done(_, order) => order,
+            orderly::idempotency::Keyed::Done((order, _)) => order,
             earlier => panic!("a fresh key has no earlier request: {earlier:?}"),
         }
     }
