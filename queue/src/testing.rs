@@ -741,9 +741,9 @@ fn command(url: &str, args: &[&str]) -> Option<redis::Value> {
 /// same shape, for tests that assert on what a transaction staged: the outbox deletes a row as
 /// soon as its job is pushed, so the row itself may be gone by the time the test looks. Safe to
 /// call more than once on one database (several api instances over one test database).
-pub async fn keep_outbox_copies(pool: &sqlx::PgPool) {
+pub async fn keep_outbox_copies(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     // One transaction, so two instances starting together do not race on the definitions.
-    let mut tx = pool.begin().await.expect("a transaction");
+    let mut tx = pool.begin().await?;
     for statement in [
         "select pg_advisory_xact_lock(hashtextextended('outbox_written', 0))",
         "create table if not exists outbox_written (like outbox)",
@@ -752,10 +752,7 @@ pub async fn keep_outbox_copies(pool: &sqlx::PgPool) {
         "create or replace trigger copy_written_outbox_rows after insert on outbox \
          for each row execute function copy_written_outbox_row()",
     ] {
-        sqlx::query(statement)
-            .execute(&mut *tx)
-            .await
-            .expect("outbox copies set up");
+        sqlx::query(statement).execute(&mut *tx).await?;
     }
-    tx.commit().await.expect("outbox copies set up");
+    tx.commit().await
 }

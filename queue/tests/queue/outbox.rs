@@ -104,7 +104,7 @@ async fn rolled_back_jobs_never_exist(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_relay_delivers_jobs_the_api_never_pushed_exactly_once(pool: PgPool) {
     let (e, outbox) = setup(&pool).await;
-    keep_copies(&pool).await;
+    keep_copies(&pool).await.unwrap();
     // The api commits and dies before pushing: commit the unit of work without dispatching.
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let mut ids = Vec::new();
@@ -205,7 +205,7 @@ async fn complete_all(e: &QueueEngine) -> usize {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_relayed_row_makes_no_second_job_after_retention_trimmed_the_first(pool: PgPool) {
     let (e, outbox) = setup_trimming(&pool, Duration::from_secs(60)).await;
-    keep_copies(&pool).await;
+    keep_copies(&pool).await.unwrap();
     // One row pushed right after its commit, one the api never pushed (the relay's first push).
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let pushed = outbox::stage(&mut uow, spec(1)).await.unwrap();
@@ -239,7 +239,7 @@ async fn a_relayed_row_makes_no_second_job_after_retention_trimmed_the_first(poo
 async fn past_the_unique_window_a_trimmed_row_relayed_again_is_queued_again(pool: PgPool) {
     // What the window bounds: once it is over (and the job trimmed) nothing remembers the row.
     let (e, outbox) = setup_trimming(&pool, Duration::from_millis(200)).await;
-    keep_copies(&pool).await;
+    keep_copies(&pool).await.unwrap();
     let mut uow = UnitOfWork::begin(&pool).await.unwrap();
     let id = outbox::stage(&mut uow, spec(1)).await.unwrap();
     uow.commit().await.unwrap();

@@ -96,7 +96,9 @@ fn start_worker_with_schedules(
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn a_tick_makes_one_report_of_the_previous_day_built_emailed_and_listed(pool: PgPool) {
     // A pushed outbox row is deleted; its copy says what was staged.
-    orderly::queue::testing::keep_outbox_copies(&pool).await;
+    orderly::queue::testing::keep_outbox_copies(&pool)
+        .await
+        .unwrap();
     let s = services(pool.clone(), &[]);
     let (boss, actor) = admin(&s).await;
     let fixture = shop(&s, 100).await;
