@@ -251,8 +251,10 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
 
     let complete = || {
         let spans = collector.spans();
+        // The job's span ends after its request's, and may reach the receiver a batch later.
         !find(&spans, "orderly-worker", "email.order_confirmation").is_empty()
             && !find(&spans, "orderly-worker", "POST webhook").is_empty()
+            && !find(&spans, "orderly-worker", "webhook.deliver").is_empty()
             && spans
                 .iter()
                 .any(|s| s.service == "orderly-api" && s.name == "GET /api/v1/products")
