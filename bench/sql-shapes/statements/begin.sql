@@ -1,0 +1,2 @@
+-- Opens the order's transaction.
+BEGIN;

@@ -1,0 +1,2 @@
+-- Commits; the stock trigger (migration 0021) runs here.
+COMMIT;

@@ -1,0 +1,3 @@
+-- Before this round: the pushed outbox rows marked dispatched.
+update outbox set dispatched_at = now()
+from (select set_config('synchronous_commit', 'off', true)) as async_commit where id = any(array[('00000000-0000-7000-8000-' || lpad(to_hex(:k::bigint), 12, '0'))::uuid, ('00000000-0000-7000-9000-' || lpad(to_hex(:d::bigint), 12, '0'))::uuid]::uuid[]);

@@ -1,0 +1,4 @@
+-- Before this round: the response stored after the commit.
+update idempotency_keys set response_status = 201, response_body = convert_to('{"id":"evt_0195f0a0","type":"order.placed","created_at":"2026-12-03T06:00:00Z","data":{"id":"0195f0a0-0000-7000-8000-000000000000","user_id":"00000000-0000-0000-0001-000000000001","status":"placed","total_cents":1299,"currency":"EUR","items":[{"product_id":"00000000-0000-0000-0000-000000000001","sku":"SKU-1","name":"Product 1","quantity":1,"unit_price_cents":1299,"line_total_cents":1299}],"created_at":"2026-12-03T06:00:00Z","updated_at":"2026-12-03T06:00:00Z"}}', 'UTF8')
+from (select set_config('synchronous_commit', 'off', true)) as async_commit
+where user_id = ('00000000-0000-0000-0001-' || lpad(:u::int::text, 12, '0'))::uuid and scope = 'orders.create' and key = :k::text;
