@@ -65,13 +65,12 @@
 /// (`synchronous_commit = off`: the commit does not wait for its WAL flush).
 ///
 /// Only for single-statement bookkeeping whose loss in a PostgreSQL crash is harmless and which
-/// runs outside any business transaction: the outbox's delete of pushed rows (a lost one costs one
-/// idempotent re-push by the relay), and whatever the application decides is of that kind.
+/// runs outside any business transaction: the outbox's delete of pushed rows (a lost one costs
+/// one idempotent re-push by the relay), and whatever the application decides is of that kind.
 /// Written into an autocommit statement as `... from <this> as async_commit ...` (`using` in a
-/// `delete`). A checked
-/// `sqlx::query!` takes only literals, so the statements that use it spell the fragment out; this
-/// macro is the reference that their tests compare them with (`include_str!` of the source
-/// `contains(async_commit_source!())`).
+/// `delete`). A checked `sqlx::query!` takes only literals, so the statements that use it spell
+/// the fragment out; this macro is the reference that their tests compare them with
+/// (`include_str!` of the source `contains(async_commit_source!())`).
 #[macro_export]
 macro_rules! async_commit_source {
     () => {

@@ -40,9 +40,9 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// A pooled connection idle for longer than this is pinged before it is handed out.
 ///
 /// sqlx pings every connection it hands out by default: one extra round trip per acquire,
-/// and placing an order acquires several times (its transaction, the batched outbox marks and
-/// stored responses), which under load doubled the order's round
-/// trips for connections that had been idle for microseconds. A connection that has sat idle
+/// and placing an order acquires several times (its transaction, the shared read of the stock
+/// it took, the batched deletes of its pushed outbox rows), which under load doubled the
+/// order's round trips for connections that had been idle for microseconds. A connection that has sat idle
 /// for longer is the one a PostgreSQL restart or a dropped socket may have killed meanwhile,
 /// so the check stays where it finds something; a connection that dies while in use fails that
 /// request (503) and is discarded.

@@ -4,6 +4,7 @@ use axum::{Json, extract::State, http::StatusCode, response::Response};
 use orderly::{
     error::{AppError, ErrorBody},
     idempotency::{StoredResponse, fingerprint},
+    orders::Order,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -59,12 +60,7 @@ pub async fn place_order(
         |attempt| async move {
             // The answer is stored under the key inside the order's transaction.
             let placed = orders
-                .place(customer, lines, &attempt, |order| {
-                    Ok(StoredResponse {
-                        status: StatusCode::CREATED.as_u16(),
-                        body: serde_json::to_vec(&OrderResponse::from(order.clone()))?,
-                    })
-                })
+                .place(customer, lines, &attempt, |order| created(order.clone()))
                 .await?;
             Ok(placed.map(|(_, response)| response))
         },
@@ -72,13 +68,18 @@ pub async fn place_order(
             let Some(order) = orders.find_for(customer, order_id).await? else {
                 return Ok(None);
             };
-            Ok(Some(StoredResponse {
-                status: StatusCode::CREATED.as_u16(),
-                body: serde_json::to_vec(&OrderResponse::from(order))?,
-            }))
+            created(order).map(Some)
         },
     )
     .await
+}
+
+/// The answer to a placed order, as first sent and as replayed: 201 with the order.
+fn created(order: Order) -> Result<StoredResponse, AppError> {
+    Ok(StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        body: serde_json::to_vec(&OrderResponse::from(order))?,
+    })
 }
 
 /// Your orders, newest first.

@@ -22,11 +22,6 @@ use crate::{
 /// new attempt follows a product edit that landed between pricing and taking the stock.
 pub const QUOTE_ATTEMPTS: usize = 3;
 
-/// The products `requests` take stock of.
-fn requests_products(requests: &[StockRequest]) -> Vec<Uuid> {
-    requests.iter().map(|request| request.product_id).collect()
-}
-
 /// How one attempt to place an order ended.
 enum Placement {
     /// The order, and the answer stored under the idempotency key with it.
@@ -122,9 +117,9 @@ impl OrderService {
                     drop(conn);
                     // Before answering, so the customer (and everyone else) reads the stock
                     // it left.
-                    self.products
-                        .stock_taken(&requests_products(&requests))
-                        .await;
+                    let product_ids: Vec<Uuid> =
+                        requests.iter().map(|request| request.product_id).collect();
+                    self.products.stock_taken(&product_ids).await;
                     return Ok(Keyed::Done((order, response)));
                 }
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
