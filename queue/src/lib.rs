@@ -59,6 +59,7 @@
 //!   installs (the engine depends on no tracing SDK).
 //! - `partitions`: one hot queue spread over several hash tags (cluster slots).
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
+//! - `writes`: an operation's writes and outbox rows, gathered and sent as one statement.
 //! - `error`: [`QueueError`].
 
 /// A one-row `FROM` item that switches the current transaction to asynchronous commit
@@ -97,6 +98,7 @@ pub mod schedule;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod trace;
+pub mod writes;
 
 pub use backend::{BackendSettings, BackendShared, JobControl, JobInfo, RedisBackend};
 pub use connection::{RedisConnection, RedisServers};
@@ -106,8 +108,9 @@ pub use error::QueueError;
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};
-pub use outbox::UnitOfWork;
 pub use outbox::{Outbox, StagedJob};
+pub use outbox::{Staging, UnitOfWork};
 pub use partitions::Partitions;
 pub use producer::{Producer, ReplicaAcks};
 pub use registry::WorkerInfo;
+pub use writes::{WriteRef, Writes};

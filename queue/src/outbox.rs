@@ -1,9 +1,10 @@
 //! The transactional outbox: a job is written to PostgreSQL in the same transaction as the change
 //! that causes it, then pushed to Redis after the commit.
 //!
-//! - [`stage`] adds an outbox row to the caller's [`UnitOfWork`], which writes all of them in one
-//!   statement inside the transaction just before it commits. A rolled-back order never gets its
-//!   email; a committed one always does.
+//! - [`stage`] adds an outbox row to the caller's [`UnitOfWork`] (or to the [`Writes`] of an
+//!   operation sent as one statement of its own, [`Outbox::execute`]), which writes all of them
+//!   with the operation's other writes in one statement, at its end. A rolled-back order never
+//!   gets its email; a committed one always does.
 //! - [`Outbox::commit`] commits the unit of work and hands its staged jobs to the dispatcher, a
 //!   background task that pushes everything staged meanwhile in one Redis call; a second task
 //!   deletes the pushed rows, many pushes per `DELETE`, so a push never waits for PostgreSQL.
@@ -32,42 +33,10 @@ use crate::{
     error::QueueError,
     job::{JobSpec, Uniqueness},
     producer::Producer,
+    writes::{WriteRef, Writes},
 };
 
-/// A job written to the outbox by the current transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StagedJob {
-    /// The outbox row id, which is also the job id.
-    pub id: Uuid,
-    /// The spec, whose id is the outbox row id.
-    pub spec: JobSpec,
-}
-
-/// Writes `staged` to the outbox in one statement, inside the transaction about to commit.
-pub(crate) async fn write_staged(
-    conn: &mut PgConnection,
-    staged: &[StagedJob],
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = staged.iter().map(|job| job.id).collect();
-    let queues: Vec<&str> = staged.iter().map(|job| job.spec.queue.as_str()).collect();
-    let kinds: Vec<&str> = staged.iter().map(|job| job.spec.kind.as_str()).collect();
-    let specs: Vec<serde_json::Value> = staged
-        .iter()
-        .map(|job| serde_json::to_value(&job.spec))
-        .collect::<Result<_, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query!(
-        "insert into outbox (id, queue, kind, spec) \
-         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
-        &ids,
-        &queues as &[&str],
-        &kinds as &[&str],
-        &specs,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+pub use crate::writes::StagedJob;
 
 /// One database transaction plus the jobs it staged in the outbox.
 ///
@@ -81,7 +50,26 @@ pub(crate) async fn write_staged(
 /// without queueing for the pool again.
 pub struct UnitOfWork<'c> {
     tx: Transaction<'c, Postgres>,
-    staged: Vec<StagedJob>,
+    writes: Writes,
+}
+
+/// Whatever jobs can be staged in: a [`UnitOfWork`] (a transaction), or the [`Writes`] of an
+/// operation sent as one statement of its own.
+pub trait Staging: Send {
+    /// The writes (and staged jobs) sent at the end.
+    fn writes(&mut self) -> &mut Writes;
+}
+
+impl Staging for Writes {
+    fn writes(&mut self) -> &mut Writes {
+        self
+    }
+}
+
+impl Staging for UnitOfWork<'_> {
+    fn writes(&mut self) -> &mut Writes {
+        &mut self.writes
+    }
 }
 
 /// How a unit of work begins: a transaction whose statements run on generic plans.
@@ -101,7 +89,7 @@ impl UnitOfWork<'static> {
     pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: pool.begin_with(BEGIN_UNIT_OF_WORK).await?,
-            staged: Vec::new(),
+            writes: Writes::new(),
         })
     }
 }
@@ -111,7 +99,7 @@ impl<'c> UnitOfWork<'c> {
     pub async fn begin_on(conn: &'c mut PgConnection) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: conn.begin_with(BEGIN_UNIT_OF_WORK).await?,
-            staged: Vec::new(),
+            writes: Writes::new(),
         })
     }
 
@@ -120,54 +108,50 @@ impl<'c> UnitOfWork<'c> {
         &mut self.tx
     }
 
-    /// Records a job staged in this transaction (called by the outbox).
-    pub(crate) fn record_staged(&mut self, job: StagedJob) {
-        self.staged.push(job);
-    }
-
-    /// Writes the staged jobs to the outbox (one statement; none when nothing was staged),
-    /// commits, and returns every job staged.
+    /// Sends the gathered [`Writes`] and the outbox rows of the staged jobs (one statement;
+    /// none when there is nothing), commits, and returns every job written.
     pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {
-        if !self.staged.is_empty() {
-            write_staged(&mut self.tx, &self.staged).await?;
-        }
+        let writes = std::mem::take(&mut self.writes);
+        let staged = writes.execute(&mut self.tx).await?;
         self.tx.commit().await?;
-        Ok(self.staged)
+        Ok(staged)
     }
 }
 
-/// Stages `spec` in `uow`'s outbox; returns the job id (a fresh UUIDv7). The row is written
-/// by [`UnitOfWork::commit`], with every other job of the transaction in one statement, just
-/// before the commit: an order with an email and a webhook pays one round trip, not two.
+/// Stages `spec` in the outbox of `to`; returns the job id (a fresh UUIDv7). The row is written
+/// with every other write and job of the operation in one statement, at its end (just before
+/// the commit of a unit of work): an order with an email and a webhook pays no round trip for
+/// them.
 #[tracing::instrument(
     name = "outbox.stage",
     skip_all,
     fields(queue = %spec.queue, kind = %spec.kind, otel.kind = "producer")
 )]
-pub async fn stage(uow: &mut UnitOfWork<'_>, mut spec: JobSpec) -> Result<Uuid, QueueError> {
-    let id = Uuid::now_v7();
-    spec.id = id.to_string();
-    if spec.request_id.is_none() {
-        spec.request_id = super::correlation::current();
-    }
-    // This span's context rather than the one the spec was built in: the job's run then hangs
-    // under the staging of its outbox row, beside the row's push.
-    if let Some(traceparent) = super::trace::current() {
-        spec.traceparent = Some(traceparent);
-    }
-    uow.record_staged(StagedJob { id, spec });
-    Ok(id)
+pub async fn stage(to: &mut impl Staging, spec: JobSpec) -> Result<Uuid, QueueError> {
+    Ok(to.writes().stage(spec))
 }
 
-/// Stages `job` in `uow`'s outbox as its [`Job`] declaration says, to run as `run_at` says;
+/// Stages `job` in the outbox of `to` as its [`Job`] declaration says, to run as `run_at` says;
 /// returns the job id. See [`stage`].
 pub async fn stage_job<J: Job>(
-    uow: &mut UnitOfWork<'_>,
+    to: &mut impl Staging,
     job: &J,
     settings: &J::Settings,
     run_at: RunAt,
 ) -> Result<Uuid, QueueError> {
-    stage(uow, job.spec_at(settings, run_at)?).await
+    stage(to, job.spec_at(settings, run_at)?).await
+}
+
+/// Stages `job` in the outbox of `to`, to run now, only if the write `of` returns rows, which
+/// its payload then carries in a `rows` field ([`Writes::stage_for_rows`]); returns the job id.
+#[tracing::instrument(name = "outbox.stage", skip_all, fields(otel.kind = "producer"))]
+pub fn stage_job_for_rows<J: Job>(
+    to: &mut impl Staging,
+    of: WriteRef,
+    job: &J,
+    settings: &J::Settings,
+) -> Result<Uuid, QueueError> {
+    Ok(to.writes().stage_for_rows(of, job.spec(settings)?))
 }
 
 /// Outbox backlog, for the dashboard and metrics.
@@ -267,7 +251,46 @@ impl Outbox {
 
     /// Commits `uow`, then schedules its staged jobs for an immediate push.
     pub async fn commit(&self, uow: UnitOfWork<'_>) -> Result<(), QueueError> {
-        let mut staged = uow.commit().await?;
+        let staged = uow.commit().await?;
+        self.dispatch_after_commit(staged);
+        Ok(())
+    }
+
+    /// Sends `writes` as one statement on `conn`, its own transaction (`conn` must not be in
+    /// one), then schedules the jobs it wrote for an immediate push, like [`Outbox::commit`].
+    pub async fn execute(&self, conn: &mut PgConnection, writes: Writes) -> Result<(), QueueError> {
+        let staged = writes.execute(conn).await?;
+        self.dispatch_after_commit(staged);
+        Ok(())
+    }
+
+    /// Pushes `jobs` now, straight to the queue, each keyed by its id for the unique window as
+    /// the outbox keys its own pushes: for jobs whose ids the caller derives from rows that
+    /// already exist (a job per webhook delivery, id = the delivery's), so pushing them again
+    /// after a crash makes no second job. Returns once Redis has them.
+    pub async fn push_now(&self, mut jobs: Vec<StagedJob>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let specs = jobs
+            .iter_mut()
+            .map(|job| {
+                job.spec.id = job.id.to_string();
+                if job.spec.request_id.is_none() {
+                    job.spec.request_id = super::correlation::current();
+                }
+                if let Some(traceparent) = super::trace::current() {
+                    job.spec.traceparent = Some(traceparent);
+                }
+                self.guard(job.id, &mut job.spec);
+                job.spec.clone()
+            })
+            .collect();
+        self.producer.enqueue_many(specs).await?;
+        Ok(())
+    }
+
+    fn dispatch_after_commit(&self, mut staged: Vec<StagedJob>) {
         for job in &mut staged {
             self.guard(job.id, &mut job.spec);
         }
@@ -275,7 +298,6 @@ impl Outbox {
             // If the dispatcher is gone (shutdown), the relay picks these rows up.
             let _ = self.dispatch.send(Message::Work(staged));
         }
-        Ok(())
     }
 
     /// Waits until every dispatch handed over so far has finished (graceful shutdown), at most

@@ -1,9 +1,11 @@
 //! In-process domain events: the EventEmitter2 pattern of the article, made transactional.
 //!
 //! A service publishes what happened ([`DomainEvent`]) and knows nothing of who listens.
-//! Subscribers are registered once at start-up ([`EventBus::builder`]) and run *inside the
-//! publishing transaction*, so whatever they stage (outbox jobs for emails and webhooks) commits
-//! or rolls back together with the change itself. Adding a subscriber touches no service.
+//! Subscribers are registered once at start-up ([`EventBus::builder`]) and add their writes to
+//! the *publishing operation's* [`Writes`] (outbox jobs for emails, webhook deliveries), which go
+//! to PostgreSQL with the change itself, in one statement: they commit or roll back together.
+//! A subscriber writes; it does not read, so an operation's writes can be sent as one statement
+//! of their own (an order). Adding a subscriber touches no service.
 
 use std::sync::Arc;
 
@@ -11,7 +13,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::{
-    error::Result, orders::events::OrderEvent, queue::UnitOfWork, reports::events::ReportEvent,
+    error::Result,
+    orders::events::OrderEvent,
+    queue::{Staging, Writes},
+    reports::events::ReportEvent,
     users::events::UserEvent,
 };
 
@@ -38,14 +43,14 @@ impl DomainEvent {
     }
 }
 
-/// Reacts to domain events inside the publishing transaction.
+/// Reacts to domain events by adding to the publishing operation's writes.
 #[async_trait]
 pub trait Subscriber: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
 
-    /// Handles one event. An error rolls the whole operation back.
-    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()>;
+    /// Handles one event. An error fails the whole operation, which then writes nothing.
+    async fn handle(&self, writes: &mut Writes, event: &DomainEvent) -> Result<()>;
 }
 
 /// The set of subscribers, shared by every service that publishes.
@@ -69,11 +74,12 @@ impl EventBus {
         EventBusBuilder::default()
     }
 
-    /// Runs every subscriber, in registration order, inside `uow`.
+    /// Runs every subscriber, in registration order, adding to the writes of `to` (a unit of
+    /// work, or an operation's own [`Writes`]).
     #[tracing::instrument(skip_all, fields(event = event.name()))]
-    pub async fn publish(&self, uow: &mut UnitOfWork<'_>, event: DomainEvent) -> Result<()> {
+    pub async fn publish(&self, to: &mut impl Staging, event: DomainEvent) -> Result<()> {
         for subscriber in self.subscribers.iter() {
-            subscriber.handle(uow, &event).await?;
+            subscriber.handle(to.writes(), &event).await?;
         }
         Ok(())
     }

@@ -13,12 +13,13 @@ use crate::helpers::{assert_error, new_key, order_body, spawn_app};
 struct OutboxRow {
     queue: String,
     spec: sqlx::types::Json<Value>,
-    created_at: chrono::DateTime<chrono::Utc>,
+    /// The transaction that wrote the row (its copy is written by the same one).
+    written_by: String,
 }
 
 /// The outbox rows of `kind` written since the app started (copies: a pushed row is deleted).
 async fn outbox_rows(pool: &PgPool, kind: &str) -> Vec<OutboxRow> {
-    sqlx::query_as("select queue, spec, created_at from outbox_written where kind = $1 order by id")
+    sqlx::query_as("select queue, spec, xmin::text as written_by from outbox_written where kind = $1 order by id")
         .bind(kind)
         .fetch_all(pool)
         .await
@@ -60,15 +61,15 @@ async fn placing_an_order_stages_its_confirmation_email_in_the_same_transaction(
     assert_eq!(row.queue, "emails");
     assert_eq!(row.spec["payload"]["order_id"], order_id.to_string());
     assert_eq!(row.spec["request_id"], request_id);
-    // `now()` is the transaction's start time in PostgreSQL: equal defaults mean one transaction.
-    let order_created: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("select created_at from orders where id = $1")
+    // `xmin` is the id of the transaction that wrote a row: the same id means one transaction.
+    let order_written_by: String =
+        sqlx::query_scalar("select xmin::text from orders where id = $1")
             .bind(order_id)
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!(
-        row.created_at, order_created,
+        row.written_by, order_written_by,
         "the job was not staged in the order's transaction"
     );
 

@@ -208,8 +208,8 @@ async fn concurrent_orders_naming_the_same_products_in_either_order_all_succeed(
 }
 
 /// The stock is the last thing an order writes: its commit takes it. While another transaction
-/// holds the product's row, the order waits in its `COMMIT`, having already inserted the order,
-/// its lines and its outbox rows: the row lock that every other order for the product queues on
+/// holds the product's row, the order waits in the commit at the end of its one statement,
+/// having already inserted the order, its lines and its outbox rows: the row lock that every other order for the product queues on
 /// is held for the rest of the commit only, with no round trip to the api inside it.
 ///
 /// Meanwhile it holds no lock on the rows every order shares, its customer's and the webhook
@@ -254,7 +254,7 @@ async fn an_order_takes_its_stock_in_its_commit_after_writing_everything_else(po
         loop {
             let pid: Option<i32> = sqlx::query_scalar(
                 "select pid from pg_stat_activity where datname = current_database() \
-                 and wait_event_type = 'Lock' and query ilike 'commit%'",
+                 and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
             )
             .fetch_optional(&pool)
             .await
@@ -303,7 +303,7 @@ async fn an_order_takes_its_stock_in_its_commit_after_writing_everything_else(po
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(app.stock_of(&product_id.to_string()).await, 9);
     assert_eq!(app.outbox_count("email.order_confirmation").await, 1);
-    assert_eq!(app.outbox_count("webhook.deliver").await, 1);
+    assert_eq!(app.outbox_count("webhook.fan_out").await, 1);
 }
 
 /// Only an order that says so takes its stock at its commit: one written as the previous

@@ -18,3 +18,4 @@ mod producer;
 mod schedule;
 mod sentinel;
 mod unique;
+mod writes;

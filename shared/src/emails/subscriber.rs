@@ -8,7 +8,7 @@ use crate::{
     events::{DomainEvent, Subscriber},
     jobs::stager::JobStager,
     orders::events::OrderEvent,
-    queue::{RunAt, UnitOfWork},
+    queue::{RunAt, Writes},
     reports::events::ReportEvent,
     users::events::UserEvent,
 };
@@ -32,7 +32,7 @@ impl Subscriber for EmailSubscriber {
         "emails"
     }
 
-    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()> {
+    async fn handle(&self, writes: &mut Writes, event: &DomainEvent) -> Result<()> {
         let job = match event {
             DomainEvent::User(UserEvent::Registered { user_id }) => {
                 EmailJob::Welcome { user_id: *user_id }
@@ -48,7 +48,7 @@ impl Subscriber for EmailSubscriber {
             },
             DomainEvent::Order(OrderEvent::StatusChanged { .. }) => return Ok(()),
         };
-        self.jobs.stage(uow, &job, RunAt::Now).await?;
+        self.jobs.stage(writes, &job, RunAt::Now).await?;
         Ok(())
     }
 }

@@ -36,6 +36,8 @@ use uuid::Uuid;
 use crate::error::AppError;
 use repository::{ClaimOutcome, IdempotencyRepository};
 
+use crate::queue::Staging;
+
 /// How long a key is remembered.
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -197,6 +199,46 @@ impl IdempotencyService {
             pool,
             repository: IdempotencyRepository,
         }
+    }
+
+    /// Adds to the operation's writes the claim of the attempt's key, for the resource
+    /// [`Attempt::resource_id`], with `response`, if the attempt is a first one; false for an
+    /// attempt that takes a claim over, which must [`Self::claim`] in a transaction.
+    ///
+    /// The claim assumes the key is new, the case of nearly every request: if it is not (used
+    /// before, or in use by a request still running), the operation's statement fails and
+    /// writes nothing, and [`Self::claim_refused`] recognises its error; the caller then runs
+    /// the operation again in a transaction that [`Self::claim`]s first, which says who answers.
+    pub fn claim_new(
+        &self,
+        to: &mut impl Staging,
+        attempt: &Attempt,
+        response: &StoredResponse,
+    ) -> bool {
+        if attempt.taking_over {
+            return false;
+        }
+        self.repository.claim_new(
+            to.writes(),
+            &attempt.claim(),
+            &attempt.request_hash,
+            response,
+            KEY_TTL,
+        );
+        true
+    }
+
+    /// Whether `error` is the refusal of a claim added by [`Self::claim_new`]: its key exists
+    /// or is in use.
+    pub fn claim_refused(error: &sqlx::Error) -> bool {
+        let Some(db) = error.as_database_error() else {
+            return false;
+        };
+        db.table() == Some(repository::TABLE)
+            && matches!(
+                db.kind(),
+                sqlx::error::ErrorKind::UniqueViolation | sqlx::error::ErrorKind::NotNullViolation
+            )
     }
 
     /// Claims the attempt's key inside the operation's transaction, for the resource

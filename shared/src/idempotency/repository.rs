@@ -8,7 +8,11 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     idempotency::{Claim, StoredResponse},
+    queue::Writes,
 };
+
+/// The table, as PostgreSQL names it in the errors of [`IdempotencyRepository::claim_new`].
+pub(super) const TABLE: &str = "idempotency_keys";
 
 /// A key already present.
 #[derive(Debug)]
@@ -97,6 +101,42 @@ impl IdempotencyRepository {
         .fetch_one(&mut *conn)
         .await?;
         Ok(ClaimOutcome::Existing(existing))
+    }
+
+    /// Adds to `writes` the claim of a key nobody used, with the response the operation
+    /// answers: a plain insert, under the key's advisory lock (tried, never waited for), so it
+    /// fails, and the whole statement with it, if the key exists (unique violation) or another
+    /// request holds its lock (the key is then null: a not-null violation). The caller tells
+    /// both apart with [`super::IdempotencyService::claim_refused`] and claims again with
+    /// [`Self::claim`], which says what is there. Built at run time (one of an operation's
+    /// [`Writes`]), so the macro does not check it; the idempotency tests run every branch.
+    pub fn claim_new(
+        &self,
+        writes: &mut Writes,
+        claim: &Claim,
+        request_hash: &str,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) {
+        let _ = writes
+            .write(
+                "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, \
+                                               expires_at, resource_id, response_status, response_body) \
+                 select $1, $2, case when key_lock.taken then $3 end, $4, now(), \
+                        now() + make_interval(secs => $5), $6, $7, $8 \
+                 from (select pg_try_advisory_xact_lock( \
+                         hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken \
+                      ) as key_lock",
+            )
+            .bind(claim.user_id)
+            .bind(claim.scope)
+            .bind(claim.key.clone())
+            .bind(request_hash.to_owned())
+            .bind(ttl.as_secs_f64())
+            .bind(claim.resource_id)
+            .bind(response.status as i16)
+            .bind(response.body.clone())
+            .finish();
     }
 
     /// Inside the caller's transaction: takes the key's advisory lock and finishes the key with

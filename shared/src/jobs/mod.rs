@@ -1,6 +1,7 @@
 //! The shop's job types and the queues they make. Each job type is declared once, in its
 //! domain, as an implementation of [`Job`](crate::queue::Job) (queue, kinds, priority, retry
-//! policy, time limit): [`EmailJob`], [`WebhookJob`], [`ReportJob`] and [`ScheduledReportJob`]
+//! policy, time limit): [`EmailJob`], [`WebhookJob`] and [`WebhookFanOutJob`] (both on the
+//! `webhooks` queue, which carries [`WebhooksQueueJob`]), [`ReportJob`] and [`ScheduledReportJob`]
 //! (both on the `reports` queue, which carries [`ReportsQueueJob`]), [`UploadJob`],
 //! [`MaintenanceJob`]. [`QUEUES`] lists their queues, and everything that names queues derives
 //! from it: the worker's `--queues`/`WORKER_QUEUES` check ([`queues_to_serve`]), the handlers a
@@ -25,7 +26,7 @@ pub use crate::{
     maintenance::job::MaintenanceJob,
     reports::job::{ReportJob, ReportsQueueJob, ScheduledReportJob},
     uploads::job::UploadJob,
-    webhooks::job::WebhookJob,
+    webhooks::job::{DeliveryRow, WebhookFanOutJob, WebhookJob, WebhooksQueueJob},
 };
 pub use lifecycle::{JobLifecycle, LiveUpdate, RowCancel};
 pub use settings::JobSettings;

@@ -5,9 +5,10 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
-    error::{AppError, ResultExt},
+    error::AppError,
     orders::model::{Order, OrderItem, OrderStatus},
     pagination::{Page, PageRequest},
+    queue::Writes,
 };
 
 /// An `orders` row, without its lines.
@@ -50,6 +51,10 @@ pub struct NewOrderRow<'a> {
     pub currency: &'a str,
     /// Stored with line numbers in this order, so the order reads back as the customer gave it.
     pub items: &'a [OrderItem],
+    /// When the order was placed: its `created_at` and `updated_at`, chosen by the api (in
+    /// whole microseconds, as PostgreSQL keeps them) so that the answer to the order, stored
+    /// with its idempotency key by the same statement, is complete before the statement runs.
+    pub placed_at: DateTime<Utc>,
 }
 
 /// Orders in PostgreSQL.
@@ -57,56 +62,67 @@ pub struct NewOrderRow<'a> {
 pub struct OrderRepository;
 
 impl OrderRepository {
-    /// Inserts an order and its lines in one statement (the caller's transaction); their stock
-    /// is taken when the transaction commits (migration 0021). An id that is already
-    /// taken is a 409: the id is an idempotency key's resource id, and only an attempt of an
-    /// earlier version, committing after its claim was presumed dead, can reach it twice.
-    #[tracing::instrument(skip_all)]
-    pub async fn insert(
-        &self,
-        conn: &mut PgConnection,
-        new: NewOrderRow<'_>,
-    ) -> Result<Order, AppError> {
+    /// Adds to `writes` the order and its lines, as two writes: the order's row first (the
+    /// operation's first write, so its commit takes the stock before any of its references is
+    /// checked; migration 0021), then the lines. Returns the order as written. Their stock is
+    /// taken when the operation commits. An id that is already taken fails the statement
+    /// ([`Self::id_taken`]): the id is an idempotency key's resource id, and only an attempt of
+    /// an earlier version, committing after its claim was presumed dead, can reach it twice.
+    ///
+    /// Built at run time (writes of one statement), so the macro does not check it; every test
+    /// that places an order runs it.
+    pub fn insert(&self, writes: &mut Writes, new: NewOrderRow<'_>) -> Order {
         let line_nos: Vec<i32> = (1..=new.items.len() as i32).collect();
         let product_ids: Vec<Uuid> = new.items.iter().map(|i| i.product_id).collect();
-        let skus: Vec<&str> = new.items.iter().map(|i| i.sku.as_str()).collect();
-        let names: Vec<&str> = new.items.iter().map(|i| i.name.as_str()).collect();
+        let skus: Vec<String> = new.items.iter().map(|i| i.sku.clone()).collect();
+        let names: Vec<String> = new.items.iter().map(|i| i.name.clone()).collect();
         let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
         let prices: Vec<i64> = new.items.iter().map(|i| i.unit_price_cents).collect();
-        // Both inserts in one round trip; the lines' foreign key to the order is checked at the
-        // end of the statement, when the order row exists.
-        // The `!` overrides: columns read through a CTE carry no NOT NULL for the macro to see.
-        let row = sqlx::query_as!(
-            OrderRow,
-            r#"with new_order as (
-                 insert into orders (id, user_id, status, total_cents, currency, takes_stock_at_commit)
-                 values ($1, $2, 'placed', $3, $4, true)
-                 returning id, user_id, status, total_cents, currency, created_at, updated_at
-               ), new_items as (
-                 insert into order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_cents)
-                 select $1, * from unnest($5::int[], $6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[])
-               )
-               select id as "id!", user_id as "user_id!", status as "status!: OrderStatus",
-                      total_cents as "total_cents!", currency as "currency!",
-                      created_at as "created_at!", updated_at as "updated_at!"
-               from new_order"#,
-            new.id,
-            new.user_id,
-            new.total_cents,
-            new.currency,
-            &line_nos,
-            &product_ids,
-            &skus as &[&str],
-            &names as &[&str],
-            &quantities,
-            &prices,
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .on_constraint("orders_pkey", |_| {
-            AppError::conflict("an order with this id already exists")
-        })?;
-        Ok(row.with_items(new.items.to_vec()))
+        let _ = writes
+            .write(
+                "insert into orders (id, user_id, status, total_cents, currency, \
+                                     takes_stock_at_commit, created_at, updated_at) \
+                 values ($1, $2, 'placed', $3, $4, true, $5, $5) returning id",
+            )
+            .bind(new.id)
+            .bind(new.user_id)
+            .bind(new.total_cents)
+            .bind(new.currency.to_owned())
+            .bind(new.placed_at)
+            .finish();
+        // The lines' foreign keys (to the order, to their products) are checked at the commit.
+        let _ = writes
+            .write(
+                "insert into order_items (order_id, line_no, product_id, sku, name, quantity, \
+                                          unit_price_cents) \
+                 select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::text[], \
+                                          $6::int[], $7::bigint[])",
+            )
+            .bind(new.id)
+            .bind(line_nos)
+            .bind(product_ids)
+            .bind(skus)
+            .bind(names)
+            .bind(quantities)
+            .bind(prices)
+            .finish();
+        Order {
+            id: new.id,
+            user_id: new.user_id,
+            status: OrderStatus::Placed,
+            total_cents: new.total_cents,
+            currency: new.currency.to_owned(),
+            items: new.items.to_vec(),
+            created_at: new.placed_at,
+            updated_at: new.placed_at,
+        }
+    }
+
+    /// Whether `error` says an order's id was taken (see [`Self::insert`]).
+    pub fn id_taken(error: &sqlx::Error) -> bool {
+        error
+            .as_database_error()
+            .is_some_and(|db| db.constraint() == Some("orders_pkey"))
     }
 
     /// An order with its lines; `for_update` locks the order row for a status change.

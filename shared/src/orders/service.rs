@@ -1,5 +1,6 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
+use chrono::{SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use crate::{
     },
     pagination::{Page, PageRequest},
     products::{PricedLine, ProductService, StockChange, StockRefusal, StockRequest},
-    queue::{Outbox, QueueError, UnitOfWork},
+    queue::{Outbox, QueueError, Staging, UnitOfWork, Writes},
     users::model::Actor,
 };
 
@@ -30,6 +31,20 @@ enum Placement {
     Earlier(Earlier),
     /// A product changed after the order was priced; nothing was written.
     QuoteStale,
+    /// The idempotency key is not new (or the attempt takes a claim over): nothing was
+    /// written, and the order is placed again in a transaction that claims the key first.
+    KeyNotNew,
+}
+
+/// How an attempt sends its writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// One statement, its own transaction: the order, its lines, the claim of a new key, the
+    /// deliveries and the outbox rows, in one round trip.
+    OneStatement,
+    /// A transaction that claims the key first (a key used before, or in use, or a claim taken
+    /// over): the claim says who answers before anything is written.
+    ClaimFirst,
 }
 
 /// The only way in to orders: placing one with its idempotency key, stock and events in one
@@ -65,17 +80,24 @@ impl OrderService {
 
     /// Places an order under the idempotency key of `attempt`, in one transaction: the order
     /// (with the attempt's resource id) at the catalogue's current prices, `OrderPlaced`
-    /// published (subscribers stage their jobs), the key claimed with the caller's answer to
-    /// the order (`answer`: the response a retry with the key replays), and the stock taken
-    /// last, by the commit. The staged jobs are pushed to the queue right after the commit. If
-    /// the key was used before, or is in use by a request still running, nothing is kept and
-    /// [`Keyed::Earlier`] says which request answers.
+    /// published (subscribers add their writes: the email's job, webhook deliveries), the key
+    /// claimed with the caller's answer to the order (`answer`: the response a retry with the
+    /// key replays), and the stock taken last, by the commit. The staged jobs are pushed to the
+    /// queue right after the commit. If the key was used before, or is in use by a request
+    /// still running, nothing is kept and [`Keyed::Earlier`] says which request answers.
+    ///
+    /// One statement, nearly always: every write of the order is known before anything is
+    /// sent (the api chooses the order's id and timestamps, so the answer is complete), and
+    /// sent alone, the statement is its own transaction, with no `BEGIN` or `COMMIT` round trip
+    /// and one pooled connection for one round trip. It claims the key as a new one; if the key
+    /// is not new, the statement fails whole, and the order is placed again in a transaction
+    /// that claims the key first and finds who answers ([`Sending::ClaimFirst`]).
     ///
     /// The claim is in the order's own transaction, so a claim exists exactly when its order
-    /// does (no claim is left behind by an order that failed or died) and an order costs one
-    /// transaction and one pooled connection. Two attempts with one key can never both create
-    /// an order: the second one's claim finds the first's, and even an attempt that takes over
-    /// a claim presumed dead uses its resource id, which is the order's primary key.
+    /// does (no claim is left behind by an order that failed or died). Two attempts with one
+    /// key can never both create an order: the second one's claim finds the first's, and even
+    /// an attempt that takes over a claim presumed dead uses its resource id, which is the
+    /// order's primary key.
     ///
     /// Stock last because taking it locks the product's row until the commit, and every other
     /// order for that product waits on that lock: in a flash sale on one product, the time the
@@ -108,9 +130,11 @@ impl OrderService {
         let mut quote = self.products.quote(&requests).await?;
         // One connection for every attempt, taken from the pool once.
         let mut conn = self.pool.acquire().await?;
-        for _ in 0..QUOTE_ATTEMPTS {
+        let mut sending = Sending::OneStatement;
+        let mut priced = 0;
+        while priced < QUOTE_ATTEMPTS {
             match self
-                .place_as_quoted(&mut conn, actor, &quote, attempt, &answer)
+                .place_as_quoted(&mut conn, actor, &quote, attempt, &answer, sending)
                 .await?
             {
                 Placement::Placed(order, response) => {
@@ -124,8 +148,14 @@ impl OrderService {
                 }
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
                 Placement::QuoteStale => {
+                    priced += 1;
                     quote = self.products.quote_fresh(&mut conn, &requests).await?;
                 }
+                // Claiming first cannot find the key not new: it says who answers instead.
+                Placement::KeyNotNew if sending == Sending::ClaimFirst => {
+                    return Err(AppError::internal("an order's claim was refused twice"));
+                }
+                Placement::KeyNotNew => sending = Sending::ClaimFirst,
             }
         }
         Err(AppError::conflict(
@@ -133,7 +163,7 @@ impl OrderService {
         ))
     }
 
-    /// One attempt of [`Self::place`] at the prices of `quote`.
+    /// One attempt of [`Self::place`] at the prices of `quote`, sent as `sending` says.
     async fn place_as_quoted(
         &self,
         conn: &mut PgConnection,
@@ -141,6 +171,7 @@ impl OrderService {
         quote: &[PricedLine],
         attempt: &Attempt,
         answer: &(impl Fn(&Order) -> Result<StoredResponse, AppError> + Sync),
+        sending: Sending,
     ) -> Result<Placement, AppError> {
         let currency = quote
             .first()
@@ -169,58 +200,84 @@ impl OrderService {
                     .and_then(|line| sum.checked_add(line))
             })
             .ok_or_else(|| AppError::unprocessable("order total is too large"))?;
+        let new = NewOrderRow {
+            id: attempt.resource_id(),
+            user_id: actor.user_id,
+            total_cents,
+            currency: &currency,
+            items: &items,
+            placed_at: Utc::now().trunc_subsecs(6),
+        };
 
-        let mut uow = UnitOfWork::begin_on(&mut *conn).await?;
-        let order = self
-            .orders
-            .insert(
-                uow.conn(),
-                NewOrderRow {
-                    id: attempt.resource_id(),
-                    user_id: actor.user_id,
-                    total_cents,
-                    currency: &currency,
-                    items: &items,
-                },
-            )
-            .await?;
-        self.events
-            .publish(
-                &mut uow,
-                DomainEvent::Order(OrderEvent::Placed {
-                    order: order.clone(),
-                }),
-            )
-            .await?;
-        // The key is claimed after the order is written, so the order's row is the
-        // transaction's first write and its commit takes the stock before checking any
-        // reference (migration 0021); and with the answer to the order, which is complete now
-        // (the commit changes nothing in it). A key used before rolls all of it back.
-        let response = answer(&order)?;
-        match self
-            .idempotency
-            .claim(uow.conn(), attempt, &response)
-            .await?
-        {
-            Claimed::Proceed => {}
-            // Dropping the unit of work rolls it back.
-            Claimed::Earlier(earlier) => return Ok(Placement::Earlier(earlier)),
-        }
+        let sent = match sending {
+            Sending::OneStatement => {
+                let mut writes = Writes::new();
+                // The order's row is the first write (see `OrderRepository::insert`).
+                let order = self.orders.insert(&mut writes, new);
+                self.publish_placed(&mut writes, &order).await?;
+                // The answer is complete before anything is sent: the commit changes nothing
+                // in it.
+                let response = answer(&order)?;
+                if !self.idempotency.claim_new(&mut writes, attempt, &response) {
+                    return Ok(Placement::KeyNotNew);
+                }
+                (self.outbox.execute(conn, writes).await, order, response)
+            }
+            Sending::ClaimFirst => {
+                let mut uow = UnitOfWork::begin_on(&mut *conn).await?;
+                let order = self.orders.insert(uow.writes(), new);
+                self.publish_placed(&mut uow, &order).await?;
+                let response = answer(&order)?;
+                // The claim runs now; the writes above go with the commit. A key used before
+                // rolls all of it back.
+                match self
+                    .idempotency
+                    .claim(uow.conn(), attempt, &response)
+                    .await?
+                {
+                    Claimed::Proceed => {}
+                    // Dropping the unit of work rolls it back.
+                    Claimed::Earlier(earlier) => return Ok(Placement::Earlier(earlier)),
+                }
+                (self.outbox.commit(uow).await, order, response)
+            }
+        };
         // The commit takes the lines' stock (migration 0021), after everything else is written:
         // the products' rows are locked for the rest of the commit only, inside PostgreSQL.
-        match self.outbox.commit(uow).await {
+        let (result, order, response) = sent;
+        match result {
             Ok(()) => {}
-            Err(QueueError::Database(error)) => match ProductService::stock_refusal(&error) {
-                Some(StockRefusal::QuoteStale) => return Ok(Placement::QuoteStale),
-                Some(StockRefusal::Insufficient) => {
-                    return Err(AppError::conflict("insufficient stock"));
+            Err(QueueError::Database(error)) => {
+                if IdempotencyService::claim_refused(&error) {
+                    return Ok(Placement::KeyNotNew);
                 }
-                None => return Err(error.into()),
-            },
+                if OrderRepository::id_taken(&error) {
+                    return Err(AppError::conflict("an order with this id already exists"));
+                }
+                return match ProductService::stock_refusal(&error) {
+                    Some(StockRefusal::QuoteStale) => Ok(Placement::QuoteStale),
+                    Some(StockRefusal::Insufficient) => {
+                        Err(AppError::conflict("insufficient stock"))
+                    }
+                    None => Err(error.into()),
+                };
+            }
             Err(other) => return Err(other.into()),
         }
         tracing::info!(order_id = %order.id, total_cents, "order placed");
         Ok(Placement::Placed(order, response))
+    }
+
+    /// Publishes `OrderPlaced` for `order`, its subscribers adding to the writes of `to`.
+    async fn publish_placed(&self, to: &mut impl Staging, order: &Order) -> Result<(), AppError> {
+        self.events
+            .publish(
+                to,
+                DomainEvent::Order(OrderEvent::Placed {
+                    order: order.clone(),
+                }),
+            )
+            .await
     }
 
     /// An order the actor may see: their own, or any for an admin. Anything else is 404, so

@@ -1,8 +1,14 @@
-//! The webhook delivery job: one delivery of one event to one endpoint, on the `webhooks`
-//! queue. Retries follow the configured schedule (`WEBHOOK_RETRY_SCHEDULE`, Standard Webhooks
-//! style: seconds, then minutes, then hours). Each job is in its endpoint's group, so the
-//! per-endpoint limits and breaker hold and a slow or failing endpoint takes its own turns
-//! only (`WEBHOOK_ENDPOINT_*`, see the engine's `limits`).
+//! The jobs of the `webhooks` queue ([`WebhooksQueueJob`] is what it carries):
+//!
+//! - [`WebhookJob`]: one delivery of one event to one endpoint. Retries follow the configured
+//!   schedule (`WEBHOOK_RETRY_SCHEDULE`, Standard Webhooks style: seconds, then minutes, then
+//!   hours). Each job is in its endpoint's group, so the per-endpoint limits and breaker hold
+//!   and a slow or failing endpoint takes its own turns only (`WEBHOOK_ENDPOINT_*`, see the
+//!   engine's `limits`).
+//! - [`WebhookFanOutJob`]: the deliveries one event wrote, to be queued as one [`WebhookJob`]
+//!   each. An event's deliveries are written by the statement that makes the change (an order
+//!   is one statement), which cannot stage one job per delivery without the api reading the
+//!   deliveries first; it stages this one job, carrying them, only when there are any.
 
 use std::time::Duration;
 
@@ -23,6 +29,92 @@ pub struct WebhookJob {
     /// then run ungrouped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_id: Option<Uuid>,
+}
+
+/// A delivery as the statement that wrote it returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    /// The delivery row's id, which becomes its job's id.
+    pub id: Uuid,
+    /// The endpoint it goes to.
+    pub endpoint_id: Uuid,
+}
+
+/// Queue one [`WebhookJob`] per delivery of an event (each with the delivery's id as its job
+/// id, so queueing them twice makes no second job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookFanOutJob {
+    /// Filled in by the statement that writes the deliveries (staged empty).
+    pub rows: Vec<DeliveryRow>,
+}
+
+impl Job for WebhookFanOutJob {
+    type Settings = JobSettings;
+    const QUEUE: QueueName = WebhookJob::QUEUE;
+
+    fn kind(&self) -> &'static str {
+        "webhook.fan_out"
+    }
+
+    fn priority(&self) -> Priority {
+        Priority::HIGH
+    }
+
+    fn retry_policy(&self, _: &JobSettings) -> RetryPolicy {
+        RetryPolicy::exponential(10, Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    fn timeout(_: &JobSettings) -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// What the `webhooks` queue carries: either job, told apart by their fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WebhooksQueueJob {
+    /// Send one delivery.
+    Deliver(WebhookJob),
+    /// Queue an event's deliveries.
+    FanOut(WebhookFanOutJob),
+}
+
+impl Job for WebhooksQueueJob {
+    type Settings = JobSettings;
+    const QUEUE: QueueName = WebhookJob::QUEUE;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Deliver(job) => job.kind(),
+            Self::FanOut(job) => job.kind(),
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        match self {
+            Self::Deliver(job) => job.priority(),
+            Self::FanOut(job) => job.priority(),
+        }
+    }
+
+    fn retry_policy(&self, settings: &JobSettings) -> RetryPolicy {
+        match self {
+            Self::Deliver(job) => job.retry_policy(settings),
+            Self::FanOut(job) => job.retry_policy(settings),
+        }
+    }
+
+    fn group(&self, settings: &JobSettings) -> Option<JobGroup> {
+        match self {
+            Self::Deliver(job) => job.group(settings),
+            Self::FanOut(_) => None,
+        }
+    }
+
+    /// The queue's workers have one time limit: the longer of the two.
+    fn timeout(settings: &JobSettings) -> Duration {
+        WebhookJob::timeout(settings).max(WebhookFanOutJob::timeout(settings))
+    }
 }
 
 impl Job for WebhookJob {

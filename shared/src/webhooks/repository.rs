@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::{
     error::AppError,
     pagination::{Page, PageRequest},
+    queue::{WriteRef, Writes},
     webhooks::{
         model::{
             AttemptOutcome, AttemptRecord, DeliveryStatus, NewWebhookEndpoint, WebhookDelivery,
@@ -207,8 +208,10 @@ impl WebhookRepository {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Writes one delivery of `payload` to every enabled endpoint subscribed to `event`, in one
-    /// statement; returns each new delivery's id and endpoint (none when nobody subscribes).
+    /// Adds to `writes` one delivery of `payload` to every enabled endpoint subscribed to
+    /// `event`; the write returns each new delivery's `id` and `endpoint_id` (no row when nobody
+    /// subscribes). Built at run time (one of an operation's [`Writes`]), so the macro does not
+    /// check it; every test that places an order with an endpoint subscribed runs it.
     ///
     /// The endpoints are read without a lock: every order's transaction writes deliveries to the
     /// same few endpoints, and a key-share lock held from here to the commit by each of them
@@ -216,26 +219,24 @@ impl WebhookRepository {
     /// joins. The deliveries' reference to their endpoint is checked at the commit instead
     /// (migration 0019): an endpoint deleted in between fails that commit, and the client's
     /// retry under its idempotency key finds the endpoint gone.
-    #[tracing::instrument(skip(self, conn, payload))]
-    pub async fn insert_deliveries_to_subscribers(
+    pub fn insert_deliveries_to_subscribers(
         &self,
-        conn: &mut PgConnection,
+        writes: &mut Writes,
         event: WebhookEventType,
-        payload: &str,
-    ) -> Result<Vec<(Uuid, Uuid)>, AppError> {
-        let rows = sqlx::query!(
-            "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
-             select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
-               select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
-               order by id \
-             ) as subscribed \
-             returning id, endpoint_id",
-            event.as_str(),
-            payload,
-        )
-        .fetch_all(conn)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.endpoint_id)).collect())
+        payload: String,
+    ) -> WriteRef {
+        writes
+            .write(
+                "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
+                 select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
+                   select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
+                   order by id \
+                 ) as subscribed \
+                 returning id, endpoint_id",
+            )
+            .bind(event.as_str())
+            .bind(payload)
+            .finish()
     }
 
     /// Stops deliveries to an endpoint; false if it was already disabled or is gone.

@@ -19,11 +19,11 @@ use crate::{
     error::AppError,
     jobs::JobStager,
     pagination::{Page, PageRequest},
-    queue::{Outbox, RunAt, UnitOfWork},
+    queue::{Job, Outbox, RunAt, StagedJob, Staging, UnitOfWork},
     users::Actor,
     webhooks::{
         address::{AddressPolicy, HostCheck, Refused},
-        job::WebhookJob,
+        job::{DeliveryRow, WebhookFanOutJob, WebhookJob},
         model::{
             AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
             WebhookEndpointChanges, WebhookEventType, WebhookUrl,
@@ -361,28 +361,43 @@ impl WebhookService {
             .await
     }
 
-    /// Writes one delivery of `data` per enabled endpoint subscribed to `event` and stages its
-    /// job, inside `uow`; returns the delivery ids (none when nobody subscribes). The body is
-    /// serialised once, here, so every endpoint and every retry gets the same bytes, and the
-    /// endpoints are found and their deliveries written in one statement.
-    #[tracing::instrument(skip(self, uow, data), fields(event = event.as_str()))]
-    pub async fn stage_deliveries(
+    /// Adds to `to`'s writes one delivery of `data` per enabled endpoint subscribed to `event`
+    /// (none when nobody subscribes), and a [`WebhookFanOutJob`] carrying them if there are
+    /// any, which queues their sends. The body is serialised once, here, so every endpoint and
+    /// every retry gets the same bytes; the endpoints are found and their deliveries written
+    /// by the operation's one statement, without a round trip of their own.
+    #[tracing::instrument(skip(self, to, data), fields(event = event.as_str()))]
+    pub fn stage_deliveries(
         &self,
-        uow: &mut UnitOfWork<'_>,
+        to: &mut impl Staging,
         event: WebhookEventType,
         data: &Value,
-    ) -> Result<Vec<Uuid>, AppError> {
+    ) -> Result<(), AppError> {
         let body = Envelope::body(event, data)?;
         let deliveries = self
             .webhooks
-            .insert_deliveries_to_subscribers(uow.conn(), event, &body)
-            .await?;
-        let mut ids = Vec::with_capacity(deliveries.len());
-        for (delivery_id, endpoint_id) in deliveries {
-            self.stage_send(uow, delivery_id, endpoint_id).await?;
-            ids.push(delivery_id);
+            .insert_deliveries_to_subscribers(to.writes(), event, body);
+        self.jobs
+            .stage_for_rows(to, deliveries, &WebhookFanOutJob { rows: Vec::new() })?;
+        Ok(())
+    }
+
+    /// Queues the send of each delivery in `rows` (a [`WebhookFanOutJob`]), each job with the
+    /// delivery's id as its id and uniqueness key: a fan-out that runs again (a worker died
+    /// before acknowledging it) queues nothing twice.
+    #[tracing::instrument(skip_all, fields(deliveries = rows.len()))]
+    pub async fn fan_out(&self, rows: &[DeliveryRow]) -> Result<(), AppError> {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let job = WebhookJob {
+                delivery_id: row.id,
+                endpoint_id: Some(row.endpoint_id),
+            };
+            let spec = job.spec(self.jobs.settings())?;
+            jobs.push(StagedJob { id: row.id, spec });
         }
-        Ok(ids)
+        self.outbox.push_now(jobs).await?;
+        Ok(())
     }
 
     /// Deletes finished deliveries (delivered or failed) older than `retention`, a few thousand

@@ -1,10 +1,10 @@
-//! Turns domain events into webhook deliveries, inside the publishing transaction.
+//! Turns domain events into webhook deliveries, written with the change that published them.
 //!
 //! For `order.placed`, `order.cancelled`, `order.status_changed` and `report.ready`: describe
-//! the order or report (carried by the event itself, as it stands in the uncommitted
-//! transaction) and write one delivery per enabled endpoint subscribed to the event, found and
-//! written in one statement, plus one staged job per delivery. A rolled-back order therefore sends no webhook,
-//! and a committed one always does.
+//! the order or report (carried by the event itself, as it stands before the commit) and add to
+//! the operation's writes one delivery per enabled endpoint subscribed to the event, plus a
+//! fan-out job that queues their sends when there are any. A rolled-back order therefore sends
+//! no webhook, and a committed one always does.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use crate::{
     error::Result,
     events::{DomainEvent, Subscriber},
     orders::{Order, events::OrderEvent},
-    queue::UnitOfWork,
+    queue::Writes,
     reports::{Report, events::ReportEvent},
     webhooks::{model::WebhookEventType, service::WebhookService},
 };
@@ -89,22 +89,15 @@ impl Subscriber for WebhookSubscriber {
         "webhooks"
     }
 
-    async fn handle(&self, uow: &mut UnitOfWork<'_>, event: &DomainEvent) -> Result<()> {
+    async fn handle(&self, writes: &mut Writes, event: &DomainEvent) -> Result<()> {
         let Some(kind) = WebhookEventType::of(event) else {
             return Ok(());
         };
         let Some(data) = describe(event) else {
             return Ok(());
         };
-        // One statement finds the subscribed endpoints and writes their deliveries; most events
-        // have no subscriber and it writes nothing.
-        let staged = self.webhooks.stage_deliveries(uow, kind, &data).await?;
-        tracing::debug!(
-            event = kind.as_str(),
-            deliveries = staged.len(),
-            "webhook deliveries staged"
-        );
-        Ok(())
+        // Most events have no subscriber: the write then writes nothing, and stages no job.
+        self.webhooks.stage_deliveries(writes, kind, &data)
     }
 }
 

@@ -14,8 +14,8 @@ pub mod webhook;
 
 use apalis_core::task::data::Data;
 use orderly::{
-    jobs::ReportsQueueJob,
-    queue::{JobError, JobInfo},
+    jobs::{ReportsQueueJob, WebhooksQueueJob},
+    queue::{JobError, JobInfo, job::JobResultExt},
 };
 
 pub use crate::context::JobContext;
@@ -26,10 +26,28 @@ use crate::registrar::Registrar;
 pub fn register_all(workers: Registrar) -> Registrar {
     workers
         .handle(email::handle)
-        .handle(webhook::handle)
+        .handle(webhooks_queue)
         .handle(reports_queue)
         .handle(upload::handle)
         .handle(maintenance::handle)
+}
+
+/// The `webhooks` queue carries two job types (one queue, one handler): a delivery goes to
+/// [`webhook::handle`]; an event's fan-out queues the send of each of its deliveries.
+async fn webhooks_queue(
+    job: WebhooksQueueJob,
+    ctx: Data<JobContext>,
+    info: Data<JobInfo>,
+) -> Result<(), JobError> {
+    match job {
+        WebhooksQueueJob::Deliver(job) => webhook::handle(job, ctx, info).await,
+        WebhooksQueueJob::FanOut(job) => ctx
+            .services
+            .webhooks
+            .fan_out(&job.rows)
+            .await
+            .context("queueing the event's deliveries"),
+    }
 }
 
 /// The `reports` queue carries two job types (one queue, one handler): a build goes to

@@ -255,6 +255,7 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
         !find(&spans, "orderly-worker", "email.order_confirmation").is_empty()
             && !find(&spans, "orderly-worker", "POST webhook").is_empty()
             && !find(&spans, "orderly-worker", "webhook.deliver").is_empty()
+            && !find(&spans, "orderly-worker", "webhook.fan_out").is_empty()
             && spans
                 .iter()
                 .any(|s| s.service == "orderly-api" && s.name == "GET /api/v1/products")
@@ -296,7 +297,7 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
     assert_eq!(
         staged.len(),
         2,
-        "an email and a webhook staged: {staged:#?}"
+        "an email and the webhook fan-out staged: {staged:#?}"
     );
     for stage in &staged {
         assert_eq!(stage.kind, SpanKind::Producer as i32);
@@ -319,10 +320,10 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
 
     // Both jobs ran in the worker process as consumer spans whose parent is their staging.
     let email = find(&spans, "orderly-worker", "email.order_confirmation");
-    let webhook = find(&spans, "orderly-worker", "webhook.deliver");
+    let fan_out = find(&spans, "orderly-worker", "webhook.fan_out");
     assert_eq!(email.len(), 1, "{email:#?}");
-    assert_eq!(webhook.len(), 1, "{webhook:#?}");
-    for job in [email[0], webhook[0]] {
+    assert_eq!(fan_out.len(), 1, "{fan_out:#?}");
+    for job in [email[0], fan_out[0]] {
         assert_eq!(job.kind, SpanKind::Consumer as i32);
         assert!(
             staged_ids.contains(job.parent_span_id.as_str()),
@@ -330,7 +331,15 @@ async fn one_order_is_one_trace_across_the_api_the_outbox_and_a_worker_process(p
             job.name
         );
     }
-    assert_ne!(email[0].parent_span_id, webhook[0].parent_span_id);
+    assert_ne!(email[0].parent_span_id, fan_out[0].parent_span_id);
+    // The fan-out queued the delivery job, which continues the trace under it.
+    let webhook = find(&spans, "orderly-worker", "webhook.deliver");
+    assert_eq!(webhook.len(), 1, "{webhook:#?}");
+    assert_eq!(webhook[0].kind, SpanKind::Consumer as i32);
+    assert!(
+        descends_from(&spans, webhook[0], &fan_out[0].span_id),
+        "the delivery job runs under the fan-out that queued it"
+    );
 
     // The delivery is a client span of the webhook job, and the receiver got its context.
     let send = find(&spans, "orderly-worker", "POST webhook");
