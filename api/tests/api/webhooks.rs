@@ -750,6 +750,85 @@ async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
     assert_eq!(ready["row_count"], 3);
 }
 
+/// An event's deliveries reach the queue through one fan-out job, staged by the order's own
+/// statement only when it wrote deliveries, and carrying them; the fan-out queues one job per
+/// delivery under the delivery's id, so running it again (a worker died before acknowledging
+/// it) queues nothing twice.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let admin = app.admin().await;
+    place_order(&app, &admin).await;
+    assert_eq!(
+        app.outbox_count("webhook.fan_out").await,
+        0,
+        "no endpoint, no fan-out"
+    );
+
+    let first =
+        id_of(&create_webhook(&app, &admin, "https://a.example.com/", &["order.placed"]).await);
+    let second =
+        id_of(&create_webhook(&app, &admin, "https://b.example.com/", &["order.placed"]).await);
+    place_order(&app, &admin).await;
+    let specs: Vec<Value> =
+        sqlx::query_scalar("select spec from outbox_written where kind = 'webhook.fan_out'")
+            .fetch_all(&pool)
+            .await
+            .expect("fan-out rows");
+    assert_eq!(specs.len(), 1, "{specs:?}");
+    let rows: Vec<orderly::jobs::DeliveryRow> =
+        serde_json::from_value(specs[0]["payload"]["rows"].clone()).expect("delivery rows");
+    let mut carried: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| (row.endpoint_id.to_string(), row.id.to_string()))
+        .collect();
+    carried.sort();
+    let mut written = Vec::new();
+    for endpoint in [&first, &second] {
+        for delivery in deliveries(&app, &admin, endpoint).await {
+            written.push((endpoint.clone(), id_of(&delivery)));
+        }
+    }
+    written.sort();
+    assert_eq!(
+        carried, written,
+        "the fan-out carries exactly the deliveries written"
+    );
+
+    // Counted once the fan-out job itself is queued (pushed after the order's commit).
+    let fan_out_id = specs[0]["id"].as_str().expect("job id").to_owned();
+    eventually("the fan-out job queued", || async {
+        app.services
+            .queue
+            .job("webhooks", &fan_out_id)
+            .await
+            .unwrap()
+            .map(|_| ())
+    })
+    .await;
+    let queued_before = app.services.queue.counts("webhooks").await.unwrap().waiting;
+    for _ in 0..2 {
+        app.services.webhooks.fan_out(&rows).await.expect("fan-out");
+    }
+    let queued = app.services.queue.counts("webhooks").await.unwrap().waiting;
+    assert_eq!(
+        queued - queued_before,
+        2,
+        "one job per delivery, however often it runs"
+    );
+    for row in &rows {
+        let job = app
+            .services
+            .queue
+            .job("webhooks", &row.id.to_string())
+            .await
+            .unwrap()
+            .expect("a job under the delivery's id");
+        assert_eq!(job.kind, "webhook.deliver");
+        assert_eq!(job.payload["endpoint_id"], row.endpoint_id.to_string());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deliveries, with a worker running.
 // ---------------------------------------------------------------------------------------------
