@@ -7,7 +7,10 @@
 //! ready-for-query that answers the transaction's `COMMIT`). A transaction that inserts order
 //! lines and sends no such update has its stock taken by its commit (a deferred trigger): its
 //! hold is counted from forwarding the `COMMIT`, an upper bound, since the trigger locks the
-//! product's row somewhere inside the commit.
+//! product's row somewhere inside the commit. A statement inserting order lines sent outside a
+//! transaction (an order placed in one statement) is a transaction of its own, committed at its
+//! end: its hold is counted from forwarding its execute to the answer to its sync, the whole
+//! statement, a looser upper bound.
 //!
 //! Only plaintext connections are parsed: the proxy itself refuses SSL and GSS encryption
 //! requests (as a server without them would), so clients that prefer encryption carry on
@@ -50,10 +53,13 @@ pub struct Counts {
     /// Of those, syncs with nothing before them since the last round trip: sqlx's connection
     /// check when a connection leaves the pool.
     pub pings: u64,
-    /// `COMMIT` simple queries.
+    /// Transactions that commit: `COMMIT` simple queries, and statements inserting order lines
+    /// sent outside a transaction (each its own transaction, committed at its end).
     pub commits: u64,
     /// Per transaction that ran an `update products`: microseconds from that statement's
-    /// execute to the answer to its `COMMIT` (or `ROLLBACK`).
+    /// execute to the answer to its `COMMIT` (or `ROLLBACK`). Per transaction that took its
+    /// stock in its commit: from forwarding the `COMMIT` to its answer, or, for a statement
+    /// sent alone, from its execute to its answer (the whole statement: an upper bound).
     pub lock_holds_us: Vec<f64>,
 }
 
@@ -203,6 +209,8 @@ struct Connection {
     release_at: Option<u64>,
     /// Whether an extended-protocol message was sent since the last sync or simple query.
     extended_pending: bool,
+    /// Whether the server's last ready-for-query said a transaction is open.
+    in_transaction: bool,
 }
 
 async fn serve(mut client: TcpStream, upstream: &str, counters: &Counters) -> anyhow::Result<()> {
@@ -238,9 +246,9 @@ async fn serve(mut client: TcpStream, upstream: &str, counters: &Counters) -> an
     let frontend = pump(client_read, server_write, |kind, body| {
         frontend_message(kind, body, counters, &connection);
     });
-    let backend = pump(server_read, client_write, |kind, _| {
+    let backend = pump(server_read, client_write, |kind, body| {
         if kind == b'Z' {
-            backend_ready(counters, &connection);
+            backend_ready(counters, &connection, body.first().copied());
         }
     });
     // Either side closing ends the connection.
@@ -358,6 +366,13 @@ fn frontend_message(kind: u8, body: &[u8], counters: &Counters, connection: &Mut
                 StockStatement::UpdatesProducts if conn.locked_at.is_none() => {
                     conn.locked_at = Some(Instant::now());
                 }
+                // Sent alone, the statement is its own transaction: its end takes the stock, and
+                // the answer to the sync that follows it releases the lock.
+                StockStatement::InsertsOrderLines if !conn.in_transaction => {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    conn.locked_at = Some(Instant::now());
+                    conn.release_at = Some(conn.ready_asked + 1);
+                }
                 StockStatement::InsertsOrderLines => conn.wrote_order_lines = true,
                 _ => {}
             }
@@ -384,9 +399,12 @@ fn frontend_message(kind: u8, body: &[u8], counters: &Counters, connection: &Mut
     }
 }
 
-fn backend_ready(counters: &Counters, connection: &Mutex<Connection>) {
+/// A ready-for-query, with its transaction status (`I` idle, `T` in a transaction, `E` in a
+/// failed one).
+fn backend_ready(counters: &Counters, connection: &Mutex<Connection>, status: Option<u8>) {
     let mut conn = connection.lock().unwrap_or_else(PoisonError::into_inner);
     conn.ready_seen += 1;
+    conn.in_transaction = matches!(status, Some(b'T' | b'E'));
     if conn.release_at == Some(conn.ready_seen) {
         conn.release_at = None;
         if let Some(locked_at) = conn.locked_at.take() {
@@ -400,6 +418,9 @@ fn backend_ready(counters: &Counters, connection: &Mutex<Connection>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IDLE: Option<u8> = Some(b'I');
+    const IN_TRANSACTION: Option<u8> = Some(b'T');
 
     #[test]
     fn addresses_of_server_urls() {
@@ -434,27 +455,27 @@ mod tests {
         });
         let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
         // Startup ends with a ready-for-query of its own.
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         feed(b'S', b"");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         feed(b'Q', b"BEGIN\0");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         feed(
             b'P',
             b"s1\0WITH w AS (select 1) UPDATE products SET stock = 0\0\0\0",
         );
         feed(b'S', b"");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         // Unnamed portal, statement s1, no formats, parameters or result formats.
         feed(b'B', b"\0s1\0\0\0\0\0\0\0");
         // Unnamed portal, no row limit.
         feed(b'E', b"\0\0\0\0\0");
         feed(b'S', b"");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         assert!(connection.lock().unwrap().locked_at.is_some());
         feed(b'Q', b"COMMIT\0");
         assert!(counters.lock_holds().is_empty());
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         assert_eq!(counters.lock_holds().len(), 1);
         assert_eq!(counters.simple_queries.load(Ordering::Relaxed), 2);
         assert_eq!(counters.parses.load(Ordering::Relaxed), 1);
@@ -472,9 +493,9 @@ mod tests {
             ..Connection::default()
         });
         let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         feed(b'Q', b"BEGIN\0");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         feed(
             b'P',
             b"s2\0WITH o AS (insert into orders values (1)) INSERT INTO order_items values (1)\0\0\0",
@@ -482,18 +503,42 @@ mod tests {
         feed(b'B', b"\0s2\0\0\0\0\0\0\0");
         feed(b'E', b"\0\0\0\0\0");
         feed(b'S', b"");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         assert!(connection.lock().unwrap().locked_at.is_none());
         feed(b'Q', b"COMMIT\0");
         assert!(connection.lock().unwrap().locked_at.is_some());
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         assert_eq!(counters.lock_holds().len(), 1);
 
         // A transaction without order lines holds nothing.
         feed(b'Q', b"BEGIN\0");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IN_TRANSACTION);
         feed(b'Q', b"COMMIT\0");
-        backend_ready(&counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
         assert_eq!(counters.lock_holds().len(), 1);
+    }
+
+    #[test]
+    fn an_order_statement_sent_alone_is_a_transaction_holding_until_its_answer() {
+        let counters = Counters::default();
+        let connection = Mutex::new(Connection {
+            ready_asked: 1,
+            ..Connection::default()
+        });
+        let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
+        backend_ready(&counters, &connection, IDLE);
+        feed(
+            b'P',
+            b"s3\0with w0 as (insert into orders values (1)), w1 as (insert into order_items values (1)) select 1\0\0\0",
+        );
+        feed(b'B', b"\0s3\0\0\0\0\0\0\0");
+        feed(b'E', b"\0\0\0\0\0");
+        assert!(connection.lock().unwrap().locked_at.is_some());
+        feed(b'S', b"");
+        assert!(counters.lock_holds().is_empty());
+        backend_ready(&counters, &connection, IDLE);
+        assert_eq!(counters.lock_holds().len(), 1);
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.simple_queries.load(Ordering::Relaxed), 0);
     }
 }
