@@ -30,6 +30,7 @@ shapes=(
   "3-after-without-a-read-per-order: begin order deliveries claim-with-response outbox commit outbox-delete"
   "4-deliveries-outside-the-order: begin order claim-with-response outbox commit stock-read outbox-delete"
   "5-one-statement: one-statement stock-read outbox-delete"
+  "6-as-sent-now: order-as-sent stock-read outbox-delete"
 )
 scripts=$(mktemp -d)
 trap 'rm -rf "$scripts"; psql -q "$server/postgres" -c "drop database if exists orderly_sql_shapes"' EXIT

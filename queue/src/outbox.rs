@@ -20,7 +20,7 @@
 //!   earlier versions marked dispatched (`dispatched_at`) instead of deleting, after the
 //!   retention period.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
@@ -163,14 +163,23 @@ pub struct OutboxBacklog {
     pub oldest_ms: u64,
 }
 
+/// Turns a staged job into the jobs pushed in its place, each with an id of its own (see
+/// [`Outbox::with_expansion`]); `None` pushes the staged job itself.
+pub type Expansion = Arc<dyn Fn(&JobSpec) -> Option<Vec<StagedJob>> + Send + Sync>;
+
+/// A job to push, and the outbox row whose push it is (an expanded row has several).
+type Push = (Uuid, JobSpec);
+
 /// Pushes staged jobs after commit and relays the ones left behind.
 #[derive(Clone)]
 pub struct Outbox {
     pool: PgPool,
     producer: Producer,
-    dispatch: mpsc::UnboundedSender<Message<StagedJob>>,
+    dispatch: mpsc::UnboundedSender<Message<Push>>,
     /// How long each pushed job's outbox id stays its uniqueness key.
     unique_window: Duration,
+    /// Per job kind, the jobs pushed after the commit in place of a staged one.
+    expansions: Arc<Vec<(String, Expansion)>>,
 }
 
 /// The unique window an [`Outbox`] starts with: far longer than the relay's grace period and
@@ -221,7 +230,29 @@ impl Outbox {
             producer,
             dispatch,
             unique_window: DEFAULT_UNIQUE_WINDOW,
+            expansions: Arc::new(Vec::new()),
         }
+    }
+
+    /// After a commit, pushes the jobs `expand` makes of a staged job of kind `kind` instead of
+    /// that job (its row is deleted once they are pushed). Only the push right after the
+    /// commit expands: the relay pushes the staged job itself, whose handler must then do
+    /// what `expand` does. That is for a job whose only work is to queue others (one per
+    /// webhook delivery of an event): in the common case they reach the queue without a worker
+    /// running it first, and after a crash they still do, through it.
+    ///
+    /// Each job made gets the staged job's request id and trace context, and its own id as
+    /// its uniqueness key for the unique window, so the same jobs made again (by the handler,
+    /// after a crash between the push and the row's delete) are not queued twice.
+    pub fn with_expansion(
+        mut self,
+        kind: impl Into<String>,
+        expand: impl Fn(&JobSpec) -> Option<Vec<StagedJob>> + Send + Sync + 'static,
+    ) -> Self {
+        let mut expansions = (*self.expansions).clone();
+        expansions.push((kind.into(), Arc::new(expand)));
+        self.expansions = Arc::new(expansions);
+        self
     }
 
     /// Sets how long a pushed job's outbox id stays its uniqueness key in Redis
@@ -268,35 +299,68 @@ impl Outbox {
     /// the outbox keys its own pushes: for jobs whose ids the caller derives from rows that
     /// already exist (a job per webhook delivery, id = the delivery's), so pushing them again
     /// after a crash makes no second job. Returns once Redis has them.
-    pub async fn push_now(&self, mut jobs: Vec<StagedJob>) -> Result<(), QueueError> {
+    pub async fn push_now(&self, jobs: Vec<StagedJob>) -> Result<(), QueueError> {
         if jobs.is_empty() {
             return Ok(());
         }
+        let request_id = super::correlation::current();
+        let traceparent = super::trace::current();
         let specs = jobs
-            .iter_mut()
-            .map(|job| {
-                job.spec.id = job.id.to_string();
-                if job.spec.request_id.is_none() {
-                    job.spec.request_id = super::correlation::current();
-                }
-                if let Some(traceparent) = super::trace::current() {
-                    job.spec.traceparent = Some(traceparent);
-                }
-                self.guard(job.id, &mut job.spec);
-                job.spec.clone()
-            })
+            .into_iter()
+            .map(|job| self.keyed(job, request_id.as_deref(), traceparent.as_deref()))
             .collect();
         self.producer.enqueue_many(specs).await?;
         Ok(())
     }
 
-    fn dispatch_after_commit(&self, mut staged: Vec<StagedJob>) {
-        for job in &mut staged {
-            self.guard(job.id, &mut job.spec);
+    /// `job`'s spec with its id, `request_id` (unless it has its own), `traceparent` (the span
+    /// it continues, whatever the spec was built in), and its id as its uniqueness key for the
+    /// unique window.
+    fn keyed(
+        &self,
+        mut job: StagedJob,
+        request_id: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> JobSpec {
+        job.spec.id = job.id.to_string();
+        if job.spec.request_id.is_none() {
+            job.spec.request_id = request_id.map(str::to_owned);
         }
-        if !staged.is_empty() {
+        if let Some(traceparent) = traceparent {
+            job.spec.traceparent = Some(traceparent.to_owned());
+        }
+        self.guard(job.id, &mut job.spec);
+        job.spec
+    }
+
+    fn dispatch_after_commit(&self, staged: Vec<StagedJob>) {
+        let mut pushes: Vec<Push> = Vec::with_capacity(staged.len());
+        for mut job in staged {
+            let expanded = self
+                .expansions
+                .iter()
+                .find(|(kind, _)| *kind == job.spec.kind)
+                .and_then(|(_, expand)| expand(&job.spec));
+            match expanded {
+                Some(made) => {
+                    for made in made {
+                        let spec = self.keyed(
+                            made,
+                            job.spec.request_id.as_deref(),
+                            job.spec.traceparent.as_deref(),
+                        );
+                        pushes.push((job.id, spec));
+                    }
+                }
+                None => {
+                    self.guard(job.id, &mut job.spec);
+                    pushes.push((job.id, job.spec));
+                }
+            }
+        }
+        if !pushes.is_empty() {
             // If the dispatcher is gone (shutdown), the relay picks these rows up.
-            let _ = self.dispatch.send(Message::Work(staged));
+            let _ = self.dispatch.send(Message::Work(pushes));
         }
     }
 
@@ -466,10 +530,7 @@ struct Dispatcher {
 /// Deleting the pushed rows is the deleter's job, so a push never waits for PostgreSQL (the
 /// delete's round trip, and its wait for a pooled connection, would hold back every job staged
 /// meanwhile).
-async fn run_dispatcher(
-    dispatcher: Dispatcher,
-    mut rx: mpsc::UnboundedReceiver<Message<StagedJob>>,
-) {
+async fn run_dispatcher(dispatcher: Dispatcher, mut rx: mpsc::UnboundedReceiver<Message<Push>>) {
     while let Some(first) = rx.recv().await {
         let (staged, flushes) = gather(first, &mut rx, 1000);
         if !staged.is_empty() {
@@ -483,7 +544,7 @@ async fn run_dispatcher(
 }
 
 impl Dispatcher {
-    async fn push(&self, staged: Vec<StagedJob>) {
+    async fn push(&self, staged: Vec<Push>) {
         let count = staged.len();
         // One push carries the jobs of many requests: with tracing on it is a span of its own
         // (a trace of its own), linked to where each job was staged.
@@ -498,14 +559,15 @@ impl Dispatcher {
                 &span,
                 staged
                     .iter()
-                    .filter_map(|job| job.spec.traceparent.as_deref()),
+                    .filter_map(|(_, spec)| spec.traceparent.as_deref()),
             );
             span
         } else {
             tracing::Span::none()
         };
-        let (ids, specs): (Vec<Uuid>, Vec<JobSpec>) =
-            staged.into_iter().map(|job| (job.id, job.spec)).unzip();
+        let (mut ids, specs): (Vec<Uuid>, Vec<JobSpec>) = staged.into_iter().unzip();
+        // An expanded row is pushed as several jobs and deleted once.
+        ids.dedup();
         let pushed = self.producer.enqueue_many(specs).instrument(span).await;
         if let Err(error) = pushed {
             // The rows stay; the relay pushes them once Redis is back.

@@ -2,7 +2,9 @@
 //!
 //! Repositories take `&mut PgConnection`, so a service can run several of them (and the event
 //! subscribers, and the outbox) inside one unit of work (`queue::UnitOfWork`: a transaction plus
-//! the jobs it stages). The pool is created lazily: the api starts, and `/health` reports
+//! the jobs it stages); a repository's writes can also be added to an operation's
+//! `queue::Writes`, sent with the operation's other writes and outbox rows as one statement (an
+//! order). The pool is created lazily: the api starts, and `/health` reports
 //! PostgreSQL down, instead of refusing to start during an outage.
 //!
 //! Statements are checked at compile time (`sqlx::query!` and friends) against the prepared

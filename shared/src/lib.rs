@@ -13,7 +13,7 @@
 //! - [`db`], [`redis`]: PostgreSQL pool and migrations, Redis connection, the unit of work.
 //! - [`cache`]: Redis read-through cache used by repositories.
 //! - [`ratelimit`]: GCRA limiter in memory or Redis.
-//! - [`events`]: in-process domain events, run inside the publishing transaction.
+//! - [`events`]: in-process domain events, whose subscribers add writes to the publishing operation.
 //! - [`queue`]: the Redis job engine, its apalis backend, and the transactional outbox.
 //! - [`idempotency`]: idempotency keys for unsafe requests.
 //! - [`pagination`]: keyset pages.

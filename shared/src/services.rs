@@ -14,7 +14,7 @@ use crate::{
     error::AppError,
     events::EventBus,
     idempotency::IdempotencyService,
-    jobs::{JobLifecycle, JobSettings, JobStager, ReportJob, UploadJob},
+    jobs::{JobLifecycle, JobSettings, JobStager, ReportJob, UploadJob, WebhookFanOutJob},
     maintenance::{MaintainedDomains, MaintenanceService},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
@@ -152,7 +152,11 @@ impl Services {
             ),
         };
         let outbox = Outbox::new(db.clone(), outbox_producer)
-            .with_unique_window(config.worker.outbox_unique_window);
+            .with_unique_window(config.worker.outbox_unique_window)
+            .with_expansion(
+                WebhookFanOutJob { rows: Vec::new() }.kind(),
+                WebhookFanOutJob::expansion(JobSettings::from_config(&config)),
+            );
         let jobs = JobStager::new(JobSettings::from_config(&config));
         let products = ProductService::new(
             db.clone(),

@@ -188,26 +188,7 @@ async fn dashboard_job_page_links_payload_ids_to_what_they_name(pool: PgPool) {
     assert!(links.contains("placed · 12.50 EUR"), "{links}");
 
     // The delivery to the endpoint: the endpoint's URL, read through the webhooks service, and
-    // where the delivery is listed. No worker runs here: the order's webhook fan-out is
-    // expanded into its delivery jobs as a worker would.
-    let fan_out = crate::helpers::eventually(
-        "the order's webhook fan-out",
-        Duration::from_secs(30),
-        || async {
-            app.services
-                .queue
-                .list("webhooks", orderly::queue::JobState::Ready, 0, 200)
-                .await
-                .unwrap()
-                .jobs
-                .into_iter()
-                .find(|job| job.kind == "webhook.fan_out")
-        },
-    )
-    .await;
-    let rows: Vec<orderly::jobs::DeliveryRow> =
-        serde_json::from_value(fan_out.payload["rows"].clone()).unwrap();
-    app.services.webhooks.fan_out(&rows).await.unwrap();
+    // where the delivery is listed.
     let delivery = job_naming(&app, "webhooks", "endpoint_id", &hook).await;
     let html = page(
         &app,

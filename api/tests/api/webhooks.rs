@@ -751,9 +751,10 @@ async fn each_event_becomes_one_delivery_per_subscribed_endpoint(pool: PgPool) {
 }
 
 /// An event's deliveries reach the queue through one fan-out job, staged by the order's own
-/// statement only when it wrote deliveries, and carrying them; the fan-out queues one job per
-/// delivery under the delivery's id, so running it again (a worker died before acknowledging
-/// it) queues nothing twice.
+/// statement only when it wrote deliveries, and carrying them. Right after the commit the api
+/// pushes one job per delivery in its place, under the delivery's id; if the relay pushes the
+/// fan-out itself instead (the api died first), its handler queues the same jobs, so nothing is
+/// queued twice however often either runs.
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
@@ -770,14 +771,15 @@ async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
     let second =
         id_of(&create_webhook(&app, &admin, "https://b.example.com/", &["order.placed"]).await);
     place_order(&app, &admin).await;
-    let specs: Vec<Value> =
-        sqlx::query_scalar("select spec from outbox_written where kind = 'webhook.fan_out'")
+    let staged: Vec<(Uuid, Value)> =
+        sqlx::query_as("select id, spec from outbox_written where kind = 'webhook.fan_out'")
             .fetch_all(&pool)
             .await
             .expect("fan-out rows");
-    assert_eq!(specs.len(), 1, "{specs:?}");
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let (fan_out_id, spec) = &staged[0];
     let rows: Vec<orderly::jobs::DeliveryRow> =
-        serde_json::from_value(specs[0]["payload"]["rows"].clone()).expect("delivery rows");
+        serde_json::from_value(spec["payload"]["rows"].clone()).expect("delivery rows");
     let mut carried: Vec<(String, String)> = rows
         .iter()
         .map(|row| (row.endpoint_id.to_string(), row.id.to_string()))
@@ -795,38 +797,52 @@ async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
         "the fan-out carries exactly the deliveries written"
     );
 
-    // Counted once the fan-out job itself is queued (pushed after the order's commit).
-    let fan_out_id = specs[0]["id"].as_str().expect("job id").to_owned();
-    eventually("the fan-out job queued", || async {
-        app.services
-            .queue
-            .job("webhooks", &fan_out_id)
-            .await
-            .unwrap()
-            .map(|_| ())
-    })
-    .await;
-    let queued_before = app.services.queue.counts("webhooks").await.unwrap().waiting;
-    for _ in 0..2 {
-        app.services.webhooks.fan_out(&rows).await.expect("fan-out");
-    }
-    let queued = app.services.queue.counts("webhooks").await.unwrap().waiting;
-    assert_eq!(
-        queued - queued_before,
-        2,
-        "one job per delivery, however often it runs"
-    );
+    // Pushed by the api in the fan-out's place: one job per delivery, under its id.
     for row in &rows {
-        let job = app
-            .services
-            .queue
-            .job("webhooks", &row.id.to_string())
-            .await
-            .unwrap()
-            .expect("a job under the delivery's id");
+        let job = eventually("the delivery's job", || async {
+            app.services
+                .queue
+                .job("webhooks", &row.id.to_string())
+                .await
+                .unwrap()
+        })
+        .await;
         assert_eq!(job.kind, "webhook.deliver");
         assert_eq!(job.payload["endpoint_id"], row.endpoint_id.to_string());
     }
+    let queued = || async { app.services.queue.counts("webhooks").await.unwrap().waiting };
+    assert_eq!(queued().await, 2, "the fan-out itself is not queued");
+
+    // The api died before deleting the row: the relay pushes the fan-out job itself, and its
+    // handler (run here twice, as after a worker's crash) queues nothing new.
+    sqlx::query("insert into outbox select * from outbox_written where id = $1")
+        .bind(fan_out_id)
+        .execute(&pool)
+        .await
+        .expect("the row is back");
+    let relayed = app
+        .services
+        .outbox
+        .relay_once(Duration::ZERO)
+        .await
+        .expect("relay");
+    assert_eq!(relayed, 1);
+    let fan_out = app
+        .services
+        .queue
+        .job("webhooks", &fan_out_id.to_string())
+        .await
+        .unwrap()
+        .expect("the relayed fan-out");
+    assert_eq!(fan_out.kind, "webhook.fan_out");
+    for _ in 0..2 {
+        app.services.webhooks.fan_out(&rows).await.expect("fan-out");
+    }
+    assert_eq!(
+        queued().await,
+        3,
+        "the two deliveries' jobs and the fan-out"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

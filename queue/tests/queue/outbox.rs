@@ -379,3 +379,44 @@ async fn with_replica_acks_a_failover_loses_no_job(pool: PgPool) {
     assert_eq!(counts.waiting, 20, "every job once");
     assert_eq!(undispatched(&pool).await, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_expanded_job_is_pushed_as_the_jobs_it_makes_and_its_row_deleted(pool: PgPool) {
+    let e = engine().await;
+    let outbox = Outbox::new(pool.clone(), Producer::new(e.engine.clone())).with_expansion(
+        "test.fan_out",
+        |spec: &JobSpec| {
+            let ids: Vec<Uuid> = serde_json::from_value(spec.payload["ids"].clone()).ok()?;
+            Some(
+                ids.into_iter()
+                    .map(|id| orderly_queue::StagedJob {
+                        id,
+                        spec: JobSpec::new("outbox-test", "test.made", serde_json::json!({})),
+                    })
+                    .collect(),
+            )
+        },
+    );
+    let made = [Uuid::now_v7(), Uuid::now_v7()];
+    let mut uow = UnitOfWork::begin(&pool).await.unwrap();
+    let fan_out = outbox::stage(
+        &mut uow,
+        JobSpec::new(
+            "outbox-test",
+            "test.fan_out",
+            serde_json::json!({ "ids": made }),
+        ),
+    )
+    .await
+    .unwrap();
+    outbox.commit(uow).await.unwrap();
+    outbox.drain(Duration::from_secs(5)).await;
+    for id in made {
+        assert!(e.exists("outbox-test", &id.to_string()).await.unwrap());
+    }
+    assert!(
+        !e.exists("outbox-test", &fan_out.to_string()).await.unwrap(),
+        "pushed in place of the staged job"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { rows(&pool).await == 0 }).await);
+}

@@ -1,4 +1,4 @@
-//! Turns domain events into email jobs, staged in the publishing transaction.
+//! Turns domain events into email jobs, staged with the change that published them.
 
 use async_trait::async_trait;
 

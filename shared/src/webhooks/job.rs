@@ -8,7 +8,10 @@
 //! - [`WebhookFanOutJob`]: the deliveries one event wrote, to be queued as one [`WebhookJob`]
 //!   each. An event's deliveries are written by the statement that makes the change (an order
 //!   is one statement), which cannot stage one job per delivery without the api reading the
-//!   deliveries first; it stages this one job, carrying them, only when there are any.
+//!   deliveries first; it stages this one job, carrying them, only when there are any. Right
+//!   after the commit the outbox pushes the delivery jobs in its place
+//!   ([`WebhookFanOutJob::expansion`]); a worker runs it only when the relay pushed it (after a
+//!   crash).
 
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     jobs::settings::JobSettings,
-    queue::{Job, JobGroup, Priority, QueueName, RetryPolicy},
+    queue::{Job, JobGroup, JobSpec, Priority, QueueName, RetryPolicy, StagedJob},
 };
 
 /// Deliver one stored delivery row (event body and endpoint are read from it when it runs).
@@ -46,6 +49,37 @@ pub struct DeliveryRow {
 pub struct WebhookFanOutJob {
     /// Filled in by the statement that writes the deliveries (staged empty).
     pub rows: Vec<DeliveryRow>,
+}
+
+impl WebhookFanOutJob {
+    /// The delivery jobs it queues, each with its delivery's id as its id.
+    pub fn deliveries(&self, settings: &JobSettings) -> serde_json::Result<Vec<StagedJob>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let job = WebhookJob {
+                    delivery_id: row.id,
+                    endpoint_id: Some(row.endpoint_id),
+                };
+                Ok(StagedJob {
+                    id: row.id,
+                    spec: job.spec(settings)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The outbox's expansion of a staged fan-out job (`Outbox::with_expansion`): right after
+    /// the commit that wrote the deliveries, the api pushes their jobs itself, and a worker runs
+    /// the fan-out job only when the relay pushed it instead (after a crash).
+    pub fn expansion(
+        settings: JobSettings,
+    ) -> impl Fn(&JobSpec) -> Option<Vec<StagedJob>> + Send + Sync + 'static {
+        move |spec| {
+            let job: Self = serde_json::from_value(spec.payload.clone()).ok()?;
+            job.deliveries(&settings).ok()
+        }
+    }
 }
 
 impl Job for WebhookFanOutJob {

@@ -19,7 +19,7 @@ use crate::{
     error::AppError,
     jobs::JobStager,
     pagination::{Page, PageRequest},
-    queue::{Job, Outbox, RunAt, StagedJob, Staging, UnitOfWork},
+    queue::{Outbox, RunAt, Staging, UnitOfWork},
     users::Actor,
     webhooks::{
         address::{AddressPolicy, HostCheck, Refused},
@@ -387,16 +387,12 @@ impl WebhookService {
     /// before acknowledging it) queues nothing twice.
     #[tracing::instrument(skip_all, fields(deliveries = rows.len()))]
     pub async fn fan_out(&self, rows: &[DeliveryRow]) -> Result<(), AppError> {
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let job = WebhookJob {
-                delivery_id: row.id,
-                endpoint_id: Some(row.endpoint_id),
-            };
-            let spec = job.spec(self.jobs.settings())?;
-            jobs.push(StagedJob { id: row.id, spec });
-        }
-        self.outbox.push_now(jobs).await?;
+        let job = WebhookFanOutJob {
+            rows: rows.to_vec(),
+        };
+        self.outbox
+            .push_now(job.deliveries(self.jobs.settings())?)
+            .await?;
         Ok(())
     }
 
