@@ -230,11 +230,6 @@ impl Writes {
         id
     }
 
-    /// The jobs staged so far that are written whatever the writes return.
-    pub fn staged(&self) -> &[StagedJob] {
-        &self.staged
-    }
-
     /// Sends the writes and the outbox rows as one statement on `conn` (its own transaction
     /// unless `conn` is in one) and returns the jobs written: every one staged with
     /// [`Writes::stage`], and those staged with [`Writes::stage_for_rows`] whose write returned

@@ -18,9 +18,9 @@ with w0 as (
   from (select pg_try_advisory_xact_lock(hashtextextended(('00000000-0000-0000-0001-' || lpad(:u::int::text, 12, '0'))::uuid::text || ' orders.create ' || :k::text, 0)) as taken) as key_lock
 ), outbox_rows as (
   insert into outbox (id, queue, kind, spec)
-  select * from unnest(array[('00000000-0000-7000-8000-' || lpad(to_hex(:k::bigint), 12, '0'))::uuid]::uuid[], array['emails']::text[], array['email.order_confirmation']::text[], array['{"id":"x","queue":"emails","kind":"email.order_confirmation","payload":{"type":"order_confirmation","order_id":"0195f0a0-0000-7000-8000-000000000000"},"priority":1,"retry":{"max_attempts":8,"backoff":{"kind":"exponential","base_ms":1000,"max_ms":300000}},"run_at":null,"request_id":"abcd"}']::jsonb[])
+  select * from unnest(array[('00000000-0000-7000-8000-' || lpad(to_hex(:k::bigint), 12, '0'))::uuid]::uuid[], array['emails']::text[], array['email.order_confirmation']::text[], array['{"id":"x","queue":"emails","kind":"email.order_confirmation","payload":{"type":"order_confirmation","order_id":"0195f0a0-0000-7000-8000-000000000000"},"priority":1,"retry":{"max_attempts":8,"backoff":{"kind":"exponential","base_ms":1000,"max_ms":300000}},"request_id":"abcd"}']::jsonb[])
   union all
-  select ('00000000-0000-7000-9000-' || lpad(to_hex(:d::bigint), 12, '0'))::uuid, 'webhooks', 'webhook.fan_out', jsonb_set('{"id":"y","queue":"webhooks","kind":"webhook.fan_out","payload":{"rows":[]},"priority":1,"retry":{"max_attempts":10,"backoff":{"kind":"exponential","base_ms":1000,"max_ms":60000}},"run_at":null,"request_id":"abcd"}'::jsonb, '{payload,rows}', (select jsonb_agg(to_jsonb(r)) from w2 as r))
+  select ('00000000-0000-7000-9000-' || lpad(to_hex(:d::bigint), 12, '0'))::uuid, 'webhooks', 'webhook.fan_out', jsonb_set('{"id":"y","queue":"webhooks","kind":"webhook.fan_out","payload":{"rows":[]},"priority":1,"retry":{"max_attempts":10,"backoff":{"kind":"exponential","base_ms":1000,"max_ms":60000}},"request_id":"abcd"}'::jsonb, '{payload,rows}', (select jsonb_agg(to_jsonb(r)) from w2 as r))
   where exists (select 1 from w2)
   returning id, spec
 )
