@@ -420,6 +420,15 @@ mod tests {
     use super::*;
 
     const IDLE: Option<u8> = Some(b'I');
+
+    /// Counters and a connection as the proxy has them once the client's startup is forwarded.
+    fn fresh() -> (Counters, Mutex<Connection>) {
+        let connection = Mutex::new(Connection {
+            ready_asked: 1,
+            ..Connection::default()
+        });
+        (Counters::default(), connection)
+    }
     const IN_TRANSACTION: Option<u8> = Some(b'T');
 
     #[test]
@@ -448,11 +457,7 @@ mod tests {
 
     #[test]
     fn counts_statements_round_trips_and_the_lock_hold() {
-        let counters = Counters::default();
-        let connection = Mutex::new(Connection {
-            ready_asked: 1,
-            ..Connection::default()
-        });
+        let (counters, connection) = fresh();
         let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
         // Startup ends with a ready-for-query of its own.
         backend_ready(&counters, &connection, IDLE);
@@ -487,11 +492,7 @@ mod tests {
 
     #[test]
     fn a_commit_that_takes_the_stock_counts_its_hold_from_the_commit() {
-        let counters = Counters::default();
-        let connection = Mutex::new(Connection {
-            ready_asked: 1,
-            ..Connection::default()
-        });
+        let (counters, connection) = fresh();
         let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
         backend_ready(&counters, &connection, IDLE);
         feed(b'Q', b"BEGIN\0");
@@ -520,11 +521,7 @@ mod tests {
 
     #[test]
     fn an_order_statement_sent_alone_is_a_transaction_holding_until_its_answer() {
-        let counters = Counters::default();
-        let connection = Mutex::new(Connection {
-            ready_asked: 1,
-            ..Connection::default()
-        });
+        let (counters, connection) = fresh();
         let feed = |kind: u8, body: &[u8]| frontend_message(kind, body, &counters, &connection);
         backend_ready(&counters, &connection, IDLE);
         feed(
