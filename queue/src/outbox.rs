@@ -322,13 +322,7 @@ impl Outbox {
         request_id: Option<&str>,
         traceparent: Option<&str>,
     ) -> JobSpec {
-        job.spec.id = job.id.to_string();
-        if job.spec.request_id.is_none() {
-            job.spec.request_id = request_id.map(str::to_owned);
-        }
-        if let Some(traceparent) = traceparent {
-            job.spec.traceparent = Some(traceparent.to_owned());
-        }
+        crate::writes::stamp(&mut job.spec, job.id, request_id, traceparent);
         self.guard(job.id, &mut job.spec);
         job.spec
     }

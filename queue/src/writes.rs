@@ -91,7 +91,6 @@ impl std::fmt::Debug for Writes {
 pub struct Write<'w> {
     writes: &'w mut Writes,
     sql: &'static str,
-    placeholders: usize,
     bound: usize,
     first_bind: usize,
 }
@@ -118,8 +117,9 @@ impl Write<'_> {
     /// If the number of values bound is not the number of placeholders in the SQL: a bug in
     /// the repository that wrote it, which every test through it shows.
     pub fn finish(self) -> WriteRef {
+        let (sql, placeholders) = renumber(self.sql, self.first_bind);
         assert_eq!(
-            self.bound, self.placeholders,
+            self.bound, placeholders,
             "a write binds one value per placeholder: {}",
             self.sql
         );
@@ -127,20 +127,17 @@ impl Write<'_> {
         if index > 0 {
             self.writes.ctes.push_str(", ");
         }
-        self.writes.ctes.push_str(&format!("w{index} as ("));
-        self.writes
-            .ctes
-            .push_str(&renumber(self.sql, self.first_bind));
-        self.writes.ctes.push(')');
+        self.writes.ctes.push_str(&format!("w{index} as ({sql})"));
         self.writes.count += 1;
         WriteRef(index)
     }
 }
 
-/// `sql` with each placeholder `$n` made `$(n + offset)`. Placeholders are the only `$` a write
-/// may hold (no dollar-quoted strings).
-fn renumber(sql: &str, offset: usize) -> String {
+/// `sql` with each placeholder `$n` made `$(n + offset)`, and the highest `n`: how many values
+/// it binds. Placeholders are the only `$` a write may hold (no dollar-quoted strings).
+fn renumber(sql: &str, offset: usize) -> (String, usize) {
     let mut out = String::with_capacity(sql.len() + 8);
+    let mut highest = 0;
     let mut chars = sql.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
         if c != '$' {
@@ -157,33 +154,11 @@ fn renumber(sql: &str, offset: usize) -> String {
         let n: usize = digits
             .parse()
             .unwrap_or_else(|_| panic!("a `$` in a write must be a placeholder: {sql}"));
+        highest = highest.max(n);
         out.push('$');
         out.push_str(&(n + offset).to_string());
     }
-    out
-}
-
-/// The highest `$n` in `sql`: how many values it binds.
-fn placeholders(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
-    let mut highest = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'$' {
-            let start = i + 1;
-            let mut end = start;
-            while end < bytes.len() && bytes[end].is_ascii_digit() {
-                end += 1;
-            }
-            if let Ok(n) = sql[start..end].parse::<usize>() {
-                highest = highest.max(n);
-            }
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    highest
+    (out, highest)
 }
 
 impl Writes {
@@ -205,7 +180,6 @@ impl Writes {
         Write {
             writes: self,
             sql,
-            placeholders: placeholders(sql),
             bound: 0,
             first_bind,
         }
@@ -354,16 +328,32 @@ impl Writes {
 /// Gives `spec` a fresh id, the caller's request id and the current span's trace context.
 fn prepare(mut spec: JobSpec) -> StagedJob {
     let id = Uuid::now_v7();
-    spec.id = id.to_string();
-    if spec.request_id.is_none() {
-        spec.request_id = crate::correlation::current();
-    }
     // This span's context rather than the one the spec was built in: the job's run then hangs
     // under the staging of its outbox row, beside the row's push.
-    if let Some(traceparent) = crate::trace::current() {
-        spec.traceparent = Some(traceparent);
-    }
+    stamp(
+        &mut spec,
+        id,
+        crate::correlation::current().as_deref(),
+        crate::trace::current().as_deref(),
+    );
     StagedJob { id, spec }
+}
+
+/// Gives `spec` the job id `id`, `request_id` unless it has one of its own, and `traceparent`
+/// (the span the job continues) when there is one.
+pub(crate) fn stamp(
+    spec: &mut JobSpec,
+    id: Uuid,
+    request_id: Option<&str>,
+    traceparent: Option<&str>,
+) {
+    spec.id = id.to_string();
+    if spec.request_id.is_none() {
+        spec.request_id = request_id.map(str::to_owned);
+    }
+    if let Some(traceparent) = traceparent {
+        spec.traceparent = Some(traceparent.to_owned());
+    }
 }
 
 #[cfg(test)]
@@ -372,9 +362,11 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_for_the_whole_statement() {
-        assert_eq!(renumber("values ($1, $2, $10)", 3), "values ($4, $5, $13)");
-        assert_eq!(placeholders("values ($1, $2, $10)"), 10);
-        assert_eq!(placeholders("select 1"), 0);
+        assert_eq!(
+            renumber("values ($1, $2, $10)", 3),
+            ("values ($4, $5, $13)".to_owned(), 10)
+        );
+        assert_eq!(renumber("select 1", 3), ("select 1".to_owned(), 0));
     }
 
     #[test]

@@ -209,15 +209,10 @@ impl OrderService {
             placed_at: Utc::now().trunc_subsecs(6),
         };
 
-        let sent = match sending {
+        let (sent, order, response) = match sending {
             Sending::OneStatement => {
                 let mut writes = Writes::new();
-                // The order's row is the first write (see `OrderRepository::insert`).
-                let order = self.orders.insert(&mut writes, new);
-                self.publish_placed(&mut writes, &order).await?;
-                // The answer is complete before anything is sent: the commit changes nothing
-                // in it.
-                let response = answer(&order)?;
+                let (order, response) = self.write_order(&mut writes, new, answer).await?;
                 if !self.idempotency.claim_new(&mut writes, attempt, &response) {
                     return Ok(Placement::KeyNotNew);
                 }
@@ -225,9 +220,7 @@ impl OrderService {
             }
             Sending::ClaimFirst => {
                 let mut uow = UnitOfWork::begin_on(&mut *conn).await?;
-                let order = self.orders.insert(uow.writes(), new);
-                self.publish_placed(&mut uow, &order).await?;
-                let response = answer(&order)?;
+                let (order, response) = self.write_order(&mut uow, new, answer).await?;
                 // The claim runs now; the writes above go with the commit. A key used before
                 // rolls all of it back.
                 match self
@@ -244,32 +237,38 @@ impl OrderService {
         };
         // The commit takes the lines' stock (migration 0021), after everything else is written:
         // the products' rows are locked for the rest of the commit only, inside PostgreSQL.
-        let (result, order, response) = sent;
-        match result {
-            Ok(()) => {}
-            Err(QueueError::Database(error)) => {
-                if IdempotencyService::claim_refused(&error) {
-                    return Ok(Placement::KeyNotNew);
-                }
-                if OrderRepository::id_taken(&error) {
-                    return Err(AppError::conflict("an order with this id already exists"));
-                }
-                return match ProductService::stock_refusal(&error) {
-                    Some(StockRefusal::QuoteStale) => Ok(Placement::QuoteStale),
-                    Some(StockRefusal::Insufficient) => {
-                        Err(AppError::conflict("insufficient stock"))
-                    }
-                    None => Err(error.into()),
-                };
+        let error = match sent {
+            Ok(()) => {
+                tracing::info!(order_id = %order.id, total_cents, "order placed");
+                return Ok(Placement::Placed(order, response));
             }
+            Err(QueueError::Database(error)) => error,
             Err(other) => return Err(other.into()),
+        };
+        if IdempotencyService::claim_refused(&error) {
+            return Ok(Placement::KeyNotNew);
         }
-        tracing::info!(order_id = %order.id, total_cents, "order placed");
-        Ok(Placement::Placed(order, response))
+        if OrderRepository::id_taken(&error) {
+            return Err(AppError::conflict("an order with this id already exists"));
+        }
+        match ProductService::stock_refusal(&error) {
+            Some(StockRefusal::QuoteStale) => Ok(Placement::QuoteStale),
+            Some(StockRefusal::Insufficient) => Err(AppError::conflict("insufficient stock")),
+            None => Err(error.into()),
+        }
     }
 
-    /// Publishes `OrderPlaced` for `order`, its subscribers adding to the writes of `to`.
-    async fn publish_placed(&self, to: &mut impl Staging, order: &Order) -> Result<(), AppError> {
+    /// Adds to the writes of `to` the order (its row the first write; see
+    /// `OrderRepository::insert`) and what `OrderPlaced`'s subscribers write, and returns the
+    /// order with the caller's answer to it, complete before anything is sent (the commit
+    /// changes nothing in it).
+    async fn write_order(
+        &self,
+        to: &mut impl Staging,
+        new: NewOrderRow<'_>,
+        answer: &(impl Fn(&Order) -> Result<StoredResponse, AppError> + Sync),
+    ) -> Result<(Order, StoredResponse), AppError> {
+        let order = self.orders.insert(to.writes(), new);
         self.events
             .publish(
                 to,
@@ -277,7 +276,9 @@ impl OrderService {
                     order: order.clone(),
                 }),
             )
-            .await
+            .await?;
+        let response = answer(&order)?;
+        Ok((order, response))
     }
 
     /// An order the actor may see: their own, or any for an admin. Anything else is 404, so
