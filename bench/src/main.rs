@@ -387,7 +387,7 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             format!(", workers {}", cpu["workers"])
         };
         lines.push(format!(
-            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{}; non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
+            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{} ({} checkpoints began meanwhile); non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
             o["scenario"].as_str().unwrap_or(""),
             o["products"],
             o["workers"],
@@ -401,6 +401,7 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             o["fixed_rate_achieved_rps"],
             o["fixed_rate_p99_ms"],
             target(&t["fixed_rate_p99_max_ms"], "<="),
+            o["fixed_rate_checkpoints"],
             o["non_2xx_or_errors"],
             target(&t["non_2xx_or_errors_max"], "<="),
             cpu["api"],

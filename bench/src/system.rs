@@ -471,6 +471,10 @@ pub(crate) struct Measured {
     pub fixed_target_rps: f64,
     pub fixed_connections: usize,
     pub fixed: WrkResult,
+    /// PostgreSQL checkpoints begun during the saturation runs and during the fixed-rate run
+    /// (`None` where they could not be read): a checkpoint's full-page writes make the commits
+    /// after it slower, and whether one fell inside a 10-second run moves its tail.
+    pub checkpoints: (Option<u64>, Option<u64>),
     /// CPU microseconds per request over the saturation runs, per process group.
     pub cpu_us_per_request: Value,
 }
@@ -503,6 +507,8 @@ impl Measured {
             "fixed_rate_p50_ms": self.fixed.latency_p50_ms,
             "fixed_rate_p99_ms": self.fixed.latency_p99_ms,
             "fixed_rate_max_ms": self.fixed.latency_max_ms,
+            "saturation_checkpoints": self.checkpoints.0,
+            "fixed_rate_checkpoints": self.checkpoints.1,
             "non_2xx_or_errors": saturation_failures + fixed_failures,
             "cpu_us_per_request": self.cpu_us_per_request,
         });
@@ -526,9 +532,10 @@ pub(crate) async fn measure(
         connections,
         threads: options.wrk_threads,
         duration: Duration::from_secs(2),
-        pause_ms: None,
+        rate: None,
     };
     wrk::run(target.work_dir, name, target.base_url, load, &warm).await?;
+    let checkpoints_at_start = checkpoints(options).await;
     let cpu_before = CpuSample::take(target.api_pid, &target.worker_pids);
     let mut runs: Vec<WrkResult> = Vec::new();
     for run in 1..=options.runs {
@@ -546,6 +553,7 @@ pub(crate) async fn measure(
         runs.push(result);
     }
     let cpu_after = CpuSample::take(target.api_pid, &target.worker_pids);
+    let checkpoints_after_saturation = checkpoints(options).await;
     let requests = runs.iter().map(|r| r.requests).sum();
     let saturation_rps = median(&runs.iter().map(|r| r.requests_per_s).collect::<Vec<_>>());
 
@@ -554,7 +562,10 @@ pub(crate) async fn measure(
     if let Some(database) = target.vacuum {
         crate::vacuum(options, database).await?;
     }
+    let checkpoints_before_fixed = checkpoints(options).await;
     let fixed = wrk::run(target.work_dir, name, target.base_url, load, &paced).await?;
+    let checkpoints_after_fixed = checkpoints(options).await;
+    let between = |from: Option<u64>, to: Option<u64>| Some(to?.saturating_sub(from?));
     Ok(Measured {
         connections,
         runs,
@@ -562,12 +573,32 @@ pub(crate) async fn measure(
         fixed_target_rps,
         fixed_connections: paced.connections,
         fixed,
+        checkpoints: (
+            between(checkpoints_at_start, checkpoints_after_saturation),
+            between(checkpoints_before_fixed, checkpoints_after_fixed),
+        ),
         cpu_us_per_request: cpu_before.per_request_us(
             &cpu_after,
             requests,
             !target.worker_pids.is_empty(),
         ),
     })
+}
+
+/// Checkpoints the PostgreSQL server has begun since its statistics were reset (PostgreSQL 17
+/// moved the counters to `pg_stat_checkpointer`), or `None` if neither view answers.
+async fn checkpoints(options: &Options) -> Option<u64> {
+    for sql in [
+        "select checkpoints_timed + checkpoints_req from pg_stat_bgwriter",
+        "select num_timed + num_requested from pg_stat_checkpointer",
+    ] {
+        if let Ok(count) = crate::psql_value(options, "postgres", sql).await
+            && let Ok(count) = count.parse()
+        {
+            return Some(count);
+        }
+    }
+    None
 }
 
 /// Saturation (median of the runs) and a fixed rate at half of it, per endpoint, each run on a
@@ -640,18 +671,12 @@ async fn reads_during_orders(
         token: seeded.customer_token.clone(),
         product_ids: vec![product],
     };
-    let pause_ms = 20u64;
-    let order_shape = Shape {
-        connections: ((ORDERS_PER_S * pause_ms as f64 / 1000.0).round() as usize).max(1),
-        threads: 1,
-        duration: options.duration,
-        pause_ms: Some(pause_ms),
-    };
+    let order_shape = Shape::paced(ORDERS_PER_S, 1, options.duration);
     let read_shape = Shape {
         connections: 64,
         threads: options.wrk_threads,
         duration: options.duration,
-        pause_ms: None,
+        rate: None,
     };
     crate::vacuum(options, DATABASE).await?;
     let (read_result, order_result) = tokio::try_join!(

@@ -1,7 +1,7 @@
 //! HTTP load with wrk (Debian's `wrk` package): a generated Lua script builds the requests
-//! (each order its own `Idempotency-Key`, a random product, the customer's JWT), paces each
-//! connection for the fixed-rate runs, and prints wrk's own latency histogram as one JSON line
-//! that this module parses.
+//! (each order its own `Idempotency-Key`, a random product, the customer's JWT), sends them on
+//! a fixed schedule for the fixed-rate runs, and prints wrk's own latency histogram as one JSON
+//! line that this module parses.
 
 use std::{path::Path, time::Duration};
 
@@ -21,30 +21,42 @@ pub enum Load {
     },
 }
 
-/// How hard: connections, threads, duration, and an optional per-connection pause that turns
-/// wrk's closed loop into an (approximately) fixed rate of `connections * 1000 / pause_ms`.
+/// How hard: connections, threads, duration, and an optional fixed rate that turns wrk's
+/// closed loop (every connection sends again as soon as it is answered) into requests sent on
+/// a schedule.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub connections: usize,
     pub threads: usize,
     pub duration: Duration,
-    pub pause_ms: Option<u64>,
+    /// Requests per second over all threads, or `None` for as fast as the server answers.
+    pub rate: Option<f64>,
 }
 
+/// How long a connection of a fixed-rate run may wait for its answer before the schedule runs
+/// short of free connections (and sends late): [`Shape::paced`] opens `rate` × this many.
+const PACED_CONNECTION_SPAN: Duration = Duration::from_millis(100);
+
 impl Shape {
-    /// About `rate` requests per second in total, for `duration`, on at most `threads` threads.
-    /// Each connection pauses between requests, so the rate is set by the pacing, not by how
-    /// fast the server answers (as long as it answers within the pause); high rates get more
-    /// connections rather than pauses too short for wrk's timer.
+    /// `rate` requests per second in total, for `duration`, on at most `threads` threads.
+    ///
+    /// Each thread sends on its own fixed schedule (one request every `threads / rate`
+    /// seconds, from a random start), and a connection that is answered takes the next free
+    /// slot of that schedule. So requests leave at the rate whatever the answers take, as long
+    /// as a connection is free; an answer slower than the schedule does not delay the requests
+    /// after it. Pausing each connection between its own requests instead (the first version
+    /// of this bench) lets one slow moment line the connections up: they are answered
+    /// together, pause together and send together from then on, so "half of saturation"
+    /// became bursts at the saturation rate with idle gaps between them.
     pub fn paced(rate: f64, threads: usize, duration: Duration) -> Self {
         let rate = rate.max(1.0);
-        let pause_ms = ((256.0 * 1000.0 / rate).floor() as u64).clamp(1, 100);
-        let connections = ((rate * pause_ms as f64 / 1000.0).round() as usize).max(1);
+        let connections = ((rate * PACED_CONNECTION_SPAN.as_secs_f64()).ceil() as usize).max(1);
+        let threads = threads.min(connections).max(1);
         Self {
-            connections,
-            threads: threads.min(connections).max(1),
+            connections: connections.max(threads),
+            threads,
             duration,
-            pause_ms: Some(pause_ms),
+            rate: Some(rate),
         }
     }
 }
@@ -104,14 +116,42 @@ end
             ));
         }
     }
-    if let Some(pause) = shape.pause_ms {
-        // wrk asks for a delay before every request, the first included. The first one of each
-        // connection is a random point in the pause, so the connections are spread over it
-        // instead of all firing at the same instant (a burst of every connection at start that
-        // alone would be the p99 of a short run); after that each keeps its own phase.
-        let per_thread = shape.connections.div_ceil(shape.threads.max(1));
+    if let Some(rate) = shape.rate {
+        // wrk asks each thread's `delay()` for a pause (whole milliseconds) before every
+        // request of any of its connections, the first included, without saying which
+        // connection. Each call takes the thread's next slot, so the slots are sent at the
+        // schedule's times whichever connection sends them. The first slot is a random point in
+        // the first interval, so the threads do not send in step. Monotonic time comes from
+        // `clock_gettime` through LuaJIT's FFI (wrk's Lua has no clock of its own).
+        let interval_ms = shape.threads.max(1) as f64 * 1000.0 / rate;
         lua.push_str(&format!(
-            "local started = 0\nfunction delay()\n  if started < {per_thread} then\n    started = started + 1\n    return math.random(0, {pause})\n  end\n  return {pause}\nend\n"
+            r#"local ffi = require("ffi")
+ffi.cdef[[
+struct bench_timespec {{ long tv_sec; long tv_nsec; }};
+int clock_gettime(int clock_id, struct bench_timespec *tp);
+]]
+local clock = ffi.new("struct bench_timespec")
+local CLOCK_MONOTONIC = 1
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1000000
+end
+local interval_ms = {interval_ms:.4}
+local next_slot = nil
+function delay()
+  local now = now_ms()
+  if next_slot == nil then
+    next_slot = now + math.random() * interval_ms
+  else
+    next_slot = next_slot + interval_ms
+  end
+  local wait = next_slot - now
+  if wait <= 0 then
+    return 0
+  end
+  return math.floor(wait + 0.5)
+end
+"#
         ));
     }
     lua.push_str(
