@@ -161,7 +161,8 @@ impl Services {
         let products = ProductService::new(
             db.clone(),
             CachedProductRepository::new(cache.clone(), config.cache.ttl),
-        );
+        )
+        .with_orders_in_flight_per_product(config.database.orders_in_flight_per_product);
         let idempotency = IdempotencyService::new(db.clone());
         let webhooks = WebhookService::new(
             db.clone(),

@@ -42,6 +42,7 @@ async fn readiness_is_503_naming_postgres_when_postgres_is_unreachable(pool: PgP
         max_connections: 1,
         min_connections: 0,
         acquire_timeout: std::time::Duration::from_millis(500),
+        orders_in_flight_per_product: 0,
     })
     .unwrap();
     let app = spawn_app(unreachable).await;

@@ -1,6 +1,6 @@
 //! Orders over HTTP: placing (201 with prices frozen at order time), no overselling under
 //! concurrency, no deadlock between orders naming the same products in another order, stock
-//! taken last, prices checked against PostgreSQL when the cache is stale, refused inputs that write nothing, listing and reading only your own orders,
+//! taken last, orders for one product in line in the api, prices checked against PostgreSQL when the cache is stale, refused inputs that write nothing, listing and reading only your own orders,
 //! cancelling (stock returned, refused once shipped or cancelled, someone else's order is a
 //! 404), and the admin status transitions.
 
@@ -304,6 +304,74 @@ async fn an_order_takes_its_stock_in_its_commit_after_writing_everything_else(po
     assert_eq!(app.stock_of(&product_id.to_string()).await, 9);
     assert_eq!(app.outbox_count("email.order_confirmation").await, 1);
     assert_eq!(app.outbox_count("webhook.fan_out").await, 1);
+}
+
+/// Orders for one product wait in line in the api, not on the product's row lock: with two
+/// allowed through at once and the row held by another transaction, exactly two orders' statements wait on
+/// the lock in PostgreSQL while the other three wait in the api holding no connection, and an
+/// order for another product is not held up. Once the row is free, every order is placed.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[("ORDERS_IN_FLIGHT_PER_PRODUCT", "2")]).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let hot = app.create_product(&admin, 100, 10).await;
+    let hot_id = id_of(&hot).to_owned();
+    let other = app.create_product(&admin, 100, 10).await;
+
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from products where id = $1 for no key update")
+        .bind(hot_id.parse::<Uuid>().unwrap())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let placing: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn(
+                app.client
+                    .post(app.url("/api/v1/orders"))
+                    .bearer_auth(&customer.token)
+                    .header("Idempotency-Key", new_key())
+                    .json(&order_body(&hot_id, 1))
+                    .send(),
+            )
+        })
+        .collect();
+
+    let waiting_on_the_row = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while waiting_on_the_row().await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two orders never reached the product's row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Another product's order goes past the line, and meanwhile the other three orders have
+    // had every chance to reach PostgreSQL.
+    place(&app, &customer, id_of(&other), 1).await;
+    for _ in 0..10 {
+        assert_eq!(
+            waiting_on_the_row().await,
+            2,
+            "only two orders for the product may be in PostgreSQL at once"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    holder.rollback().await.unwrap();
+    for response in join_all(placing).await {
+        assert_eq!(response.unwrap().unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(app.stock_of(&hot_id).await, 5);
 }
 
 /// Only an order that says so takes its stock at its commit: one written as the previous

@@ -18,6 +18,10 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Longest wait for a free connection (`DATABASE_ACQUIRE_TIMEOUT_MS`).
     pub acquire_timeout: Duration,
+    /// Orders for one product an api process sends to PostgreSQL at once; the others wait in
+    /// line in the api (`ORDERS_IN_FLIGHT_PER_PRODUCT`, `0` for no line; see
+    /// `products::stock_queue`).
+    pub orders_in_flight_per_product: usize,
 }
 
 impl DatabaseConfig {
@@ -45,6 +49,7 @@ impl DatabaseConfig {
             max_connections: env.parse_or("DATABASE_MAX_CONNECTIONS", 20)?,
             min_connections: env.parse_or("DATABASE_MIN_CONNECTIONS", 0)?,
             acquire_timeout: millis(env.parse_or("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
+            orders_in_flight_per_product: env.parse_or("ORDERS_IN_FLIGHT_PER_PRODUCT", 4)?,
         })
     }
 }

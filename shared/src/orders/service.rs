@@ -128,6 +128,10 @@ impl OrderService {
             })
             .collect();
         let mut quote = self.products.quote(&requests).await?;
+        let product_ids: Vec<Uuid> = requests.iter().map(|request| request.product_id).collect();
+        // In line behind the other orders for these products, holding no connection yet; the
+        // turn ends with this function, after the commit answered.
+        let turn = self.products.stock_turn(&product_ids).await;
         // One connection for every attempt, taken from the pool once.
         let mut conn = self.pool.acquire().await?;
         let mut sending = Sending::OneStatement;
@@ -139,10 +143,9 @@ impl OrderService {
             {
                 Placement::Placed(order, response) => {
                     drop(conn);
+                    drop(turn);
                     // Before answering, so the customer (and everyone else) reads the stock
                     // it left.
-                    let product_ids: Vec<Uuid> =
-                        requests.iter().map(|request| request.product_id).collect();
                     self.products.stock_taken(&product_ids).await;
                     return Ok(Keyed::Done((order, response)));
                 }

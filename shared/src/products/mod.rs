@@ -8,7 +8,9 @@
 pub mod model;
 pub mod repository;
 pub mod service;
+pub mod stock_queue;
 
 pub use model::{NewProduct, Product, ProductPatch, ProductQuery};
 pub use repository::StockRefusal;
 pub use service::{PricedLine, ProductService, StockChange, StockRequest};
+pub use stock_queue::{StockQueue, StockTurn};

@@ -10,6 +10,7 @@ use crate::{
     products::{
         model::{NewProduct, Product, ProductPatch, ProductQuery},
         repository::{CachedProductRepository, StockLine, StockRefusal},
+        stock_queue::{StockQueue, StockTurn},
     },
 };
 
@@ -77,6 +78,8 @@ pub struct ProductService {
     products: CachedProductRepository,
     /// To the background reader behind [`ProductService::stock_taken`].
     taken_stock: mpsc::UnboundedSender<TakenStock>,
+    /// The lines of [`ProductService::stock_turn`].
+    stock_queue: StockQueue,
 }
 
 /// Products whose stock a commit took, to be read again for the cache; `read` is answered once
@@ -106,7 +109,22 @@ impl ProductService {
             pool,
             products,
             taken_stock,
+            stock_queue: StockQueue::new(0),
         }
+    }
+
+    /// Lets `per_product` orders of one product at a time be sent to PostgreSQL
+    /// ([`Self::stock_turn`]); without it, every order is sent at once.
+    pub fn with_orders_in_flight_per_product(mut self, per_product: usize) -> Self {
+        self.stock_queue = StockQueue::new(per_product);
+        self
+    }
+
+    /// Waits for the turn of an order for `product_ids` to be sent (see
+    /// [`crate::products::stock_queue`]): an order holds it from before it takes a pooled
+    /// connection until its commit has answered.
+    pub async fn stock_turn(&self, product_ids: &[Uuid]) -> StockTurn {
+        self.stock_queue.turn(product_ids).await
     }
 
     /// Creates a product (admin).
