@@ -103,10 +103,12 @@ impl OrderService {
     /// order for that product waits on that lock: in a flash sale on one product, the time the
     /// lock is held bounds the orders per second. So the commit itself takes it (a trigger on
     /// the order's row, deferred to the commit; migration 0021), and the lock is held for the
-    /// commit alone, with no round trip to the api in it. The lines are priced beforehand from
-    /// the cache, and the stock is taken only while the products still read as priced; if one
-    /// changed meanwhile, the commit fails, and the order is priced again from PostgreSQL, at
-    /// most [`QUOTE_ATTEMPTS`] times.
+    /// commit alone, with no round trip to the api in it. And because the row lock is not a
+    /// fair line, the order first waits for its turn in the api's line for each of its
+    /// products ([`ProductService::stock_turn`]), before it takes a pooled connection. The
+    /// order's lines are priced beforehand from the cache, and the stock is taken only while
+    /// the products still read as priced; if one changed meanwhile, the commit fails, and the
+    /// order is priced again from PostgreSQL, at most [`QUOTE_ATTEMPTS`] times.
     #[tracing::instrument(skip(self, lines, attempt, answer), fields(user_id = %actor.user_id, lines = lines.len()))]
     pub async fn place(
         &self,

@@ -2,7 +2,9 @@
 //!
 //! Other domains use [`ProductService`] (orders are priced through it, and learn from it why a
 //! commit refused their stock), never the repository. An order's stock is taken by the commit of
-//! the transaction that inserted it, under the rule `take_stock_of_order` (migration 0021) holds.
+//! the transaction that inserted it, under the rule `take_stock_of_order` (migration 0021) holds;
+//! orders for one product wait for that in a fair line in the api ([`stock_queue`]), a few at a
+//! time in PostgreSQL.
 //! Catalogue reads go through a Redis read-through cache wrapped around the repository.
 
 pub mod model;
