@@ -325,6 +325,9 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
         .execute(&mut *holder)
         .await
         .unwrap();
+    // Its own connection, taken before the orders are sent: without the line they could hold
+    // every connection of the pool they share with this test.
+    let mut observer = pool.acquire().await.unwrap();
     let placing: Vec<_> = (0..5)
         .map(|_| {
             tokio::spawn(
@@ -338,12 +341,12 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
         })
         .collect();
 
-    let waiting_on_the_row = || async {
+    let mut waiting_on_the_row = async || {
         sqlx::query_scalar::<_, i64>(
             "select count(*) from pg_stat_activity where datname = current_database() \
              and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
         )
-        .fetch_one(&pool)
+        .fetch_one(&mut *observer)
         .await
         .unwrap()
     };
@@ -355,9 +358,7 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Another product's order goes past the line, and meanwhile the other three orders have
-    // had every chance to reach PostgreSQL.
-    place(&app, &customer, id_of(&other), 1).await;
+    // Meanwhile the other three orders have every chance to reach PostgreSQL.
     for _ in 0..10 {
         assert_eq!(
             waiting_on_the_row().await,
@@ -366,6 +367,9 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Another product's order goes past the line.
+    place(&app, &customer, id_of(&other), 1).await;
+    assert_eq!(waiting_on_the_row().await, 2);
 
     holder.rollback().await.unwrap();
     for response in join_all(placing).await {
