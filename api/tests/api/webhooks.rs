@@ -778,9 +778,10 @@ async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
             .expect("fan-out rows");
     assert_eq!(staged.len(), 1, "{staged:?}");
     let (fan_out_id, spec) = &staged[0];
-    let rows: Vec<orderly::jobs::DeliveryRow> =
-        serde_json::from_value(spec["payload"]["rows"].clone()).expect("delivery rows");
-    let mut carried: Vec<(String, String)> = rows
+    let fan_out_job: orderly::jobs::WebhookFanOutJob =
+        serde_json::from_value(spec["payload"].clone()).expect("delivery rows");
+    let mut carried: Vec<(String, String)> = fan_out_job
+        .rows
         .iter()
         .map(|row| (row.endpoint_id.to_string(), row.id.to_string()))
         .collect();
@@ -798,7 +799,7 @@ async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
     );
 
     // Pushed by the api in the fan-out's place: one job per delivery, under its id.
-    for row in &rows {
+    for row in &fan_out_job.rows {
         let job = eventually("the delivery's job", || async {
             app.services
                 .queue
@@ -836,7 +837,11 @@ async fn an_events_deliveries_are_queued_once_by_its_fan_out(pool: PgPool) {
         .expect("the relayed fan-out");
     assert_eq!(fan_out.kind, "webhook.fan_out");
     for _ in 0..2 {
-        app.services.webhooks.fan_out(&rows).await.expect("fan-out");
+        app.services
+            .webhooks
+            .fan_out(&fan_out_job)
+            .await
+            .expect("fan-out");
     }
     assert_eq!(
         queued().await,

@@ -76,7 +76,9 @@ impl WebhookFanOutJob {
         settings: JobSettings,
     ) -> impl Fn(&JobSpec) -> Option<Vec<StagedJob>> + Send + Sync + 'static {
         move |spec| {
-            let job: Self = serde_json::from_value(spec.payload.clone()).ok()?;
+            // Read from the payload in place: this runs for every order with a subscribed
+            // endpoint.
+            let job = Self::deserialize(&spec.payload).ok()?;
             job.deliveries(&settings).ok()
         }
     }

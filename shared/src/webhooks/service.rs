@@ -23,7 +23,7 @@ use crate::{
     users::Actor,
     webhooks::{
         address::{AddressPolicy, HostCheck, Refused},
-        job::{DeliveryRow, WebhookFanOutJob, WebhookJob},
+        job::{WebhookFanOutJob, WebhookJob},
         model::{
             AttemptRecord, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
             WebhookEndpointChanges, WebhookEventType, WebhookUrl,
@@ -382,14 +382,11 @@ impl WebhookService {
         Ok(())
     }
 
-    /// Queues the send of each delivery in `rows` (a [`WebhookFanOutJob`]), each job with the
-    /// delivery's id as its id and uniqueness key: a fan-out that runs again (a worker died
-    /// before acknowledging it) queues nothing twice.
-    #[tracing::instrument(skip_all, fields(deliveries = rows.len()))]
-    pub async fn fan_out(&self, rows: &[DeliveryRow]) -> Result<(), AppError> {
-        let job = WebhookFanOutJob {
-            rows: rows.to_vec(),
-        };
+    /// Queues the send of each delivery `job` carries, each job with the delivery's id as its
+    /// id and uniqueness key: a fan-out that runs again (a worker died before acknowledging it)
+    /// queues nothing twice.
+    #[tracing::instrument(skip_all, fields(deliveries = job.rows.len()))]
+    pub async fn fan_out(&self, job: &WebhookFanOutJob) -> Result<(), AppError> {
         self.outbox
             .push_now(job.deliveries(self.jobs.settings())?)
             .await?;

@@ -44,7 +44,7 @@ async fn webhooks_queue(
         WebhooksQueueJob::FanOut(job) => ctx
             .services
             .webhooks
-            .fan_out(&job.rows)
+            .fan_out(&job)
             .await
             .context("queueing the event's deliveries"),
     }
