@@ -420,6 +420,7 @@ mod tests {
     use super::*;
 
     const IDLE: Option<u8> = Some(b'I');
+    const IN_TRANSACTION: Option<u8> = Some(b'T');
 
     /// Counters and a connection as the proxy has them once the client's startup is forwarded.
     fn fresh() -> (Counters, Mutex<Connection>) {
@@ -429,7 +430,6 @@ mod tests {
         });
         (Counters::default(), connection)
     }
-    const IN_TRANSACTION: Option<u8> = Some(b'T');
 
     #[test]
     fn addresses_of_server_urls() {

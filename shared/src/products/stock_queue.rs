@@ -128,8 +128,9 @@ mod tests {
 
     use super::*;
 
-    fn ids(n: usize) -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    /// `N` product ids, in id order.
+    fn ids<const N: usize>() -> [Uuid; N] {
+        let mut ids = [(); N].map(|()| Uuid::new_v4());
         ids.sort_unstable();
         ids
     }
@@ -143,9 +144,7 @@ mod tests {
     #[tokio::test]
     async fn lets_per_product_orders_through_and_the_next_when_one_leaves() {
         let queue = StockQueue::new(2);
-        let [product] = ids(1)[..] else {
-            unreachable!()
-        };
+        let [product] = ids();
         let first = queue.turn(&[product]).await;
         let _second = queue.turn(&[product]).await;
         let mut third = Box::pin(queue.turn(&[product]));
@@ -159,9 +158,7 @@ mod tests {
     #[tokio::test]
     async fn other_products_do_not_wait() {
         let queue = StockQueue::new(1);
-        let [hot, other] = ids(2)[..] else {
-            unreachable!()
-        };
+        let [hot, other] = ids();
         let _held = queue.turn(&[hot]).await;
         let mut elsewhere = Box::pin(queue.turn(&[other]));
         assert!(!is_waiting(&mut elsewhere).await);
@@ -170,9 +167,7 @@ mod tests {
     #[tokio::test]
     async fn orders_go_in_the_order_they_came() {
         let queue = StockQueue::new(1);
-        let [product] = ids(1)[..] else {
-            unreachable!()
-        };
+        let [product] = ids();
         let held = queue.turn(&[product]).await;
         let (sent, mut order_of_sending) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..5 {
@@ -197,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn orders_sharing_products_in_any_order_do_not_deadlock() {
         let queue = StockQueue::new(1);
-        let [a, b] = ids(2)[..] else { unreachable!() };
+        let [a, b] = ids();
         let mut tasks = Vec::new();
         for n in 0..50 {
             let queue = queue.clone();
@@ -219,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn a_caller_that_stops_waiting_leaves_its_lines() {
         let queue = StockQueue::new(1);
-        let [a, b] = ids(2)[..] else { unreachable!() };
+        let [a, b] = ids();
         let held_b = queue.turn(&[b]).await;
         {
             // Joins a's line (its turn comes), then waits in b's, then gives up.
@@ -236,9 +231,7 @@ mod tests {
     #[tokio::test]
     async fn no_line_when_per_product_is_zero() {
         let queue = StockQueue::new(0);
-        let [product] = ids(1)[..] else {
-            unreachable!()
-        };
+        let [product] = ids();
         let _turns: Vec<StockTurn> =
             futures::future::join_all((0..100).map(|_| queue.turn(&[product]))).await;
         assert_eq!(queue.open_lines(), 0);
