@@ -60,6 +60,7 @@
 //! - `partitions`: one hot queue spread over several hash tags (cluster slots).
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `writes`: an operation's writes and outbox rows, gathered and sent as one statement.
+//! - `group_commit`: operations sent at the same moment, committed together as one statement.
 //! - `error`: [`QueueError`].
 
 /// A one-row `FROM` item that switches the current transaction to asynchronous commit
@@ -85,6 +86,7 @@ pub mod correlation;
 pub mod declaration;
 pub mod engine;
 pub mod error;
+pub mod group_commit;
 pub mod inspect;
 pub mod job;
 pub mod limits;
@@ -105,6 +107,7 @@ pub use connection::{RedisConnection, RedisServers};
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
+pub use group_commit::{GroupCommit, Grouped};
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};

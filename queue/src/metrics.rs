@@ -102,6 +102,16 @@ pub fn outbox_dispatched(path: &'static str, lags_seconds: &[f64]) {
         .increment(lags_seconds.len() as u64);
 }
 
+/// Counts a statement sent by a [`crate::GroupCommit`] and the operations in it: their ratio is
+/// how many operations one commit carries. `outcome` is `committed` or `failed` (the
+/// operations of a failed group are sent again alone).
+pub fn group_committed(operations: usize, committed: bool) {
+    let outcome = if committed { "committed" } else { "failed" };
+    metrics::counter!("orderly_group_commit_statements_total", "outcome" => outcome).increment(1);
+    metrics::counter!("orderly_group_commit_operations_total", "outcome" => outcome)
+        .increment(operations as u64);
+}
+
 /// Sets the gauges of one worker process: `orderly_worker_up` (1 while it runs, 0 once it
 /// stopped), and its running jobs and concurrency.
 pub fn worker_process(info: &WorkerInfo, up: bool) {

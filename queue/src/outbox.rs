@@ -280,6 +280,11 @@ impl Outbox {
         }
     }
 
+    /// The pool the outbox's statements run on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Commits `uow`, then schedules its staged jobs for an immediate push.
     pub async fn commit(&self, uow: UnitOfWork<'_>) -> Result<(), QueueError> {
         let staged = uow.commit().await?;

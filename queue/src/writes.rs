@@ -19,6 +19,11 @@
 //! in the order their rows were written, so an operation whose first write fires one (an order
 //! taking its stock) has it fire before the others' (their references' checks).
 //!
+//! The writes of several operations may also go as one statement ([`Writes::combine`]): one
+//! transaction and one commit for all of them, each operation's first write written before any
+//! other write, in the order the operations were given. [`crate::GroupCommit`] does that
+//! for operations sent at the same moment.
+//!
 //! A job may also be staged to exist only if one of the writes wrote something
 //! ([`Writes::stage_for_rows`]): its payload then carries the rows that write returned. That is
 //! how one event's webhook deliveries, written by the same statement, reach the queue as one job
@@ -27,6 +32,7 @@
 use serde_json::Value;
 use sqlx::{
     Arguments, Encode, PgConnection, Postgres, Type,
+    error::BoxDynError,
     postgres::{PgArguments, PgRow},
 };
 use uuid::Uuid;
@@ -61,16 +67,38 @@ struct RowsJob {
     job: StagedJob,
 }
 
-/// The writes of one operation and the jobs it stages, sent as one statement.
+/// A value bound to a placeholder, kept until the statement is sent: the writes of several
+/// operations can then be numbered into one statement ([`Writes::combine`]).
+trait BoundValue: Send {
+    fn add_to(self: Box<Self>, args: &mut PgArguments) -> Result<(), BoxDynError>;
+}
+
+impl<T> BoundValue for T
+where
+    T: for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + 'static,
+{
+    fn add_to(self: Box<Self>, args: &mut PgArguments) -> Result<(), BoxDynError> {
+        args.add(*self)
+    }
+}
+
+/// One write: its SQL with placeholders numbered from `$1`, and where its values start among
+/// the statement's.
+#[derive(Debug, Clone, Copy)]
+struct WriteSql {
+    sql: &'static str,
+    first_bind: usize,
+}
+
+/// The writes of one operation (or of several, [`Writes::combine`]) and the jobs they stage,
+/// sent as one statement.
 #[derive(Default)]
 pub struct Writes {
-    /// `w0 as (...), w1 as (...)`, placeholders numbered for the whole statement.
-    ctes: String,
-    count: usize,
-    args: PgArguments,
-    binds: usize,
-    /// The first bind that failed to encode; reported by [`Writes::execute`].
-    encode_error: Option<String>,
+    writes: Vec<WriteSql>,
+    /// Every placeholder's value, in the statement's order.
+    values: Vec<Box<dyn BoundValue>>,
+    /// The first write of each operation, in the order they are written before the others.
+    leads: Vec<usize>,
     staged: Vec<StagedJob>,
     for_rows: Vec<RowsJob>,
 }
@@ -78,8 +106,9 @@ pub struct Writes {
 impl std::fmt::Debug for Writes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writes")
-            .field("writes", &self.count)
-            .field("binds", &self.binds)
+            .field("writes", &self.writes.len())
+            .field("binds", &self.values.len())
+            .field("operations", &self.leads.len())
             .field("staged", &self.staged.len())
             .field("staged_for_rows", &self.for_rows.len())
             .finish()
@@ -91,23 +120,16 @@ impl std::fmt::Debug for Writes {
 pub struct Write<'w> {
     writes: &'w mut Writes,
     sql: &'static str,
-    bound: usize,
     first_bind: usize,
 }
 
 impl Write<'_> {
     /// Binds the write's next placeholder (`$1` first).
-    pub fn bind<T>(mut self, value: T) -> Self
+    pub fn bind<T>(self, value: T) -> Self
     where
         T: for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + 'static,
     {
-        if let Err(error) = self.writes.args.add(value)
-            && self.writes.encode_error.is_none()
-        {
-            self.writes.encode_error = Some(error.to_string());
-        }
-        self.writes.binds += 1;
-        self.bound += 1;
+        self.writes.values.push(Box::new(value));
         self
     }
 
@@ -117,18 +139,21 @@ impl Write<'_> {
     /// If the number of values bound is not the number of placeholders in the SQL: a bug in
     /// the repository that wrote it, which every test through it shows.
     pub fn finish(self) -> WriteRef {
-        let (sql, placeholders) = renumber(self.sql, self.first_bind);
+        let (_, placeholders) = renumber(self.sql, 0);
         assert_eq!(
-            self.bound, placeholders,
+            self.writes.values.len() - self.first_bind,
+            placeholders,
             "a write binds one value per placeholder: {}",
             self.sql
         );
-        let index = self.writes.count;
-        if index > 0 {
-            self.writes.ctes.push_str(", ");
+        let index = self.writes.writes.len();
+        if index == 0 {
+            self.writes.leads.push(0);
         }
-        self.writes.ctes.push_str(&format!("w{index} as ({sql})"));
-        self.writes.count += 1;
+        self.writes.writes.push(WriteSql {
+            sql: self.sql,
+            first_bind: self.first_bind,
+        });
         WriteRef(index)
     }
 }
@@ -169,18 +194,17 @@ impl Writes {
 
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.count == 0 && self.staged.is_empty() && self.for_rows.is_empty()
+        self.writes.is_empty() && self.staged.is_empty() && self.for_rows.is_empty()
     }
 
     /// Starts adding a write: one data-modifying statement (`insert ... returning ...`) with
     /// placeholders `$1, $2, ...` of its own, which [`Write::bind`] fills in order. What it
     /// returns is what [`Writes::stage_for_rows`] carries.
     pub fn write(&mut self, sql: &'static str) -> Write<'_> {
-        let first_bind = self.binds;
+        let first_bind = self.values.len();
         Write {
             writes: self,
             sql,
-            bound: 0,
             first_bind,
         }
     }
@@ -204,6 +228,37 @@ impl Writes {
         id
     }
 
+    /// The writes and jobs of several operations as one: sent, they are one statement and one
+    /// transaction, which commits all of them or none. Each operation's first write is written
+    /// before any other write, in the order of `operations` (the first write of each is what
+    /// the module doc says the first write of one is for: a deferred trigger it fires runs
+    /// before the others', and the operations' triggers run in this order).
+    pub fn combine(operations: impl IntoIterator<Item = Writes>) -> Writes {
+        let mut combined = Writes::new();
+        for operation in operations {
+            let write_offset = combined.writes.len();
+            let bind_offset = combined.values.len();
+            combined
+                .leads
+                .extend(operation.leads.iter().map(|lead| lead + write_offset));
+            combined
+                .writes
+                .extend(operation.writes.into_iter().map(|write| WriteSql {
+                    sql: write.sql,
+                    first_bind: write.first_bind + bind_offset,
+                }));
+            combined.values.extend(operation.values);
+            combined.staged.extend(operation.staged);
+            combined
+                .for_rows
+                .extend(operation.for_rows.into_iter().map(|rows| RowsJob {
+                    of: WriteRef(rows.of.0 + write_offset),
+                    job: rows.job,
+                }));
+        }
+        combined
+    }
+
     /// Sends the writes and the outbox rows as one statement on `conn` (its own transaction
     /// unless `conn` is in one) and returns the jobs written: every one staged with
     /// [`Writes::stage`], and those staged with [`Writes::stage_for_rows`] whose write returned
@@ -212,11 +267,12 @@ impl Writes {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(error) = self.encode_error.take() {
-            return Err(sqlx::Error::Encode(error.into()));
-        }
         let sql = self.statement()?;
-        let rows: Vec<PgRow> = sqlx::query_with(&sql, self.args).fetch_all(conn).await?;
+        let mut args = PgArguments::default();
+        for value in std::mem::take(&mut self.values) {
+            value.add_to(&mut args).map_err(sqlx::Error::Encode)?;
+        }
+        let rows: Vec<PgRow> = sqlx::query_with(&sql, args).fetch_all(conn).await?;
         let mut written = self.staged;
         for row in rows {
             use sqlx::Row;
@@ -229,12 +285,26 @@ impl Writes {
 
     /// The whole statement; binds the outbox rows' values after the writes'.
     fn statement(&mut self) -> Result<String, sqlx::Error> {
-        let mut sql = String::with_capacity(self.ctes.len() + 512);
+        let mut sql = String::with_capacity(self.writes.len() * 256 + 512);
         sql.push_str("with ");
-        sql.push_str(&self.ctes);
+        for (index, write) in self.writes.iter().enumerate() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            let (renumbered, _) = renumber(write.sql, write.first_bind);
+            sql.push_str(&format!("w{index} as ({renumbered})"));
+        }
+        // Reads each operation's first write whole, in order, before anything else (see the
+        // module doc): uncorrelated conditions are checked once, in the order written, before
+        // the scan they guard.
+        let gates: Vec<String> = self
+            .leads
+            .iter()
+            .map(|lead| format!("(select count(*) from w{lead})"))
+            .collect();
         let has_jobs = !self.staged.is_empty() || !self.for_rows.is_empty();
         if has_jobs {
-            if self.count > 0 {
+            if !self.writes.is_empty() {
                 sql.push_str(", ");
             }
             sql.push_str("outbox_rows as (insert into outbox (id, queue, kind, spec) ");
@@ -257,11 +327,11 @@ impl Writes {
                     .map(|job| serde_json::to_value(&job.spec))
                     .collect::<Result<_, _>>()
                     .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                let first = self.binds + 1;
-                self.bind(ids)?;
-                self.bind(queues)?;
-                self.bind(kinds)?;
-                self.bind(specs)?;
+                let first = self.values.len() + 1;
+                self.bind(ids);
+                self.bind(queues);
+                self.bind(kinds);
+                self.bind(specs);
                 arms.push(format!(
                     "select * from unnest(${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[])",
                     first,
@@ -274,11 +344,11 @@ impl Writes {
             for RowsJob { of, job } in &for_rows {
                 let spec = serde_json::to_value(&job.spec)
                     .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                let first = self.binds + 1;
-                self.bind(job.id)?;
-                self.bind(job.spec.queue.clone())?;
-                self.bind(job.spec.kind.clone())?;
-                self.bind(spec)?;
+                let first = self.values.len() + 1;
+                self.bind(job.id);
+                self.bind(job.spec.queue.clone());
+                self.bind(job.spec.kind.clone());
+                self.bind(spec);
                 let write = of.name();
                 arms.push(format!(
                     "select ${first}::uuid, ${}::text, ${}::text, \
@@ -293,35 +363,42 @@ impl Writes {
             sql.push_str(&arms.join(" union all "));
             sql.push_str(" returning id, spec)");
             let rows_ids: Vec<Uuid> = for_rows.iter().map(|rows| rows.job.id).collect();
-            let gate = if self.count > 0 {
-                // Reads the first write whole before anything else (see the module doc): an
-                // uncorrelated condition is checked once, before the scan it guards.
-                "(select count(*) from w0) >= 0 and "
-            } else {
-                ""
-            };
-            self.bind(rows_ids)?;
+            self.bind(rows_ids);
+            let gate: String = gates
+                .iter()
+                .map(|gate| format!("{gate} >= 0 and "))
+                .collect();
             sql.push_str(&format!(
                 " select id, spec from outbox_rows where {gate}id = any(${}::uuid[])",
-                self.binds
+                self.values.len()
             ));
         } else {
-            // Reads the first write whole (see the module doc) and returns no row: an
-            // uncorrelated condition is checked once, before anything else.
-            sql.push_str(
-                " select null::uuid as id, null::jsonb as spec where (select count(*) from w0) < 0",
-            );
+            // Returns no row: the last gate is false.
+            let last = gates.len() - 1;
+            let gate: Vec<String> = gates
+                .iter()
+                .enumerate()
+                .map(|(index, gate)| {
+                    if index == last {
+                        format!("{gate} < 0")
+                    } else {
+                        format!("{gate} >= 0")
+                    }
+                })
+                .collect();
+            sql.push_str(&format!(
+                " select null::uuid as id, null::jsonb as spec where {}",
+                gate.join(" and ")
+            ));
         }
         Ok(sql)
     }
 
-    fn bind<T>(&mut self, value: T) -> Result<(), sqlx::Error>
+    fn bind<T>(&mut self, value: T)
     where
         T: for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + 'static,
     {
-        self.args.add(value).map_err(sqlx::Error::Encode)?;
-        self.binds += 1;
-        Ok(())
+        self.values.push(Box::new(value));
     }
 }
 

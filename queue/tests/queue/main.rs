@@ -7,6 +7,7 @@ mod helpers;
 
 mod cluster;
 mod engine;
+mod group_commit;
 mod groups;
 mod inspection;
 mod lifecycle;

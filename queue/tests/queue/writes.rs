@@ -180,3 +180,66 @@ async fn a_unit_of_work_sends_its_writes_before_its_commit(pool: PgPool) {
     uow.commit().await.unwrap();
     assert_eq!(tags_in_written_order(&pool).await, ["in a transaction"]);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(pool: PgPool) {
+    ledger(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let operation = |first: &'static str, second: &'static str, with_rows: bool| {
+        let mut writes = Writes::new();
+        add(&mut writes, first, 1);
+        let rows = add(&mut writes, second, 2);
+        if with_rows {
+            writes.stage_for_rows(
+                rows,
+                JobSpec::new(
+                    "outbox-test",
+                    "test.rows",
+                    serde_json::json!({ "rows": [] }),
+                ),
+            );
+        } else {
+            writes.stage(spec(1));
+        }
+        writes
+    };
+    let combined = Writes::combine([
+        operation("c first", "c second", false),
+        operation("a first", "a second", true),
+        operation("b first", "b second", false),
+    ]);
+    let written = combined.execute(&mut conn).await.unwrap();
+
+    let tags = tags_in_written_order(&pool).await;
+    assert_eq!(tags.len(), 6);
+    assert_eq!(
+        tags[..3],
+        ["c first", "a first", "b first"],
+        "each operation's first write goes first, in the order given"
+    );
+    let transactions: i64 = sqlx::query_scalar("select count(distinct xmin::text) from ledger")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(transactions, 1, "one transaction for all of them");
+    assert_eq!(written.len(), 3, "every operation's job: {written:?}");
+    let rows_job = written
+        .iter()
+        .find(|job| job.spec.kind == "test.rows")
+        .unwrap();
+    assert_eq!(
+        rows_job.spec.payload["rows"],
+        serde_json::json!([{"tag": "a second", "amount": 2}]),
+        "a job for rows carries its own operation's write"
+    );
+
+    // One failing operation fails them all.
+    let mut failing = Writes::new();
+    add(&mut failing, "c first", 3);
+    let error = Writes::combine([operation("d first", "d second", false), failing])
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("ledger_tag_key"), "{error}");
+    assert_eq!(tags_in_written_order(&pool).await.len(), 6);
+}

@@ -1,0 +1,222 @@
+//! [`GroupCommit`]: operations sent at the same moment go to PostgreSQL together, as one
+//! statement and one transaction ([`Writes::combine`]).
+//!
+//! Every transaction costs PostgreSQL the same fixed work whatever it writes: a snapshot, a
+//! statement to bind and start, a commit record and the wait for its WAL flush; and the api one
+//! round trip and one pooled connection. Under load, operations that would each pay it wait for a
+//! free connection anyway. Instead, at most a set number of statements are in flight; operations
+//! that arrive while all of them are busy wait in one line, and the next free statement takes
+//! every one of them (up to a set number) at once. An operation sent alone, when nothing is in
+//! flight, goes at once: grouping adds no wait, it only fills the waits there already were. This
+//! is PostgreSQL's own group commit (several backends' commit records flushed together) moved up
+//! to the statement.
+//!
+//! One transaction for several operations means one outcome for all of them: if the combined
+//! statement fails, none of its operations is written, and each is told to send its writes again
+//! alone ([`Grouped::SendAlone`]), where it finds its own outcome. A failure is rare where
+//! grouping matters (refusals like a key used twice or stock run out are), so this costs one
+//! statement for the group in the rare case, against one transaction per operation in every case.
+//!
+//! Locks: an operation's commit may lock a row others wait on (an order takes its product's
+//! stock at the commit). Operations in a group are written in the order of the key each gives
+//! (the id of the one contended row its commit locks), so two groups that share such rows lock
+//! them in the same order and cannot deadlock. An operation whose commit locks more than one
+//! contended row must therefore not be grouped: it is sent alone, as before.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use uuid::Uuid;
+
+use crate::{Outbox, QueueError, Writes};
+
+/// How a grouped operation ended.
+#[derive(Debug)]
+pub enum Grouped {
+    /// Committed, with every operation sent with it; its jobs are on their way to the queue.
+    Committed,
+    /// It went with others and their statement failed: nothing of it was written. Send its
+    /// writes again alone (its outcome may have been the one that failed the others).
+    SendAlone,
+    /// It went alone and its statement failed with this error: nothing of it was written.
+    Failed(QueueError),
+}
+
+/// Sends operations' writes together when they arrive together; see the module doc.
+#[derive(Clone)]
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field(
+                "operations_per_statement",
+                &self.inner.operations_per_statement,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    outbox: Outbox,
+    /// Operations waiting for a statement, first come first.
+    waiting: Mutex<VecDeque<Waiting>>,
+    /// One permit per statement in flight.
+    statements: Arc<Semaphore>,
+    operations_per_statement: usize,
+}
+
+struct Waiting {
+    writes: Writes,
+    lock_order: Uuid,
+    done: oneshot::Sender<Grouped>,
+}
+
+impl GroupCommit {
+    /// At most `statements_in_flight` statements at once (at least 1), each with at most
+    /// `operations_per_statement` operations (at least 1), sent through `outbox` (its pool, and
+    /// its dispatch of the jobs after the commit).
+    pub fn new(
+        outbox: Outbox,
+        statements_in_flight: usize,
+        operations_per_statement: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                outbox,
+                waiting: Mutex::new(VecDeque::new()),
+                statements: Arc::new(Semaphore::new(statements_in_flight.max(1))),
+                operations_per_statement: operations_per_statement.max(1),
+            }),
+        }
+    }
+
+    /// How many operations wait for a statement now.
+    pub fn waiting(&self) -> usize {
+        self.inner
+            .waiting
+            .lock()
+            .expect("the group's line is never poisoned")
+            .len()
+    }
+
+    /// Sends `writes` with whatever other operations are waiting when a statement is free:
+    /// alone if nothing else is. `lock_order` is the id of the one contended row its commit
+    /// locks (see the module doc); operations in a statement are written in its order.
+    ///
+    /// Once called, the operation is sent even if the caller stops waiting for it: like a
+    /// statement already on the wire, it commits or not, and the caller's retry finds out which
+    /// (an idempotency key).
+    pub async fn execute(&self, writes: Writes, lock_order: Uuid) -> Grouped {
+        let (done, outcome) = oneshot::channel();
+        self.inner
+            .waiting
+            .lock()
+            .expect("the group's line is never poisoned")
+            .push_back(Waiting {
+                writes,
+                lock_order,
+                done,
+            });
+        Inner::send_if_free(&self.inner);
+        // The sender was lost (it panicked) without saying: whether the operation committed
+        // is unknown, and sending it again alone is what finds out (its idempotency key or id
+        // refuses a second copy).
+        outcome.await.unwrap_or(Grouped::SendAlone)
+    }
+}
+
+impl Inner {
+    /// Starts a sender if a statement is free; otherwise a busy sender takes the waiting
+    /// operations when its statement answers.
+    fn send_if_free(inner: &Arc<Self>) {
+        if let Ok(statement) = inner.statements.clone().try_acquire_owned() {
+            tokio::spawn(Self::send_while_waiting(inner.clone(), statement));
+        }
+    }
+
+    /// Sends what is waiting, a statement at a time, until nothing is. Before it stops it gives
+    /// its statement back and looks once more: an operation that arrived while it held the last
+    /// statement found none free, and must not be left waiting.
+    async fn send_while_waiting(inner: Arc<Self>, statement: OwnedSemaphorePermit) {
+        let mut statement = Some(statement);
+        loop {
+            let group = inner.take_group();
+            if group.is_empty() {
+                drop(statement.take());
+                let anything_waiting = !inner
+                    .waiting
+                    .lock()
+                    .expect("the group's line is never poisoned")
+                    .is_empty();
+                if !anything_waiting {
+                    return;
+                }
+                match inner.statements.clone().try_acquire_owned() {
+                    Ok(permit) => statement = Some(permit),
+                    // Another sender holds one, and looks again before it stops.
+                    Err(_) => return,
+                }
+                continue;
+            }
+            inner.send(group).await;
+        }
+    }
+
+    fn take_group(&self) -> Vec<Waiting> {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .expect("the group's line is never poisoned");
+        let take = waiting.len().min(self.operations_per_statement);
+        waiting.drain(..take).collect()
+    }
+
+    async fn send(&self, mut group: Vec<Waiting>) {
+        if group.len() == 1 {
+            let only = group.pop().expect("one operation");
+            let outcome = self.execute(only.writes).await;
+            crate::metrics::group_committed(1, outcome.is_ok());
+            let outcome = match outcome {
+                Ok(()) => Grouped::Committed,
+                Err(error) => Grouped::Failed(error),
+            };
+            let _ = only.done.send(outcome);
+            return;
+        }
+        // Stable: operations with the same key keep their order of arrival.
+        group.sort_by_key(|waiting| waiting.lock_order);
+        let operations = group.len();
+        let mut dones = Vec::with_capacity(operations);
+        let mut writes = Vec::with_capacity(operations);
+        for waiting in group {
+            dones.push(waiting.done);
+            writes.push(waiting.writes);
+        }
+        let outcome = self.execute(Writes::combine(writes)).await;
+        crate::metrics::group_committed(operations, outcome.is_ok());
+        match outcome {
+            Ok(()) => {
+                for done in dones {
+                    let _ = done.send(Grouped::Committed);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(operations, %error, "a group's statement failed; its operations go again alone");
+                for done in dones {
+                    let _ = done.send(Grouped::SendAlone);
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, writes: Writes) -> Result<(), QueueError> {
+        let mut conn = self.outbox.pool().acquire().await?;
+        self.outbox.execute(&mut conn, writes).await
+    }
+}
