@@ -18,7 +18,10 @@ use crate::{
     maintenance::{MaintainedDomains, MaintenanceService},
     orders::OrderService,
     products::{ProductService, repository::CachedProductRepository},
-    queue::{Job, Outbox, Producer, QueueEngine, ReplicaAcks, Retention, schedule::Schedules},
+    queue::{
+        GroupCommit, Job, Outbox, Producer, QueueEngine, ReplicaAcks, Retention,
+        schedule::Schedules,
+    },
     reports::{ReportScheduleService, ReportService},
     storage::Storage,
     uploads::UploadService,
@@ -193,13 +196,20 @@ impl Services {
             config.rate_limit.login_failure_window,
             &config.auth.jwt_secret,
         ));
-        let orders = OrderService::new(
+        let mut orders = OrderService::new(
             db.clone(),
             products.clone(),
             idempotency.clone(),
             events.clone(),
             outbox.clone(),
         );
+        if config.database.order_statements_in_flight > 0 {
+            orders = orders.with_group_commit(GroupCommit::new(
+                outbox.clone(),
+                config.database.order_statements_in_flight,
+                config.database.orders_per_statement,
+            ));
+        }
         let storage = Storage::from_config(&config.storage)?;
         let lifecycle = JobLifecycle::new(queue.clone());
         let schedules = Schedules::new(queue.clone());

@@ -43,6 +43,8 @@ async fn readiness_is_503_naming_postgres_when_postgres_is_unreachable(pool: PgP
         min_connections: 0,
         acquire_timeout: std::time::Duration::from_millis(500),
         orders_in_flight_per_product: 0,
+        order_statements_in_flight: 0,
+        orders_per_statement: 1,
     })
     .unwrap();
     let app = spawn_app(unreachable).await;

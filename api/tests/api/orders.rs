@@ -763,3 +763,158 @@ async fn admin_status_changes_follow_the_allowed_transitions(pool: PgPool) {
     // Delivered orders keep their stock taken.
     assert_eq!(app.stock_of(id_of(&product)).await, 4);
 }
+
+/// Holds `product_id`'s row in a transaction of its own and places one order for it: with one
+/// order statement allowed in flight, that statement waits on the row, and every order placed
+/// until the holder ends waits in the api for the next statement.
+async fn occupy_the_only_order_statement(
+    app: &TestApp,
+    pool: &PgPool,
+    customer: &TestUser,
+    product_id: &str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from products where id = $1 for no key update")
+        .bind(product_id.parse::<Uuid>().unwrap())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let first = tokio::spawn(
+        app.client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&customer.token)
+            .header("Idempotency-Key", new_key())
+            .json(&order_body(product_id, 1))
+            .send(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first order never reached the product's row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    (holder, first)
+}
+
+/// Places `orders` (product id, quantity) at once, and returns once all of them wait in the api
+/// for a statement.
+async fn place_while_the_statement_is_busy(
+    app: &TestApp,
+    customer: &TestUser,
+    orders: &[(&str, i64)],
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    let placing: Vec<_> = orders
+        .iter()
+        .map(|(product_id, quantity)| {
+            tokio::spawn(
+                app.client
+                    .post(app.url("/api/v1/orders"))
+                    .bearer_auth(&customer.token)
+                    .header("Idempotency-Key", new_key())
+                    .json(&order_body(product_id, *quantity))
+                    .send(),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.services.orders.orders_waiting_to_be_sent() < orders.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} orders ever waited for a statement",
+            app.services.orders.orders_waiting_to_be_sent(),
+            orders.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    placing
+}
+
+/// Orders placed while the api's order statements are all in flight wait, and the next statement
+/// carries all of them: one transaction (their rows share an `xmin`), each order taking its own
+/// stock, with its own email and webhook jobs. One order that cannot be placed among them (not
+/// enough stock) fails only itself: its group is sent again order by order.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn orders_placed_together_share_one_statement_and_a_refused_one_fails_only_itself(
+    pool: PgPool,
+) {
+    let app = spawn_app_with(
+        pool.clone(),
+        &[
+            ("ORDER_STATEMENTS_IN_FLIGHT", "1"),
+            ("ORDERS_IN_FLIGHT_PER_PRODUCT", "0"),
+        ],
+    )
+    .await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let blocker = app.create_product(&admin, 100, 10).await;
+    let a = app.create_product(&admin, 100, 10).await;
+    let b = app.create_product(&admin, 100, 10).await;
+    let scarce = app.create_product(&admin, 100, 1).await;
+    let (a, b, scarce, blocker) = (id_of(&a), id_of(&b), id_of(&scarce), id_of(&blocker));
+
+    let (holder, first) = occupy_the_only_order_statement(&app, &pool, &customer, blocker).await;
+    let placing =
+        place_while_the_statement_is_busy(&app, &customer, &[(a, 1), (b, 2), (a, 3), (b, 1)]).await;
+    holder.rollback().await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    let mut order_ids = Vec::new();
+    for response in join_all(placing).await {
+        let response = response.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let order: Value = response.json().await.unwrap();
+        order_ids.push(id_of(&order).parse::<Uuid>().unwrap());
+    }
+    let transactions: i64 =
+        sqlx::query_scalar("select count(distinct xmin::text) from orders where id = any($1)")
+            .bind(&order_ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 1, "the four orders went in one transaction");
+    assert_eq!(app.stock_of(a).await, 6);
+    assert_eq!(app.stock_of(b).await, 7);
+    assert_eq!(app.outbox_count("email.order_confirmation").await, 5);
+
+    let (holder, first) = occupy_the_only_order_statement(&app, &pool, &customer, blocker).await;
+    let placing =
+        place_while_the_statement_is_busy(&app, &customer, &[(scarce, 1), (a, 1), (scarce, 1)])
+            .await;
+    holder.rollback().await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    let mut statuses = Vec::new();
+    for response in join_all(placing).await {
+        statuses.push(response.unwrap().unwrap().status());
+    }
+    assert_eq!(
+        statuses[1],
+        StatusCode::CREATED,
+        "the order of `a` is placed"
+    );
+    let mut scarce_statuses = [statuses[0], statuses[2]];
+    scarce_statuses.sort();
+    assert_eq!(
+        scarce_statuses,
+        [StatusCode::CREATED, StatusCode::CONFLICT],
+        "one of the two orders for the last unit is placed"
+    );
+    assert_eq!(app.stock_of(scarce).await, 0);
+    assert_eq!(app.stock_of(a).await, 5);
+    assert_eq!(app.stock_of(blocker).await, 8);
+    assert_eq!(app.outbox_count("email.order_confirmation").await, 8);
+}

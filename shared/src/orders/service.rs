@@ -1,7 +1,7 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
 use chrono::{SubsecRound, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 use uuid::Uuid;
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
     },
     pagination::{Page, PageRequest},
     products::{PricedLine, ProductService, StockChange, StockRefusal, StockRequest},
-    queue::{Outbox, QueueError, Staging, UnitOfWork, Writes},
+    queue::{GroupCommit, Grouped, Outbox, QueueError, Staging, UnitOfWork, Writes},
     users::model::Actor,
 };
 
@@ -34,11 +34,19 @@ enum Placement {
     /// The idempotency key is not new (or the attempt takes a claim over): nothing was
     /// written, and the order is placed again in a transaction that claims the key first.
     KeyNotNew,
+    /// It went in one statement with other orders, and that statement failed: nothing was
+    /// written, and the order is sent again alone, where it finds its own outcome.
+    SendAlone,
 }
 
 /// How an attempt sends its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sending {
+    /// Like [`Sending::OneStatement`], with the other orders sent at the same moment: one
+    /// statement and one commit for all of them ([`GroupCommit`]). Only for an order whose
+    /// lines are all of one product: a group's orders take their products' rows in product id
+    /// order, which is deadlock-free only if each order takes one.
+    Grouped,
     /// One statement, its own transaction: the order, its lines, the claim of a new key, the
     /// deliveries and the outbox rows, in one round trip.
     OneStatement,
@@ -57,6 +65,8 @@ pub struct OrderService {
     idempotency: IdempotencyService,
     events: EventBus,
     outbox: Outbox,
+    /// Sends orders arriving together as one statement; `None` sends each alone.
+    group_commit: Option<GroupCommit>,
 }
 
 impl OrderService {
@@ -75,7 +85,15 @@ impl OrderService {
             idempotency,
             events,
             outbox,
+            group_commit: None,
         }
+    }
+
+    /// Sends orders placed at the same moment through `group_commit`: one statement and one
+    /// commit for all of them, instead of one each (see `Sending::Grouped`).
+    pub fn with_group_commit(mut self, group_commit: GroupCommit) -> Self {
+        self.group_commit = Some(group_commit);
+        self
     }
 
     /// Places an order under the idempotency key of `attempt`, in one transaction: the order
@@ -92,6 +110,11 @@ impl OrderService {
     /// and one pooled connection for one round trip. It claims the key as a new one; if the key
     /// is not new, the statement fails whole, and the order is placed again in a transaction
     /// that claims the key first and finds who answers ([`Sending::ClaimFirst`]).
+    ///
+    /// And under load, one statement for several orders: an order of one product placed while
+    /// the api's order statements are all in flight waits for the next one, which carries every
+    /// order waiting, with one commit for all of them ([`GroupCommit`]). If that statement
+    /// fails, each of its orders is sent again alone and finds its own outcome.
     ///
     /// The claim is in the order's own transaction, so a claim exists exactly when its order
     /// does (no claim is left behind by an order that failed or died). Two attempts with one
@@ -134,9 +157,17 @@ impl OrderService {
         // In line behind the other orders for these products, holding no connection yet; the
         // turn ends with this function, after the commit answered.
         let turn = self.products.stock_turn(&product_ids).await;
-        // One connection for every attempt, taken from the pool once.
-        let mut conn = self.pool.acquire().await?;
-        let mut sending = Sending::OneStatement;
+        // A connection of its own only for an attempt sent alone (taken once, kept for every
+        // later attempt); a grouped attempt's statement runs on the group's.
+        let mut conn = None;
+        let mut sending = match product_ids.split_first() {
+            Some((first, rest))
+                if self.group_commit.is_some() && rest.iter().all(|id| id == first) =>
+            {
+                Sending::Grouped
+            }
+            _ => Sending::OneStatement,
+        };
         let mut priced = 0;
         while priced < QUOTE_ATTEMPTS {
             match self
@@ -154,13 +185,15 @@ impl OrderService {
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
                 Placement::QuoteStale => {
                     priced += 1;
-                    quote = self.products.quote_fresh(&mut conn, &requests).await?;
+                    let conn = self.connection(&mut conn).await?;
+                    quote = self.products.quote_fresh(conn, &requests).await?;
                 }
                 // Claiming first cannot find the key not new: it says who answers instead.
                 Placement::KeyNotNew if sending == Sending::ClaimFirst => {
                     return Err(AppError::internal("an order's claim was refused twice"));
                 }
                 Placement::KeyNotNew => sending = Sending::ClaimFirst,
+                Placement::SendAlone => sending = Sending::OneStatement,
             }
         }
         Err(AppError::conflict(
@@ -168,10 +201,27 @@ impl OrderService {
         ))
     }
 
+    /// The attempt's own pooled connection, taken the first time one is needed.
+    async fn connection<'c>(
+        &self,
+        conn: &'c mut Option<PoolConnection<Postgres>>,
+    ) -> Result<&'c mut PgConnection, AppError> {
+        if conn.is_none() {
+            *conn = Some(self.pool.acquire().await?);
+        }
+        Ok(conn.as_deref_mut().expect("taken just above"))
+    }
+
+    /// How many orders wait now for a statement to carry them (see [`Self::place`]); `0`
+    /// when each order is sent alone.
+    pub fn orders_waiting_to_be_sent(&self) -> usize {
+        self.group_commit.as_ref().map_or(0, GroupCommit::waiting)
+    }
+
     /// One attempt of [`Self::place`] at the prices of `quote`, sent as `sending` says.
     async fn place_as_quoted(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Option<PoolConnection<Postgres>>,
         actor: &Actor,
         quote: &[PricedLine],
         attempt: &Attempt,
@@ -215,16 +265,36 @@ impl OrderService {
         };
 
         let (sent, order, response) = match sending {
+            Sending::Grouped => {
+                let mut writes = Writes::new();
+                let (order, response) = self.write_order(&mut writes, new, answer).await?;
+                if !self.idempotency.claim_new(&mut writes, attempt, &response) {
+                    return Ok(Placement::KeyNotNew);
+                }
+                let (group_commit, product_id) = self
+                    .group_commit
+                    .as_ref()
+                    .zip(items.first().map(|item| item.product_id))
+                    .expect("a grouped order has a group and a line");
+                let sent = match group_commit.execute(writes, product_id).await {
+                    Grouped::Committed => Ok(()),
+                    Grouped::Failed(error) => Err(error),
+                    Grouped::SendAlone => return Ok(Placement::SendAlone),
+                };
+                (sent, order, response)
+            }
             Sending::OneStatement => {
                 let mut writes = Writes::new();
                 let (order, response) = self.write_order(&mut writes, new, answer).await?;
                 if !self.idempotency.claim_new(&mut writes, attempt, &response) {
                     return Ok(Placement::KeyNotNew);
                 }
+                let conn = self.connection(conn).await?;
                 (self.outbox.execute(conn, writes).await, order, response)
             }
             Sending::ClaimFirst => {
-                let mut uow = UnitOfWork::begin_on(&mut *conn).await?;
+                let conn = self.connection(conn).await?;
+                let mut uow = UnitOfWork::begin_on(conn).await?;
                 let (order, response) = self.write_order(&mut uow, new, answer).await?;
                 // The claim runs now; the writes above go with the commit. A key used before
                 // rolls all of it back.
