@@ -387,7 +387,7 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             format!(", workers {}", cpu["workers"])
         };
         lines.push(format!(
-            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{} ({} checkpoints began meanwhile); non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
+            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; {} orders per statement; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{} ({} checkpoints began meanwhile); non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
             o["scenario"].as_str().unwrap_or(""),
             o["products"],
             o["workers"],
@@ -395,6 +395,7 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             o["ratio_to_pgbench"],
             o["pgbench_scale"],
             t["ratio_to_pgbench_min"],
+            o["orders_per_statement"],
             o["saturation_p50_ms"],
             o["saturation_p99_ms"],
             target(&t["saturation_p99_max_ms"], "<="),

@@ -166,7 +166,9 @@ async fn measure_scenario(
         product_ids: scenario.product_ids.clone(),
     };
     let name = format!("orders_{}_{}_workers", scenario.name, workers.len());
+    let grouped_before = grouped_orders(&stack.client, &stack.base_url).await?;
     let measured = system::measure(options, &target, &name, &load, SATURATION_CONNECTIONS).await;
+    let grouped_after = grouped_orders(&stack.client, &stack.base_url).await?;
     let worker_count = workers.len();
     for (worker, _) in workers {
         worker.stop(Duration::from_secs(40)).await?;
@@ -197,6 +199,8 @@ async fn measure_scenario(
         "pgbench_scale": scenario.pgbench_scale,
         "pgbench_tps": pgbench_tps,
         "ratio_to_pgbench": round(ratio, 2),
+        // Across the saturation and fixed-rate runs.
+        "orders_per_statement": per_statement(grouped_before, grouped_after),
         "targets": {
             "ratio_to_pgbench_min": RATIO_TARGET,
             "saturation_p99_max_ms": scenario.saturation_p99_max_ms,
@@ -207,6 +211,37 @@ async fn measure_scenario(
     }));
     emit(summary.clone());
     Ok(summary)
+}
+
+/// The api's group commit counters: statements sent and orders they carried (both 0 when it
+/// sends every order alone).
+async fn grouped_orders(client: &reqwest::Client, base_url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut counts = (0.0, 0.0);
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if series.starts_with("orderly_group_commit_statements_total") {
+            counts.0 += value;
+        } else if series.starts_with("orderly_group_commit_operations_total") {
+            counts.1 += value;
+        }
+    }
+    Ok(counts)
+}
+
+/// Orders per statement between two readings of [`grouped_orders`]; `None` without grouping.
+fn per_statement(before: (f64, f64), after: (f64, f64)) -> Option<f64> {
+    let statements = after.0 - before.0;
+    (statements > 0.0).then(|| round((after.1 - before.1) / statements, 2))
 }
 
 /// A second api, its database reached through the counting proxy; per scenario, orders placed
