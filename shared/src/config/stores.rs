@@ -18,9 +18,10 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Longest wait for a free connection (`DATABASE_ACQUIRE_TIMEOUT_MS`).
     pub acquire_timeout: Duration,
-    /// Orders for one product an api process sends to PostgreSQL at once; the others wait in
-    /// line in the api (`ORDERS_IN_FLIGHT_PER_PRODUCT`, `0` for no line; see
-    /// `products::stock_queue`).
+    /// Orders for one product an api process sends to PostgreSQL at once, each in a statement
+    /// of its own (orders of several products, or every order when
+    /// `order_statements_in_flight` is `0`); the others wait in line in the api
+    /// (`ORDERS_IN_FLIGHT_PER_PRODUCT`, `0` for no line; see `products::stock_queue`).
     pub orders_in_flight_per_product: usize,
     /// Statements placing orders an api process has in flight at once; orders placed while all
     /// are busy wait and go together in the next (`ORDER_STATEMENTS_IN_FLIGHT`, `0` to send
@@ -56,7 +57,7 @@ impl DatabaseConfig {
             min_connections: env.parse_or("DATABASE_MIN_CONNECTIONS", 0)?,
             acquire_timeout: millis(env.parse_or("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
             orders_in_flight_per_product: env.parse_or("ORDERS_IN_FLIGHT_PER_PRODUCT", 4)?,
-            order_statements_in_flight: env.parse_or("ORDER_STATEMENTS_IN_FLIGHT", 4)?,
+            order_statements_in_flight: env.parse_or("ORDER_STATEMENTS_IN_FLIGHT", 2)?,
             orders_per_statement: env.parse_or("ORDERS_PER_STATEMENT", 32)?,
         })
     }

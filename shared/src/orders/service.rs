@@ -127,8 +127,9 @@ impl OrderService {
     /// lock is held bounds the orders per second. So the commit itself takes it (a trigger on
     /// the order's row, deferred to the commit; migration 0021), and the lock is held for the
     /// commit alone, with no round trip to the api in it. And because the row lock is not a
-    /// fair line, the order first waits for its turn in the api's line for each of its
-    /// products ([`ProductService::stock_turn`]), before it takes a pooled connection. The
+    /// fair line, an order sent alone first waits for its turn in the api's line for each of
+    /// its products ([`ProductService::stock_turn`]), before it takes a pooled connection (a
+    /// grouped order is in the group's line instead, first come first served). The
     /// order's lines are priced beforehand from the cache, and the stock is taken only while
     /// the products still read as priced; if one changed meanwhile, the commit fails, and the
     /// order is priced again from PostgreSQL, at most [`QUOTE_ATTEMPTS`] times.
@@ -154,12 +155,6 @@ impl OrderService {
             .collect();
         let mut quote = self.products.quote(&requests).await?;
         let product_ids: Vec<Uuid> = requests.iter().map(|request| request.product_id).collect();
-        // In line behind the other orders for these products, holding no connection yet; the
-        // turn ends with this function, after the commit answered.
-        let turn = self.products.stock_turn(&product_ids).await;
-        // A connection of its own only for an attempt sent alone (taken once, kept for every
-        // later attempt); a grouped attempt's statement runs on the group's.
-        let mut conn = None;
         let mut sending = match product_ids.split_first() {
             Some((first, rest))
                 if self.group_commit.is_some() && rest.iter().all(|id| id == first) =>
@@ -168,6 +163,17 @@ impl OrderService {
             }
             _ => Sending::OneStatement,
         };
+        // An order sent alone waits in line behind the other orders for its products, holding
+        // no connection yet; the turn ends with this function, after the commit answered. A
+        // grouped order needs no line: the group's few statements in flight are all that wait
+        // on a product's row, however many orders they carry.
+        let turn = match sending {
+            Sending::Grouped => None,
+            _ => Some(self.products.stock_turn(&product_ids).await),
+        };
+        // A connection of its own only for an attempt sent alone (taken once, kept for every
+        // later attempt); a grouped attempt's statement runs on the group's.
+        let mut conn = None;
         let mut priced = 0;
         while priced < QUOTE_ATTEMPTS {
             match self

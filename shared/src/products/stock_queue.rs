@@ -11,6 +11,10 @@
 //! that the next one is already waiting when the lock comes free, and the rest wait here, in a
 //! first-come, first-served line (tokio's semaphore is fair), holding no pooled connection.
 //!
+//! Only orders sent in a statement of their own take this line. Orders the api groups into
+//! shared statements (`queue::group_commit`) wait in the group's line instead, where the few
+//! statements in flight already bound what waits on a product's row.
+//!
 //! The line is per api process: with several api instances, PostgreSQL sees at most
 //! `per_product` times the instances for one product, still a handful rather than every
 //! connection of every client.
