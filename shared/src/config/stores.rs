@@ -25,7 +25,8 @@ pub struct DatabaseConfig {
     pub orders_in_flight_per_product: usize,
     /// Statements placing orders an api process has in flight at once; orders placed while all
     /// are busy wait and go together in the next (`ORDER_STATEMENTS_IN_FLIGHT`, `0` to send
-    /// every order in a statement of its own; see `queue::group_commit`).
+    /// every order in a statement of its own; see `queue::group_commit`). One by default, which
+    /// makes the largest groups; docs/performance.md compares it with more.
     pub order_statements_in_flight: usize,
     /// Most orders one such statement carries (`ORDERS_PER_STATEMENT`).
     pub orders_per_statement: usize,
@@ -57,7 +58,7 @@ impl DatabaseConfig {
             min_connections: env.parse_or("DATABASE_MIN_CONNECTIONS", 0)?,
             acquire_timeout: millis(env.parse_or("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
             orders_in_flight_per_product: env.parse_or("ORDERS_IN_FLIGHT_PER_PRODUCT", 4)?,
-            order_statements_in_flight: env.parse_or("ORDER_STATEMENTS_IN_FLIGHT", 2)?,
+            order_statements_in_flight: env.parse_or("ORDER_STATEMENTS_IN_FLIGHT", 1)?,
             orders_per_statement: env.parse_or("ORDERS_PER_STATEMENT", 32)?,
         })
     }
