@@ -216,19 +216,8 @@ async fn measure_scenario(
 /// The api's group commit counters: statements sent and orders they carried (both 0 when it
 /// sends every order alone).
 async fn grouped_orders(client: &reqwest::Client, base_url: &str) -> anyhow::Result<(f64, f64)> {
-    let text = client
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
     let mut counts = (0.0, 0.0);
-    for line in text.lines() {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value: f64 = value.parse().unwrap_or(0.0);
+    for (series, value) in system::metric_series(client, base_url).await? {
         if series.starts_with("orderly_group_commit_statements_total") {
             counts.0 += value;
         } else if series.starts_with("orderly_group_commit_operations_total") {

@@ -710,9 +710,12 @@ async fn reads_during_orders(
     Ok(summary)
 }
 
-/// Email and webhook jobs not finished yet, plus outbox rows not relayed, read from the api's
-/// Prometheus endpoint (the gauges are refreshed at each scrape).
-async fn backlog(client: &reqwest::Client, base_url: &str) -> anyhow::Result<u64> {
+/// Every series of the api's Prometheus endpoint with its value (gauges are refreshed at each
+/// scrape).
+pub(crate) async fn metric_series(
+    client: &reqwest::Client,
+    base_url: &str,
+) -> anyhow::Result<Vec<(String, f64)>> {
     let text = client
         .get(format!("{base_url}/metrics"))
         .send()
@@ -720,12 +723,19 @@ async fn backlog(client: &reqwest::Client, base_url: &str) -> anyhow::Result<u64
         .error_for_status()?
         .text()
         .await?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.parse().unwrap_or(0.0)))
+        .collect())
+}
+
+/// Email and webhook jobs not finished yet, plus outbox rows not relayed, read from the api's
+/// Prometheus endpoint.
+async fn backlog(client: &reqwest::Client, base_url: &str) -> anyhow::Result<u64> {
     let mut total = 0.0;
-    for line in text.lines() {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value: f64 = value.parse().unwrap_or(0.0);
+    for (series, value) in metric_series(client, base_url).await? {
         let unfinished = [
             "state=\"waiting\"",
             "state=\"scheduled\"",

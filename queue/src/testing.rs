@@ -42,6 +42,36 @@ pub fn delete_prefix(url: &str, prefix: &str) {
     }
 }
 
+/// Sessions of the current database waiting on a lock in a statement whose text starts with
+/// `statement` (case-insensitive): how a test sees its work held behind a row it locked.
+pub async fn lock_waiters<'e>(db: impl sqlx::PgExecutor<'e>, statement: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and wait_event_type = 'Lock' and starts_with(lower(query), lower($1))",
+    )
+    .bind(statement)
+    .fetch_one(db)
+    .await
+    .expect("pg_stat_activity read")
+}
+
+/// Waits until `count` sessions wait on a lock in a statement starting with `statement` (see
+/// [`lock_waiters`]), watching on `conn`; panics after 10 s.
+pub async fn until_lock_waiters(conn: &mut sqlx::PgConnection, statement: &str, count: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reached = false;
+    while !reached && tokio::time::Instant::now() < deadline {
+        reached = lock_waiters(&mut *conn, statement).await >= count;
+        if !reached {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(
+        reached,
+        "{count} sessions never waited on a lock in `{statement}...`"
+    );
+}
+
 /// Polls `check` every 10 ms until it returns true or `limit` passes; returns the last answer.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use orderly::queue::testing::{lock_waiters, until_lock_waiters};
+
 use crate::helpers::{
     TestApp, TestUser, assert_error, new_key, order_body, spawn_app, spawn_app_with,
 };
@@ -349,27 +351,12 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
         })
         .collect();
 
-    let mut waiting_on_the_row = async || {
-        sqlx::query_scalar::<_, i64>(
-            "select count(*) from pg_stat_activity where datname = current_database() \
-             and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
-        )
-        .fetch_one(&mut *observer)
-        .await
-        .unwrap()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while waiting_on_the_row().await < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "two orders never reached the product's row"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let statement = "with w0 as (insert into orders ";
+    until_lock_waiters(&mut observer, statement, 2).await;
     // Meanwhile the other three orders have every chance to reach PostgreSQL.
     for _ in 0..10 {
         assert_eq!(
-            waiting_on_the_row().await,
+            lock_waiters(&mut *observer, statement).await,
             2,
             "only two orders for the product may be in PostgreSQL at once"
         );
@@ -377,7 +364,7 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
     }
     // Another product's order goes past the line.
     place(&app, &customer, id_of(&other), 1).await;
-    assert_eq!(waiting_on_the_row().await, 2);
+    assert_eq!(lock_waiters(&mut *observer, statement).await, 2);
 
     holder.rollback().await.unwrap();
     for response in join_all(placing).await {
@@ -798,24 +785,8 @@ async fn occupy_the_only_order_statement(
             .json(&order_body(product_id, 1))
             .send(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity where datname = current_database() \
-             and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first order never reached the product's row"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let mut observer = pool.acquire().await.unwrap();
+    until_lock_waiters(&mut observer, "with w0 as (insert into orders ", 1).await;
     (holder, first)
 }
 

@@ -61,24 +61,8 @@ async fn hold_the_only_statement(
         let group = group.clone();
         async move { group.execute(blocked(), Uuid::nil()).await }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity where datname = current_database() \
-             and wait_event_type = 'Lock' and query like 'with w0 as (update ledger%'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first operation never reached the row"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut observer = pool.acquire().await.unwrap();
+    orderly_queue::testing::until_lock_waiters(&mut observer, "with w0 as (update ledger", 1).await;
     (holder, first)
 }
 
