@@ -3,19 +3,23 @@
 //!
 //! Every transaction costs PostgreSQL the same fixed work whatever it writes: a snapshot, a
 //! statement to bind and start, a commit record and the wait for its WAL flush; and the api one
-//! round trip and one pooled connection. Under load, operations that would each pay it wait for a
-//! free connection anyway. Instead, at most a set number of statements are in flight; operations
-//! that arrive while all of them are busy wait in one line, and the next free statement takes
-//! every one of them (up to a set number) at once. An operation sent alone, when nothing is in
-//! flight, goes at once: grouping adds no wait, it only fills the waits there already were. This
-//! is PostgreSQL's own group commit (several backends' commit records flushed together) moved up
-//! to the statement.
+//! query, one pooled connection and one push of its jobs. A group pays it once. At most a set
+//! number of statements are in flight; an operation that finds one free goes at once, and one
+//! that does not waits in a first-come, first-served line until a statement answers, when the
+//! next statement takes every operation waiting (up to a set number). The fewer statements in
+//! flight, the longer that wait and the larger the groups. This is PostgreSQL's own group commit
+//! (several backends' commit records flushed together) moved up to the statement, where it also
+//! shares the statement, the transaction and the locks its commit takes.
 //!
 //! One transaction for several operations means one outcome for all of them: if the combined
 //! statement fails, none of its operations is written, and each is told to send its writes again
-//! alone ([`Grouped::SendAlone`]), where it finds its own outcome. A failure is rare where
-//! grouping matters (refusals like a key used twice or stock run out are), so this costs one
-//! statement for the group in the rare case, against one transaction per operation in every case.
+//! alone ([`Grouped::SendAlone`]), where it finds its own outcome. Failures are the exception
+//! (a refused operation: a key used twice, stock run out), so a group costs one wasted statement
+//! now and then, against one transaction per operation always.
+//!
+//! A statement in flight that waits (on a row lock another transaction holds) holds up every
+//! operation waiting behind it, not only those that touch that row; the operations grouped are
+//! expected to be short single statements, and the writers they wait on too.
 //!
 //! Locks: an operation's commit may lock a row others wait on (an order takes its product's
 //! stock at the commit). Operations in a group are written in the order of the key each gives

@@ -191,8 +191,14 @@ impl OrderService {
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
                 Placement::QuoteStale => {
                     priced += 1;
-                    let conn = self.connection(&mut conn).await?;
-                    quote = self.products.quote_fresh(conn, &requests).await?;
+                    quote = self
+                        .products
+                        .quote_fresh(self.connection(&mut conn).await?, &requests)
+                        .await?;
+                    if sending == Sending::Grouped {
+                        // It waits for its group holding no connection.
+                        conn = None;
+                    }
                 }
                 // Claiming first cannot find the key not new: it says who answers instead.
                 Placement::KeyNotNew if sending == Sending::ClaimFirst => {
