@@ -102,11 +102,7 @@ impl GroupCommit {
 
     /// How many operations wait for a statement now.
     pub fn waiting(&self) -> usize {
-        self.inner
-            .waiting
-            .lock()
-            .expect("the group's line is never poisoned")
-            .len()
+        self.inner.waiting()
     }
 
     /// Sends `writes` with whatever other operations are waiting when a statement is free:
@@ -153,12 +149,7 @@ impl Inner {
             let group = inner.take_group();
             if group.is_empty() {
                 drop(statement.take());
-                let anything_waiting = !inner
-                    .waiting
-                    .lock()
-                    .expect("the group's line is never poisoned")
-                    .is_empty();
-                if !anything_waiting {
+                if inner.waiting() == 0 {
                     return;
                 }
                 match inner.statements.clone().try_acquire_owned() {
@@ -172,6 +163,13 @@ impl Inner {
         }
     }
 
+    fn waiting(&self) -> usize {
+        self.waiting
+            .lock()
+            .expect("the group's line is never poisoned")
+            .len()
+    }
+
     fn take_group(&self) -> Vec<Waiting> {
         let mut waiting = self
             .waiting
@@ -182,32 +180,26 @@ impl Inner {
     }
 
     async fn send(&self, mut group: Vec<Waiting>) {
-        if group.len() == 1 {
-            let only = group.pop().expect("one operation");
-            let outcome = self.execute(only.writes).await;
-            crate::metrics::group_committed(1, outcome.is_ok());
-            let outcome = match outcome {
-                Ok(()) => Grouped::Committed,
-                Err(error) => Grouped::Failed(error),
-            };
-            let _ = only.done.send(outcome);
-            return;
-        }
         // Stable: operations with the same key keep their order of arrival.
         group.sort_by_key(|waiting| waiting.lock_order);
         let operations = group.len();
-        let mut dones = Vec::with_capacity(operations);
-        let mut writes = Vec::with_capacity(operations);
-        for waiting in group {
-            dones.push(waiting.done);
-            writes.push(waiting.writes);
-        }
+        let (dones, writes): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|waiting| (waiting.done, waiting.writes))
+            .unzip();
+        // One operation combined is its own writes, the same statement.
         let outcome = self.execute(Writes::combine(writes)).await;
         crate::metrics::group_committed(operations, outcome.is_ok());
         match outcome {
             Ok(()) => {
                 for done in dones {
                     let _ = done.send(Grouped::Committed);
+                }
+            }
+            // Alone, its own error says what happened.
+            Err(error) if operations == 1 => {
+                if let Some(done) = dones.into_iter().next() {
+                    let _ = done.send(Grouped::Failed(error));
                 }
             }
             Err(error) => {

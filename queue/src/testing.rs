@@ -58,14 +58,10 @@ pub async fn lock_waiters<'e>(db: impl sqlx::PgExecutor<'e>, statement: &str) ->
 /// Waits until `count` sessions wait on a lock in a statement starting with `statement` (see
 /// [`lock_waiters`]), watching on `conn`; panics after 10 s.
 pub async fn until_lock_waiters(conn: &mut sqlx::PgConnection, statement: &str, count: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut reached = false;
-    while !reached && tokio::time::Instant::now() < deadline {
-        reached = lock_waiters(&mut *conn, statement).await >= count;
-        if !reached {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let reached = eventually(Duration::from_secs(10), async || {
+        lock_waiters(&mut *conn, statement).await >= count
+    })
+    .await;
     assert!(
         reached,
         "{count} sessions never waited on a lock in `{statement}...`"
@@ -73,11 +69,8 @@ pub async fn until_lock_waiters(conn: &mut sqlx::PgConnection, statement: &str, 
 }
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes; returns the last answer.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+/// `check` may borrow mutably what it reads (a connection) from one poll to the next.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if check().await {

@@ -373,22 +373,10 @@ impl Writes {
                 self.values.len()
             ));
         } else {
-            // Returns no row: the last gate is false.
-            let last = gates.len() - 1;
-            let gate: Vec<String> = gates
-                .iter()
-                .enumerate()
-                .map(|(index, gate)| {
-                    if index == last {
-                        format!("{gate} < 0")
-                    } else {
-                        format!("{gate} >= 0")
-                    }
-                })
-                .collect();
+            // Returns no row: every gate is true but the last.
             sql.push_str(&format!(
-                " select null::uuid as id, null::jsonb as spec where {}",
-                gate.join(" and ")
+                " select null::uuid as id, null::jsonb as spec where {} < 0",
+                gates.join(" >= 0 and ")
             ));
         }
         Ok(sql)

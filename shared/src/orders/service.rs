@@ -45,8 +45,8 @@ enum Sending {
     /// Like [`Sending::OneStatement`], with the other orders sent at the same moment: one
     /// statement and one commit for all of them ([`GroupCommit`]). Only for an order whose
     /// lines are all of one product: a group's orders take their products' rows in product id
-    /// order, which is deadlock-free only if each order takes one.
-    Grouped,
+    /// order, which is deadlock-free only if each order takes one: `product_id`'s.
+    Grouped { product_id: Uuid },
     /// One statement, its own transaction: the order, its lines, the claim of a new key, the
     /// deliveries and the outbox rows, in one round trip.
     OneStatement,
@@ -156,10 +156,10 @@ impl OrderService {
         let mut quote = self.products.quote(&requests).await?;
         let product_ids: Vec<Uuid> = requests.iter().map(|request| request.product_id).collect();
         let mut sending = match product_ids.split_first() {
-            Some((first, rest))
-                if self.group_commit.is_some() && rest.iter().all(|id| id == first) =>
+            Some((&first, rest))
+                if self.group_commit.is_some() && rest.iter().all(|&id| id == first) =>
             {
-                Sending::Grouped
+                Sending::Grouped { product_id: first }
             }
             _ => Sending::OneStatement,
         };
@@ -168,7 +168,7 @@ impl OrderService {
         // grouped order needs no line: the group's few statements in flight are all that wait
         // on a product's row, however many orders they carry.
         let turn = match sending {
-            Sending::Grouped => None,
+            Sending::Grouped { .. } => None,
             _ => Some(self.products.stock_turn(&product_ids).await),
         };
         // A connection of its own only for an attempt sent alone (taken once, kept for every
@@ -195,7 +195,7 @@ impl OrderService {
                         .products
                         .quote_fresh(self.connection(&mut conn).await?, &requests)
                         .await?;
-                    if sending == Sending::Grouped {
+                    if matches!(sending, Sending::Grouped { .. }) {
                         // It waits for its group holding no connection.
                         conn = None;
                     }
@@ -277,17 +277,16 @@ impl OrderService {
         };
 
         let (sent, order, response) = match sending {
-            Sending::Grouped => {
+            Sending::Grouped { product_id } => {
                 let mut writes = Writes::new();
                 let (order, response) = self.write_order(&mut writes, new, answer).await?;
                 if !self.idempotency.claim_new(&mut writes, attempt, &response) {
                     return Ok(Placement::KeyNotNew);
                 }
-                let (group_commit, product_id) = self
+                let group_commit = self
                     .group_commit
                     .as_ref()
-                    .zip(items.first().map(|item| item.product_id))
-                    .expect("a grouped order has a group and a line");
+                    .expect("an order is grouped only with a group");
                 let sent = match group_commit.execute(writes, product_id).await {
                     Grouped::Committed => Ok(()),
                     Grouped::Failed(error) => Err(error),
