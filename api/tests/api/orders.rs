@@ -13,11 +13,28 @@ use uuid::Uuid;
 use orderly::queue::testing::{lock_waiters, until_lock_waiters};
 
 use crate::helpers::{
-    TestApp, TestUser, assert_error, new_key, order_body, spawn_app, spawn_app_with,
+    TestApp, TestUser, assert_error, eventually, new_key, order_body, spawn_app, spawn_app_with,
 };
 
 fn id_of(value: &Value) -> &str {
     value["id"].as_str().expect("id")
+}
+
+/// Sends a one-line order in a task of its own, for a test that watches it wait.
+fn send_order(
+    app: &TestApp,
+    user: &TestUser,
+    product_id: &str,
+    quantity: i64,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    tokio::spawn(
+        app.client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&user.token)
+            .header("Idempotency-Key", new_key())
+            .json(&order_body(product_id, quantity))
+            .send(),
+    )
 }
 
 /// Places a one-line order and asserts 201.
@@ -242,35 +259,17 @@ async fn an_order_takes_its_stock_in_its_commit_after_writing_everything_else(po
         .execute(&mut *holder)
         .await
         .unwrap();
-    let placing = tokio::spawn(
-        app.client
-            .post(app.url("/api/v1/orders"))
-            .bearer_auth(&customer.token)
-            .header("Idempotency-Key", new_key())
-            .json(&order_body(&product_id.to_string(), 1))
-            .send(),
-    );
+    let placing = send_order(&app, &customer, &product_id.to_string(), 1);
 
-    let waiting_pid = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let pid: Option<i32> = sqlx::query_scalar(
-                "select pid from pg_stat_activity where datname = current_database() \
-                 and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
-            )
-            .fetch_optional(&pool)
-            .await
-            .unwrap();
-            if let Some(pid) = pid {
-                break pid;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the order never waited on the product's row in its commit"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
+    let mut observer = pool.acquire().await.unwrap();
+    until_lock_waiters(&mut observer, "with w0 as (insert into orders ", 1).await;
+    let waiting_pid: i32 = sqlx::query_scalar(
+        "select pid from pg_stat_activity where datname = current_database() \
+         and wait_event_type = 'Lock' and query ilike 'with w0 as (insert into orders %'",
+    )
+    .fetch_one(&mut *observer)
+    .await
+    .unwrap();
     let mut written: Vec<String> = sqlx::query_scalar(
         "select c.relname::text from pg_locks l join pg_class c on c.oid = l.relation \
          where l.pid = $1 and l.granted and l.mode = 'RowExclusiveLock' \
@@ -339,16 +338,7 @@ async fn orders_for_one_product_wait_in_line_in_the_api_not_on_its_row(pool: PgP
     // every connection of the pool they share with this test.
     let mut observer = pool.acquire().await.unwrap();
     let placing: Vec<_> = (0..5)
-        .map(|_| {
-            tokio::spawn(
-                app.client
-                    .post(app.url("/api/v1/orders"))
-                    .bearer_auth(&customer.token)
-                    .header("Idempotency-Key", new_key())
-                    .json(&order_body(&hot_id, 1))
-                    .send(),
-            )
-        })
+        .map(|_| send_order(&app, &customer, &hot_id, 1))
         .collect();
 
     let statement = "with w0 as (insert into orders ";
@@ -777,14 +767,7 @@ async fn occupy_the_only_order_statement(
         .execute(&mut *holder)
         .await
         .unwrap();
-    let first = tokio::spawn(
-        app.client
-            .post(app.url("/api/v1/orders"))
-            .bearer_auth(&customer.token)
-            .header("Idempotency-Key", new_key())
-            .json(&order_body(product_id, 1))
-            .send(),
-    );
+    let first = send_order(app, customer, product_id, 1);
     let mut observer = pool.acquire().await.unwrap();
     until_lock_waiters(&mut observer, "with w0 as (insert into orders ", 1).await;
     (holder, first)
@@ -799,27 +782,16 @@ async fn place_while_the_statement_is_busy(
 ) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
     let placing: Vec<_> = orders
         .iter()
-        .map(|(product_id, quantity)| {
-            tokio::spawn(
-                app.client
-                    .post(app.url("/api/v1/orders"))
-                    .bearer_auth(&customer.token)
-                    .header("Idempotency-Key", new_key())
-                    .json(&order_body(product_id, *quantity))
-                    .send(),
-            )
-        })
+        .map(|(product_id, quantity)| send_order(app, customer, product_id, *quantity))
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.services.orders.orders_waiting_to_be_sent() < orders.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} of {} orders ever waited for a statement",
-            app.services.orders.orders_waiting_to_be_sent(),
-            orders.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(
+        &format!("{} orders waiting for a statement", orders.len()),
+        std::time::Duration::from_secs(10),
+        || async {
+            (app.services.orders.orders_waiting_to_be_sent() >= orders.len()).then_some(())
+        },
+    )
+    .await;
     placing
 }
 

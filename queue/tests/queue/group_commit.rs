@@ -9,15 +9,14 @@ use orderly_queue::{GroupCommit, Grouped, Outbox, Producer, Writes};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{helpers::engine, outbox::spec};
+use crate::{
+    helpers::{engine, eventually},
+    outbox::spec,
+};
 
+/// The writes tests' ledger, with a `blocker` row.
 async fn ledger(pool: &PgPool) {
-    sqlx::query(
-        "create table ledger (seq bigserial primary key, tag text not null unique, amount int)",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    crate::writes::ledger(pool).await;
     sqlx::query("insert into ledger (tag, amount) values ('blocker', 0)")
         .execute(pool)
         .await
@@ -67,15 +66,15 @@ async fn hold_the_only_statement(
 }
 
 async fn wait_until_waiting(group: &GroupCommit, operations: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while group.waiting() < operations {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} of {operations} operations ever waited",
-            group.waiting()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waited = eventually(Duration::from_secs(10), async || {
+        group.waiting() >= operations
+    })
+    .await;
+    assert!(
+        waited,
+        "only {} of {operations} operations ever waited",
+        group.waiting()
+    );
 }
 
 fn outbox(pool: &PgPool, engine: &crate::helpers::TestEngine) -> Outbox {

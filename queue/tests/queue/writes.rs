@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// A table the writes below insert into, numbering rows in the order they are written.
-async fn ledger(pool: &PgPool) {
+pub(crate) async fn ledger(pool: &PgPool) {
     sqlx::query(
         "create table ledger (seq bigserial primary key, tag text not null unique, amount int)",
     )
