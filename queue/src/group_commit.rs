@@ -213,6 +213,14 @@ impl Inner {
 
     async fn execute(&self, writes: Writes) -> Result<(), QueueError> {
         let mut conn = self.outbox.pool().acquire().await?;
-        self.outbox.execute(&mut conn, writes).await
+        let sent = self.outbox.execute(&mut conn, writes).await;
+        if sent.is_err() {
+            // PostgreSQL sends a statement's error before it has ended the statement's
+            // transaction and freed its locks (an idempotency key's advisory lock). The
+            // operations go again on other connections, and must not find those locks held:
+            // one more round trip on this connection returns only once they are free.
+            let _ = sqlx::Connection::ping(&mut *conn).await;
+        }
+        sent
     }
 }
