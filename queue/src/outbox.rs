@@ -108,6 +108,14 @@ impl<'c> UnitOfWork<'c> {
         &mut self.tx
     }
 
+    /// Rolls back now, forgetting the staged jobs. Dropping the unit of work rolls back too,
+    /// but only once its connection is next used or back in the pool: until then the
+    /// transaction's locks (an idempotency key's advisory lock) are still held, and a caller
+    /// that answers and moves on (a retry taking the key over) would find them taken.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
     /// Sends the gathered [`Writes`] and the outbox rows of the staged jobs (one statement;
     /// none when there is nothing), commits, and returns every job written.
     pub async fn commit(mut self) -> Result<Vec<StagedJob>, sqlx::Error> {

@@ -315,8 +315,13 @@ impl OrderService {
                     .await?
                 {
                     Claimed::Proceed => {}
-                    // Dropping the unit of work rolls it back.
-                    Claimed::Earlier(earlier) => return Ok(Placement::Earlier(earlier)),
+                    // Rolled back before answering, so the key's advisory lock is free for
+                    // whatever the answer leads to (a retry taking a dead claim over). If the
+                    // rollback fails the connection is closed, which frees it too.
+                    Claimed::Earlier(earlier) => {
+                        let _ = uow.rollback().await;
+                        return Ok(Placement::Earlier(earlier));
+                    }
                 }
                 (self.outbox.commit(uow).await, order, response)
             }
