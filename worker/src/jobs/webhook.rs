@@ -266,11 +266,8 @@ pub async fn handle(
             now: Utc::now(),
         },
     );
-    services
-        .webhooks
-        .record_attempt(delivery.id, &verdict.record)
-        .await
-        .context("recording the attempt")?;
+    // The endpoint first: whoever reads the delivery as failed by a 410 then finds its endpoint
+    // disabled too (the other way round, a reader could see the one without the other).
     if verdict.disable_endpoint {
         services
             .webhooks
@@ -278,6 +275,11 @@ pub async fn handle(
             .await
             .context("disabling the endpoint")?;
     }
+    services
+        .webhooks
+        .record_attempt(delivery.id, &verdict.record)
+        .await
+        .context("recording the attempt")?;
     match &verdict.job {
         Ok(()) => tracing::info!(
             endpoint_id = %endpoint.id,
