@@ -387,7 +387,7 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             format!(", workers {}", cpu["workers"])
         };
         lines.push(format!(
-            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; {} orders per statement; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{} ({} checkpoints began meanwhile); non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}; targets {}",
+            "orders {} ({} products), {} workers: {} orders/s = {}× pgbench scale {}, target >= {}; {} orders per statement; saturation p50 {} ms, p99 {} ms{}; at {} orders/s p99 {} ms{} ({} checkpoints began meanwhile); non-2xx {}{}; CPU µs per order: api {}, postgres {}, redis {}{}, wrk {}, whole machine {} (idle {}, stolen {}); targets {}",
             o["scenario"].as_str().unwrap_or(""),
             o["products"],
             o["workers"],
@@ -409,6 +409,10 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             cpu["postgres"],
             cpu["redis"],
             workers_cpu,
+            cpu["wrk"],
+            cpu["machine"],
+            cpu["machine_idle_share"],
+            cpu["machine_steal_share"],
             if o["meets_targets"].as_bool() == Some(true) { "met" } else { "missed" },
         ));
     }

@@ -279,6 +279,44 @@ pub struct CpuSample {
     workers: u64,
     postgres: u64,
     redis: u64,
+    wrk: u64,
+    machine: MachineTicks,
+}
+
+/// The whole machine's CPU time so far, all cores summed, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineTicks {
+    /// User, system, interrupt and softirq time: what every process and the kernel's own
+    /// network processing spent.
+    busy: u64,
+    /// Idle and waiting for I/O.
+    idle: u64,
+    /// Time the hypervisor gave this VM's cores to someone else.
+    steal: u64,
+}
+
+impl MachineTicks {
+    fn read() -> Self {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return Self::default();
+        };
+        let Some(cpu) = stat.lines().next() else {
+            return Self::default();
+        };
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+        // already counted in user.
+        let t: Vec<u64> = cpu
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let at = |i: usize| t.get(i).copied().unwrap_or(0);
+        Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3) + at(4),
+            steal: at(7),
+        }
+    }
 }
 
 impl CpuSample {
@@ -289,6 +327,10 @@ impl CpuSample {
             workers: workers.iter().map(|pid| cpu_ticks(*pid)).sum(),
             postgres: cpu_ticks_where(|comm| comm.starts_with("postgres")),
             redis: cpu_ticks_where(|comm| comm == "redis-server"),
+            // wrk runs as this process's child, and a child's times reach its parent's once it
+            // has been waited for: each wrk run is over by the second reading.
+            wrk: cpu_ticks(std::process::id()),
+            machine: MachineTicks::read(),
         }
     }
 
@@ -302,10 +344,22 @@ impl CpuSample {
                 0,
             )
         };
+        let (before, after) = (self.machine, later.machine);
+        let elapsed = (after.busy + after.idle + after.steal)
+            .saturating_sub(before.busy + before.idle + before.steal)
+            .max(1) as f64;
+        let share =
+            |before: u64, after: u64| round(after.saturating_sub(before) as f64 / elapsed, 3);
         let mut figures = json!({
             "api": per_request(self.api, later.api),
             "postgres": per_request(self.postgres, later.postgres),
             "redis": per_request(self.redis, later.redis),
+            // The load generator (wrk, and this process driving it) runs on the same cores.
+            "wrk": per_request(self.wrk, later.wrk),
+            // Everything the machine's cores did, the kernel's network processing included.
+            "machine": per_request(before.busy, after.busy),
+            "machine_idle_share": share(before.idle, after.idle),
+            "machine_steal_share": share(before.steal, after.steal),
         });
         if with_workers {
             figures["workers"] = json!(per_request(self.workers, later.workers));
