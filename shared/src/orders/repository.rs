@@ -37,6 +37,58 @@ impl OrderRow {
     }
 }
 
+/// One line of an order with its order's columns (an order without lines reads as one row
+/// whose line columns are null).
+struct OrderLineRow {
+    id: Uuid,
+    user_id: Uuid,
+    status: OrderStatus,
+    total_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    product_id: Option<Uuid>,
+    sku: Option<String>,
+    name: Option<String>,
+    quantity: Option<i32>,
+    unit_price_cents: Option<i64>,
+}
+
+impl OrderLineRow {
+    /// The order the rows of one order describe; `None` for no rows.
+    fn into_order(rows: Vec<Self>) -> Option<Order> {
+        let mut items = Vec::with_capacity(rows.len());
+        let mut order = None;
+        for row in rows {
+            if let (Some(product_id), Some(sku), Some(name), Some(quantity), Some(price)) = (
+                row.product_id,
+                row.sku,
+                row.name,
+                row.quantity,
+                row.unit_price_cents,
+            ) {
+                items.push(OrderItem {
+                    product_id,
+                    sku,
+                    name,
+                    quantity,
+                    unit_price_cents: price,
+                });
+            }
+            order.get_or_insert(OrderRow {
+                id: row.id,
+                user_id: row.user_id,
+                status: row.status,
+                total_cents: row.total_cents,
+                currency: row.currency,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            });
+        }
+        order.map(|order| order.with_items(items))
+    }
+}
+
 /// The fields of a new order row.
 #[derive(Debug, Clone)]
 pub struct NewOrderRow<'a> {
@@ -125,7 +177,8 @@ impl OrderRepository {
             .is_some_and(|db| db.constraint() == Some("orders_pkey"))
     }
 
-    /// An order with its lines; `for_update` locks the order row for a status change.
+    /// An order with its lines, in one statement (a row per line); `for_update` locks the
+    /// order's row for a status change.
     #[tracing::instrument(skip(self, conn))]
     pub async fn find(
         &self,
@@ -135,34 +188,34 @@ impl OrderRepository {
     ) -> Result<Option<Order>, AppError> {
         // Two statements rather than one with a spliced lock clause: a checked macro takes a
         // literal.
-        let row = if for_update {
+        let rows = if for_update {
             sqlx::query_as!(
-                OrderRow,
-                r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
-                          created_at, updated_at
-                   from orders where id = $1 for update"#,
+                OrderLineRow,
+                r#"select o.id, o.user_id, o.status as "status: OrderStatus", o.total_cents,
+                          o.currency, o.created_at, o.updated_at,
+                          i.product_id as "product_id?", i.sku as "sku?", i.name as "name?",
+                          i.quantity as "quantity?", i.unit_price_cents as "unit_price_cents?"
+                   from orders o left join order_items i on i.order_id = o.id
+                   where o.id = $1 order by i.line_no for update of o"#,
                 id,
             )
-            .fetch_optional(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?
         } else {
             sqlx::query_as!(
-                OrderRow,
-                r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
-                          created_at, updated_at
-                   from orders where id = $1"#,
+                OrderLineRow,
+                r#"select o.id, o.user_id, o.status as "status: OrderStatus", o.total_cents,
+                          o.currency, o.created_at, o.updated_at,
+                          i.product_id as "product_id?", i.sku as "sku?", i.name as "name?",
+                          i.quantity as "quantity?", i.unit_price_cents as "unit_price_cents?"
+                   from orders o left join order_items i on i.order_id = o.id
+                   where o.id = $1 order by i.line_no"#,
                 id,
             )
-            .fetch_optional(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?
         };
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let items = self.items(&mut *conn, &[id]).await?;
-        Ok(Some(row.with_items(
-            items.into_iter().map(|(_, item)| item).collect(),
-        )))
+        Ok(OrderLineRow::into_order(rows))
     }
 
     async fn items<'e>(

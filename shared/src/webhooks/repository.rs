@@ -326,6 +326,63 @@ impl WebhookRepository {
         .await?)
     }
 
+    /// A delivery with its endpoint, in one statement (the delivery job's read, once per
+    /// delivery sent); `None` if either is gone.
+    #[tracing::instrument(skip(self, conn))]
+    pub async fn find_delivery_with_endpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<(WebhookDelivery, WebhookEndpoint)>, AppError> {
+        let row = sqlx::query!(
+            r#"select d.id, d.endpoint_id, d.event_type, d.payload,
+                      d.status as "status: DeliveryStatus", d.attempts, d.last_status_code,
+                      d.last_error, d.last_latency_ms, d.last_attempt_at, d.next_retry_at,
+                      d.delivered_at, d.created_at, d.updated_at,
+                      e.url, e.events, e.secret, e.previous_secret, e.previous_secret_expires_at,
+                      e.enabled, e.disabled_reason, e.disabled_at, e.created_by,
+                      e.created_at as endpoint_created_at, e.updated_at as endpoint_updated_at
+               from webhook_deliveries d join webhook_endpoints e on e.id = d.endpoint_id
+               where d.id = $1"#,
+            id,
+        )
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.map(|r| {
+            let endpoint = EndpointRow {
+                id: r.endpoint_id,
+                url: r.url,
+                events: r.events,
+                secret: r.secret,
+                previous_secret: r.previous_secret,
+                previous_secret_expires_at: r.previous_secret_expires_at,
+                enabled: r.enabled,
+                disabled_reason: r.disabled_reason,
+                disabled_at: r.disabled_at,
+                created_by: r.created_by,
+                created_at: r.endpoint_created_at,
+                updated_at: r.endpoint_updated_at,
+            };
+            let delivery = WebhookDelivery {
+                id: r.id,
+                endpoint_id: r.endpoint_id,
+                event_type: r.event_type,
+                payload: r.payload,
+                status: r.status,
+                attempts: r.attempts,
+                last_status_code: r.last_status_code,
+                last_error: r.last_error,
+                last_latency_ms: r.last_latency_ms,
+                last_attempt_at: r.last_attempt_at,
+                next_retry_at: r.next_retry_at,
+                delivered_at: r.delivered_at,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            };
+            (delivery, endpoint.into())
+        }))
+    }
+
     /// A page of an endpoint's deliveries, newest first.
     #[tracing::instrument(skip(self, conn))]
     pub async fn list_deliveries(

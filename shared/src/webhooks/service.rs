@@ -413,14 +413,9 @@ impl WebhookService {
         delivery_id: Uuid,
     ) -> Result<Option<(WebhookDelivery, WebhookEndpoint)>, AppError> {
         let mut conn = self.pool.acquire().await?;
-        let Some(delivery) = self.webhooks.find_delivery(&mut conn, delivery_id).await? else {
-            return Ok(None);
-        };
-        let endpoint = self
-            .webhooks
-            .find_endpoint(&mut conn, delivery.endpoint_id)
-            .await?;
-        Ok(endpoint.map(|endpoint| (delivery, endpoint)))
+        self.webhooks
+            .find_delivery_with_endpoint(&mut conn, delivery_id)
+            .await
     }
 
     /// Records one attempt on a delivery.
