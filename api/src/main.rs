@@ -9,6 +9,12 @@ use orderly::{
 };
 use orderly_api::{AppState, app, shutdown_signal};
 
+// mimalloc instead of glibc's allocator: a request or a job makes many small allocations that
+// live only as long as it does, which glibc serves with locks and periodic consolidation that
+// showed up as a sixth of the api's CPU under the order load (docs/performance.md, seventh round).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "orderly-api", version, about = "Orderly HTTP API")]
 struct Cli {
