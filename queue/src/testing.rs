@@ -141,6 +141,24 @@ impl PrivateRedis {
 
     /// Starts the server (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Starts the server (again) on the same port as a replica of the server on
+    /// `primary_port`, and waits until it answers. This is how a supervisor should bring back a
+    /// server that keeps nothing on disk under Sentinel: restarted as a primary it would be an
+    /// empty primary for a moment, and a failover in that moment (a loaded machine makes one
+    /// likely with a short `down-after-milliseconds`) would promote it and wipe every replica
+    /// that syncs from it. Redis's own Sentinel guide warns against exactly that.
+    pub fn restart_as_replica_of(&mut self, primary_port: u16) {
+        self.restart_with(&[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary_port.to_string(),
+        ]);
+    }
+
+    fn restart_with(&mut self, more_args: &[String]) {
         let port = self.port.to_string();
         let mut command = Command::new("redis-server");
         command.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""]);
@@ -152,7 +170,7 @@ impl PrivateRedis {
         } else {
             command.args(["--appendonly", "no"]);
         }
-        command.args(&self.extra_args);
+        command.args(&self.extra_args).args(more_args);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -344,6 +362,18 @@ impl SentinelRedis {
     /// returns its port, or `None` after `limit`.
     pub fn wait_for_new_primary(&self, old_port: u16, limit: Duration) -> Option<u16> {
         self.probe().wait_for_new_primary(old_port, limit)
+    }
+
+    /// Brings a killed server back as a supervisor should: as a replica of the primary the
+    /// Sentinels name now (see [`PrivateRedis::restart_as_replica_of`]). The Sentinels then
+    /// count it as a replica again, and it takes over the primary's data.
+    pub fn restart_as_replica(&mut self, index: usize) {
+        let primary = self.primary_port().expect("the Sentinels name a primary");
+        assert_ne!(
+            primary, self.servers[index].port,
+            "the server to restart is not the primary"
+        );
+        self.servers[index].restart_as_replica_of(primary);
     }
 
     fn try_command(url: &str, args: &[&str]) -> Option<redis::Value> {

@@ -213,9 +213,9 @@ async fn a_connection_follows_the_primary_through_a_demotion_and_a_crash() {
         "the wait on the new primary is woken by the enqueue"
     );
 
-    // The crashed server comes back (as a supervisor restarts it) and the Sentinels make it a
-    // replica of the new primary; the engine stays where it is.
-    group.servers[killed].restart();
+    // The crashed server comes back as a replica of the new primary (as a supervisor restarts
+    // it) and the Sentinels count it again; the engine stays where it is.
+    group.restart_as_replica(killed);
     let took = enqueue_until_replicated(&engine, "e0").await;
     eprintln!("restart: a push confirmed by the restarted server after {took:?}");
     assert_eq!(ready(&engine).await, 14);

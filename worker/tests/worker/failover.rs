@@ -42,9 +42,9 @@ async fn a_primary_killed_mid_run_loses_no_email_and_no_webhook(pool: PgPool) {
     .expect("the Sentinels promote the replica");
     let promoted_after = killed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // A supervisor restarts the killed server; the Sentinels make it a replica of the new
-    // primary, so pushes are confirmed by a replica again.
-    group.servers[killed].restart();
+    // A supervisor restarts the killed server as a replica of the new primary, so pushes are
+    // confirmed by a replica again.
+    group.restart_as_replica(killed);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let placed = drill.stop_ordering().await;
     let before_kill = placed.iter().filter(|p| p.at < killed_at).count();
