@@ -533,6 +533,79 @@ async fn refused_order_inputs_write_nothing(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn a_page_of_orders_counts_orders_not_lines_and_carries_every_line(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let products = [
+        app.create_product(&admin, 100, 100).await,
+        app.create_product(&admin, 250, 100).await,
+        app.create_product(&admin, 999, 100).await,
+    ];
+    let customer = app.customer().await;
+    // Three lines, one line, three lines: a page of two orders is four rows of the join.
+    let bodies = [
+        json!({"items": [
+            {"product_id": id_of(&products[2]), "quantity": 3},
+            {"product_id": id_of(&products[0]), "quantity": 1},
+            {"product_id": id_of(&products[1]), "quantity": 2},
+        ]}),
+        order_body(id_of(&products[1]), 5),
+        json!({"items": [
+            {"product_id": id_of(&products[0]), "quantity": 4},
+            {"product_id": id_of(&products[1]), "quantity": 1},
+            {"product_id": id_of(&products[2]), "quantity": 1},
+        ]}),
+    ];
+    let mut placed = Vec::new();
+    for body in &bodies {
+        let response = app.place_order(&customer.token, &new_key(), body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        placed.push(response.json::<Value>().await.unwrap());
+    }
+
+    let mut listed = Vec::new();
+    let mut path = "/api/v1/orders?limit=2".to_owned();
+    loop {
+        let page: Value = app
+            .get(&path, Some(&customer.token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "a page holds at most its limit of orders");
+        listed.extend(items.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/orders?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    // Newest first, each with the lines it was placed with, in their order, as
+    // `GET /orders/{id}` reads it.
+    let newest_first: Vec<&Value> = placed.iter().rev().collect();
+    assert_eq!(listed.len(), 3);
+    for (listed, placed) in listed.iter().zip(newest_first) {
+        assert_eq!(listed["id"], placed["id"]);
+        assert_eq!(listed["items"], placed["items"]);
+        let one: Value = app
+            .get(
+                &format!("/api/v1/orders/{}", id_of(placed)),
+                Some(&customer.token),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&one, listed);
+    }
+    let lines: Vec<usize> = listed
+        .iter()
+        .map(|order| order["items"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(lines, [3, 1, 3]);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn customers_list_and_read_only_their_own_orders(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin().await;

@@ -1,7 +1,7 @@
 //! SQL for orders and their lines.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
@@ -11,34 +11,9 @@ use crate::{
     queue::Writes,
 };
 
-/// An `orders` row, without its lines.
-struct OrderRow {
-    id: Uuid,
-    user_id: Uuid,
-    status: OrderStatus,
-    total_cents: i64,
-    currency: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl OrderRow {
-    fn with_items(self, items: Vec<OrderItem>) -> Order {
-        Order {
-            id: self.id,
-            user_id: self.user_id,
-            status: self.status,
-            total_cents: self.total_cents,
-            currency: self.currency,
-            items,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
 /// One line of an order with its order's columns (an order without lines reads as one row
-/// whose line columns are null).
+/// whose line columns are null). Reads of orders with their lines take one statement, a row per
+/// line, ordered by order and then line.
 struct OrderLineRow {
     id: Uuid,
     user_id: Uuid,
@@ -55,37 +30,46 @@ struct OrderLineRow {
 }
 
 impl OrderLineRow {
-    /// The order the rows of one order describe; `None` for no rows.
-    fn into_order(rows: Vec<Self>) -> Option<Order> {
-        let mut items = Vec::with_capacity(rows.len());
-        let mut order = None;
+    /// The orders the rows describe, in the rows' order; an order's rows must be adjacent.
+    fn into_orders(rows: Vec<Self>) -> Vec<Order> {
+        let mut orders: Vec<Order> = Vec::new();
         for row in rows {
-            if let (Some(product_id), Some(sku), Some(name), Some(quantity), Some(price)) = (
+            let item = match (
                 row.product_id,
                 row.sku,
                 row.name,
                 row.quantity,
                 row.unit_price_cents,
             ) {
-                items.push(OrderItem {
-                    product_id,
-                    sku,
-                    name,
-                    quantity,
-                    unit_price_cents: price,
+                (Some(product_id), Some(sku), Some(name), Some(quantity), Some(price)) => {
+                    Some(OrderItem {
+                        product_id,
+                        sku,
+                        name,
+                        quantity,
+                        unit_price_cents: price,
+                    })
+                }
+                _ => None,
+            };
+            let same_order = orders.last().is_some_and(|last| last.id == row.id);
+            if !same_order {
+                orders.push(Order {
+                    id: row.id,
+                    user_id: row.user_id,
+                    status: row.status,
+                    total_cents: row.total_cents,
+                    currency: row.currency,
+                    items: Vec::new(),
+                    created_at: row.created_at,
+                    updated_at: row.updated_at,
                 });
             }
-            order.get_or_insert(OrderRow {
-                id: row.id,
-                user_id: row.user_id,
-                status: row.status,
-                total_cents: row.total_cents,
-                currency: row.currency,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            });
+            if let (Some(item), Some(order)) = (item, orders.last_mut()) {
+                order.items.push(item);
+            }
         }
-        order.map(|order| order.with_items(items))
+        orders
     }
 }
 
@@ -215,37 +199,12 @@ impl OrderRepository {
             .fetch_all(&mut *conn)
             .await?
         };
-        Ok(OrderLineRow::into_order(rows))
+        Ok(OrderLineRow::into_orders(rows).pop())
     }
 
-    async fn items<'e>(
-        &self,
-        db: impl PgExecutor<'e>,
-        order_ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, OrderItem)>, AppError> {
-        let rows = sqlx::query!(
-            "select order_id, product_id, sku, name, quantity, unit_price_cents from order_items \
-             where order_id = any($1) order by order_id, line_no",
-            order_ids,
-        )
-        .fetch_all(db)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let item = OrderItem {
-                    product_id: r.product_id,
-                    sku: r.sku,
-                    name: r.name,
-                    quantity: r.quantity,
-                    unit_price_cents: r.unit_price_cents,
-                };
-                (r.order_id, item)
-            })
-            .collect())
-    }
-
-    /// A page of a user's orders, newest first.
+    /// A page of a user's orders, newest first, with their lines, in one statement: the page's
+    /// orders (one more than the page, to know whether another follows) left-joined to their
+    /// lines.
     #[tracing::instrument(skip(self, conn))]
     pub async fn list_for_user(
         &self,
@@ -254,29 +213,28 @@ impl OrderRepository {
         page: &PageRequest,
     ) -> Result<Page<Order>, AppError> {
         let rows = sqlx::query_as!(
-            OrderRow,
-            r#"select id, user_id, status as "status: OrderStatus", total_cents, currency,
-                      created_at, updated_at
-               from orders where user_id = $1 and ($2::uuid is null or id < $2)
-               order by id desc limit $3"#,
+            OrderLineRow,
+            r#"select o.id as "id!", o.user_id as "user_id!", o.status as "status!: OrderStatus",
+                      o.total_cents as "total_cents!", o.currency as "currency!",
+                      o.created_at as "created_at!", o.updated_at as "updated_at!",
+                      i.product_id as "product_id?", i.sku as "sku?", i.name as "name?",
+                      i.quantity as "quantity?", i.unit_price_cents as "unit_price_cents?"
+               from (select id, user_id, status, total_cents, currency, created_at, updated_at
+                     from orders where user_id = $1 and ($2::uuid is null or id < $2)
+                     order by id desc limit $3) o
+               left join order_items i on i.order_id = o.id
+               order by o.id desc, i.line_no"#,
             user_id,
             page.cursor,
             page.fetch_limit(),
         )
         .fetch_all(&mut *conn)
         .await?;
-        let page = Page::from_rows(rows, page, |r| r.id);
-        let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
-        let mut items = self.items(&mut *conn, &ids).await?;
-        Ok(page.map(|row| {
-            let mine: Vec<OrderItem> = items
-                .iter()
-                .filter(|(order_id, _)| *order_id == row.id)
-                .map(|(_, item)| item.clone())
-                .collect();
-            items.retain(|(order_id, _)| *order_id != row.id);
-            row.with_items(mine)
-        }))
+        Ok(Page::from_rows(
+            OrderLineRow::into_orders(rows),
+            page,
+            |order| order.id,
+        ))
     }
 
     /// Sets the status of a locked order.
