@@ -415,6 +415,17 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             cpu["machine_steal_share"],
             if o["meets_targets"].as_bool() == Some(true) { "met" } else { "missed" },
         ));
+        let stages = &o["order_stages_mean_ms"];
+        lines.push(format!(
+            "  where an order's time went (mean ms): request {}: quote {}, write {} (waiting for a statement {}, its statement {}, the rest {}), stock read {}",
+            stages["request"],
+            stages["quote"],
+            stages["write"],
+            stages["waiting_for_statement"],
+            stages["statement"],
+            stages["write_rest"],
+            stages["stock_read"],
+        ));
     }
     for a in orders["anatomy"].as_array().into_iter().flatten() {
         lines.push(format!(

@@ -166,9 +166,9 @@ async fn measure_scenario(
         product_ids: scenario.product_ids.clone(),
     };
     let name = format!("orders_{}_{}_workers", scenario.name, workers.len());
-    let grouped_before = grouped_orders(&stack.client, &stack.base_url).await?;
+    let metrics_before = system::metric_series(&stack.client, &stack.base_url).await?;
     let measured = system::measure(options, &target, &name, &load, SATURATION_CONNECTIONS).await;
-    let grouped_after = grouped_orders(&stack.client, &stack.base_url).await?;
+    let metrics_after = system::metric_series(&stack.client, &stack.base_url).await?;
     let worker_count = workers.len();
     for (worker, _) in workers {
         worker.stop(Duration::from_secs(40)).await?;
@@ -200,7 +200,8 @@ async fn measure_scenario(
         "pgbench_tps": pgbench_tps,
         "ratio_to_pgbench": round(ratio, 2),
         // Across the saturation and fixed-rate runs.
-        "orders_per_statement": per_statement(grouped_before, grouped_after),
+        "orders_per_statement": per_statement(&metrics_before, &metrics_after),
+        "order_stages_mean_ms": order_stages(&metrics_before, &metrics_after),
         "targets": {
             "ratio_to_pgbench_min": RATIO_TARGET,
             "saturation_p99_max_ms": scenario.saturation_p99_max_ms,
@@ -213,24 +214,72 @@ async fn measure_scenario(
     Ok(summary)
 }
 
-/// The api's group commit counters: statements sent and orders they carried (both 0 when it
-/// sends every order alone).
-async fn grouped_orders(client: &reqwest::Client, base_url: &str) -> anyhow::Result<(f64, f64)> {
-    let mut counts = (0.0, 0.0);
-    for (series, value) in system::metric_series(client, base_url).await? {
-        if series.starts_with("orderly_group_commit_statements_total") {
-            counts.0 += value;
-        } else if series.starts_with("orderly_group_commit_operations_total") {
-            counts.1 += value;
-        }
-    }
-    Ok(counts)
+/// The sum of every series of the api's metrics whose name starts with `name` and which
+/// carries all of `labels`.
+fn series_total(series: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
+    series
+        .iter()
+        .filter(|(s, _)| s.starts_with(name) && labels.iter().all(|label| s.contains(label)))
+        .map(|(_, value)| value)
+        .sum()
 }
 
-/// Orders per statement between two readings of [`grouped_orders`]; `None` without grouping.
-fn per_statement(before: (f64, f64), after: (f64, f64)) -> Option<f64> {
-    let statements = after.0 - before.0;
-    (statements > 0.0).then(|| round((after.1 - before.1) / statements, 2))
+/// Orders per statement of the api's group commit between two readings of its metrics; `None`
+/// without grouping.
+fn per_statement(before: &[(String, f64)], after: &[(String, f64)]) -> Option<f64> {
+    let change = |name| series_total(after, name, &[]) - series_total(before, name, &[]);
+    let statements = change("orderly_group_commit_statements_total");
+    (statements > 0.0).then(|| {
+        round(
+            change("orderly_group_commit_operations_total") / statements,
+            2,
+        )
+    })
+}
+
+/// Where an order's time went between two readings of the api's metrics, as the mean of each
+/// histogram in milliseconds: the whole request, then its stages (`OrderService::place`): the
+/// quote, the write (for a grouped order, its wait in the group's line, the statement that
+/// carried it, and the rest), and the read of the stock it left. What the stages do not cover is the HTTP, authentication,
+/// JSON and idempotency work around them.
+fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
+    let mean_ms = |histogram: &str, labels: &[&str]| {
+        let change = |suffix: &str| {
+            let name = format!("{histogram}{suffix}");
+            series_total(after, &name, labels) - series_total(before, &name, labels)
+        };
+        let count = change("_count");
+        (count > 0.0).then(|| round(change("_sum") * 1000.0 / count, 3))
+    };
+    let stage = |name: &str| {
+        mean_ms(
+            "orderly_order_stage_seconds",
+            &[&format!("stage=\"{name}\"")],
+        )
+    };
+    let write = stage("write");
+    let waiting = mean_ms("orderly_group_commit_wait_seconds", &[]);
+    let statement = mean_ms("orderly_group_commit_statement_seconds", &[]);
+    // What the write spent outside the group's line and statement: building the order's
+    // writes, and its task's wait to run again once its statement answered.
+    let write_rest = match (write, waiting, statement) {
+        (Some(write), Some(waiting), Some(statement)) => {
+            Some(round(write - waiting - statement, 3))
+        }
+        _ => None,
+    };
+    json!({
+        "request": mean_ms(
+            "orderly_http_request_duration_seconds",
+            &["method=\"POST\"", "route=\"/api/v1/orders\"", "status=\"201\""],
+        ),
+        "quote": stage("quote"),
+        "write": write,
+        "waiting_for_statement": waiting,
+        "statement": statement,
+        "write_rest": write_rest,
+        "stock_read": stage("stock_read"),
+    })
 }
 
 /// A second api, its database reached through the counting proxy; per scenario, orders placed

@@ -105,11 +105,28 @@ pub fn outbox_dispatched(path: &'static str, lags_seconds: &[f64]) {
 /// Counts a statement sent by a [`crate::GroupCommit`] and the operations in it: their ratio is
 /// how many operations one commit carries. `outcome` is `committed` or `failed` (the
 /// operations of a failed group are sent again alone).
-pub fn group_committed(operations: usize, committed: bool) {
+///
+/// `waits` are how long each operation waited in line for a statement; `statement` how long the
+/// statement took, from taking its pooled connection to PostgreSQL's answer (its commit
+/// included), recorded once per operation it carried, so both histograms are per operation and
+/// their means add up to what an operation spends in [`crate::GroupCommit::execute`] before it
+/// is told (the rest is its task's wait to run again): an operator sees at once whether the
+/// line (too few statements in flight, or CPU) or the database is the wait.
+pub fn group_committed(
+    committed: bool,
+    waits: impl ExactSizeIterator<Item = std::time::Duration>,
+    statement: std::time::Duration,
+) {
     let outcome = if committed { "committed" } else { "failed" };
     metrics::counter!("orderly_group_commit_statements_total", "outcome" => outcome).increment(1);
     metrics::counter!("orderly_group_commit_operations_total", "outcome" => outcome)
-        .increment(operations as u64);
+        .increment(waits.len() as u64);
+    let line = metrics::histogram!("orderly_group_commit_wait_seconds");
+    let carried = metrics::histogram!("orderly_group_commit_statement_seconds");
+    for wait in waits {
+        line.record(wait.as_secs_f64());
+        carried.record(statement.as_secs_f64());
+    }
 }
 
 /// Sets the gauges of one worker process: `orderly_worker_up` (1 while it runs, 0 once it

@@ -1,6 +1,6 @@
 //! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, the numbers
-//! move when jobs run, cache reads are counted by the tier that answered them, and per-group
-//! series stay bounded (the ten largest backlogs named, the rest summed). (nextest runs every
+//! move when jobs run, cache reads are counted by the tier that answered them, an order's
+//! stages are timed, and per-group series stay bounded (the ten largest backlogs named, the rest summed). (nextest runs every
 //! test in a process of its own, so the process-wide recorder holds only this test's numbers.)
 
 use std::{collections::HashMap, time::Duration};
@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
+use crate::helpers::{eventually, new_key, order_body, spawn_app, spawn_app_with};
 
 /// One scrape, parsed: `name{labels}` (labels sorted) → value. Panics on any line that is not
 /// valid text exposition format, and on samples whose metric has no `# TYPE`.
@@ -316,6 +316,55 @@ async fn cache_reads_are_counted_by_where_they_were_answered(pool: PgPool) {
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="miss"}"#) >= 1.0);
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="redis"}"#) >= 1.0);
     assert!(value(&samples, r#"orderly_cache_reads_total{tier="near"}"#) >= 2.0);
+}
+
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn an_orders_stages_are_timed(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let admin = app.admin().await;
+    let customer = app.customer().await;
+    let product: serde_json::Value = app
+        .create_product_with(
+            &admin,
+            &serde_json::json!({"sku": "STAGES-1", "name": "Timed", "price_cents": 100,
+                "currency": "EUR", "stock": 10}),
+        )
+        .await;
+    let product_id = product["id"].as_str().unwrap();
+    for _ in 0..2 {
+        let placed = app
+            .place_order(&customer.token, &new_key(), &order_body(product_id, 1))
+            .await;
+        assert_eq!(placed.status(), StatusCode::CREATED);
+    }
+    // Refused for want of stock: its stages are not an order's.
+    let refused = app
+        .place_order(&customer.token, &new_key(), &order_body(product_id, 100))
+        .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+
+    let samples = scrape(&app.client, &app.url("/metrics")).await;
+    let count = |series: &str| value(&samples, series);
+    // Every order is priced, refused or not; only placed ones are written and read back.
+    assert_eq!(
+        count(r#"orderly_order_stage_seconds_count{stage="quote"}"#),
+        3.0
+    );
+    for stage in ["write", "stock_read"] {
+        let series = format!(r#"orderly_order_stage_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(count(&series), 2.0, "{series}");
+        let sum = format!(r#"orderly_order_stage_seconds_sum{{stage="{stage}"}}"#);
+        assert!(count(&sum) > 0.0, "{sum}");
+    }
+    // Orders of one product go through the group commit (on by default): each waited in its
+    // line, and each of its statements was timed, the refused order's (which failed) too.
+    let statements = count(r#"orderly_group_commit_statements_total{outcome="committed"}"#)
+        + count(r#"orderly_group_commit_statements_total{outcome="failed"}"#);
+    assert_eq!(statements, 3.0);
+    // Both per order.
+    assert_eq!(count("orderly_group_commit_wait_seconds_count"), 3.0);
+    assert_eq!(count("orderly_group_commit_statement_seconds_count"), 3.0);
+    assert!(count("orderly_group_commit_statement_seconds_sum") > 0.0);
 }
 
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]

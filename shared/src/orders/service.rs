@@ -1,5 +1,7 @@
 //! Order rules: placing in one transaction, who may see and change which order, the state machine.
 
+use std::time::Instant;
+
 use chrono::{SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 use uuid::Uuid;
@@ -22,6 +24,16 @@ use crate::{
 /// How many times [`OrderService::place`] prices an order before it gives up with 409: each
 /// new attempt follows a product edit that landed between pricing and taking the stock.
 pub const QUOTE_ATTEMPTS: usize = 3;
+
+/// Records how long a stage of placing an order took, in `orderly_order_stage_seconds`:
+/// `quote` (pricing from the cache), `write` (from the first attempt to the commit that placed
+/// it: its line or group, its statement, any new pricing) and `stock_read` (the wait for the
+/// products' rows as the commit left them). With the request's own latency they show where an
+/// order's time goes.
+fn record_stage(stage: &'static str, since: Instant) {
+    metrics::histogram!("orderly_order_stage_seconds", "stage" => stage)
+        .record(since.elapsed().as_secs_f64());
+}
 
 /// How one attempt to place an order ended.
 enum Placement {
@@ -153,7 +165,9 @@ impl OrderService {
                 quantity: l.quantity,
             })
             .collect();
+        let quoting = Instant::now();
         let mut quote = self.products.quote(&requests).await?;
+        record_stage("quote", quoting);
         let product_ids: Vec<Uuid> = requests.iter().map(|request| request.product_id).collect();
         let mut sending = match product_ids.split_first() {
             Some((&first, rest))
@@ -175,6 +189,7 @@ impl OrderService {
         // later attempt); a grouped attempt's statement runs on the group's.
         let mut conn = None;
         let mut priced = 0;
+        let writing = Instant::now();
         while priced < QUOTE_ATTEMPTS {
             match self
                 .place_as_quoted(&mut conn, actor, &quote, attempt, &answer, sending)
@@ -183,9 +198,12 @@ impl OrderService {
                 Placement::Placed(order, response) => {
                     drop(conn);
                     drop(turn);
+                    record_stage("write", writing);
                     // Before answering, so the customer (and everyone else) reads the stock
                     // it left.
+                    let reading = Instant::now();
                     self.products.stock_taken(&product_ids).await;
+                    record_stage("stock_read", reading);
                     return Ok(Keyed::Done((order, response)));
                 }
                 Placement::Earlier(earlier) => return Ok(Keyed::Earlier(earlier)),
