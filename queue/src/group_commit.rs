@@ -29,13 +29,25 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
+use sqlx::{Postgres, pool::PoolConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::{Outbox, QueueError, Writes};
+
+/// How long a connection a sender used stays set aside for the next sender once nothing waits
+/// (see `Inner::send_while_waiting`): long enough to bridge the gaps between the orders of a
+/// busy shop, short enough that the pool has it back soon after they stop. Closing the pool
+/// takes it back at once. Shorter than the pool's idle time before a ping (a second), so a
+/// connection set aside needs none.
+pub const KEEP_CONNECTION_IDLE: Duration = Duration::from_millis(250);
 
 /// How a grouped operation ended.
 #[derive(Debug)]
@@ -73,12 +85,18 @@ struct Inner {
     /// One permit per statement in flight.
     statements: Arc<Semaphore>,
     operations_per_statement: usize,
+    /// Connections set aside by senders that stopped (see [`Inner::send_while_waiting`]), each
+    /// with the number it was set aside under: the task that gives it back to the pool takes
+    /// only its own.
+    kept: Mutex<Vec<(u64, PoolConnection<Postgres>)>>,
+    times_kept: AtomicU64,
 }
 
 struct Waiting {
     writes: Writes,
     lock_order: Uuid,
     done: oneshot::Sender<Grouped>,
+    since: Instant,
 }
 
 impl GroupCommit {
@@ -96,6 +114,8 @@ impl GroupCommit {
                 waiting: Mutex::new(VecDeque::new()),
                 statements: Arc::new(Semaphore::new(statements_in_flight.max(1))),
                 operations_per_statement: operations_per_statement.max(1),
+                kept: Mutex::new(Vec::new()),
+                times_kept: AtomicU64::new(0),
             }),
         }
     }
@@ -122,6 +142,7 @@ impl GroupCommit {
                 writes,
                 lock_order,
                 done,
+                since: Instant::now(),
             });
         Inner::send_if_free(&self.inner);
         // The sender was lost (it panicked) without saying: whether the operation committed
@@ -143,11 +164,24 @@ impl Inner {
     /// Sends what is waiting, a statement at a time, until nothing is. Before it stops it gives
     /// its statement back and looks once more: an operation that arrived while it held the last
     /// statement found none free, and must not be left waiting.
+    ///
+    /// It keeps its pooled connection from one statement to the next, and when it stops it
+    /// sets the connection aside for the next sender for [`KEEP_CONNECTION_IDLE`]
+    /// ([`Inner::keep`]). The statement's text differs with the number of operations it
+    /// carries, and PostgreSQL plans a prepared statement afresh on each connection for its
+    /// first five runs there (then it keeps a generic plan). With each statement on whichever
+    /// connection the pool handed out next (it hands them out in turn), the larger groups'
+    /// texts were planned on almost every run, and planning cost PostgreSQL more than
+    /// executing them (docs/performance.md). The same few connections see each text often.
     async fn send_while_waiting(inner: Arc<Self>, statement: OwnedSemaphorePermit) {
         let mut statement = Some(statement);
+        let mut conn = None;
         loop {
             let group = inner.take_group();
             if group.is_empty() {
+                if let Some(conn) = conn.take() {
+                    Self::keep(&inner, conn);
+                }
                 drop(statement.take());
                 if inner.waiting() == 0 {
                     return;
@@ -159,8 +193,51 @@ impl Inner {
                 }
                 continue;
             }
-            inner.send(group).await;
+            inner.send(&mut conn, group).await;
         }
+    }
+
+    /// Sets `conn` aside for the next sender, and gives it back to the pool after
+    /// [`KEEP_CONNECTION_IDLE`] unless a sender took it first; at once if the pool closes.
+    fn keep(inner: &Arc<Self>, conn: PoolConnection<Postgres>) {
+        let pool = inner.outbox.pool().clone();
+        if pool.is_closed() {
+            return;
+        }
+        let number = inner.times_kept.fetch_add(1, Ordering::Relaxed);
+        inner
+            .kept
+            .lock()
+            .expect("the kept connections are never poisoned")
+            .push((number, conn));
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(KEEP_CONNECTION_IDLE) => {}
+                () = pool.close_event() => {}
+            }
+            // Gone with the group commit if it was dropped meanwhile.
+            if let Some(inner) = weak.upgrade() {
+                let mut kept = inner
+                    .kept
+                    .lock()
+                    .expect("the kept connections are never poisoned");
+                if let Some(index) = kept.iter().position(|(n, _)| *n == number) {
+                    let (_, conn) = kept.swap_remove(index);
+                    drop(kept);
+                    drop(conn);
+                }
+            }
+        });
+    }
+
+    /// The connection set aside most recently, if any.
+    fn take_kept(&self) -> Option<PoolConnection<Postgres>> {
+        self.kept
+            .lock()
+            .expect("the kept connections are never poisoned")
+            .pop()
+            .map(|(_, conn)| conn)
     }
 
     fn waiting(&self) -> usize {
@@ -179,17 +256,24 @@ impl Inner {
         waiting.drain(..take).collect()
     }
 
-    async fn send(&self, mut group: Vec<Waiting>) {
+    /// Sends `group` as one statement on `conn` (taken from the pool if `None`, and left
+    /// `None` if it may be broken).
+    async fn send(&self, conn: &mut Option<PoolConnection<Postgres>>, mut group: Vec<Waiting>) {
         // Stable: operations with the same key keep their order of arrival.
         group.sort_by_key(|waiting| waiting.lock_order);
         let operations = group.len();
+        let sent_at = Instant::now();
+        let waits: Vec<_> = group
+            .iter()
+            .map(|waiting| sent_at - waiting.since)
+            .collect();
         let (dones, writes): (Vec<_>, Vec<_>) = group
             .into_iter()
             .map(|waiting| (waiting.done, waiting.writes))
             .unzip();
         // One operation combined is its own writes, the same statement.
-        let outcome = self.execute(Writes::combine(writes)).await;
-        crate::metrics::group_committed(operations, outcome.is_ok());
+        let outcome = self.execute(conn, Writes::combine(writes)).await;
+        crate::metrics::group_committed(outcome.is_ok(), waits.into_iter(), sent_at.elapsed());
         match outcome {
             Ok(()) => {
                 for done in dones {
@@ -211,15 +295,28 @@ impl Inner {
         }
     }
 
-    async fn execute(&self, writes: Writes) -> Result<(), QueueError> {
-        let mut conn = self.outbox.pool().acquire().await?;
-        let sent = self.outbox.execute(&mut conn, writes).await;
+    async fn execute(
+        &self,
+        kept: &mut Option<PoolConnection<Postgres>>,
+        writes: Writes,
+    ) -> Result<(), QueueError> {
+        if kept.is_none() {
+            *kept = self.take_kept();
+        }
+        let conn = match kept {
+            Some(conn) => conn,
+            None => kept.insert(self.outbox.pool().acquire().await?),
+        };
+        let sent = self.outbox.execute(conn, writes).await;
         if sent.is_err() {
             // PostgreSQL sends a statement's error before it has ended the statement's
             // transaction and freed its locks (an idempotency key's advisory lock). The
             // operations go again on other connections, and must not find those locks held:
-            // one more round trip on this connection returns only once they are free.
-            let _ = sqlx::Connection::ping(&mut *conn).await;
+            // one more round trip on this connection returns only once they are free. If that
+            // fails too, the connection is not used again.
+            if sqlx::Connection::ping(&mut **conn).await.is_err() {
+                *kept = None;
+            }
         }
         sent
     }

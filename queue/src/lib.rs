@@ -107,7 +107,7 @@ pub use connection::{RedisConnection, RedisServers};
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
-pub use group_commit::{GroupCommit, Grouped};
+pub use group_commit::{GroupCommit, Grouped, KEEP_CONNECTION_IDLE};
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};

@@ -164,3 +164,64 @@ async fn a_failing_group_sends_each_operation_back_to_go_alone(pool: PgPool) {
     }
     assert!(matches!(outcomes[2], Grouped::Committed));
 }
+
+/// Writes a ledger row tagged `<backend pid>-<n>`: which connection ran the statement.
+fn tagged_with_backend(n: usize) -> Writes {
+    let mut writes = Writes::new();
+    let _ = writes
+        .write(
+            "insert into ledger (tag, amount) values (pg_backend_pid()::text || '-' || $1, 1) \
+             returning tag",
+        )
+        .bind(n.to_string())
+        .finish();
+    writes
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn statements_one_after_another_share_a_connection_that_goes_back_to_the_pool(pool: PgPool) {
+    ledger(&pool).await;
+    let e = engine().await;
+    let group = GroupCommit::new(outbox(&pool, &e), 1, 32);
+    // Four idle connections, which the pool hands out in turn: statements on whichever
+    // connection the pool hands out next would run on all of them.
+    let held: Vec<_> = join_all((0..4).map(|_| pool.acquire()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(held);
+    // Each operation finds the line empty and goes alone; the sender before it stopped and set
+    // its connection aside, and the next one takes it.
+    for n in 0..10 {
+        assert!(matches!(
+            group.execute(tagged_with_backend(n), Uuid::nil()).await,
+            Grouped::Committed
+        ));
+    }
+    let tags: Vec<String> =
+        sqlx::query_scalar("select tag from ledger where tag <> 'blocker' order by seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let backends: std::collections::HashSet<&str> = tags
+        .iter()
+        .map(|tag| tag.split_once('-').unwrap().0)
+        .collect();
+    assert_eq!(tags.len(), 10);
+    // One, or two if the machine stalled longer than the connection is kept between two of
+    // them.
+    assert!(backends.len() <= 2, "one connection ran them all: {tags:?}");
+
+    // Once nothing has waited for a while, the pool has it back.
+    let returned = eventually(orderly_queue::KEEP_CONNECTION_IDLE * 20, async || {
+        pool.num_idle() == pool.size() as usize
+    })
+    .await;
+    assert!(
+        returned,
+        "{} of {} connections idle",
+        pool.num_idle(),
+        pool.size()
+    );
+}
