@@ -240,8 +240,8 @@ fn per_statement(before: &[(String, f64)], after: &[(String, f64)]) -> Option<f6
 /// Where an order's time went between two readings of the api's metrics, as the mean of each
 /// histogram in milliseconds: the whole request, then its stages (`OrderService::place`): the
 /// quote, the write (for a grouped order, its wait in the group's line, the statement that
-/// carried it, and the rest), and the read of the stock it left. What the stages do not cover is the HTTP, authentication,
-/// JSON and idempotency work around them.
+/// carried it, and the rest), and the read of the stock it left. What the stages do not cover
+/// is the HTTP, authentication, JSON and idempotency work around them.
 fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
     let mean_ms = |histogram: &str, labels: &[&str]| {
         let change = |suffix: &str| {

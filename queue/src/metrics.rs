@@ -121,11 +121,11 @@ pub fn group_committed(
     metrics::counter!("orderly_group_commit_statements_total", "outcome" => outcome).increment(1);
     metrics::counter!("orderly_group_commit_operations_total", "outcome" => outcome)
         .increment(waits.len() as u64);
+    metrics::histogram!("orderly_group_commit_statement_seconds")
+        .record_many(statement.as_secs_f64(), waits.len());
     let line = metrics::histogram!("orderly_group_commit_wait_seconds");
-    let carried = metrics::histogram!("orderly_group_commit_statement_seconds");
     for wait in waits {
         line.record(wait.as_secs_f64());
-        carried.record(statement.as_secs_f64());
     }
 }
 

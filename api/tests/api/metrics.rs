@@ -1,7 +1,8 @@
 //! `/metrics` on the api and on a worker: the scrape is valid Prometheus text, the numbers
 //! move when jobs run, cache reads are counted by the tier that answered them, an order's
-//! stages are timed, and per-group series stay bounded (the ten largest backlogs named, the rest summed). (nextest runs every
-//! test in a process of its own, so the process-wide recorder holds only this test's numbers.)
+//! stages are timed, and per-group series stay bounded (the ten largest backlogs named, the
+//! rest summed). (nextest runs every test in a process of its own, so the process-wide recorder
+//! holds only this test's numbers.)
 
 use std::{collections::HashMap, time::Duration};
 
