@@ -426,6 +426,26 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
             stages["write_rest"],
             stages["stock_read"],
         ));
+        let tails = &o["half_load_order_stages"];
+        if tails.is_object() {
+            let stage = |name: &str| {
+                format!(
+                    "{} {}/{}",
+                    name.replace('_', " "),
+                    tails[name]["mean_ms"],
+                    tails[name]["p99_ms"]
+                )
+            };
+            lines.push(format!(
+                "  at half load (mean/p99 ms, p99 from the buckets): {}; {}, {}, {}, {}, {}",
+                stage("request"),
+                stage("quote"),
+                stage("write"),
+                stage("waiting_for_statement"),
+                stage("statement"),
+                stage("stock_read"),
+            ));
+        }
     }
     for a in orders["anatomy"].as_array().into_iter().flatten() {
         lines.push(format!(

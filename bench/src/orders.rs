@@ -160,6 +160,7 @@ async fn measure_scenario(
         api_pid: stack.api.pid(),
         worker_pids: workers.iter().map(|(w, _)| w.pid()).collect(),
         vacuum: None,
+        metrics: Some(&stack.client),
     };
     let load = Load::PlaceOrder {
         token: seeded.customer_token.clone(),
@@ -201,7 +202,12 @@ async fn measure_scenario(
         "ratio_to_pgbench": round(ratio, 2),
         // Across the saturation and fixed-rate runs.
         "orders_per_statement": per_statement(&metrics_before, &metrics_after),
+        "group_statements_failed": failed_statements(&metrics_before, &metrics_after),
         "order_stages_mean_ms": order_stages(&metrics_before, &metrics_after),
+        "half_load_order_stages": measured
+            .fixed_metrics
+            .as_ref()
+            .map(|(before, after)| order_stage_tails(before, after)),
         "targets": {
             "ratio_to_pgbench_min": RATIO_TARGET,
             "saturation_p99_max_ms": scenario.saturation_p99_max_ms,
@@ -237,49 +243,164 @@ fn per_statement(before: &[(String, f64)], after: &[(String, f64)]) -> Option<f6
     })
 }
 
-/// Where an order's time went between two readings of the api's metrics, as the mean of each
-/// histogram in milliseconds: the whole request, then its stages (`OrderService::place`): the
-/// quote, the write (for a grouped order, its wait in the group's line, the statement that
-/// carried it, and the rest), and the read of the stock it left. What the stages do not cover
-/// is the HTTP, authentication, JSON and idempotency work around them.
-fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
-    let mean_ms = |histogram: &str, labels: &[&str]| {
-        let change = |suffix: &str| {
-            let name = format!("{histogram}{suffix}");
-            series_total(after, &name, labels) - series_total(before, &name, labels)
+/// Group statements that failed between two readings of the api's metrics (each sends its
+/// orders again alone: a slow path an order's write time shows).
+fn failed_statements(before: &[(String, f64)], after: &[(String, f64)]) -> f64 {
+    let name = "orderly_group_commit_statements_total";
+    let failed = ["outcome=\"failed\""];
+    series_total(after, name, &failed) - series_total(before, name, &failed)
+}
+
+/// What a histogram of the api's recorded between two readings of its metrics: how many
+/// samples, their sum, and its cumulative buckets (upper bound in seconds, samples at or under
+/// it), the series whose names start with `histogram` and that carry every one of `labels`.
+struct HistogramChange {
+    count: f64,
+    sum: f64,
+    buckets: Vec<(f64, f64)>,
+}
+
+impl HistogramChange {
+    fn between(
+        before: &[(String, f64)],
+        after: &[(String, f64)],
+        histogram: &str,
+        labels: &[&str],
+    ) -> Option<Self> {
+        let change = |name: &str, extra: &[&str]| {
+            let all: Vec<&str> = labels.iter().chain(extra).copied().collect();
+            series_total(after, name, &all) - series_total(before, name, &all)
         };
-        let count = change("_count");
-        (count > 0.0).then(|| round(change("_sum") * 1000.0 / count, 3))
-    };
-    let stage = |name: &str| {
-        mean_ms(
-            "orderly_order_stage_seconds",
-            &[&format!("stage=\"{name}\"")],
-        )
-    };
-    let write = stage("write");
-    let waiting = mean_ms("orderly_group_commit_wait_seconds", &[]);
-    let statement = mean_ms("orderly_group_commit_statement_seconds", &[]);
-    // What the write spent outside the group's line and statement: building the order's
-    // writes, and its task's wait to run again once its statement answered.
-    let write_rest = match (write, waiting, statement) {
+        let count = change(&format!("{histogram}_count"), &[]);
+        if count <= 0.0 {
+            return None;
+        }
+        let bucket_name = format!("{histogram}_bucket");
+        // Each bound as printed (`le="0.005"`, `le="+Inf"`), to match its series exactly.
+        let mut bounds: Vec<(f64, String)> = after
+            .iter()
+            .filter(|(s, _)| s.starts_with(&bucket_name) && labels.iter().all(|l| s.contains(l)))
+            .filter_map(|(s, _)| {
+                let le = s.split("le=\"").nth(1)?.split('"').next()?;
+                Some((le.parse::<f64>().ok()?, format!("le=\"{le}\"")))
+            })
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        bounds.dedup_by(|a, b| a.0 == b.0);
+        let buckets = bounds
+            .into_iter()
+            .map(|(bound, le)| (bound, change(&bucket_name, &[le.as_str()])))
+            .collect();
+        Some(Self {
+            count,
+            sum: change(&format!("{histogram}_sum"), &[]),
+            buckets,
+        })
+    }
+
+    fn mean_ms(&self) -> f64 {
+        round(self.sum * 1000.0 / self.count, 3)
+    }
+
+    /// The 99th percentile in milliseconds, estimated as Prometheus's `histogram_quantile`
+    /// does: linear within the bucket the rank falls in. In the last bucket (past the largest
+    /// finite bound), that bound.
+    fn p99_ms(&self) -> f64 {
+        let rank = self.count * 0.99;
+        let mut lower = (0.0, 0.0);
+        for &(bound, cumulative) in &self.buckets {
+            if cumulative >= rank {
+                if bound.is_infinite() {
+                    return round(lower.0 * 1000.0, 3);
+                }
+                let within = if cumulative > lower.1 {
+                    (rank - lower.1) / (cumulative - lower.1)
+                } else {
+                    1.0
+                };
+                return round((lower.0 + (bound - lower.0) * within) * 1000.0, 3);
+            }
+            lower = (bound, cumulative);
+        }
+        round(lower.0 * 1000.0, 3)
+    }
+}
+
+/// The histograms of an order's time: the whole request, then its stages
+/// (`OrderService::place`): the quote, the write (for a grouped order, its wait in the group's
+/// line, and the statement that carried it), and the read of the stock it left. What the stages
+/// do not cover is the HTTP, authentication, JSON and idempotency work around them.
+const ORDER_TIMES: [(&str, &str, &str); 6] = [
+    (
+        "request",
+        "orderly_http_request_duration_seconds",
+        "route=\"/api/v1/orders\"",
+    ),
+    ("quote", "orderly_order_stage_seconds", "stage=\"quote\""),
+    ("write", "orderly_order_stage_seconds", "stage=\"write\""),
+    (
+        "waiting_for_statement",
+        "orderly_group_commit_wait_seconds",
+        "",
+    ),
+    ("statement", "orderly_group_commit_statement_seconds", ""),
+    (
+        "stock_read",
+        "orderly_order_stage_seconds",
+        "stage=\"stock_read\"",
+    ),
+];
+
+/// One of [`ORDER_TIMES`] between two readings (only created orders, for the request).
+fn order_time(
+    before: &[(String, f64)],
+    after: &[(String, f64)],
+    histogram: &str,
+    label: &str,
+) -> Option<HistogramChange> {
+    let mut labels = vec![label];
+    if histogram == "orderly_http_request_duration_seconds" {
+        labels.extend(["method=\"POST\"", "status=\"201\""]);
+    }
+    labels.retain(|l| !l.is_empty());
+    HistogramChange::between(before, after, histogram, &labels)
+}
+
+/// Where an order's time went between two readings of the api's metrics: the mean of each of
+/// [`ORDER_TIMES`] in milliseconds, and what the write spent outside the group's line and
+/// statement (building the order's writes, and its task's wait to run again once its statement
+/// answered).
+fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
+    let mut stages = serde_json::Map::new();
+    for (name, histogram, label) in ORDER_TIMES {
+        let mean = order_time(before, after, histogram, label).map(|h| h.mean_ms());
+        stages.insert(name.to_owned(), json!(mean));
+    }
+    let mean = |name: &str| stages.get(name).and_then(Value::as_f64);
+    let write_rest = match (
+        mean("write"),
+        mean("waiting_for_statement"),
+        mean("statement"),
+    ) {
         (Some(write), Some(waiting), Some(statement)) => {
             Some(round(write - waiting - statement, 3))
         }
         _ => None,
     };
-    json!({
-        "request": mean_ms(
-            "orderly_http_request_duration_seconds",
-            &["method=\"POST\"", "route=\"/api/v1/orders\"", "status=\"201\""],
-        ),
-        "quote": stage("quote"),
-        "write": write,
-        "waiting_for_statement": waiting,
-        "statement": statement,
-        "write_rest": write_rest,
-        "stock_read": stage("stock_read"),
-    })
+    stages.insert("write_rest".to_owned(), json!(write_rest));
+    Value::Object(stages)
+}
+
+/// The mean and the 99th percentile (estimated from the buckets) in milliseconds of each of
+/// [`ORDER_TIMES`] between two readings: at half load, which stage the tail is in.
+fn order_stage_tails(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
+    let mut stages = serde_json::Map::new();
+    for (name, histogram, label) in ORDER_TIMES {
+        let figures = order_time(before, after, histogram, label)
+            .map(|h| json!({"mean_ms": h.mean_ms(), "p99_ms": h.p99_ms()}));
+        stages.insert(name.to_owned(), json!(figures));
+    }
+    Value::Object(stages)
 }
 
 /// A second api, its database reached through the counting proxy; per scenario, orders placed
@@ -390,4 +511,110 @@ async fn stock_and_sold(options: &Options, product: &str) -> anyhow::Result<(i64
         .split_once('|')
         .with_context(|| format!("no stock row for {id}: {row:?}"))?;
     Ok((stock.parse()?, sold.parse()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A histogram's series as the api's `/metrics` prints them: cumulative buckets, a sum and
+    /// a count, for the stage `stage`.
+    fn stage_series(stage: &str, buckets: &[(&str, f64)], sum: f64) -> Vec<(String, f64)> {
+        let name = "orderly_order_stage_seconds";
+        let mut series: Vec<(String, f64)> = buckets
+            .iter()
+            .map(|(le, n)| {
+                (
+                    format!("{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}}"),
+                    *n,
+                )
+            })
+            .collect();
+        let count = buckets.last().map_or(0.0, |(_, n)| *n);
+        series.push((format!("{name}_sum{{stage=\"{stage}\"}}"), sum));
+        series.push((format!("{name}_count{{stage=\"{stage}\"}}"), count));
+        series
+    }
+
+    #[test]
+    fn a_stages_tail_is_read_from_the_buckets_it_filled_between_two_readings() {
+        let before = [
+            stage_series(
+                "write",
+                &[
+                    ("0.005", 100.0),
+                    ("0.01", 100.0),
+                    ("0.025", 100.0),
+                    ("+Inf", 100.0),
+                ],
+                0.3,
+            ),
+            // Another stage's samples are not this one's.
+            stage_series(
+                "quote",
+                &[
+                    ("0.005", 0.0),
+                    ("0.01", 0.0),
+                    ("0.025", 0.0),
+                    ("+Inf", 500.0),
+                ],
+                50.0,
+            ),
+        ]
+        .concat();
+        // Between the readings: 900 samples under 5 ms, 80 from 5 to 10 ms, 20 from 10 to 25 ms.
+        let after = [
+            stage_series(
+                "write",
+                &[
+                    ("0.005", 1000.0),
+                    ("0.01", 1080.0),
+                    ("0.025", 1100.0),
+                    ("+Inf", 1100.0),
+                ],
+                4.3,
+            ),
+            stage_series(
+                "quote",
+                &[
+                    ("0.005", 0.0),
+                    ("0.01", 0.0),
+                    ("0.025", 0.0),
+                    ("+Inf", 900.0),
+                ],
+                90.0,
+            ),
+        ]
+        .concat();
+        let write = HistogramChange::between(
+            &before,
+            &after,
+            "orderly_order_stage_seconds",
+            &["stage=\"write\""],
+        )
+        .expect("samples between the readings");
+        assert_eq!(write.count, 1000.0);
+        assert_eq!(write.mean_ms(), 4.0);
+        // Rank 990 falls 10 samples into the 20 between 10 and 25 ms.
+        assert_eq!(write.p99_ms(), 17.5);
+
+        // Past the largest finite bound, that bound is all that can be said.
+        let quote = HistogramChange::between(
+            &before,
+            &after,
+            "orderly_order_stage_seconds",
+            &["stage=\"quote\""],
+        )
+        .expect("samples between the readings");
+        assert_eq!(quote.p99_ms(), 25.0);
+        assert!(
+            HistogramChange::between(
+                &before,
+                &before,
+                "orderly_order_stage_seconds",
+                &["stage=\"write\""]
+            )
+            .is_none()
+        );
+    }
 }

@@ -460,6 +460,9 @@ pub(crate) struct HttpTarget<'a> {
     /// Database vacuumed before each measured run; with none, each run inherits the dead rows
     /// the runs before it left, as a live system does.
     pub vacuum: Option<&'a str>,
+    /// Reads the api's `/metrics` just before and after the fixed-rate run when set
+    /// ([`Measured::fixed_metrics`]).
+    pub metrics: Option<&'a reqwest::Client>,
 }
 
 /// One load at saturation (`options.runs` runs, median reported), then at a fixed rate of half
@@ -477,6 +480,9 @@ pub(crate) struct Measured {
     pub checkpoints: (Option<u64>, Option<u64>),
     /// CPU microseconds per request over the saturation runs, per process group.
     pub cpu_us_per_request: Value,
+    /// The api's metric series just before and just after the fixed-rate run, if
+    /// [`HttpTarget::metrics`] asked for them: what its histograms recorded at half load alone.
+    pub fixed_metrics: Option<(MetricSeries, MetricSeries)>,
 }
 
 impl Measured {
@@ -563,7 +569,17 @@ pub(crate) async fn measure(
         crate::vacuum(options, database).await?;
     }
     let checkpoints_before_fixed = checkpoints(options).await;
+    let metrics_before_fixed = match target.metrics {
+        Some(client) => Some(metric_series(client, target.base_url).await?),
+        None => None,
+    };
     let fixed = wrk::run(target.work_dir, name, target.base_url, load, &paced).await?;
+    let fixed_metrics = match (target.metrics, metrics_before_fixed) {
+        (Some(client), Some(before)) => {
+            Some((before, metric_series(client, target.base_url).await?))
+        }
+        _ => None,
+    };
     let checkpoints_after_fixed = checkpoints(options).await;
     let between = |from: Option<u64>, to: Option<u64>| Some(to?.saturating_sub(from?));
     Ok(Measured {
@@ -582,6 +598,7 @@ pub(crate) async fn measure(
             requests,
             !target.worker_pids.is_empty(),
         ),
+        fixed_metrics,
     })
 }
 
@@ -640,6 +657,7 @@ async fn http_phase(
         api_pid,
         worker_pids: Vec::new(),
         vacuum: Some(DATABASE),
+        metrics: None,
     };
     let mut results = serde_json::Map::new();
     for (name, load, connections) in endpoints {
@@ -710,12 +728,15 @@ async fn reads_during_orders(
     Ok(summary)
 }
 
+/// The series of a Prometheus endpoint, each as printed (name and labels) with its value.
+pub(crate) type MetricSeries = Vec<(String, f64)>;
+
 /// Every series of the api's Prometheus endpoint with its value (gauges are refreshed at each
 /// scrape).
 pub(crate) async fn metric_series(
     client: &reqwest::Client,
     base_url: &str,
-) -> anyhow::Result<Vec<(String, f64)>> {
+) -> anyhow::Result<MetricSeries> {
     let text = client
         .get(format!("{base_url}/metrics"))
         .send()
