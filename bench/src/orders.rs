@@ -313,11 +313,8 @@ impl HistogramChange {
                 if bound.is_infinite() {
                     return round(lower.0 * 1000.0, 3);
                 }
-                let within = if cumulative > lower.1 {
-                    (rank - lower.1) / (cumulative - lower.1)
-                } else {
-                    1.0
-                };
+                // The bucket before ended under the rank, so this one holds samples.
+                let within = (rank - lower.1) / (cumulative - lower.1);
                 return round((lower.0 + (bound - lower.0) * within) * 1000.0, 3);
             }
             lower = (bound, cumulative);
@@ -326,45 +323,35 @@ impl HistogramChange {
     }
 }
 
-/// The histograms of an order's time: the whole request, then its stages
-/// (`OrderService::place`): the quote, the write (for a grouped order, its wait in the group's
-/// line, and the statement that carried it), and the read of the stock it left. What the stages
-/// do not cover is the HTTP, authentication, JSON and idempotency work around them.
-const ORDER_TIMES: [(&str, &str, &str); 6] = [
+/// The histograms of an order's time, each with the labels that pick its series: the whole
+/// request (created orders only), then its stages (`OrderService::place`): the quote, the write
+/// (for a grouped order, its wait in the group's line, and the statement that carried it), and
+/// the read of the stock it left. What the stages do not cover is the HTTP, authentication,
+/// JSON and idempotency work around them.
+const ORDER_TIMES: [(&str, &str, &[&str]); 6] = [
     (
         "request",
         "orderly_http_request_duration_seconds",
-        "route=\"/api/v1/orders\"",
+        &[
+            "method=\"POST\"",
+            "route=\"/api/v1/orders\"",
+            "status=\"201\"",
+        ],
     ),
-    ("quote", "orderly_order_stage_seconds", "stage=\"quote\""),
-    ("write", "orderly_order_stage_seconds", "stage=\"write\""),
+    ("quote", "orderly_order_stage_seconds", &["stage=\"quote\""]),
+    ("write", "orderly_order_stage_seconds", &["stage=\"write\""]),
     (
         "waiting_for_statement",
         "orderly_group_commit_wait_seconds",
-        "",
+        &[],
     ),
-    ("statement", "orderly_group_commit_statement_seconds", ""),
+    ("statement", "orderly_group_commit_statement_seconds", &[]),
     (
         "stock_read",
         "orderly_order_stage_seconds",
-        "stage=\"stock_read\"",
+        &["stage=\"stock_read\""],
     ),
 ];
-
-/// One of [`ORDER_TIMES`] between two readings (only created orders, for the request).
-fn order_time(
-    before: &[(String, f64)],
-    after: &[(String, f64)],
-    histogram: &str,
-    label: &str,
-) -> Option<HistogramChange> {
-    let mut labels = vec![label];
-    if histogram == "orderly_http_request_duration_seconds" {
-        labels.extend(["method=\"POST\"", "status=\"201\""]);
-    }
-    labels.retain(|l| !l.is_empty());
-    HistogramChange::between(before, after, histogram, &labels)
-}
 
 /// Where an order's time went between two readings of the api's metrics: the mean of each of
 /// [`ORDER_TIMES`] in milliseconds, and what the write spent outside the group's line and
@@ -372,8 +359,8 @@ fn order_time(
 /// answered).
 fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
     let mut stages = serde_json::Map::new();
-    for (name, histogram, label) in ORDER_TIMES {
-        let mean = order_time(before, after, histogram, label).map(|h| h.mean_ms());
+    for (name, histogram, labels) in ORDER_TIMES {
+        let mean = HistogramChange::between(before, after, histogram, labels).map(|h| h.mean_ms());
         stages.insert(name.to_owned(), json!(mean));
     }
     let mean = |name: &str| stages.get(name).and_then(Value::as_f64);
@@ -395,8 +382,8 @@ fn order_stages(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
 /// [`ORDER_TIMES`] between two readings: at half load, which stage the tail is in.
 fn order_stage_tails(before: &[(String, f64)], after: &[(String, f64)]) -> Value {
     let mut stages = serde_json::Map::new();
-    for (name, histogram, label) in ORDER_TIMES {
-        let figures = order_time(before, after, histogram, label)
+    for (name, histogram, labels) in ORDER_TIMES {
+        let figures = HistogramChange::between(before, after, histogram, labels)
             .map(|h| json!({"mean_ms": h.mean_ms(), "p99_ms": h.p99_ms()}));
         stages.insert(name.to_owned(), json!(figures));
     }
