@@ -167,12 +167,13 @@ impl Inner {
     ///
     /// It keeps its pooled connection from one statement to the next, and when it stops it
     /// sets the connection aside for the next sender for [`KEEP_CONNECTION_IDLE`]
-    /// ([`Inner::keep`]). The statement's text differs with the number of operations it
-    /// carries, and PostgreSQL plans a prepared statement afresh on each connection for its
-    /// first five runs there (then it keeps a generic plan). With each statement on whichever
-    /// connection the pool handed out next (it hands them out in turn), the larger groups'
-    /// texts were planned on almost every run, and planning cost PostgreSQL more than
-    /// executing them (docs/performance.md). The same few connections see each text often.
+    /// ([`Inner::keep`]). PostgreSQL plans a prepared statement afresh on each connection for
+    /// its first five runs there (then it keeps a generic plan), and a statement's text differs
+    /// with the writes its operations make (an order with an idempotency key or without, say;
+    /// not with how many operations it carries, see [`Writes::combine`]). With each statement
+    /// on whichever connection the pool handed out next (it hands them out in turn), every
+    /// connection of the pool would plan every text five times over (docs/performance.md).
+    /// The same few connections see each text often.
     async fn send_while_waiting(inner: Arc<Self>, statement: OwnedSemaphorePermit) {
         let mut statement = Some(statement);
         let mut conn = None;

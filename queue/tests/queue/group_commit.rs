@@ -25,9 +25,9 @@ async fn ledger(pool: &PgPool) {
 
 fn one(tag: String) -> Writes {
     let mut writes = Writes::new();
-    let _ = writes
-        .write("insert into ledger (tag, amount) values ($1, 1) returning tag")
-        .bind(tag)
+    writes
+        .write("insert into ledger (tag, amount) select tag, 1 from unnest($1::text[]) as tag returning tag")
+        .bind(vec![tag])
         .finish();
     writes.stage(spec(1));
     writes
@@ -36,8 +36,9 @@ fn one(tag: String) -> Writes {
 /// Its statement waits on the `blocker` row until `holder` ends.
 fn blocked() -> Writes {
     let mut writes = Writes::new();
-    let _ = writes
-        .write("update ledger set amount = amount + 1 where tag = 'blocker' returning tag")
+    writes
+        .write("update ledger set amount = amount + 1 where tag = any($1::text[]) returning tag")
+        .bind(vec!["blocker"])
         .finish();
     writes
 }
@@ -168,12 +169,13 @@ async fn a_failing_group_sends_each_operation_back_to_go_alone(pool: PgPool) {
 /// Writes a ledger row tagged `<backend pid>-<n>`: which connection ran the statement.
 fn tagged_with_backend(n: usize) -> Writes {
     let mut writes = Writes::new();
-    let _ = writes
+    writes
         .write(
-            "insert into ledger (tag, amount) values (pg_backend_pid()::text || '-' || $1, 1) \
+            "insert into ledger (tag, amount) \
+             select pg_backend_pid()::text || '-' || n, 1 from unnest($1::text[]) as n \
              returning tag",
         )
-        .bind(n.to_string())
+        .bind(vec![n.to_string()])
         .finish();
     writes
 }

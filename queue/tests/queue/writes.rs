@@ -1,11 +1,13 @@
 //! An operation's writes sent as one statement, against real PostgreSQL and Redis: they commit
-//! together with their jobs or not at all, the first write is written first, and a job staged
-//! for a write's rows exists only when that write returned some, carrying them.
+//! together with their jobs or not at all, the first write is written first, a job staged for a
+//! write's rows exists only when that write returned some for its operation, carrying them, and
+//! the statement of many operations is the statement of one.
 
 use std::time::Duration;
 
-use orderly_queue::{JobSpec, Outbox, Producer, UnitOfWork, Writes};
+use orderly_queue::{JobSpec, Outbox, Producer, UnitOfWork, WriteRef, Writes};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::{
     helpers::{engine, eventually},
@@ -15,7 +17,8 @@ use crate::{
 /// A table the writes below insert into, numbering rows in the order they are written.
 pub(crate) async fn ledger(pool: &PgPool) {
     sqlx::query(
-        "create table ledger (seq bigserial primary key, tag text not null unique, amount int)",
+        "create table ledger (seq bigserial primary key, tag text not null unique, amount int, \
+                              operation uuid)",
     )
     .execute(pool)
     .await
@@ -29,12 +32,42 @@ async fn tags_in_written_order(pool: &PgPool) -> Vec<String> {
         .unwrap()
 }
 
-fn add(writes: &mut Writes, tag: &'static str, amount: i32) -> orderly_queue::WriteRef {
+fn add(writes: &mut Writes, tag: &'static str, amount: i32) {
     writes
-        .write("insert into ledger (tag, amount) values ($1, $2) returning tag, amount")
-        .bind(tag)
-        .bind(amount)
-        .finish()
+        .write(
+            "insert into ledger (tag, amount) select * from unnest($1::text[], $2::int[]) \
+             returning tag, amount",
+        )
+        .bind(vec![tag])
+        .bind(vec![amount])
+        .finish();
+}
+
+/// As [`add`], but another write: one the same as a first write would be written with it.
+fn add_after(writes: &mut Writes, tag: &'static str, amount: i32) {
+    writes
+        .write(
+            "insert into ledger (amount, tag) select * from unnest($1::int[], $2::text[]) \
+             returning tag, amount",
+        )
+        .bind(vec![amount])
+        .bind(vec![tag])
+        .finish();
+}
+
+/// As [`add`], the rows keyed by a fresh `operation`: a job may be staged for them.
+fn add_keyed(writes: &mut Writes, tag: &'static str, amount: i32) -> WriteRef {
+    let operation = Uuid::now_v7();
+    writes
+        .write(
+            "insert into ledger (tag, amount, operation) \
+             select * from unnest($1::text[], $2::int[], $3::uuid[]) \
+             returning tag, amount, operation",
+        )
+        .bind(vec![tag])
+        .bind(vec![amount])
+        .bind(vec![operation])
+        .finish_keyed("operation", operation)
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -119,20 +152,29 @@ async fn a_job_for_rows_carries_them_and_exists_only_with_them(pool: PgPool) {
 
     let mut writes = Writes::new();
     add(&mut writes, "plain", 0);
+    let operation = Uuid::now_v7();
     let some = writes
         .write(
-            "insert into ledger (tag, amount) select 'row ' || n, n from generate_series(1, $1) as n \
-             returning tag, amount",
+            "insert into ledger (tag, amount, operation) \
+             select 'row ' || n, n, input.operation \
+             from unnest($1::uuid[], $2::int[]) as input(operation, rows), \
+                  generate_series(1, input.rows) as n \
+             returning tag, amount, operation",
         )
-        .bind(2_i32)
-        .finish();
+        .bind(vec![operation])
+        .bind(vec![2_i32])
+        .finish_keyed("operation", operation);
     let none = writes
         .write(
-            "insert into ledger (tag, amount) select 'never ' || n, n \
-             from generate_series(1, $1) as n where false returning tag, amount",
+            "insert into ledger (tag, amount, operation) \
+             select 'never ' || n, n, input.operation \
+             from unnest($1::uuid[], $2::int[]) as input(operation, rows), \
+                  generate_series(1, input.rows) as n \
+             where false returning tag, amount, operation",
         )
-        .bind(2_i32)
-        .finish();
+        .bind(vec![operation])
+        .bind(vec![2_i32])
+        .finish_keyed("operation", operation);
     let carried = writes.stage_for_rows(some, fan_out());
     let never = writes.stage_for_rows(none, fan_out());
     let written = writes.execute(&mut conn).await.unwrap();
@@ -188,8 +230,8 @@ async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(
     let operation = |first: &'static str, second: &'static str, with_rows: bool| {
         let mut writes = Writes::new();
         add(&mut writes, first, 1);
-        let rows = add(&mut writes, second, 2);
         if with_rows {
+            let rows = add_keyed(&mut writes, second, 2);
             writes.stage_for_rows(
                 rows,
                 JobSpec::new(
@@ -199,6 +241,7 @@ async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(
                 ),
             );
         } else {
+            add_after(&mut writes, second, 2);
             writes.stage(spec(1));
         }
         writes
@@ -206,15 +249,16 @@ async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(
     let combined = Writes::combine([
         operation("c first", "c second", false),
         operation("a first", "a second", true),
-        operation("b first", "b second", false),
+        operation("b first", "b second", true),
+        operation("d first", "d second", false),
     ]);
     let written = combined.execute(&mut conn).await.unwrap();
 
     let tags = tags_in_written_order(&pool).await;
-    assert_eq!(tags.len(), 6);
+    assert_eq!(tags.len(), 8);
     assert_eq!(
-        tags[..3],
-        ["c first", "a first", "b first"],
+        tags[..4],
+        ["c first", "a first", "b first", "d first"],
         "each operation's first write goes first, in the order given"
     );
     let transactions: i64 = sqlx::query_scalar("select count(distinct xmin::text) from ledger")
@@ -222,24 +266,79 @@ async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(
         .await
         .unwrap();
     assert_eq!(transactions, 1, "one transaction for all of them");
-    assert_eq!(written.len(), 3, "every operation's job: {written:?}");
-    let rows_job = written
+    assert_eq!(written.len(), 4, "every operation's job: {written:?}");
+    let mut carried: Vec<_> = written
         .iter()
-        .find(|job| job.spec.kind == "test.rows")
-        .unwrap();
+        .filter(|job| job.spec.kind == "test.rows")
+        .map(|job| job.spec.payload["rows"].clone())
+        .collect();
+    carried.sort_by_key(|rows| rows.to_string());
     assert_eq!(
-        rows_job.spec.payload["rows"],
-        serde_json::json!([{"tag": "a second", "amount": 2}]),
-        "a job for rows carries its own operation's write"
+        carried,
+        [
+            serde_json::json!([{"tag": "a second", "amount": 2}]),
+            serde_json::json!([{"tag": "b second", "amount": 2}]),
+        ],
+        "a job for rows carries its own operation's rows of the write they share"
     );
 
     // One failing operation fails them all.
     let mut failing = Writes::new();
     add(&mut failing, "c first", 3);
-    let error = Writes::combine([operation("d first", "d second", false), failing])
+    let error = Writes::combine([operation("e first", "e second", false), failing])
         .execute(&mut conn)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("ledger_tag_key"), "{error}");
-    assert_eq!(tags_in_written_order(&pool).await.len(), 6);
+    assert_eq!(tags_in_written_order(&pool).await.len(), 8);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_statement_of_many_operations_is_the_statement_of_one(pool: PgPool) {
+    ledger(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    const FIRST: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+    const SECOND: [&str; 7] = ["a2", "b2", "c2", "d2", "e2", "f2", "g2"];
+    let mut sent = 0;
+    for size in [1, 2, 4] {
+        let operations: Vec<Writes> = (sent..sent + size)
+            .map(|n| {
+                let mut writes = Writes::new();
+                add(&mut writes, FIRST[n], 1);
+                let rows = add_keyed(&mut writes, SECOND[n], 2);
+                writes.stage_for_rows(
+                    rows,
+                    JobSpec::new(
+                        "outbox-test",
+                        "test.rows",
+                        serde_json::json!({ "rows": [] }),
+                    ),
+                );
+                writes.stage(spec(1));
+                writes
+            })
+            .collect();
+        sent += size;
+        let written = Writes::combine(operations)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 2 * size, "each operation's two jobs");
+    }
+    assert_eq!(
+        tags_in_written_order(&pool).await,
+        [
+            "a", "a2", "b", "c", "b2", "c2", "d", "e", "f", "g", "d2", "e2", "f2", "g2"
+        ],
+        "the operations' first writes first, each write's rows in the operations' order"
+    );
+    // sqlx prepares each text once per connection and keeps it: one text, one prepared
+    // statement. (The pattern is split so that this query's own text does not match it.)
+    let texts: i64 = sqlx::query_scalar(
+        "select count(*) from pg_prepared_statements where statement like '%outbox' || '_rows%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(texts, 1, "one text for groups of 1, 2 and 4 operations");
 }

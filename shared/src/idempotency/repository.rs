@@ -118,24 +118,31 @@ impl IdempotencyRepository {
         response: &StoredResponse,
         ttl: Duration,
     ) {
-        let _ = writes
+        // The key is null, which fails the statement, when its advisory lock is held: another
+        // attempt under the same key is in flight.
+        writes
             .write(
                 "insert into idempotency_keys (user_id, scope, key, request_hash, locked_until, \
                                                expires_at, resource_id, response_status, response_body) \
-                 select $1, $2, case when key_lock.taken then $3 end, $4, now(), \
-                        now() + make_interval(secs => $5), $6, $7, $8 \
-                 from (select pg_try_advisory_xact_lock( \
-                         hashtextextended($1::uuid::text || ' ' || $2 || ' ' || $3, 0)) as taken \
-                      ) as key_lock",
+                 select c.user_id, c.scope, \
+                        case when pg_try_advisory_xact_lock( \
+                               hashtextextended(c.user_id::text || ' ' || c.scope || ' ' || c.key, 0)) \
+                             then c.key end, \
+                        c.request_hash, now(), now() + make_interval(secs => c.ttl_secs), \
+                        c.resource_id, c.response_status, c.response_body \
+                 from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[], \
+                             $6::uuid[], $7::int2[], $8::bytea[]) \
+                      as c(user_id, scope, key, request_hash, ttl_secs, resource_id, \
+                           response_status, response_body)",
             )
-            .bind(claim.user_id)
-            .bind(claim.scope)
-            .bind(claim.key.clone())
-            .bind(request_hash.to_owned())
-            .bind(ttl.as_secs_f64())
-            .bind(claim.resource_id)
-            .bind(response.status as i16)
-            .bind(response.body.clone())
+            .bind(vec![claim.user_id])
+            .bind(vec![claim.scope])
+            .bind(vec![claim.key.clone()])
+            .bind(vec![request_hash.to_owned()])
+            .bind(vec![ttl.as_secs_f64()])
+            .bind(vec![claim.resource_id])
+            .bind(vec![response.status as i16])
+            .bind(vec![response.body.clone()])
             .finish();
     }
 

@@ -108,33 +108,38 @@ impl OrderRepository {
     /// Built at run time (writes of one statement), so the macro does not check it; every test
     /// that places an order runs it.
     pub fn insert(&self, writes: &mut Writes, new: NewOrderRow<'_>) -> Order {
-        let line_nos: Vec<i32> = (1..=new.items.len() as i32).collect();
+        let lines = new.items.len();
+        let line_nos: Vec<i32> = (1..=lines as i32).collect();
         let product_ids: Vec<Uuid> = new.items.iter().map(|i| i.product_id).collect();
         let skus: Vec<String> = new.items.iter().map(|i| i.sku.clone()).collect();
         let names: Vec<String> = new.items.iter().map(|i| i.name.clone()).collect();
         let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
         let prices: Vec<i64> = new.items.iter().map(|i| i.unit_price_cents).collect();
-        let _ = writes
+        writes
             .write(
                 "insert into orders (id, user_id, status, total_cents, currency, \
                                      takes_stock_at_commit, created_at, updated_at) \
-                 values ($1, $2, 'placed', $3, $4, true, $5, $5) returning id",
+                 select o.id, o.user_id, 'placed', o.total_cents, o.currency, true, \
+                        o.placed_at, o.placed_at \
+                 from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], \
+                             $5::timestamptz[]) as o(id, user_id, total_cents, currency, placed_at) \
+                 returning id",
             )
-            .bind(new.id)
-            .bind(new.user_id)
-            .bind(new.total_cents)
-            .bind(new.currency.to_owned())
-            .bind(new.placed_at)
+            .bind(vec![new.id])
+            .bind(vec![new.user_id])
+            .bind(vec![new.total_cents])
+            .bind(vec![new.currency.to_owned()])
+            .bind(vec![new.placed_at])
             .finish();
         // The lines' foreign keys (to the order, to their products) are checked at the commit.
-        let _ = writes
+        writes
             .write(
                 "insert into order_items (order_id, line_no, product_id, sku, name, quantity, \
                                           unit_price_cents) \
-                 select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::text[], \
-                                          $6::int[], $7::bigint[])",
+                 select * from unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[], \
+                                      $6::int[], $7::bigint[])",
             )
-            .bind(new.id)
+            .bind(vec![new.id; lines])
             .bind(line_nos)
             .bind(product_ids)
             .bind(skus)

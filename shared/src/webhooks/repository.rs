@@ -210,7 +210,8 @@ impl WebhookRepository {
 
     /// Adds to `writes` one delivery of `payload` to every enabled endpoint subscribed to
     /// `event`; the write returns each new delivery's `id` and `endpoint_id` (no row when nobody
-    /// subscribes). Built at run time (one of an operation's [`Writes`]), so the macro does not
+    /// subscribes), and its `event_id`: the event's own deliveries, when several operations'
+    /// events go in one statement. Built at run time (one of an operation's [`Writes`]), so the macro does not
     /// check it; every test that places an order with an endpoint subscribed runs it.
     ///
     /// The endpoints are read without a lock: every order's transaction writes deliveries to the
@@ -223,20 +224,25 @@ impl WebhookRepository {
         &self,
         writes: &mut Writes,
         event: WebhookEventType,
+        event_id: Uuid,
         payload: String,
     ) -> WriteRef {
         writes
             .write(
-                "insert into webhook_deliveries (id, endpoint_id, event_type, payload) \
-                 select orderly_uuidv7(), subscribed.id, $1, $2 from ( \
-                   select id from webhook_endpoints where enabled and events @> array[$1]::text[] \
+                "insert into webhook_deliveries (id, endpoint_id, event_type, payload, event_id) \
+                 select orderly_uuidv7(), subscribed.id, event.kind, event.payload, event.id \
+                 from unnest($1::text[], $2::text[], $3::uuid[]) as event(kind, payload, id) \
+                 cross join lateral ( \
+                   select id from webhook_endpoints \
+                   where enabled and events @> array[event.kind]::text[] \
                    order by id \
                  ) as subscribed \
-                 returning id, endpoint_id",
+                 returning id, endpoint_id, event_id",
             )
-            .bind(event.as_str())
-            .bind(payload)
-            .finish()
+            .bind(vec![event.as_str()])
+            .bind(vec![payload])
+            .bind(vec![event_id])
+            .finish_keyed("event_id", event_id)
     }
 
     /// Stops deliveries to an endpoint; false if it was already disabled or is gone.

@@ -374,9 +374,12 @@ impl WebhookService {
         data: &Value,
     ) -> Result<(), AppError> {
         let body = Envelope::body(event, data)?;
-        let deliveries = self
-            .webhooks
-            .insert_deliveries_to_subscribers(to.writes(), event, body);
+        let deliveries = self.webhooks.insert_deliveries_to_subscribers(
+            to.writes(),
+            event,
+            Uuid::now_v7(),
+            body,
+        );
         self.jobs
             .stage_for_rows(to, deliveries, &WebhookFanOutJob { rows: Vec::new() })?;
         Ok(())

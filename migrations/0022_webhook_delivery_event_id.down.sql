@@ -1,0 +1,1 @@
+alter table webhook_deliveries drop column event_id;
