@@ -260,6 +260,15 @@ struct Part {
     columns: Vec<Box<dyn Column>>,
 }
 
+/// The jobs staged for the rows of one part, picked by the same key column: one arm of the
+/// outbox insert, each job with its operation's key.
+struct RowsArm {
+    part: usize,
+    key_column: &'static str,
+    jobs: Vec<StagedJob>,
+    keys: Vec<Uuid>,
+}
+
 /// The statement to send: its text and its arguments.
 struct Statement {
     sql: String,
@@ -485,23 +494,34 @@ impl Writes {
         }
         // The jobs for rows of the same write and key column: one arm, each job carrying the
         // rows whose key is its own.
-        let mut rows_arms: Vec<(usize, &'static str, Vec<StagedJob>, Vec<Uuid>)> = Vec::new();
+        let mut rows_arms: Vec<RowsArm> = Vec::new();
         let mut rows_ids = Vec::with_capacity(self.for_rows.len());
         for RowsJob { of, job } in self.for_rows {
             let part = part_of_write[of.write];
             rows_ids.push(job.id);
             match rows_arms
                 .iter_mut()
-                .find(|(p, column, _, _)| *p == part && *column == of.key_column)
+                .find(|arm| arm.part == part && arm.key_column == of.key_column)
             {
-                Some((_, _, jobs, keys)) => {
-                    jobs.push(job);
-                    keys.push(of.key);
+                Some(arm) => {
+                    arm.jobs.push(job);
+                    arm.keys.push(of.key);
                 }
-                None => rows_arms.push((part, of.key_column, vec![job], vec![of.key])),
+                None => rows_arms.push(RowsArm {
+                    part,
+                    key_column: of.key_column,
+                    jobs: vec![job],
+                    keys: vec![of.key],
+                }),
             }
         }
-        for (part, column, jobs, keys) in rows_arms {
+        for RowsArm {
+            part,
+            key_column: column,
+            jobs,
+            keys,
+        } in rows_arms
+        {
             let [ids, queues, kinds, specs] = statement.bind_jobs(&jobs)?;
             let keys = statement.bind(keys)?;
             arms.push(format!(
