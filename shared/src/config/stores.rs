@@ -28,9 +28,10 @@ pub struct DatabaseConfig {
     /// every order in a statement of its own; see `queue::group_commit`). One by default, which
     /// makes the largest groups; docs/performance.md compares it with more.
     pub order_statements_in_flight: usize,
-    /// Most orders one such statement carries (`ORDERS_PER_STATEMENT`, 16). PostgreSQL plans
-    /// each size of statement on each connection, and past about 16 orders both its planning
-    /// and its execution per order grow (docs/performance.md).
+    /// Most orders one such statement carries (`ORDERS_PER_STATEMENT`, 128). The statement's
+    /// text is the same however many it carries (`queue::Writes::combine`), so one plan serves
+    /// every size, and a burst of orders goes in one statement instead of waiting for several
+    /// in turn; the cap only bounds how much one statement writes (docs/performance.md).
     pub orders_per_statement: usize,
 }
 
@@ -61,7 +62,7 @@ impl DatabaseConfig {
             acquire_timeout: millis(env.parse_or("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
             orders_in_flight_per_product: env.parse_or("ORDERS_IN_FLIGHT_PER_PRODUCT", 4)?,
             order_statements_in_flight: env.parse_or("ORDER_STATEMENTS_IN_FLIGHT", 1)?,
-            orders_per_statement: env.parse_or("ORDERS_PER_STATEMENT", 16)?,
+            orders_per_statement: env.parse_or("ORDERS_PER_STATEMENT", 128)?,
         })
     }
 }

@@ -23,7 +23,7 @@ fn defaults_apply_when_only_required_variables_are_set() {
     assert_eq!(config.cache.near_max_bytes, 16 * 1024 * 1024);
     assert_eq!(config.database.orders_in_flight_per_product, 4);
     assert_eq!(config.database.order_statements_in_flight, 1);
-    assert_eq!(config.database.orders_per_statement, 16);
+    assert_eq!(config.database.orders_per_statement, 128);
     assert!(
         config.worker.queues.is_empty(),
         "no WORKER_QUEUES: every queue"
