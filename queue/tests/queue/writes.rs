@@ -32,27 +32,34 @@ async fn tags_in_written_order(pool: &PgPool) -> Vec<String> {
         .unwrap()
 }
 
+/// A ledger row per operation.
+const ADD: &str = "insert into ledger (tag, amount) select * from unnest($1::text[], $2::int[]) \
+                   returning tag, amount";
+
+/// The same rows by another write: one the same as a first write would be written with it.
+const ADD_AFTER: &str = "insert into ledger (tag, amount) select input.tag, input.amount \
+                         from unnest($1::text[], $2::int[]) as input(tag, amount) \
+                         returning tag, amount";
+
 fn add(writes: &mut Writes, tag: &'static str, amount: i32) {
+    add_by(writes, ADD, tag, amount);
+}
+
+fn add_by(writes: &mut Writes, sql: &'static str, tag: &'static str, amount: i32) {
     writes
-        .write(
-            "insert into ledger (tag, amount) select * from unnest($1::text[], $2::int[]) \
-             returning tag, amount",
-        )
+        .write(sql)
         .bind(vec![tag])
         .bind(vec![amount])
         .finish();
 }
 
-/// As [`add`], but another write: one the same as a first write would be written with it.
-fn add_after(writes: &mut Writes, tag: &'static str, amount: i32) {
-    writes
-        .write(
-            "insert into ledger (amount, tag) select * from unnest($1::int[], $2::text[]) \
-             returning tag, amount",
-        )
-        .bind(vec![amount])
-        .bind(vec![tag])
-        .finish();
+/// A job to carry a write's rows (its payload's `rows`, empty when staged).
+fn rows_job() -> JobSpec {
+    JobSpec::new(
+        "outbox-test",
+        "test.rows",
+        serde_json::json!({ "rows": [] }),
+    )
 }
 
 /// As [`add`], the rows keyed by a fresh `operation`: a job may be staged for them.
@@ -142,13 +149,6 @@ async fn the_first_write_is_written_first(pool: PgPool) {
 async fn a_job_for_rows_carries_them_and_exists_only_with_them(pool: PgPool) {
     ledger(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    let fan_out = || {
-        JobSpec::new(
-            "outbox-test",
-            "test.rows",
-            serde_json::json!({ "rows": [] }),
-        )
-    };
 
     let mut writes = Writes::new();
     add(&mut writes, "plain", 0);
@@ -175,8 +175,8 @@ async fn a_job_for_rows_carries_them_and_exists_only_with_them(pool: PgPool) {
         .bind(vec![operation])
         .bind(vec![2_i32])
         .finish_keyed("operation", operation);
-    let carried = writes.stage_for_rows(some, fan_out());
-    let never = writes.stage_for_rows(none, fan_out());
+    let carried = writes.stage_for_rows(some, rows_job());
+    let never = writes.stage_for_rows(none, rows_job());
     let written = writes.execute(&mut conn).await.unwrap();
 
     let ids: Vec<_> = written.iter().map(|job| job.id).collect();
@@ -232,16 +232,9 @@ async fn combined_operations_commit_as_one_with_each_first_write_first_in_order(
         add(&mut writes, first, 1);
         if with_rows {
             let rows = add_keyed(&mut writes, second, 2);
-            writes.stage_for_rows(
-                rows,
-                JobSpec::new(
-                    "outbox-test",
-                    "test.rows",
-                    serde_json::json!({ "rows": [] }),
-                ),
-            );
+            writes.stage_for_rows(rows, rows_job());
         } else {
-            add_after(&mut writes, second, 2);
+            add_by(&mut writes, ADD_AFTER, second, 2);
             writes.stage(spec(1));
         }
         writes
@@ -306,14 +299,7 @@ async fn the_statement_of_many_operations_is_the_statement_of_one(pool: PgPool) 
                 let mut writes = Writes::new();
                 add(&mut writes, FIRST[n], 1);
                 let rows = add_keyed(&mut writes, SECOND[n], 2);
-                writes.stage_for_rows(
-                    rows,
-                    JobSpec::new(
-                        "outbox-test",
-                        "test.rows",
-                        serde_json::json!({ "rows": [] }),
-                    ),
-                );
+                writes.stage_for_rows(rows, rows_job());
                 writes.stage(spec(1));
                 writes
             })
