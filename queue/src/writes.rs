@@ -269,26 +269,28 @@ struct RowsArm {
     keys: Vec<Uuid>,
 }
 
-/// The statement to send: its text and its arguments.
+/// The statement to send: its text and its arguments, built together, numbering placeholders as
+/// it binds.
 struct Statement {
-    sql: String,
-    args: PgArguments,
-}
-
-/// Builds the statement's text and arguments together, numbering placeholders as it binds.
-struct StatementBuilder {
     sql: String,
     args: PgArguments,
     binds: usize,
 }
 
-impl StatementBuilder {
+impl Statement {
     /// Binds `value` and returns its placeholder number.
     fn bind<T>(&mut self, value: T) -> Result<usize, sqlx::Error>
     where
         T: for<'q> Encode<'q, Postgres> + Type<Postgres> + Send,
     {
         self.args.add(value).map_err(sqlx::Error::Encode)?;
+        self.binds += 1;
+        Ok(self.binds)
+    }
+
+    /// Binds a write's column, as [`Statement::bind`] does a value.
+    fn bind_column(&mut self, column: Box<dyn Column>) -> Result<usize, sqlx::Error> {
+        column.add_to(&mut self.args).map_err(sqlx::Error::Encode)?;
         self.binds += 1;
         Ok(self.binds)
     }
@@ -397,7 +399,7 @@ impl Writes {
             return Ok(Vec::new());
         }
         let mut written = Vec::with_capacity(self.staged.len() + self.for_rows.len());
-        let Statement { sql, args } = self.into_statement(&mut written)?;
+        let Statement { sql, args, .. } = self.into_statement(&mut written)?;
         let rows: Vec<PgRow> = sqlx::query_with(&sql, args).fetch_all(conn).await?;
         for row in rows {
             use sqlx::Row;
@@ -431,7 +433,7 @@ impl Writes {
                 }
             }
         }
-        let mut statement = StatementBuilder {
+        let mut statement = Statement {
             sql: String::with_capacity(parts.len() * 256 + 512),
             args: PgArguments::default(),
             binds: 0,
@@ -446,10 +448,7 @@ impl Writes {
                 .sql
                 .push_str(&format!("w{index} as ({renumbered})"));
             for column in part.columns {
-                column
-                    .add_to(&mut statement.args)
-                    .map_err(sqlx::Error::Encode)?;
-                statement.binds += 1;
+                statement.bind_column(column)?;
             }
         }
         // Reads each operation's first write whole, in order, before anything else (see the
@@ -473,10 +472,7 @@ impl Writes {
                 " select null::uuid as id, null::jsonb as spec where {} < 0",
                 gates.join(" >= 0 and ")
             ));
-            return Ok(Statement {
-                sql: statement.sql,
-                args: statement.args,
-            });
+            return Ok(statement);
         }
         if !part_of_write.is_empty() {
             statement.sql.push_str(", ");
@@ -545,10 +541,7 @@ impl Writes {
             " select id, spec from outbox_rows where {gate}id = any(${rows_ids}::uuid[])"
         ));
         written.extend(self.staged);
-        Ok(Statement {
-            sql: statement.sql,
-            args: statement.args,
-        })
+        Ok(statement)
     }
 }
 

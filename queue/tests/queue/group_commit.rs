@@ -26,7 +26,10 @@ async fn ledger(pool: &PgPool) {
 fn one(tag: String) -> Writes {
     let mut writes = Writes::new();
     writes
-        .write("insert into ledger (tag, amount) select tag, 1 from unnest($1::text[]) as tag returning tag")
+        .write(
+            "insert into ledger (tag, amount) select tag, 1 from unnest($1::text[]) as tag \
+             returning tag",
+        )
         .bind(vec![tag])
         .finish();
     writes.stage(spec(1));

@@ -211,8 +211,9 @@ impl WebhookRepository {
     /// Adds to `writes` one delivery of `payload` to every enabled endpoint subscribed to
     /// `event`; the write returns each new delivery's `id` and `endpoint_id` (no row when nobody
     /// subscribes), and its `event_id`: the event's own deliveries, when several operations'
-    /// events go in one statement. Built at run time (one of an operation's [`Writes`]), so the macro does not
-    /// check it; every test that places an order with an endpoint subscribed runs it.
+    /// events go in one statement. Built at run time (one of an operation's [`Writes`]), so the
+    /// macro does not check it; every test that places an order with an endpoint subscribed
+    /// runs it.
     ///
     /// The endpoints are read without a lock: every order's transaction writes deliveries to the
     /// same few endpoints, and a key-share lock held from here to the commit by each of them
