@@ -946,6 +946,50 @@ async fn a_placed_order_reaches_the_receiver_signed(pool: PgPool) {
     assert_eq!(receiver.hits().len(), 2);
 }
 
+/// The attempt a worker records rewrites its delivery row in place: a heap-only update, with no
+/// new index entries, the cheapest write PostgreSQL has. An index on a column the attempt
+/// changes (the status, say), or pages packed full, would make every delivery write all of its
+/// indexes again.
+#[sqlx::test(migrator = "orderly::db::MIGRATOR")]
+async fn recording_an_attempt_rewrites_the_delivery_in_place(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), LOCAL).await;
+    let admin = app.admin().await;
+    let receiver = Receiver::start(vec![]).await;
+    let endpoint = create_webhook(&app, &admin, &receiver.url(), &["order.placed"]).await;
+    let worker = Worker::start(&app).await;
+    place_order(&app, &admin).await;
+    wait_for_delivery(&app, &admin, &id_of(&endpoint), status_is("delivered")).await;
+    worker.stop().await;
+    app.stop().await;
+
+    // A backend reports its table statistics at the latest when it exits: close them all.
+    let options = pool.connect_options();
+    pool.close().await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .expect("a connection of its own");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (updates, in_place) = loop {
+        let (updates, in_place): (i64, i64) = sqlx::query_as(
+            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables \
+             where relname = 'webhook_deliveries'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("table statistics");
+        if updates > 0 || Instant::now() > deadline {
+            break (updates, in_place);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sqlx::Connection::close(conn).await.expect("closed");
+    assert!(updates >= 1, "the attempt was never counted as an update");
+    assert_eq!(
+        in_place, updates,
+        "every attempt record is a heap-only update"
+    );
+}
+
 #[sqlx::test(migrator = "orderly::db::MIGRATOR")]
 async fn failures_are_retried_until_the_receiver_accepts(pool: PgPool) {
     let app = spawn_app_with(
