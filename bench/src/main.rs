@@ -445,6 +445,16 @@ fn orders_summary(result: &Value, lines: &mut Vec<String>) {
                 stage("statement"),
                 stage("stock_read"),
             ));
+            let fixed_cpu = &o["fixed_rate_cpu_us_per_request"];
+            lines.push(format!(
+                "  at half load: {} orders per statement; CPU µs per order: api {}, postgres {}, redis {}, whole machine {} (idle {})",
+                o["half_load_orders_per_statement"],
+                fixed_cpu["api"],
+                fixed_cpu["postgres"],
+                fixed_cpu["redis"],
+                fixed_cpu["machine"],
+                fixed_cpu["machine_idle_share"],
+            ));
         }
     }
     for a in orders["anatomy"].as_array().into_iter().flatten() {

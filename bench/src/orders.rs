@@ -208,6 +208,10 @@ async fn measure_scenario(
             .fixed_metrics
             .as_ref()
             .map(|(before, after)| order_stage_tails(before, after)),
+        "half_load_orders_per_statement": measured
+            .fixed_metrics
+            .as_ref()
+            .and_then(|(before, after)| per_statement(before, after)),
         "targets": {
             "ratio_to_pgbench_min": RATIO_TARGET,
             "saturation_p99_max_ms": scenario.saturation_p99_max_ms,

@@ -480,6 +480,10 @@ pub(crate) struct Measured {
     pub checkpoints: (Option<u64>, Option<u64>),
     /// CPU microseconds per request over the saturation runs, per process group.
     pub cpu_us_per_request: Value,
+    /// The same over the fixed-rate run: where requests arrive at half the saturation rate,
+    /// work that is shared under load (a statement for a group of orders) is shared less, and a
+    /// request can cost more than at saturation.
+    pub fixed_cpu_us_per_request: Value,
     /// The api's metric series just before and just after the fixed-rate run, if
     /// [`HttpTarget::metrics`] asked for them: what its histograms recorded at half load alone.
     pub fixed_metrics: Option<(MetricSeries, MetricSeries)>,
@@ -517,6 +521,7 @@ impl Measured {
             "fixed_rate_checkpoints": self.checkpoints.1,
             "non_2xx_or_errors": saturation_failures + fixed_failures,
             "cpu_us_per_request": self.cpu_us_per_request,
+            "fixed_rate_cpu_us_per_request": self.fixed_cpu_us_per_request,
         });
         if let (Value::Object(head), Value::Object(figures)) = (&mut head, figures) {
             head.extend(figures);
@@ -573,7 +578,14 @@ pub(crate) async fn measure(
         Some(client) => Some(metric_series(client, target.base_url).await?),
         None => None,
     };
+    let cpu_before_fixed = CpuSample::take(target.api_pid, &target.worker_pids);
     let fixed = wrk::run(target.work_dir, name, target.base_url, load, &paced).await?;
+    let cpu_after_fixed = CpuSample::take(target.api_pid, &target.worker_pids);
+    let fixed_cpu_us_per_request = cpu_before_fixed.per_request_us(
+        &cpu_after_fixed,
+        fixed.requests,
+        !target.worker_pids.is_empty(),
+    );
     let fixed_metrics = match (target.metrics, metrics_before_fixed) {
         (Some(client), Some(before)) => {
             Some((before, metric_series(client, target.base_url).await?))
@@ -598,6 +610,7 @@ pub(crate) async fn measure(
             requests,
             !target.worker_pids.is_empty(),
         ),
+        fixed_cpu_us_per_request,
         fixed_metrics,
     })
 }
