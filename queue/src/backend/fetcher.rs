@@ -59,6 +59,8 @@ pub(super) async fn run_fetcher<Args>(
             failed: false,
         };
         let mut claimed = None;
+        // Whether the claim that found jobs also found the queue drained (see below).
+        let mut drained = false;
         for _ in 0..shared.partitions.len() {
             let partition = &shared.partitions[next];
             next = (next + 1) % shared.partitions.len();
@@ -68,6 +70,18 @@ pub(super) async fn run_fetcher<Args>(
                 .await
             {
                 Ok(claim) if !claim.jobs.is_empty() => {
+                    // Fewer jobs than free slots: the queue had no more to give, so asking
+                    // again at once would only come back empty (a wasted script call per
+                    // wake-up at a steady trickle of jobs). The fetcher waits instead, as that
+                    // empty claim would have had it wait: work enqueued meanwhile has left its
+                    // wake-up. A partitioned queue still asks its other partitions first.
+                    if claim.jobs.len() < wanted && shared.partitions.len() == 1 {
+                        drained = true;
+                        if let Some(due) = claim.next_wake_in {
+                            idle.wait = idle.wait.min(due);
+                        }
+                        idle.rate_limited = claim.rate_limited;
+                    }
                     claimed = Some(claim.jobs);
                     break;
                 }
@@ -87,9 +101,12 @@ pub(super) async fn run_fetcher<Args>(
         if let Some(jobs) = claimed {
             backoff.reset();
             deliver(&shared, &sender, jobs, slots).await;
-            continue;
+            if !drained {
+                continue;
+            }
+        } else {
+            drop(slots);
         }
-        drop(slots);
         if idle.failed {
             backoff.wait().await;
             continue;
@@ -119,7 +136,7 @@ pub(super) async fn run_fetcher<Args>(
     tracing::debug!(queue = %shared.queue, "fetcher stopped");
 }
 
-/// What a claim round that found nothing says about waiting.
+/// What a claim round that found nothing, or drained the queue, says about waiting.
 struct Idle {
     /// How long until something may be claimable (the soonest of the partitions' next due
     /// scheduled job, lease deadline or rate token; at most the idle poll).

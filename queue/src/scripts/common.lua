@@ -497,6 +497,12 @@ local function claim_jobs(base, now, max_jobs, lease_ms, worker, promote_limit, 
       end
     end
     if #active_args > 0 then redis.call('ZADD', base .. 'active', unpack(active_args)) end
+    -- Nothing is left to claim: the wake-ups still in the list were pushed for jobs some claim
+    -- has taken, and would only wake fetchers to claim nothing. New work pushes its own, and
+    -- due jobs, expired leases and waiting groups wake fetchers by their time (next_wake).
+    if redis.call('EXISTS', base .. 'ready', base .. 'grr') == 0 then
+      redis.call('DEL', base .. 'marker')
+    end
   end
 
   -- When should an idle worker look again? The next due scheduled job or lease deadline.

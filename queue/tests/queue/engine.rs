@@ -146,6 +146,54 @@ async fn claims_batch_up_to_the_requested_size() {
     assert_eq!((counts.waiting, counts.active), (70, 50));
 }
 
+/// The wake-ups waiting in the queue's list (one per job enqueued).
+async fn wake_ups(e: &crate::helpers::TestEngine) -> i64 {
+    let mut redis = redis::Client::open(e.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("LLEN")
+        .arg(format!("{}marker", e.base("q")))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_claim_that_drains_the_queue_clears_its_wake_ups_and_new_work_brings_its_own() {
+    let e = engine().await;
+    let specs: Vec<_> = (0..5).map(|i| job("q", &format!("j{i}"), 5)).collect();
+    e.enqueue(&specs).await.unwrap();
+    assert_eq!(wake_ups(&e).await, 5, "one wake-up per job enqueued");
+
+    // Jobs are left: every wake-up stays, so other workers still come for them.
+    assert_eq!(e.claim("q", "a", 2, LEASE).await.unwrap().jobs.len(), 2);
+    assert_eq!(wake_ups(&e).await, 5);
+
+    // The rest taken: the wake-ups would only send workers to claim nothing.
+    assert_eq!(e.claim("q", "b", 10, LEASE).await.unwrap().jobs.len(), 3);
+    assert_eq!(wake_ups(&e).await, 0);
+    let mut waiting = e.blocking_connection().await.unwrap();
+    assert!(
+        !e.wait_for_work(&mut waiting, "q", Duration::from_millis(50))
+            .await
+            .unwrap(),
+        "nothing wakes a worker while there is nothing to claim"
+    );
+
+    // Work enqueued after the draining claim wakes a waiting worker.
+    let (woken, _) = tokio::join!(
+        e.wait_for_work(&mut waiting, "q", Duration::from_secs(5)),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            e.enqueue(&[job("q", "later", 5)]).await.unwrap();
+        }
+    );
+    assert!(woken.unwrap(), "new work woke the waiting worker");
+    assert_eq!(ids(&e.claim("q", "b", 10, LEASE).await.unwrap()), ["later"]);
+}
+
 #[tokio::test]
 async fn an_expired_lease_puts_the_job_back_and_counts_the_attempt() {
     let e = engine().await;
