@@ -16,6 +16,8 @@ use std::{
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use serde_json::{Value, json};
 
+use crate::helpers::eventually_explained;
+
 /// Where screenshots and measurements go: `DASHBOARD_ARTIFACTS_DIR`, or `artifacts/dashboard`
 /// at the workspace root (ignored by git).
 pub fn artifacts_dir() -> PathBuf {
@@ -121,40 +123,34 @@ impl Browser {
         format!("{}{query}", url.path())
     }
 
-    /// Polls `check` every 100 ms until it returns `Some`, for at most `limit` (a generous bound
-    /// on something that normally takes milliseconds). Giving up, it says what the page showed
-    /// then: its address and the start of its text, which is what a failure seen once on a
-    /// loaded machine needs to be understood.
-    async fn wait_on_page<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
+    /// [`crate::helpers::eventually`] on this page: giving up, it says what the page showed then (its address
+    /// and the start of its text).
+    async fn wait_on_page<T, F, Fut>(&self, what: &str, limit: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let url = match self.client.current_url().await {
-                    Ok(url) => url.to_string(),
-                    Err(error) => format!("(no address: {error})"),
-                };
-                let text = match self
-                    .client
-                    .execute(
-                        "return document.body ? document.body.innerText.slice(0, 1500) : '(no body)'",
-                        vec![],
-                    )
-                    .await
-                {
-                    Ok(text) => text.as_str().unwrap_or_default().to_owned(),
-                    Err(error) => format!("(no text: {error})"),
-                };
-                panic!("gave up waiting for: {what}\non {url}, whose text begins:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually_explained(what, limit, check, || self.page_state()).await
+    }
+
+    /// The page's address and the start of its text, for a failure's message.
+    async fn page_state(&self) -> String {
+        let url = match self.client.current_url().await {
+            Ok(url) => url.to_string(),
+            Err(error) => format!("(no address: {error})"),
+        };
+        let text = match self
+            .client
+            .execute(
+                "return document.body ? document.body.innerText.slice(0, 1500) : '(no body)'",
+                vec![],
+            )
+            .await
+        {
+            Ok(text) => text.as_str().unwrap_or_default().to_owned(),
+            Err(error) => format!("(no text: {error})"),
+        };
+        format!("\non {url}, whose text begins:\n{text}")
     }
 
     /// The element matching `css`, waiting for it to appear.

@@ -761,20 +761,37 @@ pub fn hidden_field(html: &str, name: &str) -> Option<String> {
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `limit` (a generous bound on
 /// something that normally takes milliseconds, not a timing assertion).
-pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_explained(what, limit, check, || async { String::new() }).await
+}
+
+/// [`eventually`], whose message on giving up ends with what `explain` says then (the state a
+/// failure seen once on a loaded machine needs to be understood).
+pub async fn eventually_explained<T, F, Fut, E, Explained>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    E: FnOnce() -> Explained,
+    Explained: std::future::Future<Output = String>,
 {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for: {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let context = explain().await;
+            panic!("gave up waiting for: {what}{context}");
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
