@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::{BackendShared, ClaimedLease, ErrorBackoff, JobControl, JobInfo};
-use crate::{connection::RedisConnection, job::ClaimedJob};
+use crate::{connection::RedisConnection, engine::Claim, job::ClaimedJob};
 
 pub(super) async fn run_fetcher<Args>(
     shared: Arc<BackendShared>,
@@ -77,20 +77,12 @@ pub(super) async fn run_fetcher<Args>(
                     // wake-up. A partitioned queue still asks its other partitions first.
                     if claim.jobs.len() < wanted && shared.partitions.len() == 1 {
                         drained = true;
-                        if let Some(due) = claim.next_wake_in {
-                            idle.wait = idle.wait.min(due);
-                        }
-                        idle.rate_limited = claim.rate_limited;
+                        idle.learn(&claim);
                     }
                     claimed = Some(claim.jobs);
                     break;
                 }
-                Ok(claim) => {
-                    if let Some(due) = claim.next_wake_in {
-                        idle.wait = idle.wait.min(due);
-                    }
-                    idle.rate_limited &= claim.rate_limited;
-                }
+                Ok(claim) => idle.learn(&claim),
                 Err(error) => {
                     // One partition's node may be away while the others work.
                     tracing::warn!(queue = %shared.queue, %partition, %error, "claim failed; retrying");
@@ -145,6 +137,16 @@ struct Idle {
     rate_limited: bool,
     /// Whether a partition could not be asked.
     failed: bool,
+}
+
+impl Idle {
+    /// Takes in what one partition's claim said about when to look again.
+    fn learn(&mut self, claim: &Claim) {
+        if let Some(due) = claim.next_wake_in {
+            self.wait = self.wait.min(due);
+        }
+        self.rate_limited &= claim.rate_limited;
+    }
 }
 
 /// A blocking read of one partition's wake-up list, with the connection it runs on.
