@@ -581,11 +581,9 @@ pub(crate) async fn measure(
     let cpu_before_fixed = CpuSample::take(target.api_pid, &target.worker_pids);
     let fixed = wrk::run(target.work_dir, name, target.base_url, load, &paced).await?;
     let cpu_after_fixed = CpuSample::take(target.api_pid, &target.worker_pids);
-    let fixed_cpu_us_per_request = cpu_before_fixed.per_request_us(
-        &cpu_after_fixed,
-        fixed.requests,
-        !target.worker_pids.is_empty(),
-    );
+    let with_workers = !target.worker_pids.is_empty();
+    let fixed_cpu_us_per_request =
+        cpu_before_fixed.per_request_us(&cpu_after_fixed, fixed.requests, with_workers);
     let fixed_metrics = match (target.metrics, metrics_before_fixed) {
         (Some(client), Some(before)) => {
             Some((before, metric_series(client, target.base_url).await?))
@@ -605,11 +603,7 @@ pub(crate) async fn measure(
             between(checkpoints_at_start, checkpoints_after_saturation),
             between(checkpoints_before_fixed, checkpoints_after_fixed),
         ),
-        cpu_us_per_request: cpu_before.per_request_us(
-            &cpu_after,
-            requests,
-            !target.worker_pids.is_empty(),
-        ),
+        cpu_us_per_request: cpu_before.per_request_us(&cpu_after, requests, with_workers),
         fixed_cpu_us_per_request,
         fixed_metrics,
     })
