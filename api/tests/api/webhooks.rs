@@ -274,19 +274,13 @@ impl Drop for Worker {
     }
 }
 
-/// Polls `check` until it yields a value; fails after a generous bound (the machine may be busy).
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// [`crate::helpers::eventually`] with this file's generous bound (the machine may be busy).
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    for _ in 0..1200 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    crate::helpers::eventually(what, Duration::from_secs(60), check).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -965,24 +959,26 @@ async fn recording_an_attempt_rewrites_the_delivery_in_place(pool: PgPool) {
     // A backend reports its table statistics at the latest when it exits: close them all.
     let options = pool.connect_options();
     pool.close().await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+    let stats = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*options).clone())
         .await
         .expect("a connection of its own");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (updates, in_place) = loop {
-        let (updates, in_place): (i64, i64) = sqlx::query_as(
-            "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables \
-             where relname = 'webhook_deliveries'",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .expect("table statistics");
-        if updates > 0 || Instant::now() > deadline {
-            break (updates, in_place);
+    let (updates, in_place) = eventually("the attempt counted in the table's statistics", || {
+        let stats = &stats;
+        async move {
+            let (updates, in_place): (i64, i64) = sqlx::query_as(
+                "select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables \
+                     where relname = 'webhook_deliveries'",
+            )
+            .fetch_one(stats)
+            .await
+            .expect("table statistics");
+            (updates > 0).then_some((updates, in_place))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    sqlx::Connection::close(conn).await.expect("closed");
+    })
+    .await;
+    stats.close().await;
     assert!(updates >= 1, "the attempt was never counted as an update");
     assert_eq!(
         in_place, updates,
