@@ -123,8 +123,8 @@ impl Browser {
         format!("{}{query}", url.path())
     }
 
-    /// [`crate::helpers::eventually`] on this page: giving up, it says what the page showed then (its address
-    /// and the start of its text).
+    /// [`crate::helpers::eventually`] on this page: giving up, it says what the page showed then
+    /// (its address and the start of its text).
     async fn wait_on_page<T, F, Fut>(&self, what: &str, limit: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
@@ -190,6 +190,26 @@ impl Browser {
             wanted(text.trim()).then(|| text.trim().to_owned())
         })
         .await
+    }
+
+    /// Signs in with the login form the browser shows, and waits until the dashboard has
+    /// answered with the page it was asked for. Waiting for an element of that page is not
+    /// enough when it is one the login page has too (`main`): a test that went on at once found
+    /// itself on the login page again whenever the sign-in took longer than its next step.
+    pub async fn sign_in(&self, email: &str, password: &str) {
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in").await;
+        let client = &self.client;
+        self.wait_on_page(
+            "the dashboard, signed in",
+            Duration::from_secs(30),
+            || async move {
+                let url = client.current_url().await.ok()?;
+                (!url.path().starts_with("/admin/login")).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Types `text` into the field `css`.

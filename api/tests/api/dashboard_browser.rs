@@ -77,9 +77,7 @@ async fn admin_watches_retries_and_pauses_in_the_browser(pool: PgPool) {
     browser.goto(&app.url("/admin/queues")).await;
     assert!(browser.path().await.starts_with("/admin/login"));
     browser.screenshot("01-login").await;
-    browser.fill("#email", &admin.email).await;
-    browser.fill("#password", &admin.password).await;
-    browser.click("#sign-in").await;
+    browser.sign_in(&admin.email, &admin.password).await;
     browser.find("tr[data-queue='emails']").await;
     assert_eq!(browser.path().await, "/admin/queues");
 
@@ -320,9 +318,7 @@ async fn the_overview_updates_over_one_stream_in_the_browser(pool: PgPool) {
     let admin = app.admin().await;
     let browser = Browser::start().await;
     browser.goto(&app.url("/admin/queues")).await;
-    browser.fill("#email", &admin.email).await;
-    browser.fill("#password", &admin.password).await;
-    browser.click("#sign-in").await;
+    browser.sign_in(&admin.email, &admin.password).await;
     browser.find("tr[data-queue='emails']").await;
     // The throughput chart moves on every minute, a change the stream sends: the next steps
     // compare the page with what the stream sends, within one minute.

@@ -379,9 +379,7 @@ async fn an_admin_closes_a_breaker_in_the_browser(pool: PgPool) {
 
     let browser = Browser::start().await;
     browser.goto(&app.url("/admin/queues/webhooks")).await;
-    browser.fill("#email", &admin.email).await;
-    browser.fill("#password", &admin.password).await;
-    browser.click("#sign-in").await;
+    browser.sign_in(&admin.email, &admin.password).await;
     browser.goto(&app.url("/admin/queues/webhooks")).await;
 
     // The Groups section: the group's backlog and its open breaker with the last error.

@@ -160,10 +160,7 @@ async fn record_runtimes(app: &TestApp, queue: &str, kind: &str, quick: usize, s
 async fn signed_in_browser(app: &TestApp, admin: &TestUser, path: &str) -> Browser {
     let browser = Browser::start().await;
     browser.goto(&app.url(path)).await;
-    browser.fill("#email", &admin.email).await;
-    browser.fill("#password", &admin.password).await;
-    browser.click("#sign-in").await;
-    browser.find("main").await;
+    browser.sign_in(&admin.email, &admin.password).await;
     browser.goto(&app.url(path)).await;
     browser
 }
