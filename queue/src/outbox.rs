@@ -203,6 +203,18 @@ impl std::fmt::Debug for Outbox {
 /// Rows the relay handles per transaction.
 const RELAY_BATCH: i64 = 500;
 
+/// Begins the transaction of a scan for rows not pushed yet (the relay's, the backlog's) with
+/// bitmap scans off, so the scan walks the pending index itself.
+///
+/// Every pushed row is deleted, and its entry stays in `outbox_pending_idx` until a vacuum. A
+/// bitmap scan (what the planner picks for these few live rows) collects every such entry and
+/// visits its heap page on every call, so each relay poll and each `/metrics` scrape grew with the
+/// rows pushed since the last vacuum (measured in docs/performance.md). An index scan marks the
+/// entries of dead rows as it passes them (once no transaction can still see the rows), and
+/// later scans skip them without visiting the heap. `set local` confines this to the
+/// transaction, in the same round trip as the `begin`.
+const BEGIN_PENDING_SCAN: &str = "begin; set local enable_bitmapscan = off";
+
 /// Deletes pushed rows and returns, per row, how long it waited since its commit (seconds): the
 /// dispatch lag metric. `clock_timestamp()`, not `now()`, so a long transaction does not hide
 /// its own wait.
@@ -386,7 +398,7 @@ impl Outbox {
     // poll would bury the real ones. A poll that finds rows gets an `outbox.relay` span.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn relay_once(&self, grace: Duration) -> Result<usize, QueueError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_PENDING_SCAN).await?;
         let rows = sqlx::query!(
             r#"select id, spec as "spec: sqlx::types::Json<JobSpec>" from outbox
                where dispatched_at is null and created_at < now() - make_interval(secs => $1)
@@ -450,13 +462,15 @@ impl Outbox {
 
     /// Rows not pushed yet and the age of the oldest.
     pub async fn backlog(&self) -> Result<OutboxBacklog, QueueError> {
+        let mut tx = self.pool.begin_with(BEGIN_PENDING_SCAN).await?;
         let row = sqlx::query!(
             r#"select count(*) as "pending!",
                       (extract(epoch from (now() - min(created_at))) * 1000)::float8 as oldest_ms
                from outbox where dispatched_at is null"#,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(OutboxBacklog {
             pending: u64::try_from(row.pending).unwrap_or(0),
             oldest_ms: row.oldest_ms.map(|ms| ms.max(0.0) as u64).unwrap_or(0),
