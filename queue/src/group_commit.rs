@@ -33,21 +33,14 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use sqlx::{Postgres, pool::PoolConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
-use crate::{Outbox, QueueError, Writes};
-
-/// How long a connection a sender used stays set aside for the next sender once nothing waits
-/// (see `Inner::send_while_waiting`): long enough to bridge the gaps between the orders of a
-/// busy shop, short enough that the pool has it back soon after they stop. Closing the pool
-/// takes it back at once. Shorter than the pool's idle time before a ping (a second), so a
-/// connection set aside needs none.
-pub const KEEP_CONNECTION_IDLE: Duration = Duration::from_millis(250);
+use crate::{KEEP_CONNECTION_IDLE, Outbox, QueueError, Writes};
 
 /// How a grouped operation ended.
 #[derive(Debug)]

@@ -61,6 +61,8 @@
 //! - `outbox`: staging jobs in PostgreSQL transactions, dispatch after commit, the relay.
 //! - `writes`: an operation's writes and outbox rows, gathered and sent as one statement.
 //! - `group_commit`: operations sent at the same moment, committed together as one statement.
+//! - `held_connection`: a pooled connection a background task keeps across short gaps in its
+//!   work, sparing the pool's check of every connection given back.
 //! - `error`: [`QueueError`].
 
 /// A one-row `FROM` item that switches the current transaction to asynchronous commit
@@ -87,6 +89,7 @@ pub mod declaration;
 pub mod engine;
 pub mod error;
 pub mod group_commit;
+pub mod held_connection;
 pub mod inspect;
 pub mod job;
 pub mod limits;
@@ -107,7 +110,8 @@ pub use connection::{RedisConnection, RedisServers};
 pub use declaration::{Job, QueueName, RunAt};
 pub use engine::{CancelOutcome, JobEvent, JobState, QueueEngine, Retention};
 pub use error::QueueError;
-pub use group_commit::{GroupCommit, Grouped, KEEP_CONNECTION_IDLE};
+pub use group_commit::{GroupCommit, Grouped};
+pub use held_connection::{HeldConnection, KEEP_CONNECTION_IDLE};
 pub use job::{Backoff, ClaimedJob, JobError, JobSpec, Priority, RetryPolicy};
 pub use job::{JobGroup, Uniqueness};
 pub use limits::{Breaker, GroupLimits, QueueLimits, RateLimit};

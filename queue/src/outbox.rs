@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::{
     declaration::{Job, RunAt},
     error::QueueError,
+    held_connection::HeldConnection,
     job::{JobSpec, Uniqueness},
     producer::Producer,
     writes::{WriteRef, Writes},
@@ -599,16 +600,22 @@ impl Dispatcher {
     }
 }
 
-/// Deletes pushed rows, everything pushed meanwhile in one `DELETE`. A row pushed but not yet
-/// deleted (the process dies in between) is pushed again by the relay, which the engine ignores
-/// by id.
+/// Deletes pushed rows, everything pushed meanwhile in one `DELETE`, on a connection held
+/// across the gaps between pushes ([`HeldConnection`]). A row pushed but not yet deleted (the
+/// process dies in between) is pushed again by the relay, which the engine ignores by id.
 async fn run_deleter(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>>) {
-    while let Some(first) = rx.recv().await {
+    let mut conn = HeldConnection::new(pool);
+    while let Some(first) = conn.next(&mut rx).await {
         let (ids, flushes) = gather(first, &mut rx, 5000);
         if !ids.is_empty() {
-            match delete_pushed(&pool, &ids).await {
+            let deleted = match conn.get().await {
+                Ok(db) => delete_pushed(db, &ids).await,
+                Err(error) => Err(error),
+            };
+            match deleted {
                 Ok(lags) => crate::metrics::outbox_dispatched("commit", &lags),
                 Err(error) => {
+                    conn.give_back();
                     tracing::warn!(%error, rows = ids.len(), "deleting pushed outbox rows failed")
                 }
             }

@@ -1,11 +1,17 @@
 //! The transactional outbox against real PostgreSQL and Redis: staged jobs follow the
 //! transaction (commit → queued, rollback → nothing), the relay delivers what the api never
-//! pushed, pushed rows are deleted (and the scans for rows left behind skip them once they have
+//! pushed, pushed rows are deleted (on a connection held across short gaps between pushes; and the scans for rows left behind skip them once they have
 //! seen them), re-pushes never duplicate (not even once retention has
 //! trimmed the job, for the unique window), and rows earlier versions marked dispatched are
 //! pruned.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use orderly_queue::{
     JobSpec, Outbox, Producer, QueueEngine, Retention, UnitOfWork, outbox,
@@ -183,6 +189,78 @@ async fn the_relay_and_the_backlog_stop_reading_pushed_rows_once_they_have_passe
     assert!(
         entries_read < 2 * PUSHED,
         "six scans read {entries_read} index entries of {PUSHED} pushed rows"
+    );
+}
+
+/// A pool on the test database whose every connection given back (each is checked with a round
+/// trip then) is counted in the returned counter.
+async fn pool_counting_returns(pool: &PgPool, max_connections: u32) -> (PgPool, Arc<AtomicUsize>) {
+    let returned = Arc::new(AtomicUsize::new(0));
+    let counter = returned.clone();
+    let counting = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .after_release(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    (counting, returned)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_deleter_keeps_its_connection_between_pushes_that_come_one_at_a_time(pool: PgPool) {
+    let e = engine().await;
+    let (deletes, returned) = pool_counting_returns(&pool, 4).await;
+    let outbox = Outbox::new(deletes.clone(), Producer::new(e.engine.clone()));
+
+    // Ten commits one after another, each waiting for its row's delete, as a shop placing
+    // orders one at a time.
+    for n in 0..10 {
+        commit_and_push(&pool, &outbox, n..n + 1).await;
+    }
+    assert_eq!(rows(&pool).await, 0);
+    // Given back once, or a few times if the machine stalled longer than it is held between
+    // two of them; every time (ten) if it went back after each delete.
+    let returned_meanwhile = returned.load(Ordering::SeqCst);
+    assert!(
+        returned_meanwhile <= 3,
+        "the deleter gave its connection back {returned_meanwhile} times for ten deletes"
+    );
+
+    // Once the pushes pause, the pool has it back.
+    let given_back = eventually(orderly_queue::KEEP_CONNECTION_IDLE * 20, async || {
+        deletes.num_idle() == deletes.size() as usize
+    })
+    .await;
+    assert!(
+        given_back,
+        "{} of {} connections idle",
+        deletes.num_idle(),
+        deletes.size()
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_deleter_keeps_no_connection_the_pool_would_have_to_wait_for(pool: PgPool) {
+    let e = engine().await;
+    // The deleter's connection is the pool's only one: held between deletes, anyone else
+    // asking for one would wait for it.
+    let (deletes, returned) = pool_counting_returns(&pool, 1).await;
+    let outbox = Outbox::new(deletes.clone(), Producer::new(e.engine.clone()));
+    for n in 0..10 {
+        commit_and_push(&pool, &outbox, n..n + 1).await;
+    }
+    assert_eq!(rows(&pool).await, 0);
+    // Given back after every delete (the last one's return may still be under way).
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            returned.load(Ordering::SeqCst) == 10
+        })
+        .await,
+        "given back {} times for ten deletes",
+        returned.load(Ordering::SeqCst)
     );
 }
 

@@ -1,6 +1,6 @@
 //! Catalogue rules: who sees what, what a valid edit is, and pricing and stock for orders.
 
-use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -12,6 +12,7 @@ use crate::{
         repository::{CachedProductRepository, StockLine, StockRefusal},
         stock_queue::{StockQueue, StockTurn},
     },
+    queue::HeldConnection,
 };
 
 /// A line an order wants: which product, how many.
@@ -285,25 +286,19 @@ impl ProductService {
 }
 
 /// The background reader behind [`ProductService::stock_taken`]: the products of every request
-/// queued while the previous read ran, read in one statement and stored in the cache. It keeps
-/// its pooled connection while requests keep coming (a busy shop would otherwise queue it
-/// behind the orders waiting for a connection, and pay an acquire per read) and gives it back
-/// once none is waiting.
+/// queued while the previous read ran, read in one statement and stored in the cache. It holds
+/// its pooled connection while requests keep coming, and across short pauses between them
+/// ([`HeldConnection`]): a busy shop would otherwise queue it behind the orders waiting for a
+/// connection, and a shop placing orders one at a time would pay an acquire and the pool's
+/// check of the returned connection per read.
 async fn read_taken_stock(
     pool: PgPool,
     products: CachedProductRepository,
     mut requests: mpsc::UnboundedReceiver<TakenStock>,
 ) {
-    let mut conn: Option<PoolConnection<Postgres>> = None;
+    let mut conn = HeldConnection::new(pool);
     let mut batch = Vec::with_capacity(TAKEN_STOCK_BATCH);
-    while let Some(first) = match requests.try_recv() {
-        Ok(request) => Some(request),
-        Err(_) => {
-            // Idle: the connection goes back to the pool until the next order.
-            conn = None;
-            requests.recv().await
-        }
-    } {
+    while let Some(first) = conn.next(&mut requests).await {
         batch.push(first);
         while batch.len() < TAKEN_STOCK_BATCH {
             match requests.try_recv() {
@@ -317,19 +312,13 @@ async fn read_taken_stock(
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let read: Result<Vec<Product>, AppError> = async {
-            let conn = match conn.as_mut() {
-                Some(conn) => conn,
-                None => conn.insert(pool.acquire().await?),
-            };
-            products.find_many(&mut **conn, &ids).await
-        }
-        .await;
+        let read: Result<Vec<Product>, AppError> =
+            async { products.find_many(conn.get().await?, &ids).await }.await;
         match read {
             Ok(rows) => products.store(&rows).await,
             Err(error) => {
                 // A connection that failed is not used again.
-                conn = None;
+                conn.give_back();
                 tracing::warn!(%error, "reading products after their stock was taken failed; dropping them from the cache");
                 products.forget(&ids).await;
             }
