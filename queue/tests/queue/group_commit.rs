@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{engine, eventually},
+    helpers::{assert_every_connection_comes_back, engine, eventually},
     outbox::spec,
 };
 
@@ -219,14 +219,5 @@ async fn statements_one_after_another_share_a_connection_that_goes_back_to_the_p
     assert!(backends.len() <= 2, "one connection ran them all: {tags:?}");
 
     // Once nothing has waited for a while, the pool has it back.
-    let returned = eventually(orderly_queue::KEEP_CONNECTION_IDLE * 20, async || {
-        pool.num_idle() == pool.size() as usize
-    })
-    .await;
-    assert!(
-        returned,
-        "{} of {} connections idle",
-        pool.num_idle(),
-        pool.size()
-    );
+    assert_every_connection_comes_back(&pool).await;
 }

@@ -1,5 +1,6 @@
-//! Engine fixtures: a `QueueEngine` under a unique prefix whose keys are deleted on drop, and a
-//! job spec maker. Private Redis servers and polling come from `orderly_queue::testing`.
+//! Engine fixtures: a `QueueEngine` under a unique prefix whose keys are deleted on drop, a job
+//! spec maker, and a check that a pool has its connections back. Private Redis servers and
+//! polling come from `orderly_queue::testing`.
 
 #![allow(dead_code)]
 
@@ -71,4 +72,19 @@ pub fn job(queue: &str, id: &str, priority: u8) -> JobSpec {
             Duration::from_millis(50),
             Duration::from_millis(50),
         ]))
+}
+
+/// Asserts that every connection of `pool` is back in it soon after a pause in the work that
+/// held one across gaps ([`orderly_queue::KEEP_CONNECTION_IDLE`]).
+pub async fn assert_every_connection_comes_back(pool: &sqlx::PgPool) {
+    let returned = eventually(orderly_queue::KEEP_CONNECTION_IDLE * 20, async || {
+        pool.num_idle() == pool.size() as usize
+    })
+    .await;
+    assert!(
+        returned,
+        "{} of {} connections idle",
+        pool.num_idle(),
+        pool.size()
+    );
 }

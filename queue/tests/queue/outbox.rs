@@ -20,7 +20,9 @@ use orderly_queue::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestEngine, engine, engine_with, eventually};
+use crate::helpers::{
+    TestEngine, assert_every_connection_comes_back, engine, engine_with, eventually,
+};
 
 pub(crate) fn spec(n: u32) -> JobSpec {
     JobSpec::new("outbox-test", "test.outbox", serde_json::json!({ "n": n }))
@@ -192,12 +194,18 @@ async fn the_relay_and_the_backlog_stop_reading_pushed_rows_once_they_have_passe
     );
 }
 
-/// A pool on the test database whose every connection given back (each is checked with a round
-/// trip then) is counted in the returned counter.
-async fn pool_counting_returns(pool: &PgPool, max_connections: u32) -> (PgPool, Arc<AtomicUsize>) {
+/// Ten commits one after another, each waiting for its row's delete, as a shop placing orders
+/// one at a time; the deletes go through an outbox on a pool of `max_connections` of its own,
+/// which counts every connection given back to it (each is checked with a round trip then).
+/// Returns that pool, the count, and what keeps the deleter running.
+async fn ten_deletes_one_at_a_time(
+    pool: &PgPool,
+    max_connections: u32,
+) -> (PgPool, Arc<AtomicUsize>, TestEngine, Outbox) {
+    let e = engine().await;
     let returned = Arc::new(AtomicUsize::new(0));
     let counter = returned.clone();
-    let counting = sqlx::postgres::PgPoolOptions::new()
+    let deletes = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .after_release(move |_, _| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -206,21 +214,17 @@ async fn pool_counting_returns(pool: &PgPool, max_connections: u32) -> (PgPool, 
         .connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
-    (counting, returned)
+    let outbox = Outbox::new(deletes.clone(), Producer::new(e.engine.clone()));
+    for n in 0..10 {
+        commit_and_push(pool, &outbox, n..n + 1).await;
+    }
+    assert_eq!(rows(pool).await, 0);
+    (deletes, returned, e, outbox)
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_deleter_keeps_its_connection_between_pushes_that_come_one_at_a_time(pool: PgPool) {
-    let e = engine().await;
-    let (deletes, returned) = pool_counting_returns(&pool, 4).await;
-    let outbox = Outbox::new(deletes.clone(), Producer::new(e.engine.clone()));
-
-    // Ten commits one after another, each waiting for its row's delete, as a shop placing
-    // orders one at a time.
-    for n in 0..10 {
-        commit_and_push(&pool, &outbox, n..n + 1).await;
-    }
-    assert_eq!(rows(&pool).await, 0);
+    let (deletes, returned, _engine, _outbox) = ten_deletes_one_at_a_time(&pool, 4).await;
     // Given back once, or a few times if the machine stalled longer than it is held between
     // two of them; every time (ten) if it went back after each delete.
     let returned_meanwhile = returned.load(Ordering::SeqCst);
@@ -228,31 +232,15 @@ async fn the_deleter_keeps_its_connection_between_pushes_that_come_one_at_a_time
         returned_meanwhile <= 3,
         "the deleter gave its connection back {returned_meanwhile} times for ten deletes"
     );
-
     // Once the pushes pause, the pool has it back.
-    let given_back = eventually(orderly_queue::KEEP_CONNECTION_IDLE * 20, async || {
-        deletes.num_idle() == deletes.size() as usize
-    })
-    .await;
-    assert!(
-        given_back,
-        "{} of {} connections idle",
-        deletes.num_idle(),
-        deletes.size()
-    );
+    assert_every_connection_comes_back(&deletes).await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_deleter_keeps_no_connection_the_pool_would_have_to_wait_for(pool: PgPool) {
-    let e = engine().await;
     // The deleter's connection is the pool's only one: held between deletes, anyone else
     // asking for one would wait for it.
-    let (deletes, returned) = pool_counting_returns(&pool, 1).await;
-    let outbox = Outbox::new(deletes.clone(), Producer::new(e.engine.clone()));
-    for n in 0..10 {
-        commit_and_push(&pool, &outbox, n..n + 1).await;
-    }
-    assert_eq!(rows(&pool).await, 0);
+    let (_deletes, returned, _engine, _outbox) = ten_deletes_one_at_a_time(&pool, 1).await;
     // Given back after every delete (the last one's return may still be under way).
     assert!(
         eventually(Duration::from_secs(5), async || {
