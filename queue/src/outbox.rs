@@ -608,10 +608,7 @@ async fn run_deleter(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Message<Uuid>
     while let Some(first) = conn.next(&mut rx).await {
         let (ids, flushes) = gather(first, &mut rx, 5000);
         if !ids.is_empty() {
-            let deleted = match conn.get().await {
-                Ok(db) => delete_pushed(db, &ids).await,
-                Err(error) => Err(error),
-            };
+            let deleted = async { delete_pushed(conn.get().await?, &ids).await }.await;
             match deleted {
                 Ok(lags) => crate::metrics::outbox_dispatched("commit", &lags),
                 Err(error) => {

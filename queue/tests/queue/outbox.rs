@@ -1,9 +1,9 @@
 //! The transactional outbox against real PostgreSQL and Redis: staged jobs follow the
 //! transaction (commit → queued, rollback → nothing), the relay delivers what the api never
-//! pushed, pushed rows are deleted (on a connection held across short gaps between pushes; and the scans for rows left behind skip them once they have
-//! seen them), re-pushes never duplicate (not even once retention has
-//! trimmed the job, for the unique window), and rows earlier versions marked dispatched are
-//! pruned.
+//! pushed, pushed rows are deleted (on a connection held across short gaps between pushes, and
+//! the scans for rows left behind skip them once they have seen them), re-pushes never
+//! duplicate (not even once retention has trimmed the job, for the unique window), and rows
+//! earlier versions marked dispatched are pruned.
 
 use std::{
     sync::{
