@@ -92,9 +92,9 @@ pub async fn pgbench(options: &Options, scale: u32) -> anyhow::Result<Value> {
     );
     let mut tps = Vec::new();
     for run in 1..=options.runs {
-        // As before the api's runs: the initialisation's writes are on disk before a run
-        // begins, not written out in the middle of it.
-        crate::system::flush_disk_writes().await?;
+        // As before the api's runs: the initialisation's writes are on disk, and the disk is
+        // quiet, before a run begins.
+        let settling = crate::disk::settle(options).await?;
         let output = tokio::process::Command::new("pgbench")
             .args([
                 "-c",
@@ -120,7 +120,9 @@ pub async fn pgbench(options: &Options, scale: u32) -> anyhow::Result<Value> {
             .and_then(|v| v.parse::<f64>().ok())
             .with_context(|| format!("no tps line in pgbench output: {stdout}"))?;
         tps.push(round(value, 0));
-        emit(json!({"bench": "pgbench.run", "scale": scale, "run": run, "tps": round(value, 0)}));
+        emit(
+            json!({"bench": "pgbench.run", "scale": scale, "run": run, "tps": round(value, 0), "disk_before_run": settling.to_json()}),
+        );
     }
     crate::drop_database(options, "orderly_bench_pgbench").await?;
     let summary = json!({

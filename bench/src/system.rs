@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    Options, emit,
+    Options, disk, emit,
     procs::{CpuSample, Launcher, Proc, file_mb, sample_peak_rss},
     sinks::{self, Arrival, Arrivals},
     stats::{median, percentile, round},
@@ -487,10 +487,10 @@ pub(crate) struct Measured {
     /// The api's metric series just before and just after the fixed-rate run, if
     /// [`HttpTarget::metrics`] asked for them: what its histograms recorded at half load alone.
     pub fixed_metrics: Option<(MetricSeries, MetricSeries)>,
-    /// How long writing out the kernel's pending file writes took before the saturation runs
-    /// and before the fixed-rate run ([`flush_disk_writes`]): a long one says what the run
-    /// would otherwise have stalled on.
-    pub disk_flushes: Vec<Duration>,
+    /// What waiting for a quiet disk found before the saturation runs and before the
+    /// fixed-rate run ([`disk::settle`]): a long wait says what the run would otherwise have
+    /// stalled on, and a disk that never became quiet marks the run's tail as suspect.
+    pub disk_settlings: Vec<disk::Settling>,
 }
 
 impl Measured {
@@ -523,7 +523,7 @@ impl Measured {
             "fixed_rate_max_ms": self.fixed.latency_max_ms,
             "saturation_checkpoints": self.checkpoints.0,
             "fixed_rate_checkpoints": self.checkpoints.1,
-            "disk_flush_before_runs_ms": self.disk_flushes.iter().map(|flush| round(flush.as_secs_f64() * 1000.0, 1)).collect::<Vec<_>>(),
+            "disk_before_runs": self.disk_settlings.iter().map(disk::Settling::to_json).collect::<Vec<_>>(),
             "non_2xx_or_errors": saturation_failures + fixed_failures,
             "cpu_us_per_request": self.cpu_us_per_request,
             "fixed_rate_cpu_us_per_request": self.fixed_cpu_us_per_request,
@@ -551,7 +551,7 @@ pub(crate) async fn measure(
         rate: None,
     };
     wrk::run(target.work_dir, name, target.base_url, load, &warm).await?;
-    let mut disk_flushes = vec![flush_disk_writes().await?];
+    let mut disk_settlings = vec![disk::settle(options).await?];
     let checkpoints_at_start = checkpoints(options).await;
     let cpu_before = CpuSample::take(target.api_pid, &target.worker_pids);
     let mut runs: Vec<WrkResult> = Vec::new();
@@ -579,7 +579,7 @@ pub(crate) async fn measure(
     if let Some(database) = target.vacuum {
         crate::vacuum(options, database).await?;
     }
-    disk_flushes.push(flush_disk_writes().await?);
+    disk_settlings.push(disk::settle(options).await?);
     let checkpoints_before_fixed = checkpoints(options).await;
     let metrics_before_fixed = match target.metrics {
         Some(client) => Some(metric_series(client, target.base_url).await?),
@@ -613,28 +613,8 @@ pub(crate) async fn measure(
         cpu_us_per_request: cpu_before.per_request_us(&cpu_after, requests, with_workers),
         fixed_cpu_us_per_request,
         fixed_metrics,
-        disk_flushes,
+        disk_settlings,
     })
-}
-
-/// Has the kernel write out every file write it still holds in memory (`sync`), and returns
-/// how long that took.
-///
-/// The kernel writes such data out in the background, up to 30 seconds after it was written,
-/// and while it writes out a build's or a test run's gigabytes every `fsync` waits behind
-/// them (docs/performance.md, thirteenth round, has the figures). A measured run that begins
-/// with that data still waiting has its commits (each a WAL `fsync`) stall whenever the kernel
-/// gets to it, and its tail measures what ran before it rather than the system. Written out
-/// first, the writes a run waits on are the system's own, as on a host that does nothing
-/// else.
-pub(crate) async fn flush_disk_writes() -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let status = tokio::process::Command::new("sync")
-        .status()
-        .await
-        .context("running sync")?;
-    anyhow::ensure!(status.success(), "sync failed: {status}");
-    Ok(started.elapsed())
 }
 
 /// Checkpoints the PostgreSQL server has begun since its statistics were reset (PostgreSQL 17
