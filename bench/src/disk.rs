@@ -84,30 +84,45 @@ pub(crate) async fn settle(options: &Options) -> anyhow::Result<Settling> {
     tokio::task::spawn_blocking(move || {
         let probe = ProbeFile::create()?;
         let waiting_since = Instant::now();
-        let mut quiet_in_a_row = 0;
-        let mut worst_flush_p50_ms: f64 = 0.0;
+        let mut probes = QuietStreak::default();
         loop {
             let flush_p50_ms = probe.flush_p50_ms()?;
-            worst_flush_p50_ms = worst_flush_p50_ms.max(flush_p50_ms);
-            quiet_in_a_row = if flush_p50_ms <= quiet_fsync_ms {
-                quiet_in_a_row + 1
-            } else {
-                0
-            };
+            let quiet = probes.record(flush_p50_ms, quiet_fsync_ms);
             let waited = waiting_since.elapsed();
-            let quiet = quiet_in_a_row >= QUIET_PROBES_IN_A_ROW;
             if quiet || waited >= MAX_WAIT {
                 return Ok(Settling {
                     sync,
                     waited,
                     last_flush_p50_ms: flush_p50_ms,
-                    worst_flush_p50_ms,
+                    worst_flush_p50_ms: probes.worst_flush_p50_ms,
                     quiet,
                 });
             }
         }
     })
     .await?
+}
+
+/// The probes so far: how many quick ones came in a row, and the slowest.
+#[derive(Debug, Default)]
+struct QuietStreak {
+    quiet_in_a_row: usize,
+    worst_flush_p50_ms: f64,
+}
+
+impl QuietStreak {
+    /// Counts a probe whose median flush took `flush_p50_ms`, and says whether the disk now
+    /// counts as quiet: [`QUIET_PROBES_IN_A_ROW`] probes in a row no slower than
+    /// `quiet_fsync_ms`. A slow probe starts the count again.
+    fn record(&mut self, flush_p50_ms: f64, quiet_fsync_ms: f64) -> bool {
+        self.worst_flush_p50_ms = self.worst_flush_p50_ms.max(flush_p50_ms);
+        self.quiet_in_a_row = if flush_p50_ms <= quiet_fsync_ms {
+            self.quiet_in_a_row + 1
+        } else {
+            0
+        };
+        self.quiet_in_a_row >= QUIET_PROBES_IN_A_ROW
+    }
 }
 
 /// Whether [`settle`]'s probe file is on the same disk as the PostgreSQL server's data folder
@@ -161,5 +176,42 @@ impl Drop for ProbeFile {
     fn drop(&mut self) {
         // A leftover file in the temporary folder is harmless; nothing to do if it stays.
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_is_quiet_only_after_enough_quick_probes_in_a_row() {
+        let mut probes = QuietStreak::default();
+        for _ in 1..QUIET_PROBES_IN_A_ROW {
+            assert!(!probes.record(0.2, 1.0));
+        }
+        // A slow probe just before the streak would have been long enough starts it again.
+        assert!(!probes.record(40.0, 1.0));
+        for _ in 1..QUIET_PROBES_IN_A_ROW {
+            assert!(!probes.record(0.3, 1.0));
+        }
+        assert!(
+            probes.record(1.0, 1.0),
+            "a probe as slow as the limit still counts as quiet"
+        );
+        assert_eq!(probes.worst_flush_p50_ms, 40.0);
+    }
+
+    #[test]
+    fn the_probe_measures_flushes_and_leaves_no_file_behind() {
+        let probe = ProbeFile::create().unwrap();
+        let path = probe.path.clone();
+        assert!(path.exists());
+        let flush_p50_ms = probe.flush_p50_ms().unwrap();
+        assert!(
+            flush_p50_ms > 0.0 && flush_p50_ms.is_finite(),
+            "{flush_p50_ms}"
+        );
+        drop(probe);
+        assert!(!path.exists(), "{} is still there", path.display());
     }
 }
