@@ -496,9 +496,10 @@ pub(crate) struct Measured {
     /// The api's metric series just before and just after the fixed-rate run, if
     /// [`HttpTarget::metrics`] asked for them: what its histograms recorded at half load alone.
     pub fixed_metrics: Option<(MetricSeries, MetricSeries)>,
-    /// What waiting for a quiet disk found before the saturation runs and before the
-    /// fixed-rate run ([`disk::settle`]): a long wait says what the run would otherwise have
-    /// stalled on, and a disk that never became quiet marks the run's tail as suspect.
+    /// What waiting for a quiet disk found before each saturation run and before the
+    /// fixed-rate run, in that order ([`disk::settle`]): a long wait says what the run would
+    /// otherwise have stalled on, and a disk that never became quiet marks the run's tail as
+    /// suspect.
     pub disk_settlings: Vec<disk::Settling>,
 }
 
@@ -560,7 +561,7 @@ pub(crate) async fn measure(
         rate: None,
     };
     wrk::run(target.work_dir, name, target.base_url, load, &warm).await?;
-    let mut disk_settlings = vec![disk::settle(options).await?];
+    let mut disk_settlings = Vec::with_capacity(options.runs + 1);
     let checkpoints_at_start = checkpoints(options).await;
     let cpu_before = CpuSample::take(target.api_pid, &target.worker_pids);
     let mut runs: Vec<WrkResult> = Vec::new();
@@ -572,6 +573,8 @@ pub(crate) async fn measure(
         if let Some(database) = target.vacuum {
             crate::vacuum(options, database).await?;
         }
+        // After the vacuum, which writes: each run starts on a quiet disk.
+        disk_settlings.push(disk::settle(options).await?);
         let result = wrk::run(target.work_dir, name, target.base_url, load, &shape).await?;
         emit(
             json!({"bench": "http.saturation.run", "endpoint": name, "run": run, "connections": connections, "result": result}),
